@@ -1,0 +1,120 @@
+//! `mlahost generate`: one prompt through the engine, printed as text or JSON.
+
+use crate::progress::LoadBar;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mlahost_engine::cpu::{AttentionMode, CpuOptions};
+use mlahost_engine::generate::{generate, FinishReason, GenerateRequest};
+use mlahost_engine::sampling::SamplingParams;
+use mlahost_engine::{CacheGeometry, LoadedModel};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Checkpoint directory in the hub's format.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt text (BOS is added when tokenizer_config.json asks for it).
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids, used as given.
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    #[arg(long, default_value_t = 16)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// 0 disables the top-k cut.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Report the K most likely tokens at each step (with --json).
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: usize,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print one JSON object instead of the text.
+    #[arg(long)]
+    json: bool,
+    /// Tokens per latent-cache page.
+    #[arg(long, default_value_t = 64)]
+    page_size: usize,
+    /// Attention form: auto, absorbed or unabsorbed.
+    #[arg(long, default_value = "auto", value_parser = parse_mode)]
+    attention: AttentionMode,
+}
+
+fn parse_mode(s: &str) -> Result<AttentionMode, String> {
+    match s {
+        "auto" => Ok(AttentionMode::Auto),
+        "absorbed" => Ok(AttentionMode::Absorbed),
+        "unabsorbed" => Ok(AttentionMode::Unabsorbed),
+        _ => Err(format!("expected auto, absorbed or unabsorbed, got {s:?}")),
+    }
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.page_size == 0 {
+        bail!("--page-size must be at least 1");
+    }
+    let load_started = Instant::now();
+    let model = LoadedModel::load(&args.model, Some(Arc::new(LoadBar::new())))
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) => model.tokenizer.encode(text, true)?,
+        (None, Some(ids)) => ids.clone(),
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= model.config.vocab_size) {
+        bail!("prompt token id {bad} is outside the vocabulary of {}", model.config.vocab_size);
+    }
+    let total = prompt.len() + args.max_tokens;
+    let geometry = CacheGeometry { num_pages: total.div_ceil(args.page_size), page_size: args.page_size };
+    let mut backend = model.cpu_backend(CpuOptions { geometry, attention: args.attention })?;
+    let request = GenerateRequest {
+        prompt: prompt.clone(),
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed },
+        top_logprobs: args.top_logprobs,
+        stop_token_ids: model.stop_token_ids(),
+        ignore_eos: args.ignore_eos,
+    };
+    let out = generate(&mut backend, &request)?;
+    let text = model.tokenizer.decode(&out.token_ids, true)?;
+    if !args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let decoded_steps = out.token_ids.len().saturating_sub(1);
+    let report = json!({
+        "token_ids": out.token_ids,
+        "text": text,
+        "logprobs": out.logprobs,
+        "top_logprobs": out.top_logprobs.iter()
+            .map(|step| step.iter().map(|(id, lp)| json!({"id": id, "logprob": lp})).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        "finish_reason": match out.finish_reason { FinishReason::Length => "length", FinishReason::Stop => "stop" },
+        "prompt_token_ids": prompt,
+        "stats": {
+            "prompt_tokens": prompt.len(),
+            "load_s": load_seconds,
+            "prefill_s": out.prefill_seconds,
+            "decode_s": out.decode_seconds,
+            "decode_tokens_per_s": if out.decode_seconds > 0.0 { decoded_steps as f64 / out.decode_seconds } else { 0.0 },
+        },
+    });
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `mlahost`: the command line of the MLA inference server.
+
+mod generate;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mlahost", version, about = "Inference server for Multi-Head Latent Attention models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Worker threads for the CPU engine (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation of one prompt and print it.
+    Generate(generate::GenerateArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MLAHOST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon_threads(n) {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn rayon_threads(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "--threads must be at least 1");
+    mlahost_engine::cpu::set_threads(n)?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The CPU backend: f32 compute over bf16/f32 weights, all cores through rayon. It is the
+//! reference the CUDA backend is checked against and the default without a GPU.
+
+mod attention;
+mod kernels;
+mod kv_cache;
+mod moe;
+mod ops;
+
+pub use attention::AttentionMode;
+
+use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
+use crate::config::ModelConfig;
+use crate::rope::Rope;
+use crate::weights::{FeedForward, ModelWeights};
+use crate::{EngineError, Result};
+use attention::{Attention, TokenSlot};
+use kv_cache::LatentCache;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CpuOptions {
+    pub geometry: CacheGeometry,
+    pub attention: AttentionMode,
+}
+
+pub struct CpuBackend {
+    cfg: ModelConfig,
+    weights: Arc<ModelWeights>,
+    rope: Rope,
+    cache: LatentCache,
+    attention: AttentionMode,
+}
+
+impl CpuBackend {
+    /// Weights are shared so several replicas (or test backends) can run one loaded model.
+    pub fn new(cfg: ModelConfig, weights: Arc<ModelWeights>, opts: CpuOptions) -> Result<Self> {
+        if opts.geometry.page_size == 0 {
+            return Err(EngineError::InvalidBatch("page size must be at least 1".into()));
+        }
+        let cache = LatentCache::new(cfg.num_hidden_layers, cfg.latent_dim(), opts.geometry);
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention })
+    }
+
+    pub fn set_attention_mode(&mut self, mode: AttentionMode) {
+        self.attention = mode;
+    }
+
+    fn validate(&self, batch: &[SeqChunk<'_>]) -> Result<()> {
+        let geo = self.cache.geometry();
+        for (i, s) in batch.iter().enumerate() {
+            let bad = |m: String| Err(EngineError::InvalidBatch(format!("sequence {i}: {m}")));
+            if s.tokens.is_empty() {
+                return bad("no new tokens".into());
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                return bad(format!("token id {t} is outside the vocabulary of {}", self.cfg.vocab_size));
+            }
+            let end = s.start_pos + s.tokens.len();
+            if s.block_table.len() * geo.page_size < end {
+                return bad(format!("block table of {} pages cannot hold {end} tokens", s.block_table.len()));
+            }
+            if let Some(&p) = s.block_table.iter().find(|&&p| p as usize >= geo.num_pages) {
+                return bad(format!("page {p} is outside the cache of {} pages", geo.num_pages));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CpuBackend {
+    fn cache_geometry(&self) -> CacheGeometry {
+        self.cache.geometry()
+    }
+
+    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
+        self.validate(batch)?;
+        let (cfg, w) = (&self.cfg, &*self.weights);
+        let hidden = cfg.hidden_size;
+        let mut slots = Vec::new();
+        let mut offsets = Vec::with_capacity(batch.len());
+        for (seq, chunk) in batch.iter().enumerate() {
+            offsets.push(slots.len());
+            slots.extend((0..chunk.tokens.len()).map(|i| TokenSlot { seq, pos: chunk.start_pos + i }));
+        }
+        let t = slots.len();
+        let mut x = vec![0f32; t * hidden];
+        for (tok, row) in batch.iter().flat_map(|c| c.tokens).zip(x.chunks_mut(hidden)) {
+            w.embed.row_into(*tok as usize, row);
+        }
+        let attn = Attention { cfg, rope: &self.rope, mode: self.attention, chunks: batch, chunk_offsets: &offsets, slots: &slots };
+        for (l, layer) in w.layers.iter().enumerate() {
+            let mut h = x.clone();
+            ops::rms_norm_rows(&mut h, &layer.input_norm, cfg.rms_norm_eps);
+            let a = attn.forward(l, &layer.attn, &h, &mut self.cache);
+            x.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
+            let mut h = x.clone();
+            ops::rms_norm_rows(&mut h, &layer.post_attention_norm, cfg.rms_norm_eps);
+            let f = match &layer.ffn {
+                FeedForward::Dense(m) => moe::mlp(m, &h, t),
+                FeedForward::Moe(m) => moe::moe(m, cfg.moe.as_ref().expect("moe layer"), &h, t, hidden),
+            };
+            x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
+        }
+        // Final norm and lm_head only for the rows that were asked for.
+        let mut picked = Vec::new();
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, chunk) in batch.iter().enumerate() {
+            let (first, n) = (offsets[i], chunk.tokens.len());
+            let wanted = match chunk.logits {
+                LogitsRequest::None => 0..0,
+                LogitsRequest::Last => first + n - 1..first + n,
+                LogitsRequest::All => first..first + n,
+            };
+            let start = picked.len() / hidden;
+            picked.extend_from_slice(&x[wanted.start * hidden..wanted.end * hidden]);
+            rows.push(start..picked.len() / hidden);
+        }
+        let n_rows = picked.len() / hidden;
+        ops::rms_norm_rows(&mut picked, &w.norm, cfg.rms_norm_eps);
+        let data = ops::linear(&picked, n_rows, &w.lm_head);
+        Ok(Logits { vocab: cfg.vocab_size, data, rows })
+    }
+}
+
+/// Sizes the global worker pool the CPU backend runs on; call before the first forward pass.
+pub fn set_threads(n: usize) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| EngineError::InvalidBatch(format!("cannot size the thread pool: {e}")))
+}

@@ -1,0 +1,21 @@
+//! The mlahost engine: DeepSeek-V2/V3 (and Kimi-K2) checkpoints in the hub's format, their
+//! tokenizer, and the MLA forward pass over a ragged batch and a paged latent cache.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+mod error;
+pub mod generate;
+pub mod model;
+pub mod rope;
+pub mod sampling;
+pub mod tensor;
+pub mod tokenizer;
+pub mod weights;
+
+pub use batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
+pub use config::ModelConfig;
+pub use error::{EngineError, Result};
+pub use model::LoadedModel;
+pub use tokenizer::Tokenizer;

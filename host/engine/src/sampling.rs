@@ -1,0 +1,174 @@
+//! Native token sampling: greedy, temperature, top-k, top-p, seeded; log-probabilities are of
+//! the model's distribution before temperature, as the OpenAI API reports them.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 1.0 disables nucleus sampling.
+    pub top_p: f32,
+    /// 0 disables the top-k cut.
+    pub top_k: usize,
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 1.0, top_k: 0, seed: None }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        Ok(())
+    }
+}
+
+/// xoshiro256** seeded through splitmix64: small, fast and reproducible across platforms.
+#[derive(Debug, Clone)]
+pub struct Rng([u64; 4]);
+
+impl Rng {
+    pub fn seeded(seed: u64) -> Self {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        Self([next(), next(), next(), next()])
+    }
+
+    /// Seeded from the process's hash randomness when the request gives no seed.
+    pub fn from_entropy() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        Self::seeded(RandomState::new().hash_one(std::time::SystemTime::now()))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// log_softmax with f64 accumulation.
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    logits.iter().map(|&l| (l as f64 - lse) as f32).collect()
+}
+
+/// The `k` most likely `(token, logprob)` pairs, best first (ties: lower id first).
+pub fn top_logprobs(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let cmp = |a: &u32, b: &u32| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]).then(a.cmp(b));
+    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+}
+
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Draws the next token.
+pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
+    if p.temperature == 0.0 || p.top_k == 1 {
+        return argmax(logits);
+    }
+    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if p.top_k > 0 {
+        cand.truncate(p.top_k);
+    }
+    let max = cand[0].1 as f64;
+    let mut probs: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= total);
+    if p.top_p < 1.0 {
+        let mut cum = 0.0;
+        let keep = probs.iter().position(|&x| {
+            cum += x;
+            cum >= p.top_p as f64
+        });
+        let keep = keep.map_or(probs.len(), |i| i + 1);
+        probs.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= total);
+    }
+    let mut u = rng.next_f64();
+    for (i, &pr) in probs.iter().enumerate() {
+        if u < pr {
+            return cand[i].0;
+        }
+        u -= pr;
+    }
+    cand[probs.len() - 1].0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_sampling_is_reproducible_and_respects_top_k() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.7).sin()).collect();
+        let p = SamplingParams { temperature: 0.8, top_p: 1.0, top_k: 3, seed: Some(7) };
+        let top3: Vec<u32> = top_logprobs(&log_softmax(&logits), 3).iter().map(|x| x.0).collect();
+        let draw = |seed| {
+            let mut r = Rng::seeded(seed);
+            (0..200).map(|_| sample(&logits, &p, &mut r)).collect::<Vec<_>>()
+        };
+        let a = draw(7);
+        assert_eq!(a, draw(7));
+        assert!(a.iter().all(|t| top3.contains(t)));
+        assert!(top3.iter().all(|t| a.contains(t)), "each of the top 3 is drawn sometimes");
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        let logits = [10.0, 9.0, 0.0, -1.0];
+        let p = SamplingParams { temperature: 1.0, top_p: 0.5, top_k: 0, seed: None };
+        let mut r = Rng::seeded(1);
+        assert!((0..100).all(|_| sample(&logits, &p, &mut r) == 0));
+    }
+
+    #[test]
+    fn log_softmax_normalizes() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0]);
+        let s: f64 = lp.iter().map(|&x| (x as f64).exp()).sum();
+        assert!((s - 1.0).abs() < 1e-6);
+    }
+}
