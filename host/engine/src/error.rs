@@ -20,6 +20,8 @@ pub enum EngineError {
     MissingTensor(String),
     #[error("tokenizer ({file}): {message}")]
     Tokenizer { file: PathBuf, message: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
     #[error(transparent)]

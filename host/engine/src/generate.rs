@@ -37,9 +37,9 @@ pub struct GenerateOutput {
 
 pub fn generate(backend: &mut dyn Backend, req: &GenerateRequest) -> Result<GenerateOutput> {
     if req.prompt.is_empty() {
-        return Err(EngineError::InvalidBatch("the prompt is empty".into()));
+        return Err(EngineError::InvalidRequest("the prompt is empty".into()));
     }
-    req.sampling.validate().map_err(EngineError::InvalidBatch)?;
+    req.sampling.validate().map_err(EngineError::InvalidRequest)?;
     let geo = backend.cache_geometry();
     let mut pages = BlockAllocator::new(geo.num_pages, geo.page_size)?;
     let mut table = BlockTable::new();

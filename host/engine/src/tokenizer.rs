@@ -12,8 +12,9 @@ pub struct Tokenizer {
     pub eos_token: Option<String>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
-    /// Prepend BOS when encoding a prompt (`add_bos_token`, default true when a BOS exists).
-    pub add_bos: bool,
+    /// Prepend BOS ourselves: only when tokenizer.json has no post-processor (which otherwise
+    /// decides, as in transformers) and `add_bos_token` asks for it.
+    add_bos: bool,
     pub chat_template: Option<String>,
 }
 
@@ -45,7 +46,9 @@ impl Tokenizer {
         };
         let bos_token_id = id_of(&bos_token, "bos_token")?;
         let eos_token_id = id_of(&eos_token, "eos_token")?;
-        let add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(bos_token_id.is_some()) && bos_token_id.is_some();
+        let add_bos = inner.get_post_processor().is_none()
+            && bos_token_id.is_some()
+            && config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(true);
         Ok(Self {
             inner,
             file,
@@ -62,9 +65,10 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Encodes a prompt; BOS is prepended when `add_special_tokens` and the config asks for it.
+    /// Encodes a prompt; with `add_special_tokens` the checkpoint's post-processor (or
+    /// `add_bos_token`) adds BOS, as transformers does.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| self.err(e))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if add_special_tokens && self.add_bos {
             ids.extend(self.bos_token_id);

@@ -4,52 +4,89 @@
 use crate::checkpoint::bf16_to_f32;
 
 const LANES: usize = 16;
+/// Weight rows streamed at once in `dot4_bf16`: more loads in flight hide memory latency.
+pub const ROWS: usize = 4;
+
+/// `a * b + c`, fused only where the build has FMA (the slow software fallback is avoided).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
 
 #[inline(always)]
-fn dot_f32_body(a: &[f32], b: &[f32]) -> f32 {
+fn dot_f32_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..LANES {
-            acc[i] += x[i] * y[i];
+            acc[i] = madd::<FMA>(x[i], y[i], acc[i]);
         }
     }
     let mut tail = 0f32;
     for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
+        tail = madd::<FMA>(*x, *y, tail);
     }
     acc.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]
-fn dot_bf16_body(a: &[f32], b: &[u16]) -> f32 {
+fn dot_bf16_body<const FMA: bool>(a: &[f32], b: &[u16]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..LANES {
-            acc[i] += x[i] * bf16_to_f32(y[i]);
+            acc[i] = madd::<FMA>(x[i], bf16_to_f32(y[i]), acc[i]);
         }
     }
     let mut tail = 0f32;
     for (x, &y) in ra.iter().zip(rb) {
-        tail += x * bf16_to_f32(y);
+        tail = madd::<FMA>(*x, bf16_to_f32(y), tail);
     }
     acc.iter().sum::<f32>() + tail
 }
 
+/// `a` against `ROWS` consecutive rows of width `a.len()` starting at `b[0]`; each result is
+/// bit-identical to `dot_bf16_body` on that row alone (same lanes, same order).
 #[inline(always)]
-fn axpy_f32_body(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+fn dot4_bf16_body<const FMA: bool>(a: &[f32], b: &[u16], out: &mut [f32; ROWS]) {
+    let k = a.len();
+    let mut acc = [[0f32; LANES]; ROWS];
+    let full = k - k % LANES;
+    for c in (0..full).step_by(LANES) {
+        let x = &a[c..c + LANES];
+        for r in 0..ROWS {
+            let y = &b[r * k + c..r * k + c + LANES];
+            for i in 0..LANES {
+                acc[r][i] = madd::<FMA>(x[i], bf16_to_f32(y[i]), acc[r][i]);
+            }
+        }
+    }
+    for r in 0..ROWS {
+        let mut tail = 0f32;
+        for c in full..k {
+            tail = madd::<FMA>(a[c], bf16_to_f32(b[r * k + c]), tail);
+        }
+        out[r] = acc[r].iter().sum::<f32>() + tail;
     }
 }
 
 #[inline(always)]
-fn axpy_bf16_body(alpha: f32, x: &[u16], y: &mut [f32]) {
+fn axpy_f32_body<const FMA: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = madd::<FMA>(alpha, *xi, *yi);
+    }
+}
+
+#[inline(always)]
+fn axpy_bf16_body<const FMA: bool>(alpha: f32, x: &[u16], y: &mut [f32]) {
     for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += alpha * bf16_to_f32(xi);
+        *yi = madd::<FMA>(alpha, bf16_to_f32(xi), *yi);
     }
 }
 
@@ -62,14 +99,14 @@ macro_rules! dispatch {
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
+                    $body::<true>($($arg),*)
                 }
                 if has_avx2() {
                     // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $body::<false>($($arg),*)
         }
     };
 }
@@ -81,6 +118,10 @@ dispatch!(
 dispatch!(
     /// `a · widen(b)` for a bf16 row.
     dot_bf16, dot_bf16_body, (a: &[f32], b: &[u16]) -> f32
+);
+dispatch!(
+    /// `a` against four consecutive bf16 rows of width `a.len()`.
+    dot4_bf16, dot4_bf16_body, (a: &[f32], b: &[u16], out: &mut [f32; ROWS]) -> ()
 );
 dispatch!(
     /// `y += alpha * x`.

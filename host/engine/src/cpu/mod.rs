@@ -36,7 +36,7 @@ impl CpuBackend {
     /// Weights are shared so several replicas (or test backends) can run one loaded model.
     pub fn new(cfg: ModelConfig, weights: Arc<ModelWeights>, opts: CpuOptions) -> Result<Self> {
         if opts.geometry.page_size == 0 {
-            return Err(EngineError::InvalidBatch("page size must be at least 1".into()));
+            return Err(EngineError::InvalidRequest("page size must be at least 1".into()));
         }
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.latent_dim(), opts.geometry);
         Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention })
@@ -75,6 +75,14 @@ impl Backend for CpuBackend {
 
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
         self.validate(batch)?;
+        // Run the whole pass on a pool thread: the many parallel loops inside then fork from a
+        // worker instead of waking the pool from outside each time.
+        rayon::scope(|_| self.forward_validated(batch))
+    }
+}
+
+impl CpuBackend {
+    fn forward_validated(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
         let (cfg, w) = (&self.cfg, &*self.weights);
         let hidden = cfg.hidden_size;
         let mut slots = Vec::new();
@@ -128,5 +136,5 @@ pub fn set_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
-        .map_err(|e| EngineError::InvalidBatch(format!("cannot size the thread pool: {e}")))
+        .map_err(|e| EngineError::InvalidRequest(format!("cannot size the thread pool: {e}")))
 }

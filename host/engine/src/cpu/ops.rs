@@ -1,6 +1,6 @@
 //! Dense building blocks over row-major f32 activations: linear layers, RMSNorm, SiLU gating.
 
-use super::kernels::{axpy_bf16, axpy_f32, dot_bf16, dot_f32};
+use super::kernels::{axpy_bf16, axpy_f32, dot4_bf16, dot_bf16, dot_f32, ROWS};
 use crate::tensor::{Matrix, Storage};
 use rayon::prelude::*;
 
@@ -36,14 +36,30 @@ pub fn linear(x: &[f32], t: usize, w: &Matrix) -> Vec<f32> {
     }
     // Work on the transposed output [n, t] so each task owns whole weight rows.
     let mut out_t = vec![0f32; n * t];
-    let rows_per_task = (PARALLEL_WORK / (k * t).max(1)).clamp(1, n);
+    let rows_per_task = (PARALLEL_WORK / (k * t).max(1)).next_multiple_of(ROWS).clamp(1, n);
     let body = |(chunk, out): (usize, &mut [f32])| {
         let r0 = chunk * rows_per_task;
         for t0 in (0..t).step_by(TOKEN_TILE) {
             let t1 = (t0 + TOKEN_TILE).min(t);
-            for (i, out_row) in out.chunks_mut(t).enumerate() {
+            let rows = out.len() / t;
+            let mut i = 0;
+            if let Storage::Bf16(d) = &w.data {
+                // Groups of rows stream together; each result equals dot_row's bit for bit.
+                let mut quad = [0f32; ROWS];
+                while i + ROWS <= rows {
+                    let block = &d[(r0 + i) * k..(r0 + i + ROWS) * k];
+                    for tok in t0..t1 {
+                        dot4_bf16(&x[tok * k..(tok + 1) * k], block, &mut quad);
+                        for (j, q) in quad.iter().enumerate() {
+                            out[(i + j) * t + tok] = *q;
+                        }
+                    }
+                    i += ROWS;
+                }
+            }
+            for i in i..rows {
                 for tok in t0..t1 {
-                    out_row[tok] = dot_row(w, r0 + i, &x[tok * k..(tok + 1) * k]);
+                    out[i * t + tok] = dot_row(w, r0 + i, &x[tok * k..(tok + 1) * k]);
                 }
             }
         }
