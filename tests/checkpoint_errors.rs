@@ -114,3 +114,17 @@ fn missing_directory_and_weights() {
     let err = mlahost_engine::LoadedModel::load(std::path::Path::new("/nonexistent/model"), None).err().unwrap();
     assert_mentions(&err.to_string(), &["/nonexistent/model", "not found"]);
 }
+
+#[test]
+fn absurd_header_values_are_errors_not_panics() {
+    let c = ScratchCheckpoint::copy_of("tiny-v2-lite", "absurd");
+    let name = "model.norm.weight";
+    c.edit_safetensors_header("model.safetensors", |h| {
+        h.get_mut(name).unwrap()["data_offsets"] = json!([u64::MAX - 3, u64::MAX]);
+    });
+    assert_mentions(&c.load_error(), &[name, "data_offsets"]);
+    c.edit_safetensors_header("model.safetensors", |h| {
+        h.get_mut(name).unwrap()["shape"] = json!([u64::MAX, 4]);
+    });
+    assert_mentions(&c.load_error(), &[name, "overflows"]);
+}

@@ -82,9 +82,12 @@ fn parse_entry(entry: &Value, data_start: usize, file_len: usize) -> std::result
         .and_then(|a| a.iter().map(|d| d.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
         .filter(|o| o.len() == 2)
         .ok_or("missing or invalid data_offsets")?;
-    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or("shape overflows")?;
-    let (start, end) = (data_start + offsets[0], data_start + offsets[1]);
-    if offsets[1] < offsets[0] || end - start != numel * elem {
+    let bytes = shape.iter().try_fold(elem, |acc, &d| acc.checked_mul(d)).ok_or("shape overflows")?;
+    let (start, end) = match (data_start.checked_add(offsets[0]), data_start.checked_add(offsets[1])) {
+        (Some(s), Some(e)) if e >= s => (s, e),
+        _ => return Err(format!("invalid data_offsets {offsets:?}")),
+    };
+    if end - start != bytes {
         return Err(format!("data_offsets {offsets:?} do not match shape {shape:?} of {dtype_name}"));
     }
     if end > file_len {

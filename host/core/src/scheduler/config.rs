@@ -1,0 +1,16 @@
+/// Limits of one replica's scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Tokens one forward pass may process (prefill chunks plus decodes).
+    pub max_num_batched_tokens: usize,
+    /// Sequences running at once.
+    pub max_num_seqs: usize,
+    /// Requests that may wait; one more is refused (the server answers 503).
+    pub max_queued_requests: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { max_num_batched_tokens: 2048, max_num_seqs: 256, max_queued_requests: 1024 }
+    }
+}

@@ -1,0 +1,221 @@
+//! Continuous batching for one engine replica: each step takes running sequences first (decodes
+//! and unfinished prefills), then admits waiting ones, all within a token budget; prompts are
+//! prefilled in chunks; when pages run out the lowest-ranked running sequence is preempted and
+//! later recomputed from its tokens, so its output does not change.
+
+mod config;
+mod sequence;
+
+pub use config::SchedulerConfig;
+pub use sequence::{SeqId, SeqStatus, Sequence};
+
+use crate::{BlockAllocator, CoreError};
+use std::collections::HashMap;
+
+/// One sequence's share of a step: tokens `start .. start + len` of its token list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledChunk {
+    pub seq: SeqId,
+    pub start: usize,
+    pub len: usize,
+    /// The chunk reaches the sequence's last token, so its logits pick the next token.
+    pub samples: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepPlan {
+    pub chunks: Vec<ScheduledChunk>,
+    /// Sequences preempted while planning this step (their pages are already free).
+    pub preempted: Vec<SeqId>,
+}
+
+impl StepPlan {
+    pub fn num_tokens(&self) -> usize {
+        self.chunks.iter().map(|c| c.len).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    pub waiting: usize,
+    pub running: usize,
+    pub pages_used: usize,
+    pub pages_total: usize,
+    pub preemptions: u64,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    pages: BlockAllocator,
+    seqs: HashMap<SeqId, Sequence>,
+    /// Kept sorted by rank (priority, then arrival).
+    waiting: Vec<SeqId>,
+    running: Vec<SeqId>,
+    next_arrival: u64,
+    preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig, pages: BlockAllocator) -> Result<Self, CoreError> {
+        if cfg.max_num_batched_tokens == 0 || cfg.max_num_seqs == 0 {
+            return Err(CoreError::InvalidGeometry("token budget and sequence cap must be positive".into()));
+        }
+        Ok(Self {
+            cfg,
+            pages,
+            seqs: HashMap::new(),
+            waiting: Vec::new(),
+            running: Vec::new(),
+            next_arrival: 0,
+            preemptions: 0,
+        })
+    }
+
+    /// Queues a new sequence; refused when the queue is full or it could never fit the cache.
+    pub fn add(&mut self, mut seq: Sequence, max_total_tokens: usize) -> Result<(), CoreError> {
+        if self.waiting.len() >= self.cfg.max_queued_requests {
+            return Err(CoreError::QueueFull { limit: self.cfg.max_queued_requests });
+        }
+        if seq.tokens.is_empty() {
+            return Err(CoreError::EmptySequence(seq.id));
+        }
+        let needed = self.pages.pages_for(max_total_tokens.max(seq.tokens.len()));
+        if needed > self.pages.num_pages() {
+            return Err(CoreError::OutOfPages { needed, free: self.pages.num_free(), total: self.pages.num_pages() });
+        }
+        if self.seqs.contains_key(&seq.id) {
+            return Err(CoreError::DuplicateSequence(seq.id));
+        }
+        seq.arrival = self.next_arrival;
+        self.next_arrival += 1;
+        seq.status = SeqStatus::Waiting;
+        let id = seq.id;
+        self.seqs.insert(id, seq);
+        self.enqueue_waiting(id);
+        Ok(())
+    }
+
+    pub fn get(&self, id: SeqId) -> Option<&Sequence> {
+        self.seqs.get(&id)
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        SchedulerStats {
+            waiting: self.waiting.len(),
+            running: self.running.len(),
+            pages_used: self.pages.num_used(),
+            pages_total: self.pages.num_pages(),
+            preemptions: self.preemptions,
+        }
+    }
+
+    /// Plans the next forward pass.
+    pub fn schedule(&mut self) -> StepPlan {
+        let mut plan = StepPlan::default();
+        let mut budget = self.cfg.max_num_batched_tokens;
+        self.running.sort_by_key(|id| self.seqs[id].rank());
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let seq = &self.seqs[&id];
+            let len = seq.pending().min(budget);
+            let end = seq.num_computed + len;
+            if self.reserve(id, end) {
+                plan.chunks.push(self.chunk(id, len));
+                budget -= len;
+                i += 1;
+                continue;
+            }
+            // Out of pages: preempt the lowest-ranked running sequence (possibly this one).
+            let victim = *self.running.last().expect("running is not empty");
+            self.preempt(victim);
+            plan.preempted.push(victim);
+            plan.chunks.retain(|c| c.seq != victim);
+            if victim == id {
+                break;
+            }
+        }
+        // After a preemption, pages are short: admitting now would only thrash.
+        while plan.preempted.is_empty()
+            && budget > 0
+            && self.running.len() < self.cfg.max_num_seqs
+            && !self.waiting.is_empty()
+        {
+            let id = self.waiting[0];
+            let len = self.seqs[&id].pending().min(budget);
+            if !self.reserve(id, len) {
+                break;
+            }
+            self.waiting.remove(0);
+            let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+            seq.status = SeqStatus::Running;
+            self.running.push(id);
+            plan.chunks.push(self.chunk(id, len));
+            budget -= len;
+        }
+        plan
+    }
+
+    /// Records a finished step: chunks advance, and sequences that sampled get their token.
+    pub fn commit(&mut self, plan: &StepPlan, sampled: &[(SeqId, u32)]) {
+        for c in &plan.chunks {
+            if let Some(seq) = self.seqs.get_mut(&c.seq) {
+                if seq.status == SeqStatus::Running && seq.num_computed == c.start {
+                    seq.num_computed += c.len;
+                }
+            }
+        }
+        for &(id, token) in sampled {
+            if let Some(seq) = self.seqs.get_mut(&id) {
+                if seq.status == SeqStatus::Running && seq.pending() == 0 {
+                    seq.tokens.push(token);
+                }
+            }
+        }
+    }
+
+    /// Ends a sequence at any stage (finished, stopped, client gone) and returns its pages.
+    pub fn remove(&mut self, id: SeqId) -> Option<Sequence> {
+        let mut seq = self.seqs.remove(&id)?;
+        self.waiting.retain(|&w| w != id);
+        self.running.retain(|&r| r != id);
+        seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
+        Some(seq)
+    }
+
+    fn chunk(&self, id: SeqId, len: usize) -> ScheduledChunk {
+        let seq = &self.seqs[&id];
+        ScheduledChunk { seq: id, start: seq.num_computed, len, samples: seq.num_computed + len == seq.tokens.len() }
+    }
+
+    /// Grows `id`'s block table to cover `tokens` positions; false when pages are short.
+    fn reserve(&mut self, id: SeqId, tokens: usize) -> bool {
+        let seq = self.seqs.get_mut(&id).expect("scheduled sequence exists");
+        seq.table.ensure_capacity(&mut self.pages, tokens).is_ok()
+    }
+
+    /// Frees a running sequence's pages and queues it again to recompute its tokens.
+    fn preempt(&mut self, id: SeqId) {
+        self.running.retain(|&r| r != id);
+        let seq = self.seqs.get_mut(&id).expect("preempted sequence exists");
+        seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
+        seq.num_computed = 0;
+        seq.status = SeqStatus::Waiting;
+        seq.preemptions += 1;
+        self.preemptions += 1;
+        self.enqueue_waiting(id);
+    }
+
+    fn enqueue_waiting(&mut self, id: SeqId) {
+        let rank = self.seqs[&id].rank();
+        let at = self.waiting.partition_point(|w| self.seqs[w].rank() <= rank);
+        self.waiting.insert(at, id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! One request's tokens and where its latent cache stands.
+
+use crate::BlockTable;
+
+pub type SeqId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqStatus {
+    Waiting,
+    Running,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub id: SeqId,
+    /// Higher runs first; FIFO (by `arrival`) within one priority.
+    pub priority: i32,
+    pub(crate) arrival: u64,
+    pub(crate) prompt_len: usize,
+    /// Prompt followed by the generated tokens.
+    pub(crate) tokens: Vec<u32>,
+    /// Leading tokens whose latents are in the cache.
+    pub(crate) num_computed: usize,
+    pub(crate) table: BlockTable,
+    pub(crate) status: SeqStatus,
+    pub(crate) preemptions: u32,
+}
+
+impl Sequence {
+    pub fn new(id: SeqId, prompt: Vec<u32>, priority: i32) -> Self {
+        Self {
+            id,
+            priority,
+            arrival: 0,
+            prompt_len: prompt.len(),
+            tokens: prompt,
+            num_computed: 0,
+            table: BlockTable::new(),
+            status: SeqStatus::Waiting,
+            preemptions: 0,
+        }
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    pub fn output(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    pub fn num_computed(&self) -> usize {
+        self.num_computed
+    }
+
+    pub fn status(&self) -> SeqStatus {
+        self.status
+    }
+
+    pub fn preemptions(&self) -> u32 {
+        self.preemptions
+    }
+
+    pub fn block_table(&self) -> &[crate::PageId] {
+        self.table.pages()
+    }
+
+    /// Tokens not yet in the cache: the rest of the prompt, or the last sampled token.
+    pub(crate) fn pending(&self) -> usize {
+        self.tokens.len() - self.num_computed
+    }
+
+    /// Scheduling order: higher priority, then earlier arrival.
+    pub(crate) fn rank(&self) -> (std::cmp::Reverse<i32>, u64) {
+        (std::cmp::Reverse(self.priority), self.arrival)
+    }
+}

@@ -1,0 +1,132 @@
+use super::*;
+
+fn sched(pages: usize, page_size: usize, budget: usize, max_seqs: usize, queue: usize) -> Scheduler {
+    let cfg = SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: max_seqs, max_queued_requests: queue };
+    Scheduler::new(cfg, BlockAllocator::new(pages, page_size).unwrap()).unwrap()
+}
+
+fn seq(id: SeqId, len: usize, priority: i32) -> Sequence {
+    Sequence::new(id, (0..len as u32).collect(), priority)
+}
+
+/// Runs one step, "sampling" token 1000 + step for every sequence that samples.
+fn step(s: &mut Scheduler, n: u32) -> StepPlan {
+    let plan = s.schedule();
+    let sampled: Vec<(SeqId, u32)> = plan.chunks.iter().filter(|c| c.samples).map(|c| (c.seq, 1000 + n)).collect();
+    s.commit(&plan, &sampled);
+    plan
+}
+
+#[test]
+fn chunked_prefill_respects_the_token_budget() {
+    let mut s = sched(64, 4, 10, 8, 8);
+    s.add(seq(1, 23, 0), 30).unwrap();
+    s.add(seq(2, 3, 0), 30).unwrap();
+    let p = step(&mut s, 0);
+    assert_eq!(p.chunks, vec![ScheduledChunk { seq: 1, start: 0, len: 10, samples: false }]);
+    let p = step(&mut s, 1);
+    assert_eq!(p.chunks[0], ScheduledChunk { seq: 1, start: 10, len: 10, samples: false });
+    let p = step(&mut s, 2);
+    // Seq 1 finishes its prompt (3 tokens) and seq 2 prefills in the same step.
+    assert_eq!(p.chunks[0], ScheduledChunk { seq: 1, start: 20, len: 3, samples: true });
+    assert_eq!(p.chunks[1], ScheduledChunk { seq: 2, start: 0, len: 3, samples: true });
+    let p = step(&mut s, 3);
+    assert_eq!(p.num_tokens(), 2, "both decode one token");
+    assert_eq!(s.get(1).unwrap().output(), &[1002, 1003]);
+}
+
+#[test]
+fn priority_first_then_fifo_and_the_sequence_cap() {
+    let mut s = sched(64, 4, 100, 2, 8);
+    s.add(seq(1, 2, 0), 4).unwrap();
+    s.add(seq(2, 2, 5), 4).unwrap();
+    s.add(seq(3, 2, 0), 4).unwrap();
+    s.add(seq(4, 2, 5), 4).unwrap();
+    let p = s.schedule();
+    let order: Vec<SeqId> = p.chunks.iter().map(|c| c.seq).collect();
+    assert_eq!(order, vec![2, 4], "higher priority first, FIFO within, at most 2 running");
+    s.remove(2);
+    s.commit(&p, &[]);
+    let p = s.schedule();
+    assert_eq!(p.chunks.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![4, 1]);
+}
+
+#[test]
+fn queue_limit_and_impossible_requests_are_refused() {
+    let mut s = sched(4, 4, 100, 8, 2);
+    s.add(seq(1, 2, 0), 4).unwrap();
+    s.add(seq(2, 2, 0), 4).unwrap();
+    assert_eq!(s.add(seq(3, 2, 0), 4), Err(CoreError::QueueFull { limit: 2 }));
+    let mut s = sched(4, 4, 100, 8, 8);
+    assert!(matches!(s.add(seq(1, 2, 0), 17), Err(CoreError::OutOfPages { .. })));
+    assert_eq!(s.add(seq(1, 0, 0), 4), Err(CoreError::EmptySequence(1)));
+}
+
+#[test]
+fn preemption_recomputes_and_keeps_the_output() {
+    // 4 pages of 4 tokens; two sequences that each grow to 12 tokens cannot both fit.
+    let mut s = sched(4, 4, 64, 8, 8);
+    s.add(seq(1, 6, 0), 12).unwrap();
+    s.add(seq(2, 6, 0), 12).unwrap();
+    let mut outputs: HashMap<SeqId, Vec<u32>> = HashMap::new();
+    let mut preempted = 0;
+    for n in 0..40 {
+        if !s.has_work() {
+            break;
+        }
+        let plan = s.schedule();
+        preempted += plan.preempted.len();
+        let mut sampled = Vec::new();
+        for c in plan.chunks.iter().filter(|c| c.samples) {
+            // A deterministic "model": the next token depends only on the sequence so far.
+            let toks = s.get(c.seq).unwrap().tokens();
+            sampled.push((c.seq, toks.iter().sum::<u32>() % 97 + c.seq as u32 * 1000));
+        }
+        s.commit(&plan, &sampled);
+        for &(id, _) in &sampled {
+            let seq = s.get(id).unwrap();
+            if seq.output().len() == 6 {
+                outputs.insert(id, seq.output().to_vec());
+                s.remove(id);
+            }
+        }
+        assert!(s.stats().pages_used <= 4, "step {n}");
+    }
+    assert!(preempted > 0, "the tiny pool forces a preemption");
+    assert_eq!(s.stats().pages_used, 0, "every page comes back");
+    // Each output equals what the sequence produces alone.
+    for id in [1, 2] {
+        let mut alone = sched(4, 4, 64, 8, 8);
+        alone.add(seq(id, 6, 0), 12).unwrap();
+        let mut out = Vec::new();
+        while out.len() < 6 {
+            let plan = alone.schedule();
+            let sampled: Vec<(SeqId, u32)> = plan
+                .chunks
+                .iter()
+                .filter(|c| c.samples)
+                .map(|c| (c.seq, alone.get(c.seq).unwrap().tokens().iter().sum::<u32>() % 97 + id as u32 * 1000))
+                .collect();
+            alone.commit(&plan, &sampled);
+            out = alone.get(id).unwrap().output().to_vec();
+        }
+        assert_eq!(outputs[&id], out, "sequence {id}");
+    }
+}
+
+#[test]
+fn abort_at_any_stage_returns_every_page() {
+    let mut s = sched(16, 4, 8, 8, 8);
+    s.add(seq(1, 20, 0), 24).unwrap(); // prefilling in chunks
+    s.add(seq(2, 3, 0), 8).unwrap();
+    s.add(seq(3, 3, 0), 8).unwrap(); // still queued
+    step(&mut s, 0);
+    step(&mut s, 1);
+    assert!(s.stats().pages_used > 0);
+    assert_eq!(s.get(1).unwrap().status(), SeqStatus::Running);
+    for id in [1, 2, 3] {
+        assert!(s.remove(id).is_some());
+    }
+    assert_eq!(s.stats(), SchedulerStats { waiting: 0, running: 0, pages_used: 0, pages_total: 16, preemptions: 0 });
+    assert!(s.remove(1).is_none());
+}
