@@ -11,6 +11,10 @@ use crate::rope::Rope;
 use crate::weights::{AttentionWeights, QueryProj};
 use rayon::prelude::*;
 
+/// q_a_layernorm and kv_a_layernorm are built with the default eps in DeepSeek's reference
+/// code and in transformers, whatever `rms_norm_eps` says.
+const LATENT_NORM_EPS: f32 = 1e-6;
+
 /// Which algebraic form computes attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionMode {
@@ -50,7 +54,7 @@ impl Attention<'_> {
             QueryProj::Direct(m) => linear(x, t, m),
             QueryProj::LowRank { a, norm, b } => {
                 let mut qa = linear(x, t, a);
-                rms_norm_rows(&mut qa, norm, cfg.rms_norm_eps);
+                rms_norm_rows(&mut qa, norm, LATENT_NORM_EPS);
                 linear(&qa, t, b)
             }
         };
@@ -62,7 +66,7 @@ impl Attention<'_> {
         let mut kv = linear(x, t, &w.kv_a);
         for (tok, row) in kv.chunks_mut(cfg.latent_dim()).enumerate() {
             let (c_kv, k_pe) = row.split_at_mut(cfg.kv_lora_rank);
-            rms_norm(c_kv, &w.kv_a_norm, cfg.rms_norm_eps);
+            rms_norm(c_kv, &w.kv_a_norm, LATENT_NORM_EPS);
             let slot = self.slots[tok];
             self.rope.apply(k_pe, slot.pos);
             cache.write(layer, self.chunks[slot.seq].block_table, slot.pos, row);
