@@ -86,7 +86,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let request = GenerateRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,
-        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed },
+        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed, ..Default::default() },
         top_logprobs: args.top_logprobs,
         stop_token_ids: model.stop_token_ids(),
         ignore_eos: args.ignore_eos,

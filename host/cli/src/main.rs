@@ -2,14 +2,23 @@
 
 mod generate;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mlahost", version, about = "Inference server for Multi-Head Latent Attention models")]
+#[command(
+    name = "mlahost",
+    version,
+    about = "Inference server for Multi-Head Latent Attention models",
+    long_about = "Inference server for Multi-Head Latent Attention models. Without a subcommand, `mlahost` is `mlahost serve`.",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: serve::ServeArgs,
     /// Worker threads for the CPU engine (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -17,14 +26,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible HTTP API (the default).
+    Serve(serve::ServeArgs),
     /// Generate a continuation of one prompt and print it.
     Generate(generate::GenerateArgs),
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MLAHOST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MLAHOST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
@@ -34,7 +46,9 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
+        Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
+        None => serve::run(cli.serve),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

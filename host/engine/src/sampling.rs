@@ -1,5 +1,5 @@
-//! Native token sampling: greedy, temperature, top-k, top-p, seeded; log-probabilities are of
-//! the model's distribution before temperature, as the OpenAI API reports them.
+//! Native token sampling: penalties, greedy, temperature, top-k, top-p, min-p, seeded;
+//! log-probabilities are of the model's distribution before any of these, as vLLM reports them.
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -9,12 +9,29 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// 0 disables the top-k cut.
     pub top_k: usize,
+    /// Drop tokens whose probability is below `min_p` times the best one's (0 disables).
+    pub min_p: f32,
     pub seed: Option<u64>,
+    /// OpenAI's: subtract once for any token already generated.
+    pub presence_penalty: f32,
+    /// OpenAI's: subtract per occurrence in the generated tokens.
+    pub frequency_penalty: f32,
+    /// CTRL/vLLM's: divide positive (multiply negative) logits of tokens seen in prompt or output.
+    pub repetition_penalty: f32,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 1.0, top_k: 0, seed: None }
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+        }
     }
 }
 
@@ -26,7 +43,22 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(format!("{name} must be in [-2, 2], got {v}"));
+            }
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
+        }
         Ok(())
+    }
+
+    pub fn has_penalties(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 || self.repetition_penalty != 1.0
     }
 }
 
@@ -93,6 +125,30 @@ pub fn top_logprobs(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
 }
 
+/// Applies the penalties to `logits` in place, given the prompt and the tokens generated so far.
+pub fn apply_penalties(logits: &mut [f32], prompt: &[u32], output: &[u32], p: &SamplingParams) {
+    if !p.has_penalties() {
+        return;
+    }
+    let mut counts = std::collections::HashMap::<u32, u32>::new();
+    for &t in output {
+        *counts.entry(t).or_default() += 1;
+    }
+    if p.repetition_penalty != 1.0 {
+        let seen: std::collections::HashSet<u32> = prompt.iter().chain(output).copied().collect();
+        for t in seen {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+            }
+        }
+    }
+    for (t, c) in counts {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l -= p.frequency_penalty * c as f32 + p.presence_penalty;
+        }
+    }
+}
+
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
@@ -112,6 +168,11 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
     cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if p.top_k > 0 {
         cand.truncate(p.top_k);
+    }
+    if p.min_p > 0.0 {
+        // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p), at this temperature.
+        let floor = cand[0].1 + p.min_p.ln();
+        cand.retain(|c| c.1 >= floor);
     }
     let max = cand[0].1 as f64;
     let mut probs: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
@@ -145,7 +206,7 @@ mod tests {
     #[test]
     fn seeded_sampling_is_reproducible_and_respects_top_k() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.7).sin()).collect();
-        let p = SamplingParams { temperature: 0.8, top_p: 1.0, top_k: 3, seed: Some(7) };
+        let p = SamplingParams { temperature: 0.8, top_k: 3, seed: Some(7), ..Default::default() };
         let top3: Vec<u32> = top_logprobs(&log_softmax(&logits), 3).iter().map(|x| x.0).collect();
         let draw = |seed| {
             let mut r = Rng::seeded(seed);
@@ -160,9 +221,21 @@ mod tests {
     #[test]
     fn top_p_keeps_the_nucleus() {
         let logits = [10.0, 9.0, 0.0, -1.0];
-        let p = SamplingParams { temperature: 1.0, top_p: 0.5, top_k: 0, seed: None };
+        let p = SamplingParams { top_p: 0.5, ..Default::default() };
         let mut r = Rng::seeded(1);
         assert!((0..100).all(|_| sample(&logits, &p, &mut r) == 0));
+    }
+
+    #[test]
+    fn min_p_and_penalties() {
+        let logits = [2.0, 2.0 + (0.5f32).ln() - 0.01, 1.0];
+        let p = SamplingParams { min_p: 0.5, ..Default::default() };
+        let mut r = Rng::seeded(3);
+        assert!((0..200).all(|_| sample(&logits, &p, &mut r) == 0), "tokens under half the best are cut");
+        let mut l = vec![1.0, -1.0, 3.0];
+        let p = SamplingParams { presence_penalty: 0.5, frequency_penalty: 0.25, repetition_penalty: 2.0, ..Default::default() };
+        apply_penalties(&mut l, &[0], &[1, 1], &p);
+        assert_eq!(l, vec![0.5, -2.0 - 0.5 - 0.5, 3.0]);
     }
 
     #[test]

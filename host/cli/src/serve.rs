@@ -1,0 +1,116 @@
+//! `mlahost serve` (and `mlahost` with no subcommand).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mlahost_core::SchedulerConfig;
+use mlahost_server::{serve, ServeConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Checkpoint directory in the hub's format (default: the built-in tiny model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Engine device; only `cpu` until the CUDA backend lands.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Tokens per latent-cache page.
+    #[arg(long, default_value_t = 64)]
+    page_size: usize,
+    /// Latent-cache pages (overrides --kv-cache-memory).
+    #[arg(long)]
+    kv_cache_pages: Option<usize>,
+    /// Latent-cache size in bytes (suffixes K, M, G, KiB, MiB, GiB allowed; default 1 GiB).
+    #[arg(long, value_parser = parse_bytes)]
+    kv_cache_memory: Option<u64>,
+    /// Longest prompt + completion (default: the model's, capped by the cache).
+    #[arg(long)]
+    max_model_len: Option<usize>,
+    /// The model name clients use (default: the --model path).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_timeout: f64,
+    /// Tokens per forward pass (prefill chunks plus decodes).
+    #[arg(long, default_value_t = 2048)]
+    max_num_batched_tokens: usize,
+    /// Sequences running at once.
+    #[arg(long, default_value_t = 256)]
+    max_num_seqs: usize,
+    /// Requests that may wait before new ones get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_queued_requests: usize,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    if args.device != "cpu" {
+        bail!("--device {}: only `cpu` is available in this build (the CUDA engine is not there yet)", args.device);
+    }
+    if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
+        bail!("--shutdown-timeout must be a non-negative number of seconds");
+    }
+    let cfg = ServeConfig {
+        model: args.model,
+        host: args.host,
+        port: args.port,
+        page_size: args.page_size,
+        kv_cache_pages: args.kv_cache_pages,
+        kv_cache_memory: args.kv_cache_memory,
+        max_model_len: args.max_model_len,
+        served_model_name: args.served_model_name,
+        shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+        scheduler: SchedulerConfig {
+            max_num_batched_tokens: args.max_num_batched_tokens,
+            max_num_seqs: args.max_num_seqs,
+            max_queued_requests: args.max_queued_requests,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(serve(cfg, shutdown_signal()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

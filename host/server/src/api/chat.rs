@@ -1,0 +1,74 @@
+//! `POST /v1/chat/completions`: messages rendered with the checkpoint's chat template.
+
+use super::completions::{choices, usage};
+use super::error::ApiError;
+use super::logprobs::chat_logprobs;
+use super::params::{finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
+use super::run::{collect, submit_all};
+use super::stream::{stream_response, StreamKind, StreamOptions};
+use super::AppState;
+use crate::chat_template::normalize_messages;
+use crate::http::Reply;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub async fn chat_completions(state: Arc<AppState>, body: Value) -> Result<Reply, ApiError> {
+    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let f = Fields(obj);
+    let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"])?;
+    state.check_model(common.model.as_deref())?;
+    let top = match f.int("top_logprobs")? {
+        None => 0,
+        Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => k as usize,
+        Some(_) => return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be in 0..={MAX_TOP_LOGPROBS}"))),
+    };
+    common.request.logprobs = f.bool_or("logprobs", false)?.then_some(top);
+    let prompt = render_prompt(&state, &f)?;
+    let max_default = state.max_model_len;
+    let req = finish_request(&common, prompt, state.model.config.vocab_size, state.max_model_len, max_default)?;
+    let requests = choices(&req, common.n);
+    let id = state.next_id("chatcmpl");
+    if common.stream {
+        let sub = submit_all(&state.engine, requests).await?;
+        let opts = StreamOptions {
+            kind: StreamKind::Chat,
+            id,
+            include_usage: common.include_usage,
+            token_ids_as_text: common.return_token_ids,
+            logprobs: common.request.logprobs.is_some(),
+            n: common.n,
+        };
+        return Ok(stream_response(state, sub, opts));
+    }
+    let results = collect(submit_all(&state.engine, requests).await?).await?;
+    let tok = &state.model.tokenizer;
+    let choices: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let logprobs = common.request.logprobs.map(|_| chat_logprobs(tok, &r.tokens, common.return_token_ids));
+            json!({
+                "index": i,
+                "message": {"role": "assistant", "content": r.text},
+                "logprobs": logprobs,
+                "finish_reason": r.finish.map(|f| f.as_str()),
+            })
+        })
+        .collect();
+    Ok(Reply::Json(json!({
+        "id": id, "object": "chat.completion", "created": state.created, "model": state.served_model_name,
+        "choices": choices, "usage": usage(&results, common.n),
+    })))
+}
+
+/// Renders the messages and encodes the text without adding BOS again (the templates emit it).
+pub fn render_prompt(state: &AppState, f: &Fields) -> Result<Vec<u32>, ApiError> {
+    let template = state
+        .chat_template
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("this model has no chat_template; use /v1/completions"))?;
+    let messages = normalize_messages(f.get("messages"))?;
+    let add_generation_prompt = f.bool_or("add_generation_prompt", true)?;
+    let text = template.render(&messages, add_generation_prompt)?;
+    state.model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))
+}

@@ -1,0 +1,111 @@
+//! `POST /v1/completions`: a prompt as text, token ids, or a batch of either.
+
+use super::error::ApiError;
+use super::logprobs::completion_logprobs;
+use super::params::{finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
+use super::run::{collect, submit_all};
+use super::stream::{stream_response, StreamKind, StreamOptions};
+use super::AppState;
+use crate::engine_loop::EngineRequest;
+use crate::http::Reply;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const DEFAULT_MAX_TOKENS: usize = 16;
+
+pub async fn completions(state: Arc<AppState>, body: Value) -> Result<Reply, ApiError> {
+    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let f = Fields(obj);
+    let mut common = parse_common(&f, &["max_tokens"])?;
+    state.check_model(common.model.as_deref())?;
+    common.request.logprobs = match f.int("logprobs")? {
+        None => None,
+        Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),
+        Some(_) => return Err(ApiError::invalid("logprobs", format!("`logprobs` must be in 0..={MAX_TOP_LOGPROBS}"))),
+    };
+    let prompts = parse_prompts(&state, f.get("prompt"))?;
+    let mut requests = Vec::new();
+    for p in prompts {
+        let req = finish_request(&common, p, state.model.config.vocab_size, state.max_model_len, DEFAULT_MAX_TOKENS)?;
+        requests.extend(choices(&req, common.n));
+    }
+    let id = state.next_id("cmpl");
+    if common.stream {
+        let sub = submit_all(&state.engine, requests).await?;
+        let opts = StreamOptions {
+            kind: StreamKind::Completion,
+            id,
+            include_usage: common.include_usage,
+            token_ids_as_text: common.return_token_ids,
+            logprobs: common.request.logprobs.is_some(),
+            n: common.n,
+        };
+        return Ok(stream_response(state, sub, opts));
+    }
+    let results = collect(submit_all(&state.engine, requests).await?).await?;
+    let tok = &state.model.tokenizer;
+    let choices: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let logprobs = common.request.logprobs.map(|_| completion_logprobs(tok, &r.tokens, common.return_token_ids, 0));
+            json!({"index": i, "text": r.text, "logprobs": logprobs, "finish_reason": r.finish.map(|f| f.as_str())})
+        })
+        .collect();
+    Ok(Reply::Json(json!({
+        "id": id, "object": "text_completion", "created": state.created, "model": state.served_model_name,
+        "choices": choices, "usage": usage(&results, common.n),
+    })))
+}
+
+/// `n` copies of a request; with a seed, choice j samples with seed + j so they differ.
+pub fn choices(req: &EngineRequest, n: usize) -> Vec<EngineRequest> {
+    (0..n)
+        .map(|j| {
+            let mut r = req.clone();
+            r.params.seed = r.params.seed.map(|s| s.wrapping_add(j as u64));
+            r
+        })
+        .collect()
+}
+
+/// Usage of a request whose results are `n` choices per prompt, prompt-major: each prompt
+/// counts once.
+pub fn usage(results: &[super::run::ChoiceResult], n: usize) -> Value {
+    let prompt: usize = results.iter().step_by(n.max(1)).map(|r| r.usage.prompt_tokens).sum();
+    let completion: usize = results.iter().map(|r| r.usage.completion_tokens).sum();
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn parse_prompts(state: &AppState, v: Option<&Value>) -> Result<Vec<Vec<u32>>, ApiError> {
+    let tok = &state.model.tokenizer;
+    let encode = |s: &str| -> Result<Vec<u32>, ApiError> {
+        if s.is_empty() {
+            return Err(ApiError::invalid("prompt", "the prompt is empty"));
+        }
+        tok.encode(s, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))
+    };
+    let ids = |a: &[Value]| -> Result<Vec<u32>, ApiError> {
+        a.iter()
+            .map(|x| x.as_u64().and_then(|t| u32::try_from(t).ok()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::invalid("prompt", "token ids must be non-negative integers"))
+    };
+    match v {
+        None => Err(ApiError::invalid("prompt", "`prompt` is required")),
+        Some(Value::String(s)) => Ok(vec![encode(s)?]),
+        Some(Value::Array(a)) if a.is_empty() => Err(ApiError::invalid("prompt", "the prompt is empty")),
+        Some(Value::Array(a)) => match &a[0] {
+            Value::String(_) => a
+                .iter()
+                .map(|p| p.as_str().ok_or_else(|| ApiError::invalid("prompt", "mixed prompt list")).and_then(encode))
+                .collect(),
+            Value::Array(_) => a
+                .iter()
+                .map(|p| p.as_array().ok_or_else(|| ApiError::invalid("prompt", "mixed prompt list")).and_then(|p| ids(p)))
+                .collect(),
+            _ => Ok(vec![ids(a)?]),
+        },
+        Some(_) => Err(ApiError::invalid("prompt", "`prompt` must be a string, a list of strings, or token ids")),
+    }
+}

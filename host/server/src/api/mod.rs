@@ -1,0 +1,67 @@
+//! The OpenAI-compatible endpoints.
+
+pub mod chat;
+pub mod completions;
+pub mod error;
+pub mod logprobs;
+pub mod params;
+pub mod run;
+pub mod stream;
+
+use crate::chat_template::ChatTemplate;
+use crate::engine_loop::EngineHandle;
+use crate::metrics::Metrics;
+use error::ApiError;
+use mlahost_engine::LoadedModel;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub model: Arc<LoadedModel>,
+    pub metrics: Arc<Metrics>,
+    pub served_model_name: String,
+    pub max_model_len: usize,
+    pub chat_template: Option<ChatTemplate>,
+    pub created: u64,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        engine: EngineHandle,
+        model: Arc<LoadedModel>,
+        metrics: Arc<Metrics>,
+        served_model_name: String,
+        max_model_len: usize,
+    ) -> Result<Self, String> {
+        let tok = &model.tokenizer;
+        let chat_template = tok
+            .chat_template
+            .as_deref()
+            .map(|t| ChatTemplate::new(t, tok.bos_token.as_deref(), tok.eos_token.as_deref()))
+            .transpose()?;
+        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(Self { engine, model, metrics, served_model_name, max_model_len, chat_template, created, next_id: AtomicU64::new(1) })
+    }
+
+    pub fn next_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{:016x}{:08x}", self.created, self.next_id.fetch_add(1, Relaxed))
+    }
+
+    /// The request's `model` must name the served model (absent means the served one).
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            Some(m) if m != self.served_model_name => Err(ApiError::model_not_found(m)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn models(&self) -> Value {
+        json!({"object": "list", "data": [{
+            "id": self.served_model_name, "object": "model", "created": self.created, "owned_by": "mlahost",
+            "max_model_len": self.max_model_len,
+        }]})
+    }
+}

@@ -1,0 +1,124 @@
+//! Submitting a request's choices to the engine loop and gathering their events.
+
+use super::error::ApiError;
+use crate::engine_loop::{EngineHandle, EngineRequest, Event, FinishReason, TokenEvent, Usage};
+use mlahost_core::SeqId;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// The engine requests of one HTTP request; aborted if dropped before they finish.
+pub struct Submitted {
+    handle: EngineHandle,
+    ids: Vec<SeqId>,
+    pub receivers: Vec<UnboundedReceiver<Event>>,
+    done: Vec<bool>,
+}
+
+impl Drop for Submitted {
+    fn drop(&mut self) {
+        for (id, done) in self.ids.iter().zip(&self.done) {
+            if !done {
+                self.handle.abort(*id);
+            }
+        }
+    }
+}
+
+/// Queues every choice; all accepted or a 503 (the accepted ones are aborted).
+pub async fn submit_all(handle: &EngineHandle, requests: Vec<EngineRequest>) -> Result<Submitted, ApiError> {
+    let mut sub = Submitted { handle: handle.clone(), ids: Vec::new(), receivers: Vec::new(), done: Vec::new() };
+    for r in requests {
+        let (id, rx) = handle.submit(r);
+        sub.ids.push(id);
+        sub.receivers.push(rx);
+        sub.done.push(false);
+    }
+    for i in 0..sub.receivers.len() {
+        match sub.receivers[i].recv().await {
+            Some(Event::Accepted) => {}
+            Some(Event::Rejected(reason)) => {
+                sub.done[i] = true;
+                return Err(ApiError::overloaded(format!("the server is overloaded: {reason}")));
+            }
+            _ => return Err(ApiError::overloaded("the engine is not running")),
+        }
+    }
+    Ok(sub)
+}
+
+#[derive(Debug, Default)]
+pub struct ChoiceResult {
+    pub text: String,
+    pub tokens: Vec<TokenEvent>,
+    pub finish: Option<FinishReason>,
+    pub usage: Usage,
+}
+
+/// Waits for every choice to finish (non-streaming responses).
+pub async fn collect(mut sub: Submitted) -> Result<Vec<ChoiceResult>, ApiError> {
+    let mut results = Vec::new();
+    for i in 0..sub.receivers.len() {
+        let mut r = ChoiceResult::default();
+        loop {
+            match sub.receivers[i].recv().await {
+                Some(Event::Token(t)) => {
+                    r.text.push_str(&t.text);
+                    r.tokens.push(t);
+                }
+                Some(Event::TrailingText(t)) => r.text.push_str(&t),
+                Some(Event::Finished { reason, usage }) => {
+                    r.finish = Some(reason);
+                    r.usage = usage;
+                    break;
+                }
+                Some(Event::Failed(m)) => return Err(ApiError::internal(format!("generation failed: {m}"))),
+                Some(Event::Accepted | Event::Rejected(_)) => {}
+                None => return Err(ApiError::internal("the engine stopped")),
+            }
+        }
+        sub.done[i] = true;
+        results.push(r);
+    }
+    Ok(results)
+}
+
+/// Merges the choices' events into one stream tagged by choice index. The stream ends when all
+/// choices finish; dropping it aborts what is still running.
+pub fn merge(mut sub: Submitted) -> UnboundedReceiver<(usize, Event)> {
+    let (tx, rx) = unbounded_channel();
+    let receivers = std::mem::take(&mut sub.receivers);
+    let n = receivers.len();
+    let (done_tx, mut done_rx) = unbounded_channel::<usize>();
+    for (i, mut events) in receivers.into_iter().enumerate() {
+        let (tx, done_tx) = (tx.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    ev = events.recv() => match ev {
+                        Some(ev) => {
+                            let last = matches!(ev, Event::Finished { .. } | Event::Failed(_));
+                            if tx.send((i, ev)).is_err() { break; }
+                            if last { let _ = done_tx.send(i); break; }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+    // Keep the guard alive until every choice has finished or the client is gone.
+    tokio::spawn(async move {
+        let mut finished = 0;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                d = done_rx.recv() => match d {
+                    Some(i) => { sub.done[i] = true; finished += 1; if finished == n { break; } }
+                    None => break,
+                },
+            }
+        }
+        drop(sub);
+    });
+    rx
+}

@@ -1,0 +1,112 @@
+//! Server-sent events for streaming responses, ending with `data: [DONE]`.
+
+use super::completions::usage;
+use super::logprobs::{chat_logprobs, completion_logprobs};
+use super::run::{merge, ChoiceResult, Submitted};
+use super::AppState;
+use crate::engine_loop::Event;
+use crate::http::Reply;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::mpsc::unbounded_channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Completion,
+    Chat,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub kind: StreamKind,
+    pub id: String,
+    pub include_usage: bool,
+    pub token_ids_as_text: bool,
+    pub logprobs: bool,
+    /// Choices per prompt (for usage).
+    pub n: usize,
+}
+
+pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions) -> Reply {
+    let n_choices = sub.receivers.len();
+    let (tx, rx) = unbounded_channel::<Bytes>();
+    let mut events = merge(sub);
+    tokio::spawn(async move {
+        let object = match opts.kind {
+            StreamKind::Completion => "text_completion",
+            StreamKind::Chat => "chat.completion.chunk",
+        };
+        let chunk = |choices: Vec<Value>, usage: Option<Value>| {
+            let mut v = json!({"id": opts.id, "object": object, "created": state.created,
+                "model": state.served_model_name, "choices": choices});
+            if let Some(u) = usage {
+                v["usage"] = u;
+            }
+            Bytes::from(format!("data: {v}\n\n"))
+        };
+        let tok = &state.model.tokenizer;
+        let mut results: Vec<ChoiceResult> = (0..n_choices).map(|_| ChoiceResult::default()).collect();
+        let mut started = vec![false; n_choices];
+        let mut finished = 0;
+        while finished < n_choices {
+            // A closed stream means the engine went away; the client sees no [DONE].
+            let Some((i, ev)) = events.recv().await else { return };
+            let (text, lp) = match ev {
+                Event::Token(t) => {
+                    let lp = opts.logprobs.then(|| match opts.kind {
+                        StreamKind::Completion => {
+                            completion_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text, results[i].text.len())
+                        }
+                        StreamKind::Chat => chat_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text),
+                    });
+                    (t.text, lp)
+                }
+                Event::TrailingText(t) => (t, None),
+                Event::Finished { reason, usage } => {
+                    results[i].usage = usage;
+                    finished += 1;
+                    let c = choice(opts.kind, i, "", None, Some(reason.as_str()), !started[i]);
+                    if tx.send(chunk(vec![c], None)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Event::Failed(m) => {
+                    let err = json!({"error": {"message": format!("generation failed: {m}"),
+                        "type": "internal_error", "param": null, "code": 500}});
+                    let _ = tx.send(Bytes::from(format!("data: {err}\n\n")));
+                    return;
+                }
+                Event::Accepted | Event::Rejected(_) => continue,
+            };
+            if text.is_empty() && lp.is_none() {
+                continue;
+            }
+            results[i].text.push_str(&text);
+            let c = choice(opts.kind, i, &text, lp, None, !started[i]);
+            started[i] = true;
+            if tx.send(chunk(vec![c], None)).is_err() {
+                return; // client gone: dropping `events` aborts the rest
+            }
+        }
+        if opts.include_usage {
+            let _ = tx.send(chunk(vec![], Some(usage(&results, opts.n))));
+        }
+        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
+    });
+    Reply::Sse(rx)
+}
+
+fn choice(kind: StreamKind, index: usize, text: &str, logprobs: Option<Value>, finish: Option<&str>, first: bool) -> Value {
+    match kind {
+        StreamKind::Completion => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
+        StreamKind::Chat => {
+            let mut delta = if finish.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
+            if first {
+                delta["role"] = json!("assistant");
+            }
+            json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+        }
+    }
+}

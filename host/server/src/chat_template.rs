@@ -1,0 +1,70 @@
+//! The checkpoint's Jinja chat template, rendered with minijinja and Python-compatible string
+//! methods (DeepSeek's templates call `.split`, `.startswith`, ...).
+
+use crate::api::error::ApiError;
+use minijinja::{Environment, Error, ErrorKind};
+use serde_json::{json, Value};
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned("chat", source.to_string()).map_err(|e| format!("chat_template does not parse: {e}"))?;
+        Ok(Self { env, bos_token: bos_token.unwrap_or("").into(), eos_token: eos_token.unwrap_or("").into() })
+    }
+
+    /// Renders `messages` (already validated: role and string content each).
+    pub fn render(&self, messages: &[Value], add_generation_prompt: bool) -> Result<String, ApiError> {
+        let tmpl = self.env.get_template("chat").map_err(|e| ApiError::internal(e.to_string()))?;
+        let ctx = json!({
+            "messages": messages,
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+        });
+        tmpl.render(ctx).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
+    }
+}
+
+/// Validates the messages and flattens content parts (`[{"type": "text", "text": ...}]`).
+pub fn normalize_messages(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
+    let list = v.and_then(Value::as_array).ok_or_else(|| ApiError::invalid("messages", "`messages` must be a list"))?;
+    if list.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must not be empty"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(&format!("messages[{i}].role"), "each message needs a string `role`")
+            })?;
+            if !matches!(role, "system" | "user" | "assistant" | "tool" | "developer") {
+                return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("unknown role {role:?}")));
+            }
+            let content = match m.get("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                        (Some("text"), Some(t)) => Ok(t.to_string()),
+                        _ => Err(ApiError::invalid(&format!("messages[{i}].content"), "only text content parts are supported")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(""),
+                Some(_) => return Err(ApiError::invalid(&format!("messages[{i}].content"), "content must be a string or a list of parts")),
+            };
+            let role = if role == "developer" { "system" } else { role };
+            Ok(json!({"role": role, "content": content}))
+        })
+        .collect()
+}

@@ -1,0 +1,112 @@
+//! Per-request state the engine loop keeps beside the scheduler's sequence: sampling state,
+//! detokenizer, event channel and timings.
+
+use super::detokenizer::{Detokenizer, Step};
+use super::request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
+use crate::metrics::Metrics;
+use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, Rng};
+use mlahost_engine::Tokenizer;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+pub struct Active {
+    pub request: EngineRequest,
+    pub events: UnboundedSender<Event>,
+    rng: Rng,
+    detok: Detokenizer,
+    arrived: Instant,
+    first_token: Option<Instant>,
+    stopped_by_string: bool,
+    /// The sampled token's logprob and alternatives, kept from `sample` for `emit`.
+    last_logprobs: Option<(f32, Vec<(u32, f32)>)>,
+}
+
+impl Active {
+    pub fn new(request: EngineRequest, events: UnboundedSender<Event>) -> Self {
+        let rng = request.params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
+        let detok = Detokenizer::new(request.stop.clone());
+        Self { request, events, rng, detok, arrived: Instant::now(), first_token: None, stopped_by_string: false, last_logprobs: None }
+    }
+
+    /// Picks the next token from this sequence's logits row.
+    pub fn sample(&mut self, row: &[f32], tokens: &[u32], prompt_len: usize) -> u32 {
+        let p = &self.request.params;
+        let token = if p.has_penalties() {
+            let mut row = row.to_vec();
+            apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+            sample(&row, p, &mut self.rng)
+        } else {
+            sample(row, p, &mut self.rng)
+        };
+        // Reported logprobs are the model's own distribution, before penalties and temperature.
+        self.last_logprobs = self.request.logprobs.map(|k| {
+            let lp = log_softmax(row);
+            (lp[token as usize], top_logprobs(&lp, k))
+        });
+        token
+    }
+
+    /// Sends the token's event; returns why the request is finished, if it is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &mut self,
+        tok: &Tokenizer,
+        token: u32,
+        stop_ids: &[u32],
+        generated: usize,
+        total: usize,
+        max_model_len: usize,
+        metrics: &Metrics,
+    ) -> Option<FinishReason> {
+        if self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+            metrics.ttft.observe(self.arrived.elapsed().as_secs_f64());
+        }
+        let is_eos = !self.request.ignore_eos && stop_ids.contains(&token);
+        let (text, stopped) = if is_eos {
+            (String::new(), false)
+        } else {
+            match self.detok.push(tok, token) {
+                Step::Text(t) => (t, false),
+                Step::Stopped(t) => (t, true),
+            }
+        };
+        // Logprobs are only known for the token the engine just scored: the last logits.
+        let (logprob, top) = self.last_logprobs.take().unwrap_or((0.0, Vec::new()));
+        let _ = self.events.send(Event::Token(TokenEvent { id: token, text, logprob, top }));
+        if stopped {
+            self.stopped_by_string = true;
+            return Some(FinishReason::Stop);
+        }
+        if is_eos {
+            return Some(FinishReason::Stop);
+        }
+        if generated >= self.request.max_tokens || total >= max_model_len {
+            return Some(FinishReason::Length);
+        }
+        None
+    }
+
+    pub fn close(&mut self, reason: FinishReason, usage: Usage, metrics: &Metrics) {
+        if !self.stopped_by_string {
+            let rest = self.detok.flush();
+            if !rest.is_empty() {
+                let _ = self.events.send(Event::TrailingText(rest));
+            }
+        }
+        let counter = match reason {
+            FinishReason::Stop => &metrics.finished_stop,
+            FinishReason::Length => &metrics.finished_length,
+            FinishReason::Abort => &metrics.finished_abort,
+        };
+        counter.fetch_add(1, Relaxed);
+        metrics.e2e.observe(self.arrived.elapsed().as_secs_f64());
+        if let Some(first) = self.first_token {
+            if usage.completion_tokens > 1 {
+                metrics.tpot.observe(first.elapsed().as_secs_f64() / (usage.completion_tokens - 1) as f64);
+            }
+        }
+        let _ = self.events.send(Event::Finished { reason, usage });
+    }
+}

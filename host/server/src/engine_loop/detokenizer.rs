@@ -1,0 +1,57 @@
+//! Incremental detokenization that never splits a multi-byte character, and stop strings that
+//! are never emitted (text that could still become a stop string is held back).
+
+use mlahost_engine::Tokenizer;
+
+pub struct Detokenizer {
+    tokens: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+    /// Decoded text not yet released.
+    pending: String,
+    stop: Vec<String>,
+    hold_back: usize,
+}
+
+pub enum Step {
+    /// Text safe to release now.
+    Text(String),
+    /// A stop string matched: release this text (before the stop string) and finish.
+    Stopped(String),
+}
+
+impl Detokenizer {
+    pub fn new(stop: Vec<String>) -> Self {
+        let hold_back = stop.iter().map(|s| s.len()).max().unwrap_or(1).saturating_sub(1);
+        Self { tokens: Vec::new(), prefix_offset: 0, read_offset: 0, pending: String::new(), stop, hold_back }
+    }
+
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Step {
+        self.tokens.push(id);
+        let prefix = tok.decode(&self.tokens[self.prefix_offset..self.read_offset], true).unwrap_or_default();
+        let full = tok.decode(&self.tokens[self.prefix_offset..], true).unwrap_or_default();
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
+            if let Some(new) = full.get(prefix.len()..) {
+                self.pending.push_str(new);
+            }
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.tokens.len();
+        }
+        if let Some(at) = self.stop.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            let before = self.pending[..at].to_string();
+            self.pending.clear();
+            return Step::Stopped(before);
+        }
+        let mut cut = self.pending.len().saturating_sub(self.hold_back);
+        while !self.pending.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let out: String = self.pending.drain(..cut).collect();
+        Step::Text(out)
+    }
+
+    /// Releases what was held back (generation ended without a stop string).
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}

@@ -1,0 +1,222 @@
+//! The engine loop: one thread owns a replica's scheduler and backend. The HTTP side talks to
+//! it over channels: requests in, per-request events out. A request whose event receiver is
+//! gone (client disconnected) is aborted at whatever stage it is in, and its pages return.
+
+mod active;
+mod detokenizer;
+mod request;
+
+pub use request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
+
+use crate::metrics::Metrics;
+use active::Active;
+use mlahost_core::{Scheduler, SeqId, Sequence, StepPlan};
+use mlahost_engine::{Backend, LoadedModel, LogitsRequest, SeqChunk};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+enum Command {
+    Submit { id: SeqId, request: EngineRequest, events: UnboundedSender<Event> },
+    Abort(SeqId),
+    AbortAll,
+}
+
+/// The HTTP side's handle on the engine loop. Cloning shares the loop.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: UnboundedSender<Command>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl EngineHandle {
+    /// Queues a request; its events arrive on the returned receiver, `Accepted` or `Rejected`
+    /// first. Dropping the receiver aborts the request.
+    pub fn submit(&self, request: EngineRequest) -> (SeqId, UnboundedReceiver<Event>) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let (events, rx) = unbounded_channel();
+        if self.commands.send(Command::Submit { id, request, events }).is_err() {
+            // The loop is gone; the receiver sees a closed channel.
+        }
+        (id, rx)
+    }
+
+    pub fn abort(&self, id: SeqId) {
+        let _ = self.commands.send(Command::Abort(id));
+    }
+
+    /// Cancels everything in flight (used after the shutdown grace period).
+    pub fn abort_all(&self) {
+        let _ = self.commands.send(Command::AbortAll);
+    }
+}
+
+/// Starts the loop on its own thread. The loop ends when every handle is dropped.
+pub fn spawn(
+    model: Arc<LoadedModel>,
+    backend: Box<dyn Backend>,
+    scheduler: Scheduler,
+    max_model_len: usize,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = unbounded_channel();
+    let handle = EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(1)) };
+    let engine = EngineLoop { model, backend, scheduler, active: HashMap::new(), max_model_len, metrics };
+    let join = std::thread::Builder::new().name("engine-loop".into()).spawn(move || engine.run(rx))?;
+    Ok((handle, join))
+}
+
+struct EngineLoop {
+    model: Arc<LoadedModel>,
+    backend: Box<dyn Backend>,
+    scheduler: Scheduler,
+    active: HashMap<SeqId, Active>,
+    max_model_len: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl EngineLoop {
+    fn run(mut self, mut commands: UnboundedReceiver<Command>) {
+        self.metrics.engine_alive.store(true, Relaxed);
+        let stats = self.scheduler.stats();
+        self.metrics.pages_total.store(stats.pages_total as u64, Relaxed);
+        loop {
+            if !self.scheduler.has_work() {
+                match commands.blocking_recv() {
+                    Some(c) => self.handle(c),
+                    None => break,
+                }
+            }
+            while let Ok(c) = commands.try_recv() {
+                self.handle(c);
+            }
+            self.drop_disconnected();
+            if self.scheduler.has_work() {
+                self.step();
+            }
+            self.publish_gauges();
+        }
+        self.metrics.engine_alive.store(false, Relaxed);
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Submit { id, request, events } => self.admit(id, request, events),
+            Command::Abort(id) => self.finish(id, FinishReason::Abort),
+            Command::AbortAll => {
+                let ids: Vec<SeqId> = self.active.keys().copied().collect();
+                for id in ids {
+                    self.finish(id, FinishReason::Abort);
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, id: SeqId, request: EngineRequest, events: UnboundedSender<Event>) {
+        let max_total = (request.prompt.len() + request.max_tokens).min(self.max_model_len);
+        let seq = Sequence::new(id, request.prompt.clone(), request.priority);
+        match self.scheduler.add(seq, max_total) {
+            Ok(()) => {
+                let _ = events.send(Event::Accepted);
+                self.active.insert(id, Active::new(request, events));
+            }
+            Err(e) => {
+                self.metrics.requests_rejected.fetch_add(1, Relaxed);
+                let _ = events.send(Event::Rejected(e.to_string()));
+            }
+        }
+    }
+
+    fn drop_disconnected(&mut self) {
+        let gone: Vec<SeqId> = self.active.iter().filter(|(_, a)| a.events.is_closed()).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.finish(id, FinishReason::Abort);
+        }
+    }
+
+    fn step(&mut self) {
+        let plan = self.scheduler.schedule();
+        self.metrics.preemptions.fetch_add(plan.preempted.len() as u64, Relaxed);
+        if plan.chunks.is_empty() {
+            return;
+        }
+        let logits = {
+            let chunks: Vec<SeqChunk> = plan
+                .chunks
+                .iter()
+                .map(|c| {
+                    let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
+                    SeqChunk {
+                        tokens: &seq.tokens()[c.start..c.start + c.len],
+                        start_pos: c.start,
+                        block_table: seq.block_table(),
+                        logits: if c.samples { LogitsRequest::Last } else { LogitsRequest::None },
+                    }
+                })
+                .collect();
+            self.backend.forward(&chunks)
+        };
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => return self.fail_plan(&plan, &e.to_string()),
+        };
+        for c in &plan.chunks {
+            let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
+            let prefilled = c.start + c.len;
+            if c.start < seq.prompt_len() {
+                let new_prompt = prefilled.min(seq.prompt_len()) - c.start;
+                self.metrics.prompt_tokens.fetch_add(new_prompt as u64, Relaxed);
+            }
+        }
+        let mut sampled = Vec::new();
+        for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
+            let (Some(row), Some(seq), Some(active)) =
+                (logits.last_of(i), self.scheduler.get(c.seq), self.active.get_mut(&c.seq))
+            else {
+                continue;
+            };
+            sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len())));
+        }
+        self.scheduler.commit(&plan, &sampled);
+        for (id, token) in sampled {
+            self.metrics.generation_tokens.fetch_add(1, Relaxed);
+            let seq = self.scheduler.get(id).expect("sampled sequence exists");
+            let (generated, total) = (seq.output().len(), seq.tokens().len());
+            let stop_ids = self.model.stop_token_ids();
+            let active = self.active.get_mut(&id).expect("sampled sequence is active");
+            let outcome = active.emit(&self.model.tokenizer, token, &stop_ids, generated, total, self.max_model_len, &self.metrics);
+            if let Some(reason) = outcome {
+                self.finish(id, reason);
+            }
+        }
+    }
+
+    fn fail_plan(&mut self, plan: &StepPlan, message: &str) {
+        tracing::error!(error = message, "forward pass failed");
+        for c in &plan.chunks {
+            if let Some(a) = self.active.remove(&c.seq) {
+                let _ = a.events.send(Event::Failed(message.to_string()));
+            }
+            self.scheduler.remove(c.seq);
+        }
+    }
+
+    /// Ends a request: final events, metrics, and its pages back to the pool.
+    fn finish(&mut self, id: SeqId, reason: FinishReason) {
+        let seq = self.scheduler.remove(id);
+        let Some(mut active) = self.active.remove(&id) else { return };
+        let usage = Usage {
+            prompt_tokens: seq.as_ref().map_or(0, |s| s.prompt_len()),
+            completion_tokens: seq.as_ref().map_or(0, |s| s.output().len()),
+        };
+        active.close(reason, usage, &self.metrics);
+    }
+
+    fn publish_gauges(&self) {
+        let s = self.scheduler.stats();
+        self.metrics.running.store(s.running as u64, Relaxed);
+        self.metrics.waiting.store(s.waiting as u64, Relaxed);
+        self.metrics.pages_used.store(s.pages_used as u64, Relaxed);
+    }
+}

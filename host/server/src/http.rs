@@ -1,0 +1,132 @@
+//! Routing HTTP requests to the endpoints, and the response bodies (JSON, text, SSE).
+
+use crate::api::chat::chat_completions;
+use crate::api::completions::completions;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+pub enum Reply {
+    Json(Value),
+    Sse(UnboundedReceiver<Bytes>),
+}
+
+pub type HttpBody = BoxBody<Bytes, Infallible>;
+
+/// Counts requests in flight so shutdown can wait for them.
+pub struct InFlight(pub Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
+    let guard = InFlight::enter(&in_flight);
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    let result = match (method.clone(), path.as_str()) {
+        (Method::GET, "/health") => Ok(health(&state)),
+        (Method::GET, "/metrics") => Ok(text(StatusCode::OK, state.metrics.render(), "text/plain; version=0.0.4")),
+        (Method::GET, "/v1/models") => Ok(json(StatusCode::OK, &state.models())),
+        (Method::POST, "/v1/completions") => match read_json(req).await {
+            Ok(body) => completions(state.clone(), body).await.map(|r| reply(r, guard)),
+            Err(e) => Err(e),
+        },
+        (Method::POST, "/v1/chat/completions") => match read_json(req).await {
+            Ok(body) => chat_completions(state.clone(), body).await.map(|r| reply(r, guard)),
+            Err(e) => Err(e),
+        },
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions") => {
+            Err(ApiError { status: 405, ..ApiError::not_found(format!("method {method} is not allowed on {path}")) })
+        }
+        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+    };
+    Ok(result.unwrap_or_else(|e| error_response(&e)))
+}
+
+fn health(state: &AppState) -> Response<HttpBody> {
+    if state.metrics.healthy() {
+        text(StatusCode::OK, String::new(), "text/plain")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "engine not running\n".into(), "text/plain")
+    }
+}
+
+async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+fn reply(r: Reply, guard: InFlight) -> Response<HttpBody> {
+    match r {
+        Reply::Json(v) => json(StatusCode::OK, &v),
+        Reply::Sse(rx) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(SseBody { rx, _guard: guard }.boxed())
+            .expect("static headers"),
+    }
+}
+
+pub fn error_response(e: &ApiError) -> Response<HttpBody> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = json(status, &e.body());
+    if let Some(s) = e.retry_after {
+        resp.headers_mut().insert("retry-after", s.into());
+    }
+    resp
+}
+
+fn json(status: StatusCode, v: &Value) -> Response<HttpBody> {
+    text(status, v.to_string(), "application/json")
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<HttpBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)).boxed())
+        .expect("static headers")
+}
+
+/// A streamed body fed by the producer task; dropping it (client gone) stops the producer.
+struct SseBody {
+    rx: UnboundedReceiver<Bytes>,
+    _guard: InFlight,
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}

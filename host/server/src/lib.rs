@@ -1,0 +1,14 @@
+//! The serving side of mlahost: the engine loop that owns a replica's scheduler and backend,
+//! the OpenAI-compatible HTTP API on tokio + hyper, and Prometheus metrics.
+
+pub mod api;
+mod chat_template;
+mod default_model;
+pub mod engine_loop;
+mod error;
+mod http;
+pub mod metrics;
+mod server;
+
+pub use error::ServerError;
+pub use server::{serve, ServeConfig};

@@ -1,0 +1,162 @@
+//! `mlahost serve`: bind first (so /health answers 503 while loading), load the model, start
+//! the engine loop, serve HTTP/1.1 until a shutdown signal, then drain gracefully.
+
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::engine_loop;
+use crate::http::{error_response, route, HttpBody};
+use crate::metrics::Metrics;
+use crate::{default_model, ServerError};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
+use mlahost_engine::cpu::{AttentionMode, CpuOptions};
+use mlahost_engine::{CacheGeometry, LoadedModel};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// None serves the built-in default model.
+    pub model: Option<PathBuf>,
+    pub host: String,
+    pub port: u16,
+    pub page_size: usize,
+    pub kv_cache_pages: Option<usize>,
+    pub kv_cache_memory: Option<u64>,
+    pub max_model_len: Option<usize>,
+    pub served_model_name: Option<String>,
+    pub shutdown_timeout: Duration,
+    pub scheduler: SchedulerConfig,
+}
+
+/// Default latent-cache budget when neither pages nor memory is given.
+const DEFAULT_KV_CACHE_BYTES: u64 = 1 << 30;
+
+struct Shared {
+    state: OnceLock<Arc<AppState>>,
+    metrics: OnceLock<Arc<Metrics>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+    let local = listener.local_addr()?;
+    eprintln!("mlahost listening on http://{local}");
+    let shared = Arc::new(Shared { state: OnceLock::new(), metrics: OnceLock::new(), in_flight: Arc::new(AtomicUsize::new(0)) });
+    let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+    let cfg2 = cfg.clone();
+    let started = tokio::task::spawn_blocking(move || start_engine(&cfg2)).await;
+    let (state, engine_thread) = match started {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            accept.abort();
+            return Err(e);
+        }
+        Err(e) => {
+            accept.abort();
+            return Err(ServerError::Config(format!("model loading panicked: {e}")));
+        }
+    };
+    let _ = shared.metrics.set(state.metrics.clone());
+    let _ = shared.state.set(state.clone());
+    state.metrics.ready.store(true, SeqCst);
+    tracing::info!(model = %state.served_model_name, max_model_len = state.max_model_len, "ready");
+    eprintln!("mlahost ready: model {} (max length {})", state.served_model_name, state.max_model_len);
+    shutdown.await;
+    eprintln!("mlahost shutting down: waiting up to {:?} for {} requests", cfg.shutdown_timeout, shared.in_flight.load(SeqCst));
+    accept.abort();
+    let deadline = Instant::now() + cfg.shutdown_timeout;
+    while shared.in_flight.load(SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    state.engine.abort_all();
+    let grace = Instant::now() + Duration::from_secs(2);
+    while shared.in_flight.load(SeqCst) > 0 && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    state.metrics.ready.store(false, SeqCst);
+    drop(engine_thread);
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move {
+                    match shared.state.get() {
+                        Some(state) => route(state.clone(), shared.in_flight.clone(), req).await,
+                        None => Ok(loading_response(req.uri().path())),
+                    }
+                }
+            });
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn loading_response(path: &str) -> Response<HttpBody> {
+    if path == "/health" {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Full::new(Bytes::from_static(b"loading\n")).boxed())
+            .expect("static response");
+    }
+    error_response(&ApiError::overloaded("the model is still loading"))
+}
+
+/// Loads the model, sizes the cache and starts the engine loop.
+fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, std::thread::JoinHandle<()>), ServerError> {
+    let (dir, default_name) = match &cfg.model {
+        Some(d) => (d.clone(), d.display().to_string()),
+        None => (default_model::materialize()?, default_model::NAME.to_string()),
+    };
+    let model = Arc::new(LoadedModel::load(&dir, None)?);
+    let name = cfg.served_model_name.clone().unwrap_or(default_name);
+    let c = &model.config;
+    if cfg.page_size == 0 {
+        return Err(ServerError::Config("--page-size must be at least 1".into()));
+    }
+    let page_bytes = (c.num_hidden_layers * cfg.page_size * c.latent_dim() * std::mem::size_of::<f32>()) as u64;
+    let num_pages = match (cfg.kv_cache_pages, cfg.kv_cache_memory) {
+        (Some(p), _) => p,
+        (None, Some(m)) => (m / page_bytes) as usize,
+        (None, None) => (DEFAULT_KV_CACHE_BYTES / page_bytes) as usize,
+    };
+    if num_pages == 0 {
+        return Err(ServerError::Config(format!("the KV cache holds no page ({page_bytes} bytes each)")));
+    }
+    let capacity = num_pages * cfg.page_size;
+    let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity);
+    tracing::info!(num_pages, page_size = cfg.page_size, page_bytes, capacity_tokens = capacity, "latent cache");
+    let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
+    let backend = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto })?;
+    let scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
+    let metrics = Arc::new(Metrics::new(&name));
+    let (handle, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
+    let state = AppState::new(handle, model, metrics, name, max_model_len).map_err(ServerError::Config)?;
+    Ok((Arc::new(state), join))
+}
