@@ -50,8 +50,13 @@ pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions
         let mut started = vec![false; n_choices];
         let mut finished = 0;
         while finished < n_choices {
-            // A closed stream means the engine went away; the client sees no [DONE].
-            let Some((i, ev)) = events.recv().await else { return };
+            // A closed stream means the engine went away; the client sees no [DONE]. A closed
+            // body means the client left: returning drops `events`, which aborts the requests.
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = events.recv() => next,
+            };
+            let Some((i, ev)) = next else { return };
             let (text, lp) = match ev {
                 Event::Token(t) => {
                     let lp = opts.logprobs.then(|| match opts.kind {

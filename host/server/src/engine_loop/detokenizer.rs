@@ -55,3 +55,55 @@ impl Detokenizer {
         std::mem::take(&mut self.pending)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn tokenizer() -> Tokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v2-lite");
+        Tokenizer::from_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn multibyte_characters_are_never_split() {
+        let tok = tokenizer();
+        let text = "Café naïve — 中文字符 and 日本語 🙂🚀 done";
+        let ids = tok.encode(text, false).unwrap();
+        let mut d = Detokenizer::new(vec![]);
+        let mut out = String::new();
+        for &id in &ids {
+            match d.push(&tok, id) {
+                Step::Text(t) => {
+                    assert!(!t.contains('\u{FFFD}'), "a piece split a character: {t:?}");
+                    out.push_str(&t);
+                }
+                Step::Stopped(_) => panic!("no stop strings"),
+            }
+        }
+        out.push_str(&d.flush());
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn stop_strings_across_tokens_are_not_emitted() {
+        let tok = tokenizer();
+        let text = "The quick brown fox jumps over the lazy dog.";
+        let ids = tok.encode(text, false).unwrap();
+        let mut d = Detokenizer::new(vec!["fox jumps".into()]);
+        let mut out = String::new();
+        for &id in &ids {
+            match d.push(&tok, id) {
+                Step::Text(t) => out.push_str(&t),
+                Step::Stopped(t) => {
+                    out.push_str(&t);
+                    assert_eq!(out, "The quick brown ");
+                    return;
+                }
+            }
+            assert!(!out.contains("fox"), "held-back text leaked: {out:?}");
+        }
+        panic!("the stop string was not found");
+    }
+}
