@@ -4,8 +4,8 @@ use super::completions::{choices, usage};
 use super::error::ApiError;
 use super::logprobs::chat_logprobs;
 use super::params::{finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
-use super::run::{collect, submit_all};
-use super::stream::{stream_response, StreamKind, StreamOptions};
+use super::run::{generate, Generated};
+use super::stream::StreamKind;
 use super::AppState;
 use crate::chat_template::normalize_messages;
 use crate::http::Reply;
@@ -28,19 +28,10 @@ pub async fn chat_completions(state: Arc<AppState>, body: Value) -> Result<Reply
     let req = finish_request(&common, prompt, state.model.config.vocab_size, state.max_model_len, max_default)?;
     let requests = choices(&req, common.n);
     let id = state.next_id("chatcmpl");
-    if common.stream {
-        let sub = submit_all(&state.engine, requests).await?;
-        let opts = StreamOptions {
-            kind: StreamKind::Chat,
-            id,
-            include_usage: common.include_usage,
-            token_ids_as_text: common.return_token_ids,
-            logprobs: common.request.logprobs.is_some(),
-            n: common.n,
-        };
-        return Ok(stream_response(state, sub, opts));
-    }
-    let results = collect(submit_all(&state.engine, requests).await?).await?;
+    let results = match generate(&state, requests, &common, StreamKind::Chat, &id).await? {
+        Generated::Streaming(reply) => return Ok(reply),
+        Generated::Done(results) => results,
+    };
     let tok = &state.model.tokenizer;
     let choices: Vec<Value> = results
         .iter()

@@ -3,8 +3,8 @@
 use super::error::ApiError;
 use super::logprobs::completion_logprobs;
 use super::params::{finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
-use super::run::{collect, submit_all};
-use super::stream::{stream_response, StreamKind, StreamOptions};
+use super::run::{generate, Generated};
+use super::stream::StreamKind;
 use super::AppState;
 use crate::engine_loop::EngineRequest;
 use crate::http::Reply;
@@ -30,19 +30,10 @@ pub async fn completions(state: Arc<AppState>, body: Value) -> Result<Reply, Api
         requests.extend(choices(&req, common.n));
     }
     let id = state.next_id("cmpl");
-    if common.stream {
-        let sub = submit_all(&state.engine, requests).await?;
-        let opts = StreamOptions {
-            kind: StreamKind::Completion,
-            id,
-            include_usage: common.include_usage,
-            token_ids_as_text: common.return_token_ids,
-            logprobs: common.request.logprobs.is_some(),
-            n: common.n,
-        };
-        return Ok(stream_response(state, sub, opts));
-    }
-    let results = collect(submit_all(&state.engine, requests).await?).await?;
+    let results = match generate(&state, requests, &common, StreamKind::Completion, &id).await? {
+        Generated::Streaming(reply) => return Ok(reply),
+        Generated::Done(results) => results,
+    };
     let tok = &state.model.tokenizer;
     let choices: Vec<Value> = results
         .iter()

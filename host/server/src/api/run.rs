@@ -1,7 +1,12 @@
 //! Submitting a request's choices to the engine loop and gathering their events.
 
 use super::error::ApiError;
+use super::params::Common;
+use super::stream::{stream_response, StreamKind, StreamOptions};
+use super::AppState;
 use crate::engine_loop::{EngineHandle, EngineRequest, Event, FinishReason, TokenEvent, Usage};
+use crate::http::Reply;
+use std::sync::Arc;
 use mlahost_core::SeqId;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -121,4 +126,32 @@ pub fn merge(mut sub: Submitted) -> UnboundedReceiver<(usize, Event)> {
         drop(sub);
     });
     rx
+}
+
+pub enum Generated {
+    Streaming(Reply),
+    Done(Vec<ChoiceResult>),
+}
+
+/// Runs the choices: as an event stream when the request streams, else to completion.
+pub async fn generate(
+    state: &Arc<AppState>,
+    requests: Vec<EngineRequest>,
+    common: &Common,
+    kind: StreamKind,
+    id: &str,
+) -> Result<Generated, ApiError> {
+    let sub = submit_all(&state.engine, requests).await?;
+    if !common.stream {
+        return Ok(Generated::Done(collect(sub).await?));
+    }
+    let opts = StreamOptions {
+        kind,
+        id: id.to_string(),
+        include_usage: common.include_usage,
+        token_ids_as_text: common.return_token_ids,
+        logprobs: common.request.logprobs.is_some(),
+        n: common.n,
+    };
+    Ok(Generated::Streaming(stream_response(state.clone(), sub, opts)))
 }
