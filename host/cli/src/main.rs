@@ -1,5 +1,6 @@
 //! `mlahost`: the command line of the MLA inference server.
 
+mod bench;
 mod generate;
 mod progress;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Generate a continuation of one prompt and print it.
     Generate(generate::GenerateArgs),
+    /// Benchmark an OpenAI-compatible server (mlahost, vLLM, SGLang) like vLLM's serving benchmark.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::Bench(args)) => bench::run_bench(args),
         None => serve::run(cli.serve),
     };
     match result {

@@ -114,6 +114,14 @@ impl EngineLoop {
     }
 
     fn admit(&mut self, id: SeqId, request: EngineRequest, events: UnboundedSender<Event>) {
+        if request.max_tokens == 0 {
+            // Nothing to generate: answer without touching the scheduler.
+            let usage = Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0 };
+            let _ = events.send(Event::Accepted);
+            let _ = events.send(Event::Finished { reason: FinishReason::Length, usage });
+            self.metrics.finished_length.fetch_add(1, Relaxed);
+            return;
+        }
         let max_total = (request.prompt.len() + request.max_tokens).min(self.max_model_len);
         let seq = Sequence::new(id, request.prompt.clone(), request.priority);
         match self.scheduler.add(seq, max_total) {
