@@ -1,11 +1,9 @@
-//! Inner loops of the CPU backend. Written so LLVM vectorizes them, and compiled twice on
+//! Vector inner loops of the CPU backend (attention's row dots and axpys). Written so LLVM vectorizes them, and compiled twice on
 //! x86-64: once for the baseline target and once with AVX2+FMA, chosen at run time.
 
 use crate::checkpoint::bf16_to_f32;
 
 const LANES: usize = 16;
-/// Weight rows streamed at once in `dot4_bf16`: more loads in flight hide memory latency.
-pub const ROWS: usize = 4;
 
 /// `a * b + c`, fused only where the build has FMA (the slow software fallback is avoided).
 #[inline(always)]
@@ -49,31 +47,6 @@ fn dot_bf16_body<const FMA: bool>(a: &[f32], b: &[u16]) -> f32 {
         tail = madd::<FMA>(*x, bf16_to_f32(y), tail);
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// `a` against `ROWS` consecutive rows of width `a.len()` starting at `b[0]`; each result is
-/// bit-identical to `dot_bf16_body` on that row alone (same lanes, same order).
-#[inline(always)]
-fn dot4_bf16_body<const FMA: bool>(a: &[f32], b: &[u16], out: &mut [f32; ROWS]) {
-    let k = a.len();
-    let mut acc = [[0f32; LANES]; ROWS];
-    let full = k - k % LANES;
-    for c in (0..full).step_by(LANES) {
-        let x = &a[c..c + LANES];
-        for r in 0..ROWS {
-            let y = &b[r * k + c..r * k + c + LANES];
-            for i in 0..LANES {
-                acc[r][i] = madd::<FMA>(x[i], bf16_to_f32(y[i]), acc[r][i]);
-            }
-        }
-    }
-    for r in 0..ROWS {
-        let mut tail = 0f32;
-        for c in full..k {
-            tail = madd::<FMA>(a[c], bf16_to_f32(b[r * k + c]), tail);
-        }
-        out[r] = acc[r].iter().sum::<f32>() + tail;
-    }
 }
 
 #[inline(always)]
@@ -120,10 +93,6 @@ dispatch!(
     dot_bf16, dot_bf16_body, (a: &[f32], b: &[u16]) -> f32
 );
 dispatch!(
-    /// `a` against four consecutive bf16 rows of width `a.len()`.
-    dot4_bf16, dot4_bf16_body, (a: &[f32], b: &[u16], out: &mut [f32; ROWS]) -> ()
-);
-dispatch!(
     /// `y += alpha * x`.
     axpy_f32, axpy_f32_body, (alpha: f32, x: &[f32], y: &mut [f32]) -> ()
 );
@@ -133,7 +102,7 @@ dispatch!(
 );
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))

@@ -2,6 +2,7 @@
 //! reference the CUDA backend is checked against and the default without a GPU.
 
 mod attention;
+mod gemm;
 mod kernels;
 mod kv_cache;
 mod moe;
