@@ -22,6 +22,7 @@
 //   mla_decode_mma_r16_t32   rows/CTA 16, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=1)
 //   mla_decode_mma_r16_t16   rows/CTA 16, 16-token tiles, 5 stages, 2 CTAs/SM
 //   mla_decode_mma_r32_t32   rows/CTA 32, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
+//   mla_decode_tp_r16        rows/CTA 16, 64-token tiles, token-parallel warps  (H=16, q_len=1)
 //   mla_decode_wgmma_r64     rows/CTA 64, 64-token tiles, wgmma (sm_90a)       (H=128)
 //   mla_decode_combine       merges split partials
 
@@ -223,13 +224,15 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
 
   // ---- loader: thread -> (token tid/TPT, chunks tid%TPT + k*TPT) ----
   const int ld_tok = tid / TPT, ld_sub = tid % TPT;
-  auto load_tile = [&](int t) {
-    const int st = t % NST;
+  // source row of this thread's token in tile t (nullptr: beyond what the CTA reads -> zero fill)
+  auto tile_src = [&](int t) -> const u16* {
     const int pos = w.kv_begin + t * T + ld_tok;
-    const bool valid = pos < w.kv_stop;
-    const u16* src = a.kv;
-    if (valid) src = a.kv + cache_row(a, w.b, pos);
-    const u32 dst = smem_u32(kvs + (st * T + ld_tok) * KROW);
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  };
+  auto load_tile = [&](int t, const u16* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = a.kv;
+    const u32 dst = smem_u32(kvs + ((t % NST) * T + ld_tok) * KROW);
 #pragma unroll
     for (int k = 0; k < CPT; ++k) {
       const int c = ld_sub + k * TPT;
@@ -238,9 +241,10 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   };
 #pragma unroll
   for (int s = 0; s < NST - 1; ++s) {
-    if (s < ntiles) load_tile(s);
+    if (s < ntiles) load_tile(s, tile_src(s));
     cp_async_commit();
   }
+  const u16* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -279,18 +283,19 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<NST - 2>();
     __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
-    if (t + NST - 1 < ntiles) load_tile(t + NST - 1);
+    if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
     cp_async_commit();
+    src_next = tile_src(t + NST);
     const u16* kt = kvs + (t % NST) * T * KROW;
 
-    // ---- QK partial over this warp's 144 dims and T/2 tokens ----
-    float sacc[MT][NTQ][4];
+    // ---- QK partial over this warp's 144 dims and T/2 tokens (two accumulator chains) ----
+    float sacc[MT][NTQ][4], sacc2[MT][NTQ][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int n = 0; n < NTQ; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sacc[m][n][e] = 0.f;
+        for (int e = 0; e < 4; ++e) sacc[m][n][e] = sacc2[m][n][e] = 0.f;
     const int tokq = th * (T / 2);
 #pragma unroll
     for (int kk = 0; kk < 9; ++kk) {
@@ -304,8 +309,10 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
                   b0, b1, b2, b3);
 #pragma unroll
           for (int m = 0; m < MT; ++m) {
-            mma_bf16(sacc[m][2 * np], qf[m][kk][0], qf[m][kk][1], qf[m][kk][2], qf[m][kk][3], b0, b1);
-            mma_bf16(sacc[m][2 * np + 1], qf[m][kk][0], qf[m][kk][1], qf[m][kk][2], qf[m][kk][3], b2, b3);
+            float* c0 = (kk & 1) ? sacc2[m][2 * np] : sacc[m][2 * np];
+            float* c1 = (kk & 1) ? sacc2[m][2 * np + 1] : sacc[m][2 * np + 1];
+            mma_bf16(c0, qf[m][kk][0], qf[m][kk][1], qf[m][kk][2], qf[m][kk][3], b0, b1);
+            mma_bf16(c1, qf[m][kk][0], qf[m][kk][1], qf[m][kk][2], qf[m][kk][3], b2, b3);
           }
         }
       } else {
@@ -313,9 +320,16 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
         ldsm_x2(smem_u32(kt + (tokq + (lane & 7)) * KROW + d0 + (((lane >> 3) & 1) << 3)), b0, b1);
 #pragma unroll
         for (int m = 0; m < MT; ++m)
-          mma_bf16(sacc[m][0], qf[m][kk][0], qf[m][kk][1], qf[m][kk][2], qf[m][kk][3], b0, b1);
+          mma_bf16((kk & 1) ? sacc2[m][0] : sacc[m][0], qf[m][kk][0], qf[m][kk][1], qf[m][kk][2],
+                   qf[m][kk][3], b0, b1);
       }
     }
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int n = 0; n < NTQ; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sacc[m][n][e] += sacc2[m][n][e];
     {
       float* sr = sred + ks * ROWS * SSTR;
 #pragma unroll
@@ -419,6 +433,246 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   if (tid < ROWS && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
 }
 
+__device__ __forceinline__ void named_bar_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+// ------------------------------------------------------------------------------------------------
+// token-parallel kernel (mma.sync, sm_80+): 16 query rows per CTA (H=16, q_len=1), 64-token tiles,
+// 2 stages. 8 warps = 4 token groups (16 tokens each) x 2 latent halves (256 dims each). Warp
+// (tg, dh) computes S for its 16 tokens over dims 288*dh..+287 and adds its partner's half
+// (warp ^ 4) through shared memory, so each warp pair holds the full S of its tokens; each warp
+// keeps its own online softmax and O[16 x 256] in registers. One CTA barrier per tile; the
+// four token groups are merged once at the end.
+// ------------------------------------------------------------------------------------------------
+struct TpCfg {
+  static constexpr int T = 64;
+  static constexpr int KROW = MLA_D + 8;                  // bf16 per smem row (1168 B)
+  static constexpr int STAGE = T * KROW * 2;              // 74752
+  static constexpr int Q_OFF = 2 * STAGE;                 // 149504
+  static constexpr int XCH_OFF = Q_OFF + 16 * KROW * 2;   // 168192: S halves, 8 warps x 8 x 32 f32
+  static constexpr int SMEM = XCH_OFF + 8 * 8 * 32 * 4;   // 176384
+  static constexpr int OSTR = 256 + 8;                    // epilogue: f32 per row of a warp's O
+  static constexpr int ML_OFF = 8 * 16 * OSTR * 4;        // 135168: per-warp m and l, 2 x 8 x 16 f32
+};
+
+__device__ __forceinline__ void tp_decode(const Args& a, unsigned char* smem) {
+  constexpr int T = TpCfg::T, KROW = TpCfg::KROW;
+  Work w;
+  if (!make_work(a, 16, w)) return;
+  u16* kvs = reinterpret_cast<u16*>(smem);
+  u16* sQ = reinterpret_cast<u16*>(smem + TpCfg::Q_OFF);
+  float* xch = reinterpret_cast<float*>(smem + TpCfg::XCH_OFF);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c4 = lane & 3;
+  const int tg = warp & 3, dh = warp >> 2;
+  const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + T - 1) / T : 0;
+
+  // loader: thread -> token tid/4, 16-byte chunks tid%4 + 4k (k < 18)
+  const int ld_tok = tid >> 2, ld_sub = tid & 3;
+  auto tile_src = [&](int t) -> const u16* {
+    const int pos = w.kv_begin + t * T + ld_tok;
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  };
+  auto load_tile = [&](int t, const u16* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = a.kv;
+    const u32 dst = smem_u32(kvs + ((t & 1) * T + ld_tok) * KROW);
+#pragma unroll
+    for (int k = 0; k < 18; ++k) {
+      const int c = ld_sub + 4 * k;
+      cp_async_16(dst + c * 16, src + c * 8, valid);
+    }
+  };
+  {  // Q rows 0..15: thread -> row tid/16, chunks tid%16 + 16k
+    const int qr = tid >> 4, qs = tid & 15;
+    const int r = w.row0 + qr;
+    const bool ok = r < w.rows_total;
+    const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
+    const u32 dst = smem_u32(sQ + qr * KROW);
+#pragma unroll
+    for (int k = 0; k < 5; ++k) {
+      const int c = qs + 16 * k;
+      if (c < 72) cp_async_16(dst + c * 16, src + c * 8, ok);
+    }
+  }
+  if (ntiles > 0) load_tile(0, tile_src(0));
+  cp_async_commit();
+  const u16* src_next = tile_src(1);
+
+  float o[32][4];
+#pragma unroll
+  for (int n = 0; n < 32; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[n][e] = 0.f;
+  float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;  // rows g and g+8
+  const int lim0 = row_limit(a, w, g), lim1 = row_limit(a, w, g + 8);
+  const float sl2 = a.scale * 1.4426950408889634f;
+  const u32 q_addr = smem_u32(sQ + ((((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + 288 * dh + ((lane >> 4) << 3));
+
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile t landed; every warp is done with tile t-1, so its stage is free
+    if (t + 1 < ntiles) load_tile(t + 1, src_next);
+    cp_async_commit();
+    src_next = tile_src(t + 2);
+    const u16* kt = kvs + (t & 1) * T * KROW;
+
+    // ---- S half: 16 rows x 16 tokens over 288 dims (two accumulator chains) ----
+    float sa[2][4], sb[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sa[n][e] = sb[n][e] = 0.f;
+    const u32 k_addr = smem_u32(kt + (16 * tg + ((lane >> 4) << 3) + (lane & 7)) * KROW + 288 * dh +
+                                (((lane >> 3) & 1) << 3));
+#pragma unroll
+    for (int kk = 0; kk < 18; ++kk) {
+      u32 a0, a1, a2, a3, b0, b1, b2, b3;
+      ldsm_x4(q_addr + kk * 32, a0, a1, a2, a3);
+      ldsm_x4(k_addr + kk * 32, b0, b1, b2, b3);
+      mma_bf16((kk & 1) ? sb[0] : sa[0], a0, a1, a2, a3, b0, b1);
+      mma_bf16((kk & 1) ? sb[1] : sa[1], a0, a1, a2, a3, b2, b3);
+    }
+    float s[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] = sa[n][e] + sb[n][e];
+        xch[(warp * 8 + n * 4 + e) * 32 + lane] = s[n][e];
+      }
+    named_bar_sync(1 + tg, 64);  // warps tg and tg+4
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        // same order of addition in both warps of the pair: identical S, m, l and P
+        const float other = xch[((warp ^ 4) * 8 + n * 4 + e) * 32 + lane];
+        s[n][e] = dh == 0 ? s[n][e] + other : other + s[n][e];
+      }
+
+    // ---- online softmax over this warp's 16 tokens ----
+    const int pos0 = w.kv_begin + t * T + 16 * tg;
+    float mx0 = neg_inf(), mx1 = neg_inf();
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int p = pos0 + 8 * n + 2 * c4 + e;
+        s[n][e] = (p < lim0) ? s[n][e] * sl2 : neg_inf();
+        s[n][2 + e] = (p < lim1) ? s[n][2 + e] * sl2 : neg_inf();
+        mx0 = fmaxf(mx0, s[n][e]);
+        mx1 = fmaxf(mx1, s[n][2 + e]);
+      }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    const float b0f = (n0 == neg_inf()) ? 0.f : n0, b1f = (n1 == neg_inf()) ? 0.f : n1;
+    const float al0 = ex2(m0 - b0f), al1 = ex2(m1 - b1f);
+    m0 = n0;
+    m1 = n1;
+    float p[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      p[n][0] = ex2(s[n][0] - b0f);
+      p[n][1] = ex2(s[n][1] - b0f);
+      p[n][2] = ex2(s[n][2] - b1f);
+      p[n][3] = ex2(s[n][3] - b1f);
+    }
+    l0 = l0 * al0 + p[0][0] + p[0][1] + p[1][0] + p[1][1];
+    l1 = l1 * al1 + p[0][2] + p[0][3] + p[1][2] + p[1][3];
+    // P as the A fragment of m16n8k16 (rows g/g+8, tokens 2c4.. and 8+2c4..)
+    const u32 pa0 = pack_bf16(p[0][0], p[0][1]), pa1 = pack_bf16(p[0][2], p[0][3]);
+    const u32 pa2 = pack_bf16(p[1][0], p[1][1]), pa3 = pack_bf16(p[1][2], p[1][3]);
+#pragma unroll
+    for (int n = 0; n < 32; ++n) {
+      o[n][0] *= al0;
+      o[n][1] *= al0;
+      o[n][2] *= al1;
+      o[n][3] *= al1;
+    }
+    // ---- O[16 x 256] += P[16 x 16] V[16 x 256] ----
+    const u32 v_addr = smem_u32(kt + (16 * tg + (((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + 256 * dh +
+                                ((lane >> 4) << 3));
+#pragma unroll
+    for (int np = 0; np < 16; ++np) {
+      u32 v0, v1, v2, v3;
+      ldsm_x4_t(v_addr + np * 32, v0, v1, v2, v3);
+      mma_bf16(o[2 * np], pa0, pa1, pa2, pa3, v0, v1);
+      mma_bf16(o[2 * np + 1], pa0, pa1, pa2, pa3, v2, v3);
+    }
+  }
+
+  // ---- epilogue: merge the four token groups of each latent half ----
+  cp_async_wait<0>();
+  __syncthreads();  // stage memory is reused below
+  float* sO = reinterpret_cast<float*>(smem);              // [8 warps][16 rows][OSTR]
+  float* sM = reinterpret_cast<float*>(smem + TpCfg::ML_OFF);  // [8][16]
+  float* sL = sM + 8 * 16;                                 // [8][16]
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (c4 == 0) {
+    sM[warp * 16 + g] = m0;
+    sM[warp * 16 + g + 8] = m1;
+    sL[warp * 16 + g] = l0;
+    sL[warp * 16 + g + 8] = l1;
+  }
+  __syncthreads();
+  // row max over the token groups of this half (both halves agree)
+  float M0 = neg_inf(), M1 = neg_inf();
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    M0 = fmaxf(M0, sM[(j + 4 * dh) * 16 + g]);
+    M1 = fmaxf(M1, sM[(j + 4 * dh) * 16 + g + 8]);
+  }
+  const float f0 = (M0 == neg_inf()) ? 0.f : ex2(m0 - M0);
+  const float f1 = (M1 == neg_inf()) ? 0.f : ex2(m1 - M1);
+  float* myO = sO + warp * 16 * TpCfg::OSTR;
+#pragma unroll
+  for (int n = 0; n < 32; ++n) {
+    *reinterpret_cast<float2*>(myO + g * TpCfg::OSTR + 8 * n + 2 * c4) = make_float2(o[n][0] * f0, o[n][1] * f0);
+    *reinterpret_cast<float2*>(myO + (g + 8) * TpCfg::OSTR + 8 * n + 2 * c4) =
+        make_float2(o[n][2] * f1, o[n][3] * f1);
+  }
+  __syncthreads();
+  // thread -> row tid/16, dims 4*(tid%16) + 64k (k < 8)
+  const int row = tid >> 4, d0 = 4 * (tid & 15);
+  float Mr = neg_inf();
+#pragma unroll
+  for (int j = 0; j < 4; ++j) Mr = fmaxf(Mr, sM[j * 16 + row]);
+  float Lr = 0.f;
+  if (Mr != neg_inf()) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) Lr += sL[j * 16 + row] * ex2(sM[j * 16 + row] - Mr);
+  }
+  const float inv = Lr > 0.f ? 1.f / Lr : 0.f;
+  const int r = w.row0 + row;
+  if (r < w.rows_total) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int d = d0 + 64 * k, half = d >> 8, dl = d & 255;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float4 v = *reinterpret_cast<const float4*>(sO + ((j + 4 * half) * 16 + row) * TpCfg::OSTR + dl);
+        acc.x += v.x;
+        acc.y += v.y;
+        acc.z += v.z;
+        acc.w += v.w;
+      }
+      store_o2(a, w, r, d, acc.x * inv, acc.y * inv);
+      store_o2(a, w, r, d + 2, acc.z * inv, acc.w * inv);
+    }
+    if ((tid & 15) == 0) store_lse(a, w, r, Mr, Lr);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // wgmma kernel (sm_90a): 64 query rows per CTA, 64-token tiles, 2 warpgroups.
 // Shared memory tiles use the 128-byte swizzle wgmma expects: a [rows x 576] bf16 tile is 9
@@ -471,9 +725,6 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void named_bar_sync(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
 // shared-memory matrix descriptor, 128-byte swizzle
 __device__ __forceinline__ u64 sw128_desc(u32 saddr, u32 lbo, u32 sbo) {
   return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | (1ull << 62);
@@ -515,11 +766,13 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 
   // loader: thread -> row tid/4, 16-byte chunks tid%4 + 4k (k < 18)
   const int ld_row = tid >> 2, ld_sub = tid & 3;
-  auto load_tile = [&](int t) {
+  auto tile_src = [&](int t) -> const u16* {
     const int pos = w.kv_begin + t * 64 + ld_row;
-    const bool valid = pos < w.kv_stop;
-    const u16* src = a.kv;
-    if (valid) src = a.kv + cache_row(a, w.b, pos);
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  };
+  auto load_tile = [&](int t, const u16* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = a.kv;
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
 #pragma unroll
     for (int k = 0; k < 18; ++k) {
@@ -537,9 +790,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       cp_async_16(sQ + sw128_off(ld_row, c), src + c * 8, ok);
     }
   }
-  if (ntiles > 0) load_tile(0);
+  if (ntiles > 0) load_tile(0, tile_src(0));
   cp_async_commit();
-  if (ntiles > 1) load_tile(1);
+  if (ntiles > 1) load_tile(1, tile_src(1));
   cp_async_commit();
 
   float o[128];
@@ -554,6 +807,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
     __syncthreads();
     const u32 sK = sKV + (t & 1) * WgCfg::TILE_BYTES;
+    const u16* src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
     if (wg == 0) {
       float s[32];
       wgmma_fence();
@@ -638,7 +892,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     wgmma_wait<0>();
     fence_acc128(o);
     __syncthreads();  // stage (t&1) and sP are free again
-    if (t + 2 < ntiles) load_tile(t + 2);
+    if (t + 2 < ntiles) load_tile(t + 2, src_next);
     cp_async_commit();
   }
 
@@ -671,37 +925,79 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 }
 
 // ------------------------------------------------------------------------------------------------
-// combine: one CTA of 128 threads per (row, sequence); each thread owns 4 latent dims.
+// combine: one CTA of 256 threads per (row, sequence): threads 0..127 and 128..255 take alternate
+// splits, each thread 4 latent dims; split weights computed once in shared memory.
+// At most MLA_MAX_SPLITS splits per sequence.
 // ------------------------------------------------------------------------------------------------
+#define MLA_MAX_SPLITS 1024
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = is_max ? fmaxf(v, o) : v + o;
+  }
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();  // red[] free from any earlier use
+  if ((threadIdx.x & 31) == 0) red[warp] = v;
+  __syncthreads();
+  v = red[0];
+#pragma unroll
+  for (int i = 1; i < 8; ++i) v = is_max ? fmaxf(v, red[i]) : v + red[i];
+  return v;
+}
+
 __device__ __forceinline__ void combine(const float* __restrict__ part_o, const float* __restrict__ part_lse,
                                         const int* __restrict__ split_offsets, u16* __restrict__ out,
                                         float* __restrict__ lse, int rows_total) {
+  __shared__ float sw[MLA_MAX_SPLITS];
+  __shared__ float red[8];
+  __shared__ float4 acc_s[128];
   const int r = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;
   if (ns <= 1) return;  // written directly by the decode kernel
   float mx = neg_inf();
-  for (int s = 0; s < ns; ++s) mx = fmaxf(mx, part_lse[(i64)(s0 + s) * rows_total + r]);
-  const i64 orow = ((i64)b * rows_total + r) * MLA_DV + 4 * tid;
+  for (int s = tid; s < ns; s += 256) {
+    const float v = part_lse[(i64)(s0 + s) * rows_total + r];
+    sw[s] = v;
+    mx = fmaxf(mx, v);
+  }
+  mx = block_reduce(mx, true, red);
+  const i64 orow = ((i64)b * rows_total + r) * MLA_DV;
   if (mx == neg_inf()) {
-    *reinterpret_cast<uint2*>(out + orow) = make_uint2(0u, 0u);
+    if (tid < 128) *reinterpret_cast<uint2*>(out + orow + 4 * tid) = make_uint2(0u, 0u);
     if (tid == 0) lse[(i64)b * rows_total + r] = neg_inf();
     return;
   }
+  float ws = 0.f;
+  for (int s = tid; s < ns; s += 256) {
+    const float wt = ex2((sw[s] - mx) * 1.4426950408889634f);  // 0 for an empty split (-inf)
+    sw[s] = wt;
+    ws += wt;
+  }
+  ws = block_reduce(ws, false, red);  // its barriers also publish sw[]
+  const int half = tid >> 7, dg = tid & 127;
+  const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + 4 * dg;
+  const i64 sstride = (i64)rows_total * MLA_DV;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  float wsum = 0.f;
-  for (int s = 0; s < ns; ++s) {
-    const float ls = part_lse[(i64)(s0 + s) * rows_total + r];
-    const float wt = ex2((ls - mx) * 1.4426950408889634f);  // 0 for an empty split (-inf)
-    const float4 v = *reinterpret_cast<const float4*>(part_o + ((i64)(s0 + s) * rows_total + r) * MLA_DV + 4 * tid);
-    wsum += wt;
+#pragma unroll 8
+  for (int s = half; s < ns; s += 2) {
+    const float wt = sw[s];
+    const float4 v = __ldg(reinterpret_cast<const float4*>(po + s * sstride));
     acc.x += wt * v.x;
     acc.y += wt * v.y;
     acc.z += wt * v.z;
     acc.w += wt * v.w;
   }
-  const float inv = 1.f / wsum;
-  *reinterpret_cast<uint2*>(out + orow) = make_uint2(pack_bf16(acc.x * inv, acc.y * inv), pack_bf16(acc.z * inv, acc.w * inv));
-  if (tid == 0) lse[(i64)b * rows_total + r] = mx + lg2(wsum) * 0.6931471805599453f;
+  if (half == 1) acc_s[dg] = acc;
+  __syncthreads();
+  if (half == 0) {
+    const float4 o2 = acc_s[dg];
+    const float inv = 1.f / ws;
+    *reinterpret_cast<uint2*>(out + orow + 4 * dg) =
+        make_uint2(pack_bf16((acc.x + o2.x) * inv, (acc.y + o2.y) * inv),
+                   pack_bf16((acc.z + o2.z) * inv, (acc.w + o2.w) * inv));
+  }
+  if (tid == 0) lse[(i64)b * rows_total + r] = mx + lg2(ws) * 0.6931471805599453f;
 }
 
 }  // namespace mla
@@ -733,12 +1029,17 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_mma_r32_t32(MLA_
   MLA_MAKE_ARGS;
   mla::mma_decode<2, 32, 5>(a, smem);
 }
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_tp_r16(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::tp_decode(a, smem);
+}
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_r64(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::wgmma_decode(a, smem);
 }
-extern "C" __global__ void __launch_bounds__(128) mla_decode_combine(const float* __restrict__ part_o,
+extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const float* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,
                                                                     const int* __restrict__ split_offsets,
                                                                     u16* __restrict__ out, float* __restrict__ lse,

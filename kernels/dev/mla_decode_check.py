@@ -36,6 +36,7 @@ KERNELS = {
     "mma_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5), per_sm=1),
     "mma_r16_t16": dict(rows=16, tile=16, smem=_mma_smem(1, 16, 5), per_sm=2),
     "mma_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5), per_sm=1),
+    "tp_r16": dict(rows=16, tile=64, smem=2 * 64 * (D + 8) * 2 + 16 * (D + 8) * 2 + 8 * 8 * 32 * 4, per_sm=1),
     "wgmma_r64": dict(rows=64, tile=64, smem=3 * 64 * D * 2 + 8192 + 3 * 64 * 4 + 1024, per_sm=1),
 }
 THREADS = 256
@@ -190,7 +191,7 @@ class Launch:
         f = self.fns[self.kname]
         f(self.grid, (THREADS, 1, 1), tuple(args or self.args), shared_mem=self.cfg["smem"])
         if self.multi:
-            self.fns["combine"](self.cgrid, (128, 1, 1), tuple(self.cargs))
+            self.fns["combine"](self.cgrid, (256, 1, 1), tuple(self.cargs))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
         io = latent + qs[0].numel() * 2 + B * heads * DV * 2
         flops = B * heads * L * 2 * (D + DV)
         small = latent < 200e6
-        cands = ["mma_r16_t32", "mma_r16_t16"] if heads == 16 else ["wgmma_r64"]
+        cands = ["tp_r16", "mma_r16_t32", "mma_r16_t16"] if heads == 16 else ["wgmma_r64"]
         cands = [k for k in cands if k in ENABLED] or ["mma_r16_t32"]
         res = {}
         for kname in cands:
@@ -386,9 +387,10 @@ def split_sweep(fns, num_sms, log):
     dev = torch.device("cuda")
     scale = 192 ** -0.5
     out = []
-    for heads, B, L, kname in [(16, 64, 4096, "mma_r16_t32"), (16, 1, 32768, "mma_r16_t32"),
-                               (16, 64, 32768, "mma_r16_t32"), (16, 64, 4096, "mma_r16_t16"),
-                               (128, 1, 32768, "wgmma_r64"), (128, 64, 4096, "wgmma_r64")]:
+    for heads, B, L, kname in [(16, 64, 4096, "tp_r16"), (16, 1, 32768, "tp_r16"), (16, 1, 4096, "tp_r16"),
+                               (16, 64, 32768, "tp_r16"), (16, 64, 4096, "mma_r16_t32"),
+                               (128, 1, 32768, "wgmma_r64"), (128, 1, 4096, "wgmma_r64"),
+                               (128, 64, 4096, "wgmma_r64")]:
         if kname not in ENABLED:
             continue
         P = L // 64
@@ -415,6 +417,23 @@ def split_sweep(fns, num_sms, log):
     log["sweep"] = out
 
 
+def profile(fns, num_sms, spec):
+    """Run one shape a few times (for ncu): spec = heads,batch,ctx,kernel."""
+    h, B, L, kname = spec.split(",")
+    h, B, L = int(h), int(B), int(L)
+    dev = torch.device("cuda")
+    P = L // 64
+    cache = torch.randn(B * P, 64, D, device=dev).to(torch.bfloat16)
+    perm = torch.randperm(B * P, device=dev).to(torch.int32).view(B, P)
+    q = torch.randn(B, 1, h, D, device=dev).to(torch.bfloat16)
+    sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+    lo = Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms)
+    for _ in range(3):
+        lo.run()
+    torch.cuda.synchronize()
+    print(f"profiled {spec}: chunk {lo.chunk}, grid {lo.grid}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-only", action="store_true")
@@ -422,6 +441,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--kernels", default=",".join(KERNELS))
+    ap.add_argument("--profile", default="")
     args = ap.parse_args()
     ENABLED.clear()
     ENABLED.update(k for k in args.kernels.split(",") if k in KERNELS)
@@ -432,6 +452,9 @@ def main():
     log = dict(device=name, sms=num_sms)
     t0 = time.time()
     fns = build()
+    if args.profile:
+        profile(fns, num_sms, args.profile)
+        return
     ok = True
     if not args.bench_only:
         ok = check(fns, num_sms, log)

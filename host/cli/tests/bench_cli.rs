@@ -75,16 +75,20 @@ fn timings_agree_with_an_independent_client() {
         return;
     }
     // One sequence at a time makes latencies long and stable enough to compare at 10%.
-    let server = Server::start(&["--max-num-seqs", "1", "--served-model-name", "m"]);
+    // Long prompts on the larger fixture and one thread: TTFT is mostly prefill compute and a
+    // token takes ~1 ms, both well above what either client adds.
+    let model = support::fixture("tiny-v3-fp8");
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--served-model-name", "m", "--threads", "1"]);
     let url = format!("http://{}", server.addr);
     let prompts = scratch("prompts.jsonl");
-    let lines: Vec<String> = (0..16).map(|i| format!("{{\"prompt\": \"request {i}: the quick brown fox jumps over the lazy dog\"}}")).collect();
+    let words = "the quick brown fox jumps over the lazy dog while latent pages fill ".repeat(30);
+    let lines: Vec<String> = (0..12).map(|i| format!("{{\"prompt\": \"request {i}: {words}\"}}")).collect();
     std::fs::write(&prompts, lines.join("\n")).unwrap();
-    let ours = &bench(&url, &["--dataset", prompts.to_str().unwrap(), "--output-len", "160", "--num-prompts", "16", "--concurrency", "4"])["runs"][0];
+    let ours = &bench(&url, &["--dataset", prompts.to_str().unwrap(), "--output-len", "96", "--num-prompts", "12", "--concurrency", "2"])["runs"][0];
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/bench_reference_client.py");
     let out = Command::new("python3")
         .args([script, "--base-url", &format!("{url}/v1"), "--model", "m", "--prompts", prompts.to_str().unwrap()])
-        .args(["--max-tokens", "160", "--concurrency", "4"])
+        .args(["--max-tokens", "96", "--concurrency", "2"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
