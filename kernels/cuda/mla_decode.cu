@@ -99,6 +99,35 @@ __device__ __forceinline__ void ldsm_x2(u32 addr, u32& r0, u32& r1) {
                : "r"(addr)
                : "memory");
 }
+// mbarrier + bulk (TMA, non-tensor) copies, sm_90
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+  u32 done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
+}
+__device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
 // D[16x8] += A[16x16] * B[16x8], bf16 in, f32 accumulate
 __device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -184,7 +213,7 @@ __device__ __forceinline__ void store_lse(const Args& a, const Work& w, int r, f
 // memory. Softmax: 256/ROWS threads per row. PV: warp w owns latent dims 64w..64w+63.
 // Every cache byte is read once per CTA; with H=16, q_len=1 there is one CTA per (seq, split).
 // ------------------------------------------------------------------------------------------------
-template <int MT, int T, int NST>
+template <int MT, int T, int NST, bool BULK>
 struct MmaCfg {
   static constexpr int ROWS = 16 * MT;
   static constexpr int KROW = MLA_D + 8;  // bf16 per smem cache row: 1168 B, conflict-free ldmatrix
@@ -193,12 +222,13 @@ struct MmaCfg {
   static constexpr int KV_BYTES = NST * T * KROW * 2;
   static constexpr int RED_BYTES = 4 * ROWS * SSTR * 4;
   static constexpr int P_BYTES = ROWS * PSTR * 2;
-  static constexpr int SMEM = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
+  static constexpr int BAR_OFF = (KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4 + 7) / 8 * 8;
+  static constexpr int SMEM = BAR_OFF + (BULK ? NST * 8 : 0);
 };
 
-template <int MT, int T, int NST>
+template <int MT, int T, int NST, bool BULK>
 __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
-  typedef MmaCfg<MT, T, NST> C;
+  typedef MmaCfg<MT, T, NST, BULK> C;
   constexpr int ROWS = C::ROWS, KROW = C::KROW, SSTR = C::SSTR, PSTR = C::PSTR;
   constexpr int NTQ = T / 16;                      // n8 tiles per warp in QK
   constexpr int TPR = MLA_THREADS / ROWS;          // softmax threads per row
@@ -222,29 +252,70 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   const int ks = warp & 3, th = warp >> 2;
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + T - 1) / T : 0;
 
-  // ---- loader: thread -> (token tid/TPT, chunks tid%TPT + k*TPT) ----
-  const int ld_tok = tid / TPT, ld_sub = tid % TPT;
-  // source row of this thread's token in tile t (nullptr: beyond what the CTA reads -> zero fill)
-  auto tile_src = [&](int t) -> const u16* {
-    const int pos = w.kv_begin + t * T + ld_tok;
-    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  // ---- loader ----
+  // cp.async: thread -> (token tid/TPT, 16-byte chunks tid%TPT + k*TPT).
+  // BULK: warp 0 issues one 1152-byte bulk copy per token (lane -> tokens lane, lane+32, ...),
+  // completing on the stage's mbarrier; rows past kv_stop are not copied (stage zeroed at start).
+  constexpr int TPL = (T + 31) / 32;  // BULK: tokens per lane
+  const int ld_tok = BULK ? lane : tid / TPT, ld_sub = tid % TPT;
+  const u32 bar0 = smem_u32(smem + C::BAR_OFF);
+  struct Src {
+    const u16* p[BULK ? TPL : 1];
   };
-  auto load_tile = [&](int t, const u16* src) {
-    const bool valid = src != nullptr;
-    if (!valid) src = a.kv;
-    const u32 dst = smem_u32(kvs + ((t % NST) * T + ld_tok) * KROW);
+  // source rows of this thread's token(s) in tile t (nullptr: nothing to read)
+  auto tile_src = [&](int t) -> Src {
+    Src r;
 #pragma unroll
-    for (int k = 0; k < CPT; ++k) {
-      const int c = ld_sub + k * TPT;
-      if (c < 72) cp_async_16(dst + c * 16, src + c * 8, valid);
+    for (int j = 0; j < (BULK ? TPL : 1); ++j) {
+      const int tok = ld_tok + 32 * j;
+      const int pos = w.kv_begin + t * T + tok;
+      const bool ok = t < ntiles && tok < T && pos < w.kv_stop && (!BULK || warp == 0);
+      r.p[j] = ok ? a.kv + cache_row(a, w.b, pos) : nullptr;
+    }
+    return r;
+  };
+  auto load_tile = [&](int t, const Src& src) {
+    const int st = t % NST;
+    if constexpr (BULK) {
+      if (warp == 0) {
+        const int nvalid = imin(T, w.kv_stop - (w.kv_begin + t * T));
+        if (lane == 0) mbar_arrive_expect_tx(bar0 + 8 * st, (u32)nvalid * (MLA_D * 2));
+        __syncwarp();
+        fence_proxy_async_smem();  // generic reads of this stage happened before (barrier); now async writes
+#pragma unroll
+        for (int j = 0; j < TPL; ++j)
+          if (src.p[j] != nullptr)
+            bulk_g2s(smem_u32(kvs + (st * T + ld_tok + 32 * j) * KROW), src.p[j], MLA_D * 2, bar0 + 8 * st);
+      }
+    } else {
+      const bool valid = src.p[0] != nullptr;
+      const u16* sp0 = valid ? src.p[0] : a.kv;
+      const u32 dst = smem_u32(kvs + (st * T + ld_tok) * KROW);
+#pragma unroll
+      for (int k = 0; k < CPT; ++k) {
+        const int c = ld_sub + k * TPT;
+        if (c < 72) cp_async_16(dst + c * 16, sp0 + c * 8, valid);
+      }
     }
   };
+  if constexpr (BULK) {
+    // zero the stages once (rows past kv_stop are never copied and must hold finite values)
+    uint4* z = reinterpret_cast<uint4*>(kvs);
+    for (int i = tid; i < C::KV_BYTES / 16; i += MLA_THREADS) z[i] = make_uint4(0u, 0u, 0u, 0u);
+    if (tid == 0) {
+#pragma unroll
+      for (int s = 0; s < NST; ++s) mbar_init(bar0 + 8 * s, 1);
+      mbar_init_fence();
+    }
+    fence_proxy_async_smem();
+    __syncthreads();
+  }
 #pragma unroll
   for (int s = 0; s < NST - 1; ++s) {
     if (s < ntiles) load_tile(s, tile_src(s));
-    cp_async_commit();
+    if constexpr (!BULK) cp_async_commit();
   }
-  const u16* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
+  Src src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -281,10 +352,14 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   float m_run = neg_inf(), l_run = 0.f;
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<NST - 2>();
+    if constexpr (BULK) {
+      mbar_wait(bar0 + 8 * (t % NST), (u32)((t / NST) & 1));
+    } else {
+      cp_async_wait<NST - 2>();
+    }
     __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
     if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
-    cp_async_commit();
+    if constexpr (!BULK) cp_async_commit();
     src_next = tile_src(t + NST);
     const u16* kt = kvs + (t % NST) * T * KROW;
 
@@ -925,9 +1000,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 }
 
 // ------------------------------------------------------------------------------------------------
-// combine: one CTA of 256 threads per (row, sequence): threads 0..127 and 128..255 take alternate
-// splits, each thread 4 latent dims; split weights computed once in shared memory.
-// At most MLA_MAX_SPLITS splits per sequence.
+// combine: grid (q_len*H rows, B, 4 latent quarters), 256 threads = 8 warps. Every CTA computes
+// the split weights of its row in shared memory; warp k then sums splits k, k+8, ... for 128
+// dims (lane -> 4 dims) and the 8 warps are added in shared memory. At most MLA_MAX_SPLITS splits.
 // ------------------------------------------------------------------------------------------------
 #define MLA_MAX_SPLITS 1024
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
@@ -951,8 +1026,9 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
                                         float* __restrict__ lse, int rows_total) {
   __shared__ float sw[MLA_MAX_SPLITS];
   __shared__ float red[8];
-  __shared__ float4 acc_s[128];
-  const int r = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+  __shared__ float4 acc_s[8][32];
+  const int r = blockIdx.x, b = blockIdx.y, quarter = blockIdx.z, tid = threadIdx.x;
+  const int warp = tid >> 5, lane = tid & 31;
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;
   if (ns <= 1) return;  // written directly by the decode kernel
   float mx = neg_inf();
@@ -962,10 +1038,11 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     mx = fmaxf(mx, v);
   }
   mx = block_reduce(mx, true, red);
+  const int d = 128 * quarter + 4 * lane;
   const i64 orow = ((i64)b * rows_total + r) * MLA_DV;
   if (mx == neg_inf()) {
-    if (tid < 128) *reinterpret_cast<uint2*>(out + orow + 4 * tid) = make_uint2(0u, 0u);
-    if (tid == 0) lse[(i64)b * rows_total + r] = neg_inf();
+    if (warp == 0) *reinterpret_cast<uint2*>(out + orow + d) = make_uint2(0u, 0u);
+    if (tid == 0 && quarter == 0) lse[(i64)b * rows_total + r] = neg_inf();
     return;
   }
   float ws = 0.f;
@@ -975,12 +1052,11 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     ws += wt;
   }
   ws = block_reduce(ws, false, red);  // its barriers also publish sw[]
-  const int half = tid >> 7, dg = tid & 127;
-  const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + 4 * dg;
+  const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
   const i64 sstride = (i64)rows_total * MLA_DV;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-  for (int s = half; s < ns; s += 2) {
+#pragma unroll 4
+  for (int s = warp; s < ns; s += 8) {
     const float wt = sw[s];
     const float4 v = __ldg(reinterpret_cast<const float4*>(po + s * sstride));
     acc.x += wt * v.x;
@@ -988,16 +1064,22 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     acc.z += wt * v.z;
     acc.w += wt * v.w;
   }
-  if (half == 1) acc_s[dg] = acc;
+  acc_s[warp][lane] = acc;
   __syncthreads();
-  if (half == 0) {
-    const float4 o2 = acc_s[dg];
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 1; k < 8; ++k) {
+      const float4 v = acc_s[k][lane];
+      acc.x += v.x;
+      acc.y += v.y;
+      acc.z += v.z;
+      acc.w += v.w;
+    }
     const float inv = 1.f / ws;
-    *reinterpret_cast<uint2*>(out + orow + 4 * dg) =
-        make_uint2(pack_bf16((acc.x + o2.x) * inv, (acc.y + o2.y) * inv),
-                   pack_bf16((acc.z + o2.z) * inv, (acc.w + o2.w) * inv));
+    *reinterpret_cast<uint2*>(out + orow + d) =
+        make_uint2(pack_bf16(acc.x * inv, acc.y * inv), pack_bf16(acc.z * inv, acc.w * inv));
   }
-  if (tid == 0) lse[(i64)b * rows_total + r] = mx + lg2(ws) * 0.6931471805599453f;
+  if (tid == 0 && quarter == 0) lse[(i64)b * rows_total + r] = mx + lg2(ws) * 0.6931471805599453f;
 }
 
 }  // namespace mla
@@ -1017,18 +1099,36 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_mma_r16_t32(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::mma_decode<1, 32, 5>(a, smem);
+  mla::mma_decode<1, 32, 5, false>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_mma_r16_t16(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::mma_decode<1, 16, 5>(a, smem);
+  mla::mma_decode<1, 16, 5, false>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_mma_r32_t32(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::mma_decode<2, 32, 5>(a, smem);
+  mla::mma_decode<2, 32, 5, false>(a, smem);
 }
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+// bulk-copy (TMA) loaders: sm_90+
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_bulk_r16_t32(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 32, 5, true>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_bulk_r16_t16(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 16, 5, true>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_bulk_r32_t32(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<2, 32, 5, true>(a, smem);
+}
+#endif
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_tp_r16(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;

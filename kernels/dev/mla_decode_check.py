@@ -27,15 +27,19 @@ D, DV = 576, 512
 # Launch table (mirrors the constants in mla_decode.cu; the Rust launcher keeps the same table).
 #   rows: query rows (q_len*heads flattened) per CTA; tile: tokens per pipeline stage;
 #   smem: dynamic shared memory bytes; per_sm: CTAs resident per SM (for the split heuristic).
-def _mma_smem(mt, t, nst):
+def _mma_smem(mt, t, nst, bulk=False):
     rows = 16 * mt
-    return nst * t * (D + 8) * 2 + 4 * rows * (t + 8) * 4 + rows * (t + 8) * 2 + 3 * rows * 4
+    base = nst * t * (D + 8) * 2 + 4 * rows * (t + 8) * 4 + rows * (t + 8) * 2 + 3 * rows * 4
+    return (base + 7) // 8 * 8 + (nst * 8 if bulk else 0)
 
 
 KERNELS = {
     "mma_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5), per_sm=1),
     "mma_r16_t16": dict(rows=16, tile=16, smem=_mma_smem(1, 16, 5), per_sm=2),
     "mma_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5), per_sm=1),
+    "bulk_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5, True), per_sm=1),
+    "bulk_r16_t16": dict(rows=16, tile=16, smem=_mma_smem(1, 16, 5, True), per_sm=2),
+    "bulk_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5, True), per_sm=1),
     "tp_r16": dict(rows=16, tile=64, smem=2 * 64 * (D + 8) * 2 + 16 * (D + 8) * 2 + 8 * 8 * 32 * 4, per_sm=1),
     "wgmma_r64": dict(rows=64, tile=64, smem=3 * 64 * D * 2 + 8192 + 3 * 64 * 4 + 1024, per_sm=1),
 }
@@ -174,7 +178,7 @@ class Launch:
         self.part_lse = torch.empty(slots * rows, dtype=torch.float32, device=dev)
         self.multi = max(splits) > 1
         self.grid = (-(-rows // cfg["rows"]), max(splits), B)
-        self.cgrid = (rows, B, 1)
+        self.cgrid = (rows, B, 4)
         self.rows = rows
         self.q, self.cache, self.bt, self.sl = q, cache, block_table, seq_lens
         self.args = [cpv(q), cpv(cache), cpv(block_table), cpv(seq_lens), cpv(self.split_offsets),
@@ -187,10 +191,11 @@ class Launch:
         for t in (self.out, self.lse, self.part_o, self.part_lse):
             t.fill_(float("nan"))
 
-    def run(self, args=None):
-        f = self.fns[self.kname]
-        f(self.grid, (THREADS, 1, 1), tuple(args or self.args), shared_mem=self.cfg["smem"])
-        if self.multi:
+    def run(self, main=True, comb=True):
+        if main:
+            f = self.fns[self.kname]
+            f(self.grid, (THREADS, 1, 1), tuple(self.args), shared_mem=self.cfg["smem"])
+        if self.multi and comb:
             self.fns["combine"](self.cgrid, (256, 1, 1), tuple(self.cargs))
 
 
@@ -356,7 +361,7 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
         io = latent + qs[0].numel() * 2 + B * heads * DV * 2
         flops = B * heads * L * 2 * (D + DV)
         small = latent < 200e6
-        cands = ["tp_r16", "mma_r16_t32", "mma_r16_t16"] if heads == 16 else ["wgmma_r64"]
+        cands = ["bulk_r16_t32", "bulk_r16_t16", "mma_r16_t32", "tp_r16"] if heads == 16 else ["wgmma_r64"]
         cands = [k for k in cands if k in ENABLED] or ["mma_r16_t32"]
         res = {}
         for kname in cands:
@@ -366,6 +371,12 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
             res[kname] = (t, launches[0].chunk, max(launches[0].splits))
         best = min(res, key=lambda k: res[k][0])
         t, chunk, ns = res[best]
+        if B == 1:  # where does a batch-1 step go? main kernel alone, combine alone
+            lb = [Launch(fns, best, qs[s], cache, perm[s], sl, 1, heads, page, scale, num_sms)
+                  for s in range(n_sets)]
+            tm = measure(lambda i: lb[i % n_sets].run(comb=False), n_sets, small)
+            tc = measure(lambda i: lb[i % n_sets].run(main=False), n_sets, small)
+            print(f"  batch-1 breakdown {best}: main {tm:.1f} us, combine {tc:.1f} us, both {t:.1f} us")
         # PyTorch paged decode on the same data
         tt = measure(lambda i: torch_decode(qs[i % n_sets], cache, perm[i % n_sets], L, scale), n_sets, small)
         gbs = io / (t * 1e-6) / 1e9
@@ -387,8 +398,9 @@ def split_sweep(fns, num_sms, log):
     dev = torch.device("cuda")
     scale = 192 ** -0.5
     out = []
-    for heads, B, L, kname in [(16, 64, 4096, "tp_r16"), (16, 1, 32768, "tp_r16"), (16, 1, 4096, "tp_r16"),
-                               (16, 64, 32768, "tp_r16"), (16, 64, 4096, "mma_r16_t32"),
+    for heads, B, L, kname in [(16, 64, 4096, "bulk_r16_t32"), (16, 1, 32768, "bulk_r16_t32"),
+                               (16, 1, 4096, "bulk_r16_t32"), (16, 64, 32768, "bulk_r16_t32"),
+                               (16, 128, 4096, "bulk_r16_t32"),
                                (128, 1, 32768, "wgmma_r64"), (128, 1, 4096, "wgmma_r64"),
                                (128, 64, 4096, "wgmma_r64")]:
         if kname not in ENABLED:

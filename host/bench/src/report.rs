@@ -41,23 +41,28 @@ fn dist(t: &mut String, name: &str, d: &Dist) {
     );
 }
 
-/// Throughput and latency percentiles against concurrency, as an SVG with two panels.
+/// Throughput, TTFT and TPOT percentiles against concurrency, as an SVG with three panels.
 pub fn svg(runs: &[Summary]) -> String {
-    let (w, h, pad) = (900.0, 360.0, 60.0);
-    let panel_w = (w - 3.0 * pad) / 2.0;
+    let (w, h, pad) = (1200.0, 360.0, 60.0);
+    let panel_w = (w - 4.0 * pad) / 3.0;
     let xs: Vec<f64> = runs.iter().map(|r| (r.concurrency.max(1) as f64).log2()).collect();
     let (xmin, xmax) = (xs.iter().copied().fold(f64::MAX, f64::min), xs.iter().copied().fold(f64::MIN, f64::max));
     let xspan = if xmax > xmin { xmax - xmin } else { 1.0 };
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
-    let panels: [(&str, Vec<(&str, &str, Vec<f64>)>); 2] = [
+    let panels: [(&str, Vec<(&str, &str, Vec<f64>)>); 3] = [
         ("output tokens/s", vec![("output tok/s", "#1f77b4", runs.iter().map(|r| r.output_throughput).collect())]),
         (
-            "latency (ms)",
+            "time to first token (ms)",
             vec![
                 ("TTFT p50", "#2ca02c", runs.iter().map(|r| r.ttft_ms.median).collect()),
                 ("TTFT p99", "#98df8a", runs.iter().map(|r| r.ttft_ms.p99).collect()),
+            ],
+        ),
+        (
+            "time per output token (ms)",
+            vec![
                 ("TPOT p50", "#d62728", runs.iter().map(|r| r.tpot_ms.median).collect()),
                 ("TPOT p99", "#ff9896", runs.iter().map(|r| r.tpot_ms.p99).collect()),
             ],

@@ -38,7 +38,7 @@ fn counts_are_exact_and_match_the_server() {
     let _serial = serial();
     let server = Server::start(&[]);
     let url = format!("http://{}", server.addr);
-    let v = bench(&url, &["--input-len", "16", "--output-len", "8", "--num-prompts", "20", "--concurrency", "1,4"]);
+    let v = bench(&url, &["--input-len", "16", "--output-len", "8", "--num-prompts", "20", "--concurrency", "1,4", "--request-rate", "200"]);
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     for r in runs {

@@ -79,6 +79,14 @@ struct EngineLoop {
 impl EngineLoop {
     fn run(mut self, mut commands: UnboundedReceiver<Command>) {
         self.metrics.engine_alive.store(true, Relaxed);
+        // Marks the engine dead however the loop ends, a panic included, so /health turns 503.
+        struct Alive(Arc<Metrics>);
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                self.0.engine_alive.store(false, Relaxed);
+            }
+        }
+        let _alive = Alive(self.metrics.clone());
         let stats = self.scheduler.stats();
         self.metrics.pages_total.store(stats.pages_total as u64, Relaxed);
         loop {
@@ -97,7 +105,6 @@ impl EngineLoop {
             }
             self.publish_gauges();
         }
-        self.metrics.engine_alive.store(false, Relaxed);
     }
 
     fn handle(&mut self, command: Command) {
