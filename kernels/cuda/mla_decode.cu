@@ -18,13 +18,13 @@
 // (part_o [slots, q_len*H, 512], normalised; part_lse [slots, q_len*H]) that
 // mla_decode_combine merges. See kernels/NOTES.md for grids, shared memory and the split heuristic.
 //
-// Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS):
-//   mla_decode_mma_r16_t32   rows/CTA 16, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=1)
-//   mla_decode_mma_r16_t16   rows/CTA 16, 16-token tiles, 5 stages, 2 CTAs/SM
-//   mla_decode_mma_r32_t32   rows/CTA 32, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
-//   mla_decode_tp_r16        rows/CTA 16, 64-token tiles, token-parallel warps  (H=16, q_len=1)
-//   mla_decode_wgmma_r64     rows/CTA 64, 64-token tiles, wgmma (sm_90a)       (H=128)
-//   mla_decode_combine       merges split partials
+// Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads):
+//   mla_decode_mma_r16_t32_s2  16 rows/CTA, 32-token tiles, 2 stages, 2 CTAs/SM  (H=16, q_len=1)
+//   mla_decode_mma_r16_t32     16 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (fallback, any H)
+//   mla_decode_mma_r32_t32     32 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
+//   mla_decode_wgmma_pp_r64    64 rows/CTA, 64-token tiles, wgmma ping-pong, sm_90a (H=128)
+//   mla_decode_wgmma_r64       64 rows/CTA, 64-token tiles, wgmma, sm_90a only    (H=128 fallback)
+//   mla_decode_combine         merges split partials (grid rows x B x 4, 256 threads)
 
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -99,35 +99,6 @@ __device__ __forceinline__ void ldsm_x2(u32 addr, u32& r0, u32& r1) {
                : "r"(addr)
                : "memory");
 }
-// mbarrier + bulk (TMA, non-tensor) copies, sm_90
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_init_fence() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-  u32 done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  }
-}
-__device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-}
-__device__ __forceinline__ void fence_proxy_async_smem() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
 // D[16x8] += A[16x16] * B[16x8], bf16 in, f32 accumulate
 __device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -213,7 +184,7 @@ __device__ __forceinline__ void store_lse(const Args& a, const Work& w, int r, f
 // memory. Softmax: 256/ROWS threads per row. PV: warp w owns latent dims 64w..64w+63.
 // Every cache byte is read once per CTA; with H=16, q_len=1 there is one CTA per (seq, split).
 // ------------------------------------------------------------------------------------------------
-template <int MT, int T, int NST, bool BULK>
+template <int MT, int T, int NST>
 struct MmaCfg {
   static constexpr int ROWS = 16 * MT;
   static constexpr int KROW = MLA_D + 8;  // bf16 per smem cache row: 1168 B, conflict-free ldmatrix
@@ -222,13 +193,12 @@ struct MmaCfg {
   static constexpr int KV_BYTES = NST * T * KROW * 2;
   static constexpr int RED_BYTES = 4 * ROWS * SSTR * 4;
   static constexpr int P_BYTES = ROWS * PSTR * 2;
-  static constexpr int BAR_OFF = (KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4 + 7) / 8 * 8;
-  static constexpr int SMEM = BAR_OFF + (BULK ? NST * 8 : 0);
+  static constexpr int SMEM = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
 };
 
-template <int MT, int T, int NST, bool BULK>
+template <int MT, int T, int NST>
 __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
-  typedef MmaCfg<MT, T, NST, BULK> C;
+  typedef MmaCfg<MT, T, NST> C;
   constexpr int ROWS = C::ROWS, KROW = C::KROW, SSTR = C::SSTR, PSTR = C::PSTR;
   constexpr int NTQ = T / 16;                      // n8 tiles per warp in QK
   constexpr int TPR = MLA_THREADS / ROWS;          // softmax threads per row
@@ -252,70 +222,29 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   const int ks = warp & 3, th = warp >> 2;
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + T - 1) / T : 0;
 
-  // ---- loader ----
-  // cp.async: thread -> (token tid/TPT, 16-byte chunks tid%TPT + k*TPT).
-  // BULK: warp 0 issues one 1152-byte bulk copy per token (lane -> tokens lane, lane+32, ...),
-  // completing on the stage's mbarrier; rows past kv_stop are not copied (stage zeroed at start).
-  constexpr int TPL = (T + 31) / 32;  // BULK: tokens per lane
-  const int ld_tok = BULK ? lane : tid / TPT, ld_sub = tid % TPT;
-  const u32 bar0 = smem_u32(smem + C::BAR_OFF);
-  struct Src {
-    const u16* p[BULK ? TPL : 1];
+  // ---- loader: thread -> (token tid/TPT, 16-byte chunks tid%TPT + k*TPT) ----
+  const int ld_tok = tid / TPT, ld_sub = tid % TPT;
+  // source row of this thread's token in tile t (nullptr: nothing to read -> zero fill)
+  auto tile_src = [&](int t) -> const u16* {
+    const int pos = w.kv_begin + t * T + ld_tok;
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
   };
-  // source rows of this thread's token(s) in tile t (nullptr: nothing to read)
-  auto tile_src = [&](int t) -> Src {
-    Src r;
+  auto load_tile = [&](int t, const u16* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = a.kv;
+    const u32 dst = smem_u32(kvs + ((t % NST) * T + ld_tok) * KROW);
 #pragma unroll
-    for (int j = 0; j < (BULK ? TPL : 1); ++j) {
-      const int tok = ld_tok + 32 * j;
-      const int pos = w.kv_begin + t * T + tok;
-      const bool ok = t < ntiles && tok < T && pos < w.kv_stop && (!BULK || warp == 0);
-      r.p[j] = ok ? a.kv + cache_row(a, w.b, pos) : nullptr;
-    }
-    return r;
-  };
-  auto load_tile = [&](int t, const Src& src) {
-    const int st = t % NST;
-    if constexpr (BULK) {
-      if (warp == 0) {
-        const int nvalid = imin(T, w.kv_stop - (w.kv_begin + t * T));
-        if (lane == 0) mbar_arrive_expect_tx(bar0 + 8 * st, (u32)nvalid * (MLA_D * 2));
-        __syncwarp();
-        fence_proxy_async_smem();  // generic reads of this stage happened before (barrier); now async writes
-#pragma unroll
-        for (int j = 0; j < TPL; ++j)
-          if (src.p[j] != nullptr)
-            bulk_g2s(smem_u32(kvs + (st * T + ld_tok + 32 * j) * KROW), src.p[j], MLA_D * 2, bar0 + 8 * st);
-      }
-    } else {
-      const bool valid = src.p[0] != nullptr;
-      const u16* sp0 = valid ? src.p[0] : a.kv;
-      const u32 dst = smem_u32(kvs + (st * T + ld_tok) * KROW);
-#pragma unroll
-      for (int k = 0; k < CPT; ++k) {
-        const int c = ld_sub + k * TPT;
-        if (c < 72) cp_async_16(dst + c * 16, sp0 + c * 8, valid);
-      }
+    for (int k = 0; k < CPT; ++k) {
+      const int c = ld_sub + k * TPT;
+      if (c < 72) cp_async_16(dst + c * 16, src + c * 8, valid);
     }
   };
-  if constexpr (BULK) {
-    // zero the stages once (rows past kv_stop are never copied and must hold finite values)
-    uint4* z = reinterpret_cast<uint4*>(kvs);
-    for (int i = tid; i < C::KV_BYTES / 16; i += MLA_THREADS) z[i] = make_uint4(0u, 0u, 0u, 0u);
-    if (tid == 0) {
-#pragma unroll
-      for (int s = 0; s < NST; ++s) mbar_init(bar0 + 8 * s, 1);
-      mbar_init_fence();
-    }
-    fence_proxy_async_smem();
-    __syncthreads();
-  }
 #pragma unroll
   for (int s = 0; s < NST - 1; ++s) {
     if (s < ntiles) load_tile(s, tile_src(s));
-    if constexpr (!BULK) cp_async_commit();
+    cp_async_commit();
   }
-  Src src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
+  const u16* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -352,14 +281,10 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   float m_run = neg_inf(), l_run = 0.f;
 
   for (int t = 0; t < ntiles; ++t) {
-    if constexpr (BULK) {
-      mbar_wait(bar0 + 8 * (t % NST), (u32)((t / NST) & 1));
-    } else {
-      cp_async_wait<NST - 2>();
-    }
+    cp_async_wait<NST - 2>();
     __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
     if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
-    if constexpr (!BULK) cp_async_commit();
+    cp_async_commit();
     src_next = tile_src(t + NST);
     const u16* kt = kvs + (t % NST) * T * KROW;
 
@@ -510,242 +435,6 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
 
 __device__ __forceinline__ void named_bar_sync(int id, int n) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-
-// ------------------------------------------------------------------------------------------------
-// token-parallel kernel (mma.sync, sm_80+): 16 query rows per CTA (H=16, q_len=1), 64-token tiles,
-// 2 stages. 8 warps = 4 token groups (16 tokens each) x 2 latent halves (256 dims each). Warp
-// (tg, dh) computes S for its 16 tokens over dims 288*dh..+287 and adds its partner's half
-// (warp ^ 4) through shared memory, so each warp pair holds the full S of its tokens; each warp
-// keeps its own online softmax and O[16 x 256] in registers. One CTA barrier per tile; the
-// four token groups are merged once at the end.
-// ------------------------------------------------------------------------------------------------
-struct TpCfg {
-  static constexpr int T = 64;
-  static constexpr int KROW = MLA_D + 8;                  // bf16 per smem row (1168 B)
-  static constexpr int STAGE = T * KROW * 2;              // 74752
-  static constexpr int Q_OFF = 2 * STAGE;                 // 149504
-  static constexpr int XCH_OFF = Q_OFF + 16 * KROW * 2;   // 168192: S halves, 8 warps x 8 x 32 f32
-  static constexpr int SMEM = XCH_OFF + 8 * 8 * 32 * 4;   // 176384
-  static constexpr int OSTR = 256 + 8;                    // epilogue: f32 per row of a warp's O
-  static constexpr int ML_OFF = 8 * 16 * OSTR * 4;        // 135168: per-warp m and l, 2 x 8 x 16 f32
-};
-
-__device__ __forceinline__ void tp_decode(const Args& a, unsigned char* smem) {
-  constexpr int T = TpCfg::T, KROW = TpCfg::KROW;
-  Work w;
-  if (!make_work(a, 16, w)) return;
-  u16* kvs = reinterpret_cast<u16*>(smem);
-  u16* sQ = reinterpret_cast<u16*>(smem + TpCfg::Q_OFF);
-  float* xch = reinterpret_cast<float*>(smem + TpCfg::XCH_OFF);
-
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, c4 = lane & 3;
-  const int tg = warp & 3, dh = warp >> 2;
-  const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + T - 1) / T : 0;
-
-  // loader: thread -> token tid/4, 16-byte chunks tid%4 + 4k (k < 18)
-  const int ld_tok = tid >> 2, ld_sub = tid & 3;
-  auto tile_src = [&](int t) -> const u16* {
-    const int pos = w.kv_begin + t * T + ld_tok;
-    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
-  };
-  auto load_tile = [&](int t, const u16* src) {
-    const bool valid = src != nullptr;
-    if (!valid) src = a.kv;
-    const u32 dst = smem_u32(kvs + ((t & 1) * T + ld_tok) * KROW);
-#pragma unroll
-    for (int k = 0; k < 18; ++k) {
-      const int c = ld_sub + 4 * k;
-      cp_async_16(dst + c * 16, src + c * 8, valid);
-    }
-  };
-  {  // Q rows 0..15: thread -> row tid/16, chunks tid%16 + 16k
-    const int qr = tid >> 4, qs = tid & 15;
-    const int r = w.row0 + qr;
-    const bool ok = r < w.rows_total;
-    const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
-    const u32 dst = smem_u32(sQ + qr * KROW);
-#pragma unroll
-    for (int k = 0; k < 5; ++k) {
-      const int c = qs + 16 * k;
-      if (c < 72) cp_async_16(dst + c * 16, src + c * 8, ok);
-    }
-  }
-  if (ntiles > 0) load_tile(0, tile_src(0));
-  cp_async_commit();
-  const u16* src_next = tile_src(1);
-
-  float o[32][4];
-#pragma unroll
-  for (int n = 0; n < 32; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[n][e] = 0.f;
-  float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;  // rows g and g+8
-  const int lim0 = row_limit(a, w, g), lim1 = row_limit(a, w, g + 8);
-  const float sl2 = a.scale * 1.4426950408889634f;
-  const u32 q_addr = smem_u32(sQ + ((((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + 288 * dh + ((lane >> 4) << 3));
-
-  for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<0>();
-    __syncthreads();  // tile t landed; every warp is done with tile t-1, so its stage is free
-    if (t + 1 < ntiles) load_tile(t + 1, src_next);
-    cp_async_commit();
-    src_next = tile_src(t + 2);
-    const u16* kt = kvs + (t & 1) * T * KROW;
-
-    // ---- S half: 16 rows x 16 tokens over 288 dims (two accumulator chains) ----
-    float sa[2][4], sb[2][4];
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sa[n][e] = sb[n][e] = 0.f;
-    const u32 k_addr = smem_u32(kt + (16 * tg + ((lane >> 4) << 3) + (lane & 7)) * KROW + 288 * dh +
-                                (((lane >> 3) & 1) << 3));
-#pragma unroll
-    for (int kk = 0; kk < 18; ++kk) {
-      u32 a0, a1, a2, a3, b0, b1, b2, b3;
-      ldsm_x4(q_addr + kk * 32, a0, a1, a2, a3);
-      ldsm_x4(k_addr + kk * 32, b0, b1, b2, b3);
-      mma_bf16((kk & 1) ? sb[0] : sa[0], a0, a1, a2, a3, b0, b1);
-      mma_bf16((kk & 1) ? sb[1] : sa[1], a0, a1, a2, a3, b2, b3);
-    }
-    float s[2][4];
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[n][e] = sa[n][e] + sb[n][e];
-        xch[(warp * 8 + n * 4 + e) * 32 + lane] = s[n][e];
-      }
-    named_bar_sync(1 + tg, 64);  // warps tg and tg+4
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // same order of addition in both warps of the pair: identical S, m, l and P
-        const float other = xch[((warp ^ 4) * 8 + n * 4 + e) * 32 + lane];
-        s[n][e] = dh == 0 ? s[n][e] + other : other + s[n][e];
-      }
-
-    // ---- online softmax over this warp's 16 tokens ----
-    const int pos0 = w.kv_begin + t * T + 16 * tg;
-    float mx0 = neg_inf(), mx1 = neg_inf();
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int p = pos0 + 8 * n + 2 * c4 + e;
-        s[n][e] = (p < lim0) ? s[n][e] * sl2 : neg_inf();
-        s[n][2 + e] = (p < lim1) ? s[n][2 + e] * sl2 : neg_inf();
-        mx0 = fmaxf(mx0, s[n][e]);
-        mx1 = fmaxf(mx1, s[n][2 + e]);
-      }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    const float b0f = (n0 == neg_inf()) ? 0.f : n0, b1f = (n1 == neg_inf()) ? 0.f : n1;
-    const float al0 = ex2(m0 - b0f), al1 = ex2(m1 - b1f);
-    m0 = n0;
-    m1 = n1;
-    float p[2][4];
-#pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      p[n][0] = ex2(s[n][0] - b0f);
-      p[n][1] = ex2(s[n][1] - b0f);
-      p[n][2] = ex2(s[n][2] - b1f);
-      p[n][3] = ex2(s[n][3] - b1f);
-    }
-    l0 = l0 * al0 + p[0][0] + p[0][1] + p[1][0] + p[1][1];
-    l1 = l1 * al1 + p[0][2] + p[0][3] + p[1][2] + p[1][3];
-    // P as the A fragment of m16n8k16 (rows g/g+8, tokens 2c4.. and 8+2c4..)
-    const u32 pa0 = pack_bf16(p[0][0], p[0][1]), pa1 = pack_bf16(p[0][2], p[0][3]);
-    const u32 pa2 = pack_bf16(p[1][0], p[1][1]), pa3 = pack_bf16(p[1][2], p[1][3]);
-#pragma unroll
-    for (int n = 0; n < 32; ++n) {
-      o[n][0] *= al0;
-      o[n][1] *= al0;
-      o[n][2] *= al1;
-      o[n][3] *= al1;
-    }
-    // ---- O[16 x 256] += P[16 x 16] V[16 x 256] ----
-    const u32 v_addr = smem_u32(kt + (16 * tg + (((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + 256 * dh +
-                                ((lane >> 4) << 3));
-#pragma unroll
-    for (int np = 0; np < 16; ++np) {
-      u32 v0, v1, v2, v3;
-      ldsm_x4_t(v_addr + np * 32, v0, v1, v2, v3);
-      mma_bf16(o[2 * np], pa0, pa1, pa2, pa3, v0, v1);
-      mma_bf16(o[2 * np + 1], pa0, pa1, pa2, pa3, v2, v3);
-    }
-  }
-
-  // ---- epilogue: merge the four token groups of each latent half ----
-  cp_async_wait<0>();
-  __syncthreads();  // stage memory is reused below
-  float* sO = reinterpret_cast<float*>(smem);              // [8 warps][16 rows][OSTR]
-  float* sM = reinterpret_cast<float*>(smem + TpCfg::ML_OFF);  // [8][16]
-  float* sL = sM + 8 * 16;                                 // [8][16]
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  if (c4 == 0) {
-    sM[warp * 16 + g] = m0;
-    sM[warp * 16 + g + 8] = m1;
-    sL[warp * 16 + g] = l0;
-    sL[warp * 16 + g + 8] = l1;
-  }
-  __syncthreads();
-  // row max over the token groups of this half (both halves agree)
-  float M0 = neg_inf(), M1 = neg_inf();
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    M0 = fmaxf(M0, sM[(j + 4 * dh) * 16 + g]);
-    M1 = fmaxf(M1, sM[(j + 4 * dh) * 16 + g + 8]);
-  }
-  const float f0 = (M0 == neg_inf()) ? 0.f : ex2(m0 - M0);
-  const float f1 = (M1 == neg_inf()) ? 0.f : ex2(m1 - M1);
-  float* myO = sO + warp * 16 * TpCfg::OSTR;
-#pragma unroll
-  for (int n = 0; n < 32; ++n) {
-    *reinterpret_cast<float2*>(myO + g * TpCfg::OSTR + 8 * n + 2 * c4) = make_float2(o[n][0] * f0, o[n][1] * f0);
-    *reinterpret_cast<float2*>(myO + (g + 8) * TpCfg::OSTR + 8 * n + 2 * c4) =
-        make_float2(o[n][2] * f1, o[n][3] * f1);
-  }
-  __syncthreads();
-  // thread -> row tid/16, dims 4*(tid%16) + 64k (k < 8)
-  const int row = tid >> 4, d0 = 4 * (tid & 15);
-  float Mr = neg_inf();
-#pragma unroll
-  for (int j = 0; j < 4; ++j) Mr = fmaxf(Mr, sM[j * 16 + row]);
-  float Lr = 0.f;
-  if (Mr != neg_inf()) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) Lr += sL[j * 16 + row] * ex2(sM[j * 16 + row] - Mr);
-  }
-  const float inv = Lr > 0.f ? 1.f / Lr : 0.f;
-  const int r = w.row0 + row;
-  if (r < w.rows_total) {
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int d = d0 + 64 * k, half = d >> 8, dl = d & 255;
-      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float4 v = *reinterpret_cast<const float4*>(sO + ((j + 4 * half) * 16 + row) * TpCfg::OSTR + dl);
-        acc.x += v.x;
-        acc.y += v.y;
-        acc.z += v.z;
-        acc.w += v.w;
-      }
-      store_o2(a, w, r, d, acc.x * inv, acc.y * inv);
-      store_o2(a, w, r, d + 2, acc.z * inv, acc.w * inv);
-    }
-    if ((tid & 15) == 0) store_lse(a, w, r, Mr, Lr);
-  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1000,6 +689,226 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 }
 
 // ------------------------------------------------------------------------------------------------
+// ping-pong wgmma kernel (sm_90a): same layouts as wgmma_decode, but tiles alternate between the
+// two warpgroups: WG (t & 1) loads tile t into stage t & 1, computes S(t) and its softmax, and
+// writes P(t) over the k_pe chunk of that stage; both WGs then add P(t) V(t) to their latent half.
+// While one WG runs its softmax the other's QK is on the tensor cores. Named barriers:
+//   1+w (128): inside WG w;  3+p (256): P/m/alpha of a parity-p tile ready (owner arrives);
+//   5+p (256): the non-owner finished PV of the parity-p tile, so its stage may be reloaded.
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ void named_bar_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* smem_raw) {
+#ifdef MLA_HAS_WGMMA
+  Work w;
+  if (!make_work(a, 64, w)) return;
+  const u32 raw = smem_u32(smem_raw);
+  unsigned char* smem = smem_raw + (((raw + 1023u) & ~1023u) - raw);
+  const u32 sbase = smem_u32(smem);
+  const u32 sQ = sbase + WgCfg::Q_OFF, sKV = sbase + WgCfg::KV_OFF;
+  float* sm_ = reinterpret_cast<float*>(smem + WgCfg::P_OFF);  // [2 slots][64] running max after tile
+  float* sa_ = sm_ + 128;                                      // [2 slots][64] alpha of tile
+  float* sl_ = sa_ + 128;                                      // [2 WGs][64] partial row sums
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wtid = tid & 127;
+  const int g = lane >> 2, c4 = lane & 3;
+  const int wg = warp >> 2, wi = warp & 3;
+  const int R0 = 16 * wi + g, R1 = R0 + 8;
+  const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
+
+  // WG-local loader: token wtid/2, 16-byte chunks (wtid&1) + 2k (k < 36)
+  auto tile_src = [&](int t) -> const u16* {
+    const int pos = w.kv_begin + t * 64 + (wtid >> 1);
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  };
+  auto load_tile = [&](int t, const u16* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = a.kv;
+    const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
+#pragma unroll
+    for (int k = 0; k < 36; ++k) {
+      const int c = (wtid & 1) + 2 * k;
+      cp_async_16(dst + sw128_off(wtid >> 1, c), src + c * 8, valid);
+    }
+  };
+  {  // Q by all threads: row tid/4, chunks tid%4 + 4k
+    const int qr = tid >> 2, qs = tid & 3;
+    const int r = w.row0 + qr;
+    const bool ok = r < w.rows_total;
+    const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
+#pragma unroll
+    for (int k = 0; k < 18; ++k) {
+      const int c = qs + 4 * k;
+      cp_async_16(sQ + sw128_off(qr, c), src + c * 8, ok);
+    }
+  }
+  if (wg < ntiles) load_tile(wg, tile_src(wg));
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+  const u16* src_next = tile_src(wg + 2);
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  float lw0 = 0.f, lw1 = 0.f;
+  const int lim0 = row_limit(a, w, R0), lim1 = row_limit(a, w, R1);
+  const float sl2 = a.scale * 1.4426950408889634f;
+
+  // O += P(t) V(t) for this WG's latent half; P in the k_pe chunk of stage t&1
+  auto issue_pv = [&](int t) {
+    const u32 st = sKV + (t & 1) * WgCfg::TILE_BYTES;
+    fence_acc128(o);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n256k16_ss_tb(o, sw128_desc(st + 8 * 8192 + kk * 32, 16, 1024),
+                             sw128_desc(st + (4 * wg) * 8192 + kk * 2048, 8192, 1024), 1);
+    wgmma_commit();
+  };
+  auto rescale = [&](float al0, float al1) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      o[4 * j] *= al0;
+      o[4 * j + 1] *= al0;
+      o[4 * j + 2] *= al1;
+      o[4 * j + 3] *= al1;
+    }
+  };
+  // PV of the other WG's tile t (after its P is ready); `newer` wgmma groups may stay in flight
+  auto pv_other = [&](int t, bool qk_in_flight) {
+    named_bar_sync(3 + (t & 1), 256);
+    if (qk_in_flight) wgmma_wait<1>();
+    else wgmma_wait<0>();
+    fence_acc128(o);
+    const float al0 = sa_[(t & 1) * 64 + R0], al1 = sa_[(t & 1) * 64 + R1];
+    lw0 *= al0;
+    lw1 *= al1;
+    rescale(al0, al1);
+    issue_pv(t);
+  };
+
+  for (int u = wg; u < ntiles; u += 2) {
+    const int st = u & 1;  // == wg
+    const u32 sK = sKV + st * WgCfg::TILE_BYTES;
+    if (u >= 2) {
+      wgmma_wait<0>();  // my PV(u-2) done
+      fence_acc128(o);
+      named_bar_sync(5 + st, 256);  // the other WG's PV(u-2) done: stage free
+      load_tile(u, src_next);
+      cp_async_commit();
+      src_next = tile_src(u + 2);
+      cp_async_wait<0>();
+      fence_proxy_async();
+      named_bar_sync(1 + wg, 128);
+    }
+    // S(u) = Q K(u)^T
+    float s[32];
+    wgmma_fence();
+#pragma unroll
+    for (int c = 0; c < 9; ++c)
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        wgmma_m64n64k16_ss(s, sw128_desc(sQ + c * 8192 + kk * 32, 16, 1024),
+                           sw128_desc(sK + c * 8192 + kk * 32, 16, 1024), (c | kk) ? 1 : 0);
+    wgmma_commit();
+    if (u >= 1) {
+      pv_other(u - 1, true);
+      wgmma_wait<1>();  // S(u) done; PV(u-1) may still run
+    } else {
+      wgmma_wait<0>();
+    }
+    fence_acc32(s);
+
+    // softmax(u) against the running max after tile u-1
+    const float mp0 = (u >= 1) ? sm_[((u - 1) & 1) * 64 + R0] : neg_inf();
+    const float mp1 = (u >= 1) ? sm_[((u - 1) & 1) * 64 + R1] : neg_inf();
+    const int pos0 = w.kv_begin + u * 64;
+    float mx0 = neg_inf(), mx1 = neg_inf();
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int p = pos0 + 8 * j + 2 * c4 + e;
+        const float v0 = (p < lim0) ? s[4 * j + e] * sl2 : neg_inf();
+        const float v1 = (p < lim1) ? s[4 * j + 2 + e] * sl2 : neg_inf();
+        s[4 * j + e] = v0;
+        s[4 * j + 2 + e] = v1;
+        mx0 = fmaxf(mx0, v0);
+        mx1 = fmaxf(mx1, v1);
+      }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(mp0, mx0), n1 = fmaxf(mp1, mx1);
+    const float b0 = (n0 == neg_inf()) ? 0.f : n0, b1 = (n1 == neg_inf()) ? 0.f : n1;
+    const float al0 = ex2(mp0 - b0), al1 = ex2(mp1 - b1);
+    unsigned char* pg = smem + WgCfg::KV_OFF + st * WgCfg::TILE_BYTES + 8 * 8192;
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float p00 = ex2(s[4 * j] - b0), p01 = ex2(s[4 * j + 1] - b0);
+      const float p10 = ex2(s[4 * j + 2] - b1), p11 = ex2(s[4 * j + 3] - b1);
+      ps0 += p00 + p01;
+      ps1 += p10 + p11;
+      *reinterpret_cast<u32*>(pg + R0 * 128 + ((j ^ (R0 & 7)) << 4) + c4 * 4) = pack_bf16(p00, p01);
+      *reinterpret_cast<u32*>(pg + R1 * 128 + ((j ^ (R1 & 7)) << 4) + c4 * 4) = pack_bf16(p10, p11);
+    }
+    lw0 = lw0 * al0 + ps0;
+    lw1 = lw1 * al1 + ps1;
+    if (c4 == 0) {
+      sm_[st * 64 + R0] = n0;
+      sm_[st * 64 + R1] = n1;
+      sa_[st * 64 + R0] = al0;
+      sa_[st * 64 + R1] = al1;
+    }
+    fence_proxy_async();
+    named_bar_sync(1 + wg, 128);      // my whole P(u) written
+    named_bar_arrive(3 + st, 256);    // P(u), m(u), alpha(u) ready for the other WG
+
+    wgmma_wait<0>();  // PV(u-1) done
+    fence_acc128(o);
+    if (u >= 1 && u + 1 < ntiles) named_bar_arrive(5 + ((u - 1) & 1), 256);  // stage of u-1 free
+    rescale(al0, al1);
+    issue_pv(u);
+  }
+  if (ntiles >= 1 && ((ntiles - 1) & 1) != wg) pv_other(ntiles - 1, false);
+  wgmma_wait<0>();
+  fence_acc128(o);
+
+  lw0 += __shfl_xor_sync(0xffffffffu, lw0, 1);
+  lw0 += __shfl_xor_sync(0xffffffffu, lw0, 2);
+  lw1 += __shfl_xor_sync(0xffffffffu, lw1, 1);
+  lw1 += __shfl_xor_sync(0xffffffffu, lw1, 2);
+  if (c4 == 0) {
+    sl_[wg * 64 + R0] = lw0;
+    sl_[wg * 64 + R1] = lw1;
+  }
+  __syncthreads();
+  const int lslot = ((ntiles - 1) & 1) * 64;
+  const float L0 = sl_[R0] + sl_[64 + R0], L1 = sl_[R1] + sl_[64 + R1];
+  const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
+  const int r0 = w.row0 + R0, r1 = w.row0 + R1;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    const int d = 256 * wg + 8 * j + 2 * c4;
+    if (r0 < w.rows_total) store_o2(a, w, r0, d, o[4 * j] * inv0, o[4 * j + 1] * inv0);
+    if (r1 < w.rows_total) store_o2(a, w, r1, d, o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+  }
+  if (tid < 64 && w.row0 + tid < w.rows_total) {
+    const float m = ntiles >= 1 ? sm_[lslot + tid] : neg_inf();
+    store_lse(a, w, w.row0 + tid, m, sl_[tid] + sl_[64 + tid]);
+  }
+#else
+  asm volatile("trap;");
+#endif
+}
+
+// ------------------------------------------------------------------------------------------------
 // combine: grid (q_len*H rows, B, 4 latent quarters), 256 threads = 8 warps. Every CTA computes
 // the split weights of its row in shared memory; warp k then sums splits k, k+8, ... for 128
 // dims (lane -> 4 dims) and the 8 warps are added in shared memory. At most MLA_MAX_SPLITS splits.
@@ -1031,6 +940,14 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   const int warp = tid >> 5, lane = tid & 31;
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;
   if (ns <= 1) return;  // written directly by the decode kernel
+  const int d = 128 * quarter + 4 * lane;
+  const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
+  const i64 sstride = (i64)rows_total * MLA_DV;
+  float4 pre[4];  // partials of splits warp, warp+8, warp+16, warp+24: in flight during the lse phase
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    pre[k] = (warp + 8 * k < ns) ? __ldg(reinterpret_cast<const float4*>(po + (warp + 8 * k) * sstride))
+                                 : make_float4(0.f, 0.f, 0.f, 0.f);
   float mx = neg_inf();
   for (int s = tid; s < ns; s += 256) {
     const float v = part_lse[(i64)(s0 + s) * rows_total + r];
@@ -1038,7 +955,6 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     mx = fmaxf(mx, v);
   }
   mx = block_reduce(mx, true, red);
-  const int d = 128 * quarter + 4 * lane;
   const i64 orow = ((i64)b * rows_total + r) * MLA_DV;
   if (mx == neg_inf()) {
     if (warp == 0) *reinterpret_cast<uint2*>(out + orow + d) = make_uint2(0u, 0u);
@@ -1052,11 +968,17 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     ws += wt;
   }
   ws = block_reduce(ws, false, red);  // its barriers also publish sw[]
-  const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
-  const i64 sstride = (i64)rows_total * MLA_DV;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float wt = (warp + 8 * k < ns) ? sw[warp + 8 * k] : 0.f;
+    acc.x += wt * pre[k].x;
+    acc.y += wt * pre[k].y;
+    acc.z += wt * pre[k].z;
+    acc.w += wt * pre[k].w;
+  }
 #pragma unroll 4
-  for (int s = warp; s < ns; s += 8) {
+  for (int s = warp + 32; s < ns; s += 8) {
     const float wt = sw[s];
     const float4 v = __ldg(reinterpret_cast<const float4*>(po + s * sstride));
     acc.x += wt * v.x;
@@ -1096,43 +1018,25 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   mla::Args a{q, kv, block_table, seq_lens, split_offsets, out, lse, part_o, part_lse, q_len, heads, \
               page_size, max_pages, chunk, scale}
 
+extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_mma_r16_t32_s2(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 32, 2>(a, smem);
+}
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_mma_r16_t32(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::mma_decode<1, 32, 5, false>(a, smem);
-}
-extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_mma_r16_t16(MLA_DECODE_ARGS) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  MLA_MAKE_ARGS;
-  mla::mma_decode<1, 16, 5, false>(a, smem);
+  mla::mma_decode<1, 32, 5>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_mma_r32_t32(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::mma_decode<2, 32, 5, false>(a, smem);
+  mla::mma_decode<2, 32, 5>(a, smem);
 }
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
-// bulk-copy (TMA) loaders: sm_90+
-extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_bulk_r16_t32(MLA_DECODE_ARGS) {
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_pp_r64(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::mma_decode<1, 32, 5, true>(a, smem);
-}
-extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_bulk_r16_t16(MLA_DECODE_ARGS) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  MLA_MAKE_ARGS;
-  mla::mma_decode<1, 16, 5, true>(a, smem);
-}
-extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_bulk_r32_t32(MLA_DECODE_ARGS) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  MLA_MAKE_ARGS;
-  mla::mma_decode<2, 32, 5, true>(a, smem);
-}
-#endif
-extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_tp_r16(MLA_DECODE_ARGS) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  MLA_MAKE_ARGS;
-  mla::tp_decode(a, smem);
+  mla::wgmma_pp_decode(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_r64(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];

@@ -27,20 +27,15 @@ D, DV = 576, 512
 # Launch table (mirrors the constants in mla_decode.cu; the Rust launcher keeps the same table).
 #   rows: query rows (q_len*heads flattened) per CTA; tile: tokens per pipeline stage;
 #   smem: dynamic shared memory bytes; per_sm: CTAs resident per SM (for the split heuristic).
-def _mma_smem(mt, t, nst, bulk=False):
+def _mma_smem(mt, t, nst):
     rows = 16 * mt
-    base = nst * t * (D + 8) * 2 + 4 * rows * (t + 8) * 4 + rows * (t + 8) * 2 + 3 * rows * 4
-    return (base + 7) // 8 * 8 + (nst * 8 if bulk else 0)
+    return nst * t * (D + 8) * 2 + 4 * rows * (t + 8) * 4 + rows * (t + 8) * 2 + 3 * rows * 4
 
 
 KERNELS = {
+    "mma_r16_t32_s2": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 2), per_sm=2),
     "mma_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5), per_sm=1),
-    "mma_r16_t16": dict(rows=16, tile=16, smem=_mma_smem(1, 16, 5), per_sm=2),
     "mma_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5), per_sm=1),
-    "bulk_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5, True), per_sm=1),
-    "bulk_r16_t16": dict(rows=16, tile=16, smem=_mma_smem(1, 16, 5, True), per_sm=2),
-    "bulk_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5, True), per_sm=1),
-    "tp_r16": dict(rows=16, tile=64, smem=2 * 64 * (D + 8) * 2 + 16 * (D + 8) * 2 + 8 * 8 * 32 * 4, per_sm=1),
     "wgmma_r64": dict(rows=64, tile=64, smem=3 * 64 * D * 2 + 8192 + 3 * 64 * 4 + 1024, per_sm=1),
 }
 THREADS = 256
@@ -301,11 +296,9 @@ def time_fn(fn, n_iter, warmup=3, prep=None):
 def measure(run_iter, n_sets, small):
     """Median us per iteration. Small problems are timed as CUDA-graph replays of many iterations
     (rotating input sets), so host launch overhead stays out, as in a graph-captured decode step."""
-    if not small:
-        return time_fn(run_iter, 8 if n_sets == 1 else 20)[0]
     import cupy as cp
 
-    n = max(n_sets, 16)
+    n = max(n_sets, 16) if small else max(n_sets, 3)
     try:
         for i in range(n_sets):
             run_iter(i)
@@ -317,7 +310,8 @@ def measure(run_iter, n_sets, small):
                     run_iter(i)
         g.replay()
         torch.cuda.synchronize()
-        t, _ = time_fn(lambda i: g.replay(), 10, warmup=2)
+        t, _ = time_fn(lambda i: g.replay(), 10 if small else 5, warmup=2)
+        del g
         return t / n
     except Exception as e:  # fall back to eager timing
         print(f"  (graph capture failed: {str(e)[:120]}; eager timing)")
@@ -361,7 +355,7 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
         io = latent + qs[0].numel() * 2 + B * heads * DV * 2
         flops = B * heads * L * 2 * (D + DV)
         small = latent < 200e6
-        cands = ["bulk_r16_t32", "bulk_r16_t16", "mma_r16_t32", "tp_r16"] if heads == 16 else ["wgmma_r64"]
+        cands = ["mma_r16_t32_s2", "mma_r16_t32"] if heads == 16 else ["wgmma_r64"]
         cands = [k for k in cands if k in ENABLED] or ["mma_r16_t32"]
         res = {}
         for kname in cands:
@@ -398,11 +392,8 @@ def split_sweep(fns, num_sms, log):
     dev = torch.device("cuda")
     scale = 192 ** -0.5
     out = []
-    for heads, B, L, kname in [(16, 64, 4096, "bulk_r16_t32"), (16, 1, 32768, "bulk_r16_t32"),
-                               (16, 1, 4096, "bulk_r16_t32"), (16, 64, 32768, "bulk_r16_t32"),
-                               (16, 128, 4096, "bulk_r16_t32"),
-                               (128, 1, 32768, "wgmma_r64"), (128, 1, 4096, "wgmma_r64"),
-                               (128, 64, 4096, "wgmma_r64")]:
+    for heads, B, L, kname in [(16, 64, 4096, "mma_r16_t32_s2"), (16, 128, 4096, "mma_r16_t32_s2"),
+                               (16, 1, 32768, "mma_r16_t32_s2"), (128, 1, 32768, "wgmma_r64")]:
         if kname not in ENABLED:
             continue
         P = L // 64
@@ -446,6 +437,36 @@ def profile(fns, num_sms, spec):
     print(f"profiled {spec}: chunk {lo.chunk}, grid {lo.grid}")
 
 
+def membench():
+    """Read bandwidth of one/two CTAs per SM: plain loads, cp.async rings, bulk-copy rings."""
+    import cupy as cp
+    import numpy as np
+
+    src = open(os.path.join(HERE, "membench.cu")).read()
+    mod = cp.RawModule(code=src, options=("--std=c++17",))
+    total = 4 << 30
+    buf = torch.empty(total // 16, 4, dtype=torch.int32, device="cuda")
+    buf.random_(0, 1000)
+    out = torch.zeros(4, dtype=torch.int32, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    res = {}
+    for name, smem in [("mb_ldg", 0), ("mb_cpasync3", 3 * 32768), ("mb_cpasync6", 6 * 32768),
+                       ("mb_bulk3", 3 * 32768), ("mb_bulk6", 6 * 32768)]:
+        f = mod.get_function(name)
+        if smem > 48 * 1024:
+            f.max_dynamic_shared_size_bytes = smem
+        for ctas in (sms // 2, sms, 2 * sms):
+            if smem > 113 * 1024 and ctas > sms:
+                continue
+            n = (total // 16 // ctas) // 2048 * 2048
+            used = n * ctas * 16
+            args = (cpv(buf.view(-1)), np.int64(n), cpv(out))
+            t, _ = time_fn(lambda i: f((ctas, 1, 1), (256, 1, 1), args, shared_mem=smem), 5, warmup=2)
+            res[f"{name}/{ctas}"] = used / (t * 1e-6) / 1e9
+    print("membench GB/s (read): " + "  ".join(f"{k}={v:.0f}" for k, v in res.items()), flush=True)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-only", action="store_true")
@@ -454,6 +475,7 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--profile", default="")
+    ap.add_argument("--membench", action="store_true")
     args = ap.parse_args()
     ENABLED.clear()
     ENABLED.update(k for k in args.kernels.split(",") if k in KERNELS)
@@ -475,6 +497,8 @@ def main():
         gbs, t = copy_bw()
         log["copy_gbs"] = gbs
         print(f"device-to-device copy: {gbs:.0f} GB/s (read+write, 1 GiB in {t:.0f} us)", flush=True)
+        if args.membench:
+            log["membench"] = membench()
         if args.sweep:
             split_sweep(fns, num_sms, log)
         table = bench(fns, num_sms, log, gbs, args.quick)

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlahost_core::SchedulerConfig;
-use mlahost_server::{serve, ServeConfig};
+use mlahost_server::{serve, RouterChoice, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,6 +46,21 @@ pub struct ServeArgs {
     /// Requests that may wait before new ones get 503.
     #[arg(long, default_value_t = 1024)]
     max_queued_requests: usize,
+    /// Turn off reuse of cached prompt pages.
+    #[arg(long)]
+    no_prefix_caching: bool,
+    /// Engine replicas in this process (CPU), each with its own cache and scheduler.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// prefix-aware (the native default) or round-robin.
+    #[arg(long, default_value = "prefix-aware")]
+    router: String,
+    /// prefix-aware: route by load when max - min load exceeds this...
+    #[arg(long, default_value_t = 8)]
+    router_imbalance_abs: usize,
+    /// ...and max load exceeds this factor times the min load.
+    #[arg(long, default_value_t = 1.5)]
+    router_imbalance_rel: f64,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -73,6 +88,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         bail!("--shutdown-timeout must be a non-negative number of seconds");
     }
+    let router = match args.router.as_str() {
+        "prefix-aware" => {
+            if !(args.router_imbalance_rel.is_finite() && args.router_imbalance_rel >= 1.0) {
+                bail!("--router-imbalance-rel must be >= 1");
+            }
+            RouterChoice::PrefixAware { abs_threshold: args.router_imbalance_abs, rel_factor: args.router_imbalance_rel }
+        }
+        "round-robin" => RouterChoice::RoundRobin,
+        other => bail!("--router must be prefix-aware or round-robin, not {other:?}"),
+    };
     let cfg = ServeConfig {
         model: args.model,
         host: args.host,
@@ -87,7 +112,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_num_batched_tokens: args.max_num_batched_tokens,
             max_num_seqs: args.max_num_seqs,
             max_queued_requests: args.max_queued_requests,
+            prefix_caching: !args.no_prefix_caching,
         },
+        replicas: args.replicas,
+        router,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(cfg, shutdown_signal()))?;

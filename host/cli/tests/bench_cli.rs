@@ -78,7 +78,8 @@ fn timings_agree_with_an_independent_client() {
     // Long prompts on the larger fixture and one thread: TTFT is mostly prefill compute and a
     // token takes ~1 ms, both well above what either client adds.
     let model = support::fixture("tiny-v3-fp8");
-    let server = Server::start(&["--model", model.to_str().unwrap(), "--served-model-name", "m", "--threads", "1"]);
+    // No prefix caching: the second client sends the same prompts and must not find them cached.
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--served-model-name", "m", "--threads", "1", "--no-prefix-caching"]);
     let url = format!("http://{}", server.addr);
     let prompts = scratch("prompts.jsonl");
     let words = "the quick brown fox jumps over the lazy dog while latent pages fill ".repeat(30);

@@ -1,17 +1,44 @@
+//! Latent-cache pages: who owns each, which are free, and which hold a cached prefix page that
+//! nobody uses right now (kept for reuse until the space is needed, then evicted).
+
+use crate::eviction::{EvictionCandidate, EvictionPolicy};
+use crate::prefix_index::PrefixIndex;
 use crate::CoreError;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Index of one physical page of the latent cache.
 pub type PageId = u32;
 
-/// Hands out fixed-size latent-cache pages and tracks how many owners each has.
-///
-/// Reference counts exist so that a page can later be shared by several sequences (prefix
-/// caching) and is only returned to the free list when its last owner lets go.
+/// What the prefix cache knows about a page it holds.
 #[derive(Debug, Clone)]
+struct CachedPage {
+    hash: u64,
+    tokens: Box<[u32]>,
+    salt: u64,
+    depth: u32,
+    hits: u32,
+}
+
+/// Hands out fixed-size pages and tracks how many owners each has. Full pages can be
+/// registered in the prefix cache; they then outlive their sequence, shared by reference
+/// count, and are evicted (LRU by default) only when free pages run out.
 pub struct BlockAllocator {
     page_size: usize,
     ref_counts: Vec<u32>,
+    /// Pages holding nothing.
     free: Vec<PageId>,
+    /// Unreferenced cached pages by last use (oldest first).
+    evictable: BTreeMap<u64, PageId>,
+    /// Per page: its key in `evictable`, when it is there.
+    evictable_at: Vec<Option<u64>>,
+    cached: Vec<Option<CachedPage>>,
+    by_hash: HashMap<u64, PageId>,
+    clock: u64,
+    used: usize,
+    evictions: u64,
+    policy: Option<Box<dyn EvictionPolicy>>,
+    shared_index: Option<Arc<PrefixIndex>>,
 }
 
 impl BlockAllocator {
@@ -22,9 +49,31 @@ impl BlockAllocator {
         if num_pages > PageId::MAX as usize {
             return Err(CoreError::InvalidGeometry(format!("{num_pages} pages is too many")));
         }
-        // Lowest ids are handed out first: pop from the back of a reversed list.
-        let free = (0..num_pages as PageId).rev().collect();
-        Ok(Self { page_size, ref_counts: vec![0; num_pages], free })
+        Ok(Self {
+            page_size,
+            ref_counts: vec![0; num_pages],
+            // Lowest ids are handed out first: pop from the back of a reversed list.
+            free: (0..num_pages as PageId).rev().collect(),
+            evictable: BTreeMap::new(),
+            evictable_at: vec![None; num_pages],
+            cached: vec![None; num_pages],
+            by_hash: HashMap::new(),
+            clock: 0,
+            used: 0,
+            evictions: 0,
+            policy: None,
+            shared_index: None,
+        })
+    }
+
+    /// Replaces the native LRU choice of which cached pages to evict.
+    pub fn set_eviction_policy(&mut self, policy: Box<dyn EvictionPolicy>) {
+        self.policy = Some(policy);
+    }
+
+    /// Mirrors the cached page hashes into an index other threads can read (for routing).
+    pub fn set_shared_index(&mut self, index: Arc<PrefixIndex>) {
+        self.shared_index = Some(index);
     }
 
     pub fn page_size(&self) -> usize {
@@ -35,12 +84,23 @@ impl BlockAllocator {
         self.ref_counts.len()
     }
 
+    /// Pages that can be allocated now: free ones plus evictable cached ones.
     pub fn num_free(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.evictable.len()
     }
 
+    /// Pages owned by at least one sequence.
     pub fn num_used(&self) -> usize {
-        self.num_pages() - self.num_free()
+        self.used
+    }
+
+    /// Pages held by the prefix cache (in use or not).
+    pub fn num_cached(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Pages needed to hold `tokens` tokens.
@@ -48,16 +108,21 @@ impl BlockAllocator {
         tokens.div_ceil(self.page_size)
     }
 
-    /// Takes `n` pages, all or none.
+    /// Takes `n` pages, all or none: free pages first, then evicted cached ones.
     pub fn allocate(&mut self, n: usize) -> Result<Vec<PageId>, CoreError> {
-        if n > self.free.len() {
-            return Err(CoreError::OutOfPages { needed: n, free: self.free.len(), total: self.num_pages() });
+        if n > self.num_free() {
+            return Err(CoreError::OutOfPages { needed: n, free: self.num_free(), total: self.num_pages() });
         }
-        let pages = self.free.split_off(self.free.len() - n);
+        let from_free = n.min(self.free.len());
+        let mut pages: Vec<PageId> = self.free.split_off(self.free.len() - from_free).into_iter().rev().collect();
+        if pages.len() < n {
+            pages.extend(self.evict(n - pages.len()));
+        }
         for &p in &pages {
             self.ref_counts[p as usize] = 1;
         }
-        Ok(pages.into_iter().rev().collect())
+        self.used += n;
+        Ok(pages)
     }
 
     /// Adds an owner to an allocated page.
@@ -67,18 +132,116 @@ impl BlockAllocator {
         Ok(())
     }
 
-    /// Drops one owner; the page returns to the free list when none is left.
+    /// Drops one owner. An unowned page returns to the free list, or, if it holds a cached
+    /// prefix page, waits among the evictable ones.
     pub fn release(&mut self, page: PageId) -> Result<(), CoreError> {
         let count = self.count_mut(page)?;
         *count -= 1;
         if *count == 0 {
-            self.free.push(page);
+            self.used -= 1;
+            if self.cached[page as usize].is_some() {
+                let stamp = self.tick();
+                self.evictable.insert(stamp, page);
+                self.evictable_at[page as usize] = Some(stamp);
+            } else {
+                self.free.push(page);
+            }
         }
         Ok(())
     }
 
     pub fn ref_count(&self, page: PageId) -> u32 {
         self.ref_counts.get(page as usize).copied().unwrap_or(0)
+    }
+
+    /// The cached page with this hash and exactly these tokens and salt, if any.
+    pub fn lookup(&self, hash: u64, salt: u64, tokens: &[u32]) -> Option<PageId> {
+        let &page = self.by_hash.get(&hash)?;
+        let c = self.cached[page as usize].as_ref()?;
+        (c.salt == salt && *c.tokens == *tokens).then_some(page)
+    }
+
+    /// Takes an owner on a cached page found by `lookup` (reviving it if unowned).
+    pub fn acquire_cached(&mut self, page: PageId) {
+        let p = page as usize;
+        if let Some(stamp) = self.evictable_at[p].take() {
+            self.evictable.remove(&stamp);
+            self.used += 1;
+        }
+        self.ref_counts[p] += 1;
+        if let Some(c) = self.cached[p].as_mut() {
+            c.hits += 1;
+        }
+    }
+
+    /// Registers a full, computed page in the prefix cache. False when an identical page is
+    /// already cached (this one then stays private to its sequence).
+    pub fn register(&mut self, page: PageId, hash: u64, salt: u64, depth: u32, tokens: &[u32]) -> bool {
+        let p = page as usize;
+        if self.by_hash.contains_key(&hash) || self.cached.get(p).is_none_or(|c| c.is_some()) || self.ref_counts[p] == 0 {
+            return false;
+        }
+        self.cached[p] = Some(CachedPage { hash, tokens: tokens.into(), salt, depth, hits: 0 });
+        self.by_hash.insert(hash, page);
+        if let Some(index) = &self.shared_index {
+            index.insert(hash);
+        }
+        true
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Removes `n` unowned cached pages from the cache and returns them.
+    fn evict(&mut self, n: usize) -> Vec<PageId> {
+        let victims: Vec<PageId> = match &mut self.policy {
+            None => self.evictable.values().take(n).copied().collect(),
+            Some(policy) => {
+                let candidates: Vec<EvictionCandidate> = self
+                    .evictable
+                    .iter()
+                    .map(|(&stamp, &page)| {
+                        let c = self.cached[page as usize].as_ref().expect("evictable pages are cached");
+                        EvictionCandidate { page, salt: c.salt, last_used: stamp, hits: c.hits, depth: c.depth }
+                    })
+                    .collect();
+                let decision = policy.decide(&candidates, n);
+                let is_candidate = |p: &PageId| self.evictable_at[*p as usize].is_some();
+                let mut chosen: Vec<PageId> = Vec::with_capacity(n);
+                let push = |p: PageId, chosen: &mut Vec<PageId>| {
+                    if chosen.len() < n && is_candidate(&p) && !chosen.contains(&p) {
+                        chosen.push(p);
+                    }
+                };
+                for &p in decision.order.iter().filter(|p| !decision.pinned.contains(p)) {
+                    push(p, &mut chosen);
+                }
+                // Whatever the policy left out, oldest first; pinned pages last.
+                for &p in self.evictable.values().filter(|p| !decision.pinned.contains(p)) {
+                    push(p, &mut chosen);
+                }
+                for &p in self.evictable.values() {
+                    push(p, &mut chosen);
+                }
+                chosen
+            }
+        };
+        for &page in &victims {
+            let p = page as usize;
+            if let Some(stamp) = self.evictable_at[p].take() {
+                self.evictable.remove(&stamp);
+            }
+            if let Some(c) = self.cached[p].take() {
+                self.by_hash.remove(&c.hash);
+                if let Some(index) = &self.shared_index {
+                    index.remove(c.hash);
+                }
+            }
+            self.evictions += 1;
+        }
+        victims
     }
 
     fn count_mut(&mut self, page: PageId) -> Result<&mut u32, CoreError> {
@@ -90,31 +253,4 @@ impl BlockAllocator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allocates_all_or_nothing_and_recycles() {
-        let mut a = BlockAllocator::new(4, 16).unwrap();
-        let p = a.allocate(3).unwrap();
-        assert_eq!(p, vec![0, 1, 2]);
-        assert_eq!(a.allocate(2), Err(CoreError::OutOfPages { needed: 2, free: 1, total: 4 }));
-        assert_eq!(a.num_free(), 1);
-        a.release(1).unwrap();
-        assert_eq!(a.num_free(), 2);
-        assert_eq!(a.release(1), Err(CoreError::PageNotAllocated(1)));
-        assert_eq!(a.pages_for(33), 3);
-        assert_eq!(a.pages_for(0), 0);
-    }
-
-    #[test]
-    fn shared_page_frees_on_last_release() {
-        let mut a = BlockAllocator::new(2, 8).unwrap();
-        let p = a.allocate(1).unwrap()[0];
-        a.retain(p).unwrap();
-        a.release(p).unwrap();
-        assert_eq!(a.num_free(), 1);
-        a.release(p).unwrap();
-        assert_eq!(a.num_free(), 2);
-    }
-}
+mod tests;

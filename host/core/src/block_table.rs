@@ -25,9 +25,15 @@ impl BlockTable {
         Ok(())
     }
 
-    /// Returns every page to the allocator.
+    /// Appends a page the caller already owns a reference to (a prefix-cache hit).
+    pub fn push_owned(&mut self, page: PageId) {
+        self.pages.push(page);
+    }
+
+    /// Returns every page to the allocator, last page first, so that cached prefix pages
+    /// become evictable tail-first.
     pub fn release_all(&mut self, alloc: &mut BlockAllocator) -> Result<(), CoreError> {
-        for page in self.pages.drain(..) {
+        for page in self.pages.drain(..).rev() {
             alloc.release(page)?;
         }
         Ok(())

@@ -48,7 +48,7 @@ pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Reque
     let method = req.method().clone();
     let result = match (method.clone(), path.as_str()) {
         (Method::GET, "/health") => Ok(health(&state)),
-        (Method::GET, "/metrics") => Ok(text(StatusCode::OK, state.metrics.render(), "text/plain; version=0.0.4")),
+        (Method::GET, "/metrics") => Ok(text(StatusCode::OK, crate::metrics::render(&state.replicas.metrics()), "text/plain; version=0.0.4")),
         (Method::GET, "/v1/models") => Ok(json(StatusCode::OK, &state.models())),
         (Method::POST, "/v1/completions") => match read_json(req).await {
             Ok(body) => completions(state.clone(), body).await.map(|r| reply(r, guard)),
@@ -67,7 +67,7 @@ pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Reque
 }
 
 fn health(state: &AppState) -> Response<HttpBody> {
-    if state.metrics.healthy() {
+    if state.replicas.healthy() {
         text(StatusCode::OK, String::new(), "text/plain")
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "engine not running\n".into(), "text/plain")

@@ -8,7 +8,8 @@ pub mod engine_loop;
 mod error;
 mod http;
 pub mod metrics;
+pub mod replicas;
 mod server;
 
 pub use error::ServerError;
-pub use server::{serve, ServeConfig};
+pub use server::{serve, RouterChoice, ServeConfig};

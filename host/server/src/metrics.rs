@@ -23,9 +23,8 @@ impl Histogram {
         s.2 += 1;
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
         for (i, b) in self.bounds.iter().enumerate() {
             cum += s.0[i];
@@ -40,8 +39,10 @@ impl Histogram {
 
 const LATENCY_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0];
 
+/// One replica's metrics; /metrics renders every replica's, labelled `replica="i"`.
 pub struct Metrics {
     pub model_name: String,
+    pub replica: usize,
     /// False while the model loads.
     pub ready: AtomicBool,
     /// False once the engine loop has exited or died.
@@ -54,6 +55,11 @@ pub struct Metrics {
     pub generation_tokens: AtomicU64,
     pub preemptions: AtomicU64,
     pub requests_rejected: AtomicU64,
+    pub requests_routed: AtomicU64,
+    pub prefix_queried_tokens: AtomicU64,
+    pub prefix_hit_tokens: AtomicU64,
+    pub prefix_evictions: AtomicU64,
+    pub prefix_cached_pages: AtomicU64,
     pub finished_stop: AtomicU64,
     pub finished_length: AtomicU64,
     pub finished_abort: AtomicU64,
@@ -63,9 +69,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(model_name: &str) -> Self {
+    pub fn new(model_name: &str, replica: usize) -> Self {
         Self {
             model_name: model_name.to_string(),
+            replica,
             ready: AtomicBool::new(false),
             engine_alive: AtomicBool::new(false),
             running: AtomicU64::new(0),
@@ -76,6 +83,11 @@ impl Metrics {
             generation_tokens: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
+            requests_routed: AtomicU64::new(0),
+            prefix_queried_tokens: AtomicU64::new(0),
+            prefix_hit_tokens: AtomicU64::new(0),
+            prefix_evictions: AtomicU64::new(0),
+            prefix_cached_pages: AtomicU64::new(0),
             finished_stop: AtomicU64::new(0),
             finished_length: AtomicU64::new(0),
             finished_abort: AtomicU64::new(0),
@@ -89,27 +101,61 @@ impl Metrics {
         self.ready.load(Relaxed) && self.engine_alive.load(Relaxed)
     }
 
-    pub fn render(&self) -> String {
-        let labels = format!("model_name=\"{}\"", self.model_name.replace('"', "'"));
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v}");
-        };
-        metric("mlahost_num_requests_running", "gauge", "Sequences in the running batch.", self.running.load(Relaxed));
-        metric("mlahost_num_requests_waiting", "gauge", "Sequences waiting to be scheduled.", self.waiting.load(Relaxed));
-        metric("mlahost_kv_cache_pages_used", "gauge", "Latent-cache pages in use.", self.pages_used.load(Relaxed));
-        metric("mlahost_kv_cache_pages_total", "gauge", "Latent-cache pages in the pool.", self.pages_total.load(Relaxed));
-        metric("mlahost_prompt_tokens_total", "counter", "Prompt tokens prefilled.", self.prompt_tokens.load(Relaxed));
-        metric("mlahost_generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens.load(Relaxed));
-        metric("mlahost_num_preemptions_total", "counter", "Sequences preempted for recompute.", self.preemptions.load(Relaxed));
-        metric("mlahost_requests_rejected_total", "counter", "Requests refused because the queue was full.", self.requests_rejected.load(Relaxed));
-        let _ = writeln!(out, "# HELP mlahost_request_success_total Finished requests by reason.\n# TYPE mlahost_request_success_total counter");
-        for (reason, v) in [("stop", &self.finished_stop), ("length", &self.finished_length), ("abort", &self.finished_abort)] {
-            let _ = writeln!(out, "mlahost_request_success_total{{{labels},finished_reason=\"{reason}\"}} {}", v.load(Relaxed));
-        }
-        self.ttft.render(&mut out, "mlahost_time_to_first_token_seconds", "Time to first token.", &labels);
-        self.tpot.render(&mut out, "mlahost_time_per_output_token_seconds", "Time per output token after the first.", &labels);
-        self.e2e.render(&mut out, "mlahost_e2e_request_latency_seconds", "End-to-end request latency.", &labels);
-        out
+    fn labels(&self) -> String {
+        format!("model_name=\"{}\",replica=\"{}\"", self.model_name.replace('"', "'"), self.replica)
     }
+}
+
+type Read = fn(&Metrics) -> u64;
+
+const GAUGES: &[(&str, &str, &str, Read)] = &[
+    ("mlahost_num_requests_running", "gauge", "Sequences in the running batch.", |m| m.running.load(Relaxed)),
+    ("mlahost_num_requests_waiting", "gauge", "Sequences waiting to be scheduled.", |m| m.waiting.load(Relaxed)),
+    ("mlahost_kv_cache_pages_used", "gauge", "Latent-cache pages in use.", |m| m.pages_used.load(Relaxed)),
+    ("mlahost_kv_cache_pages_total", "gauge", "Latent-cache pages in the pool.", |m| m.pages_total.load(Relaxed)),
+    ("mlahost_prompt_tokens_total", "counter", "Prompt tokens prefilled (computed, not served from the prefix cache).", |m| m.prompt_tokens.load(Relaxed)),
+    ("mlahost_generation_tokens_total", "counter", "Tokens generated.", |m| m.generation_tokens.load(Relaxed)),
+    ("mlahost_num_preemptions_total", "counter", "Sequences preempted for recompute.", |m| m.preemptions.load(Relaxed)),
+    ("mlahost_requests_rejected_total", "counter", "Requests refused because the queue was full.", |m| m.requests_rejected.load(Relaxed)),
+    ("mlahost_requests_routed_total", "counter", "Requests the router sent to this replica.", |m| m.requests_routed.load(Relaxed)),
+    ("mlahost_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", |m| m.prefix_queried_tokens.load(Relaxed)),
+    ("mlahost_prefix_cache_hits_total", "counter", "Prompt tokens served from the prefix cache.", |m| m.prefix_hit_tokens.load(Relaxed)),
+    ("mlahost_prefix_cache_evictions_total", "counter", "Cached pages evicted to make room.", |m| m.prefix_evictions.load(Relaxed)),
+    ("mlahost_prefix_cache_pages", "gauge", "Pages held by the prefix cache.", |m| m.prefix_cached_pages.load(Relaxed)),
+];
+
+/// Prometheus text for every replica, one HELP/TYPE per family.
+pub fn render(replicas: &[std::sync::Arc<Metrics>]) -> String {
+    let mut out = String::new();
+    for (name, kind, help, read) in GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in replicas {
+            let _ = writeln!(out, "{name}{{{}}} {}", m.labels(), read(m));
+        }
+    }
+    let _ = writeln!(out, "# HELP mlahost_prefix_cache_hit_rate Share of queried prompt tokens served from the prefix cache.\n# TYPE mlahost_prefix_cache_hit_rate gauge");
+    for m in replicas {
+        let (q, h) = (m.prefix_queried_tokens.load(Relaxed), m.prefix_hit_tokens.load(Relaxed));
+        let rate = if q == 0 { 0.0 } else { h as f64 / q as f64 };
+        let _ = writeln!(out, "mlahost_prefix_cache_hit_rate{{{}}} {rate}", m.labels());
+    }
+    let _ = writeln!(out, "# HELP mlahost_request_success_total Finished requests by reason.\n# TYPE mlahost_request_success_total counter");
+    for m in replicas {
+        for (reason, v) in [("stop", &m.finished_stop), ("length", &m.finished_length), ("abort", &m.finished_abort)] {
+            let _ = writeln!(out, "mlahost_request_success_total{{{},finished_reason=\"{reason}\"}} {}", m.labels(), v.load(Relaxed));
+        }
+    }
+    let histograms: [(&str, &str, fn(&Metrics) -> &Histogram); 3] = [
+        ("mlahost_time_to_first_token_seconds", "Time to first token.", |m| &m.ttft),
+        ("mlahost_time_per_output_token_seconds", "Time per output token after the first.", |m| &m.tpot),
+        ("mlahost_e2e_request_latency_seconds", "End-to-end request latency.", |m| &m.e2e),
+    ];
+    for (name, help, get) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for m in replicas {
+            get(m).render_series(&mut out, name, &m.labels());
+        }
+    }
+    out
+
 }

@@ -13,7 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
+use crate::replicas::{Replica, Replicas};
+use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::{CacheGeometry, LoadedModel};
 use std::future::Future;
@@ -36,6 +37,16 @@ pub struct ServeConfig {
     pub served_model_name: Option<String>,
     pub shutdown_timeout: Duration,
     pub scheduler: SchedulerConfig,
+    /// Engine replicas in this process (data parallel), each with its own cache and scheduler.
+    pub replicas: usize,
+    pub router: RouterChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RouterChoice {
+    /// Best cached prefix unless the load is imbalanced (thresholds: absolute, relative).
+    PrefixAware { abs_threshold: usize, rel_factor: f64 },
+    RoundRobin,
 }
 
 /// Default latent-cache budget when neither pages nor memory is given.
@@ -43,7 +54,6 @@ const DEFAULT_KV_CACHE_BYTES: u64 = 1 << 30;
 
 struct Shared {
     state: OnceLock<Arc<AppState>>,
-    metrics: OnceLock<Arc<Metrics>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -52,11 +62,11 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
     let local = listener.local_addr()?;
     eprintln!("mlahost listening on http://{local}");
-    let shared = Arc::new(Shared { state: OnceLock::new(), metrics: OnceLock::new(), in_flight: Arc::new(AtomicUsize::new(0)) });
+    let shared = Arc::new(Shared { state: OnceLock::new(), in_flight: Arc::new(AtomicUsize::new(0)) });
     let accept = tokio::spawn(accept_loop(listener, shared.clone()));
     let cfg2 = cfg.clone();
     let started = tokio::task::spawn_blocking(move || start_engine(&cfg2)).await;
-    let (state, engine_thread) = match started {
+    let (state, engine_threads) = match started {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             accept.abort();
@@ -67,9 +77,10 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
             return Err(ServerError::Config(format!("model loading panicked: {e}")));
         }
     };
-    let _ = shared.metrics.set(state.metrics.clone());
     let _ = shared.state.set(state.clone());
-    state.metrics.ready.store(true, SeqCst);
+    for r in &state.replicas.list {
+        r.metrics.ready.store(true, SeqCst);
+    }
     tracing::info!(model = %state.served_model_name, max_model_len = state.max_model_len, "ready");
     eprintln!("mlahost ready: model {} (max length {})", state.served_model_name, state.max_model_len);
     shutdown.await;
@@ -79,13 +90,17 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
     while shared.in_flight.load(SeqCst) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    state.engine.abort_all();
+    for r in &state.replicas.list {
+        r.engine.abort_all();
+    }
     let grace = Instant::now() + Duration::from_secs(2);
     while shared.in_flight.load(SeqCst) > 0 && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    state.metrics.ready.store(false, SeqCst);
-    drop(engine_thread);
+    for r in &state.replicas.list {
+        r.metrics.ready.store(false, SeqCst);
+    }
+    drop(engine_threads);
     Ok(())
 }
 
@@ -128,8 +143,8 @@ fn loading_response(path: &str) -> Response<HttpBody> {
     error_response(&ApiError::overloaded("the model is still loading"))
 }
 
-/// Loads the model, sizes the cache and starts the engine loop.
-fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, std::thread::JoinHandle<()>), ServerError> {
+/// Loads the model, sizes each replica's cache and starts their engine loops.
+fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::JoinHandle<()>>), ServerError> {
     let (dir, default_name) = match &cfg.model {
         Some(d) => (d.clone(), d.display().to_string()),
         None => (default_model::materialize()?, default_model::NAME.to_string()),
@@ -139,6 +154,9 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, std::thread::JoinHa
     let c = &model.config;
     if cfg.page_size == 0 {
         return Err(ServerError::Config("--page-size must be at least 1".into()));
+    }
+    if cfg.replicas == 0 {
+        return Err(ServerError::Config("--replicas must be at least 1".into()));
     }
     let page_bytes = (c.num_hidden_layers * cfg.page_size * c.latent_dim() * std::mem::size_of::<f32>()) as u64;
     let num_pages = match (cfg.kv_cache_pages, cfg.kv_cache_memory) {
@@ -151,12 +169,25 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, std::thread::JoinHa
     }
     let capacity = num_pages * cfg.page_size;
     let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity);
-    tracing::info!(num_pages, page_size = cfg.page_size, page_bytes, capacity_tokens = capacity, "latent cache");
-    let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
-    let backend = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto })?;
-    let scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
-    let metrics = Arc::new(Metrics::new(&name));
-    let (handle, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
-    let state = AppState::new(handle, model, metrics, name, max_model_len).map_err(ServerError::Config)?;
-    Ok((Arc::new(state), join))
+    tracing::info!(replicas = cfg.replicas, num_pages, page_size = cfg.page_size, page_bytes, capacity_tokens = capacity, "latent cache per replica");
+    let mut list = Vec::new();
+    let mut threads = Vec::new();
+    for replica in 0..cfg.replicas {
+        let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
+        let backend = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto })?;
+        let mut scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
+        let index = Arc::new(PrefixIndex::new());
+        scheduler.pages_mut().set_shared_index(index.clone());
+        let metrics = Arc::new(Metrics::new(&name, replica));
+        let (engine, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
+        list.push(Replica { engine, metrics, index });
+        threads.push(join);
+    }
+    let router: Box<dyn Router> = match cfg.router {
+        RouterChoice::PrefixAware { abs_threshold, rel_factor } => Box::new(PrefixAwareRouter { abs_threshold, rel_factor }),
+        RouterChoice::RoundRobin => Box::new(RoundRobinRouter::default()),
+    };
+    let replicas = Replicas { list, router, page_size: cfg.page_size, prefix_caching: cfg.scheduler.prefix_caching };
+    let state = AppState::new(replicas, model, name, max_model_len).map_err(ServerError::Config)?;
+    Ok((Arc::new(state), threads))
 }

@@ -7,10 +7,12 @@ pub struct SchedulerConfig {
     pub max_num_seqs: usize,
     /// Requests that may wait; one more is refused (the server answers 503).
     pub max_queued_requests: usize,
+    /// Reuse cached full pages of earlier prompts (and outputs) with the same prefix and salt.
+    pub prefix_caching: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_num_batched_tokens: 2048, max_num_seqs: 256, max_queued_requests: 1024 }
+        Self { max_num_batched_tokens: 2048, max_num_seqs: 256, max_queued_requests: 1024, prefix_caching: true }
     }
 }

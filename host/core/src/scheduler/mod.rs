@@ -9,6 +9,7 @@ mod sequence;
 pub use config::SchedulerConfig;
 pub use sequence::{SeqId, SeqStatus, Sequence};
 
+use crate::prefix_key::page_hash;
 use crate::{BlockAllocator, CoreError};
 use std::collections::HashMap;
 
@@ -42,6 +43,11 @@ pub struct SchedulerStats {
     pub pages_used: usize,
     pub pages_total: usize,
     pub preemptions: u64,
+    /// Prompt tokens looked up in the prefix cache, and how many of them hit.
+    pub prefix_queried_tokens: u64,
+    pub prefix_hit_tokens: u64,
+    pub prefix_evictions: u64,
+    pub prefix_cached_pages: usize,
 }
 
 pub struct Scheduler {
@@ -53,6 +59,8 @@ pub struct Scheduler {
     running: Vec<SeqId>,
     next_arrival: u64,
     preemptions: u64,
+    prefix_queried: u64,
+    prefix_hits: u64,
 }
 
 impl Scheduler {
@@ -68,6 +76,8 @@ impl Scheduler {
             running: Vec::new(),
             next_arrival: 0,
             preemptions: 0,
+            prefix_queried: 0,
+            prefix_hits: 0,
         })
     }
 
@@ -110,7 +120,16 @@ impl Scheduler {
             pages_used: self.pages.num_used(),
             pages_total: self.pages.num_pages(),
             preemptions: self.preemptions,
+            prefix_queried_tokens: self.prefix_queried,
+            prefix_hit_tokens: self.prefix_hits,
+            prefix_evictions: self.pages.evictions(),
+            prefix_cached_pages: self.pages.num_cached(),
         }
+    }
+
+    /// The page pool, e.g. to install an eviction policy or a shared prefix index.
+    pub fn pages_mut(&mut self) -> &mut BlockAllocator {
+        &mut self.pages
     }
 
     /// Plans the next forward pass.
@@ -146,8 +165,13 @@ impl Scheduler {
             && !self.waiting.is_empty()
         {
             let id = self.waiting[0];
-            let len = self.seqs[&id].pending().min(budget);
-            if !self.reserve(id, len) {
+            if self.cfg.prefix_caching && self.seqs[&id].num_computed == 0 {
+                self.match_prefix(id);
+            }
+            let seq = &self.seqs[&id];
+            let len = seq.pending().min(budget);
+            if !self.reserve(id, seq.num_computed + len) {
+                self.unmatch_prefix(id);
                 break;
             }
             self.waiting.remove(0);
@@ -160,13 +184,17 @@ impl Scheduler {
         plan
     }
 
-    /// Records a finished step: chunks advance, and sequences that sampled get their token.
+    /// Records a finished step: chunks advance, newly completed pages join the prefix cache,
+    /// and sequences that sampled get their token.
     pub fn commit(&mut self, plan: &StepPlan, sampled: &[(SeqId, u32)]) {
         for c in &plan.chunks {
             if let Some(seq) = self.seqs.get_mut(&c.seq) {
                 if seq.status == SeqStatus::Running && seq.num_computed == c.start {
                     seq.num_computed += c.len;
                 }
+            }
+            if self.cfg.prefix_caching {
+                self.register_full_pages(c.seq);
             }
         }
         for &(id, token) in sampled {
@@ -187,6 +215,49 @@ impl Scheduler {
         Some(seq)
     }
 
+    /// Reuses the longest run of cached pages at the start of a fresh sequence. At least the
+    /// last prompt token is always computed (its logits pick the first output token).
+    fn match_prefix(&mut self, id: SeqId) {
+        let ps = self.pages.page_size();
+        let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        let max_pages = (seq.tokens.len() - 1) / ps;
+        self.prefix_queried += seq.tokens.len() as u64;
+        seq.page_hashes.clear();
+        for i in 0..max_pages {
+            let tokens = &seq.tokens[i * ps..(i + 1) * ps];
+            let hash = page_hash(seq.page_hashes.last().copied(), seq.salt, tokens);
+            let Some(page) = self.pages.lookup(hash, seq.salt, tokens) else { break };
+            self.pages.acquire_cached(page);
+            seq.table.push_owned(page);
+            seq.page_hashes.push(hash);
+        }
+        seq.num_computed = seq.page_hashes.len() * ps;
+        self.prefix_hits += seq.num_computed as u64;
+    }
+
+    /// Gives back the pages `match_prefix` took when the sequence could not be admitted.
+    fn unmatch_prefix(&mut self, id: SeqId) {
+        let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        self.prefix_hits -= seq.num_computed as u64;
+        self.prefix_queried -= seq.tokens.len() as u64;
+        seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
+        seq.page_hashes.clear();
+        seq.num_computed = 0;
+    }
+
+    /// Registers every full, computed page of `id` that is not in the cache yet.
+    fn register_full_pages(&mut self, id: SeqId) {
+        let ps = self.pages.page_size();
+        let Some(seq) = self.seqs.get_mut(&id) else { return };
+        while (seq.page_hashes.len() + 1) * ps <= seq.num_computed {
+            let i = seq.page_hashes.len();
+            let tokens = &seq.tokens[i * ps..(i + 1) * ps];
+            let hash = page_hash(seq.page_hashes.last().copied(), seq.salt, tokens);
+            self.pages.register(seq.table.pages()[i], hash, seq.salt, i as u32, tokens);
+            seq.page_hashes.push(hash);
+        }
+    }
+
     fn chunk(&self, id: SeqId, len: usize) -> ScheduledChunk {
         let seq = &self.seqs[&id];
         ScheduledChunk { seq: id, start: seq.num_computed, len, samples: seq.num_computed + len == seq.tokens.len() }
@@ -204,6 +275,7 @@ impl Scheduler {
         let seq = self.seqs.get_mut(&id).expect("preempted sequence exists");
         seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
         seq.num_computed = 0;
+        seq.page_hashes.clear();
         seq.status = SeqStatus::Waiting;
         seq.preemptions += 1;
         self.preemptions += 1;

@@ -24,6 +24,10 @@ pub struct Sequence {
     pub(crate) table: BlockTable,
     pub(crate) status: SeqStatus,
     pub(crate) preemptions: u32,
+    /// Prefix-cache salt: pages are shared only between sequences with the same salt.
+    pub(crate) salt: u64,
+    /// Chained hashes of the leading full pages already matched or registered in the cache.
+    pub(crate) page_hashes: Vec<u64>,
 }
 
 impl Sequence {
@@ -38,7 +42,15 @@ impl Sequence {
             table: BlockTable::new(),
             status: SeqStatus::Waiting,
             preemptions: 0,
+            salt: 0,
+            page_hashes: Vec::new(),
         }
+    }
+
+    /// Sets the prefix-cache salt (from the tenant or the request's `cache_salt`).
+    pub fn with_salt(mut self, salt: u64) -> Self {
+        self.salt = salt;
+        self
     }
 
     pub fn tokens(&self) -> &[u32] {

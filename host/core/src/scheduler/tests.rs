@@ -1,7 +1,7 @@
 use super::*;
 
 fn sched(pages: usize, page_size: usize, budget: usize, max_seqs: usize, queue: usize) -> Scheduler {
-    let cfg = SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: max_seqs, max_queued_requests: queue };
+    let cfg = SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: max_seqs, max_queued_requests: queue, prefix_caching: true };
     Scheduler::new(cfg, BlockAllocator::new(pages, page_size).unwrap()).unwrap()
 }
 
@@ -127,6 +127,98 @@ fn abort_at_any_stage_returns_every_page() {
     for id in [1, 2, 3] {
         assert!(s.remove(id).is_some());
     }
-    assert_eq!(s.stats(), SchedulerStats { waiting: 0, running: 0, pages_used: 0, pages_total: 16, preemptions: 0 });
+    let st = s.stats();
+    assert_eq!((st.waiting, st.running, st.pages_used, st.pages_total), (0, 0, 0, 16));
     assert!(s.remove(1).is_none());
+}
+
+/// Runs `id` alone to completion of `n` output tokens with a deterministic "model".
+fn run_to(s: &mut Scheduler, id: SeqId, n: usize) -> Vec<u32> {
+    loop {
+        let plan = s.schedule();
+        let sampled: Vec<(SeqId, u32)> = plan
+            .chunks
+            .iter()
+            .filter(|c| c.samples)
+            .map(|c| (c.seq, s.get(c.seq).unwrap().tokens().iter().sum::<u32>() % 101))
+            .collect();
+        s.commit(&plan, &sampled);
+        let out = s.get(id).unwrap().output().to_vec();
+        if out.len() >= n {
+            s.remove(id);
+            return out;
+        }
+    }
+}
+
+#[test]
+fn a_shared_prefix_skips_prefill_of_its_full_pages() {
+    let mut s = sched(32, 4, 64, 8, 8);
+    let base: Vec<u32> = (100..113).collect(); // 13 tokens: 3 full pages
+    s.add(Sequence::new(1, base.clone(), 0), 20).unwrap();
+    let first = run_to(&mut s, 1, 3);
+    // Same 12-token prefix (a hit ending at a page boundary inside the prompt), new tail.
+    let mut other = base[..12].to_vec();
+    other.extend([7, 8]);
+    s.add(Sequence::new(2, other.clone(), 0), 20).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.chunks[0], ScheduledChunk { seq: 2, start: 12, len: 2, samples: true });
+    assert_eq!(s.stats().prefix_hit_tokens, 12);
+    s.commit(&plan, &[(2, 5)]);
+    s.remove(2);
+    // The whole prompt cached (12 tokens = 3 full pages): the last page is recomputed so the
+    // last token yields logits; output unchanged.
+    s.add(Sequence::new(3, base.clone(), 0), 20).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.chunks[0].start, 12, "13 tokens: 3 cached pages, the last token computed");
+    s.commit(&plan, &[]);
+    s.remove(3);
+    let mut again = sched(32, 4, 64, 8, 8);
+    again.add(Sequence::new(1, base.clone(), 0), 20).unwrap();
+    assert_eq!(run_to(&mut again, 1, 3), first);
+    let exact: Vec<u32> = base[..12].to_vec();
+    s.add(Sequence::new(4, exact, 0), 20).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.chunks[0], ScheduledChunk { seq: 4, start: 8, len: 4, samples: true }, "entirely cached prompt");
+}
+
+#[test]
+fn different_salts_never_share_and_outputs_match_without_caching() {
+    let mut s = sched(32, 4, 64, 8, 8);
+    let prompt: Vec<u32> = (0..17).collect();
+    s.add(Sequence::new(1, prompt.clone(), 0).with_salt(1), 24).unwrap();
+    let a = run_to(&mut s, 1, 5);
+    s.add(Sequence::new(2, prompt.clone(), 0).with_salt(2), 24).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.chunks[0].start, 0, "another salt gets no hit");
+    s.commit(&plan, &[]);
+    s.remove(2);
+    s.add(Sequence::new(3, prompt.clone(), 0).with_salt(1), 24).unwrap();
+    let b = run_to(&mut s, 3, 5);
+    assert_eq!(a, b);
+    assert_eq!(s.stats().prefix_hit_tokens, 16);
+    let mut off = Scheduler::new(
+        SchedulerConfig { prefix_caching: false, ..SchedulerConfig::default() },
+        BlockAllocator::new(32, 4).unwrap(),
+    )
+    .unwrap();
+    off.add(Sequence::new(1, prompt.clone(), 0).with_salt(1), 24).unwrap();
+    assert_eq!(run_to(&mut off, 1, 5), a);
+    off.add(Sequence::new(2, prompt, 0).with_salt(1), 24).unwrap();
+    assert_eq!(off.schedule().chunks[0].start, 0);
+    assert_eq!(off.stats().prefix_cached_pages, 0);
+}
+
+#[test]
+fn cached_pages_are_evicted_under_pressure_and_in_use_pages_never_are() {
+    // 6 pages of 4: one sequence caches 4 pages, then others need the space.
+    let mut s = sched(6, 4, 64, 8, 8);
+    s.add(Sequence::new(1, (0..17).collect(), 0), 20).unwrap();
+    run_to(&mut s, 1, 2);
+    assert!(s.stats().prefix_cached_pages >= 4);
+    s.add(Sequence::new(2, (50..70).collect(), 0), 24).unwrap();
+    let out = run_to(&mut s, 2, 3);
+    assert_eq!(out.len(), 3);
+    assert!(s.stats().prefix_evictions > 0);
+    assert_eq!(s.stats().pages_used, 0);
 }

@@ -9,8 +9,7 @@ pub mod run;
 pub mod stream;
 
 use crate::chat_template::ChatTemplate;
-use crate::engine_loop::EngineHandle;
-use crate::metrics::Metrics;
+use crate::replicas::Replicas;
 use error::ApiError;
 use mlahost_engine::LoadedModel;
 use serde_json::{json, Value};
@@ -18,9 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub struct AppState {
-    pub engine: EngineHandle,
+    pub replicas: Replicas,
     pub model: Arc<LoadedModel>,
-    pub metrics: Arc<Metrics>,
     pub served_model_name: String,
     pub max_model_len: usize,
     pub chat_template: Option<ChatTemplate>,
@@ -29,13 +27,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        engine: EngineHandle,
-        model: Arc<LoadedModel>,
-        metrics: Arc<Metrics>,
-        served_model_name: String,
-        max_model_len: usize,
-    ) -> Result<Self, String> {
+    pub fn new(replicas: Replicas, model: Arc<LoadedModel>, served_model_name: String, max_model_len: usize) -> Result<Self, String> {
         let tok = &model.tokenizer;
         let chat_template = tok
             .chat_template
@@ -43,7 +35,7 @@ impl AppState {
             .map(|t| ChatTemplate::new(t, tok.bos_token.as_deref(), tok.eos_token.as_deref()))
             .transpose()?;
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Ok(Self { engine, model, metrics, served_model_name, max_model_len, chat_template, created, next_id: AtomicU64::new(1) })
+        Ok(Self { replicas, model, served_model_name, max_model_len, chat_template, created, next_id: AtomicU64::new(1) })
     }
 
     pub fn next_id(&self, prefix: &str) -> String {

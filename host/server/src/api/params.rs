@@ -125,6 +125,7 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiE
             ignore_eos: f.bool_or("ignore_eos", false)?,
             logprobs: None,
             priority,
+            salt: mlahost_core::salt_of(f.str("cache_salt")?),
         },
     })
 }

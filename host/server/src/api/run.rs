@@ -6,6 +6,7 @@ use super::stream::{stream_response, StreamKind, StreamOptions};
 use super::AppState;
 use crate::engine_loop::{EngineHandle, EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::http::Reply;
+use mlahost_core::RouteRequest;
 use std::sync::Arc;
 use mlahost_core::SeqId;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -141,7 +142,11 @@ pub async fn generate(
     kind: StreamKind,
     id: &str,
 ) -> Result<Generated, ApiError> {
-    let sub = submit_all(&state.engine, requests).await?;
+    let first = requests.first().ok_or_else(|| ApiError::internal("no choices to run"))?;
+    let route = RouteRequest { tenant: None, prompt_tokens: first.prompt.len(), priority: first.priority, model: &state.served_model_name };
+    let replica = state.replicas.route(&route, &first.prompt, first.salt)?;
+    replica.metrics.requests_routed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sub = submit_all(&replica.engine, requests).await?;
     if !common.stream {
         return Ok(Generated::Done(collect(sub).await?));
     }

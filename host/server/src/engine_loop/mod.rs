@@ -130,7 +130,7 @@ impl EngineLoop {
             return;
         }
         let max_total = (request.prompt.len() + request.max_tokens).min(self.max_model_len);
-        let seq = Sequence::new(id, request.prompt.clone(), request.priority);
+        let seq = Sequence::new(id, request.prompt.clone(), request.priority).with_salt(request.salt);
         match self.scheduler.add(seq, max_total) {
             Ok(()) => {
                 let _ = events.send(Event::Accepted);
@@ -233,5 +233,9 @@ impl EngineLoop {
         self.metrics.running.store(s.running as u64, Relaxed);
         self.metrics.waiting.store(s.waiting as u64, Relaxed);
         self.metrics.pages_used.store(s.pages_used as u64, Relaxed);
+        self.metrics.prefix_queried_tokens.store(s.prefix_queried_tokens, Relaxed);
+        self.metrics.prefix_hit_tokens.store(s.prefix_hit_tokens, Relaxed);
+        self.metrics.prefix_evictions.store(s.prefix_evictions, Relaxed);
+        self.metrics.prefix_cached_pages.store(s.prefix_cached_pages as u64, Relaxed);
     }
 }

@@ -13,6 +13,8 @@ pub struct EngineRequest {
     /// Report the chosen token's logprob and this many alternatives (None: no logprobs).
     pub logprobs: Option<usize>,
     pub priority: i32,
+    /// Prefix-cache salt: only requests with the same salt share cached pages.
+    pub salt: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

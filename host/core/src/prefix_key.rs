@@ -1,0 +1,47 @@
+//! Identity of a full page of tokens in the prefix cache: a hash chained over the parent page's
+//! hash, a salt (per tenant, so tenants never share pages unless they choose to) and the page's
+//! tokens. Hits re-check the tokens, so a hash collision can never serve wrong latents.
+
+use std::hash::{Hash, Hasher};
+
+/// The chained hash of page `i` of a sequence. Deterministic within a build, which is all a
+/// process-local cache needs.
+pub fn page_hash(parent: Option<u64>, salt: u64, tokens: &[u32]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    parent.hash(&mut h);
+    salt.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
+}
+
+/// Hashes of every full page of `tokens`, in order (each chained on the previous).
+pub fn page_hashes(tokens: &[u32], page_size: usize, salt: u64) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::with_capacity(tokens.len() / page_size.max(1));
+    for page in tokens.chunks_exact(page_size.max(1)) {
+        out.push(page_hash(out.last().copied(), salt, page));
+    }
+    out
+}
+
+/// A salt from a string (a tenant id or a request's `cache_salt`); no salt is 0.
+pub fn salt_of(s: Option<&str>) -> u64 {
+    match s {
+        None => 0,
+        Some(s) => page_hash(None, 0x5a17, &s.bytes().map(u32::from).collect::<Vec<_>>()) | 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chained_and_salted() {
+        let a = page_hashes(&[1, 2, 3, 4, 5, 6, 7], 2, 0);
+        assert_eq!(a.len(), 3);
+        let b = page_hashes(&[9, 9, 3, 4], 2, 0);
+        assert_ne!(a[1], b[1], "same page tokens under a different parent differ");
+        assert_ne!(page_hashes(&[1, 2], 2, salt_of(Some("x")))[0], a[0]);
+        assert_eq!(page_hashes(&[1, 2], 2, 0)[0], a[0]);
+    }
+}

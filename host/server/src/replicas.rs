@@ -1,0 +1,67 @@
+//! The engine replicas of one server (data parallel: each has its own cache and scheduler)
+//! and the router that picks one per request from their load and cached prefixes.
+
+use crate::api::error::ApiError;
+use crate::engine_loop::EngineHandle;
+use crate::metrics::Metrics;
+use mlahost_core::{PrefixIndex, ReplicaLoad, RouteDecision, RouteRequest, Router};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+pub struct Replica {
+    pub engine: EngineHandle,
+    pub metrics: Arc<Metrics>,
+    /// The replica's cached page hashes, mirrored by its engine loop.
+    pub index: Arc<PrefixIndex>,
+}
+
+pub struct Replicas {
+    pub list: Vec<Replica>,
+    pub router: Box<dyn Router>,
+    pub page_size: usize,
+    pub prefix_caching: bool,
+}
+
+impl Replicas {
+    /// What the router sees of each replica for this prompt.
+    pub fn loads(&self, prompt: &[u32], salt: u64) -> Vec<ReplicaLoad> {
+        self.list
+            .iter()
+            .map(|r| {
+                let m = &r.metrics;
+                let total = m.pages_total.load(Relaxed) as usize;
+                let used = m.pages_used.load(Relaxed) as usize;
+                ReplicaLoad {
+                    waiting: m.waiting.load(Relaxed) as usize,
+                    running: m.running.load(Relaxed) as usize,
+                    free_pages: total.saturating_sub(used),
+                    cached_prefix_tokens: if self.prefix_caching {
+                        // Like the scheduler: the last prompt token is always computed.
+                        r.index.cached_prefix_tokens(&prompt[..prompt.len().saturating_sub(1)], self.page_size, salt)
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Picks the replica for a request.
+    pub fn route(&self, request: &RouteRequest<'_>, prompt: &[u32], salt: u64) -> Result<&Replica, ApiError> {
+        if self.list.len() == 1 {
+            return Ok(&self.list[0]);
+        }
+        match self.router.route(request, &self.loads(prompt, salt)) {
+            RouteDecision::Replica(i) => self.list.get(i).ok_or_else(|| ApiError::internal(format!("the router chose replica {i}, which does not exist"))),
+            RouteDecision::Reject(reason) => Err(ApiError::overloaded(format!("the router refused the request: {reason}"))),
+        }
+    }
+
+    pub fn metrics(&self) -> Vec<Arc<Metrics>> {
+        self.list.iter().map(|r| r.metrics.clone()).collect()
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.list.iter().all(|r| r.metrics.healthy())
+    }
+}
