@@ -778,11 +778,10 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
       o[4 * j + 3] *= al1;
     }
   };
-  // PV of the other WG's tile t (after its P is ready); `newer` wgmma groups may stay in flight
-  auto pv_other = [&](int t, bool qk_in_flight) {
+  // PV of the other WG's tile t once its P is ready (my QK, if any, ran during the wait)
+  auto pv_other = [&](int t) {
     named_bar_sync(3 + (t & 1), 256);
-    if (qk_in_flight) wgmma_wait<1>();
-    else wgmma_wait<0>();
+    wgmma_wait<0>();
     fence_acc128(o);
     const float al0 = sa_[(t & 1) * 64 + R0], al1 = sa_[(t & 1) * 64 + R1];
     lw0 *= al0;
@@ -816,8 +815,7 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
                            sw128_desc(sK + c * 8192 + kk * 32, 16, 1024), (c | kk) ? 1 : 0);
     wgmma_commit();
     if (u >= 1) {
-      pv_other(u - 1, true);
-      wgmma_wait<1>();  // S(u) done; PV(u-1) may still run
+      pv_other(u - 1);  // also completes S(u); PV(u-1) runs during the softmax below
     } else {
       wgmma_wait<0>();
     }
@@ -876,7 +874,7 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
     rescale(al0, al1);
     issue_pv(u);
   }
-  if (ntiles >= 1 && ((ntiles - 1) & 1) != wg) pv_other(ntiles - 1, false);
+  if (ntiles >= 1 && ((ntiles - 1) & 1) != wg) pv_other(ntiles - 1);
   wgmma_wait<0>();
   fence_acc128(o);
 

@@ -85,6 +85,16 @@ impl Server {
             .sum()
     }
 
+    /// A metric's value for one replica (`replica="i"` label).
+    pub fn metric_for(&self, name: &str, replica: usize) -> f64 {
+        let (_, text) = self.get("/metrics");
+        let label = format!("replica=\"{replica}\"");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Waits until a metric reaches `want` (gauges settle after the engine's next step).
     pub fn wait_metric(&self, name: &str, want: f64) {
         let deadline = Instant::now() + Duration::from_secs(20);
