@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn failures_and_slos_are_counted() {
         let good = Outcome { ok: true, prompt_tokens: 4, output_tokens: 3, ttft: Some(0.01), itl: vec![0.005, 0.005], e2e: 0.02, error: None };
-        let slow = Outcome { ttft: Some(0.5), ..good.clone() };
+        let slow = Outcome { ttft: Some(0.5), e2e: 0.51, ..good.clone() };
         let bad = Outcome { error: Some("HTTP 503: busy".into()), ..Default::default() };
         let s = summarize(&[good, slow, bad.clone(), bad], 2.0, 4, None, Some(100.0), None);
         assert_eq!((s.completed, s.failed), (2, 2));
