@@ -36,7 +36,6 @@ KERNELS = {
     "mma_r16_t32_s2": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 2), per_sm=2),
     "mma_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5), per_sm=1),
     "mma_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5), per_sm=1),
-    "wgmma_pp_r64": dict(rows=64, tile=64, smem=3 * 64 * D * 2 + 8192 + 3 * 64 * 4 + 1024, per_sm=1),
     "wgmma_r64": dict(rows=64, tile=64, smem=3 * 64 * D * 2 + 8192 + 3 * 64 * 4 + 1024, per_sm=1),
 }
 THREADS = 256
@@ -61,7 +60,7 @@ def plan_splits(seq_lens, rows_per_seq, rows_per_cta, per_sm, num_sms, force_chu
         return force_chunk, [max(1, -(-l // force_chunk)) for l in seq_lens]
     best = None
     seen = set()
-    max_ns = min(-(-max_len // 64), 4 * slots)
+    max_ns = min(-(-max_len // 64), 4 * slots, 1024)  # 1024 = MLA_MAX_SPLITS of the combine kernel
     for ns in range(1, max_ns + 1):
         chunk = -(-(-(-max_len // ns)) // 64) * 64
         if chunk in seen:
@@ -356,7 +355,7 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
         io = latent + qs[0].numel() * 2 + B * heads * DV * 2
         flops = B * heads * L * 2 * (D + DV)
         small = latent < 200e6
-        cands = ["mma_r16_t32_s2", "mma_r16_t32"] if heads == 16 else ["wgmma_pp_r64", "wgmma_r64"]
+        cands = ["mma_r16_t32_s2", "mma_r16_t32"] if heads == 16 else ["wgmma_r64"]
         cands = [k for k in cands if k in ENABLED] or ["mma_r16_t32"]
         res = {}
         for kname in cands:
@@ -394,8 +393,8 @@ def split_sweep(fns, num_sms, log):
     scale = 192 ** -0.5
     out = []
     for heads, B, L, kname in [(16, 64, 4096, "mma_r16_t32_s2"), (16, 128, 4096, "mma_r16_t32_s2"),
-                               (16, 1, 32768, "mma_r16_t32_s2"), (128, 1, 32768, "wgmma_pp_r64"),
-                               (128, 1, 4096, "wgmma_pp_r64"), (128, 64, 4096, "wgmma_pp_r64")]:
+                               (16, 1, 32768, "mma_r16_t32_s2"), (128, 1, 32768, "wgmma_r64"),
+                               (128, 1, 4096, "wgmma_r64"), (128, 64, 4096, "wgmma_r64")]:
         if kname not in ENABLED:
             continue
         P = L // 64
