@@ -5,7 +5,7 @@ use crate::api::error::ApiError;
 use crate::engine_loop::EngineHandle;
 use crate::metrics::Metrics;
 use mlahost_core::{PrefixIndex, ReplicaLoad, RouteDecision, RouteRequest, Router};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub struct Replica {
@@ -13,6 +13,26 @@ pub struct Replica {
     pub metrics: Arc<Metrics>,
     /// The replica's cached page hashes, mirrored by its engine loop.
     pub index: Arc<PrefixIndex>,
+    /// Requests routed here and not finished: the load the router sees at once, before the
+    /// engine loop has admitted them.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one routed request against its replica until dropped.
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Replica {
+    pub fn enter(&self) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.metrics.requests_routed.fetch_add(1, Relaxed);
+        InFlightGuard(self.in_flight.clone())
+    }
 }
 
 pub struct Replicas {
@@ -31,9 +51,12 @@ impl Replicas {
                 let m = &r.metrics;
                 let total = m.pages_total.load(Relaxed) as usize;
                 let used = m.pages_used.load(Relaxed) as usize;
+                let running = m.running.load(Relaxed) as usize;
+                // Routed but not yet admitted requests count as waiting.
+                let waiting = (m.waiting.load(Relaxed) as usize).max(r.in_flight.load(Relaxed).saturating_sub(running));
                 ReplicaLoad {
-                    waiting: m.waiting.load(Relaxed) as usize,
-                    running: m.running.load(Relaxed) as usize,
+                    waiting,
+                    running,
                     free_pages: total.saturating_sub(used),
                     cached_prefix_tokens: if self.prefix_caching {
                         // Like the scheduler: the last prompt token is always computed.

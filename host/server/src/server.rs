@@ -180,7 +180,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         scheduler.pages_mut().set_shared_index(index.clone());
         let metrics = Arc::new(Metrics::new(&name, replica));
         let (engine, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
-        list.push(Replica { engine, metrics, index });
+        list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);
     }
     let router: Box<dyn Router> = match cfg.router {

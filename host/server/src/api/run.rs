@@ -6,6 +6,7 @@ use super::stream::{stream_response, StreamKind, StreamOptions};
 use super::AppState;
 use crate::engine_loop::{EngineHandle, EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::http::Reply;
+use crate::replicas::InFlightGuard;
 use mlahost_core::RouteRequest;
 use std::sync::Arc;
 use mlahost_core::SeqId;
@@ -14,6 +15,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 /// The engine requests of one HTTP request; aborted if dropped before they finish.
 pub struct Submitted {
     handle: EngineHandle,
+    /// Keeps the request counted against its replica's load until it ends.
+    pub in_flight: Option<InFlightGuard>,
     ids: Vec<SeqId>,
     pub receivers: Vec<UnboundedReceiver<Event>>,
     done: Vec<bool>,
@@ -31,7 +34,7 @@ impl Drop for Submitted {
 
 /// Queues every choice; all accepted or a 503 (the accepted ones are aborted).
 pub async fn submit_all(handle: &EngineHandle, requests: Vec<EngineRequest>) -> Result<Submitted, ApiError> {
-    let mut sub = Submitted { handle: handle.clone(), ids: Vec::new(), receivers: Vec::new(), done: Vec::new() };
+    let mut sub = Submitted { handle: handle.clone(), in_flight: None, ids: Vec::new(), receivers: Vec::new(), done: Vec::new() };
     for r in requests {
         let (id, rx) = handle.submit(r);
         sub.ids.push(id);
@@ -145,8 +148,9 @@ pub async fn generate(
     let first = requests.first().ok_or_else(|| ApiError::internal("no choices to run"))?;
     let route = RouteRequest { tenant: None, prompt_tokens: first.prompt.len(), priority: first.priority, model: &state.served_model_name };
     let replica = state.replicas.route(&route, &first.prompt, first.salt)?;
-    replica.metrics.requests_routed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let sub = submit_all(&replica.engine, requests).await?;
+    let guard = replica.enter();
+    let mut sub = submit_all(&replica.engine, requests).await?;
+    sub.in_flight = Some(guard);
     if !common.stream {
         return Ok(Generated::Done(collect(sub).await?));
     }
