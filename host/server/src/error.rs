@@ -11,6 +11,8 @@ pub enum ServerError {
     Cache(#[from] mlahost_core::CoreError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Plugin(#[from] mlahost_plugins::PluginError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

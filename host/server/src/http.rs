@@ -48,7 +48,12 @@ pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Reque
     let method = req.method().clone();
     let result = match (method.clone(), path.as_str()) {
         (Method::GET, "/health") => Ok(health(&state)),
-        (Method::GET, "/metrics") => Ok(text(StatusCode::OK, crate::metrics::render(&state.replicas.metrics()), "text/plain; version=0.0.4")),
+        (Method::GET, "/metrics") => {
+            let mut body = crate::metrics::render(&state.replicas.metrics());
+            crate::metrics::render_plugins(&mut body, &state.plugins.plugins);
+            Ok(text(StatusCode::OK, body, "text/plain; version=0.0.4"))
+        }
+        (Method::POST, "/admin/plugins/reload") => Ok(reload_plugins(&state)),
         (Method::GET, "/v1/models") => Ok(json(StatusCode::OK, &state.models())),
         (Method::POST, "/v1/completions") => match read_json(req).await {
             Ok(body) => completions(state.clone(), body).await.map(|r| reply(r, guard)),
@@ -58,12 +63,28 @@ pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Reque
             Ok(body) => chat_completions(state.clone(), body).await.map(|r| reply(r, guard)),
             Err(e) => Err(e),
         },
-        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions") => {
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload") => {
             Err(ApiError { status: 405, ..ApiError::not_found(format!("method {method} is not allowed on {path}")) })
         }
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
     };
     Ok(result.unwrap_or_else(|e| error_response(&e)))
+}
+
+/// Recompiles every plugin from its file and swaps in the versions that start; requests in
+/// flight finish on the version they began with.
+fn reload_plugins(state: &AppState) -> Response<HttpBody> {
+    let results: Vec<Value> = state
+        .plugins
+        .reload(true)
+        .into_iter()
+        .map(|(name, r)| match r {
+            Ok(_) => serde_json::json!({"plugin": name, "reloaded": true}),
+            Err(e) => serde_json::json!({"plugin": name, "reloaded": false, "error": e.to_string()}),
+        })
+        .collect();
+    let ok = results.iter().all(|r| r["reloaded"] == true);
+    json(if ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY }, &serde_json::json!({"plugins": results}))
 }
 
 fn health(state: &AppState) -> Response<HttpBody> {

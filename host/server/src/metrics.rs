@@ -159,3 +159,35 @@ pub fn render(replicas: &[std::sync::Arc<Metrics>]) -> String {
     out
 
 }
+
+/// Per-plugin calls, traps, timeouts, fallbacks, reloads and call latency.
+pub fn render_plugins(out: &mut String, plugins: &[std::sync::Arc<mlahost_plugins::Plugin>]) {
+    if plugins.is_empty() {
+        return;
+    }
+    let label = |p: &mlahost_plugins::Plugin| format!("plugin=\"{}\",kind=\"{}\"", p.spec.name.replace('"', "'"), p.kind.as_str());
+    let counters: [(&str, &str, fn(&mlahost_plugins::PluginStats) -> u64); 5] = [
+        ("mlahost_plugin_calls_total", "Hook calls.", |s| s.calls.load(Relaxed)),
+        ("mlahost_plugin_traps_total", "Calls that trapped (the instance was re-created).", |s| s.traps.load(Relaxed)),
+        ("mlahost_plugin_timeouts_total", "Calls that overran their deadline.", |s| s.timeouts.load(Relaxed)),
+        ("mlahost_plugin_fallbacks_total", "Failed calls the native default decided (fail-open).", |s| s.fallbacks.load(Relaxed)),
+        ("mlahost_plugin_reloads_total", "Versions swapped in by hot reload.", |s| s.reloads.load(Relaxed)),
+    ];
+    for (name, help, read) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for p in plugins {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(p), read(&p.stats));
+        }
+    }
+    let name = "mlahost_plugin_call_latency_seconds";
+    let _ = writeln!(out, "# HELP {name} Hook call latency.\n# TYPE {name} histogram");
+    for p in plugins {
+        let (buckets, sum_us, count) = p.stats.latency();
+        for (b, c) in mlahost_plugins::LATENCY_BOUNDS_US.iter().zip(&buckets) {
+            let _ = writeln!(out, "{name}_bucket{{{},le=\"{}\"}} {c}", label(p), b / 1e6);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{},le=\"+Inf\"}} {count}", label(p));
+        let _ = writeln!(out, "{name}_sum{{{}}} {}", label(p), sum_us / 1e6);
+        let _ = writeln!(out, "{name}_count{{{}}} {count}", label(p));
+    }
+}

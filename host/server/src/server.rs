@@ -17,6 +17,7 @@ use crate::replicas::{Replica, Replicas};
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::{CacheGeometry, LoadedModel};
+use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -40,6 +41,10 @@ pub struct ServeConfig {
     /// Engine replicas in this process (data parallel), each with its own cache and scheduler.
     pub replicas: usize,
     pub router: RouterChoice,
+    /// WebAssembly plugins (`--plugin`), loaded before the model.
+    pub plugins: Vec<PluginSpec>,
+    /// How often plugin files are checked for a new version (None: no hot reload by file).
+    pub plugin_watch: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,6 +154,11 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         Some(d) => (d.clone(), d.display().to_string()),
         None => (default_model::materialize()?, default_model::NAME.to_string()),
     };
+    // Plugins first: a bad one refuses the start before the model is loaded.
+    let plugins = Arc::new(PluginHost::load(cfg.plugins.clone())?);
+    if let Some(every) = cfg.plugin_watch {
+        plugins.watch(every);
+    }
     let model = Arc::new(LoadedModel::load(&dir, None)?);
     let name = cfg.served_model_name.clone().unwrap_or(default_name);
     let c = &model.config;
@@ -178,16 +188,23 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         let mut scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
         let index = Arc::new(PrefixIndex::new());
         scheduler.pages_mut().set_shared_index(index.clone());
+        if let Some(p) = plugins.single(PluginKind::PrefixPolicy) {
+            scheduler.pages_mut().set_eviction_policy(Box::new(PluginEvictionPolicy { plugin: p }));
+        }
         let metrics = Arc::new(Metrics::new(&name, replica));
         let (engine, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
         list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);
     }
-    let router: Box<dyn Router> = match cfg.router {
+    let native: Box<dyn Router> = match cfg.router {
         RouterChoice::PrefixAware { abs_threshold, rel_factor } => Box::new(PrefixAwareRouter { abs_threshold, rel_factor }),
         RouterChoice::RoundRobin => Box::new(RoundRobinRouter::default()),
     };
+    let router: Box<dyn Router> = match plugins.single(PluginKind::Router) {
+        Some(plugin) => Box::new(PluginRouter { plugin, native }),
+        None => native,
+    };
     let replicas = Replicas { list, router, page_size: cfg.page_size, prefix_caching: cfg.scheduler.prefix_caching };
-    let state = AppState::new(replicas, model, name, max_model_len).map_err(ServerError::Config)?;
+    let state = AppState::new(replicas, plugins, model, name, max_model_len).map_err(ServerError::Config)?;
     Ok((Arc::new(state), threads))
 }

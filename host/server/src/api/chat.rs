@@ -3,7 +3,7 @@
 use super::completions::{choices, usage};
 use super::error::ApiError;
 use super::logprobs::chat_logprobs;
-use super::params::{finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
+use super::params::{attach_sampler, finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
 use super::run::{generate, Generated};
 use super::stream::StreamKind;
 use super::AppState;
@@ -17,6 +17,7 @@ pub async fn chat_completions(state: Arc<AppState>, body: Value) -> Result<Reply
     let f = Fields(obj);
     let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"])?;
     state.check_model(common.model.as_deref())?;
+    attach_sampler(&state, &f, &mut common)?;
     let top = match f.int("top_logprobs")? {
         None => 0,
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => k as usize,

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::logprobs::completion_logprobs;
-use super::params::{finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
+use super::params::{attach_sampler, finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
 use super::run::{generate, Generated};
 use super::stream::StreamKind;
 use super::AppState;
@@ -18,6 +18,7 @@ pub async fn completions(state: Arc<AppState>, body: Value) -> Result<Reply, Api
     let f = Fields(obj);
     let mut common = parse_common(&f, &["max_tokens"])?;
     state.check_model(common.model.as_deref())?;
+    attach_sampler(&state, &f, &mut common)?;
     common.request.logprobs = match f.int("logprobs")? {
         None => None,
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),

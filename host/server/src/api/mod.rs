@@ -1,5 +1,6 @@
 //! The OpenAI-compatible endpoints.
 
+pub mod admission;
 pub mod chat;
 pub mod completions;
 pub mod error;
@@ -12,22 +13,31 @@ use crate::chat_template::ChatTemplate;
 use crate::replicas::Replicas;
 use error::ApiError;
 use mlahost_engine::LoadedModel;
+use mlahost_plugins::PluginHost;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub struct AppState {
     pub replicas: Replicas,
+    pub plugins: Arc<PluginHost>,
     pub model: Arc<LoadedModel>,
     pub served_model_name: String,
     pub max_model_len: usize,
     pub chat_template: Option<ChatTemplate>,
     pub created: u64,
+    started: std::time::Instant,
     next_id: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(replicas: Replicas, model: Arc<LoadedModel>, served_model_name: String, max_model_len: usize) -> Result<Self, String> {
+    pub fn new(
+        replicas: Replicas,
+        plugins: Arc<PluginHost>,
+        model: Arc<LoadedModel>,
+        served_model_name: String,
+        max_model_len: usize,
+    ) -> Result<Self, String> {
         let tok = &model.tokenizer;
         let chat_template = tok
             .chat_template
@@ -35,11 +45,30 @@ impl AppState {
             .map(|t| ChatTemplate::new(t, tok.bos_token.as_deref(), tok.eos_token.as_deref()))
             .transpose()?;
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Ok(Self { replicas, model, served_model_name, max_model_len, chat_template, created, next_id: AtomicU64::new(1) })
+        Ok(Self {
+            replicas,
+            plugins,
+            model,
+            served_model_name,
+            max_model_len,
+            chat_template,
+            created,
+            started: std::time::Instant::now(),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     pub fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}-{:016x}{:08x}", self.created, self.next_id.fetch_add(1, Relaxed))
+        format!("{prefix}-{:016x}{:08x}", self.created, self.next_request_number())
+    }
+
+    pub fn next_request_number(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Milliseconds since the server started: the clock plugins are given.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// The request's `model` must name the served model (absent means the served one).

@@ -126,6 +126,7 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiE
             logprobs: None,
             priority,
             salt: mlahost_core::salt_of(f.str("cache_salt")?),
+            sampler: None,
         },
     })
 }
@@ -164,4 +165,20 @@ pub fn finish_request(
     req.prompt = prompt;
     req.max_tokens = max_tokens;
     Ok(req)
+}
+
+/// The request's `sampler` (a loaded sampler plugin's name) and its `sampler_config`.
+pub fn attach_sampler(state: &super::AppState, f: &Fields, common: &mut Common) -> Result<(), ApiError> {
+    let Some(name) = f.str("sampler")? else { return Ok(()) };
+    let plugin = state
+        .plugins
+        .sampler(name)
+        .ok_or_else(|| ApiError::invalid("sampler", format!("no sampler plugin named `{name}` is loaded")))?;
+    let config = match f.get("sampler_config") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    common.request.sampler = Some((plugin, config));
+    Ok(())
 }

@@ -137,22 +137,36 @@ pub enum Generated {
     Done(Vec<ChoiceResult>),
 }
 
-/// Runs the choices: as an event stream when the request streams, else to completion.
+/// Runs the choices: admission first, then routing, then as an event stream when the request
+/// streams, else to completion.
 pub async fn generate(
     state: &Arc<AppState>,
-    requests: Vec<EngineRequest>,
+    mut requests: Vec<EngineRequest>,
     common: &Common,
     kind: StreamKind,
     id: &str,
 ) -> Result<Generated, ApiError> {
     let first = requests.first().ok_or_else(|| ApiError::internal("no choices to run"))?;
-    let route = RouteRequest { tenant: None, prompt_tokens: first.prompt.len(), priority: first.priority, model: &state.served_model_name };
+    let prompt_tokens = distinct_prompt_tokens(&requests, common.n);
+    let max_tokens: usize = requests.iter().map(|r| r.max_tokens).sum();
+    let (ticket, priority) = super::admission::admit(state, prompt_tokens, max_tokens, first.priority)?;
+    for r in &mut requests {
+        r.priority = priority;
+    }
+    let first = &requests[0];
+    let route = RouteRequest { tenant: None, prompt_tokens: first.prompt.len(), priority, model: &state.served_model_name };
     let replica = state.replicas.route(&route, &first.prompt, first.salt)?;
     let guard = replica.enter();
     let mut sub = submit_all(&replica.engine, requests).await?;
     sub.in_flight = Some(guard);
     if !common.stream {
-        return Ok(Generated::Done(collect(sub).await?));
+        let results = collect(sub).await?;
+        if let Some(t) = ticket {
+            let completion = results.iter().map(|r| r.usage.completion_tokens).sum();
+            let reason = results.first().and_then(|r| r.finish).map_or("stop", |f| f.as_str());
+            t.settle(prompt_tokens, completion, reason);
+        }
+        return Ok(Generated::Done(results));
     }
     let opts = StreamOptions {
         kind,
@@ -162,5 +176,10 @@ pub async fn generate(
         logprobs: common.request.logprobs.is_some(),
         n: common.n,
     };
-    Ok(Generated::Streaming(stream_response(state.clone(), sub, opts)))
+    Ok(Generated::Streaming(stream_response(state.clone(), sub, opts, ticket)))
+}
+
+/// Prompt tokens of a request's choices, each prompt counted once (choices are prompt-major).
+fn distinct_prompt_tokens(requests: &[EngineRequest], n: usize) -> usize {
+    requests.iter().step_by(n.max(1)).map(|r| r.prompt.len()).sum()
 }

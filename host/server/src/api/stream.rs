@@ -3,6 +3,7 @@
 use super::completions::usage;
 use super::logprobs::{chat_logprobs, completion_logprobs};
 use super::run::{merge, ChoiceResult, Submitted};
+use super::admission::Ticket;
 use super::AppState;
 use crate::engine_loop::Event;
 use crate::http::Reply;
@@ -28,7 +29,7 @@ pub struct StreamOptions {
     pub n: usize,
 }
 
-pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions) -> Reply {
+pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions, mut ticket: Option<Ticket>) -> Reply {
     let n_choices = sub.receivers.len();
     let (tx, rx) = unbounded_channel::<Bytes>();
     let mut events = merge(sub);
@@ -59,6 +60,9 @@ pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions
             let Some((i, ev)) = next else { return };
             let (text, lp) = match ev {
                 Event::Token(t) => {
+                    if let Some(tk) = ticket.as_mut() {
+                        tk.completion_tokens += 1;
+                    }
                     let lp = opts.logprobs.then(|| match opts.kind {
                         StreamKind::Completion => {
                             completion_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text, results[i].text.len())
@@ -70,6 +74,7 @@ pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions
                 Event::TrailingText(t) => (t, None),
                 Event::Finished { reason, usage } => {
                     results[i].usage = usage;
+                    results[i].finish = Some(reason);
                     finished += 1;
                     let c = choice(opts.kind, i, "", None, Some(reason.as_str()), !started[i]);
                     if tx.send(chunk(vec![c], None)).is_err() {
@@ -95,12 +100,21 @@ pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions
                 return; // client gone: dropping `events` aborts the rest
             }
         }
+        if let Some(t) = ticket.take() {
+            let u = usage(&results, opts.n);
+            let (p, c) = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
+            t.settle(p as usize, c as usize, results_reason(&results));
+        }
         if opts.include_usage {
             let _ = tx.send(chunk(vec![], Some(usage(&results, opts.n))));
         }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
     });
     Reply::Sse(rx)
+}
+
+fn results_reason(results: &[ChoiceResult]) -> &'static str {
+    results.first().and_then(|r| r.finish).map_or("stop", |f| f.as_str())
 }
 
 fn choice(kind: StreamKind, index: usize, text: &str, logprobs: Option<Value>, finish: Option<&str>, first: bool) -> Value {

@@ -6,6 +6,7 @@ use super::request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::metrics::Metrics;
 use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, Rng};
 use mlahost_engine::Tokenizer;
+use mlahost_plugins::SampleDecision;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
@@ -29,15 +30,37 @@ impl Active {
         Self { request, events, rng, detok, arrived: Instant::now(), first_token: None, stopped_by_string: false, last_logprobs: None }
     }
 
-    /// Picks the next token from this sequence's logits row.
-    pub fn sample(&mut self, row: &[f32], tokens: &[u32], prompt_len: usize) -> u32 {
+    /// Picks the next token from this sequence's logits row, after a sampler plugin's
+    /// decision when the request chose one.
+    pub fn sample(&mut self, row: &[f32], tokens: &[u32], prompt_len: usize, plugin: Option<SampleDecision>) -> u32 {
         let p = &self.request.params;
-        let token = if p.has_penalties() {
-            let mut row = row.to_vec();
-            apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
-            sample(&row, p, &mut self.rng)
-        } else {
-            sample(row, p, &mut self.rng)
+        let token = match plugin {
+            Some(SampleDecision::Token(t)) => t,
+            Some(SampleDecision::Bias(biases)) => {
+                let mut row = row.to_vec();
+                for (id, b) in biases {
+                    row[id as usize] += b;
+                }
+                apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+                sample(&row, p, &mut self.rng)
+            }
+            Some(SampleDecision::Allow(bits)) if bits.iter().any(|w| *w != 0) => {
+                let mut row = row.to_vec();
+                for (i, l) in row.iter_mut().enumerate() {
+                    let allowed = bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1);
+                    if !allowed {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+                apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+                sample(&row, p, &mut self.rng)
+            }
+            _ if p.has_penalties() => {
+                let mut row = row.to_vec();
+                apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+                sample(&row, p, &mut self.rng)
+            }
+            _ => sample(row, p, &mut self.rng),
         };
         // Reported logprobs are the model's own distribution, before penalties and temperature.
         self.last_logprobs = self.request.logprobs.map(|k| {

@@ -11,7 +11,8 @@ pub use request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::metrics::Metrics;
 use active::Active;
 use mlahost_core::{Scheduler, SeqId, Sequence, StepPlan};
-use mlahost_engine::{Backend, LoadedModel, LogitsRequest, SeqChunk};
+use mlahost_engine::{Backend, LoadedModel, Logits, LogitsRequest, SeqChunk};
+use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -184,14 +185,23 @@ impl EngineLoop {
                 self.metrics.prompt_tokens.fetch_add(new_prompt as u64, Relaxed);
             }
         }
+        let mut decisions = self.plugin_decisions(&plan, &logits);
         let mut sampled = Vec::new();
         for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
+            let decision = match decisions.remove(&c.seq) {
+                Some(Err(message)) => {
+                    self.fail(c.seq, &message);
+                    continue;
+                }
+                Some(Ok(d)) => Some(d),
+                None => None,
+            };
             let (Some(row), Some(seq), Some(active)) =
                 (logits.last_of(i), self.scheduler.get(c.seq), self.active.get_mut(&c.seq))
             else {
                 continue;
             };
-            sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len())));
+            sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len(), decision)));
         }
         self.scheduler.commit(&plan, &sampled);
         for (id, token) in sampled {
@@ -207,13 +217,73 @@ impl EngineLoop {
         }
     }
 
+    /// Calls each sampler plugin once for all of this step's sequences that chose it.
+    /// Per sequence: a decision, or an error when the plugin failed and fails closed.
+    fn plugin_decisions(&self, plan: &StepPlan, logits: &Logits) -> HashMap<SeqId, Result<SampleDecision, String>> {
+        let mut groups: HashMap<String, (Arc<Plugin>, Vec<(usize, SeqId)>)> = HashMap::new();
+        for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
+            if let Some((plugin, _)) = self.active.get(&c.seq).and_then(|a| a.request.sampler.as_ref()) {
+                groups.entry(plugin.spec.name.clone()).or_insert_with(|| (plugin.clone(), Vec::new())).1.push((i, c.seq));
+            }
+        }
+        let mut out = HashMap::new();
+        for (_, (plugin, members)) in groups {
+            let seqs: Vec<SampleSeq> = members
+                .iter()
+                .filter_map(|&(i, id)| {
+                    let (seq, active, row) = (self.scheduler.get(id)?, self.active.get(&id)?, logits.last_of(i)?);
+                    let r = &active.request;
+                    Some(SampleSeq {
+                        request_id: id,
+                        params: SamplerParams {
+                            temperature: r.params.temperature,
+                            top_p: r.params.top_p,
+                            top_k: r.params.top_k as u32,
+                            seed: r.params.seed,
+                            max_tokens: r.max_tokens as u32,
+                            config: r.sampler.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+                        },
+                        prompt_len: seq.prompt_len() as u32,
+                        generated: seq.output(),
+                        logits: row,
+                    })
+                })
+                .collect();
+            match plugin.sample(&seqs) {
+                Ok(ds) => {
+                    for (s, d) in seqs.iter().zip(ds) {
+                        out.insert(s.request_id, Ok(d));
+                    }
+                }
+                Err(e) => {
+                    for s in &seqs {
+                        let fallback = match plugin.spec.failure_policy {
+                            FailurePolicy::Open => {
+                                plugin.stats.fallbacks.fetch_add(1, Relaxed);
+                                Ok(SampleDecision::Pass)
+                            }
+                            FailurePolicy::Closed => Err(format!("sampler plugin failed: {e}")),
+                        };
+                        out.insert(s.request_id, fallback);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends one request with an error event.
+    fn fail(&mut self, id: SeqId, message: &str) {
+        if let Some(a) = self.active.remove(&id) {
+            let _ = a.events.send(Event::Failed(message.to_string()));
+        }
+        self.scheduler.remove(id);
+    }
+
     fn fail_plan(&mut self, plan: &StepPlan, message: &str) {
         tracing::error!(error = message, "forward pass failed");
         for c in &plan.chunks {
-            if let Some(a) = self.active.remove(&c.seq) {
-                let _ = a.events.send(Event::Failed(message.to_string()));
-            }
-            self.scheduler.remove(c.seq);
+            self.fail(c.seq, message);
         }
     }
 

@@ -1,8 +1,10 @@
 //! What the HTTP side sends the engine loop, and what comes back per request.
 
 use mlahost_engine::sampling::SamplingParams;
+use mlahost_plugins::Plugin;
+use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineRequest {
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
@@ -15,6 +17,8 @@ pub struct EngineRequest {
     pub priority: i32,
     /// Prefix-cache salt: only requests with the same salt share cached pages.
     pub salt: u64,
+    /// A sampler plugin chosen by the request (`"sampler": name`), with its per-request config.
+    pub sampler: Option<(Arc<Plugin>, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

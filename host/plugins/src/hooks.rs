@@ -1,0 +1,234 @@
+//! Typed calls into each plugin kind, converting between the WIT types and plain Rust ones,
+//! and checking what comes back (sizes, indices) before the host trusts it.
+
+use crate::bindings::admission::exports::mlahost::plugin::admission as wit_admission;
+use crate::bindings::prefix_policy::exports::mlahost::plugin::prefix_policy as wit_policy;
+use crate::bindings::router::exports::mlahost::plugin::router as wit_router;
+use crate::bindings::sampler::exports::mlahost::plugin::sampler as wit_sampler;
+use crate::logits::LogitsRow;
+use crate::plugin::{clip, Bound, Plugin};
+use crate::PluginError;
+use mlahost_core::{EvictionCandidate, ReplicaLoad};
+use wasmtime::component::Resource;
+
+fn bad(p: &Plugin, hook: &'static str, message: impl Into<String>) -> PluginError {
+    PluginError::BadResult { plugin: p.spec.name.clone(), hook, message: message.into() }
+}
+
+fn wrong_kind() -> wasmtime::Error {
+    wasmtime::Error::msg("hook called on a plugin of another kind")
+}
+
+/// The sampling parameters a sampler plugin sees.
+#[derive(Debug, Clone, Default)]
+pub struct SamplerParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: u32,
+    pub seed: Option<u64>,
+    pub max_tokens: u32,
+    pub config: String,
+}
+
+pub struct SampleSeq<'a> {
+    pub request_id: u64,
+    pub params: SamplerParams,
+    pub prompt_len: u32,
+    pub generated: &'a [u32],
+    pub logits: &'a [f32],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleDecision {
+    Token(u32),
+    Bias(Vec<(u32, f32)>),
+    /// Bitset over the vocabulary of allowed tokens.
+    Allow(Vec<u64>),
+    Pass,
+}
+
+impl Plugin {
+    pub fn sample(&self, seqs: &[SampleSeq<'_>]) -> Result<Vec<SampleDecision>, PluginError> {
+        let decisions = self.call("sample", |store, bound| {
+            let Bound::Sampler(b) = bound else { return Err(wrong_kind()) };
+            let mut rows: Vec<Resource<LogitsRow>> = Vec::with_capacity(seqs.len());
+            for s in seqs {
+                rows.push(store.data_mut().table.push(LogitsRow { values: s.logits.to_vec() })?);
+            }
+            let step: Vec<wit_sampler::Sequence> = seqs
+                .iter()
+                .zip(&rows)
+                .map(|(s, row)| wit_sampler::Sequence {
+                    request_id: s.request_id,
+                    params: wit_sampler::Params {
+                        temperature: s.params.temperature,
+                        top_p: s.params.top_p,
+                        top_k: s.params.top_k,
+                        seed: s.params.seed,
+                        max_tokens: s.params.max_tokens,
+                        config: s.params.config.clone(),
+                    },
+                    prompt_len: s.prompt_len,
+                    generated: s.generated.to_vec(),
+                    logits: Resource::new_borrow(row.rep()),
+                })
+                .collect();
+            let out = b.mlahost_plugin_sampler().call_sample(&mut *store, &step);
+            for row in rows {
+                let _ = store.data_mut().table.delete(row);
+            }
+            out
+        })?;
+        let decisions = decisions.map_err(|m| bad(self, "sample", format!("returned an error: {}", clip(&m))))?;
+        if decisions.len() != seqs.len() {
+            return Err(bad(self, "sample", format!("{} decisions for {} sequences", decisions.len(), seqs.len())));
+        }
+        decisions
+            .into_iter()
+            .zip(seqs)
+            .map(|(d, s)| {
+                let vocab = s.logits.len() as u32;
+                Ok(match d {
+                    wit_sampler::Decision::Token(t) if t < vocab => SampleDecision::Token(t),
+                    wit_sampler::Decision::Token(t) => return Err(bad(self, "sample", format!("token {t} is outside the vocabulary"))),
+                    wit_sampler::Decision::Bias(list) => {
+                        if list.len() > vocab as usize || list.iter().any(|b| b.id >= vocab || b.bias.is_nan()) {
+                            return Err(bad(self, "sample", "bias list out of range"));
+                        }
+                        SampleDecision::Bias(list.into_iter().map(|b| (b.id, b.bias)).collect())
+                    }
+                    wit_sampler::Decision::Allow(bits) => {
+                        if bits.len() > vocab.div_ceil(64) as usize {
+                            return Err(bad(self, "sample", format!("allow bitset of {} words for a vocabulary of {vocab}", bits.len())));
+                        }
+                        SampleDecision::Allow(bits)
+                    }
+                    wit_sampler::Decision::Pass => SampleDecision::Pass,
+                })
+            })
+            .collect()
+    }
+
+    /// `Ok(Ok(i))` a replica, `Ok(Err(msg))` a rejection.
+    pub fn route(&self, tenant: Option<&str>, prompt_tokens: usize, priority: i32, model: &str, replicas: &[ReplicaLoad]) -> Result<Result<usize, String>, PluginError> {
+        let req = wit_router::RequestSummary {
+            tenant: tenant.map(str::to_string),
+            prompt_tokens: sat(prompt_tokens),
+            priority,
+            model: model.to_string(),
+        };
+        let states: Vec<wit_router::ReplicaState> = replicas
+            .iter()
+            .map(|r| wit_router::ReplicaState {
+                waiting: sat(r.waiting),
+                running: sat(r.running),
+                free_pages: sat(r.free_pages),
+                cached_prefix_tokens: sat(r.cached_prefix_tokens),
+            })
+            .collect();
+        let route = self.call("route", |store, bound| {
+            let Bound::Router(b) = bound else { return Err(wrong_kind()) };
+            b.mlahost_plugin_router().call_route(store, &req, &states)
+        })?;
+        match route {
+            wit_router::RouteDecision::Replica(i) if (i as usize) < replicas.len() => Ok(Ok(i as usize)),
+            wit_router::RouteDecision::Replica(i) => Err(bad(self, "route", format!("replica {i} of {}", replicas.len()))),
+            wit_router::RouteDecision::Reject(m) => Ok(Err(clip(&m))),
+        }
+    }
+
+    /// Eviction order and pins for the candidates (pages not among them are dropped).
+    pub fn decide_eviction(&self, candidates: &[EvictionCandidate], needed: usize) -> Result<(Vec<u32>, Vec<u32>), PluginError> {
+        let list: Vec<wit_policy::Candidate> = candidates
+            .iter()
+            .map(|c| wit_policy::Candidate {
+                page: c.page,
+                tenant: None,
+                salt: c.salt,
+                last_use: c.last_used,
+                hits: c.hits,
+                depth: c.depth,
+                pages: 1,
+            })
+            .collect();
+        let d = self.call("decide", |store, bound| {
+            let Bound::PrefixPolicy(b) = bound else { return Err(wrong_kind()) };
+            b.mlahost_plugin_prefix_policy().call_decide(store, &list, sat(needed))
+        })?;
+        if d.evict_order.len() > candidates.len() * 2 || d.pin.len() > candidates.len() * 2 {
+            return Err(bad(self, "decide", "more pages than candidates"));
+        }
+        Ok((d.evict_order, d.pin))
+    }
+
+    pub fn admit(&self, info: &AdmissionInfo) -> Result<AdmissionVerdict, PluginError> {
+        let req = wit_admission::RequestInfo {
+            request_id: info.request_id,
+            tenant: info.tenant.clone(),
+            key_id: info.key_id.clone(),
+            priority: info.priority,
+            prompt_tokens: sat(info.prompt_tokens),
+            max_tokens: sat(info.max_tokens),
+            model: info.model.clone(),
+            now_ms: info.now_ms,
+        };
+        let v = self.call("admit", |store, bound| {
+            let Bound::Admission(b) = bound else { return Err(wrong_kind()) };
+            b.mlahost_plugin_admission().call_admit(store, &req)
+        })?;
+        Ok(match v {
+            wit_admission::Verdict::Admit(p) => AdmissionVerdict::Admit { priority: p },
+            wit_admission::Verdict::Reject(r) => {
+                let status = if r.status == 403 { 403 } else { 429 };
+                AdmissionVerdict::Reject { status, message: clip(&r.message), retry_after_secs: r.retry_after_secs }
+            }
+        })
+    }
+
+    pub fn completed(&self, usage: &AdmissionUsage) -> Result<(), PluginError> {
+        let u = wit_admission::Usage {
+            request_id: usage.request_id,
+            tenant: usage.tenant.clone(),
+            prompt_tokens: sat(usage.prompt_tokens),
+            completion_tokens: sat(usage.completion_tokens),
+            finish_reason: usage.finish_reason.clone(),
+            now_ms: usage.now_ms,
+        };
+        self.call("completed", |store, bound| {
+            let Bound::Admission(b) = bound else { return Err(wrong_kind()) };
+            b.mlahost_plugin_admission().call_completed(store, &u)
+        })
+    }
+}
+
+fn sat(x: usize) -> u32 {
+    u32::try_from(x).unwrap_or(u32::MAX)
+}
+
+#[derive(Debug, Clone)]
+pub struct AdmissionInfo {
+    pub request_id: u64,
+    pub tenant: String,
+    pub key_id: Option<String>,
+    pub priority: i32,
+    pub prompt_tokens: usize,
+    pub max_tokens: usize,
+    pub model: String,
+    pub now_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmissionVerdict {
+    Admit { priority: i32 },
+    Reject { status: u16, message: String, retry_after_secs: Option<u32> },
+}
+
+#[derive(Debug, Clone)]
+pub struct AdmissionUsage {
+    pub request_id: u64,
+    pub tenant: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub finish_reason: String,
+    pub now_ms: u64,
+}
