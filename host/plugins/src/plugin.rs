@@ -199,6 +199,21 @@ impl Plugin {
         hook: &'static str,
         f: impl FnOnce(&mut Store<Sandbox>, &Bound) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        // WASI's synchronous host calls block on tokio: on a runtime worker thread they must
+        // first move off the async scheduler.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.call_here(hook, f))
+            }
+            _ => self.call_here(hook, f),
+        }
+    }
+
+    fn call_here<R>(
+        &self,
+        hook: &'static str,
+        f: impl FnOnce(&mut Store<Sandbox>, &Bound) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
         let mut v = self.lock();
         if let Err(e) = self.ensure_live(&mut v) {
             self.count_failure(&e);
@@ -250,6 +265,15 @@ impl Plugin {
     /// that the new version initializes, then swaps it in. Calls in flight finish first (they
     /// hold the lock); the old version stays when anything fails.
     pub fn reload(&self, force: bool) -> Result<bool, PluginError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.reload_here(force))
+            }
+            _ => self.reload_here(force),
+        }
+    }
+
+    fn reload_here(&self, force: bool) -> Result<bool, PluginError> {
         let stamp = file_stamp(&self.spec.path);
         if !force && stamp == self.lock().stamp {
             return Ok(false);

@@ -190,3 +190,37 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Builds the example and hostile plugins once per test binary (plugins/build.sh --hostile)
+/// and returns the plugins directory.
+pub fn plugins_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+            let out = Command::new("bash").arg(dir.join("build.sh")).arg("--hostile").output().expect("run plugins/build.sh");
+            assert!(out.status.success(), "plugins/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            dir
+        })
+        .clone()
+}
+
+pub fn plugin(name: &str) -> String {
+    plugins_dir().join(format!("{name}.wasm")).display().to_string()
+}
+
+pub fn hostile(name: &str) -> String {
+    plugins_dir().join("target/hostile").join(format!("{name}.wasm")).display().to_string()
+}
+
+/// Starts `mlahost serve` expecting it to refuse to start; returns its stderr.
+pub fn refuse_to_start(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlahost"))
+        .args(["serve", "--port", "0"])
+        .args(args)
+        .env("MLAHOST_LOG", "warn")
+        .output()
+        .expect("run mlahost");
+    assert!(!out.status.success(), "the server started");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
