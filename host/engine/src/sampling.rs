@@ -159,44 +159,57 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Draws the next token.
+/// Draws the next token. Linear in the vocabulary except for a nucleus (top-p) that needs
+/// more than the best 1024 candidates, which is sorted in full.
 pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
     if p.temperature == 0.0 || p.top_k == 1 {
         return argmax(logits);
     }
-    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
-    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    if p.top_k > 0 {
+    let inv_t = 1.0 / p.temperature;
+    let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)).collect();
+    if p.top_k > 0 && p.top_k < cand.len() {
+        cand.select_nth_unstable_by(p.top_k - 1, desc);
         cand.truncate(p.top_k);
     }
+    let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
     if p.min_p > 0.0 {
-        // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p), at this temperature.
-        let floor = cand[0].1 + p.min_p.ln();
+        // p_i >= min_p * p_max  <=>  scaled logit_i >= max + ln(min_p).
+        let floor = max + p.min_p.ln();
         cand.retain(|c| c.1 >= floor);
     }
-    let max = cand[0].1 as f64;
-    let mut probs: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|x| *x /= total);
+    let weight = |l: f32| ((l - max) as f64).exp();
     if p.top_p < 1.0 {
-        let mut cum = 0.0;
-        let keep = probs.iter().position(|&x| {
-            cum += x;
-            cum >= p.top_p as f64
-        });
-        let keep = keep.map_or(probs.len(), |i| i + 1);
-        probs.truncate(keep);
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= total);
-    }
-    let mut u = rng.next_f64();
-    for (i, &pr) in probs.iter().enumerate() {
-        if u < pr {
-            return cand[i].0;
+        let total: f64 = cand.iter().map(|c| weight(c.1)).sum();
+        const HEAD: usize = 1024;
+        let head_covers = cand.len() > HEAD && {
+            cand.select_nth_unstable_by(HEAD - 1, desc);
+            cand[..HEAD].iter().map(|c| weight(c.1)).sum::<f64>() >= p.top_p as f64 * total
+        };
+        if head_covers {
+            cand.truncate(HEAD);
         }
-        u -= pr;
+        cand.sort_by(desc);
+        let mut cum = 0.0;
+        let keep = cand
+            .iter()
+            .position(|c| {
+                cum += weight(c.1);
+                cum >= p.top_p as f64 * total
+            })
+            .map_or(cand.len(), |i| i + 1);
+        cand.truncate(keep);
     }
-    cand[probs.len() - 1].0
+    let total: f64 = cand.iter().map(|c| weight(c.1)).sum();
+    let mut u = rng.next_f64() * total;
+    for c in &cand {
+        let w = weight(c.1);
+        if u < w {
+            return c.0;
+        }
+        u -= w;
+    }
+    cand.last().map_or(0, |c| c.0)
 }
 
 #[cfg(test)]
@@ -224,6 +237,21 @@ mod tests {
         let p = SamplingParams { top_p: 0.5, ..Default::default() };
         let mut r = Rng::seeded(1);
         assert!((0..100).all(|_| sample(&logits, &p, &mut r) == 0));
+    }
+
+    #[test]
+    fn wide_nuclei_and_narrow_ones_over_a_large_vocabulary() {
+        // Uniform logits: the nucleus of 0.5 is the first half of the ids (ties go to lower ids).
+        let flat = vec![0.5f32; 5000];
+        let p = SamplingParams { top_p: 0.5, ..Default::default() };
+        let mut r = Rng::seeded(9);
+        let draws: Vec<u32> = (0..300).map(|_| sample(&flat, &p, &mut r)).collect();
+        assert!(draws.iter().all(|&t| t < 2500));
+        assert!(draws.iter().any(|&t| t > 1024), "beyond the 1024-candidate head");
+        // One dominant token: the head shortcut applies.
+        let mut peaked = vec![0.0f32; 5000];
+        peaked[4321] = 30.0;
+        assert!((0..50).all(|_| sample(&peaked, &SamplingParams { top_p: 0.9, ..Default::default() }, &mut r) == 4321));
     }
 
     #[test]

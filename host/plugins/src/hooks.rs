@@ -35,7 +35,9 @@ pub struct SampleSeq<'a> {
     pub params: SamplerParams,
     pub prompt_len: u32,
     pub generated: &'a [u32],
-    pub logits: &'a [f32],
+    /// The step's logits (all rows) and this sequence's row in them.
+    pub batch: &'a std::sync::Arc<Vec<f32>>,
+    pub row: std::ops::Range<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +55,7 @@ impl Plugin {
             let Bound::Sampler(b) = bound else { return Err(wrong_kind()) };
             let mut rows: Vec<Resource<LogitsRow>> = Vec::with_capacity(seqs.len());
             for s in seqs {
-                rows.push(store.data_mut().table.push(LogitsRow { values: s.logits.to_vec() })?);
+                rows.push(store.data_mut().table.push(LogitsRow { batch: s.batch.clone(), range: s.row.clone() })?);
             }
             let step: Vec<wit_sampler::Sequence> = seqs
                 .iter()
@@ -87,7 +89,7 @@ impl Plugin {
             .into_iter()
             .zip(seqs)
             .map(|(d, s)| {
-                let vocab = s.logits.len() as u32;
+                let vocab = s.row.len() as u32;
                 Ok(match d {
                     wit_sampler::Decision::Token(t) if t < vocab => SampleDecision::Token(t),
                     wit_sampler::Decision::Token(t) => return Err(bad(self, "sample", format!("token {t} is outside the vocabulary"))),

@@ -10,41 +10,49 @@ const MAX_TOP_K: u32 = 1024;
 const MAX_RANGE: u32 = 65536;
 const MAX_IDS: usize = 65536;
 
+/// One row of a step's logits, shared without copying: the whole batch behind an `Arc`.
 pub struct LogitsRow {
-    pub values: Vec<f32>,
+    pub batch: std::sync::Arc<Vec<f32>>,
+    pub range: std::ops::Range<usize>,
+}
+
+impl LogitsRow {
+    fn values(&self) -> &[f32] {
+        self.batch.get(self.range.clone()).unwrap_or(&[])
+    }
 }
 
 impl Host for Sandbox {}
 
 impl HostLogits for Sandbox {
     fn vocab_size(&mut self, row: Resource<LogitsRow>) -> u32 {
-        self.table.get(&row).map_or(0, |r| r.values.len() as u32)
+        self.table.get(&row).map_or(0, |r| r.values().len() as u32)
     }
 
     fn top_k(&mut self, row: Resource<LogitsRow>, k: u32) -> Vec<TokenLogit> {
         let Ok(r) = self.table.get(&row) else { return Vec::new() };
-        let top = mlahost_core_topk(&r.values, k.min(MAX_TOP_K) as usize);
-        top.into_iter().map(|id| TokenLogit { id, logit: r.values[id as usize] }).collect()
+        let top = mlahost_core_topk(r.values(), k.min(MAX_TOP_K) as usize);
+        top.into_iter().map(|id| TokenLogit { id, logit: r.values()[id as usize] }).collect()
     }
 
     fn read_range(&mut self, row: Resource<LogitsRow>, start: u32, len: u32) -> Vec<f32> {
         let Ok(r) = self.table.get(&row) else { return Vec::new() };
-        let start = (start as usize).min(r.values.len());
-        let end = start.saturating_add(len.min(MAX_RANGE) as usize).min(r.values.len());
-        r.values[start..end].to_vec()
+        let start = (start as usize).min(r.values().len());
+        let end = start.saturating_add(len.min(MAX_RANGE) as usize).min(r.values().len());
+        r.values()[start..end].to_vec()
     }
 
     fn argmax(&mut self, row: Resource<LogitsRow>) -> u32 {
-        self.table.get(&row).map_or(0, |r| mlahost_core_topk(&r.values, 1).first().copied().unwrap_or(0))
+        self.table.get(&row).map_or(0, |r| mlahost_core_topk(r.values(), 1).first().copied().unwrap_or(0))
     }
 
     fn logprobs(&mut self, row: Resource<LogitsRow>, ids: Vec<u32>) -> Vec<f32> {
         let Ok(r) = self.table.get(&row) else { return Vec::new() };
-        let max = r.values.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + r.values.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+        let max = r.values().iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max + r.values().iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
         ids.iter()
             .take(MAX_IDS)
-            .map(|&i| r.values.get(i as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - lse) as f32))
+            .map(|&i| r.values().get(i as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - lse) as f32))
             .collect()
     }
 

@@ -5,13 +5,15 @@
 mod active;
 mod detokenizer;
 mod request;
+mod step_logits;
 
 pub use request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
 
 use crate::metrics::Metrics;
 use active::Active;
 use mlahost_core::{Scheduler, SeqId, Sequence, StepPlan};
-use mlahost_engine::{Backend, LoadedModel, Logits, LogitsRequest, SeqChunk};
+use mlahost_engine::{Backend, LoadedModel, LogitsRequest, SeqChunk};
+use step_logits::StepLogits;
 use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -174,7 +176,7 @@ impl EngineLoop {
             self.backend.forward(&chunks)
         };
         let logits = match logits {
-            Ok(l) => l,
+            Ok(l) => StepLogits::from(l),
             Err(e) => return self.fail_plan(&plan, &e.to_string()),
         };
         for c in &plan.chunks {
@@ -219,7 +221,7 @@ impl EngineLoop {
 
     /// Calls each sampler plugin once for all of this step's sequences that chose it.
     /// Per sequence: a decision, or an error when the plugin failed and fails closed.
-    fn plugin_decisions(&self, plan: &StepPlan, logits: &Logits) -> HashMap<SeqId, Result<SampleDecision, String>> {
+    fn plugin_decisions(&self, plan: &StepPlan, logits: &StepLogits) -> HashMap<SeqId, Result<SampleDecision, String>> {
         let mut groups: HashMap<String, (Arc<Plugin>, Vec<(usize, SeqId)>)> = HashMap::new();
         for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
             if let Some((plugin, _)) = self.active.get(&c.seq).and_then(|a| a.request.sampler.as_ref()) {
@@ -231,7 +233,7 @@ impl EngineLoop {
             let seqs: Vec<SampleSeq> = members
                 .iter()
                 .filter_map(|&(i, id)| {
-                    let (seq, active, row) = (self.scheduler.get(id)?, self.active.get(&id)?, logits.last_of(i)?);
+                    let (seq, active, row) = (self.scheduler.get(id)?, self.active.get(&id)?, logits.last_range(i)?);
                     let r = &active.request;
                     Some(SampleSeq {
                         request_id: id,
@@ -245,7 +247,8 @@ impl EngineLoop {
                         },
                         prompt_len: seq.prompt_len() as u32,
                         generated: seq.output(),
-                        logits: row,
+                        batch: &logits.data,
+                        row,
                     })
                 })
                 .collect();
