@@ -6,6 +6,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Always this workspace's own target dir, whatever the caller's CARGO_TARGET_DIR says.
+export CARGO_TARGET_DIR="$here/target"
 target=wasm32-wasip2
 examples=(prefix_router tenant_quota pin_shared_prefixes no_repeat_ngram)
 hostile=(hostile_loop hostile_loop_router hostile_alloc hostile_init_trap hostile_hook_trap

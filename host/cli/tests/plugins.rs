@@ -226,3 +226,22 @@ fn hot_reload_swaps_versions_without_dropping_requests() {
     assert_eq!(server.post_raw("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}).to_string()).status, 503);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sdk_and_example_plugin_unit_tests_pass() {
+    // The plugin workspaces are separate (they target wasm32-wasip2); their pure-Rust unit
+    // tests run natively here so `cargo test --workspace` covers them.
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for manifest in ["sdk/Cargo.toml", "plugins/Cargo.toml"] {
+        let dir = root.join(manifest).parent().unwrap().to_path_buf();
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["test", "--manifest-path"])
+            .arg(root.join(manifest))
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .output()
+            .expect("run cargo");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{manifest}:\n{text}");
+        assert!(text.contains("test result: ok"), "{manifest} ran no test");
+    }
+}

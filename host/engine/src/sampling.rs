@@ -159,57 +159,67 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Draws the next token. Linear in the vocabulary except for a nucleus (top-p) that needs
-/// more than the best 1024 candidates, which is sorted in full.
+/// Draws the next token, in time linear in the vocabulary (expected): weights are computed
+/// once, top-k and the top-p nucleus are found by selection, not by sorting.
 pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
     if p.temperature == 0.0 || p.top_k == 1 {
         return argmax(logits);
     }
     let inv_t = 1.0 / p.temperature;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // (id, weight) with weight = exp((logit - max) / T), the unnormalized probability.
+    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())).collect();
     let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)).collect();
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.select_nth_unstable_by(p.top_k - 1, desc);
         cand.truncate(p.top_k);
     }
-    let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
     if p.min_p > 0.0 {
-        // p_i >= min_p * p_max  <=>  scaled logit_i >= max + ln(min_p).
-        let floor = max + p.min_p.ln();
-        cand.retain(|c| c.1 >= floor);
+        // The best weight is 1 (or the top-k's best); keep those at least min_p of it.
+        let best = cand.iter().map(|c| c.1).fold(0.0, f32::max);
+        cand.retain(|c| c.1 >= p.min_p * best);
     }
-    let weight = |l: f32| ((l - max) as f64).exp();
     if p.top_p < 1.0 {
-        let total: f64 = cand.iter().map(|c| weight(c.1)).sum();
-        const HEAD: usize = 1024;
-        let head_covers = cand.len() > HEAD && {
-            cand.select_nth_unstable_by(HEAD - 1, desc);
-            cand[..HEAD].iter().map(|c| weight(c.1)).sum::<f64>() >= p.top_p as f64 * total
-        };
-        if head_covers {
-            cand.truncate(HEAD);
-        }
-        cand.sort_by(desc);
-        let mut cum = 0.0;
-        let keep = cand
-            .iter()
-            .position(|c| {
-                cum += weight(c.1);
-                cum >= p.top_p as f64 * total
-            })
-            .map_or(cand.len(), |i| i + 1);
+        let total: f64 = cand.iter().map(|c| c.1 as f64).sum();
+        let keep = nucleus(&mut cand, p.top_p as f64 * total);
         cand.truncate(keep);
     }
-    let total: f64 = cand.iter().map(|c| weight(c.1)).sum();
+    let total: f64 = cand.iter().map(|c| c.1 as f64).sum();
     let mut u = rng.next_f64() * total;
     for c in &cand {
-        let w = weight(c.1);
-        if u < w {
+        if u < c.1 as f64 {
             return c.0;
         }
-        u -= w;
+        u -= c.1 as f64;
     }
     cand.last().map_or(0, |c| c.0)
+}
+
+/// Reorders `cand` so its first `k` entries are the smallest set of highest weights whose sum
+/// reaches `target`, and returns `k`. Quickselect on the cumulative weight.
+fn nucleus(cand: &mut [(u32, f32)], target: f64) -> usize {
+    let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let (mut lo, mut hi, mut acc) = (0usize, cand.len(), 0f64);
+    while hi - lo > 32 {
+        // Partition [lo, hi) around the median weight: the upper half goes first.
+        let mid = lo + (hi - lo) / 2;
+        cand[lo..hi].select_nth_unstable_by(mid - lo, desc);
+        let upper: f64 = cand[lo..mid].iter().map(|c| c.1 as f64).sum();
+        if acc + upper >= target {
+            hi = mid;
+        } else {
+            acc += upper;
+            lo = mid;
+        }
+    }
+    cand[lo..hi].sort_by(desc);
+    for (i, c) in cand[lo..hi].iter().enumerate() {
+        acc += c.1 as f64;
+        if acc >= target {
+            return lo + i + 1;
+        }
+    }
+    hi
 }
 
 #[cfg(test)]
