@@ -31,6 +31,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Generate a continuation of one prompt and print it.
     Generate(generate::GenerateArgs),
+    /// Print the hash of an API key for a tenants file (`sha256:<hex>`).
+    HashKey {
+        key: String,
+    },
     /// Benchmark an OpenAI-compatible server (mlahost, vLLM, SGLang) like vLLM's serving benchmark.
     Bench(bench::BenchArgs),
 }
@@ -52,6 +56,10 @@ fn main() -> std::process::ExitCode {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Bench(args)) => bench::run_bench(args),
+        Some(Command::HashKey { key }) => {
+            println!("{}", mlahost_server::tenants::hash_key(&key));
+            Ok(())
+        }
         None => serve::run(cli.serve),
     };
     match result {

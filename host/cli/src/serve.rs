@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// How often plugin files are checked for a new version, in ms (0: never).
     #[arg(long, default_value_t = 1000)]
     plugin_watch_ms: u64,
+    /// Tenants and their hashed API keys (TOML); requests then need `Authorization: Bearer KEY`.
+    #[arg(long)]
+    tenants: Option<PathBuf>,
+    /// Admit waiting requests in arrival order within a priority instead of by tenant fair share.
+    #[arg(long)]
+    no_fair_share: bool,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -131,11 +137,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_num_seqs: args.max_num_seqs,
             max_queued_requests: args.max_queued_requests,
             prefix_caching: !args.no_prefix_caching,
+            fair_share: !args.no_fair_share,
+            ..SchedulerConfig::default()
         },
         replicas: args.replicas,
         router,
         plugins,
         plugin_watch: (args.plugin_watch_ms > 0).then(|| Duration::from_millis(args.plugin_watch_ms)),
+        tenants: args.tenants,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(cfg, shutdown_signal()))?;

@@ -51,19 +51,27 @@ pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Reque
         (Method::GET, "/metrics") => {
             let mut body = crate::metrics::render(&state.replicas.metrics());
             crate::metrics::render_plugins(&mut body, &state.plugins.plugins);
+            state.tenant_stats.render(&mut body);
             Ok(text(StatusCode::OK, body, "text/plain; version=0.0.4"))
         }
         (Method::POST, "/admin/plugins/reload") => Ok(reload_plugins(&state)),
-        (Method::GET, "/v1/models") => Ok(json(StatusCode::OK, &state.models())),
-        (Method::POST, "/v1/completions") => match read_json(req).await {
-            Ok(body) => completions(state.clone(), body).await.map(|r| reply(r, guard)),
+        (Method::GET, "/v1/models") => authenticate(&state, &req).map(|_| json(StatusCode::OK, &state.models())),
+        (Method::POST, "/v1/completions") => match authenticate(&state, &req) {
+            Ok(tenant) => match read_json(req).await {
+                Ok(body) => completions(state.clone(), tenant, body).await.map(|r| reply(r, guard)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
-        (Method::POST, "/v1/chat/completions") => match read_json(req).await {
-            Ok(body) => chat_completions(state.clone(), body).await.map(|r| reply(r, guard)),
+        (Method::POST, "/v1/chat/completions") => match authenticate(&state, &req) {
+            Ok(tenant) => match read_json(req).await {
+                Ok(body) => chat_completions(state.clone(), tenant, body).await.map(|r| reply(r, guard)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
-        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload") => {
+        (Method::POST, "/admin/tenants/reload") => Ok(reload_tenants(&state)),
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload") => {
             Err(ApiError { status: 405, ..ApiError::not_found(format!("method {method} is not allowed on {path}")) })
         }
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
@@ -85,6 +93,18 @@ fn reload_plugins(state: &AppState) -> Response<HttpBody> {
         .collect();
     let ok = results.iter().all(|r| r["reloaded"] == true);
     json(if ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY }, &serde_json::json!({"plugins": results}))
+}
+
+fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<crate::tenants::Tenant, ApiError> {
+    state.tenant(req.headers().get("authorization").and_then(|v| v.to_str().ok()))
+}
+
+/// Re-reads the tenants file; the old table stays if the new one does not parse.
+fn reload_tenants(state: &AppState) -> Response<HttpBody> {
+    match crate::server::reload_tenants(state) {
+        Ok(n) => json(StatusCode::OK, &serde_json::json!({"tenants": n})),
+        Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"error": e})),
+    }
 }
 
 fn health(state: &AppState) -> Response<HttpBody> {

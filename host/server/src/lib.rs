@@ -10,6 +10,7 @@ mod http;
 pub mod metrics;
 pub mod replicas;
 mod server;
+pub mod tenants;
 
 pub use error::ServerError;
 pub use server::{serve, RouterChoice, ServeConfig};

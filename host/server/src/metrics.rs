@@ -11,7 +11,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
+    pub fn new(bounds: &'static [f64]) -> Self {
         Self { bounds, state: Mutex::new((vec![0; bounds.len() + 1], 0.0, 0)) }
     }
 
@@ -37,7 +37,7 @@ impl Histogram {
     }
 }
 
-const LATENCY_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0];
+pub const LATENCY_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0];
 
 /// One replica's metrics; /metrics renders every replica's, labelled `replica="i"`.
 pub struct Metrics {
@@ -189,5 +189,68 @@ pub fn render_plugins(out: &mut String, plugins: &[std::sync::Arc<mlahost_plugin
         let _ = writeln!(out, "{name}_bucket{{{},le=\"+Inf\"}} {count}", label(p));
         let _ = writeln!(out, "{name}_sum{{{}}} {}", label(p), sum_us / 1e6);
         let _ = writeln!(out, "{name}_count{{{}}} {count}", label(p));
+    }
+}
+
+/// Per-tenant figures, labelled by tenant id (never by key).
+pub struct TenantStats {
+    pub requests: AtomicU64,
+    pub rejected: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generation_tokens: AtomicU64,
+    /// From arrival to the first scheduled chunk.
+    pub queue_time: Histogram,
+    pub ttft: Histogram,
+}
+
+impl Default for TenantStats {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            generation_tokens: AtomicU64::new(0),
+            queue_time: Histogram::new(LATENCY_BOUNDS),
+            ttft: Histogram::new(LATENCY_BOUNDS),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct TenantRegistry {
+    stats: std::sync::RwLock<std::collections::BTreeMap<String, std::sync::Arc<TenantStats>>>,
+}
+
+impl TenantRegistry {
+    pub fn get(&self, tenant: &str) -> std::sync::Arc<TenantStats> {
+        if let Some(s) = self.stats.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            return s.clone();
+        }
+        self.stats.write().unwrap_or_else(|p| p.into_inner()).entry(tenant.to_string()).or_default().clone()
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let stats = self.stats.read().unwrap_or_else(|p| p.into_inner());
+        let counters: [(&str, &str, fn(&TenantStats) -> u64); 4] = [
+            ("mlahost_tenant_requests_total", "Requests admitted, by tenant.", |s| s.requests.load(Relaxed)),
+            ("mlahost_tenant_rejections_total", "Requests refused (quota, limits, admission), by tenant.", |s| s.rejected.load(Relaxed)),
+            ("mlahost_tenant_prompt_tokens_total", "Prompt tokens of finished requests, by tenant.", |s| s.prompt_tokens.load(Relaxed)),
+            ("mlahost_tenant_generation_tokens_total", "Generated tokens of finished requests, by tenant.", |s| s.generation_tokens.load(Relaxed)),
+        ];
+        for (name, help, read) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (t, s) in stats.iter() {
+                let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {}", t.replace('"', "'"), read(s));
+            }
+        }
+        for (name, help, get) in [
+            ("mlahost_tenant_queue_time_seconds", "Time from arrival to the first scheduled chunk, by tenant.", (|s: &TenantStats| &s.queue_time) as fn(&TenantStats) -> &Histogram),
+            ("mlahost_tenant_time_to_first_token_seconds", "Time to first token, by tenant.", |s: &TenantStats| &s.ttft),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (t, s) in stats.iter() {
+                get(s).render_series(out, name, &format!("tenant=\"{}\"", t.replace('"', "'")));
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use crate::replicas::{Replica, Replicas};
+use crate::tenants::Tenants;
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::{CacheGeometry, LoadedModel};
@@ -45,6 +46,8 @@ pub struct ServeConfig {
     pub plugins: Vec<PluginSpec>,
     /// How often plugin files are checked for a new version (None: no hot reload by file).
     pub plugin_watch: Option<Duration>,
+    /// Tenants and their API keys (`--tenants`); without it every request is one default tenant.
+    pub tenants: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -159,6 +162,10 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     if let Some(every) = cfg.plugin_watch {
         plugins.watch(every);
     }
+    let tenants = match &cfg.tenants {
+        Some(path) => Some(Arc::new(Tenants::load(path).map_err(ServerError::Config)?)),
+        None => None,
+    };
     let model = Arc::new(LoadedModel::load(&dir, None)?);
     let name = cfg.served_model_name.clone().unwrap_or(default_name);
     let c = &model.config;
@@ -205,6 +212,44 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         None => native,
     };
     let replicas = Replicas { list, router, page_size: cfg.page_size, prefix_caching: cfg.scheduler.prefix_caching };
-    let state = AppState::new(replicas, plugins, model, name, max_model_len).map_err(ServerError::Config)?;
-    Ok((Arc::new(state), threads))
+    let watch_tenants = tenants.is_some();
+    let state = Arc::new(AppState::new(replicas, plugins, tenants, model, name, max_model_len).map_err(ServerError::Config)?);
+    if watch_tenants {
+        watch_tenants_file(&state);
+    }
+    Ok((state, threads))
+}
+
+/// Re-reads the tenants file; the current table stays when the new one is invalid.
+pub fn reload_tenants(state: &AppState) -> Result<usize, String> {
+    let path = match state.tenants.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(t) => t.path.clone(),
+        None => return Err("the server runs without --tenants".into()),
+    };
+    let fresh = Tenants::load(&path)?;
+    let n = fresh.ids().len();
+    *state.tenants.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fresh));
+    tracing::info!(tenants = n, "tenants reloaded");
+    Ok(n)
+}
+
+/// Reloads the tenants file when it changes (checked every second).
+fn watch_tenants_file(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    let stamp = |s: &AppState| {
+        let path = s.tenants.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.path.clone());
+        path.and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(state);
+    let _ = std::thread::Builder::new().name("tenants-watch".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(state) = weak.upgrade() else { return };
+        let now = stamp(&state);
+        if now != last {
+            last = now;
+            if let Err(e) = reload_tenants(&state) {
+                tracing::error!(error = %e, "tenants file reload failed; keeping the current tenants");
+            }
+        }
+    });
 }

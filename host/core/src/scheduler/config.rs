@@ -1,5 +1,5 @@
 /// Limits of one replica's scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SchedulerConfig {
     /// Tokens one forward pass may process (prefill chunks plus decodes).
     pub max_num_batched_tokens: usize,
@@ -9,10 +9,21 @@ pub struct SchedulerConfig {
     pub max_queued_requests: usize,
     /// Reuse cached full pages of earlier prompts (and outputs) with the same prefix and salt.
     pub prefix_caching: bool,
+    /// Within a priority, admit the least-served tenant first (virtual token counters).
+    pub fair_share: bool,
+    /// What one generated token costs a tenant's counter; a prompt token costs 1.
+    pub output_token_weight: f64,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_num_batched_tokens: 2048, max_num_seqs: 256, max_queued_requests: 1024, prefix_caching: true }
+        Self {
+            max_num_batched_tokens: 2048,
+            max_num_seqs: 256,
+            max_queued_requests: 1024,
+            prefix_caching: true,
+            fair_share: true,
+            output_token_weight: 2.0,
+        }
     }
 }

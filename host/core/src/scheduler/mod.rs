@@ -61,6 +61,8 @@ pub struct Scheduler {
     preemptions: u64,
     prefix_queried: u64,
     prefix_hits: u64,
+    /// Virtual tokens served per tenant (fair scheduling).
+    counters: HashMap<u32, f64>,
 }
 
 impl Scheduler {
@@ -78,6 +80,7 @@ impl Scheduler {
             preemptions: 0,
             prefix_queried: 0,
             prefix_hits: 0,
+            counters: HashMap::new(),
         })
     }
 
@@ -99,6 +102,7 @@ impl Scheduler {
         seq.arrival = self.next_arrival;
         self.next_arrival += 1;
         seq.status = SeqStatus::Waiting;
+        self.lift_if_newly_backlogged(seq.tenant);
         let id = seq.id;
         self.seqs.insert(id, seq);
         self.enqueue_waiting(id);
@@ -164,7 +168,8 @@ impl Scheduler {
             && self.running.len() < self.cfg.max_num_seqs
             && !self.waiting.is_empty()
         {
-            let id = self.waiting[0];
+            let at = self.next_waiting();
+            let id = self.waiting[at];
             if self.cfg.prefix_caching && self.seqs[&id].num_computed == 0 {
                 self.match_prefix(id);
             }
@@ -174,9 +179,14 @@ impl Scheduler {
                 self.unmatch_prefix(id);
                 break;
             }
-            self.waiting.remove(0);
+            self.waiting.remove(at);
             let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
             seq.status = SeqStatus::Running;
+            if !seq.charged {
+                // Prompt tokens are charged once, at admission.
+                seq.charged = true;
+                *self.counters.entry(seq.tenant).or_insert(0.0) += seq.prompt_len as f64;
+            }
             self.running.push(id);
             plan.chunks.push(self.chunk(id, len));
             budget -= len;
@@ -201,6 +211,7 @@ impl Scheduler {
             if let Some(seq) = self.seqs.get_mut(&id) {
                 if seq.status == SeqStatus::Running && seq.pending() == 0 {
                     seq.tokens.push(token);
+                    *self.counters.entry(seq.tenant).or_insert(0.0) += self.cfg.output_token_weight;
                 }
             }
         }
@@ -213,6 +224,45 @@ impl Scheduler {
         self.running.retain(|&r| r != id);
         seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
         Some(seq)
+    }
+
+    /// A tenant's virtual token counter (prompt tokens + weighted output tokens served).
+    pub fn tenant_counter(&self, tenant: u32) -> f64 {
+        self.counters.get(&tenant).copied().unwrap_or(0.0)
+    }
+
+    /// Index in `waiting` of the next sequence to admit: the highest priority first; within
+    /// it, with fair share, the tenant with the smallest counter, then arrival order.
+    fn next_waiting(&self) -> usize {
+        if !self.cfg.fair_share {
+            return 0;
+        }
+        let top = self.seqs[&self.waiting[0]].priority;
+        let mut best = 0;
+        for (i, id) in self.waiting.iter().enumerate() {
+            let s = &self.seqs[id];
+            if s.priority != top {
+                break; // `waiting` is sorted by priority first
+            }
+            let b = &self.seqs[&self.waiting[best]];
+            let (cs, cb) = (self.tenant_counter(s.tenant), self.tenant_counter(b.tenant));
+            if cs < cb || (cs == cb && s.arrival < b.arrival) {
+                best = i;
+            }
+        }
+        best
+    }
+
+    /// A tenant with nothing waiting or running that gets a request is lifted to the smallest
+    /// counter among the active tenants, so idle time does not bank credit.
+    fn lift_if_newly_backlogged(&mut self, tenant: u32) {
+        let active: Vec<u32> = self.waiting.iter().chain(&self.running).map(|id| self.seqs[id].tenant).collect();
+        if active.contains(&tenant) || active.is_empty() {
+            return;
+        }
+        let floor = active.iter().map(|t| self.tenant_counter(*t)).fold(f64::INFINITY, f64::min);
+        let c = self.counters.entry(tenant).or_insert(0.0);
+        *c = c.max(floor);
     }
 
     /// Reuses the longest run of cached pages at the start of a fresh sequence. At least the

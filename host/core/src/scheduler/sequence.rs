@@ -28,6 +28,10 @@ pub struct Sequence {
     pub(crate) salt: u64,
     /// Chained hashes of the leading full pages already matched or registered in the cache.
     pub(crate) page_hashes: Vec<u64>,
+    /// The tenant, for fair scheduling (0 without tenants).
+    pub(crate) tenant: u32,
+    /// Whether the prompt was charged to the tenant's counter (once, even if preempted).
+    pub(crate) charged: bool,
 }
 
 impl Sequence {
@@ -44,7 +48,19 @@ impl Sequence {
             preemptions: 0,
             salt: 0,
             page_hashes: Vec::new(),
+            tenant: 0,
+            charged: false,
         }
+    }
+
+    /// Sets the tenant whose fair share this sequence draws on.
+    pub fn with_tenant(mut self, tenant: u32) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    pub fn tenant(&self) -> u32 {
+        self.tenant
     }
 
     /// Sets the prefix-cache salt (from the tenant or the request's `cache_salt`).

@@ -1,7 +1,7 @@
 use super::*;
 
 fn sched(pages: usize, page_size: usize, budget: usize, max_seqs: usize, queue: usize) -> Scheduler {
-    let cfg = SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: max_seqs, max_queued_requests: queue, prefix_caching: true };
+    let cfg = SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: max_seqs, max_queued_requests: queue, ..SchedulerConfig::default() };
     Scheduler::new(cfg, BlockAllocator::new(pages, page_size).unwrap()).unwrap()
 }
 
@@ -221,4 +221,91 @@ fn cached_pages_are_evicted_under_pressure_and_in_use_pages_never_are() {
     assert_eq!(out.len(), 3);
     assert!(s.stats().prefix_evictions > 0);
     assert_eq!(s.stats().pages_used, 0);
+}
+
+#[test]
+fn a_light_tenant_is_served_promptly_beside_a_flooding_one() {
+    // One running sequence at a time; tenant 1 queues 50 long requests, tenant 2 sends one
+    // short request at a time.
+    let mut s = sched(4096, 16, 4096, 1, 1024);
+    for i in 0..50 {
+        s.add(Sequence::new(i, (0..200).collect(), 0).with_tenant(1), 210).unwrap();
+    }
+    let mut light_waits = Vec::new();
+    let mut heavy_done = 0;
+    let mut next_light = 1000;
+    let mut light_sent_at: Option<usize> = None;
+    for step_no in 0..3000 {
+        if light_sent_at.is_none() {
+            s.add(Sequence::new(next_light, (0..8).collect(), 0).with_tenant(2), 12).unwrap();
+            light_sent_at = Some(step_no);
+        }
+        let plan = s.schedule();
+        let sampled: Vec<(SeqId, u32)> = plan.chunks.iter().filter(|c| c.samples).map(|c| (c.seq, 1)).collect();
+        s.commit(&plan, &sampled);
+        for &(id, _) in &sampled {
+            let seq = s.get(id).unwrap();
+            let limit = if seq.tenant() == 1 { 4 } else { 2 };
+            if seq.output().len() >= limit {
+                if id >= 1000 {
+                    light_waits.push(step_no - light_sent_at.take().unwrap());
+                    next_light += 1;
+                } else {
+                    heavy_done += 1;
+                }
+                s.remove(id);
+            }
+        }
+        if heavy_done == 50 {
+            break;
+        }
+    }
+    assert_eq!(heavy_done, 50, "the flooding tenant is not starved");
+    assert!(light_waits.len() > 10);
+    // Each short request waits at most for the one heavy request running when it arrived:
+    // 1 prefill step + 4 decode steps, plus its own 2.
+    assert!(light_waits.iter().all(|&w| w <= 8), "{light_waits:?}");
+    // Without fairness the first short request waits behind all 50 long ones.
+    let mut fifo = Scheduler::new(
+        SchedulerConfig { max_num_seqs: 1, max_num_batched_tokens: 4096, fair_share: false, ..SchedulerConfig::default() },
+        BlockAllocator::new(4096, 16).unwrap(),
+    )
+    .unwrap();
+    for i in 0..50 {
+        fifo.add(Sequence::new(i, (0..200).collect(), 0).with_tenant(1), 210).unwrap();
+    }
+    fifo.add(Sequence::new(1000, (0..8).collect(), 0).with_tenant(2), 12).unwrap();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        let plan = fifo.schedule();
+        if plan.chunks.iter().any(|c| c.seq == 1000) {
+            break;
+        }
+        let sampled: Vec<(SeqId, u32)> = plan.chunks.iter().filter(|c| c.samples).map(|c| (c.seq, 1)).collect();
+        fifo.commit(&plan, &sampled);
+        for &(id, _) in &sampled {
+            if fifo.get(id).unwrap().output().len() >= 4 {
+                fifo.remove(id);
+            }
+        }
+    }
+    assert!(steps > 200, "FIFO makes it wait for all 50 ({steps} steps)");
+}
+
+#[test]
+fn counters_charge_prompts_once_and_outputs_weighted_and_lift_idle_tenants() {
+    let mut s = sched(256, 4, 256, 8, 64);
+    s.add(Sequence::new(1, (0..10).collect(), 0).with_tenant(1), 20).unwrap();
+    let plan = s.schedule();
+    s.commit(&plan, &[(1, 7)]);
+    assert_eq!(s.tenant_counter(1), 10.0 + 2.0);
+    // Tenant 2 arrives while tenant 1 is active: lifted to tenant 1's counter.
+    s.add(Sequence::new(2, (0..3).collect(), 0).with_tenant(2), 8).unwrap();
+    assert_eq!(s.tenant_counter(2), 12.0);
+    // Priorities come before fairness.
+    s.add(Sequence::new(3, (0..3).collect(), 5).with_tenant(1), 8).unwrap();
+    let plan = s.schedule();
+    let order: Vec<SeqId> = plan.chunks.iter().map(|c| c.seq).collect();
+    assert_eq!(order, vec![1, 3, 2]);
 }

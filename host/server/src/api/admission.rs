@@ -3,6 +3,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::tenants::Tenant;
 use mlahost_plugins::{AdmissionInfo, AdmissionUsage, AdmissionVerdict, FailurePolicy, Plugin};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -52,14 +53,21 @@ impl Drop for Ticket {
 
 /// Asks the admission plugin (if any). Returns the ticket to settle and the priority to run
 /// at; a rejection becomes a 429/403 with Retry-After.
-pub fn admit(state: &Arc<AppState>, prompt_tokens: usize, max_tokens: usize, priority: i32) -> Result<(Option<Ticket>, i32), ApiError> {
+pub fn admit(
+    state: &Arc<AppState>,
+    tenant: &Tenant,
+    prompt_tokens: usize,
+    max_tokens: usize,
+    priority: i32,
+) -> Result<(Option<Ticket>, i32), ApiError> {
     let Some(plugin) = state.plugins.single(mlahost_plugins::PluginKind::Admission) else { return Ok((None, priority)) };
     let request_id = state.next_request_number();
-    let tenant = "default".to_string();
+    let key_id = tenant.key_id.clone();
+    let tenant = tenant.config.id.clone();
     let info = AdmissionInfo {
         request_id,
         tenant: tenant.clone(),
-        key_id: None,
+        key_id,
         priority,
         prompt_tokens,
         max_tokens,

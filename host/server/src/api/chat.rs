@@ -9,10 +9,11 @@ use super::stream::StreamKind;
 use super::AppState;
 use crate::chat_template::normalize_messages;
 use crate::http::Reply;
+use crate::tenants::Tenant;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub async fn chat_completions(state: Arc<AppState>, body: Value) -> Result<Reply, ApiError> {
+pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> Result<Reply, ApiError> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     let f = Fields(obj);
     let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"])?;
@@ -29,7 +30,7 @@ pub async fn chat_completions(state: Arc<AppState>, body: Value) -> Result<Reply
     let req = finish_request(&common, prompt, state.model.config.vocab_size, state.max_model_len, max_default)?;
     let requests = choices(&req, common.n);
     let id = state.next_id("chatcmpl");
-    let results = match generate(&state, requests, &common, StreamKind::Chat, &id).await? {
+    let results = match generate(&state, &tenant, requests, &common, StreamKind::Chat, &id).await? {
         Generated::Streaming(reply) => return Ok(reply),
         Generated::Done(results) => results,
     };

@@ -8,12 +8,13 @@ use super::stream::StreamKind;
 use super::AppState;
 use crate::engine_loop::EngineRequest;
 use crate::http::Reply;
+use crate::tenants::Tenant;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 const DEFAULT_MAX_TOKENS: usize = 16;
 
-pub async fn completions(state: Arc<AppState>, body: Value) -> Result<Reply, ApiError> {
+pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> Result<Reply, ApiError> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     let f = Fields(obj);
     let mut common = parse_common(&f, &["max_tokens"])?;
@@ -31,7 +32,7 @@ pub async fn completions(state: Arc<AppState>, body: Value) -> Result<Reply, Api
         requests.extend(choices(&req, common.n));
     }
     let id = state.next_id("cmpl");
-    let results = match generate(&state, requests, &common, StreamKind::Completion, &id).await? {
+    let results = match generate(&state, &tenant, requests, &common, StreamKind::Completion, &id).await? {
         Generated::Streaming(reply) => return Ok(reply),
         Generated::Done(results) => results,
     };

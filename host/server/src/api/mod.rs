@@ -13,6 +13,8 @@ use crate::chat_template::ChatTemplate;
 use crate::replicas::Replicas;
 use error::ApiError;
 use mlahost_engine::LoadedModel;
+use crate::metrics::TenantRegistry;
+use crate::tenants::{Tenant, Tenants};
 use mlahost_plugins::PluginHost;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,6 +23,11 @@ use std::sync::Arc;
 pub struct AppState {
     pub replicas: Replicas,
     pub plugins: Arc<PluginHost>,
+    /// Tenants and their keys (None: every request is the default tenant).
+    pub tenants: std::sync::RwLock<Option<Arc<Tenants>>>,
+    /// Requests in flight and their prompt + max_tokens, per tenant (static limits).
+    pub tenant_load: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
+    pub tenant_stats: TenantRegistry,
     pub model: Arc<LoadedModel>,
     pub served_model_name: String,
     pub max_model_len: usize,
@@ -34,6 +41,7 @@ impl AppState {
     pub fn new(
         replicas: Replicas,
         plugins: Arc<PluginHost>,
+        tenants: Option<Arc<Tenants>>,
         model: Arc<LoadedModel>,
         served_model_name: String,
         max_model_len: usize,
@@ -48,6 +56,9 @@ impl AppState {
         Ok(Self {
             replicas,
             plugins,
+            tenants: std::sync::RwLock::new(tenants),
+            tenant_load: Default::default(),
+            tenant_stats: TenantRegistry::default(),
             model,
             served_model_name,
             max_model_len,
@@ -64,6 +75,14 @@ impl AppState {
 
     pub fn next_request_number(&self) -> u64 {
         self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// The request's tenant: from its API key when tenants are configured (401 otherwise).
+    pub fn tenant(&self, authorization: Option<&str>) -> Result<Tenant, ApiError> {
+        match self.tenants.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            None => Ok(Tenant::default_tenant()),
+            Some(t) => t.authenticate(authorization),
+        }
     }
 
     /// Milliseconds since the server started: the clock plugins are given.

@@ -50,6 +50,8 @@ pub struct Common {
     pub request: EngineRequest,
     /// max_tokens as given (None: fill up to the model length, capped by the default).
     pub max_tokens: Option<usize>,
+    /// The request's `cache_salt`, combined with the tenant's.
+    pub cache_salt: Option<String>,
 }
 
 pub const MAX_N: usize = 16;
@@ -125,9 +127,12 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiE
             ignore_eos: f.bool_or("ignore_eos", false)?,
             logprobs: None,
             priority,
-            salt: mlahost_core::salt_of(f.str("cache_salt")?),
+            salt: 0,
             sampler: None,
+            tenant: 0,
+            tenant_stats: None,
         },
+        cache_salt: f.str("cache_salt")?.map(str::to_string),
     })
 }
 

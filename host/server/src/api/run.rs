@@ -7,6 +7,7 @@ use super::AppState;
 use crate::engine_loop::{EngineHandle, EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::http::Reply;
 use crate::replicas::InFlightGuard;
+use crate::tenants::Tenant;
 use mlahost_core::RouteRequest;
 use std::sync::Arc;
 use mlahost_core::SeqId;
@@ -17,6 +18,8 @@ pub struct Submitted {
     handle: EngineHandle,
     /// Keeps the request counted against its replica's load until it ends.
     pub in_flight: Option<InFlightGuard>,
+    /// Keeps the request counted against its tenant's limits until it ends.
+    pub tenant_load: Option<TenantLoad>,
     ids: Vec<SeqId>,
     pub receivers: Vec<UnboundedReceiver<Event>>,
     done: Vec<bool>,
@@ -34,7 +37,7 @@ impl Drop for Submitted {
 
 /// Queues every choice; all accepted or a 503 (the accepted ones are aborted).
 pub async fn submit_all(handle: &EngineHandle, requests: Vec<EngineRequest>) -> Result<Submitted, ApiError> {
-    let mut sub = Submitted { handle: handle.clone(), in_flight: None, ids: Vec::new(), receivers: Vec::new(), done: Vec::new() };
+    let mut sub = Submitted { handle: handle.clone(), in_flight: None, tenant_load: None, ids: Vec::new(), receivers: Vec::new(), done: Vec::new() };
     for r in requests {
         let (id, rx) = handle.submit(r);
         sub.ids.push(id);
@@ -141,6 +144,7 @@ pub enum Generated {
 /// streams, else to completion.
 pub async fn generate(
     state: &Arc<AppState>,
+    tenant: &Tenant,
     mut requests: Vec<EngineRequest>,
     common: &Common,
     kind: StreamKind,
@@ -149,20 +153,36 @@ pub async fn generate(
     let first = requests.first().ok_or_else(|| ApiError::internal("no choices to run"))?;
     let prompt_tokens = distinct_prompt_tokens(&requests, common.n);
     let max_tokens: usize = requests.iter().map(|r| r.max_tokens).sum();
-    let (ticket, priority) = super::admission::admit(state, prompt_tokens, max_tokens, first.priority)?;
+    let stats = state.tenant_stats.get(&tenant.config.id);
+    let refused = |e: ApiError| {
+        stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        e
+    };
+    let load = TenantLoad::enter(state, tenant, prompt_tokens + max_tokens).map_err(refused)?;
+    let (ticket, priority) = super::admission::admit(state, tenant, prompt_tokens, max_tokens, first.priority).map_err(refused)?;
+    // Priorities first, but never above the tenant's class.
+    let priority = priority.min(tenant.config.max_priority);
+    let salt = tenant.salt(common.cache_salt.as_deref());
     for r in &mut requests {
         r.priority = priority;
+        r.salt = salt;
+        r.tenant = tenant.index;
+        r.tenant_stats = Some(stats.clone());
     }
+    stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let first = &requests[0];
-    let route = RouteRequest { tenant: None, prompt_tokens: first.prompt.len(), priority, model: &state.served_model_name };
+    let route = RouteRequest { tenant: Some(&tenant.config.id), prompt_tokens: first.prompt.len(), priority, model: &state.served_model_name };
     let replica = state.replicas.route(&route, &first.prompt, first.salt)?;
     let guard = replica.enter();
     let mut sub = submit_all(&replica.engine, requests).await?;
     sub.in_flight = Some(guard);
+    sub.tenant_load = Some(load);
     if !common.stream {
         let results = collect(sub).await?;
+        let completion: usize = results.iter().map(|r| r.usage.completion_tokens).sum();
+        stats.prompt_tokens.fetch_add(prompt_tokens as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.generation_tokens.fetch_add(completion as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = ticket {
-            let completion = results.iter().map(|r| r.usage.completion_tokens).sum();
             let reason = results.first().and_then(|r| r.finish).map_or("stop", |f| f.as_str());
             t.settle(prompt_tokens, completion, reason);
         }
@@ -176,7 +196,51 @@ pub async fn generate(
         logprobs: common.request.logprobs.is_some(),
         n: common.n,
     };
-    Ok(Generated::Streaming(stream_response(state.clone(), sub, opts, ticket)))
+    Ok(Generated::Streaming(stream_response(state.clone(), sub, opts, ticket, stats)))
+}
+
+/// A request counted against its tenant's static limits until it ends.
+pub struct TenantLoad {
+    state: Arc<AppState>,
+    tenant: String,
+    tokens: usize,
+}
+
+impl TenantLoad {
+    fn enter(state: &Arc<AppState>, tenant: &Tenant, tokens: usize) -> Result<Self, ApiError> {
+        let mut load = state.tenant_load.lock().unwrap_or_else(|p| p.into_inner());
+        let (requests, queued) = load.entry(tenant.config.id.clone()).or_default();
+        let over = |what: &str, limit: usize| ApiError {
+            status: 429,
+            message: format!("over the tenant's {what} limit ({limit})"),
+            kind: "rate_limit_error",
+            param: None,
+            retry_after: Some(1),
+        };
+        if let Some(limit) = tenant.config.max_concurrent_requests {
+            if *requests >= limit {
+                return Err(over("max_concurrent_requests", limit));
+            }
+        }
+        if let Some(limit) = tenant.config.max_queued_tokens {
+            if *queued + tokens > limit {
+                return Err(over("max_queued_tokens", limit));
+            }
+        }
+        *requests += 1;
+        *queued += tokens;
+        Ok(Self { state: state.clone(), tenant: tenant.config.id.clone(), tokens })
+    }
+}
+
+impl Drop for TenantLoad {
+    fn drop(&mut self) {
+        let mut load = self.state.tenant_load.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((requests, queued)) = load.get_mut(&self.tenant) {
+            *requests = requests.saturating_sub(1);
+            *queued = queued.saturating_sub(self.tokens);
+        }
+    }
 }
 
 /// Prompt tokens of a request's choices, each prompt counted once (choices are prompt-major).

@@ -5,6 +5,7 @@ use super::logprobs::{chat_logprobs, completion_logprobs};
 use super::run::{merge, ChoiceResult, Submitted};
 use super::admission::Ticket;
 use super::AppState;
+use crate::metrics::TenantStats;
 use crate::engine_loop::Event;
 use crate::http::Reply;
 use bytes::Bytes;
@@ -29,7 +30,13 @@ pub struct StreamOptions {
     pub n: usize,
 }
 
-pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions, mut ticket: Option<Ticket>) -> Reply {
+pub fn stream_response(
+    state: Arc<AppState>,
+    sub: Submitted,
+    opts: StreamOptions,
+    mut ticket: Option<Ticket>,
+    stats: Arc<TenantStats>,
+) -> Reply {
     let n_choices = sub.receivers.len();
     let (tx, rx) = unbounded_channel::<Bytes>();
     let mut events = merge(sub);
@@ -100,9 +107,11 @@ pub fn stream_response(state: Arc<AppState>, sub: Submitted, opts: StreamOptions
                 return; // client gone: dropping `events` aborts the rest
             }
         }
+        let u = usage(&results, opts.n);
+        let (p, c) = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
+        stats.prompt_tokens.fetch_add(p, std::sync::atomic::Ordering::Relaxed);
+        stats.generation_tokens.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = ticket.take() {
-            let u = usage(&results, opts.n);
-            let (p, c) = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
             t.settle(p as usize, c as usize, results_reason(&results));
         }
         if opts.include_usage {

@@ -21,13 +21,34 @@ pub struct Active {
     stopped_by_string: bool,
     /// The sampled token's logprob and alternatives, kept from `sample` for `emit`.
     last_logprobs: Option<(f32, Vec<(u32, f32)>)>,
+    scheduled: bool,
 }
 
 impl Active {
     pub fn new(request: EngineRequest, events: UnboundedSender<Event>) -> Self {
         let rng = request.params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         let detok = Detokenizer::new(request.stop.clone());
-        Self { request, events, rng, detok, arrived: Instant::now(), first_token: None, stopped_by_string: false, last_logprobs: None }
+        Self {
+            request,
+            events,
+            rng,
+            detok,
+            arrived: Instant::now(),
+            first_token: None,
+            stopped_by_string: false,
+            last_logprobs: None,
+            scheduled: false,
+        }
+    }
+
+    /// Records the queue time (for the tenant's metrics) the first time the request runs.
+    pub fn mark_scheduled(&mut self) {
+        if !self.scheduled {
+            self.scheduled = true;
+            if let Some(t) = &self.request.tenant_stats {
+                t.queue_time.observe(self.arrived.elapsed().as_secs_f64());
+            }
+        }
     }
 
     /// Picks the next token from this sequence's logits row, after a sampler plugin's
@@ -85,6 +106,9 @@ impl Active {
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
             metrics.ttft.observe(self.arrived.elapsed().as_secs_f64());
+            if let Some(t) = &self.request.tenant_stats {
+                t.ttft.observe(self.arrived.elapsed().as_secs_f64());
+            }
         }
         let is_eos = !self.request.ignore_eos && stop_ids.contains(&token);
         let (text, stopped) = if is_eos {

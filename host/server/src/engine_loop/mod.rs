@@ -133,7 +133,7 @@ impl EngineLoop {
             return;
         }
         let max_total = (request.prompt.len() + request.max_tokens).min(self.max_model_len);
-        let seq = Sequence::new(id, request.prompt.clone(), request.priority).with_salt(request.salt);
+        let seq = Sequence::new(id, request.prompt.clone(), request.priority).with_salt(request.salt).with_tenant(request.tenant);
         match self.scheduler.add(seq, max_total) {
             Ok(()) => {
                 let _ = events.send(Event::Accepted);
@@ -180,6 +180,9 @@ impl EngineLoop {
             Err(e) => return self.fail_plan(&plan, &e.to_string()),
         };
         for c in &plan.chunks {
+            if let Some(a) = self.active.get_mut(&c.seq) {
+                a.mark_scheduled();
+            }
             let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
             let prefilled = c.start + c.len;
             if c.start < seq.prompt_len() {

@@ -19,6 +19,9 @@ pub struct EngineRequest {
     pub salt: u64,
     /// A sampler plugin chosen by the request (`"sampler": name`), with its per-request config.
     pub sampler: Option<(Arc<Plugin>, String)>,
+    /// The tenant's scheduler index (fair share) and its metrics.
+    pub tenant: u32,
+    pub tenant_stats: Option<Arc<crate::metrics::TenantStats>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
