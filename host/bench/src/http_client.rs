@@ -9,6 +9,8 @@ use tokio::net::TcpStream;
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
     /// Path prefix from the URL, without a trailing slash (e.g. "" or "/proxy").
     pub prefix: String,
 }
@@ -29,7 +31,7 @@ impl Endpoint {
         }
         let prefix = format!("/{}", path.trim_end_matches('/'));
         let prefix = if prefix == "/" { String::new() } else { prefix };
-        Ok(Self { host: host.to_string(), port, prefix })
+        Ok(Self { host: host.to_string(), port, prefix, api_key: None })
     }
 }
 
@@ -48,8 +50,9 @@ pub async fn send(ep: &Endpoint, method: &str, path: &str, body: Option<&str>) -
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream);
     let body = body.unwrap_or("");
+    let auth = ep.api_key.as_ref().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     let head = format!(
-        "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         ep.prefix,
         ep.host,
         ep.port,

@@ -51,6 +51,8 @@ pub struct BenchConfig {
     pub extra_body: Value,
     /// Random prompt ids are drawn below this.
     pub vocab: u64,
+    /// API key for servers that require one (`Authorization: Bearer`).
+    pub api_key: Option<String>,
 }
 
 pub async fn run(cfg: BenchConfig) -> Result<Vec<Summary>, BenchError> {
@@ -60,7 +62,8 @@ pub async fn run(cfg: BenchConfig) -> Result<Vec<Summary>, BenchError> {
     if cfg.request_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err(BenchError::Usage("--request-rate must be positive".into()));
     }
-    let ep = Endpoint::parse(&cfg.url)?;
+    let mut ep = Endpoint::parse(&cfg.url)?;
+    ep.api_key = cfg.api_key.clone();
     let model = match &cfg.model {
         Some(m) => m.clone(),
         None => first_model(&ep).await?,

@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// Random prompt token ids are drawn from 16..VOCAB.
     #[arg(long, default_value_t = 1000)]
     random_vocab: u64,
+    /// API key, sent as `Authorization: Bearer` (default: $OPENAI_API_KEY when set).
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 pub fn run_bench(a: BenchArgs) -> Result<()> {
@@ -98,6 +101,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         timeout: Duration::from_secs_f64(a.timeout),
         extra_body,
         vocab: a.random_vocab,
+        api_key: a.api_key.or_else(|| std::env::var("OPENAI_API_KEY").ok()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cfg))?;
