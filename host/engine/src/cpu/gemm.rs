@@ -2,6 +2,7 @@
 //! token rows, eight lanes per (row, token). Each (row, token) pair is accumulated the same way
 //! whatever the tile shape, so a token's result never depends on what it was batched with.
 
+use super::kernels::madd;
 use crate::checkpoint::bf16_to_f32;
 
 const LANES: usize = 8;
@@ -24,15 +25,6 @@ impl WeightElem for u16 {
     #[inline(always)]
     fn widen(self) -> f32 {
         bf16_to_f32(self)
-    }
-}
-
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
     }
 }
 

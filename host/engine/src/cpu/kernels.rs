@@ -1,5 +1,6 @@
-//! Vector inner loops of the CPU backend (attention's row dots and axpys). Written so LLVM vectorizes them, and compiled twice on
-//! x86-64: once for the baseline target and once with AVX2+FMA, chosen at run time.
+//! Vector inner loops of the CPU backend (attention's row dots and axpys). Written so LLVM
+//! vectorizes them, and compiled twice on x86-64: once for the baseline target and once with
+//! AVX2+FMA, chosen at run time.
 
 use crate::checkpoint::bf16_to_f32;
 
@@ -7,7 +8,7 @@ const LANES: usize = 16;
 
 /// `a * b + c`, fused only where the build has FMA (the slow software fallback is avoided).
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {
