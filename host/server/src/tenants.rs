@@ -78,6 +78,7 @@ impl Tenant {
     }
 }
 
+#[derive(Debug)]
 pub struct Tenants {
     pub path: PathBuf,
     by_key: HashMap<String, usize>,
