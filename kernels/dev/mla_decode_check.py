@@ -86,7 +86,7 @@ def build():
     import cupy as cp
 
     src = open(SRC).read()
-    opts = ["--std=c++17", "-arch=sm_90a"]
+    opts = ["--std=c++17", "-arch=sm_90a", f"--include-path={os.path.dirname(os.path.abspath(SRC))}"]
     path = os.path.join(OUT, "mla_decode.cubin")
     how = None
     try:

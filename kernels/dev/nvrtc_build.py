@@ -18,7 +18,7 @@ SRC = os.path.join(HERE, "..", "cuda", "mla_decode.cu")
 def compile_cubin(arch="sm_90a"):
     src = open(SRC, "rb").read()
     err, prog = nvrtc.nvrtcCreateProgram(src, b"mla_decode.cu", 0, [], [])
-    opts = [b"--std=c++17", f"-arch={arch}".encode(), b"--ptxas-options=-v"]
+    opts = [b"--std=c++17", f"-arch={arch}".encode(), b"--ptxas-options=-v", f"--include-path={os.path.dirname(SRC)}".encode()]
     (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
     _, n = nvrtc.nvrtcGetProgramLogSize(prog)
     log = b" " * n

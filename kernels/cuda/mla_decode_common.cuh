@@ -1,0 +1,159 @@
+// Shared by the mla_decode kernels: types, inline-PTX helpers, arguments and per-CTA work.
+// Included by mla_decode.cu (NVRTC: pass --include-path=<this directory>).
+#pragma once
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define MLA_D 576   // kv_lora_rank 512 + rope 64
+#define MLA_DV 512  // latent value width
+#define MLA_THREADS 256
+
+
+namespace mla {
+
+
+// ------------------------------------------------------------------------------------------------
+// small helpers (inline PTX, so nothing depends on CUDA headers)
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000u); }
+
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float lg2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// two floats -> packed bf16x2 (lo in the low half), round to nearest even
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ u16 to_bf16(float x) {
+  u16 r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ void cp_async_16(u32 dst, const void* src, bool valid) {
+  // src-size 0 zero-fills the 16 bytes and reads nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2(u32 addr, u32& r0, u32& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
+// D[16x8] += A[16x16] * B[16x8], bf16 in, f32 accumulate
+__device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// ------------------------------------------------------------------------------------------------
+// arguments and per-CTA work item
+// ------------------------------------------------------------------------------------------------
+struct Args {
+  const u16* q;              // [B, q_len, H, 576] bf16
+  const u16* kv;             // [num_pages, page_size, 576] bf16
+  const int* block_table;    // [B, max_pages] physical page ids
+  const int* seq_lens;       // [B] tokens in the cache, new ones included
+  const int* split_offsets;  // [B+1] prefix sums of splits per sequence
+  u16* out;                  // [B, q_len, H, 512] bf16
+  float* lse;                // [B, q_len, H] f32
+  float* part_o;             // [slots, q_len*H, 512] f32 (only touched when a sequence has >1 split)
+  float* part_lse;           // [slots, q_len*H] f32
+  int q_len, heads, page_size, max_pages, chunk;
+  float scale;
+};
+
+struct Work {
+  int b, split, nsplit, slot;
+  int seq, kv_begin, kv_end, kv_stop;  // kv_stop: end of what any row of this CTA can see
+  int rows_total, row0;
+};
+
+// returns false when this CTA has nothing to do (split beyond the sequence's split count)
+__device__ __forceinline__ bool make_work(const Args& a, int rows_per_cta, Work& w) {
+  w.b = blockIdx.z;
+  w.split = blockIdx.y;
+  const int s0 = a.split_offsets[w.b];
+  w.nsplit = a.split_offsets[w.b + 1] - s0;
+  if (w.split >= w.nsplit) return false;
+  w.slot = s0 + w.split;
+  w.seq = imax(a.seq_lens[w.b], 0);
+  w.rows_total = a.q_len * a.heads;
+  w.row0 = blockIdx.x * rows_per_cta;
+  if (w.row0 >= w.rows_total) return false;
+  w.kv_begin = w.split * a.chunk;
+  w.kv_end = imin(w.seq, w.kv_begin + a.chunk);
+  const int last_row = imin(w.row0 + rows_per_cta, w.rows_total) - 1;
+  w.kv_stop = imin(w.kv_end, w.seq - a.q_len + last_row / a.heads + 1);
+  return true;
+}
+
+// causal limit (exclusive) of one row; padding rows read what the CTA reads
+__device__ __forceinline__ int row_limit(const Args& a, const Work& w, int local_row) {
+  const int r = w.row0 + local_row;
+  if (r >= w.rows_total) return w.kv_stop;
+  return imin(w.kv_end, w.seq - a.q_len + r / a.heads + 1);
+}
+
+// global element offset of cache position `pos` of sequence b (pos must be < seq_len)
+__device__ __forceinline__ i64 cache_row(const Args& a, int b, int pos) {
+  const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
+  return ((i64)page * a.page_size + pos % a.page_size) * MLA_D;
+}
+
+// final store of one row-pair value pair: direct (bf16) or partial (f32)
+__device__ __forceinline__ void store_o2(const Args& a, const Work& w, int r, int d, float v0, float v1) {
+  if (w.nsplit == 1) {
+    *reinterpret_cast<u32*>(a.out + ((i64)w.b * w.rows_total + r) * MLA_DV + d) = pack_bf16(v0, v1);
+  } else {
+    *reinterpret_cast<float2*>(a.part_o + ((i64)w.slot * w.rows_total + r) * MLA_DV + d) =
+        make_float2(v0, v1);
+  }
+}
+__device__ __forceinline__ void store_lse(const Args& a, const Work& w, int r, float m2, float l) {
+  const float v = (l > 0.f) ? (m2 + lg2(l)) * 0.6931471805599453f : neg_inf();
+  if (w.nsplit == 1) a.lse[(i64)w.b * w.rows_total + r] = v;
+  else a.part_lse[(i64)w.slot * w.rows_total + r] = v;
+}
+
+
+}  // namespace mla
