@@ -136,7 +136,7 @@ fn load_mlp(ckpt: &Checkpoint, cfg: &ModelConfig, p: &str, inter: usize) -> Resu
 }
 
 fn load_moe(ckpt: &Checkpoint, cfg: &ModelConfig, p: &str) -> Result<Moe> {
-    let m = cfg.moe.as_ref().expect("moe layer without moe config");
+    let m = cfg.moe.as_ref().ok_or_else(|| crate::EngineError::config("n_routed_experts", "an MoE layer needs the MoE fields"))?;
     let e = m.n_routed_experts;
     let router = Matrix::from_f32(e, cfg.hidden_size, ckpt.load_f32(&format!("{p}.gate.weight"), &[e, cfg.hidden_size])?);
     let bias_name = format!("{p}.gate.e_score_correction_bias");

@@ -164,6 +164,7 @@ impl EngineLoop {
                 .chunks
                 .iter()
                 .map(|c| {
+                    // The plan was made from these sequences a moment ago, on this thread.
                     let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
                     SeqChunk {
                         tokens: &seq.tokens()[c.start..c.start + c.len],
@@ -183,7 +184,7 @@ impl EngineLoop {
             if let Some(a) = self.active.get_mut(&c.seq) {
                 a.mark_scheduled();
             }
-            let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
+            let Some(seq) = self.scheduler.get(c.seq) else { continue };
             let prefilled = c.start + c.len;
             if c.start < seq.prompt_len() {
                 let new_prompt = prefilled.min(seq.prompt_len()) - c.start;
@@ -209,12 +210,11 @@ impl EngineLoop {
             sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len(), decision)));
         }
         self.scheduler.commit(&plan, &sampled);
+        let stop_ids = self.model.stop_token_ids();
         for (id, token) in sampled {
             self.metrics.generation_tokens.fetch_add(1, Relaxed);
-            let seq = self.scheduler.get(id).expect("sampled sequence exists");
+            let (Some(seq), Some(active)) = (self.scheduler.get(id), self.active.get_mut(&id)) else { continue };
             let (generated, total) = (seq.output().len(), seq.tokens().len());
-            let stop_ids = self.model.stop_token_ids();
-            let active = self.active.get_mut(&id).expect("sampled sequence is active");
             let outcome = active.emit(&self.model.tokenizer, token, &stop_ids, generated, total, self.max_model_len, &self.metrics);
             if let Some(reason) = outcome {
                 self.finish(id, reason);
