@@ -21,4 +21,4 @@ pub use hooks::{AdmissionInfo, AdmissionUsage, AdmissionVerdict, SampleDecision,
 pub use host::PluginHost;
 pub use plugin::{Plugin, PluginKind};
 pub use spec::{FailurePolicy, PluginSpec, DEFAULT_MEMORY_BYTES};
-pub use stats::{PluginStats, LATENCY_BOUNDS_US};
+pub use stats::PluginStats;

@@ -224,7 +224,7 @@ impl Plugin {
         live.store.set_epoch_deadline(ticks(deadline));
         let started = Instant::now();
         let result = f(&mut live.store, &live.bound);
-        self.stats.observe_us(started.elapsed().as_secs_f64() * 1e6);
+        self.stats.observe(started.elapsed().as_secs_f64());
         self.log_output(&mut live.store);
         result.map_err(|e| {
             v.live = None;

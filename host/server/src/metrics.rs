@@ -2,40 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// Per bucket (plus +Inf), then sum and count.
-    state: Mutex<(Vec<u64>, f64, u64)>,
-}
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, state: Mutex::new((vec![0; bounds.len() + 1], 0.0, 0)) }
-    }
-
-    pub fn observe(&self, v: f64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let i = self.bounds.iter().position(|&b| v <= b).unwrap_or(self.bounds.len());
-        s.0[i] += 1;
-        s.1 += v;
-        s.2 += 1;
-    }
-
-    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cum = 0;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cum += s.0[i];
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
-        }
-        cum += s.0[self.bounds.len()];
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", s.1);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.2);
-    }
-}
+pub use mlahost_core::Histogram;
 
 pub const LATENCY_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0];
 
@@ -182,13 +149,7 @@ pub fn render_plugins(out: &mut String, plugins: &[std::sync::Arc<mlahost_plugin
     let name = "mlahost_plugin_call_latency_seconds";
     let _ = writeln!(out, "# HELP {name} Hook call latency.\n# TYPE {name} histogram");
     for p in plugins {
-        let (buckets, sum_us, count) = p.stats.latency();
-        for (b, c) in mlahost_plugins::LATENCY_BOUNDS_US.iter().zip(&buckets) {
-            let _ = writeln!(out, "{name}_bucket{{{},le=\"{}\"}} {c}", label(p), b / 1e6);
-        }
-        let _ = writeln!(out, "{name}_bucket{{{},le=\"+Inf\"}} {count}", label(p));
-        let _ = writeln!(out, "{name}_sum{{{}}} {}", label(p), sum_us / 1e6);
-        let _ = writeln!(out, "{name}_count{{{}}} {count}", label(p));
+        p.stats.latency.render_series(out, name, &label(p));
     }
 }
 
