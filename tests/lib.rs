@@ -3,7 +3,7 @@
 
 use mlahost_core::{BlockAllocator, BlockTable};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
-use mlahost_engine::{Backend, CacheGeometry, LoadedModel, Logits, LogitsRequest, SeqChunk};
+use mlahost_engine::{Backend, CacheGeometry, KvCacheDtype, LoadedModel, Logits, LogitsRequest, SeqChunk};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,11 @@ pub fn load(name: &str) -> LoadedModel {
 }
 
 pub fn backend(model: &LoadedModel, num_pages: usize, page_size: usize, attention: AttentionMode) -> CpuBackend {
-    model.cpu_backend(CpuOptions { geometry: CacheGeometry { num_pages, page_size }, attention }).expect("backend")
+    backend_with_dtype(model, num_pages, page_size, attention, KvCacheDtype::F32)
+}
+
+pub fn backend_with_dtype(model: &LoadedModel, num_pages: usize, page_size: usize, attention: AttentionMode, kv_dtype: KvCacheDtype) -> CpuBackend {
+    model.cpu_backend(CpuOptions { geometry: CacheGeometry { num_pages, page_size }, attention, kv_dtype }).expect("backend")
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {

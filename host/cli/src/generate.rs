@@ -6,7 +6,7 @@ use clap::Args;
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::generate::{generate, FinishReason, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_engine::{CacheGeometry, LoadedModel};
+use mlahost_engine::{CacheGeometry, KvCacheDtypeArg, LoadedModel};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +50,13 @@ pub struct GenerateArgs {
     /// Attention form: auto, absorbed or unabsorbed.
     #[arg(long, default_value = "auto", value_parser = parse_mode)]
     attention: AttentionMode,
+    /// Latent-cache element type: auto (f32 on the CPU), f32, bf16 or fp8 (e4m3 with scales).
+    #[arg(long, default_value = "auto", value_parser = parse_kv_dtype)]
+    kv_cache_dtype: KvCacheDtypeArg,
+}
+
+pub fn parse_kv_dtype(s: &str) -> Result<KvCacheDtypeArg, String> {
+    s.parse().map_err(|e: mlahost_engine::EngineError| e.to_string())
 }
 
 fn parse_mode(s: &str) -> Result<AttentionMode, String> {
@@ -82,7 +89,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let total = prompt.len() + args.max_tokens;
     let geometry = CacheGeometry { num_pages: total.div_ceil(args.page_size), page_size: args.page_size };
-    let mut backend = model.cpu_backend(CpuOptions { geometry, attention: args.attention })?;
+    let kv_dtype = args.kv_cache_dtype.resolve(true);
+    let mut backend = model.cpu_backend(CpuOptions { geometry, attention: args.attention, kv_dtype })?;
     let request = GenerateRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,
@@ -107,6 +115,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .collect::<Vec<_>>(),
         "finish_reason": match out.finish_reason { FinishReason::Length => "length", FinishReason::Stop => "stop" },
         "prompt_token_ids": prompt,
+        "kv_cache_dtype": kv_dtype.as_str(),
         "stats": {
             "prompt_tokens": prompt.len(),
             "load_s": load_seconds,

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlahost_core::SchedulerConfig;
+use mlahost_engine::KvCacheDtypeArg;
 use mlahost_plugins::PluginSpec;
 use mlahost_server::{serve, RouterChoice, ServeConfig};
 use std::path::PathBuf;
@@ -29,6 +30,10 @@ pub struct ServeArgs {
     /// Latent-cache size in bytes (suffixes K, M, G, KiB, MiB, GiB allowed; default 1 GiB).
     #[arg(long, value_parser = parse_bytes)]
     kv_cache_memory: Option<u64>,
+    /// Latent-cache element type: auto (the model's compute dtype: f32 on the CPU), f32, bf16,
+    /// or fp8 (e4m3 c_kv with a scale per 128 channels, bf16 k_pe: ~1.76x the bf16 tokens).
+    #[arg(long, default_value = "auto", value_parser = crate::generate::parse_kv_dtype)]
+    kv_cache_dtype: KvCacheDtypeArg,
     /// Longest prompt + completion (default: the model's, capped by the cache).
     #[arg(long)]
     max_model_len: Option<usize>,
@@ -80,11 +85,12 @@ pub struct ServeArgs {
     no_fair_share: bool,
 }
 
-fn parse_bytes(s: &str) -> Result<u64, String> {
+/// A byte size: plain bytes, or with K/M/G/T (powers of 1000, also KB...) or KiB/MiB/GiB/TiB.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite()).ok_or_else(|| format!("{s:?} is not a size"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kb" => 1_000,
@@ -93,6 +99,8 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
         other => return Err(format!("unknown size unit {other:?}")),
     };
     Ok((n * mult as f64) as u64)
@@ -129,6 +137,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         page_size: args.page_size,
         kv_cache_pages: args.kv_cache_pages,
         kv_cache_memory: args.kv_cache_memory,
+        kv_cache_dtype: args.kv_cache_dtype.resolve(true),
         max_model_len: args.max_model_len,
         served_model_name: args.served_model_name,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),

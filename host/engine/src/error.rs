@@ -24,8 +24,14 @@ pub enum EngineError {
     InvalidRequest(String),
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    /// A failure of the device backend (CUDA), carried through the engine's interface.
+    #[error("device: {0}")]
+    Device(String),
     #[error(transparent)]
     Cache(#[from] mlahost_core::CoreError),
+    /// The latent cache or the weights do not fit the memory given.
+    #[error("capacity: {0}")]
+    Capacity(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

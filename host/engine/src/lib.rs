@@ -2,11 +2,13 @@
 //! tokenizer, and the MLA forward pass over a ragged batch and a paged latent cache.
 
 pub mod batch;
+pub mod capacity;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 mod error;
 pub mod generate;
+pub mod kv_cache_dtype;
 pub mod model;
 pub mod rope;
 pub mod sampling;
@@ -17,5 +19,6 @@ pub mod weights;
 pub use batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};
+pub use kv_cache_dtype::{KvCacheDtype, KvCacheDtypeArg};
 pub use model::LoadedModel;
 pub use tokenizer::Tokenizer;

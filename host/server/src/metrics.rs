@@ -18,6 +18,10 @@ pub struct Metrics {
     pub waiting: AtomicU64,
     pub pages_used: AtomicU64,
     pub pages_total: AtomicU64,
+    /// The configured pool in tokens (pages x page size), set once at start-up.
+    pub kv_cache_tokens: AtomicU64,
+    /// Cache bytes per token over all layers, in the configured dtype.
+    pub kv_cache_bytes_per_token: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub generation_tokens: AtomicU64,
     pub preemptions: AtomicU64,
@@ -46,6 +50,8 @@ impl Metrics {
             waiting: AtomicU64::new(0),
             pages_used: AtomicU64::new(0),
             pages_total: AtomicU64::new(0),
+            kv_cache_tokens: AtomicU64::new(0),
+            kv_cache_bytes_per_token: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
@@ -80,6 +86,8 @@ const GAUGES: &[(&str, &str, &str, Read)] = &[
     ("mlahost_num_requests_waiting", "gauge", "Sequences waiting to be scheduled.", |m| m.waiting.load(Relaxed)),
     ("mlahost_kv_cache_pages_used", "gauge", "Latent-cache pages in use.", |m| m.pages_used.load(Relaxed)),
     ("mlahost_kv_cache_pages_total", "gauge", "Latent-cache pages in the pool.", |m| m.pages_total.load(Relaxed)),
+    ("mlahost_kv_cache_tokens_total", "gauge", "Tokens the configured latent-cache pool holds (pages x page size).", |m| m.kv_cache_tokens.load(Relaxed)),
+    ("mlahost_kv_cache_bytes_per_token", "gauge", "Latent-cache bytes per token over all layers (configured dtype).", |m| m.kv_cache_bytes_per_token.load(Relaxed)),
     ("mlahost_prompt_tokens_total", "counter", "Prompt tokens prefilled (computed, not served from the prefix cache).", |m| m.prompt_tokens.load(Relaxed)),
     ("mlahost_generation_tokens_total", "counter", "Tokens generated.", |m| m.generation_tokens.load(Relaxed)),
     ("mlahost_num_preemptions_total", "counter", "Sequences preempted for recompute.", |m| m.preemptions.load(Relaxed)),

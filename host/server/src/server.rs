@@ -17,7 +17,7 @@ use crate::replicas::{Replica, Replicas};
 use crate::tenants::Tenants;
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
-use mlahost_engine::{CacheGeometry, LoadedModel};
+use mlahost_engine::{capacity, CacheGeometry, KvCacheDtype, LoadedModel};
 use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec};
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub page_size: usize,
     pub kv_cache_pages: Option<usize>,
     pub kv_cache_memory: Option<u64>,
+    /// What the latent cache stores (already resolved for the backend).
+    pub kv_cache_dtype: KvCacheDtype,
     pub max_model_len: Option<usize>,
     pub served_model_name: Option<String>,
     pub shutdown_timeout: Duration,
@@ -56,9 +58,6 @@ pub enum RouterChoice {
     PrefixAware { abs_threshold: usize, rel_factor: f64 },
     RoundRobin,
 }
-
-/// Default latent-cache budget when neither pages nor memory is given.
-const DEFAULT_KV_CACHE_BYTES: u64 = 1 << 30;
 
 struct Shared {
     state: OnceLock<Arc<AppState>>,
@@ -175,23 +174,32 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     if cfg.replicas == 0 {
         return Err(ServerError::Config("--replicas must be at least 1".into()));
     }
-    let page_bytes = (c.num_hidden_layers * cfg.page_size * c.latent_dim() * std::mem::size_of::<f32>()) as u64;
-    let num_pages = match (cfg.kv_cache_pages, cfg.kv_cache_memory) {
-        (Some(p), _) => p,
-        (None, Some(m)) => (m / page_bytes) as usize,
-        (None, None) => (DEFAULT_KV_CACHE_BYTES / page_bytes) as usize,
-    };
-    if num_pages == 0 {
-        return Err(ServerError::Config(format!("the KV cache holds no page ({page_bytes} bytes each)")));
-    }
+    // Sized by the same function `mlahost plan` uses, so its answer is what is allocated here.
+    let dtype = cfg.kv_cache_dtype;
+    let num_pages = capacity::cpu_pool_pages(c, dtype, cfg.page_size, cfg.kv_cache_pages, cfg.kv_cache_memory)?;
+    let page_bytes = capacity::page_bytes(c, dtype, cfg.page_size);
     let capacity = num_pages * cfg.page_size;
     let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity);
-    tracing::info!(replicas = cfg.replicas, num_pages, page_size = cfg.page_size, page_bytes, capacity_tokens = capacity, "latent cache per replica");
+    let weights = capacity::count_weights(&dir, c)?;
+    tracing::info!(
+        replicas = cfg.replicas,
+        weight_params = weights.parameters,
+        weight_bytes_bf16 = weights.bf16_bytes(),
+        kv_cache_dtype = dtype.as_str(),
+        kv_bytes_per_token_per_layer = dtype.bytes_per_token_per_layer(c),
+        layers = c.num_hidden_layers,
+        page_size = cfg.page_size,
+        page_bytes,
+        pool_pages = num_pages,
+        pool_tokens = capacity,
+        pool_bytes = page_bytes * num_pages as u64,
+        "latent cache per replica"
+    );
     let mut list = Vec::new();
     let mut threads = Vec::new();
     for replica in 0..cfg.replicas {
         let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
-        let backend = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto })?;
+        let backend = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: dtype })?;
         let mut scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
         let index = Arc::new(PrefixIndex::new());
         scheduler.pages_mut().set_shared_index(index.clone());
@@ -199,6 +207,8 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
             scheduler.pages_mut().set_eviction_policy(Box::new(PluginEvictionPolicy { plugin: p }));
         }
         let metrics = Arc::new(Metrics::new(&name, replica));
+        metrics.kv_cache_tokens.store(capacity as u64, SeqCst);
+        metrics.kv_cache_bytes_per_token.store(page_bytes / cfg.page_size as u64, SeqCst);
         let (engine, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
         list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);

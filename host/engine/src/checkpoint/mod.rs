@@ -83,6 +83,16 @@ impl Checkpoint {
         self.location.iter().map(|(name, &f)| self.files[f].tensors[name].end as u64 - self.files[f].tensors[name].start as u64).sum()
     }
 
+    /// Parameters of the model from the headers alone (no tensor data is read): every tensor
+    /// except fp8 block scales (`*_scale_inv`), which disappear once weights are dequantized.
+    pub fn parameter_count(&self) -> u64 {
+        self.location
+            .iter()
+            .filter(|(name, _)| !name.ends_with("_scale_inv"))
+            .map(|(name, &f)| self.files[f].tensors[name].numel() as u64)
+            .sum()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.location.contains_key(name)
     }

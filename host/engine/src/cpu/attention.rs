@@ -107,6 +107,7 @@ impl Attention<'_> {
         let (heads, qk, nope, v, r) =
             (cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank);
         let scale = cfg.softmax_scale();
+        let context = cache.context(layer, chunk.block_table, chunk.start_pos + chunk.tokens.len());
         out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
             let (tok, head) = (i / heads, i % heads);
             let qh = &q[tok * heads * qk + head * qk..][..qk];
@@ -119,14 +120,14 @@ impl Attention<'_> {
             let pos = chunk.start_pos + tok;
             let mut scores: Vec<f32> = (0..=pos)
                 .map(|j| {
-                    let lat = cache.read(layer, chunk.block_table, j);
+                    let lat = context.row(j);
                     (dot_f32(&q_lat, &lat[..r]) + dot_f32(q_pe, &lat[r..])) * scale
                 })
                 .collect();
             softmax(&mut scores);
             let mut o_lat = vec![0f32; r];
             for (j, &p) in scores.iter().enumerate() {
-                axpy_f32(p, &cache.read(layer, chunk.block_table, j)[..r], &mut o_lat);
+                axpy_f32(p, &context.row(j)[..r], &mut o_lat);
             }
             for (k, ok) in o.iter_mut().enumerate() {
                 *ok = dot_row(&w.kv_b, row0 + nope + k, &o_lat);
@@ -143,8 +144,9 @@ impl Attention<'_> {
         let ctx = chunk.start_pos + chunk.tokens.len();
         let mut latents = Vec::with_capacity(ctx * r);
         let mut k_pe = Vec::with_capacity(ctx * cfg.qk_rope_head_dim);
+        let context = cache.context(layer, chunk.block_table, ctx);
         for j in 0..ctx {
-            let lat = cache.read(layer, chunk.block_table, j);
+            let lat = context.row(j);
             latents.extend_from_slice(&lat[..r]);
             k_pe.extend_from_slice(&lat[r..]);
         }

@@ -1,38 +1,92 @@
-//! The CPU latent cache: per layer, `num_pages * page_size` slots of `kv_lora + rope` f32
-//! values (c_kv after its norm, then k_pe after rope).
+//! The CPU latent cache: per layer, `num_pages * page_size` slots of one token's latent
+//! (c_kv after its norm, then k_pe after rope) in the configured `KvCacheDtype`. f32 rows are
+//! read in place; bf16 and fp8 rows are quantized on write and dequantized once per chunk and
+//! layer into an f32 context that attention reads.
 
 use crate::batch::CacheGeometry;
+use crate::kv_cache_dtype::{decode_latent, encode_latent, row_bytes, KvCacheDtype};
 use mlahost_core::PageId;
+
+enum Slots {
+    F32(Vec<f32>),
+    /// `row_bytes` per slot, in the dtype's byte layout.
+    Encoded(Vec<u8>),
+}
 
 pub struct LatentCache {
     geometry: CacheGeometry,
+    dtype: KvCacheDtype,
+    kv_lora: usize,
     latent_dim: usize,
-    layers: Vec<Vec<f32>>,
+    row_bytes: usize,
+    layers: Vec<Slots>,
+}
+
+/// The latents of positions `0..len` of one sequence in one layer, as f32 rows.
+pub enum Context<'a> {
+    /// f32 slots, read in place through the block table.
+    Paged { slots: &'a [f32], block_table: &'a [PageId], page_size: usize, dim: usize },
+    /// Dequantized rows in position order.
+    Dense { data: Vec<f32>, dim: usize },
+}
+
+impl Context<'_> {
+    pub fn row(&self, pos: usize) -> &[f32] {
+        match self {
+            Context::Paged { slots, block_table, page_size, dim } => {
+                let o = (block_table[pos / page_size] as usize * page_size + pos % page_size) * dim;
+                &slots[o..o + dim]
+            }
+            Context::Dense { data, dim } => &data[pos * dim..(pos + 1) * dim],
+        }
+    }
 }
 
 impl LatentCache {
-    pub fn new(num_layers: usize, latent_dim: usize, geometry: CacheGeometry) -> Self {
-        let per_layer = geometry.num_pages * geometry.page_size * latent_dim;
-        Self { geometry, latent_dim, layers: (0..num_layers).map(|_| vec![0f32; per_layer]).collect() }
+    pub fn new(num_layers: usize, kv_lora: usize, latent_dim: usize, dtype: KvCacheDtype, geometry: CacheGeometry) -> Self {
+        let slots = geometry.num_pages * geometry.page_size;
+        let row_bytes = row_bytes(dtype, kv_lora, latent_dim - kv_lora);
+        let layer = || match dtype {
+            KvCacheDtype::F32 => Slots::F32(vec![0f32; slots * latent_dim]),
+            _ => Slots::Encoded(vec![0u8; slots * row_bytes]),
+        };
+        Self { geometry, dtype, kv_lora, latent_dim, row_bytes, layers: (0..num_layers).map(|_| layer()).collect() }
     }
 
     pub fn geometry(&self) -> CacheGeometry {
         self.geometry
     }
 
-    fn offset(&self, block_table: &[PageId], pos: usize) -> usize {
-        let page = block_table[pos / self.geometry.page_size] as usize;
-        (page * self.geometry.page_size + pos % self.geometry.page_size) * self.latent_dim
+    pub fn dtype(&self) -> KvCacheDtype {
+        self.dtype
     }
 
-    /// The cached latent of position `pos` (block table already validated).
-    pub fn read(&self, layer: usize, block_table: &[PageId], pos: usize) -> &[f32] {
-        let o = self.offset(block_table, pos);
-        &self.layers[layer][o..o + self.latent_dim]
+    fn slot(&self, block_table: &[PageId], pos: usize) -> usize {
+        let page = block_table[pos / self.geometry.page_size] as usize;
+        page * self.geometry.page_size + pos % self.geometry.page_size
+    }
+
+    /// Positions `0..len` of a sequence (block table already validated).
+    pub fn context<'a>(&'a self, layer: usize, block_table: &'a [PageId], len: usize) -> Context<'a> {
+        match &self.layers[layer] {
+            Slots::F32(slots) => Context::Paged { slots, block_table, page_size: self.geometry.page_size, dim: self.latent_dim },
+            Slots::Encoded(bytes) => {
+                let mut data = vec![0f32; len * self.latent_dim];
+                for (pos, out) in data.chunks_exact_mut(self.latent_dim).enumerate() {
+                    let o = self.slot(block_table, pos) * self.row_bytes;
+                    decode_latent(self.dtype, &bytes[o..o + self.row_bytes], self.kv_lora, out);
+                }
+                Context::Dense { data, dim: self.latent_dim }
+            }
+        }
     }
 
     pub fn write(&mut self, layer: usize, block_table: &[PageId], pos: usize, latent: &[f32]) {
-        let o = self.offset(block_table, pos);
-        self.layers[layer][o..o + self.latent_dim].copy_from_slice(latent);
+        let slot = self.slot(block_table, pos);
+        let (dim, rb, dtype, kv_lora) = (self.latent_dim, self.row_bytes, self.dtype, self.kv_lora);
+        match &mut self.layers[layer] {
+            Slots::F32(v) => v[slot * dim..(slot + 1) * dim].copy_from_slice(latent),
+            Slots::Encoded(b) => encode_latent(dtype, latent, kv_lora, &mut b[slot * rb..(slot + 1) * rb]),
+        }
     }
 }

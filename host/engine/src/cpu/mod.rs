@@ -12,6 +12,7 @@ pub use attention::AttentionMode;
 
 use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
 use crate::config::ModelConfig;
+use crate::kv_cache_dtype::KvCacheDtype;
 use crate::rope::Rope;
 use crate::weights::{FeedForward, ModelWeights};
 use crate::{EngineError, Result};
@@ -23,6 +24,8 @@ use std::sync::Arc;
 pub struct CpuOptions {
     pub geometry: CacheGeometry,
     pub attention: AttentionMode,
+    /// What the latent cache stores (f32 is the reference; bf16 and fp8 quantize on write).
+    pub kv_dtype: KvCacheDtype,
 }
 
 pub struct CpuBackend {
@@ -39,8 +42,12 @@ impl CpuBackend {
         if opts.geometry.page_size == 0 {
             return Err(EngineError::InvalidRequest("page size must be at least 1".into()));
         }
-        let cache = LatentCache::new(cfg.num_hidden_layers, cfg.latent_dim(), opts.geometry);
+        let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
         Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention })
+    }
+
+    pub fn kv_cache_dtype(&self) -> KvCacheDtype {
+        self.cache.dtype()
     }
 
     pub fn set_attention_mode(&mut self, mode: AttentionMode) {

@@ -1,0 +1,257 @@
+//! The one place the latent page pool is sized. `mlahost serve` (CPU now, CUDA later) and
+//! `mlahost plan` both call these functions, so the plan's answer is what serve allocates.
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{ModelConfig, TopkMethod};
+use crate::kv_cache_dtype::KvCacheDtype;
+use crate::{EngineError, Result};
+use std::path::Path;
+
+/// Tokens per page unless told otherwise (the size the fastest Hopper MLA kernels use).
+pub const DEFAULT_PAGE_SIZE: usize = 64;
+/// The CPU latent-cache budget when neither `--kv-cache-pages` nor `--kv-cache-memory` is given.
+pub const DEFAULT_CPU_KV_CACHE_BYTES: u64 = 1 << 30;
+/// Head dim of the MHA / GQA caches MLA is compared with (DeepSeek's v_head_dim, the seed's 128).
+const COMPARISON_HEAD_DIM_FALLBACK: usize = 128;
+
+/// Bytes of one page over all layers.
+pub fn page_bytes(cfg: &ModelConfig, dtype: KvCacheDtype, page_size: usize) -> u64 {
+    (cfg.num_hidden_layers * page_size * dtype.bytes_per_token_per_layer(cfg)) as u64
+}
+
+/// Whole pages that fit `budget_bytes`.
+pub fn pool_pages(budget_bytes: u64, page_bytes: u64) -> usize {
+    if page_bytes == 0 {
+        return 0;
+    }
+    usize::try_from(budget_bytes / page_bytes).unwrap_or(usize::MAX)
+}
+
+/// Pages of the CPU pool: `pages` if given, else as many as `memory` (default 1 GiB) holds.
+pub fn cpu_pool_pages(cfg: &ModelConfig, dtype: KvCacheDtype, page_size: usize, pages: Option<usize>, memory: Option<u64>) -> Result<usize> {
+    if page_size == 0 {
+        return Err(EngineError::Capacity("the page size must be at least 1".into()));
+    }
+    let per_page = page_bytes(cfg, dtype, page_size);
+    let n = match pages {
+        Some(p) => p,
+        None => pool_pages(memory.unwrap_or(DEFAULT_CPU_KV_CACHE_BYTES), per_page),
+    };
+    if n == 0 {
+        return Err(EngineError::Capacity(format!("the KV cache holds no page ({per_page} bytes each in {dtype})")));
+    }
+    Ok(n)
+}
+
+/// Sequences of `context` tokens that fit a pool, each rounded up to whole pages.
+pub fn sequences_that_fit(pool_pages: usize, page_size: usize, context: usize) -> usize {
+    if context == 0 || page_size == 0 {
+        return 0;
+    }
+    pool_pages / context.div_ceil(page_size)
+}
+
+/// One GPU's memory split: weights, then the workspace, then the latent cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuPlanInputs {
+    pub total_memory: u64,
+    /// Share of `total_memory` mlahost may use (vLLM's --gpu-memory-utilization).
+    pub utilization: f64,
+    pub weight_bytes: u64,
+    pub workspace_bytes: u64,
+}
+
+impl GpuPlanInputs {
+    pub fn usable(&self) -> u64 {
+        (self.total_memory as f64 * self.utilization).floor() as u64
+    }
+
+    /// Bytes left for the latent cache; an error naming the numbers when nothing is left.
+    pub fn kv_budget(&self) -> Result<u64> {
+        if !(self.utilization > 0.0 && self.utilization <= 1.0) {
+            return Err(EngineError::Capacity(format!("GPU memory utilization {} is not in (0, 1]", self.utilization)));
+        }
+        let usable = self.usable();
+        let taken = self.weight_bytes.saturating_add(self.workspace_bytes);
+        if taken >= usable {
+            return Err(EngineError::Capacity(format!(
+                "weights ({}) + workspace ({}) = {} do not fit the usable GPU memory ({} = {} x {}); \
+                 MLA runs one full replica per GPU (data parallel), so each GPU must hold all the weights",
+                human(self.weight_bytes),
+                human(self.workspace_bytes),
+                human(taken),
+                human(usable),
+                human(self.total_memory),
+                self.utilization
+            )));
+        }
+        Ok(usable - taken)
+    }
+}
+
+/// Activation buffers of one forward pass, in bytes (an estimate the CUDA backend allocates
+/// its workspace from). Per batched token, bf16: 4 hidden-sized buffers (residual, normed,
+/// attention out, MLP out), the absorbed query and latent output per head
+/// (2 x heads x (kv_lora + rope)), and the MLP's gate/up pair at its widest (dense
+/// intermediate, or (routed + shared) experts x moe_intermediate). Plus f32 logits for
+/// `max_seqs` rows.
+pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: usize) -> u64 {
+    let mlp = match &cfg.moe {
+        Some(m) => cfg.intermediate_size.max((m.num_experts_per_tok + m.n_shared_experts) * m.moe_intermediate_size),
+        None => cfg.intermediate_size,
+    };
+    let per_token = 2 * (4 * cfg.hidden_size + 2 * cfg.num_attention_heads * cfg.latent_dim() + 2 * mlp);
+    (max_batched_tokens as u64) * per_token as u64 + (max_seqs as u64) * (cfg.vocab_size as u64) * 4
+}
+
+/// Where a parameter count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightSource {
+    /// The safetensors headers (no tensor data read).
+    Checkpoint,
+    /// The config's shapes (no weight files in the directory).
+    ConfigShapes,
+}
+
+impl WeightSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Checkpoint => "safetensors headers",
+            Self::ConfigShapes => "config.json shapes",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightCount {
+    pub parameters: u64,
+    pub source: WeightSource,
+}
+
+impl WeightCount {
+    /// Bytes on the GPU: bf16, fp8 checkpoints dequantized to bf16.
+    pub fn bf16_bytes(&self) -> u64 {
+        self.parameters * 2
+    }
+}
+
+/// Counts the checkpoint's parameters from its headers, or from the config when the directory
+/// has no weight files.
+pub fn count_weights(dir: &Path, cfg: &ModelConfig) -> Result<WeightCount> {
+    let has_weights = dir.join("model.safetensors").exists() || dir.join("model.safetensors.index.json").exists();
+    if !has_weights {
+        return Ok(WeightCount { parameters: parameters_from_config(cfg), source: WeightSource::ConfigShapes });
+    }
+    Ok(WeightCount { parameters: Checkpoint::open(dir)?.parameter_count(), source: WeightSource::Checkpoint })
+}
+
+/// Parameters the engine loads for `cfg` (the tensors `weights.rs` reads; no MTP layers).
+pub fn parameters_from_config(cfg: &ModelConfig) -> u64 {
+    let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
+    let (r, rope) = (cfg.kv_lora_rank as u64, cfg.qk_rope_head_dim as u64);
+    let (qk, nope, v) = (cfg.qk_head_dim() as u64, cfg.qk_nope_head_dim as u64, cfg.v_head_dim as u64);
+    let q = match cfg.q_lora_rank {
+        Some(ql) => h * ql as u64 + ql as u64 + ql as u64 * heads * qk,
+        None => h * heads * qk,
+    };
+    let attn = q + h * (r + rope) + r + r * heads * (nope + v) + heads * v * h;
+    let mlp = |inter: u64| 3 * h * inter;
+    let mut total = 0u64;
+    for layer in 0..cfg.num_hidden_layers {
+        total += 2 * h + attn;
+        total += match (&cfg.moe, cfg.is_moe_layer(layer)) {
+            (Some(m), true) => {
+                let e = m.n_routed_experts as u64;
+                let bias = if m.topk_method == TopkMethod::NoauxTc { e } else { 0 };
+                e * h + bias + (e + m.n_shared_experts as u64) * mlp(m.moe_intermediate_size as u64)
+            }
+            _ => mlp(cfg.intermediate_size as u64),
+        };
+    }
+    let vocab = cfg.vocab_size as u64 * h;
+    total + h + vocab * if cfg.tie_word_embeddings { 1 } else { 2 }
+}
+
+/// Cache bytes per token per layer: MLA's parts, and MHA / GQA-8 of the same shape in the same
+/// element width (2 x kv_heads x head_dim x elem: K and V).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvFootprint {
+    pub dtype: KvCacheDtype,
+    pub c_kv: usize,
+    pub k_pe: usize,
+    pub scales: usize,
+    /// What the cache stores: c_kv + scales + k_pe.
+    pub stored: usize,
+    pub mha: usize,
+    pub gqa8: usize,
+}
+
+pub fn kv_footprint(cfg: &ModelConfig, dtype: KvCacheDtype) -> KvFootprint {
+    let elem = dtype.c_kv_elem_bytes();
+    let head_dim = if cfg.v_head_dim > 0 { cfg.v_head_dim } else { COMPARISON_HEAD_DIM_FALLBACK };
+    KvFootprint {
+        dtype,
+        c_kv: cfg.kv_lora_rank * elem,
+        k_pe: cfg.qk_rope_head_dim * dtype.k_pe_elem_bytes(),
+        scales: dtype.scale_bytes(cfg.kv_lora_rank),
+        stored: dtype.bytes_per_token_per_layer(cfg),
+        mha: 2 * cfg.num_attention_heads * head_dim * elem,
+        gqa8: 2 * 8.min(cfg.num_attention_heads) * head_dim * elem,
+    }
+}
+
+/// `1.50 GiB (1.61 GB)`-style sizes for messages and tables.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB ({:.2} GB)", b / (1u64 << 30) as f64, b / 1e9)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.2} MiB ({:.2} MB)", b / (1u64 << 20) as f64, b / 1e6)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn v3() -> ModelConfig {
+        ModelConfig::from_json(&json!({
+            "architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 129280, "hidden_size": 7168,
+            "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+            "num_attention_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+            "qk_nope_head_dim": 128, "v_head_dim": 128, "n_routed_experts": 256, "n_shared_experts": 1,
+            "num_experts_per_tok": 8, "first_k_dense_replace": 3, "n_group": 8, "topk_group": 4,
+            "routed_scaling_factor": 2.5, "max_position_embeddings": 163840
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn v3_figures() {
+        let c = v3();
+        let f = kv_footprint(&c, KvCacheDtype::Bf16);
+        assert_eq!((f.c_kv, f.k_pe, f.scales, f.stored, f.mha, f.gqa8), (1024, 128, 0, 1152, 65536, 4096));
+        assert_eq!(kv_footprint(&c, KvCacheDtype::Fp8).stored, 656);
+        assert_eq!(page_bytes(&c, KvCacheDtype::Bf16, 64), 61 * 64 * 1152);
+        // DeepSeek-V3: 671 B parameters without the 14 B MTP module (685 B on the hub).
+        let p = parameters_from_config(&c) as f64;
+        assert!((p / 671e9 - 1.0).abs() < 0.005, "{p}");
+    }
+
+    #[test]
+    fn pools_and_budgets() {
+        let c = v3();
+        assert_eq!(cpu_pool_pages(&c, KvCacheDtype::Fp8, 64, Some(7), None).unwrap(), 7);
+        let per = page_bytes(&c, KvCacheDtype::Fp8, 64);
+        assert_eq!(cpu_pool_pages(&c, KvCacheDtype::Fp8, 64, None, Some(per * 3 + 1)).unwrap(), 3);
+        assert!(cpu_pool_pages(&c, KvCacheDtype::Fp8, 64, None, Some(per - 1)).is_err());
+        assert_eq!(sequences_that_fit(100, 64, 129), 33);
+        let gpu = GpuPlanInputs { total_memory: 100, utilization: 0.9, weight_bytes: 50, workspace_bytes: 10 };
+        assert_eq!(gpu.kv_budget().unwrap(), 30);
+        let e = GpuPlanInputs { weight_bytes: 85, ..gpu }.kv_budget().unwrap_err().to_string();
+        assert!(e.contains("85 B") && e.contains("90 B"), "{e}");
+    }
+}
