@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod plan;
 mod progress;
 mod serve;
 
@@ -35,6 +36,9 @@ enum Command {
     HashKey {
         key: String,
     },
+    /// Plan memory: weight bytes, latent-cache bytes per token and per sequence (next to MHA
+    /// and GQA-8), and how many sequences of a context fit.
+    Plan(plan::PlanArgs),
     /// Benchmark an OpenAI-compatible server (mlahost, vLLM, SGLang) like vLLM's serving benchmark.
     Bench(bench::BenchArgs),
 }
@@ -56,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Bench(args)) => bench::run_bench(args),
+        Some(Command::Plan(args)) => plan::run(args),
         Some(Command::HashKey { key }) => {
             println!("{}", mlahost_server::tenants::hash_key(&key));
             Ok(())

@@ -1,0 +1,184 @@
+//! `mlahost plan`: the seed's DeepSeek-V3 figures from a config alone, and a pool answer equal to
+//! what `serve` allocates with the same flags.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+use support::{fixture, Server};
+
+/// DeepSeek-V3's config.json fields (no weights, no tokenizer: plan needs neither).
+fn v3_config() -> Value {
+    json!({
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "vocab_size": 129280,
+        "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+        "num_nextn_predict_layers": 1, "num_attention_heads": 128, "num_key_value_heads": 128, "q_lora_rank": 1536,
+        "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+        "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+        "moe_layer_freq": 1, "n_group": 8, "topk_group": 4, "topk_method": "noaux_tc", "scoring_func": "sigmoid",
+        "norm_topk_prob": true, "routed_scaling_factor": 2.5, "max_position_embeddings": 163840,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000, "hidden_act": "silu", "attention_bias": false,
+        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
+            "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+        "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]},
+        "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 1
+    })
+}
+
+/// DeepSeek-V2-Lite's config.json fields.
+fn v2_lite_config() -> Value {
+    json!({
+        "architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 102400, "hidden_size": 2048,
+        "intermediate_size": 10944, "moe_intermediate_size": 1408, "num_hidden_layers": 27,
+        "num_attention_heads": 16, "q_lora_rank": null, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128, "v_head_dim": 128, "n_routed_experts": 64, "n_shared_experts": 2,
+        "num_experts_per_tok": 6, "first_k_dense_replace": 1, "topk_method": "greedy", "n_group": 1,
+        "topk_group": 1, "routed_scaling_factor": 1.0, "max_position_embeddings": 163840,
+        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+            "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707},
+        "bos_token_id": 100000, "eos_token_id": 100001
+    })
+}
+
+struct ConfigDir(PathBuf);
+
+impl ConfigDir {
+    fn new(tag: &str, config: Value) -> Self {
+        let dir = std::env::temp_dir().join(format!("mlahost-plan-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn plan(model: &std::path::Path, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlahost"))
+        .args(["plan", "--model", model.to_str().unwrap(), "--json"])
+        .args(extra)
+        .output()
+        .expect("run mlahost plan");
+    assert!(out.status.success(), "plan failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("plan prints one JSON object")
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn plan_reproduces_the_seed_deepseek_v3_figures() {
+    let dir = ConfigDir::new("v3", v3_config());
+    let bf16 = plan(&dir.0, &["--gpu-memory", "141GB"]);
+    assert_eq!(bf16["kv_cache_dtype"], "bf16", "bf16 is the default on a GPU");
+    let t = &bf16["per_token_per_layer"];
+    assert_eq!((n(&t["c_kv"]), n(&t["k_pe"]), n(&t["stored"])), (1024, 128, 1152));
+    assert_eq!((n(&t["mha"]), n(&t["gqa8"])), (65_536, 4_096));
+    // 1,024 B x 61 layers x 131,072 tokens = 8.19 GB = 7.63 GiB; the seed's "7.5 GB" is this
+    // figure in GiB, rounded: within 2%.
+    let seq = n(&bf16["per_sequence"]["c_kv_bytes"]);
+    assert_eq!(seq, 1024 * 61 * 131_072);
+    let gib = seq as f64 / (1u64 << 30) as f64;
+    assert!((gib / 7.5 - 1.0).abs() < 0.02, "{gib} GiB");
+    // Weights from the config's shapes: 671 B parameters (MTP excluded), 1.34 TB in bf16,
+    // which no single 141 GB GPU holds: plan says so instead of a pool.
+    assert_eq!(bf16["weights"]["source"], "config.json shapes");
+    let params = n(&bf16["weights"]["parameters"]) as f64;
+    assert!((params / 671e9 - 1.0).abs() < 0.005, "{params}");
+    assert_eq!(bf16["pool"]["fits"], false);
+    assert!(bf16["pool"]["reason"].as_str().unwrap().contains("do not fit"));
+
+    let fp8 = plan(&dir.0, &["--gpu-memory", "141GB", "--kv-cache-dtype", "fp8"]);
+    let t = &fp8["per_token_per_layer"];
+    assert_eq!((n(&t["c_kv"]), n(&t["scales"]), n(&t["k_pe"]), n(&t["stored"])), (512, 16, 128, 656));
+
+    // The text table names the same figures.
+    let out = Command::new(env!("CARGO_BIN_EXE_mlahost"))
+        .args(["plan", "--model", dir.0.to_str().unwrap(), "--gpu-memory", "141GB"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["1,024 B", "1,152 B", "65,536 B", "4,096 B", "7.62 GiB", "DOES NOT FIT"] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn plan_gpu_pool_is_budget_over_page_bytes_and_scales_with_gpus() {
+    let dir = ConfigDir::new("v2lite", v2_lite_config());
+    let one = plan(&dir.0, &["--gpu-memory", "80GiB", "--context", "32768"]);
+    // DeepSeek-V2-Lite: 15.7 B parameters.
+    let params = n(&one["weights"]["parameters"]) as f64;
+    assert!((params / 15.7e9 - 1.0).abs() < 0.01, "{params}");
+    let p = &one["pool"];
+    assert_eq!(p["fits"], true);
+    let usable = (80.0 * (1u64 << 30) as f64 * 0.92).floor() as u64;
+    assert_eq!(n(&p["usable_bytes"]), usable);
+    let budget = usable - n(&one["weights"]["bytes_bf16"]) - n(&p["workspace_bytes"]);
+    assert_eq!(n(&p["kv_budget_bytes"]), budget);
+    let page = 27 * 64 * 1152;
+    assert_eq!(n(&p["page_bytes"]), page);
+    assert_eq!(n(&p["pages"]), budget / page);
+    assert_eq!(n(&p["tokens"]), budget / page * 64);
+    assert_eq!(n(&p["sequences_per_replica"]), budget / page / (32768 / 64));
+    let four = plan(&dir.0, &["--gpu-memory", "80GiB", "--context", "32768", "--gpus", "4"]);
+    assert_eq!(n(&four["pool"]["sequences"]), 4 * n(&p["sequences_per_replica"]));
+}
+
+#[test]
+fn fp8_pool_holds_1_76x_the_bf16_tokens() {
+    // 1152 / 656 = 1.756 for DeepSeek shapes (not 2x: fp8 keeps k_pe in bf16 and adds scales).
+    let dir = ConfigDir::new("v3-cpu", v3_config());
+    let tokens = |dtype: &str| {
+        n(&plan(&dir.0, &["--device", "cpu", "--kv-cache-memory", "100GiB", "--kv-cache-dtype", dtype])["pool"]["tokens"]) as f64
+    };
+    let ratio = tokens("fp8") / tokens("bf16");
+    assert!((ratio - 1152.0 / 656.0).abs() < 1e-3, "fp8 / bf16 tokens = {ratio}");
+}
+
+#[test]
+fn plan_pool_equals_what_serve_allocates() {
+    let model = fixture("tiny-v2-lite");
+    let m = model.to_str().unwrap();
+    for (dtype, memory) in [("fp8", "3MB"), ("bf16", "3MB"), ("auto", "3MB"), ("fp8", "777777")] {
+        let planned = plan(&model, &["--device", "cpu", "--kv-cache-memory", memory, "--kv-cache-dtype", dtype, "--page-size", "16"]);
+        let tokens = n(&planned["pool"]["tokens"]);
+        let server = Server::start(&["--model", m, "--kv-cache-memory", memory, "--kv-cache-dtype", dtype, "--page-size", "16"]);
+        assert_eq!(server.metric("mlahost_kv_cache_tokens_total") as u64, tokens, "{dtype} {memory}");
+        assert_eq!(server.metric("mlahost_kv_cache_pages_total") as u64, n(&planned["pool"]["pages"]), "{dtype} {memory}");
+        let per_token = n(&planned["per_token_all_layers"]);
+        assert_eq!(server.metric("mlahost_kv_cache_bytes_per_token") as u64, per_token, "{dtype}");
+        // tiny-v2-lite: kv_lora 64, rope 16, 3 layers: f32 960, bf16 480, fp8 (64 + 4 + 32) x 3 = 300.
+        let want = match dtype {
+            "fp8" => 300,
+            "bf16" => 480,
+            _ => 960,
+        };
+        assert_eq!(per_token, want, "{dtype}");
+        // The server serves with the quantized cache.
+        let (status, body) = server.post("/v1/completions", &json!({"prompt": [0, 5, 9], "max_tokens": 4, "temperature": 0}));
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[test]
+fn plan_and_serve_reject_bad_flags() {
+    let dir = ConfigDir::new("bad", v3_config());
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mlahost")).args(["plan", "--model", dir.0.to_str().unwrap()]).args(extra).output().unwrap()
+    };
+    let out = run(&["--kv-cache-dtype", "int4"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("int4"));
+    assert!(!run(&["--gpu-memory", "lots"]).status.success());
+    assert!(!run(&["--kv-cache-memory", "1GB"]).status.success(), "CPU sizing flag on a GPU plan");
+    assert!(!run(&["--context", "0"]).status.success());
+    let err = support::refuse_to_start(&["--model", fixture("tiny-v2-lite").to_str().unwrap(), "--kv-cache-memory", "10", "--kv-cache-dtype", "fp8"]);
+    assert!(err.contains("holds no page"), "{err}");
+}
