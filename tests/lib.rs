@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: fixture paths, goldens, scratch copies of
 //! checkpoints, and a seeded source of fresh random prompts.
 
+pub mod accuracy;
+
 use mlahost_core::{BlockAllocator, BlockTable};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
 use mlahost_engine::{Backend, CacheGeometry, KvCacheDtype, LoadedModel, Logits, LogitsRequest, SeqChunk};
