@@ -1,6 +1,6 @@
 //! Latent-cache dtype accuracy: a greedy run, the same continuation teacher-forced through
 //! another cache dtype, and the perplexity of a fixed text. Used by the kv_cache_dtype test and
-//! the `kv_accuracy` example that produced the figures in docs/kv_cache_fp8.md.
+//! the `kv_accuracy` example that produced the figures in host/engine/KV_CACHE.md.
 
 use crate::backend_with_dtype;
 use mlahost_engine::cpu::AttentionMode;

@@ -1,7 +1,7 @@
 //! Quantized latent caches on the fixtures: the candidate cache's greedy choice agrees with the
 //! reference's at every step of the reference's greedy run except near-ties, and the chosen
 //! token's log-probability moves by less than a measured bound (figures and method:
-//! docs/kv_cache_fp8.md).
+//! host/engine/KV_CACHE.md).
 //!
 //! The run is teacher-forced (the reference's tokens are fed to both), so every step compares
 //! the two caches on the same context. Free-running greedy runs are not a usable test on these
@@ -22,19 +22,21 @@ struct Bounds {
     near_tie: [f32; 3],
     /// Share of all steps (golden and random prompts) where the choices agree.
     min_top1: f64,
-    /// |Δ logprob| of the reference's greedy token over all steps.
+    /// |Δ logprob| of the reference's greedy token: the largest on the golden prompts (a
+    /// flipped expert makes it jumpy, so random prompts do not enter it), the mean over all.
     max: f64,
     mean: f64,
 }
 
 /// fp8 against bf16. Measured (4 runs, 48 tokens x 15 prompts per fixture): on the golden
 /// prompts the choices part at margins up to 0.27 (tiny-v2-lite), 1.55 (tiny-v3-fp8) and 2.35
-/// (tiny-v2, routed_scaling_factor 16); top-1 agreement 84-95%; mean |Δ| 0.05-0.19; max 0.84-7.5.
+/// (tiny-v2, routed_scaling_factor 16); top-1 agreement 84-95%; mean |Δ| 0.05-0.20; max on the
+/// golden prompts 0.84 / 3.65 / 4.20.
 /// tiny-v2's margins are mostly below 3, so there the agreement rate and |Δ| carry the check.
-const FP8_VS_BF16: Bounds = Bounds { near_tie: [0.4, 3.0, 2.0], min_top1: 0.75, max: 12.0, mean: 0.3 };
-/// bf16 against f32. Measured: parts at margins up to 0.34; top-1 agreement 98.8-99.8%;
-/// mean |Δ| 0.004-0.023; max 0.37-3.8 (a flipped expert).
-const BF16_VS_F32: Bounds = Bounds { near_tie: [0.5; 3], min_top1: 0.96, max: 6.0, mean: 0.05 };
+const FP8_VS_BF16: Bounds = Bounds { near_tie: [0.4, 3.0, 2.0], min_top1: 0.75, max: 6.0, mean: 0.3 };
+/// bf16 against f32. Measured: parts at margins up to 0.34; top-1 agreement 98.5-99.9%;
+/// mean |Δ| 0.004-0.03; max on the golden prompts 0.37 / 3.79 / 2.40 (a flipped expert).
+const BF16_VS_F32: Bounds = Bounds { near_tie: [0.5; 3], min_top1: 0.96, max: 5.0, mean: 0.05 };
 
 fn check(reference: KvCacheDtype, cand: KvCacheDtype, b: &Bounds) {
     let mut rng = Rng::seeded(fresh_seed());
@@ -55,7 +57,10 @@ fn check(reference: KvCacheDtype, cand: KvCacheDtype, b: &Bounds) {
             let c = teacher_forced(&model, cand, prompt, &run.token_ids).unwrap();
             for (step, (r, c)) in r.iter().zip(&c).enumerate() {
                 let d = (r.forced_logprob as f64 - c.forced_logprob as f64).abs();
-                (steps, sum, max) = (steps + 1, sum + d, max.max(d));
+                (steps, sum) = (steps + 1, sum + d);
+                if i < golden_prompts {
+                    max = max.max(d);
+                }
                 agree += (r.argmax == c.argmax) as usize;
                 if i < golden_prompts && r.margin >= b.near_tie[f] {
                     compared += 1;
@@ -64,7 +69,7 @@ fn check(reference: KvCacheDtype, cand: KvCacheDtype, b: &Bounds) {
             }
         }
         let (mean, top1) = (sum / steps as f64, agree as f64 / steps as f64);
-        eprintln!("{fixture}: {cand} vs {reference}: {steps} steps, top-1 agreement {top1:.3}, {compared} golden steps beyond the near-tie, mean |dlogprob| {mean:.2e}, max {max:.2e}");
+        eprintln!("{fixture}: {cand} vs {reference}: {steps} steps, top-1 agreement {top1:.3}, {compared} golden steps beyond the near-tie, mean |dlogprob| {mean:.2e}, max on golden prompts {max:.2e}");
         assert!(compared >= 5, "{fixture}: only {compared} golden steps beyond the near-tie");
         assert!(top1 >= b.min_top1, "{fixture}: top-1 agreement {top1} < {}", b.min_top1);
         assert!(max < b.max, "{fixture}: max |dlogprob| {max} >= {}", b.max);
