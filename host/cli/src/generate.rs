@@ -6,7 +6,8 @@ use clap::Args;
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::generate::{generate, FinishReason, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_engine::{CacheGeometry, KvCacheDtypeArg, LoadedModel};
+use mlahost_cuda::{CudaBackend, CudaOptions, Device};
+use mlahost_engine::{Backend, CacheGeometry, KvCacheDtypeArg, LoadedModel};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,12 @@ pub struct GenerateArgs {
     /// Latent-cache element type: auto (f32 on the CPU), f32, bf16 or fp8 (e4m3 with scales).
     #[arg(long, default_value = "auto", value_parser = parse_kv_dtype)]
     kv_cache_dtype: KvCacheDtypeArg,
+    /// Where the model runs: cpu, or cuda:N (weights in bf16 on that GPU).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Run every step eagerly (no CUDA graphs for decode steps).
+    #[arg(long)]
+    enforce_eager: bool,
 }
 
 pub fn parse_kv_dtype(s: &str) -> Result<KvCacheDtypeArg, String> {
@@ -89,8 +96,25 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let total = prompt.len() + args.max_tokens;
     let geometry = CacheGeometry { num_pages: total.div_ceil(args.page_size), page_size: args.page_size };
-    let kv_dtype = args.kv_cache_dtype.resolve(true);
-    let mut backend = model.cpu_backend(CpuOptions { geometry, attention: args.attention, kv_dtype })?;
+    let kv_dtype = args.kv_cache_dtype.resolve(args.device == Device::Cpu);
+    let mut backend: Box<dyn Backend> = match args.device {
+        Device::Cpu => Box::new(model.cpu_backend(CpuOptions { geometry, attention: args.attention, kv_dtype })?),
+        Device::Cuda(ordinal) => Box::new(CudaBackend::new(
+            model.config.clone(),
+            &model.weights,
+            CudaOptions {
+                ordinal,
+                page_size: args.page_size,
+                num_pages: Some(geometry.num_pages),
+                gpu_memory_utilization: 0.9,
+                kv_dtype,
+                max_batched_tokens: prompt.len(),
+                max_seqs: 1,
+                planned_weight_bytes: None,
+                cuda_graphs: !args.enforce_eager,
+            },
+        )?),
+    };
     let request = GenerateRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,
@@ -99,7 +123,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_token_ids: model.stop_token_ids(),
         ignore_eos: args.ignore_eos,
     };
-    let out = generate(&mut backend, &request)?;
+    let out = generate(backend.as_mut(), &request)?;
     let text = model.tokenizer.decode(&out.token_ids, true)?;
     if !args.json {
         println!("{text}");
@@ -116,6 +140,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "finish_reason": match out.finish_reason { FinishReason::Length => "length", FinishReason::Stop => "stop" },
         "prompt_token_ids": prompt,
         "kv_cache_dtype": kv_dtype.as_str(),
+        "device": args.device.to_string(),
         "stats": {
             "prompt_tokens": prompt.len(),
             "load_s": load_seconds,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod gpu_check;
 mod plan;
 mod progress;
 mod serve;
@@ -39,6 +40,8 @@ enum Command {
     /// Plan memory: weight bytes, latent-cache bytes per token and per sequence (next to MHA
     /// and GQA-8), and how many sequences of a context fit.
     Plan(plan::PlanArgs),
+    /// Check the CUDA backend on this machine's GPU (kernels, end to end) and benchmark it.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Benchmark an OpenAI-compatible server (mlahost, vLLM, SGLang) like vLLM's serving benchmark.
     Bench(bench::BenchArgs),
 }
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Bench(args)) => bench::run_bench(args),
+        Some(Command::GpuCheck(args)) => gpu_check::run(args),
         Some(Command::Plan(args)) => plan::run(args),
         Some(Command::HashKey { key }) => {
             println!("{}", mlahost_server::tenants::hash_key(&key));

@@ -80,6 +80,16 @@ pub struct ServeArgs {
     /// Tenants and their hashed API keys (TOML); requests then need `Authorization: Bearer KEY`.
     #[arg(long)]
     tenants: Option<PathBuf>,
+    /// Where the model runs: cpu, or cuda:N (with --replicas R, replicas on cuda:N .. cuda:N+R-1).
+    #[arg(long, default_value = "cpu")]
+    device: mlahost_cuda::Device,
+    /// Share of each GPU's memory for weights, activations and the latent cache (the cache
+    /// gets what remains; `mlahost plan` prints the same split).
+    #[arg(long, default_value_t = 0.92)]
+    gpu_memory_utilization: f64,
+    /// Run every step eagerly (no CUDA graphs for decode steps).
+    #[arg(long)]
+    enforce_eager: bool,
     /// Admit waiting requests in arrival order within a priority instead of by tenant fair share.
     #[arg(long)]
     no_fair_share: bool,
@@ -137,7 +147,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         page_size: args.page_size,
         kv_cache_pages: args.kv_cache_pages,
         kv_cache_memory: args.kv_cache_memory,
-        kv_cache_dtype: args.kv_cache_dtype.resolve(true),
+        kv_cache_dtype: args.kv_cache_dtype.resolve(args.device == mlahost_cuda::Device::Cpu),
         max_model_len: args.max_model_len,
         served_model_name: args.served_model_name,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
@@ -154,6 +164,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         plugins,
         plugin_watch: (args.plugin_watch_ms > 0).then(|| Duration::from_millis(args.plugin_watch_ms)),
         tenants: args.tenants,
+        device: args.device,
+        gpu_memory_utilization: args.gpu_memory_utilization,
+        cuda_graphs: !args.enforce_eager,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(cfg, shutdown_signal()))?;

@@ -89,19 +89,59 @@ impl GpuPlanInputs {
     }
 }
 
-/// Activation buffers of one forward pass, in bytes (an estimate the CUDA backend allocates
-/// its workspace from). Per batched token, bf16: 4 hidden-sized buffers (residual, normed,
-/// attention out, MLP out), the absorbed query and latent output per head
-/// (2 x heads x (kv_lora + rope)), and the MLP's gate/up pair at its widest (dense
-/// intermediate, or (routed + shared) experts x moe_intermediate). Plus f32 logits for
-/// `max_seqs` rows.
+/// Activation buffers of one forward pass of the CUDA backend, in bytes: exactly what its
+/// workspace allocates for `max_batched_tokens` tokens and `max_seqs` logits rows (the cuda
+/// crate checks the two agree). Per token: the f32 residual and its normalized copies, the
+/// query path (q-LoRA, per-head queries, the absorbed query of kv_lora + rope per head), the
+/// latent and its attention output per head, values, the dense / shared MLP pair, the router,
+/// and per routed expert choice its gate/up pair, activation and f32 output. Per logits row:
+/// the final norm and f32 logits. Split-KV partials are not included (decode batches need at
+/// most a few MB; they are allocated on first use).
 pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: usize) -> u64 {
-    let mlp = match &cfg.moe {
-        Some(m) => cfg.intermediate_size.max((m.num_experts_per_tok + m.n_shared_experts) * m.moe_intermediate_size),
-        None => cfg.intermediate_size,
-    };
-    let per_token = 2 * (4 * cfg.hidden_size + 2 * cfg.num_attention_heads * cfg.latent_dim() + 2 * mlp);
-    (max_batched_tokens as u64) * per_token as u64 + (max_seqs as u64) * (cfg.vocab_size as u64) * 4
+    let t = max_batched_tokens.max(1) as u64;
+    let rows = max_seqs.max(1) as u64;
+    let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
+    let (kv_lora, d, q_lora) = (cfg.kv_lora_rank as u64, cfg.latent_dim() as u64, cfg.q_lora_rank.unwrap_or(0) as u64);
+    let moe = cfg.moe.as_ref();
+    let shared_inter = moe.map_or(0, |m| (m.moe_intermediate_size * m.n_shared_experts) as u64);
+    let inter = (cfg.intermediate_size as u64).max(shared_inter);
+    let (experts, k, moe_inter) = moe.map_or((0, 0, 0), |m| (m.n_routed_experts as u64, m.num_experts_per_tok as u64, m.moe_intermediate_size as u64));
+    let pairs = t * k;
+    let buf = |bytes: u64| bytes.max(16);
+    [
+        buf(t * h * 4),                                     // residual x (f32)
+        buf(t * h * 2),                                     // normalized h (bf16)
+        buf(if moe.is_some() { t * h * 4 } else { 0 }),     // normalized h (f32, router input)
+        buf(t * q_lora * 4),                                // q_a output
+        buf(t * q_lora * 2),                                // q_a normalized
+        buf(t * heads * cfg.qk_head_dim() as u64 * 2),      // per-head queries
+        buf(t * d * 4),                                     // kv_a output
+        buf(t * heads * d * 2),                             // absorbed queries
+        buf(t * heads * kv_lora * 2),                       // attention output (latent)
+        buf(t * heads * 4),                                 // lse
+        buf(t * heads * cfg.v_head_dim as u64 * 2),         // values
+        buf(t * 2 * inter * 2),                             // gate/up
+        buf(t * inter * 2),                                 // activation
+        buf(t * experts * 4),                               // router logits
+        buf(pairs * 4),                                     // expert ids
+        buf(pairs * 4),                                     // expert weights
+        buf((experts + 1) * 4),                             // expert offsets
+        buf(pairs * 4),                                     // sorted pairs
+        buf(pairs * 4),                                     // pair positions
+        buf((pairs.div_ceil(64) + experts) * 3 * 4),        // GEMM tiles
+        buf(4),                                             // tile count
+        buf(pairs * 2 * moe_inter * 2),                     // expert gate/up
+        buf(pairs * moe_inter * 2),                         // expert activation
+        buf(pairs * h * 4),                                 // expert outputs (f32)
+        buf(rows * h * 2),                                  // final norm
+        buf(rows * cfg.vocab_size as u64 * 4),              // logits (f32)
+        buf((t * 4 + rows * 64) * 4),                       // batch metadata
+        buf(t * 8),                                         // cache slots
+        buf(0),                                             // split partials (grown on demand)
+        buf(0),
+    ]
+    .iter()
+    .sum()
 }
 
 /// Where a parameter count came from.

@@ -51,6 +51,20 @@ impl Rope {
         Self { inv_freq, attention_factor, layout: cfg.rope_layout }
     }
 
+    /// The per-pair inverse frequencies (after YaRN), for device kernels that rotate themselves.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// The factor on cos and sin (YaRN's magnitude correction; 1 without scaling).
+    pub fn attention_factor(&self) -> f32 {
+        self.attention_factor
+    }
+
+    pub fn layout(&self) -> RopeLayout {
+        self.layout
+    }
+
     /// Rotates `x` (length `qk_rope_head_dim`) for position `pos`, in place.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let half = self.inv_freq.len();

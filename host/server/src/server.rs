@@ -17,7 +17,8 @@ use crate::replicas::{Replica, Replicas};
 use crate::tenants::Tenants;
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
-use mlahost_engine::{capacity, CacheGeometry, KvCacheDtype, LoadedModel};
+use mlahost_cuda::{CudaBackend, CudaOptions, Device};
+use mlahost_engine::{capacity, Backend, CacheGeometry, KvCacheDtype, LoadedModel};
 use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec};
 use std::future::Future;
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ pub struct ServeConfig {
     pub plugin_watch: Option<Duration>,
     /// Tenants and their API keys (`--tenants`); without it every request is one default tenant.
     pub tenants: Option<PathBuf>,
+    /// Where replicas run: the CPU, or GPUs from cuda:N on (replica i on cuda:N+i).
+    pub device: Device,
+    /// Share of each GPU's memory for weights, workspace and the latent cache.
+    pub gpu_memory_utilization: f64,
+    /// Replay decode steps from CUDA graphs (off: `--enforce-eager`).
+    pub cuda_graphs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,15 +181,44 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     if cfg.replicas == 0 {
         return Err(ServerError::Config("--replicas must be at least 1".into()));
     }
-    // Sized by the same function `mlahost plan` uses, so its answer is what is allocated here.
+    // Sized by the same functions `mlahost plan` uses, so its answer is what is allocated here.
     let dtype = cfg.kv_cache_dtype;
-    let num_pages = capacity::cpu_pool_pages(c, dtype, cfg.page_size, cfg.kv_cache_pages, cfg.kv_cache_memory)?;
+    let weights = capacity::count_weights(&dir, c)?;
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(cfg.replicas);
+    for replica in 0..cfg.replicas {
+        backends.push(match cfg.device {
+            Device::Cpu => {
+                let num_pages = capacity::cpu_pool_pages(c, dtype, cfg.page_size, cfg.kv_cache_pages, cfg.kv_cache_memory)?;
+                let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
+                Box::new(model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: dtype })?)
+            }
+            Device::Cuda(first) => Box::new(
+                CudaBackend::new(
+                    c.clone(),
+                    &model.weights,
+                    CudaOptions {
+                        ordinal: first + replica,
+                        page_size: cfg.page_size,
+                        num_pages: cfg.kv_cache_pages,
+                        gpu_memory_utilization: cfg.gpu_memory_utilization,
+                        kv_dtype: dtype,
+                        max_batched_tokens: cfg.scheduler.max_num_batched_tokens,
+                        max_seqs: cfg.scheduler.max_num_seqs,
+                        planned_weight_bytes: Some(weights.bf16_bytes()),
+                        cuda_graphs: cfg.cuda_graphs,
+                    },
+                )
+                .map_err(mlahost_engine::EngineError::from)?,
+            ),
+        });
+    }
+    let num_pages = backends.iter().map(|b| b.cache_geometry().num_pages).min().unwrap_or(0);
     let page_bytes = capacity::page_bytes(c, dtype, cfg.page_size);
     let capacity = num_pages * cfg.page_size;
     let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity);
-    let weights = capacity::count_weights(&dir, c)?;
     tracing::info!(
         replicas = cfg.replicas,
+        device = %cfg.device,
         weight_params = weights.parameters,
         weight_bytes_bf16 = weights.bf16_bytes(),
         kv_cache_dtype = dtype.as_str(),
@@ -197,9 +233,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     );
     let mut list = Vec::new();
     let mut threads = Vec::new();
-    for replica in 0..cfg.replicas {
-        let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
-        let backend = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: dtype })?;
+    for (replica, backend) in backends.into_iter().enumerate() {
         let mut scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
         let index = Arc::new(PrefixIndex::new());
         scheduler.pages_mut().set_shared_index(index.clone());
@@ -209,7 +243,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         let metrics = Arc::new(Metrics::new(&name, replica));
         metrics.kv_cache_tokens.store(capacity as u64, SeqCst);
         metrics.kv_cache_bytes_per_token.store(page_bytes / cfg.page_size as u64, SeqCst);
-        let (engine, join) = engine_loop::spawn(model.clone(), Box::new(backend), scheduler, max_model_len, metrics.clone())?;
+        let (engine, join) = engine_loop::spawn(model.clone(), backend, scheduler, max_model_len, metrics.clone())?;
         list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);
     }

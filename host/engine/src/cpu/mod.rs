@@ -9,6 +9,7 @@ mod moe;
 mod ops;
 
 pub use attention::AttentionMode;
+pub use moe::route_logits;
 
 use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
 use crate::config::ModelConfig;

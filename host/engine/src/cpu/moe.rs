@@ -17,6 +17,12 @@ pub fn route(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize) -> Vec<Vec<(usize, f
     logits.chunks(cfg.n_routed_experts).map(|l| route_token(l, m.score_bias.as_deref(), cfg)).collect()
 }
 
+/// The routing decision for one token's router logits (public so device kernels can be checked
+/// against it).
+pub fn route_logits(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> Vec<(usize, f32)> {
+    route_token(logits, bias, cfg)
+}
+
 fn route_token(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> Vec<(usize, f32)> {
     let n = logits.len();
     let per_group = n / cfg.n_group;

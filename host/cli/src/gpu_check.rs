@@ -1,0 +1,50 @@
+//! `mlahost gpu-check`: on a GPU machine with only the driver, NVRTC and cuBLAS (no Rust
+//! toolchain), runs the CUDA backend's kernel checks, the end-to-end comparisons against the CPU
+//! engine and the transformers goldens, and optionally the decode-kernel benchmark.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use mlahost_cuda::check::runner::{run as run_checks, CheckOptions};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct GpuCheckArgs {
+    /// GPU ordinal.
+    #[arg(long, default_value_t = 0)]
+    ordinal: usize,
+    /// Directory with the test fixtures (tiny-v2-lite, tiny-v2, tiny-v3-fp8 and their goldens).
+    #[arg(long, default_value = "tests/fixtures")]
+    fixtures: PathBuf,
+    /// Extra checkpoints (e.g. a random DeepSeek-shaped one, 512+64 latent) to compare with the CPU.
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// Also run the decode-kernel benchmark.
+    #[arg(long)]
+    bench: bool,
+    /// Write the benchmark rows as JSON lines here.
+    #[arg(long)]
+    bench_json: Option<PathBuf>,
+    /// Seed for the random data (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Skip the kernel and end-to-end checks (benchmark only).
+    #[arg(long)]
+    bench_only: bool,
+}
+
+pub fn run(args: GpuCheckArgs) -> Result<()> {
+    let o = CheckOptions {
+        ordinal: args.ordinal,
+        fixtures: args.fixtures,
+        models: args.model,
+        bench: args.bench,
+        bench_only: args.bench_only,
+        bench_json: args.bench_json,
+        seed: args.seed.unwrap_or_else(|| mlahost_cuda::check::Rng::fresh().1),
+    };
+    if !run_checks(&o)? {
+        bail!("some GPU checks failed (see the tables above)");
+    }
+    println!("all GPU checks passed");
+    Ok(())
+}

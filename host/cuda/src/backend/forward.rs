@@ -1,0 +1,246 @@
+//! One forward pass over a laid-out batch: embedding, the layers, the final norm and lm_head.
+
+use super::layout::BatchLayout;
+use super::workspace::Workspace;
+use crate::blas::{Blas, Dtype, Operand};
+use crate::gpu::DeviceBuffer;
+use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
+use crate::kernels::layers::{self, RopeArgs};
+use crate::kernels::moe::{self, Dispatch, RouteParams};
+use crate::kernels::View;
+use crate::module::Kernels;
+use crate::weights::{GpuAttention, GpuFfn, GpuLayer, GpuMatrix, GpuMlp, GpuMoe, GpuQuery, GpuWeights};
+use crate::Result;
+use mlahost_engine::config::{ModelConfig, TopkMethod};
+use mlahost_engine::CacheGeometry;
+
+/// q_a_layernorm and kv_a_layernorm use the default eps in the reference code (as on the CPU).
+const LATENT_NORM_EPS: f32 = 1e-6;
+
+pub struct Forward<'a> {
+    pub cfg: &'a ModelConfig,
+    pub k: &'a Kernels,
+    pub blas: &'a Blas,
+    pub w: &'a GpuWeights,
+    pub ws: &'a Workspace,
+    pub cache: &'a [DeviceBuffer],
+    pub geometry: CacheGeometry,
+    pub fp8: bool,
+    pub layout: &'a BatchLayout,
+}
+
+fn bf16(buf: &DeviceBuffer, ld: usize) -> Operand {
+    Operand { ptr: buf.ptr(), dtype: Dtype::Bf16, ld }
+}
+fn f32op(buf: &DeviceBuffer, ld: usize) -> Operand {
+    Operand { ptr: buf.ptr(), dtype: Dtype::F32, ld }
+}
+fn weight(m: &GpuMatrix) -> Operand {
+    Operand { ptr: m.buf.ptr(), dtype: Dtype::Bf16, ld: m.cols }
+}
+fn v(buf: &DeviceBuffer) -> View {
+    View::of(buf)
+}
+
+impl Forward<'_> {
+    pub fn run(&self) -> Result<()> {
+        let (cfg, ws, t) = (self.cfg, self.ws, self.layout.tokens);
+        let hidden = cfg.hidden_size;
+        layers::embedding(self.k, ws.meta_at(self.layout.ids_at), v(&self.w.embed.buf), cfg.vocab_size, v(&ws.x), t, hidden)?;
+        for (l, layer) in self.w.layers.iter().enumerate() {
+            self.layer(l, layer)?;
+        }
+        let rows = self.layout.logit_rows;
+        if rows == 0 {
+            return Ok(());
+        }
+        layers::rmsnorm_residual(
+            self.k,
+            v(&ws.x),
+            None,
+            v(&self.w.norm),
+            v(&ws.final_h),
+            None,
+            Some((ws.meta_at(self.layout.rows_at), t)),
+            rows,
+            hidden,
+            cfg.rms_norm_eps,
+        )?;
+        self.blas.linear(rows, cfg.vocab_size, hidden, bf16(&ws.final_h, hidden), weight(&self.w.lm_head), f32op(&ws.logits, cfg.vocab_size), 0.0)
+    }
+
+    fn layer(&self, l: usize, layer: &GpuLayer) -> Result<()> {
+        let (cfg, ws, t) = (self.cfg, self.ws, self.layout.tokens);
+        let hidden = cfg.hidden_size;
+        let moe = matches!(layer.ffn, GpuFfn::Moe(_));
+        layers::rmsnorm_residual(self.k, v(&ws.x), None, v(&layer.input_norm), v(&ws.h), None, None, t, hidden, cfg.rms_norm_eps)?;
+        self.attention(l, &layer.attn)?;
+        let h32 = moe.then(|| v(&ws.h32));
+        layers::rmsnorm_residual(self.k, v(&ws.x), None, v(&layer.post_attention_norm), v(&ws.h), h32, None, t, hidden, cfg.rms_norm_eps)?;
+        match &layer.ffn {
+            GpuFfn::Dense(m) => self.mlp(m, t),
+            GpuFfn::Moe(m) => self.moe(m),
+        }
+    }
+
+    fn rope(&self) -> RopeArgs {
+        RopeArgs {
+            inv_freq: v(&self.w.inv_freq),
+            attention_factor: self.w.attention_factor,
+            rope_dim: self.cfg.qk_rope_head_dim,
+            interleaved: self.w.rope_interleaved,
+        }
+    }
+
+    fn attention(&self, l: usize, a: &GpuAttention) -> Result<()> {
+        let (cfg, ws, t, k) = (self.cfg, self.ws, self.layout.tokens, self.k);
+        let (hidden, heads, qk, nope, vd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim, cfg.v_head_dim);
+        let (kv_lora, d) = (cfg.kv_lora_rank, cfg.latent_dim());
+        // queries
+        match &a.q {
+            GpuQuery::Direct(wq) => self.blas.linear(t, heads * qk, hidden, bf16(&ws.h, hidden), weight(wq), bf16(&ws.q_in, heads * qk), 0.0)?,
+            GpuQuery::LowRank { a: wa, norm, b: wb } => {
+                let r = wa.rows;
+                self.blas.linear(t, r, hidden, bf16(&ws.h, hidden), weight(wa), f32op(&ws.qa, r), 0.0)?;
+                layers::rmsnorm_residual(k, v(&ws.qa), None, v(norm), v(&ws.qa_n), None, None, t, r, LATENT_NORM_EPS)?;
+                self.blas.linear(t, heads * qk, r, bf16(&ws.qa_n, r), weight(wb), bf16(&ws.q_in, heads * qk), 0.0)?;
+            }
+        }
+        // the new tokens' latents into the cache
+        self.blas.linear(t, d, hidden, bf16(&ws.h, hidden), weight(&a.kv_a), f32op(&ws.kv, d), 0.0)?;
+        let pos = self.ws.meta_at(self.layout.pos_at);
+        let cache = v(&self.cache[l]);
+        let slots = self.geometry.num_pages * self.geometry.page_size;
+        layers::latent_cache_write(k, v(&ws.kv), v(&a.kv_a_norm), pos, v(&ws.slots), self.rope(), cache, slots, t, kv_lora, LATENT_NORM_EPS, self.fp8)?;
+        // absorbed query: q_lat[t, h] = q_nope[t, h] · W_UK[h]  (W_UK[h] = kv_b rows h*(nope+v) .. +nope)
+        let per_head = (nope + vd) * kv_lora;
+        self.blas.batched(
+            t,
+            kv_lora,
+            nope,
+            bf16(&ws.q_in, heads * qk),
+            qk,
+            weight(&a.kv_b),
+            per_head,
+            bf16(&ws.q_full, heads * d),
+            d,
+            heads,
+            0.0,
+            true,
+        )?;
+        layers::rope_query(k, v(&ws.q_in), v(&ws.q_full), pos, self.rope(), t, heads, qk, nope, d, kv_lora)?;
+        // attention over the latent cache
+        let scale = cfg.softmax_scale();
+        if self.layout.fast.is_empty() {
+            let io = GenericIo {
+                q: v(&ws.q_full),
+                cache,
+                block_tables: ws.meta_at(self.layout.tables_at),
+                token_seq: ws.meta_at(self.layout.seq_at),
+                token_pos: pos,
+                out: v(&ws.att),
+                lse: View::NULL,
+            };
+            let shape = GenericShape {
+                tokens: t,
+                seqs: self.layout.order.len(),
+                heads,
+                kv_lora,
+                rope: cfg.qk_rope_head_dim,
+                page_size: self.geometry.page_size,
+                max_pages: self.layout.max_pages,
+                cache_pages: self.geometry.num_pages,
+                scale,
+                fp8: self.fp8,
+            };
+            decode::mla_attention_generic(k, &io, &shape)?;
+        }
+        for launch in &self.layout.fast {
+            let tok = launch.first_token;
+            let io = DecodeIo {
+                q: v(&ws.q_full).at(tok * heads * d * 2),
+                cache,
+                block_table: ws.meta_at(launch.block_table_at),
+                seq_lens: ws.meta_at(launch.seq_lens_at),
+                split_offsets: ws.meta_at(launch.splits_at),
+                out: v(&ws.att).at(tok * heads * kv_lora * 2),
+                lse: v(&ws.lse).at(tok * heads * 4),
+                part_o: v(&ws.part_o),
+                part_lse: v(&ws.part_lse),
+            };
+            let shape = DecodeShape {
+                batch: launch.batch,
+                q_len: launch.q_len,
+                heads,
+                page_size: self.geometry.page_size,
+                max_pages: self.layout.max_pages,
+                cache_pages: self.geometry.num_pages,
+                scale,
+            };
+            decode::mla_decode(k, &io, &shape, &launch.plan)?;
+        }
+        // values: ov[t, h] = W_UV[h] · o_lat[t, h], then o_proj added into the residual
+        self.blas.batched(
+            t,
+            vd,
+            kv_lora,
+            bf16(&ws.att, heads * kv_lora),
+            kv_lora,
+            Operand { ptr: a.kv_b.buf.ptr() + (nope * kv_lora * 2) as u64, dtype: Dtype::Bf16, ld: kv_lora },
+            per_head,
+            bf16(&ws.ov, heads * vd),
+            vd,
+            heads,
+            0.0,
+            false,
+        )?;
+        self.blas.linear(t, hidden, heads * vd, bf16(&ws.ov, heads * vd), weight(&a.o), f32op(&ws.x, hidden), 1.0)
+    }
+
+    /// Dense SiLU MLP over the first `t` rows of `h`, added into the residual.
+    fn mlp(&self, m: &GpuMlp, t: usize) -> Result<()> {
+        let (ws, hidden) = (self.ws, self.cfg.hidden_size);
+        let inter = m.down.cols;
+        self.blas.linear(t, 2 * inter, hidden, bf16(&ws.h, hidden), weight(&m.gate_up), bf16(&ws.gate_up, 2 * inter), 0.0)?;
+        layers::silu_mul(self.k, v(&ws.gate_up), v(&ws.act), t, inter)?;
+        self.blas.linear(t, hidden, inter, bf16(&ws.act, inter), weight(&m.down), f32op(&ws.x, hidden), 1.0)
+    }
+
+    fn moe(&self, m: &GpuMoe) -> Result<()> {
+        let (cfg, ws, t, k) = (self.cfg, self.ws, self.layout.tokens, self.k);
+        let mc = cfg.moe.as_ref().ok_or_else(|| crate::CudaError::launch("moe", "MoE weights without MoE config"))?;
+        let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
+        let pairs = t * top_k;
+        self.blas.linear(t, e, hidden, f32op(&ws.h32, hidden), Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden }, f32op(&ws.router, e), 0.0)?;
+        let params = RouteParams {
+            experts: e,
+            top_k,
+            n_group: mc.n_group.max(1),
+            topk_group: mc.topk_group.max(1).min(mc.n_group.max(1)),
+            method: match mc.topk_method {
+                TopkMethod::Greedy => 0,
+                TopkMethod::GroupLimitedGreedy => 1,
+                TopkMethod::NoauxTc => 2,
+            },
+            norm_topk: mc.norm_topk_prob,
+            scaling: mc.routed_scaling_factor,
+        };
+        moe::moe_route(k, v(&ws.router), m.bias.as_ref().map(v), v(&ws.topk_ids), v(&ws.topk_w), t, &params)?;
+        let d = Dispatch {
+            expert_offsets: v(&ws.expert_offsets),
+            sorted_pairs: v(&ws.sorted_pairs),
+            pair_pos: v(&ws.pair_pos),
+            tiles: v(&ws.tiles),
+            num_tiles: v(&ws.num_tiles),
+        };
+        moe::moe_align(k, v(&ws.topk_ids), pairs, e, &d)?;
+        moe::moe_gemm(k, v(&ws.h), t, Some((v(&ws.sorted_pairs), top_k)), v(&m.gate_up), e, &d, pairs, v(&ws.expert_gate_up), false, 2 * inter, hidden)?;
+        layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
+        moe::moe_gemm(k, v(&ws.expert_act), pairs, None, v(&m.down), e, &d, pairs, v(&ws.expert_out), true, hidden, inter)?;
+        moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(&ws.x), t, top_k, hidden)?;
+        if let Some(shared) = &m.shared {
+            self.mlp(shared, t)?;
+        }
+        Ok(())
+    }
+}

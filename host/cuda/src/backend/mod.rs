@@ -1,0 +1,242 @@
+//! The CUDA backend: the same ragged-batch forward pass as the CPU engine, on the GPU.
+//! Weights live in bf16; the residual stream stays f32; GEMMs go through cuBLAS (bf16 in, f32
+//! accumulate); attention reads the paged latent cache with the kernels of kernels/cuda.
+
+mod forward;
+mod layout;
+pub mod workspace;
+
+use crate::blas::Blas;
+use crate::gpu::{DeviceBuffer, Gpu};
+use crate::kernels::decode::{FAST_KV_LORA, FAST_ROPE};
+use crate::kernels::layers::cache_entry_bytes;
+use crate::module::Kernels;
+use crate::weights::GpuWeights;
+use crate::{CudaError, Result};
+use layout::BatchLayout;
+use mlahost_engine::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
+use mlahost_engine::config::ModelConfig;
+use mlahost_engine::weights::ModelWeights;
+use mlahost_engine::capacity::{self, GpuPlanInputs};
+use mlahost_engine::{EngineError, KvCacheDtype};
+use crate::graph::Graph;
+use std::collections::HashMap;
+use std::sync::Arc;
+use workspace::{Capacity, Workspace};
+
+pub use workspace::initial_capacity;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CudaOptions {
+    pub ordinal: usize,
+    pub page_size: usize,
+    /// Pages in the pool; None sizes it from `gpu_memory_utilization`.
+    pub num_pages: Option<usize>,
+    pub gpu_memory_utilization: f64,
+    pub kv_dtype: KvCacheDtype,
+    /// Tokens per forward pass the workspace is sized for up front (the scheduler's budget).
+    pub max_batched_tokens: usize,
+    pub max_seqs: usize,
+    /// Weight bytes to plan the pool with: `mlahost plan`'s figure from the checkpoint headers
+    /// (so plan and serve agree exactly); None uses the bytes actually uploaded.
+    pub planned_weight_bytes: Option<u64>,
+    /// Replay decode-only steps from CUDA graphs captured per (batch size, length bucket).
+    pub cuda_graphs: bool,
+}
+
+pub struct CudaBackend {
+    cfg: ModelConfig,
+    gpu: Arc<Gpu>,
+    kernels: Kernels,
+    blas: Blas,
+    weights: GpuWeights,
+    /// One buffer per layer: `[pages, page_size, entry]`.
+    cache: Vec<DeviceBuffer>,
+    geometry: CacheGeometry,
+    fp8: bool,
+    workspace: Option<Workspace>,
+    cuda_graphs: bool,
+    /// Captured decode steps by (batch size, length bucket); dropped when the workspace moves.
+    graphs: HashMap<(usize, usize), Graph>,
+}
+
+// SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
+// current on whichever thread runs it; the backend is used by one thread at a time (&mut self).
+unsafe impl Send for CudaBackend {}
+
+impl CudaBackend {
+    pub fn new(cfg: ModelConfig, host_weights: &ModelWeights, opts: CudaOptions) -> Result<Self> {
+        if opts.page_size == 0 {
+            return Err(CudaError::Engine(EngineError::InvalidRequest("page size must be at least 1".into())));
+        }
+        let fp8 = match opts.kv_dtype {
+            KvCacheDtype::Bf16 => false,
+            KvCacheDtype::Fp8 => true,
+            KvCacheDtype::F32 => {
+                return Err(CudaError::Engine(EngineError::InvalidRequest(
+                    "the CUDA backend stores the latent cache in bf16 or fp8, not f32".into(),
+                )))
+            }
+        };
+        let gpu = Gpu::open(opts.ordinal)?;
+        let kernels = Kernels::load(&gpu)?;
+        let blas = Blas::new(&gpu)?;
+        let weights = GpuWeights::upload(&gpu, &cfg, host_weights)?;
+        let mut workspace = None;
+        Workspace::ensure(&mut workspace, &gpu, &cfg, workspace::initial_capacity(opts.max_batched_tokens, opts.max_seqs))?;
+        let entry = cache_entry_bytes(cfg.kv_lora_rank, cfg.qk_rope_head_dim, fp8);
+        let num_pages = match opts.num_pages {
+            Some(n) => n,
+            None => {
+                let inputs = GpuPlanInputs {
+                    total_memory: gpu.info.total_memory,
+                    utilization: opts.gpu_memory_utilization,
+                    weight_bytes: opts.planned_weight_bytes.unwrap_or(weights.bytes),
+                    workspace_bytes: capacity::workspace_bytes(&cfg, opts.max_batched_tokens, opts.max_seqs),
+                };
+                capacity::pool_pages(inputs.kv_budget()?, capacity::page_bytes(&cfg, opts.kv_dtype, opts.page_size))
+            }
+        };
+        if num_pages == 0 {
+            return Err(CudaError::OutOfMemory(format!(
+                "no room for a single {}-token page after {:.2} GiB of weights (raise --gpu-memory-utilization)",
+                opts.page_size,
+                weights.bytes as f64 / (1u64 << 30) as f64
+            )));
+        }
+        let per_layer = num_pages * opts.page_size * entry;
+        let cache = (0..cfg.num_hidden_layers).map(|_| DeviceBuffer::alloc(&gpu, per_layer)).collect::<Result<Vec<_>>>()?;
+        tracing::info!(
+            device = %gpu.info.name,
+            arch = %gpu.arch(),
+            weight_gib = weights.bytes as f64 / (1u64 << 30) as f64,
+            num_pages,
+            page_size = opts.page_size,
+            pool_tokens = num_pages * opts.page_size,
+            kv_dtype = if fp8 { "fp8" } else { "bf16" },
+            "CUDA backend ready"
+        );
+        Ok(Self {
+            cfg,
+            gpu,
+            kernels,
+            blas,
+            weights,
+            cache,
+            geometry: CacheGeometry { num_pages, page_size: opts.page_size },
+            fp8,
+            workspace,
+            cuda_graphs: opts.cuda_graphs,
+            graphs: HashMap::new(),
+        })
+    }
+
+    pub fn device(&self) -> &crate::DeviceInfo {
+        &self.gpu.info
+    }
+
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.bytes
+    }
+
+    /// Whether attention runs on the tiled kernels (DeepSeek's 512 + 64 latent in bf16).
+    fn fast_attention(&self) -> bool {
+        !self.fp8 && self.cfg.kv_lora_rank == FAST_KV_LORA && self.cfg.qk_rope_head_dim == FAST_ROPE
+    }
+
+    fn validate(&self, batch: &[SeqChunk<'_>]) -> Result<()> {
+        let geo = self.geometry;
+        for (i, s) in batch.iter().enumerate() {
+            let bad = |m: String| Err(CudaError::Engine(EngineError::InvalidBatch(format!("sequence {i}: {m}"))));
+            if s.tokens.is_empty() {
+                return bad("no new tokens".into());
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                return bad(format!("token id {t} is outside the vocabulary of {}", self.cfg.vocab_size));
+            }
+            let end = s.start_pos + s.tokens.len();
+            if s.block_table.len() * geo.page_size < end {
+                return bad(format!("block table of {} pages cannot hold {end} tokens", s.block_table.len()));
+            }
+            if let Some(&p) = s.block_table[..end.div_ceil(geo.page_size)].iter().find(|&&p| p as usize >= geo.num_pages) {
+                return bad(format!("page {p} is outside the cache of {} pages", geo.num_pages));
+            }
+        }
+        Ok(())
+    }
+
+    /// The length bucket a decode-only batch replays under, when graphs apply to it.
+    fn graph_bucket(&self, batch: &[SeqChunk<'_>]) -> Option<usize> {
+        let decode_only = batch.iter().all(|c| c.tokens.len() == 1 && c.logits == LogitsRequest::Last);
+        if !(self.cuda_graphs && self.fast_attention() && decode_only && !batch.is_empty()) {
+            return None;
+        }
+        let longest = batch.iter().map(|c| c.start_pos + 1).max().unwrap_or(1);
+        Some(longest.next_power_of_two().max(256))
+    }
+
+    fn forward_checked(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
+        self.validate(batch)?;
+        self.gpu.bind()?;
+        let heads = self.cfg.num_attention_heads;
+        let bucket = self.graph_bucket(batch);
+        let layout = BatchLayout::new(
+            batch,
+            self.geometry.page_size,
+            self.gpu.info.multiprocessors as usize,
+            self.gpu.is_hopper(),
+            heads,
+            self.fast_attention(),
+            bucket,
+        );
+        let need = Capacity {
+            tokens: layout.tokens,
+            rows: layout.logit_rows.max(1),
+            meta: layout.meta.len(),
+            partial_rows: layout.max_partial_slots(heads),
+        };
+        if Workspace::ensure(&mut self.workspace, &self.gpu, &self.cfg, need)? {
+            self.graphs.clear(); // captured addresses are gone
+        }
+        let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
+        ws.meta.write(0, &layout.meta)?;
+        ws.slots.write(0, &layout.slots)?;
+        let f = forward::Forward {
+            cfg: &self.cfg,
+            k: &self.kernels,
+            blas: &self.blas,
+            w: &self.weights,
+            ws,
+            cache: &self.cache,
+            geometry: self.geometry,
+            fp8: self.fp8,
+            layout: &layout,
+        };
+        match bucket {
+            Some(b) => {
+                let key = (batch.len(), b);
+                if !self.graphs.contains_key(&key) {
+                    let graph = Graph::capture(&self.gpu, || f.run())?;
+                    tracing::debug!(batch = key.0, bucket = key.1, "captured a decode graph");
+                    self.graphs.insert(key, graph);
+                }
+                self.graphs.get(&key).ok_or_else(|| CudaError::launch("graph", "missing"))?.launch()?;
+            }
+            None => f.run()?,
+        }
+        let vocab = self.cfg.vocab_size;
+        let mut data = vec![0f32; layout.logit_rows * vocab];
+        ws.logits.read(0, &mut data)?;
+        Ok(Logits { vocab, data, rows: layout.row_ranges.clone() })
+    }
+}
+
+impl Backend for CudaBackend {
+    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> mlahost_engine::Result<Logits> {
+        self.forward_checked(batch).map_err(EngineError::from)
+    }
+
+    fn cache_geometry(&self) -> CacheGeometry {
+        self.geometry
+    }
+}

@@ -1,0 +1,193 @@
+//! Activation buffers for one forward pass, sized for a token capacity and grown (to the next
+//! power of two) when a batch needs more. Kept between steps so CUDA graphs can replay on them.
+
+use crate::gpu::{DeviceBuffer, Gpu};
+use crate::kernels::moe::max_tiles;
+use crate::kernels::View;
+use crate::Result;
+use mlahost_engine::ModelConfig;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capacity {
+    pub tokens: usize,
+    pub rows: usize,
+    pub meta: usize,
+    pub partial_rows: usize,
+}
+
+impl Capacity {
+    fn covers(&self, need: &Capacity) -> bool {
+        self.tokens >= need.tokens && self.rows >= need.rows && self.meta >= need.meta && self.partial_rows >= need.partial_rows
+    }
+
+    fn grown(&self, need: &Capacity) -> Capacity {
+        let up = |have: usize, want: usize| if have >= want { have } else { want.next_power_of_two().max(16) };
+        Capacity {
+            tokens: up(self.tokens, need.tokens),
+            rows: up(self.rows, need.rows),
+            meta: up(self.meta, need.meta),
+            partial_rows: up(self.partial_rows, need.partial_rows),
+        }
+    }
+}
+
+pub struct Workspace {
+    pub cap: Capacity,
+    pub x: DeviceBuffer,
+    pub h: DeviceBuffer,
+    pub h32: DeviceBuffer,
+    pub qa: DeviceBuffer,
+    pub qa_n: DeviceBuffer,
+    pub q_in: DeviceBuffer,
+    pub kv: DeviceBuffer,
+    pub q_full: DeviceBuffer,
+    pub att: DeviceBuffer,
+    pub lse: DeviceBuffer,
+    pub ov: DeviceBuffer,
+    pub gate_up: DeviceBuffer,
+    pub act: DeviceBuffer,
+    pub router: DeviceBuffer,
+    pub topk_ids: DeviceBuffer,
+    pub topk_w: DeviceBuffer,
+    pub expert_offsets: DeviceBuffer,
+    pub sorted_pairs: DeviceBuffer,
+    pub pair_pos: DeviceBuffer,
+    pub tiles: DeviceBuffer,
+    pub num_tiles: DeviceBuffer,
+    pub expert_gate_up: DeviceBuffer,
+    pub expert_act: DeviceBuffer,
+    pub expert_out: DeviceBuffer,
+    pub final_h: DeviceBuffer,
+    pub logits: DeviceBuffer,
+    pub meta: DeviceBuffer,
+    pub slots: DeviceBuffer,
+    pub part_o: DeviceBuffer,
+    pub part_lse: DeviceBuffer,
+}
+
+impl Workspace {
+    /// Bytes of every buffer, in field order (mirrored by `mlahost_engine::capacity::workspace_bytes`).
+    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> [usize; 30] {
+        let t = cap.tokens;
+        let (hidden, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+        let (kv_lora, d) = (cfg.kv_lora_rank, cfg.latent_dim());
+        let moe = cfg.moe.as_ref();
+        let shared_inter = moe.map_or(0, |m| m.moe_intermediate_size * m.n_shared_experts);
+        let inter = cfg.intermediate_size.max(shared_inter);
+        let (experts, top_k, moe_inter) = moe.map_or((0, 0, 0), |m| (m.n_routed_experts, m.num_experts_per_tok, m.moe_intermediate_size));
+        let pairs = t * top_k;
+        let q_lora = cfg.q_lora_rank.unwrap_or(0);
+        [
+            t * hidden * 4,
+            t * hidden * 2,
+            if moe.is_some() { t * hidden * 4 } else { 0 },
+            t * q_lora * 4,
+            t * q_lora * 2,
+            t * heads * cfg.qk_head_dim() * 2,
+            t * d * 4,
+            t * heads * d * 2,
+            t * heads * kv_lora * 2,
+            t * heads * 4,
+            t * heads * cfg.v_head_dim * 2,
+            t * 2 * inter * 2,
+            t * inter * 2,
+            t * experts * 4,
+            pairs * 4,
+            pairs * 4,
+            (experts + 1) * 4,
+            pairs * 4,
+            pairs * 4,
+            max_tiles(pairs, experts) * 3 * 4,
+            4,
+            pairs * 2 * moe_inter * 2,
+            pairs * moe_inter * 2,
+            pairs * hidden * 4,
+            cap.rows * hidden * 2,
+            cap.rows * cfg.vocab_size * 4,
+            cap.meta * 4,
+            t * 8,
+            cap.partial_rows * kv_lora * 4,
+            cap.partial_rows * 4,
+        ]
+        .map(|b| b.max(16))
+    }
+
+    pub fn new(gpu: &Arc<Gpu>, cfg: &ModelConfig, cap: Capacity) -> Result<Self> {
+        let mut bufs = Self::sizes(cfg, cap).into_iter().map(|b| DeviceBuffer::alloc(gpu, b)).collect::<Result<Vec<_>>>()?.into_iter();
+        let mut next = || bufs.next().ok_or_else(|| crate::CudaError::launch("workspace", "buffer list too short"));
+        Ok(Self {
+            cap,
+            x: next()?,
+            h: next()?,
+            h32: next()?,
+            qa: next()?,
+            qa_n: next()?,
+            q_in: next()?,
+            kv: next()?,
+            q_full: next()?,
+            att: next()?,
+            lse: next()?,
+            ov: next()?,
+            gate_up: next()?,
+            act: next()?,
+            router: next()?,
+            topk_ids: next()?,
+            topk_w: next()?,
+            expert_offsets: next()?,
+            sorted_pairs: next()?,
+            pair_pos: next()?,
+            tiles: next()?,
+            num_tiles: next()?,
+            expert_gate_up: next()?,
+            expert_act: next()?,
+            expert_out: next()?,
+            final_h: next()?,
+            logits: next()?,
+            meta: next()?,
+            slots: next()?,
+            part_o: next()?,
+            part_lse: next()?,
+        })
+    }
+
+    /// Grows the buffers when `need` exceeds the capacity; returns whether they moved.
+    pub fn ensure(this: &mut Option<Self>, gpu: &Arc<Gpu>, cfg: &ModelConfig, need: Capacity) -> Result<bool> {
+        let cap = match this {
+            Some(w) if w.cap.covers(&need) => return Ok(false),
+            Some(w) => w.cap.grown(&need),
+            None => Capacity::default().grown(&need),
+        };
+        *this = None; // free the old buffers before allocating the new ones
+        *this = Some(Self::new(gpu, cfg, cap)?);
+        Ok(true)
+    }
+
+    /// A view of the i32 metadata starting at element `at`.
+    pub fn meta_at(&self, at: usize) -> View {
+        View::of(&self.meta).at(at * 4)
+    }
+}
+
+/// The capacity the backend starts with for a scheduler budget (the figure `plan` uses).
+pub fn initial_capacity(max_batched_tokens: usize, max_seqs: usize) -> Capacity {
+    let (tokens, rows) = (max_batched_tokens.max(1), max_seqs.max(1));
+    Capacity { tokens, rows, meta: tokens * 4 + rows * 64, partial_rows: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_counts_exactly_the_workspace_the_backend_allocates() {
+        for name in ["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
+            let cfg = ModelConfig::from_file(&dir.join("config.json")).expect("config");
+            for (t, s) in [(1, 1), (2048, 256), (8192, 64)] {
+                let ours: usize = Workspace::sizes(&cfg, initial_capacity(t, s)).iter().sum();
+                assert_eq!(ours as u64, mlahost_engine::capacity::workspace_bytes(&cfg, t, s), "{name} at {t} tokens, {s} rows");
+            }
+        }
+    }
+}

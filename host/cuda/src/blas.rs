@@ -1,0 +1,134 @@
+//! Dense GEMMs through cuBLAS: bf16 operands, f32 accumulation, bf16 or f32 results.
+//!
+//! Everything is row-major on our side. cuBLAS is column-major, so `C[m,n] = A[m,k] · W[n,k]^T`
+//! (a linear layer, W stored `[out, in]`) is issued as the column-major `C^T = W · A^T`.
+
+use crate::error::{DriverContext, Result};
+use crate::gpu::{DeviceBuffer, Gpu};
+use cudarc::cublas::{result, sys};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    Bf16,
+    F32,
+}
+
+impl Dtype {
+    fn cuda(self) -> sys::cudaDataType {
+        match self {
+            Dtype::Bf16 => sys::cudaDataType::CUDA_R_16BF,
+            Dtype::F32 => sys::cudaDataType::CUDA_R_32F,
+        }
+    }
+}
+
+/// One operand: a device pointer, its element type and row stride (elements).
+#[derive(Debug, Clone, Copy)]
+pub struct Operand {
+    pub ptr: u64,
+    pub dtype: Dtype,
+    pub ld: usize,
+}
+
+pub struct Blas {
+    handle: sys::cublasHandle_t,
+    _workspace: DeviceBuffer,
+    gpu: Arc<Gpu>,
+}
+
+// SAFETY: the handle is bound to our one stream and only used with the context current.
+unsafe impl Send for Blas {}
+
+/// cuBLAS needs a workspace it does not allocate itself during graph capture.
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+impl Blas {
+    pub fn new(gpu: &Arc<Gpu>) -> Result<Self> {
+        gpu.bind()?;
+        // SAFETY: checks only whether the library can be loaded.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(crate::CudaError::Unavailable("the cuBLAS library (libcublas.so) is not installed".into()));
+        }
+        let handle = result::create_handle().ctx("cublasCreate")?;
+        let workspace = DeviceBuffer::alloc(gpu, WORKSPACE_BYTES)?;
+        // SAFETY: a fresh handle, our live stream and a live workspace owned by `self`.
+        unsafe {
+            result::set_stream(handle, gpu.stream as sys::cudaStream_t).ctx("cublasSetStream")?;
+            sys::cublasSetWorkspace_v2(handle, workspace.ptr() as *mut c_void, WORKSPACE_BYTES).result().ctx("cublasSetWorkspace")?;
+        }
+        Ok(Self { handle, _workspace: workspace, gpu: gpu.clone() })
+    }
+
+    /// `C[m, n] = alpha * A[m, k] · W[n, k]^T + beta * C` (W row-major `[n, k]`, i.e. a linear layer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(&self, m: usize, n: usize, k: usize, a: Operand, w: Operand, c: Operand, beta: f32) -> Result<()> {
+        self.batched(m, n, k, a, 0, w, 0, c, 0, 1, beta, false)
+    }
+
+    /// Strided batched form. `w_transposed = false`: W is `[n, k]` (linear); `true`: W is `[k, n]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batched(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Operand,
+        stride_a: usize,
+        w: Operand,
+        stride_w: usize,
+        c: Operand,
+        stride_c: usize,
+        batch: usize,
+        beta: f32,
+        w_kn: bool,
+    ) -> Result<()> {
+        if m == 0 || n == 0 || batch == 0 {
+            return Ok(());
+        }
+        let alpha = 1f32;
+        // Column-major view: C^T[n, m] = op(W)[n, k] · A^T[k, m].
+        let op_w = if w_kn { sys::cublasOperation_t::CUBLAS_OP_N } else { sys::cublasOperation_t::CUBLAS_OP_T };
+        // SAFETY: pointers come from live device allocations sized by the caller for these shapes
+        // (the backend's arena and weights); scalars live on the host for the call.
+        unsafe {
+            result::gemm_strided_batched_ex(
+                self.handle,
+                op_w,
+                sys::cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                m as i32,
+                k as i32,
+                &alpha as *const f32 as *const c_void,
+                w.ptr as *const c_void,
+                w.dtype.cuda(),
+                w.ld as i32,
+                stride_w as i64,
+                a.ptr as *const c_void,
+                a.dtype.cuda(),
+                a.ld as i32,
+                stride_a as i64,
+                &beta as *const f32 as *const c_void,
+                c.ptr as *mut c_void,
+                c.dtype.cuda(),
+                c.ld as i32,
+                stride_c as i64,
+                batch as i32,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+            )
+        }
+        .ctx("cublasGemmStridedBatchedEx")
+    }
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        let _ = self.gpu.bind();
+        // SAFETY: created in `new`, destroyed once.
+        unsafe {
+            let _ = result::destroy_handle(self.handle);
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The whole CUDA backend against the CPU engine (and the transformers goldens of the fixtures):
+//! both run the same batches step for step (all prompts prefilled together, some in two chunks,
+//! then batched decodes), fed the same tokens (the reference's greedy choice, or the golden's).
+//! A sequence follows the reference until the GPU's greedy choice first differs; that first
+//! divergence is allowed only at a near-tie (the reference's top-2 margin < 0.05 in logprob),
+//! and up to it the chosen token's logprob must agree within a bf16 tolerance.
+
+use super::Check;
+use crate::{CudaBackend, CudaOptions, Result};
+use mlahost_core::{BlockAllocator, BlockTable};
+use mlahost_engine::checkpoint::f32_to_bf16;
+use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
+use mlahost_engine::tensor::{Matrix, Storage};
+use mlahost_engine::weights::{AttentionWeights, FeedForward, LayerWeights, Mlp, ModelWeights, Moe, QueryProj};
+use std::sync::Arc;
+use mlahost_engine::sampling::log_softmax;
+use mlahost_engine::{Backend, CacheGeometry, EngineError, KvCacheDtype, LoadedModel, LogitsRequest, SeqChunk};
+
+pub const NEAR_TIE: f64 = 0.05;
+
+/// One sequence to follow: its prompt and, optionally, the tokens to force (goldens).
+pub struct Case {
+    pub prompt: Vec<u32>,
+    pub forced: Option<Vec<u32>>,
+    /// The golden's top-2 margin per step (for the near-tie rule against goldens).
+    pub margins: Option<Vec<f64>>,
+    /// The golden's logprob of its chosen token per step (compared instead of the reference's).
+    pub chosen_logprobs: Option<Vec<f64>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Agreement {
+    pub steps: usize,
+    pub argmax_differs: usize,
+    pub differs_beyond_tie: usize,
+    pub max_logprob_diff: f64,
+    pub mean_logprob_diff: f64,
+}
+
+fn margin(lp: &[f32]) -> (u32, f64) {
+    let (mut b1, mut b2, mut i1) = (f32::MIN, f32::MIN, 0u32);
+    for (i, &x) in lp.iter().enumerate() {
+        if x > b1 {
+            b2 = b1;
+            b1 = x;
+            i1 = i as u32;
+        } else if x > b2 {
+            b2 = x;
+        }
+    }
+    (i1, (b1 - b2) as f64)
+}
+
+/// Runs `cases` in lock step on `gpu` and `reference` for `steps` generated tokens each.
+pub fn lockstep(gpu: &mut dyn Backend, reference: &mut dyn Backend, cases: &[Case], steps: usize, split_prompts: bool) -> Result<Agreement> {
+    let geo = gpu.cache_geometry();
+    let ref_geo = reference.cache_geometry();
+    debug_assert!(cases.iter().all(|c| c.prompt.len() + steps <= geo.num_pages * geo.page_size));
+    let mut alloc = BlockAllocator::new(geo.num_pages, geo.page_size).map_err(EngineError::from)?;
+    let mut ref_alloc = BlockAllocator::new(ref_geo.num_pages, ref_geo.page_size).map_err(EngineError::from)?;
+    let mut seqs: Vec<Vec<u32>> = cases.iter().map(|c| c.prompt.clone()).collect();
+    let mut done: Vec<usize> = vec![0; cases.len()]; // tokens already in the cache
+    let mut tables: Vec<(BlockTable, BlockTable)> = cases.iter().map(|_| (BlockTable::new(), BlockTable::new())).collect();
+    for ((gt, rt), c) in tables.iter_mut().zip(cases) {
+        let total = c.prompt.len() + steps;
+        gt.ensure_capacity(&mut alloc, total).map_err(EngineError::from)?;
+        rt.ensure_capacity(&mut ref_alloc, total).map_err(EngineError::from)?;
+    }
+    let mut diverged = vec![false; cases.len()];
+    let mut agree = Agreement::default();
+    let mut diff_sum = 0.0;
+    let mut generated = 0;
+    while generated < steps {
+        // this step's chunk per sequence: a prompt (maybe its first half), or the last token
+        let chunks: Vec<(usize, usize)> = seqs
+            .iter()
+            .zip(&done)
+            .map(|(s, &d)| {
+                let remaining = s.len() - d;
+                let n = if split_prompts && d == 0 && remaining > 8 { remaining / 2 } else { remaining };
+                (d, d + n)
+            })
+            .collect();
+        let gpu_tables: Vec<&[u32]> = tables.iter().map(|(g, _)| g.pages()).collect();
+        let ref_tables: Vec<&[u32]> = tables.iter().map(|(_, r)| r.pages()).collect();
+        let spans: Vec<(usize, usize, usize)> = chunks.iter().enumerate().map(|(i, &(a, b))| (i, a, b)).collect();
+        let g = gpu.forward(&make_batch(&spans, &seqs, &gpu_tables))?;
+        let r = reference.forward(&make_batch(&spans, &seqs, &ref_tables))?;
+        let finishing: Vec<usize> = spans.iter().filter(|&&(i, _, b)| b == seqs[i].len()).map(|&(i, _, _)| i).collect();
+        for &(i, _, b) in &spans {
+            done[i] = b;
+        }
+        if finishing.is_empty() {
+            continue;
+        }
+        for &i in &finishing {
+            let (Some(gl), Some(rl)) = (g.last_of(i), r.last_of(i)) else { continue };
+            let (glp, rlp) = (log_softmax(gl), log_softmax(rl));
+            let (g_top, _) = margin(&glp);
+            let (r_top, r_margin) = margin(&rlp);
+            let step = seqs[i].len() - cases[i].prompt.len();
+            let next = match &cases[i].forced {
+                Some(f) if step < f.len() => f[step],
+                _ => r_top,
+            };
+            let tie_margin = cases[i].margins.as_ref().and_then(|m| m.get(step).copied()).unwrap_or(r_margin);
+            seqs[i].push(next);
+            if diverged[i] {
+                continue; // compared up to its first divergence only
+            }
+            if g_top != next {
+                agree.argmax_differs += 1;
+                diverged[i] = true;
+                if tie_margin >= NEAR_TIE {
+                    agree.differs_beyond_tie += 1;
+                }
+                continue;
+            }
+            let want = match &cases[i].chosen_logprobs {
+                Some(lp) if step < lp.len() => lp[step],
+                _ => rlp[next as usize] as f64,
+            };
+            let d = (glp[next as usize] as f64 - want).abs();
+            agree.max_logprob_diff = agree.max_logprob_diff.max(d);
+            diff_sum += d;
+            agree.steps += 1;
+        }
+        generated += 1;
+    }
+    agree.mean_logprob_diff = diff_sum / agree.steps.max(1) as f64;
+    Ok(agree)
+}
+
+fn make_batch<'a>(spans: &[(usize, usize, usize)], seqs: &'a [Vec<u32>], pages: &[&'a [u32]]) -> Vec<SeqChunk<'a>> {
+    spans
+        .iter()
+        .map(|&(i, a, b)| SeqChunk {
+            tokens: &seqs[i][a..b],
+            start_pos: a,
+            block_table: pages[i],
+            logits: if b == seqs[i].len() { LogitsRequest::Last } else { LogitsRequest::None },
+        })
+        .collect()
+}
+
+fn to_check(name: String, a: &Agreement, tol: f64) -> Check {
+    Check {
+        name,
+        error: if a.differs_beyond_tie > 0 { f64::INFINITY } else { a.max_logprob_diff },
+        tolerance: tol,
+        detail: format!(
+            "{} steps compared; sequences diverging: {} (not at a near-tie: {}); |dlogprob| mean {:.2e} max {:.2e}",
+            a.steps, a.argmax_differs, a.differs_beyond_tie, a.mean_logprob_diff, a.max_logprob_diff
+        ), informational: false }
+}
+
+pub fn gpu_backend(model: &LoadedModel, ordinal: usize, page_size: usize, num_pages: usize, kv_dtype: KvCacheDtype) -> Result<CudaBackend> {
+    CudaBackend::new(
+        model.config.clone(),
+        &model.weights,
+        CudaOptions {
+            ordinal,
+            page_size,
+            num_pages: Some(num_pages),
+            gpu_memory_utilization: 0.9,
+            kv_dtype,
+            max_batched_tokens: 1024,
+            max_seqs: 16,
+            planned_weight_bytes: None,
+            cuda_graphs: true,
+        },
+    )
+}
+
+fn round(m: &Matrix) -> Matrix {
+    match &m.data {
+        Storage::Bf16(_) => m.clone(),
+        Storage::F32(d) => Matrix { rows: m.rows, cols: m.cols, data: Storage::Bf16(d.iter().map(|&x| f32_to_bf16(x)).collect()) },
+    }
+}
+
+fn round_mlp(m: &Mlp) -> Mlp {
+    Mlp { gate_up: round(&m.gate_up), down: round(&m.down) }
+}
+
+/// The weights exactly as the GPU holds them: every matrix in bf16 (the router and norms stay
+/// f32, as on the GPU). For f16 and fp8 checkpoints this rounds; for bf16 ones it is a copy.
+pub fn bf16_weights(w: &ModelWeights) -> ModelWeights {
+    let layers = w
+        .layers
+        .iter()
+        .map(|l| LayerWeights {
+            input_norm: l.input_norm.clone(),
+            post_attention_norm: l.post_attention_norm.clone(),
+            attn: AttentionWeights {
+                q: match &l.attn.q {
+                    QueryProj::Direct(m) => QueryProj::Direct(round(m)),
+                    QueryProj::LowRank { a, norm, b } => QueryProj::LowRank { a: round(a), norm: norm.clone(), b: round(b) },
+                },
+                kv_a: round(&l.attn.kv_a),
+                kv_a_norm: l.attn.kv_a_norm.clone(),
+                kv_b: round(&l.attn.kv_b),
+                o: round(&l.attn.o),
+            },
+            ffn: match &l.ffn {
+                FeedForward::Dense(m) => FeedForward::Dense(round_mlp(m)),
+                FeedForward::Moe(m) => FeedForward::Moe(Moe {
+                    router: m.router.clone(),
+                    score_bias: m.score_bias.clone(),
+                    experts: m.experts.iter().map(round_mlp).collect(),
+                    shared: m.shared.as_ref().map(round_mlp),
+                }),
+            },
+        })
+        .collect();
+    ModelWeights { embed: round(&w.embed), layers, norm: w.norm.clone(), lm_head: round(&w.lm_head) }
+}
+
+/// Whether the checkpoint's matrices are bf16 already (the GPU then holds exactly its weights).
+pub fn weights_are_bf16(w: &ModelWeights) -> bool {
+    matches!(w.embed.data, Storage::Bf16(_)) && w.layers.iter().all(|l| matches!(l.attn.kv_b.data, Storage::Bf16(_)))
+}
+
+fn cpu_reference(model: &LoadedModel, pages: usize, page_size: usize, kv_dtype: KvCacheDtype) -> Result<CpuBackend> {
+    let weights = Arc::new(bf16_weights(&model.weights));
+    let opts = CpuOptions { geometry: CacheGeometry { num_pages: pages, page_size }, attention: AttentionMode::Auto, kv_dtype };
+    Ok(CpuBackend::new(model.config.clone(), weights, opts)?)
+}
+
+fn model_name(model: &LoadedModel) -> String {
+    model.dir.file_name().map_or("model".into(), |n| n.to_string_lossy().to_string())
+}
+
+/// GPU against the CPU engine holding the same bf16 weights and the same cache format, so the
+/// comparison isolates the GPU's computation: random prompts (1 to 150 tokens, prefilled in
+/// two chunks), then batched decodes. With an fp8 cache the row is a measurement: a latent
+/// computed in bf16 on one side and f32 on the other can round to a neighbouring e4m3 code,
+/// which moves the two runs apart by the cache's own quantization step.
+pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize, tol: f64) -> Result<Check> {
+    let mut rng = super::Rng::new(seed);
+    let vocab = model.config.vocab_size;
+    let lens = [1usize, 7, 64, 65, 150];
+    let cases: Vec<Case> = lens
+        .iter()
+        .map(|&n| Case { prompt: (0..n).map(|_| rng.below(vocab) as u32).collect(), forced: None, margins: None, chosen_logprobs: None })
+        .collect();
+    let pages = lens.iter().map(|l| (l + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
+    let mut gpu = gpu_backend(model, ordinal, page_size, pages, kv_dtype)?;
+    let mut cpu = cpu_reference(model, pages, page_size, kv_dtype)?;
+    let a = lockstep(&mut gpu, &mut cpu, &cases, steps, true)?;
+    let name = format!("{} GPU vs CPU (same bf16 weights), {} cache, page {page_size}", model_name(model), kv_dtype.as_str());
+    let mut c = to_check(name, &a, tol);
+    c.informational = kv_dtype == KvCacheDtype::Fp8;
+    Ok(c)
+}
+
+fn golden_cases(golden: &serde_json::Value) -> (Vec<Case>, usize) {
+    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let floats = |v: &serde_json::Value| list(v).iter().filter_map(|x| x.as_f64()).collect::<Vec<_>>();
+    let mut cases = Vec::new();
+    let mut steps = 0;
+    for c in list(&golden["cases"]) {
+        let ids = |v: &serde_json::Value| list(v).iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect::<Vec<_>>();
+        let forced = ids(&c["greedy_ids"]);
+        steps = steps.max(forced.len());
+        cases.push(Case {
+            prompt: ids(&c["prompt_ids"]),
+            margins: Some(floats(&c["margins"])),
+            chosen_logprobs: Some(floats(&c["chosen_logprobs"])),
+            forced: Some(forced),
+        });
+    }
+    cases.retain(|c| !c.prompt.is_empty());
+    (cases, steps)
+}
+
+/// A backend (the GPU, or the CPU with bf16-rounded weights) against a fixture's transformers
+/// goldens: golden tokens fed, golden margins for the near-tie rule, golden logprobs compared.
+/// `strict`: a pass/fail check (the checkpoint's weights are bf16, so the GPU holds exactly the
+/// weights transformers ran); otherwise a measurement of what rounding f16/fp8 weights to bf16 does.
+pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal: Option<usize>, page_size: usize, tol: f64) -> Result<Check> {
+    let (cases, steps) = golden_cases(golden);
+    let pages = cases.iter().map(|c| (c.prompt.len() + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
+    let mut reference = cpu_reference(model, pages, page_size, KvCacheDtype::F32)?;
+    let (a, who) = match ordinal {
+        Some(o) => (lockstep(&mut gpu_backend(model, o, page_size, pages, KvCacheDtype::Bf16)?, &mut reference, &cases, steps, false)?, "GPU"),
+        None => (lockstep(&mut cpu_reference(model, pages, page_size, KvCacheDtype::F32)?, &mut reference, &cases, steps, false)?, "CPU with bf16-rounded weights"),
+    };
+    let mut c = to_check(format!("{} {who} vs transformers goldens, page {page_size}", model_name(model)), &a, tol);
+    c.informational = !(ordinal.is_some() && weights_are_bf16(&model.weights));
+    Ok(c)
+}

@@ -1,0 +1,524 @@
+//! Each kernel against a naive CPU reference (f64 accumulation over the same bf16-rounded
+//! inputs) on fresh random data: ragged lengths including 1 and page boundaries, page sizes 16
+//! and 64, shuffled physical pages.
+
+use super::{bf16s, from_bf16, max_abs, rel_err, round_bf16, Check, Rng};
+use crate::blas::{Blas, Dtype, Operand};
+use crate::gpu::DeviceBuffer;
+use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, GenericIo, GenericShape, SplitPlan};
+use crate::kernels::layers::{self, cache_entry_bytes, RopeArgs};
+use crate::kernels::moe::{self, max_tiles, Dispatch, RouteParams};
+use crate::kernels::View;
+use crate::module::Kernels;
+use crate::Result;
+use mlahost_engine::config::{MoeConfig, ScoringFunc, TopkMethod};
+use mlahost_engine::kv_cache_dtype::{decode_latent, encode_latent};
+use mlahost_engine::KvCacheDtype;
+
+fn v(b: &DeviceBuffer) -> View {
+    View::of(b)
+}
+
+/// A check that could not run (a launch error) is a failed check carrying the error.
+fn failed(name: &str, e: crate::CudaError) -> Check {
+    Check { name: name.into(), error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }
+}
+
+/// All kernel checks; `seed` makes the run reproducible.
+pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
+    let ragged = [1usize, 63, 64, 65, 129, 700, 4097];
+    for &page in &[64usize, 16] {
+        for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
+            let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
+            one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, false));
+        }
+    }
+    one("mla_decode prefill", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], true));
+    one("mla_decode prefill", fast_attention(k, &mut rng, 128, 19, 16, &[19, 64, 300], true));
+    for &(kv_lora, rope) in &[(64usize, 16usize), (128, 32), (512, 64)] {
+        for &fp8 in &[false, true] {
+            for &page in &[16usize, 64] {
+                one("mla_attention_generic", generic_attention(k, &mut rng, kv_lora, rope, page, fp8));
+            }
+            one("latent_cache_write", cache_write(k, &mut rng, kv_lora, rope, fp8));
+        }
+    }
+    match norm_rope_act(k, &mut rng) {
+        Ok(v) => out.extend(v),
+        Err(e) => out.push(failed("norm/rope/act", e)),
+    }
+    match moe_route(k, &mut rng) {
+        Ok(v) => out.extend(v),
+        Err(e) => out.push(failed("moe_route", e)),
+    }
+    out.push(moe_experts(k, &mut rng).unwrap_or_else(|e| failed("moe experts", e)));
+    out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
+    Ok(out)
+}
+
+/// Pages for `lens` (shuffled physical ids) as a `[B, max_pages]` table (-1 past each sequence).
+fn page_tables(rng: &mut Rng, lens: &[usize], page: usize) -> (Vec<i32>, usize, usize) {
+    let max_pages = lens.iter().map(|l| l.div_ceil(page)).max().unwrap_or(1).max(1);
+    let total: usize = lens.iter().map(|l| l.div_ceil(page)).sum::<usize>() + 3;
+    let mut ids: Vec<i32> = (0..total as i32).collect();
+    rng.shuffle(&mut ids);
+    let mut table = vec![-1i32; lens.len() * max_pages];
+    let mut next = 0;
+    for (b, l) in lens.iter().enumerate() {
+        for p in 0..l.div_ceil(page) {
+            table[b * max_pages + p] = ids[next];
+            next += 1;
+        }
+    }
+    (table, max_pages, total)
+}
+
+/// softmax-weighted latent sum over positions 0..=pos of one row; returns (out, lse).
+fn attend_ref(q: &[f32], latent: impl Fn(usize) -> Vec<f32>, pos: usize, kv_lora: usize, scale: f32) -> (Vec<f32>, f64) {
+    let rows: Vec<Vec<f32>> = (0..=pos).map(latent).collect();
+    let s: Vec<f64> = rows.iter().map(|r| r.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale as f64).collect();
+    let m = s.iter().copied().fold(f64::MIN, f64::max);
+    let sum: f64 = s.iter().map(|x| (x - m).exp()).sum();
+    let mut out = vec![0f64; kv_lora];
+    for (r, x) in rows.iter().zip(&s) {
+        let p = (x - m).exp() / sum;
+        for (o, c) in out.iter_mut().zip(r) {
+            *o += p * *c as f64;
+        }
+    }
+    (out.into_iter().map(|x| x as f32).collect(), m + sum.ln())
+}
+
+fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: usize, lens: &[usize], single: bool) -> Result<Check> {
+    let gpu = k.gpu();
+    let d = 576;
+    let b = lens.len();
+    let (table, max_pages, pages) = page_tables(rng, lens, page);
+    let cache = round_bf16(&rng.vec(pages * page * d, 1.0));
+    let q = round_bf16(&rng.vec(b * q_len * heads * d, 2.0));
+    let scale = 1.0 / (192f32).sqrt();
+    let plan = if single {
+        SplitPlan::single(DecodeKernel::choose(q_len, heads, gpu.is_hopper()), lens)
+    } else {
+        plan_splits(lens, q_len, heads, gpu.info.multiprocessors as usize, gpu.is_hopper())
+    };
+    let rows = q_len * heads;
+    let d_q = DeviceBuffer::from_slice(gpu, &bf16s(&q))?;
+    let d_cache = DeviceBuffer::from_slice(gpu, &bf16s(&cache))?;
+    let d_table = DeviceBuffer::from_slice(gpu, &table)?;
+    let d_lens = DeviceBuffer::from_slice(gpu, &lens.iter().map(|&l| l as i32).collect::<Vec<_>>())?;
+    let d_splits = DeviceBuffer::from_slice(gpu, &plan.offsets)?;
+    let d_out = DeviceBuffer::alloc(gpu, b * rows * 512 * 2)?;
+    let d_lse = DeviceBuffer::alloc(gpu, b * rows * 4)?;
+    let slots = plan.total_splits().max(1);
+    let d_po = DeviceBuffer::alloc(gpu, slots * rows * 512 * 4)?;
+    let d_pl = DeviceBuffer::alloc(gpu, slots * rows * 4)?;
+    d_out.fill_bytes(0xff)?;
+    d_lse.fill_bytes(0xff)?;
+    let io = DecodeIo {
+        q: v(&d_q),
+        cache: v(&d_cache),
+        block_table: v(&d_table),
+        seq_lens: v(&d_lens),
+        split_offsets: v(&d_splits),
+        out: v(&d_out),
+        lse: v(&d_lse),
+        part_o: v(&d_po),
+        part_lse: v(&d_pl),
+    };
+    let shape = DecodeShape { batch: b, q_len, heads, page_size: page, max_pages, cache_pages: pages, scale };
+    decode::mla_decode(k, &io, &shape, &plan)?;
+    let out = from_bf16(&d_out.to_vec::<u16>(b * rows * 512)?);
+    let lse = d_lse.to_vec::<f32>(b * rows)?;
+    let (mut want, mut want_lse) = (Vec::new(), Vec::new());
+    for (bi, &len) in lens.iter().enumerate() {
+        let latent = |j: usize| {
+            let slot = table[bi * max_pages + j / page] as usize * page + j % page;
+            cache[slot * d..(slot + 1) * d].to_vec()
+        };
+        for i in 0..q_len {
+            for h in 0..heads {
+                let qr = &q[((bi * q_len + i) * heads + h) * d..][..d];
+                let (o, l) = attend_ref(qr, latent, len - q_len + i, 512, scale);
+                want.extend(o);
+                want_lse.push(l as f32);
+            }
+        }
+    }
+    let err = rel_err(&out, &want);
+    let lse_err = max_abs(&lse, &want_lse);
+    Ok(Check {
+        name: format!("mla_decode {} H{heads} q_len {q_len} page {page}", plan.kernel.name().trim_start_matches("mla_decode_")),
+        error: err.max(lse_err),
+        tolerance: 1e-2,
+        detail: format!("rel {err:.2e}, lse {lse_err:.2e}, splits {}, lens {lens:?}", plan.max_splits), informational: false })
+}
+
+/// Encodes random latents into a cache of `dtype`; returns (bytes, the decoded f32 values).
+fn random_cache(rng: &mut Rng, slots: usize, kv_lora: usize, rope: usize, fp8: bool) -> (Vec<u8>, Vec<f32>) {
+    let d = kv_lora + rope;
+    let dtype = if fp8 { KvCacheDtype::Fp8 } else { KvCacheDtype::Bf16 };
+    let entry = cache_entry_bytes(kv_lora, rope, fp8);
+    let mut bytes = vec![0u8; slots * entry];
+    let mut values = vec![0f32; slots * d];
+    for s in 0..slots {
+        let x = rng.vec(d, 1.0);
+        encode_latent(dtype, &x, kv_lora, &mut bytes[s * entry..(s + 1) * entry]);
+        decode_latent(dtype, &bytes[s * entry..(s + 1) * entry], kv_lora, &mut values[s * d..(s + 1) * d]);
+    }
+    (bytes, values)
+}
+
+fn generic_attention(k: &Kernels, rng: &mut Rng, kv_lora: usize, rope: usize, page: usize, fp8: bool) -> Result<Check> {
+    let gpu = k.gpu();
+    let heads = 3;
+    let d = kv_lora + rope;
+    // (start, new tokens): a fresh prefill, decodes at and around page boundaries, an extend
+    let seqs = [(0usize, 5usize), (page - 1, 1), (page, 1), (2 * page + 1, 3), (0, 1)];
+    let lens: Vec<usize> = seqs.iter().map(|(s, n)| s + n).collect();
+    let (table, max_pages, pages) = page_tables(rng, &lens, page);
+    let (bytes, values) = random_cache(rng, pages * page, kv_lora, rope, fp8);
+    let (mut tok_seq, mut tok_pos) = (Vec::new(), Vec::new());
+    for (i, (s, n)) in seqs.iter().enumerate() {
+        for p in *s..s + n {
+            tok_seq.push(i as i32);
+            tok_pos.push(p as i32);
+        }
+    }
+    let t = tok_seq.len();
+    let q = round_bf16(&rng.vec(t * heads * d, 2.0));
+    let scale = 1.0 / ((kv_lora / 4) as f32).sqrt();
+    let d_q = DeviceBuffer::from_slice(gpu, &bf16s(&q))?;
+    let d_cache = DeviceBuffer::from_slice(gpu, &bytes)?;
+    let d_table = DeviceBuffer::from_slice(gpu, &table)?;
+    let d_seq = DeviceBuffer::from_slice(gpu, &tok_seq)?;
+    let d_pos = DeviceBuffer::from_slice(gpu, &tok_pos)?;
+    let d_out = DeviceBuffer::alloc(gpu, t * heads * kv_lora * 2)?;
+    let d_lse = DeviceBuffer::alloc(gpu, t * heads * 4)?;
+    d_out.fill_bytes(0xff)?;
+    let io = GenericIo {
+        q: v(&d_q),
+        cache: v(&d_cache),
+        block_tables: v(&d_table),
+        token_seq: v(&d_seq),
+        token_pos: v(&d_pos),
+        out: v(&d_out),
+        lse: v(&d_lse),
+    };
+    let shape = GenericShape { tokens: t, seqs: seqs.len(), heads, kv_lora, rope, page_size: page, max_pages, cache_pages: pages, scale, fp8 };
+    decode::mla_attention_generic(k, &io, &shape)?;
+    let out = from_bf16(&d_out.to_vec::<u16>(t * heads * kv_lora)?);
+    let lse = d_lse.to_vec::<f32>(t * heads)?;
+    let (mut want, mut want_lse) = (Vec::new(), Vec::new());
+    for ti in 0..t {
+        let bi = tok_seq[ti] as usize;
+        let latent = |j: usize| {
+            let slot = table[bi * max_pages + j / page] as usize * page + j % page;
+            values[slot * d..(slot + 1) * d].to_vec()
+        };
+        for h in 0..heads {
+            let (o, l) = attend_ref(&q[(ti * heads + h) * d..][..d], latent, tok_pos[ti] as usize, kv_lora, scale);
+            want.extend(o);
+            want_lse.push(l as f32);
+        }
+    }
+    let err = rel_err(&out, &want).max(max_abs(&lse, &want_lse));
+    Ok(Check {
+        name: format!("mla_attention_generic {kv_lora}+{rope} {} page {page}", if fp8 { "fp8" } else { "bf16" }),
+        error: err,
+        tolerance: 1e-2,
+        detail: format!("{t} tokens over {} sequences", seqs.len()), informational: false })
+}
+
+/// Rotates `x` like the engine's Rope (interleaved pairs).
+fn rotate(x: &mut [f32], pos: usize, inv_freq: &[f32], af: f32) {
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let angle = (pos as f32 * f) as f64;
+        let (c, s) = ((angle.cos() as f32) * af, (angle.sin() as f32) * af);
+        let (x0, x1) = (x[2 * i], x[2 * i + 1]);
+        x[2 * i] = x0 * c - x1 * s;
+        x[2 * i + 1] = x1 * c + x0 * s;
+    }
+}
+
+fn inv_freq(rope: usize) -> Vec<f32> {
+    (0..rope / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / rope as f32)).collect()
+}
+
+fn cache_write(k: &Kernels, rng: &mut Rng, kv_lora: usize, rope: usize, fp8: bool) -> Result<Check> {
+    let gpu = k.gpu();
+    let (d, t, slots, eps, af) = (kv_lora + rope, 40, 97, 1e-6f32, 1.3f32);
+    let kv = rng.vec(t * d, 3.0);
+    let norm_w: Vec<f32> = (0..kv_lora).map(|_| 1.0 + 0.5 * rng.sym()).collect();
+    let pos: Vec<i32> = (0..t).map(|_| rng.below(5000) as i32).collect();
+    let mut slot_ids: Vec<i64> = (0..slots as i64).collect();
+    rng.shuffle(&mut slot_ids);
+    let freqs = inv_freq(rope);
+    let dtype = if fp8 { KvCacheDtype::Fp8 } else { KvCacheDtype::Bf16 };
+    let entry = cache_entry_bytes(kv_lora, rope, fp8);
+    let d_kv = DeviceBuffer::from_slice(gpu, &kv)?;
+    let d_w = DeviceBuffer::from_slice(gpu, &norm_w)?;
+    let d_pos = DeviceBuffer::from_slice(gpu, &pos)?;
+    let d_slots = DeviceBuffer::from_slice(gpu, &slot_ids[..t])?;
+    let d_freq = DeviceBuffer::from_slice(gpu, &freqs)?;
+    let d_cache = DeviceBuffer::alloc(gpu, slots * entry)?;
+    d_cache.fill_bytes(0)?;
+    let rope_args = RopeArgs { inv_freq: v(&d_freq), attention_factor: af, rope_dim: rope, interleaved: true };
+    layers::latent_cache_write(k, v(&d_kv), v(&d_w), v(&d_pos), v(&d_slots), rope_args, v(&d_cache), slots, t, kv_lora, eps, fp8)?;
+    let got = d_cache.to_vec::<u8>(slots * entry)?;
+    let (mut got_v, mut want_v) = (Vec::new(), Vec::new());
+    let mut scale_err = 0f64;
+    for ti in 0..t {
+        let mut row = kv[ti * d..(ti + 1) * d].to_vec();
+        let (c, pe) = row.split_at_mut(kv_lora);
+        let inv = 1.0 / (c.iter().map(|x| x * x).sum::<f32>() / kv_lora as f32 + eps).sqrt();
+        c.iter_mut().zip(&norm_w).for_each(|(x, w)| *x = *w * (*x * inv));
+        rotate(pe, pos[ti] as usize, &freqs, af);
+        let mut want = vec![0u8; entry];
+        encode_latent(dtype, &row, kv_lora, &mut want);
+        let s = slot_ids[ti] as usize;
+        let (mut a, mut b) = (vec![0f32; d], vec![0f32; d]);
+        decode_latent(dtype, &got[s * entry..(s + 1) * entry], kv_lora, &mut a);
+        decode_latent(dtype, &want, kv_lora, &mut b);
+        if fp8 {
+            for g in 0..kv_lora.div_ceil(128) {
+                let at = kv_lora + 4 * g;
+                let f = |x: &[u8]| f32::from_le_bytes([x[at], x[at + 1], x[at + 2], x[at + 3]]) as f64;
+                let (gs, ws) = (f(&got[s * entry..]), f(&want));
+                scale_err = scale_err.max((gs - ws).abs() / ws.abs().max(1e-30));
+            }
+        }
+        got_v.extend(a);
+        want_v.extend(b);
+    }
+    let err = rel_err(&got_v, &want_v).max(scale_err);
+    Ok(Check {
+        name: format!("latent_cache_write {kv_lora}+{rope} {}", if fp8 { "fp8" } else { "bf16" }),
+        error: err,
+        tolerance: if fp8 { 1e-2 } else { 2e-3 },
+        detail: format!("{t} tokens into {slots} shuffled slots; scale rel err {scale_err:.1e}"), informational: false })
+}
+
+fn norm_rope_act(k: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
+    let gpu = k.gpu();
+    let mut out = Vec::new();
+    // rmsnorm with residual, then a gathered final norm
+    let (rows, dim, eps) = (33, 300, 1e-6f32);
+    let x = rng.vec(rows * dim, 2.0);
+    let delta = rng.vec(rows * dim, 1.0);
+    let w: Vec<f32> = (0..dim).map(|_| 1.0 + 0.3 * rng.sym()).collect();
+    let (d_x, d_delta, d_w) = (DeviceBuffer::from_slice(gpu, &x)?, DeviceBuffer::from_slice(gpu, &delta)?, DeviceBuffer::from_slice(gpu, &w)?);
+    let d_out = DeviceBuffer::alloc(gpu, rows * dim * 2)?;
+    let d_out32 = DeviceBuffer::alloc(gpu, rows * dim * 4)?;
+    layers::rmsnorm_residual(k, v(&d_x), Some(v(&d_delta)), v(&d_w), v(&d_out), Some(v(&d_out32)), None, rows, dim, eps)?;
+    let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+    let mut want = Vec::new();
+    for r in sum.chunks(dim) {
+        let inv = 1.0 / (r.iter().map(|x| x * x).sum::<f32>() / dim as f32 + eps).sqrt();
+        want.extend(r.iter().zip(&w).map(|(x, w)| w * (x * inv)));
+    }
+    let got32 = d_out32.to_vec::<f32>(rows * dim)?;
+    let got16 = from_bf16(&d_out.to_vec::<u16>(rows * dim)?);
+    let gx = d_x.to_vec::<f32>(rows * dim)?;
+    let e = rel_err(&got32, &want).max(rel_err(&gx, &sum));
+    out.push(Check { name: "rmsnorm_residual (f32 out, residual)".into(), error: e, tolerance: 1e-5, detail: format!("{rows}x{dim}"), informational: false });
+    out.push(Check { name: "rmsnorm_residual (bf16 out)".into(), error: rel_err(&got16, &want), tolerance: 8e-3, detail: format!("{rows}x{dim}"), informational: false });
+    let pick: Vec<i32> = vec![5, 0, 32, 17];
+    let d_rows = DeviceBuffer::from_slice(gpu, &pick)?;
+    layers::rmsnorm_residual(k, v(&d_x), None, v(&d_w), v(&d_out), Some(v(&d_out32)), Some((v(&d_rows), rows)), pick.len(), dim, eps)?;
+    let got = d_out32.to_vec::<f32>(pick.len() * dim)?;
+    let want_rows: Vec<f32> = pick.iter().flat_map(|&r| want[r as usize * dim..(r as usize + 1) * dim].to_vec()).collect();
+    out.push(Check { name: "rmsnorm gathered rows".into(), error: rel_err(&got, &want_rows), tolerance: 1e-5, detail: format!("rows {pick:?}"), informational: false });
+    // rope on queries, written into the absorbed query; the rest of the output stays untouched
+    let (t, heads, nope, rope, kv_lora) = (9, 5, 32, 16, 64);
+    let (qk, dq) = (nope + rope, kv_lora + rope);
+    let q = round_bf16(&rng.vec(t * heads * qk, 1.0));
+    let pos: Vec<i32> = (0..t).map(|_| rng.below(100_000) as i32).collect();
+    let freqs = inv_freq(rope);
+    let (d_q, d_pos, d_f) = (DeviceBuffer::from_slice(gpu, &bf16s(&q))?, DeviceBuffer::from_slice(gpu, &pos)?, DeviceBuffer::from_slice(gpu, &freqs)?);
+    let d_o = DeviceBuffer::alloc(gpu, t * heads * dq * 2)?;
+    d_o.fill_bytes(0x11)?;
+    let args = RopeArgs { inv_freq: v(&d_f), attention_factor: 0.9, rope_dim: rope, interleaved: true };
+    layers::rope_query(k, v(&d_q), v(&d_o), v(&d_pos), args, t, heads, qk, nope, dq, kv_lora)?;
+    let got = d_o.to_vec::<u16>(t * heads * dq)?;
+    let (mut g, mut wv, mut untouched) = (Vec::new(), Vec::new(), true);
+    for ti in 0..t {
+        for h in 0..heads {
+            let mut x = q[(ti * heads + h) * qk + nope..][..rope].to_vec();
+            rotate(&mut x, pos[ti] as usize, &freqs, 0.9);
+            wv.extend(x);
+            let row = &got[(ti * heads + h) * dq..][..dq];
+            g.extend(from_bf16(&row[kv_lora..]));
+            untouched &= row[..kv_lora].iter().all(|&b| b == 0x1111);
+        }
+    }
+    let e = if untouched { rel_err(&g, &wv) } else { f64::INFINITY };
+    out.push(Check { name: "rope_query".into(), error: e, tolerance: 8e-3, detail: "positions up to 1e5; latent part left untouched".into(), informational: false });
+    // SiLU-and-mul and the embedding
+    let (rows, inter) = (13, 200);
+    let gu = round_bf16(&rng.vec(rows * 2 * inter, 4.0));
+    let d_gu = DeviceBuffer::from_slice(gpu, &bf16s(&gu))?;
+    let d_act = DeviceBuffer::alloc(gpu, rows * inter * 2)?;
+    layers::silu_mul(k, v(&d_gu), v(&d_act), rows, inter)?;
+    let got = from_bf16(&d_act.to_vec::<u16>(rows * inter)?);
+    let want: Vec<f32> = gu
+        .chunks(2 * inter)
+        .flat_map(|r| (0..inter).map(move |i| r[i] / (1.0 + (-r[i]).exp()) * r[inter + i]).collect::<Vec<_>>())
+        .collect();
+    out.push(Check { name: "silu_mul".into(), error: rel_err(&got, &want), tolerance: 8e-3, detail: format!("{rows}x{inter}"), informational: false });
+    let (vocab, dim) = (50, 96);
+    let table = round_bf16(&rng.vec(vocab * dim, 1.0));
+    let ids: Vec<i32> = (0..20).map(|_| rng.below(vocab) as i32).collect();
+    let (d_t, d_ids) = (DeviceBuffer::from_slice(gpu, &bf16s(&table))?, DeviceBuffer::from_slice(gpu, &ids)?);
+    let d_x = DeviceBuffer::alloc(gpu, ids.len() * dim * 4)?;
+    layers::embedding(k, v(&d_ids), v(&d_t), vocab, v(&d_x), ids.len(), dim)?;
+    let got = d_x.to_vec::<f32>(ids.len() * dim)?;
+    let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec()).collect();
+    out.push(Check { name: "embedding".into(), error: max_abs(&got, &want), tolerance: 0.0, detail: format!("{} tokens", ids.len()), informational: false });
+    Ok(out)
+}
+
+fn moe_cfg(method: TopkMethod, experts: usize, k: usize, n_group: usize, topk_group: usize) -> MoeConfig {
+    MoeConfig {
+        n_routed_experts: experts,
+        n_shared_experts: 0,
+        num_experts_per_tok: k,
+        moe_intermediate_size: 32,
+        first_k_dense_replace: 0,
+        moe_layer_freq: 1,
+        topk_method: method,
+        scoring_func: if method == TopkMethod::NoauxTc { ScoringFunc::Sigmoid } else { ScoringFunc::Softmax },
+        norm_topk_prob: method != TopkMethod::Greedy,
+        routed_scaling_factor: 2.5,
+        n_group,
+        topk_group,
+    }
+}
+
+fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
+    let gpu = kern.gpu();
+    let mut out = Vec::new();
+    let cases = [
+        ("greedy 64e top6", moe_cfg(TopkMethod::Greedy, 64, 6, 1, 1)),
+        ("group_limited_greedy 16e 4g top4", moe_cfg(TopkMethod::GroupLimitedGreedy, 16, 4, 4, 2)),
+        ("noaux_tc 256e 8g top8", moe_cfg(TopkMethod::NoauxTc, 256, 8, 8, 4)),
+    ];
+    for (name, cfg) in cases {
+        let (t, e, k) = (300, cfg.n_routed_experts, cfg.num_experts_per_tok);
+        let logits = rng.vec(t * e, 4.0);
+        let bias = (cfg.topk_method == TopkMethod::NoauxTc).then(|| rng.vec(e, 0.3));
+        let d_l = DeviceBuffer::from_slice(gpu, &logits)?;
+        let d_b = bias.as_ref().map(|b| DeviceBuffer::from_slice(gpu, b)).transpose()?;
+        let (d_ids, d_w) = (DeviceBuffer::alloc(gpu, t * k * 4)?, DeviceBuffer::alloc(gpu, t * k * 4)?);
+        d_ids.fill_bytes(0xff)?;
+        let p = RouteParams {
+            experts: e,
+            top_k: k,
+            n_group: cfg.n_group,
+            topk_group: cfg.topk_group,
+            method: match cfg.topk_method {
+                TopkMethod::Greedy => 0,
+                TopkMethod::GroupLimitedGreedy => 1,
+                TopkMethod::NoauxTc => 2,
+            },
+            norm_topk: cfg.norm_topk_prob,
+            scaling: cfg.routed_scaling_factor,
+        };
+        moe::moe_route(kern, v(&d_l), d_b.as_ref().map(v), v(&d_ids), v(&d_w), t, &p)?;
+        let ids = d_ids.to_vec::<i32>(t * k)?;
+        let w = d_w.to_vec::<f32>(t * k)?;
+        let (mut mismatched, mut werr) = (0usize, 0f64);
+        for ti in 0..t {
+            let want = mlahost_engine::cpu::route_logits(&logits[ti * e..(ti + 1) * e], bias.as_deref(), &cfg);
+            for (j, (we, ww)) in want.iter().enumerate() {
+                if ids[ti * k + j] != *we as i32 {
+                    mismatched += 1;
+                } else {
+                    werr = werr.max((w[ti * k + j] - ww).abs() as f64);
+                }
+            }
+        }
+        out.push(Check {
+            name: format!("moe_route {name}"),
+            error: mismatched as f64 + werr,
+            tolerance: 1e-5,
+            detail: format!("{t} tokens: {mismatched} expert choices differ, weight err {werr:.1e}"), informational: false });
+    }
+    Ok(out)
+}
+
+/// Dispatch + grouped GEMMs + combine against per-token expert MLPs.
+fn moe_experts(kern: &Kernels, rng: &mut Rng) -> Result<Check> {
+    let gpu = kern.gpu();
+    let (t, e, k, hidden, inter) = (150usize, 12usize, 3usize, 256usize, 96usize);
+    let h = round_bf16(&rng.vec(t * hidden, 1.0));
+    let wgu = round_bf16(&rng.vec(e * 2 * inter * hidden, 0.1));
+    let wd = round_bf16(&rng.vec(e * hidden * inter, 0.1));
+    // random choices with every expert but the last used (an expert with no tokens)
+    let mut ids = Vec::with_capacity(t * k);
+    for _ in 0..t {
+        let mut pick: Vec<i32> = (0..(e - 1) as i32).collect();
+        rng.shuffle(&mut pick);
+        ids.extend_from_slice(&pick[..k]);
+    }
+    let w: Vec<f32> = (0..t * k).map(|_| rng.sym().abs()).collect();
+    let x0 = rng.vec(t * hidden, 1.0);
+    let pairs = t * k;
+    let buf = |n: usize| DeviceBuffer::alloc(gpu, n);
+    let (d_h, d_gu, d_d) = (DeviceBuffer::from_slice(gpu, &bf16s(&h))?, DeviceBuffer::from_slice(gpu, &bf16s(&wgu))?, DeviceBuffer::from_slice(gpu, &bf16s(&wd))?);
+    let (d_ids, d_w, d_x) = (DeviceBuffer::from_slice(gpu, &ids)?, DeviceBuffer::from_slice(gpu, &w)?, DeviceBuffer::from_slice(gpu, &x0)?);
+    let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e) * 12)?, buf(4)?);
+    let (y, act, z) = (buf(pairs * 2 * inter * 2)?, buf(pairs * inter * 2)?, buf(pairs * hidden * 4)?);
+    let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt) };
+    moe::moe_align(kern, v(&d_ids), pairs, e, &d)?;
+    moe::moe_gemm(kern, v(&d_h), t, Some((v(&sorted), k)), v(&d_gu), e, &d, pairs, v(&y), false, 2 * inter, hidden)?;
+    layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
+    moe::moe_gemm(kern, v(&act), pairs, None, v(&d_d), e, &d, pairs, v(&z), true, hidden, inter)?;
+    moe::moe_combine(kern, v(&z), v(&ppos), v(&d_w), v(&d_x), t, k, hidden)?;
+    let got = d_x.to_vec::<f32>(t * hidden)?;
+    let mut want = x0.clone();
+    for ti in 0..t {
+        let hr = &h[ti * hidden..(ti + 1) * hidden];
+        for j in 0..k {
+            let ex = ids[ti * k + j] as usize;
+            let gu: Vec<f32> = (0..2 * inter)
+                .map(|n| wgu[(ex * 2 * inter + n) * hidden..][..hidden].iter().zip(hr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32)
+                .collect();
+            let gu = round_bf16(&gu);
+            let a = round_bf16(&(0..inter).map(|i| gu[i] / (1.0 + (-gu[i]).exp()) * gu[inter + i]).collect::<Vec<_>>());
+            for n in 0..hidden {
+                let y: f64 = wd[(ex * hidden + n) * inter..][..inter].iter().zip(&a).map(|(p, q)| *p as f64 * *q as f64).sum();
+                want[ti * hidden + n] += w[ti * k + j] * y as f32;
+            }
+        }
+    }
+    let delta_got: Vec<f32> = got.iter().zip(&x0).map(|(a, b)| a - b).collect();
+    let delta_want: Vec<f32> = want.iter().zip(&x0).map(|(a, b)| a - b).collect();
+    Ok(Check {
+        name: "moe align + grouped gemm + combine".into(),
+        error: rel_err(&delta_got, &delta_want),
+        tolerance: 1e-2,
+        detail: format!("{t} tokens, {e} experts (one unused), top {k}, {hidden}->{inter}"), informational: false })
+}
+
+fn gemm(blas: &Blas, k: &Kernels, rng: &mut Rng) -> Result<Check> {
+    let gpu = k.gpu();
+    let (m, n, kk) = (37, 300, 192);
+    let a = round_bf16(&rng.vec(m * kk, 1.0));
+    let w = round_bf16(&rng.vec(n * kk, 1.0));
+    let c0 = rng.vec(m * n, 1.0);
+    let (d_a, d_w, d_c) = (DeviceBuffer::from_slice(gpu, &bf16s(&a))?, DeviceBuffer::from_slice(gpu, &bf16s(&w))?, DeviceBuffer::from_slice(gpu, &c0)?);
+    let op = |b: &DeviceBuffer, dtype, ld| Operand { ptr: b.ptr(), dtype, ld };
+    blas.linear(m, n, kk, op(&d_a, Dtype::Bf16, kk), op(&d_w, Dtype::Bf16, kk), op(&d_c, Dtype::F32, n), 1.0)?;
+    let got = d_c.to_vec::<f32>(m * n)?;
+    let want: Vec<f32> = (0..m * n)
+        .map(|i| {
+            let (r, c) = (i / n, i % n);
+            c0[i] + a[r * kk..][..kk].iter().zip(&w[c * kk..][..kk]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() as f32
+        })
+        .collect();
+    Ok(Check { name: "cuBLAS bf16 linear (+= into f32)".into(), error: rel_err(&got, &want), tolerance: 1e-4, detail: format!("{m}x{n}x{kk}"), informational: false })
+}

@@ -1,0 +1,91 @@
+//! The whole GPU check as one call, shared by `mlahost gpu-check` and the lean
+//! `gpu_check` example binary: kernels, end to end, and optionally the decode benchmark.
+
+use super::{bench, e2e, kernels, report, Check};
+use crate::{blas::Blas, Gpu, Kernels, Result};
+use mlahost_engine::{KvCacheDtype, LoadedModel};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub ordinal: usize,
+    /// Directory with tiny-v2-lite, tiny-v2, tiny-v3-fp8 and their goldens.
+    pub fixtures: PathBuf,
+    /// Extra checkpoints compared with the CPU engine (e.g. a random 512+64-latent model).
+    pub models: Vec<PathBuf>,
+    pub bench: bool,
+    pub bench_only: bool,
+    pub bench_json: Option<PathBuf>,
+    pub seed: u64,
+}
+
+/// Tolerance on the chosen token's logprob, GPU (bf16 weights and activations) against the CPU
+/// (f32) and the goldens.
+pub const LOGPROB_TOL: f64 = 0.1;
+
+/// Runs everything, printing tables; returns whether every check passed.
+pub fn run(o: &CheckOptions) -> Result<bool> {
+    let gpu = Gpu::open(o.ordinal)?;
+    println!(
+        "device: {} (sm_{}{}, {} SMs, {:.1} GiB), seed {}",
+        gpu.info.name,
+        gpu.info.compute_capability.0,
+        gpu.info.compute_capability.1,
+        gpu.info.multiprocessors,
+        gpu.info.total_memory as f64 / (1u64 << 30) as f64,
+        o.seed
+    );
+    let started = std::time::Instant::now();
+    let k = Kernels::load(&gpu)?;
+    println!("kernels ready in {:.2} s", started.elapsed().as_secs_f64());
+    let blas = Blas::new(&gpu)?;
+    let mut all_ok = true;
+    if !o.bench_only {
+        let checks = kernels::run_all(&k, &blas, o.seed)?;
+        let (ok, table) = report("## kernels vs naive references", &checks);
+        println!("{table}");
+        all_ok &= ok;
+        let e2e_checks = end_to_end(o)?;
+        let (ok, table) = report("## end to end", &e2e_checks);
+        println!("{table}");
+        all_ok &= ok;
+    }
+    if o.bench || o.bench_only {
+        let (_, _, table, json) = bench::run(&k, o.seed, true)?;
+        println!("## decode kernel benchmark\n{table}");
+        if let Some(p) = &o.bench_json {
+            if let Err(e) = std::fs::write(p, json) {
+                eprintln!("could not write {}: {e}", p.display());
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    let load = |dir: &PathBuf| LoadedModel::load(dir, None);
+    let mut one = |name: String, r: Result<Check>| {
+        out.push(r.unwrap_or_else(|e| Check { name, error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }))
+    };
+    for name in ["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"] {
+        let dir = o.fixtures.join(name);
+        let model = load(&dir)?;
+        let golden: serde_json::Value = std::fs::read_to_string(dir.join("golden.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        for page in [16, 64] {
+            one(format!("{name} goldens"), e2e::against_goldens(&model, &golden, Some(o.ordinal), page, LOGPROB_TOL));
+        }
+        one(format!("{name} cpu-bf16 goldens"), e2e::against_goldens(&model, &golden, None, 64, LOGPROB_TOL));
+        one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, LOGPROB_TOL));
+        one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, 2.0 * LOGPROB_TOL));
+    }
+    for dir in &o.models {
+        let model = load(dir)?;
+        one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, LOGPROB_TOL));
+        one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, 2.0 * LOGPROB_TOL));
+    }
+    Ok(out)
+}

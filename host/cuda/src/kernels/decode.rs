@@ -1,0 +1,304 @@
+//! MLA attention launchers: the tiled decode kernels of mla_decode.cu (DeepSeek's 512 + 64
+//! latent, bf16 cache) with their split-KV plan and combine, and the generic kernel of
+//! mla_prefill.cu (any latent width, bf16 or fp8 cache). See kernels/NOTES.md §4.
+
+use super::{ensure, View};
+use crate::module::{Arg, Kernels};
+use crate::Result;
+
+pub const FAST_KV_LORA: usize = 512;
+pub const FAST_ROPE: usize = 64;
+const D: usize = FAST_KV_LORA + FAST_ROPE;
+const MAX_SPLITS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKernel {
+    MmaR16S2,
+    MmaR16,
+    MmaR32,
+    WgmmaR64,
+}
+
+impl DecodeKernel {
+    /// The launch rule of NOTES.md §4.
+    pub fn choose(q_len: usize, heads: usize, hopper: bool) -> Self {
+        match q_len * heads {
+            r if r >= 64 && hopper => Self::WgmmaR64,
+            16 => Self::MmaR16S2,
+            32 => Self::MmaR32,
+            _ => Self::MmaR16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MmaR16S2 => "mla_decode_mma_r16_t32_s2",
+            Self::MmaR16 => "mla_decode_mma_r16_t32",
+            Self::MmaR32 => "mla_decode_mma_r32_t32",
+            Self::WgmmaR64 => "mla_decode_wgmma_r64",
+        }
+    }
+
+    fn rows(self) -> usize {
+        match self {
+            Self::MmaR16S2 | Self::MmaR16 => 16,
+            Self::MmaR32 => 32,
+            Self::WgmmaR64 => 64,
+        }
+    }
+
+    fn per_sm(self) -> usize {
+        if self == Self::MmaR16S2 {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn smem(self) -> usize {
+        let mma = |rows: usize, stages: usize| stages * 32 * 1168 + 16 * rows * 40 + 2 * rows * 40 + 12 * rows;
+        match self {
+            Self::MmaR16S2 => mma(16, 2),
+            Self::MmaR16 => mma(16, 5),
+            Self::MmaR32 => mma(32, 5),
+            Self::WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
+        }
+    }
+}
+
+/// How one decode launch splits each sequence's context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPlan {
+    pub kernel: DecodeKernel,
+    /// Tokens per split, a multiple of 64.
+    pub chunk: usize,
+    /// Exclusive prefix sums of the splits per sequence (length B + 1).
+    pub offsets: Vec<i32>,
+    pub max_splits: usize,
+}
+
+impl SplitPlan {
+    pub fn total_splits(&self) -> usize {
+        *self.offsets.last().unwrap_or(&0) as usize
+    }
+
+    /// Whether the combine runs: whenever the grid has room for several splits (a sequence
+    /// with one split is skipped inside it), so a captured graph stays valid as lengths change.
+    pub fn needs_combine(&self) -> bool {
+        self.max_splits > 1
+    }
+
+    /// A plan with a fixed `chunk` and grid (`max_splits`), e.g. chosen for a length bucket:
+    /// each sequence gets ceil(len / chunk) splits, at most `max_splits`.
+    pub fn with_chunk(kernel: DecodeKernel, chunk: usize, max_splits: usize, seq_lens: &[usize]) -> Self {
+        let mut offsets = vec![0i32];
+        for &l in seq_lens {
+            let s = l.div_ceil(chunk).clamp(1, max_splits);
+            offsets.push(offsets.last().copied().unwrap_or(0) + s as i32);
+        }
+        Self { kernel, chunk, offsets, max_splits }
+    }
+
+    /// One split per sequence (prefill chunks: the rows already fill the GPU).
+    pub fn single(kernel: DecodeKernel, seq_lens: &[usize]) -> Self {
+        let max_len = seq_lens.iter().copied().max().unwrap_or(1).max(1);
+        Self { kernel, chunk: max_len.div_ceil(64) * 64, offsets: (0..=seq_lens.len() as i32).collect(), max_splits: 1 }
+    }
+}
+
+/// The split heuristic of NOTES.md §4: waves of CTAs over the SMs, each wave costing its longest
+/// split in 64-token tiles plus fill, plus the combine's partial traffic when splitting.
+pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, num_sms: usize, hopper: bool) -> SplitPlan {
+    let kernel = DecodeKernel::choose(q_len, heads, hopper);
+    let rows_per_seq = q_len * heads;
+    let rt = rows_per_seq.div_ceil(kernel.rows());
+    let slots = num_sms * kernel.per_sm();
+    let max_len = seq_lens.iter().copied().max().unwrap_or(1).max(1);
+    let max_ns = max_len.div_ceil(64).min(4 * slots).min(MAX_SPLITS);
+    let mut best: Option<(f64, usize, Vec<usize>)> = None;
+    let mut last_chunk = 0;
+    let candidates: Vec<usize> = if seq_lens.len() > 64 {
+        // large ragged batches: a short ladder keeps the host cost O(40 B)
+        let mut c: Vec<usize> = (1..=16.min(max_ns)).collect();
+        let mut x = 16.0f64;
+        while (x as usize) < max_ns {
+            x *= 1.25;
+            c.push((x as usize).min(max_ns));
+        }
+        c
+    } else {
+        (1..=max_ns).collect()
+    };
+    for ns in candidates {
+        let chunk = max_len.div_ceil(ns).div_ceil(64) * 64;
+        if chunk == last_chunk {
+            continue;
+        }
+        last_chunk = chunk;
+        let splits: Vec<usize> = seq_lens.iter().map(|&l| l.div_ceil(chunk).max(1)).collect();
+        let ctas = rt * splits.iter().sum::<usize>();
+        let waves = ctas.div_ceil(slots);
+        let mut cost = waves as f64 * (chunk as f64 / 64.0 + 2.0);
+        let multi: usize = splits.iter().filter(|&&s| s > 1).sum();
+        if multi > 0 {
+            cost += 1.0 + (multi * rows_per_seq * 512 * 8) as f64 / (64.0 * 1152.0 * slots as f64);
+        }
+        if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
+            best = Some((cost, chunk, splits));
+        }
+    }
+    let (_, chunk, splits) = best.unwrap_or((0.0, 64, vec![1; seq_lens.len()]));
+    let mut offsets = vec![0i32];
+    for s in &splits {
+        offsets.push(offsets.last().copied().unwrap_or(0) + *s as i32);
+    }
+    SplitPlan { kernel, chunk, offsets, max_splits: splits.iter().copied().max().unwrap_or(1) }
+}
+
+/// Buffers of one fast decode launch (one layer).
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeIo {
+    /// `[B, q_len, H, 576]` bf16.
+    pub q: View,
+    /// One layer's cache, `[pages, page_size, 576]` bf16.
+    pub cache: View,
+    /// `[B, max_pages]` i32.
+    pub block_table: View,
+    /// `[B]` i32, tokens in the cache including the new ones.
+    pub seq_lens: View,
+    /// `[B + 1]` i32, the plan's offsets.
+    pub split_offsets: View,
+    /// `[B, q_len, H, 512]` bf16.
+    pub out: View,
+    /// `[B, q_len, H]` f32.
+    pub lse: View,
+    /// `[total splits, q_len * H, 512]` f32 (only used when the plan splits).
+    pub part_o: View,
+    pub part_lse: View,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeShape {
+    pub batch: usize,
+    pub q_len: usize,
+    pub heads: usize,
+    pub page_size: usize,
+    pub max_pages: usize,
+    pub cache_pages: usize,
+    pub scale: f32,
+}
+
+/// Launches the decode kernel (and the combine when any sequence is split).
+pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan) -> Result<()> {
+    let name = plan.kernel.name();
+    ensure(name, s.q_len >= 1 && s.heads >= 1 && s.page_size >= 1, || "q_len, heads and page size must be positive".into())?;
+    ensure(name, plan.offsets.len() == s.batch + 1, || format!("plan for {} sequences, batch of {}", plan.offsets.len() - 1, s.batch))?;
+    ensure(name, plan.chunk % 64 == 0 && plan.max_splits <= MAX_SPLITS, || format!("bad split plan (chunk {})", plan.chunk))?;
+    ensure(name, plan.kernel != DecodeKernel::WgmmaR64 || k.gpu().is_hopper(), || "the wgmma kernel needs sm_90a".into())?;
+    let (b, rows) = (s.batch, s.q_len * s.heads);
+    let slots = plan.total_splits();
+    let split = plan.needs_combine();
+    let args = [
+        Arg::Ptr(io.q.need(name, "q", b * rows * D * 2)?),
+        Arg::Ptr(io.cache.need(name, "cache", s.cache_pages * s.page_size * D * 2)?),
+        Arg::Ptr(io.block_table.need(name, "block table", b * s.max_pages * 4)?),
+        Arg::Ptr(io.seq_lens.need(name, "seq_lens", b * 4)?),
+        Arg::Ptr(io.split_offsets.need(name, "split offsets", (b + 1) * 4)?),
+        Arg::Ptr(io.out.need(name, "out", b * rows * FAST_KV_LORA * 2)?),
+        Arg::Ptr(io.lse.need(name, "lse", b * rows * 4)?),
+        Arg::Ptr(if split { io.part_o.need(name, "part_o", slots * rows * FAST_KV_LORA * 4)? } else { io.part_o.ptr }),
+        Arg::Ptr(if split { io.part_lse.need(name, "part_lse", slots * rows * 4)? } else { io.part_lse.ptr }),
+        Arg::I32(s.q_len as i32),
+        Arg::I32(s.heads as i32),
+        Arg::I32(s.page_size as i32),
+        Arg::I32(s.max_pages as i32),
+        Arg::I32(plan.chunk as i32),
+        Arg::F32(s.scale),
+    ];
+    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
+    k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+    if split {
+        k.launch("mla_decode_combine", (rows as u32, b as u32, 4), 256, 0, &[
+            Arg::Ptr(io.part_o.ptr),
+            Arg::Ptr(io.part_lse.ptr),
+            Arg::Ptr(io.split_offsets.ptr),
+            Arg::Ptr(io.out.ptr),
+            Arg::Ptr(io.lse.ptr),
+            Arg::I32(rows as i32),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Buffers and shape of the generic attention kernel over a ragged set of new tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct GenericIo {
+    /// `[T, H, kv_lora + rope]` bf16 absorbed queries.
+    pub q: View,
+    pub cache: View,
+    /// `[B, max_pages]` i32.
+    pub block_tables: View,
+    /// `[T]` i32 each: the token's sequence (row of block_tables) and position.
+    pub token_seq: View,
+    pub token_pos: View,
+    /// `[T, H, kv_lora]` bf16.
+    pub out: View,
+    /// `[T, H]` f32, optional (NULL).
+    pub lse: View,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GenericShape {
+    pub tokens: usize,
+    pub seqs: usize,
+    pub heads: usize,
+    pub kv_lora: usize,
+    pub rope: usize,
+    pub page_size: usize,
+    pub max_pages: usize,
+    pub cache_pages: usize,
+    pub scale: f32,
+    pub fp8: bool,
+}
+
+pub fn mla_attention_generic(k: &Kernels, io: &GenericIo, s: &GenericShape) -> Result<()> {
+    const K: &str = "mla_attention_generic";
+    let d = s.kv_lora + s.rope;
+    ensure(K, s.kv_lora <= 512 && d <= 1024 && s.page_size >= 1, || format!("latent {}+{} is over the kernel's limits", s.kv_lora, s.rope))?;
+    let entry = super::layers::cache_entry_bytes(s.kv_lora, s.rope, s.fp8);
+    let lse = if io.lse.ptr == 0 { 0 } else { io.lse.need(K, "lse", s.tokens * s.heads * 4)? };
+    k.launch(K, (s.heads as u32, s.tokens as u32, 1), 128, 0, &[
+        Arg::Ptr(io.q.need(K, "q", s.tokens * s.heads * d * 2)?),
+        Arg::Ptr(io.cache.need(K, "cache", s.cache_pages * s.page_size * entry)?),
+        Arg::Ptr(io.block_tables.need(K, "block tables", s.seqs * s.max_pages * 4)?),
+        Arg::Ptr(io.token_seq.need(K, "token_seq", s.tokens * 4)?),
+        Arg::Ptr(io.token_pos.need(K, "token_pos", s.tokens * 4)?),
+        Arg::Ptr(io.out.need(K, "out", s.tokens * s.heads * s.kv_lora * 2)?),
+        Arg::Ptr(lse),
+        Arg::I32(s.heads as i32),
+        Arg::I32(s.kv_lora as i32),
+        Arg::I32(s.rope as i32),
+        Arg::I32(s.page_size as i32),
+        Arg::I32(s.max_pages as i32),
+        Arg::F32(s.scale),
+        Arg::I32(s.fp8 as i32),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_matches_the_measured_choices() {
+        // NOTES.md §4 (132 SMs): s2 1x4K -> 64 splits of 64; batch 64 x 4K -> 4 splits.
+        let p = plan_splits(&[4096], 1, 16, 132, true);
+        assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::MmaR16S2, 64, 64));
+        let p = plan_splits(&[4096; 64], 1, 16, 132, true);
+        assert_eq!(p.max_splits, 4);
+        let p = plan_splits(&[4096; 64], 1, 128, 132, true);
+        assert_eq!((p.kernel, p.max_splits), (DecodeKernel::WgmmaR64, 1));
+        assert_eq!(p.offsets.len(), 65);
+        assert!(!p.needs_combine());
+    }
+}

@@ -1,0 +1,127 @@
+//! Launchers of moe.cu: routing, dispatch, the grouped expert GEMM and the combine.
+
+use super::{ensure, View};
+use crate::module::{Arg, Kernels};
+use crate::Result;
+
+pub const TILE_ROWS: usize = 64;
+const TILE_COLS: usize = 128;
+const TILE_K: usize = 32;
+
+/// Routing parameters (mirror of the engine's MoE config).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteParams {
+    pub experts: usize,
+    pub top_k: usize,
+    pub n_group: usize,
+    pub topk_group: usize,
+    /// 0 greedy, 1 group_limited_greedy, 2 noaux_tc.
+    pub method: i32,
+    pub norm_topk: bool,
+    pub scaling: f32,
+}
+
+/// `logits [T, E]` f32 → `ids [T, k]` i32, `weights [T, k]` f32.
+pub fn moe_route(k: &Kernels, logits: View, bias: Option<View>, ids: View, weights: View, tokens: usize, p: &RouteParams) -> Result<()> {
+    const K: &str = "moe_route";
+    ensure(K, p.experts <= 1024 && p.top_k <= 64 && p.n_group <= 64 && p.n_group >= 1, || "experts <= 1024, top_k <= 64, groups 1..=64".into())?;
+    ensure(K, p.experts % p.n_group == 0 && p.topk_group <= p.n_group && p.top_k <= p.experts, || {
+        format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
+    })?;
+    let bias = bias.map(|b| b.need(K, "bias", p.experts * 4)).transpose()?.unwrap_or(0);
+    k.launch(K, (tokens as u32, 1, 1), 32, 0, &[
+        Arg::Ptr(logits.need(K, "logits", tokens * p.experts * 4)?),
+        Arg::Ptr(bias),
+        Arg::Ptr(ids.need(K, "ids", tokens * p.top_k * 4)?),
+        Arg::Ptr(weights.need(K, "weights", tokens * p.top_k * 4)?),
+        Arg::I32(p.experts as i32),
+        Arg::I32(p.top_k as i32),
+        Arg::I32(p.n_group as i32),
+        Arg::I32(p.topk_group as i32),
+        Arg::I32(p.method),
+        Arg::I32(p.norm_topk as i32),
+        Arg::F32(p.scaling),
+    ])
+}
+
+/// Upper bound on the GEMM tiles of `pairs` rows over `experts` experts.
+pub fn max_tiles(pairs: usize, experts: usize) -> usize {
+    pairs.div_ceil(TILE_ROWS) + experts
+}
+
+/// Dispatch buffers (all i32).
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch {
+    pub expert_offsets: View,
+    pub sorted_pairs: View,
+    pub pair_pos: View,
+    pub tiles: View,
+    pub num_tiles: View,
+}
+
+pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, d: &Dispatch) -> Result<()> {
+    const K: &str = "moe_align";
+    ensure(K, experts <= 1024, || "at most 1024 experts".into())?;
+    k.launch(K, (1, 1, 1), 1024, 0, &[
+        Arg::Ptr(ids.need(K, "ids", pairs * 4)?),
+        Arg::I32(pairs as i32),
+        Arg::I32(experts as i32),
+        Arg::Ptr(d.expert_offsets.need(K, "expert offsets", (experts + 1) * 4)?),
+        Arg::Ptr(d.sorted_pairs.need(K, "sorted pairs", pairs * 4)?),
+        Arg::Ptr(d.pair_pos.need(K, "pair positions", pairs * 4)?),
+        Arg::Ptr(d.tiles.need(K, "tiles", max_tiles(pairs, experts) * 3 * 4)?),
+        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
+    ])
+}
+
+/// `C[p, :n] = A[row(p), :k] · W[e(p)]^T` over the dispatched pairs; W is `[E, n, k]` bf16.
+/// `a_rows = Some((sorted_pairs, top_k))` gathers token rows; None reads A in sorted order.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_gemm(
+    kern: &Kernels,
+    a: View,
+    a_total_rows: usize,
+    a_rows: Option<(View, usize)>,
+    w: View,
+    experts: usize,
+    d: &Dispatch,
+    pairs: usize,
+    c: View,
+    c_f32: bool,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    const K: &str = "moe_gemm";
+    ensure(K, k % TILE_K == 0 && k > 0, || format!("inner dimension {k} must be a multiple of {TILE_K}"))?;
+    let (rows_ptr, div) = match a_rows {
+        Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
+        None => (0, 1),
+    };
+    let tiles = max_tiles(pairs, experts);
+    let elem = if c_f32 { 4 } else { 2 };
+    kern.launch(K, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, 0, &[
+        Arg::Ptr(a.need(K, "a", a_total_rows * k * 2)?),
+        Arg::Ptr(rows_ptr),
+        Arg::I32(div),
+        Arg::Ptr(w.need(K, "weights", experts * n * k * 2)?),
+        Arg::Ptr(d.tiles.need(K, "tiles", tiles * 3 * 4)?),
+        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
+        Arg::Ptr(c.need(K, "c", pairs * n * elem)?),
+        Arg::I32(c_f32 as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ])
+}
+
+/// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]`.
+pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize) -> Result<()> {
+    const K: &str = "moe_combine";
+    k.launch(K, (tokens as u32, 1, 1), 256, 0, &[
+        Arg::Ptr(z.need(K, "z", tokens * top_k * dim * 4)?),
+        Arg::Ptr(pair_pos.need(K, "pair positions", tokens * top_k * 4)?),
+        Arg::Ptr(weights.need(K, "weights", tokens * top_k * 4)?),
+        Arg::Ptr(x.need(K, "x", tokens * dim * 4)?),
+        Arg::I32(top_k as i32),
+        Arg::I32(dim as i32),
+    ])
+}

@@ -1,0 +1,25 @@
+//! The CUDA backend of mlahost: kernels compiled by NVRTC at run time (no toolkit at build
+//! time), dense GEMMs through cuBLAS, weights and the paged latent cache on the GPU.
+//!
+//! Every CUDA library is loaded when first used, so this crate builds and links everywhere;
+//! `Gpu::open` returns `CudaError::Unavailable` on machines without a driver.
+
+pub mod blas;
+pub mod compile;
+mod device;
+mod error;
+pub mod gpu;
+pub mod graph;
+pub mod check;
+pub mod kernels;
+pub mod module;
+pub mod sources;
+
+pub use error::{CudaError, Result};
+pub use gpu::{DeviceBuffer, DeviceInfo, Gpu};
+pub use module::{Arg, Kernels};
+pub mod backend;
+pub mod weights;
+
+pub use backend::{CudaBackend, CudaOptions};
+pub use device::Device;

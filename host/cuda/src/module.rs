@@ -1,0 +1,149 @@
+//! Loaded kernel modules and a checked launch helper.
+
+use crate::compile::compile;
+use crate::error::{CudaError, DriverContext, Result};
+use crate::gpu::Gpu;
+use crate::sources::{Family, ALL};
+use cudarc::driver::{result, sys};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+/// A kernel argument, passed by value.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg {
+    /// A device pointer (0 for a null pointer).
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+}
+
+impl From<f32> for Arg {
+    fn from(v: f32) -> Self {
+        Arg::F32(v)
+    }
+}
+
+/// Every kernel of every family, compiled for one GPU.
+pub struct Kernels {
+    gpu: Arc<Gpu>,
+    modules: Vec<sys::CUmodule>,
+    functions: HashMap<String, sys::CUfunction>,
+}
+
+// SAFETY: module and function handles are plain driver handles usable from any thread with the
+// context bound; `Kernels` is only used through the backend, which binds first.
+unsafe impl Send for Kernels {}
+// SAFETY: as above.
+unsafe impl Sync for Kernels {}
+
+impl Kernels {
+    /// Compiles (or loads from the disk cache) every family for this GPU.
+    pub fn load(gpu: &Arc<Gpu>) -> Result<Self> {
+        gpu.bind()?;
+        let arch = gpu.arch();
+        let mut k = Kernels { gpu: gpu.clone(), modules: Vec::new(), functions: HashMap::new() };
+        for family in ALL {
+            k.load_family(family, &arch)?;
+        }
+        Ok(k)
+    }
+
+    fn load_family(&mut self, family: &Family, arch: &str) -> Result<()> {
+        let image = compile(family, arch)?;
+        // SAFETY: `image.bytes` is a complete CUBIN from NVRTC (or our cache of one); the driver
+        // copies it during the call.
+        let module = unsafe { result::module::load_data(image.bytes.as_ptr() as *const c_void) }.ctx(family.file)?;
+        self.modules.push(module);
+        for name in kernel_names(family.source) {
+            let cname = CString::new(name.as_str()).map_err(|_| CudaError::launch("load", "bad kernel name"))?;
+            // SAFETY: the module was just loaded; the name is NUL-terminated.
+            let f = unsafe { result::module::get_function(module, cname) }.ctx(&format!("{}: {name}", family.file))?;
+            self.functions.insert(name, f);
+        }
+        Ok(())
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    fn function(&self, name: &'static str) -> Result<sys::CUfunction> {
+        self.functions.get(name).copied().ok_or_else(|| CudaError::launch(name, "no such kernel in the loaded modules"))
+    }
+
+    /// Launches `name` on the backend's stream. Shared memory above 48 KB is enabled per launch.
+    pub fn launch(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(()); // nothing to do (an empty batch part)
+        }
+        let f = self.function(name)?;
+        if smem > 48 * 1024 {
+            // SAFETY: a valid function handle and a documented attribute.
+            unsafe {
+                result::function::set_function_attribute(
+                    f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            }
+            .ctx(name)?;
+        }
+        let mut values: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::Ptr(p) => p,
+                Arg::I32(v) => v as u32 as u64,
+                Arg::F32(v) => v.to_bits() as u64,
+            })
+            .collect();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        // SAFETY: each parameter points at 8 bytes whose low bytes hold the value (little-endian),
+        // which is how the driver reads 4- and 8-byte parameters; the values outlive the call,
+        // which copies them. Pointer arguments come from live allocations of this context.
+        unsafe { result::launch_kernel(f, grid, (block, 1, 1), smem, self.gpu.stream, &mut params) }.ctx(name)
+    }
+}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        let _ = self.gpu.bind();
+        for m in self.modules.drain(..) {
+            // SAFETY: loaded in `load_family`, unloaded once.
+            unsafe {
+                let _ = result::module::unload(m);
+            }
+        }
+    }
+}
+
+/// The `extern "C" __global__` kernels a source defines, by name.
+fn kernel_names(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for part in source.split("extern \"C\" __global__").skip(1) {
+        // `void [__launch_bounds__(..)] name(`
+        let head = &part[..part.find('(').map_or(0, |i| i)];
+        let head = if head.contains("__launch_bounds__") {
+            let after = &part[part.find(')').map_or(0, |i| i + 1)..];
+            &after[..after.find('(').unwrap_or(0)]
+        } else {
+            head
+        };
+        if let Some(name) = head.split_whitespace().last() {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_kernel_names_with_and_without_launch_bounds() {
+        let src = "extern \"C\" __global__ void __launch_bounds__(256, 2) alpha(int x) {}\n\
+                   extern \"C\" __global__ void beta(const float* __restrict__ p) {}";
+        assert_eq!(super::kernel_names(src), vec!["alpha", "beta"]);
+        let all: usize = crate::sources::ALL.iter().map(|f| super::kernel_names(f.source).len()).sum();
+        assert!(all >= 14, "found {all} kernels");
+    }
+}

@@ -1,0 +1,37 @@
+//! The kernel sources, embedded at build time so the binary carries them (no toolkit needed).
+
+/// A kernel family: one .cu file and the headers it includes.
+pub struct Family {
+    pub file: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! cu {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../../../kernels/cuda/", $name)))
+    };
+}
+
+/// Every header a family may include, passed to NVRTC by name.
+pub const HEADERS: &[(&str, &str)] = &[
+    cu!("util.cuh"),
+    cu!("mla_decode_common.cuh"),
+    cu!("mla_decode_mma.cuh"),
+    cu!("mla_decode_wgmma.cuh"),
+    cu!("mla_decode_combine.cuh"),
+];
+
+const fn family(f: (&'static str, &'static str)) -> Family {
+    Family { file: f.0, source: f.1 }
+}
+
+pub const MLA_DECODE: Family = family(cu!("mla_decode.cu"));
+pub const MLA_PREFILL: Family = family(cu!("mla_prefill.cu"));
+pub const NORM: Family = family(cu!("norm.cu"));
+pub const ROPE: Family = family(cu!("rope.cu"));
+pub const CACHE_WRITE: Family = family(cu!("cache_write.cu"));
+pub const ACTIVATION: Family = family(cu!("activation.cu"));
+pub const MOE: Family = family(cu!("moe.cu"));
+pub const SAMPLING: Family = family(cu!("sampling.cu"));
+
+pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING];

@@ -1,0 +1,48 @@
+//! The GPU self-checks as cargo tests: every kernel against its naive reference, and the backend
+//! against the CPU engine and the transformers goldens. Skipped (passing) where no CUDA device
+//! is present, as on CI; on a GPU machine without Rust, `mlahost gpu-check` runs the same checks.
+
+use mlahost_cuda::check::{e2e, kernels, report, Rng};
+use mlahost_cuda::{blas::Blas, CudaError, Gpu, Kernels};
+use mlahost_engine::{KvCacheDtype, LoadedModel};
+
+fn gpu() -> Option<std::sync::Arc<Gpu>> {
+    match Gpu::open(0) {
+        Ok(g) => Some(g),
+        Err(CudaError::Unavailable(why)) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(e) => panic!("CUDA is present but unusable: {e}"),
+    }
+}
+
+#[test]
+fn kernels_match_naive_references() {
+    let Some(gpu) = gpu() else { return };
+    let (_, seed) = Rng::fresh();
+    let k = Kernels::load(&gpu).expect("kernels");
+    let blas = Blas::new(&gpu).expect("cuBLAS");
+    let checks = kernels::run_all(&k, &blas, seed).expect("kernel checks ran");
+    let (ok, table) = report(&format!("kernels (seed {seed})"), &checks);
+    println!("{table}");
+    assert!(ok, "{table}");
+}
+
+#[test]
+fn backend_matches_cpu_and_goldens() {
+    if gpu().is_none() {
+        return;
+    }
+    let (_, seed) = Rng::fresh();
+    let mut checks = Vec::new();
+    for name in mlahost_tests::FIXTURES {
+        let model = LoadedModel::load(&mlahost_tests::fixture_dir(name), None).expect("fixture");
+        let golden = mlahost_tests::golden(name);
+        checks.push(e2e::against_goldens(&model, &golden, Some(0), 16, 0.1).expect("goldens"));
+        checks.push(e2e::against_cpu(&model, 0, 64, KvCacheDtype::Bf16, seed, 16, 0.1).expect("cpu"));
+    }
+    let (ok, table) = report(&format!("end to end (seed {seed})"), &checks);
+    println!("{table}");
+    assert!(ok, "{table}");
+}

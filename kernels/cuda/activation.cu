@@ -1,0 +1,20 @@
+// activation.cu — SiLU-and-mul of a stacked [gate | up] projection, and the embedding lookup.
+#include "util.cuh"
+
+// gate_up: [rows, 2 * inter] bf16 (gate first); out: [rows, inter] bf16 = silu(gate) * up.
+extern "C" __global__ void silu_mul(const u16* __restrict__ gate_up, u16* __restrict__ out, int rows, int inter) {
+  i64 n = (i64)rows * inter;
+  for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) {
+    i64 r = k / inter, i = k % inter;
+    float g = util::bf16_to_f32(gate_up[r * 2 * inter + i]);
+    float u = util::bf16_to_f32(gate_up[r * 2 * inter + inter + i]);
+    out[k] = util::f32_to_bf16(g / (1.f + __expf(-g)) * u);
+  }
+}
+
+// x[t] = embed[tokens[t]] widened to f32; one block per token.
+extern "C" __global__ void embedding(const int* __restrict__ tokens, const u16* __restrict__ table, float* __restrict__ x, int dim) {
+  int t = blockIdx.x;
+  const u16* row = table + (i64)tokens[t] * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) x[(i64)t * dim + i] = util::bf16_to_f32(row[i]);
+}

@@ -1,0 +1,290 @@
+// moe.cu — mixture-of-experts on the GPU: routing, dispatch (sort token-expert pairs by expert),
+// a grouped bf16 GEMM over the experts' weights, and the weighted combine.
+//
+//  moe_route     one warp per token: the experts and weights, exactly as the CPU engine chooses
+//                them (host/engine/src/cpu/moe.rs): method 0 greedy, 1 group_limited_greedy (softmax),
+//                2 noaux_tc (sigmoid + correction bias for the choice). Ties go to the lower index.
+//  moe_align     one block: pairs p = t*k + j sorted by expert (positions within an expert are in
+//                arrival order; each row is computed independently, so results do not depend on it),
+//                expert offsets, and the GEMM's tile list (expert, first row, rows) of <= 64 rows.
+//  moe_gemm      C[p, n] = sum_k A[row(p), k] * W[e(p), n, k]; row(p) = a_rows[p] / a_div, or p when
+//                a_rows is null. mma.sync m16n8k16 bf16 -> f32, 64x128 tiles, 3-stage cp.async.
+//  moe_combine   x[t] += sum_j w[t, j] * Z[pos(t, j)]  (f32 residual stream)
+#include "util.cuh"
+
+// ------------------------------------------------------------------------------------------------
+// routing
+// ------------------------------------------------------------------------------------------------
+#define ROUTE_MAX_E 1024
+
+// Best (value desc, index asc) among entries not yet taken; all lanes get the answer.
+__device__ __forceinline__ int warp_argmax(const float* v, const bool* taken, int n) {
+  float best = 0.f;
+  int bi = -1;
+  for (int i = threadIdx.x & 31; i < n; i += 32) {
+    if (taken[i]) continue;
+    if (bi < 0 || v[i] > best) { best = v[i]; bi = i; }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi >= 0 && (bi < 0 || ob > best || (ob == best && oi < bi))) { best = ob; bi = oi; }
+  }
+  return bi;
+}
+
+extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restrict__ logits, const float* __restrict__ bias,
+                                                           int* __restrict__ topk_ids, float* __restrict__ topk_w, int n_exp,
+                                                           int k, int n_group, int topk_group, int method, int norm_topk,
+                                                           float scaling) {
+  __shared__ float scores[ROUTE_MAX_E], choice[ROUTE_MAX_E], gscore[64];
+  __shared__ bool taken[ROUTE_MAX_E], gtaken[64], gkeep[64];
+  __shared__ int chosen[64];
+  int t = blockIdx.x, lane = threadIdx.x;
+  const float* l = logits + (i64)t * n_exp;
+  if (method == 2) {
+    for (int i = lane; i < n_exp; i += 32) {
+      float s = 1.f / (1.f + expf(-l[i]));
+      scores[i] = s;
+      choice[i] = bias ? s + bias[i] : s;
+    }
+  } else {
+    float m = util::neg_inf();
+    for (int i = lane; i < n_exp; i += 32) m = fmaxf(m, l[i]);
+    m = util::warp_max(m);
+    float sum = 0.f;
+    for (int i = lane; i < n_exp; i += 32) sum += expf(l[i] - m);
+    sum = util::warp_sum(sum);
+    for (int i = lane; i < n_exp; i += 32) {
+      float s = expf(l[i] - m) / sum;
+      scores[i] = s;
+      choice[i] = s;
+    }
+  }
+  for (int i = lane; i < n_exp; i += 32) taken[i] = false;
+  __syncwarp();
+  int per_group = n_exp / n_group;
+  if (method == 1 || method == 2) {
+    // group scores: best single (1) or sum of the best two (2)
+    for (int g = lane; g < n_group; g += 32) {
+      float b1 = util::neg_inf(), b2 = util::neg_inf();
+      for (int i = g * per_group; i < (g + 1) * per_group; i++) {
+        float v = choice[i];
+        if (v > b1) { b2 = b1; b1 = v; } else if (v > b2) { b2 = v; }
+      }
+      gscore[g] = method == 1 ? b1 : (per_group >= 2 ? b1 + b2 : b1);
+      gtaken[g] = false;
+      gkeep[g] = false;
+    }
+    __syncwarp();
+    for (int r = 0; r < topk_group; r++) {
+      int g = warp_argmax(gscore, gtaken, n_group);
+      if (lane == 0) { gtaken[g] = true; gkeep[g] = true; }
+      __syncwarp();
+    }
+    float fill = method == 1 ? 0.f : util::neg_inf();
+    for (int i = lane; i < n_exp; i += 32)
+      if (!gkeep[i / per_group]) choice[i] = fill;
+    __syncwarp();
+  }
+  for (int r = 0; r < k; r++) {
+    int e = warp_argmax(choice, taken, n_exp);
+    if (lane == 0) { taken[e] = true; chosen[r] = e; }
+    __syncwarp();
+  }
+  if (lane == 0) {
+    float w[64], sum = 0.f;
+    for (int r = 0; r < k; r++) {
+      w[r] = method == 2 ? scores[chosen[r]] : choice[chosen[r]];
+      sum += w[r];
+    }
+    for (int r = 0; r < k; r++) {
+      float v = w[r];
+      if (method == 2) {
+        if (norm_topk) v /= sum + 1e-20f;
+        v *= scaling;
+      } else if (k > 1 && norm_topk) {
+        v /= sum + 1e-20f;
+      } else {
+        v *= scaling;
+      }
+      topk_ids[(i64)t * k + r] = chosen[r];
+      topk_w[(i64)t * k + r] = v;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// dispatch
+// ------------------------------------------------------------------------------------------------
+#define MOE_BM 64
+#define MOE_BN 128
+#define MOE_BK 32
+#define MOE_STAGES 3
+#define MOE_LDS (MOE_BK + 8)
+
+extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restrict__ topk_ids, int pairs, int n_exp,
+                                                             int* __restrict__ expert_offsets, int* __restrict__ sorted_pairs,
+                                                             int* __restrict__ pair_pos, int* __restrict__ tiles,
+                                                             int* __restrict__ num_tiles) {
+  __shared__ int counts[ROUTE_MAX_E], cursor[ROUTE_MAX_E];
+  for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) atomicAdd(&counts[topk_ids[p]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int off = 0, nt = 0;
+    for (int e = 0; e < n_exp; e++) {
+      expert_offsets[e] = off;
+      cursor[e] = off;
+      for (int s = 0; s < counts[e]; s += MOE_BM) {
+        tiles[3 * nt] = e;
+        tiles[3 * nt + 1] = off + s;
+        tiles[3 * nt + 2] = min(MOE_BM, counts[e] - s);
+        nt++;
+      }
+      off += counts[e];
+    }
+    expert_offsets[n_exp] = off;
+    *num_tiles = nt;
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+    int pos = atomicAdd(&cursor[topk_ids[p]], 1);
+    sorted_pairs[pos] = p;
+    pair_pos[p] = pos;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// grouped GEMM
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ void cp16(u32 dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict__ a, const int* __restrict__ a_rows, int a_div,
+                                                           const u16* __restrict__ w, const int* __restrict__ tiles,
+                                                           const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
+                                                           int n, int k) {
+  __shared__ __align__(16) u16 as[MOE_STAGES][MOE_BM][MOE_LDS];
+  __shared__ __align__(16) u16 bs[MOE_STAGES][MOE_BN][MOE_LDS];
+  __shared__ int arow[MOE_BM];
+  int tile = blockIdx.y;
+  if (tile >= *num_tiles) return;
+  int e = tiles[3 * tile], start = tiles[3 * tile + 1], rows = tiles[3 * tile + 2];
+  int n0 = blockIdx.x * MOE_BN;
+  int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int wm = warp >> 2, wn = warp & 3;  // 2 x 4 warps, 32 x 32 each
+  for (int r = tid; r < MOE_BM; r += blockDim.x) {
+    int p = start + r;
+    arow[r] = r < rows ? (a_rows ? a_rows[p] / a_div : p) : -1;
+  }
+  __syncthreads();
+  const u16* wexp = w + (i64)e * n * k;
+  auto load = [&](int stage, int kt) {
+    int k0 = kt * MOE_BK;
+    {  // A: 64 rows x 4 chunks of 8
+      int r = tid >> 2, ch = tid & 3;
+      int src = arow[r];
+      const u16* g = a + (i64)(src < 0 ? 0 : src) * k + k0 + ch * 8;
+      cp16(smem_addr(&as[stage][r][ch * 8]), g, src >= 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {  // B: 128 rows x 4 chunks
+      int idx = tid + i * 256;
+      int r = idx >> 2, ch = idx & 3;
+      int col = n0 + r;
+      const u16* g = wexp + (i64)(col < n ? col : 0) * k + k0 + ch * 8;
+      cp16(smem_addr(&bs[stage][r][ch * 8]), g, col < n);
+    }
+  };
+  float acc[2][4][4];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+      for (int q = 0; q < 4; q++) acc[i][j][q] = 0.f;
+  int ktiles = k / MOE_BK;
+#pragma unroll
+  for (int s = 0; s < MOE_STAGES - 1; s++) {
+    if (s < ktiles) load(s, s);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+  for (int kt = 0; kt < ktiles; kt++) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(MOE_STAGES - 2) : "memory");
+    __syncthreads();
+    int nxt = kt + MOE_STAGES - 1;
+    if (nxt < ktiles) load(nxt % MOE_STAGES, nxt);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    int st = kt % MOE_STAGES;
+#pragma unroll
+    for (int kk = 0; kk < MOE_BK; kk += 16) {
+      u32 af[2][4], bf[4][2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        int row = wm * 32 + i * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+        int col = kk + 8 * (lane >> 4);
+        ldsm_x4(smem_addr(&as[st][row][col]), af[i][0], af[i][1], af[i][2], af[i][3]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        int row = wn * 32 + j * 16 + (lane & 7) + 8 * (lane >> 4);
+        int col = kk + 8 * ((lane >> 3) & 1);
+        ldsm_x4(smem_addr(&bs[st][row][col]), bf[2 * j][0], bf[2 * j][1], bf[2 * j + 1][0], bf[2 * j + 1][1]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) mma16816(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[j][0], bf[j][1]);
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  int g = lane >> 2, cq = lane & 3;
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+      for (int half = 0; half < 2; half++) {
+        int r = wm * 32 + i * 16 + g + 8 * half;
+        int col = n0 + wn * 32 + j * 8 + 2 * cq;
+        if (r >= rows) continue;
+        i64 base = (i64)(start + r) * n;
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+          if (col + q >= n) continue;
+          float v = acc[i][j][2 * half + q];
+          if (c_f32) ((float*)c)[base + col + q] = v;
+          else ((u16*)c)[base + col + q] = util::f32_to_bf16(v);
+        }
+      }
+}
+
+// ------------------------------------------------------------------------------------------------
+// combine
+// ------------------------------------------------------------------------------------------------
+extern "C" __global__ void moe_combine(const float* __restrict__ z, const int* __restrict__ pair_pos, const float* __restrict__ topk_w,
+                                       float* __restrict__ x, int k, int dim) {
+  int t = blockIdx.x;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < k; j++) acc += topk_w[(i64)t * k + j] * z[(i64)pair_pos[t * k + j] * dim + i];
+    x[(i64)t * dim + i] += acc;
+  }
+}

@@ -1,0 +1,85 @@
+// Small helpers shared by the non-decode kernel families (NVRTC, no CUDA headers).
+#pragma once
+
+typedef unsigned short u16;
+typedef unsigned char u8;
+typedef unsigned int u32;
+typedef long long i64;
+
+namespace util {
+
+__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
+__device__ __forceinline__ u16 f32_to_bf16(float x) {
+  u16 r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000u); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024). `scratch` holds 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nw ? scratch[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nw ? scratch[lane] : neg_inf();
+  return warp_max(v);
+}
+
+// fp8 e4m3 (OCP, finite max 448): decode one byte.
+__device__ __forceinline__ float e4m3_to_f32(u8 b) {
+  u32 sign = (b >> 7) & 1, exp = (b >> 3) & 15, man = b & 7;
+  float v;
+  if (exp == 0) v = ldexpf((float)man, -9);  // subnormal: man/8 * 2^-6
+  else if (exp == 15 && man == 7) v = __int_as_float(0x7fc00000u);  // NaN
+  else v = ldexpf((float)(8 + man), (int)exp - 10);  // (1 + man/8) * 2^(exp-7)
+  return sign ? -v : v;
+}
+// Round to nearest even, saturating at +-448 (the hardware's satfinite conversion on sm_89+,
+// the same rounding in software before).
+__device__ __forceinline__ u8 f32_to_e4m3(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  unsigned short r;
+  asm("{ .reg .b16 t; cvt.rn.satfinite.e4m3x2.f32 t, %1, %1; mov.b16 %0, t; }" : "=h"(r) : "f"(x));
+  return (u8)(r & 0xff);
+#else
+  u32 sign = signbit(x) ? 0x80u : 0u;
+  float a = fabsf(x);
+  if (a != a) return 0x7f;
+  if (a >= 464.f) return (u8)(sign | 0x7e);  // 464 is the midpoint between 448 and the next step
+  int e;
+  frexpf(a, &e);           // a = f * 2^e, f in [0.5, 1)
+  int big_e = e - 1 + 7;   // biased exponent of a normal e4m3
+  if (big_e < 1) return (u8)(sign | (u32)rintf(a * 512.f));  // subnormals (8 rounds up to 2^-6)
+  int m = (int)rintf(ldexpf(a, 3 - (big_e - 7))) - 8;
+  if (m == 8) { m = 0; big_e += 1; }
+  if (big_e > 15 || (big_e == 15 && m == 7)) return (u8)(sign | 0x7e);
+  return (u8)(sign | ((u32)big_e << 3) | (u32)m);
+#endif
+}
+
+}  // namespace util
+
+// The latent cache's fp8 layout per token per layer (kv_lora = 512, rope = 64: 656 bytes):
+//   [kv_lora x e4m3 c_kv][kv_lora/128 x f32 scale][rope x bf16 k_pe]
+// The bf16 layout is [kv_lora + rope x bf16]. Offsets of one token's entry, in bytes:
+__device__ __forceinline__ int fp8_token_bytes(int kv_lora, int rope) { return kv_lora + ((kv_lora + 127) / 128) * 4 + rope * 2; }

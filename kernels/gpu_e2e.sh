@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# End-to-end on the GPU with DeepSeek-V2-Lite's exact config and random bf16 weights (15.7B):
+# plan vs serve capacity, `generate`, and `serve` under load at concurrency 1, 16 and 64 with
+# 1K-token prompts and 256 output tokens. Called by kernels/gpu_check.sh (same variables).
+set -uo pipefail
+BIN=${BIN:-.bin/mlahost}
+TOKENIZER_DIR=${TOKENIZER_DIR:-.bin/tokenizer}
+OUT=${OUT:-/tmp/mlahost-gpu}
+WORK=${WORK:-/tmp/mlahost-work}
+PORT=${PORT:-8011}
+MODEL="$WORK/v2-lite"
+status=0
+if [ ! -f "$MODEL/model.safetensors.index.json" ]; then
+  t0=$(date +%s)
+  python3 examples/gpu/make_v2_lite_random.py --out "$MODEL" --tokenizer-dir "$TOKENIZER_DIR" | tail -1
+  echo "checkpoint written in $(( $(date +%s) - t0 )) s"
+fi
+TOTAL=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)  # MiB
+GPU_BYTES=$(( TOTAL * 1024 * 1024 ))
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+for dt in bf16 fp8; do
+  "$BIN" plan --model "$MODEL" --gpu-memory "$GPU_BYTES" --context 32768 --kv-cache-dtype $dt --json > "$OUT/plan_$dt.json" || status=1
+done
+"$BIN" plan --model "$MODEL" --gpu-memory "$GPU_BYTES" --context 32768 --kv-cache-dtype bf16 | tee "$OUT/plan_bf16.txt"
+
+echo "## generate (1024-token prompt, 256 tokens, $CARD)"
+PROMPT=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(16, 1000)) for _ in range(1024)))")
+"$BIN" generate --device cuda:0 --model "$MODEL" --prompt-ids "$PROMPT" --max-tokens 256 --ignore-eos --json > "$OUT/generate.json" 2> "$OUT/generate.log" || status=1
+python3 - "$OUT/generate.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["stats"]
+print(f"| generate | load {r['load_s']:.1f} s | prefill {r['prefill_s']*1e3:.1f} ms | decode {r['decode_tokens_per_s']:.1f} tok/s |")
+PY
+
+echo "## serve under load ($CARD)"
+"$BIN" serve --device cuda:0 --model "$MODEL" --port $PORT --max-model-len 4096 > "$OUT/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break
+  kill -0 $SERVER 2> /dev/null || break
+  sleep 1
+done
+curl -s "http://127.0.0.1:$PORT/metrics" > "$OUT/metrics_start.txt"
+python3 - "$OUT/plan_bf16.json" "$OUT/plan_fp8.json" "$OUT/metrics_start.txt" <<'PY'
+import json, re, sys
+bf, fp = (json.load(open(p)) for p in sys.argv[1:3])
+m = re.search(r"^mlahost_kv_cache_tokens_total\{[^}]*\} (\d+)", open(sys.argv[3]).read(), re.M)
+served = int(m.group(1)) if m else -1
+find = lambda d, *ks: next((d[k] for k in ks if k in d), None)
+print("| plan (bf16) pool tokens | serve pool tokens | equal | 32K seqs bf16 | 32K seqs fp8 |")
+print("|---|---|---|---|---|")
+pb, pf = find(bf, "pool_tokens"), find(fp, "pool_tokens")
+print(f"| {pb} | {served} | {pb == served} | {find(bf, 'sequences_that_fit', 'sequences')} | {find(fp, 'sequences_that_fit', 'sequences')} |")
+PY
+for c in 1 16 64; do
+  n=$(( c == 1 ? 4 : 2 * c ))
+  "$BIN" bench --url "http://127.0.0.1:$PORT" --input-len 1024 --output-len 256 --num-prompts $n --concurrency $c \
+    --extra-body '{"ignore_eos": true}' --json "$OUT/serve_c$c.json" > "$OUT/bench_c$c.log" 2>&1 || status=1
+done
+kill $SERVER; wait $SERVER 2> /dev/null
+python3 - "$OUT" "$MODEL/config.json" <<'PY'
+import json, sys, subprocess
+out, cfg = sys.argv[1], json.load(open(sys.argv[2]))
+copy = None
+try:
+    for line in open(f"{out}/bench.jsonl"):
+        copy = json.loads(line)["copy_gbps"] * 1e9
+except OSError:
+    pass
+h, L, E = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["n_routed_experts"]
+inter, mi, k, heads = cfg["intermediate_size"], cfg["moe_intermediate_size"], cfg["num_experts_per_tok"], cfg["num_attention_heads"]
+attn = h * heads * 192 + h * 576 + 512 * heads * 256 + heads * 128 * h
+dense = 3 * h * inter
+expert = 3 * h * mi
+shared = expert * cfg["n_shared_experts"]
+print("| concurrency | output tok/s | TPOT ms (median) | TTFT ms (median) | weights+KV per step GB | roofline share |")
+print("|---|---|---|---|---|---|")
+for c in (1, 16, 64):
+    try:
+        r = json.load(open(f"{out}/serve_c{c}.json"))
+        r = r[0] if isinstance(r, list) else r.get("runs", [r])[0]
+    except Exception as e:
+        print(f"| {c} | failed ({e}) |"); continue
+    tput, tpot, ttft = r["output_throughput"], r["tpot_ms"]["median"], r["ttft_ms"]["median"]
+    touched = min(E, c * k)  # routed experts read per MoE layer per step (upper bound E)
+    w = L * attn + dense + (L - 1) * (touched * expert + shared + h * E) + 2 * cfg["vocab_size"] * h
+    kv = c * (1024 + 128) * 1152 * L
+    step_bytes = 2 * w + kv
+    share = (step_bytes / copy) / (tpot * 1e-3) if copy and tpot == tpot else float("nan")
+    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {step_bytes / 1e9:.2f} | {100 * share:.0f}% |")
+PY
+exit $status
