@@ -24,6 +24,7 @@
 //   mla_decode_mma_r16_t32     16 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (fallback, any H)
 //   mla_decode_mma_r32_t32     32 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
 //   mla_decode_wgmma_r64       64 rows/CTA, 64-token tiles, wgmma, sm_90a only    (H=128)
+//   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
 //   mla_decode_combine         merges split partials (grid rows x B x 4, 256 threads)
 
 
@@ -64,6 +65,17 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_r64(MLA_DE
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::wgmma_decode(a, smem);
+}
+// fp8 cache (656-byte entries): the same kernels with each tile expanded to bf16 in shared memory
+extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_fp8_mma_r16_t32_s2(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 32, 2, true>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_mma_r16_t32(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 32, 4, true>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const float* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,

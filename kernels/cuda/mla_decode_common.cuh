@@ -85,6 +85,31 @@ __device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// fp8 latent cache (see util.cuh): [512 e4m3][4 f32 scales][64 bf16 k_pe] = 656 bytes per token
+#define MLA_FP8_BYTES 656
+#define MLA_FP8_CHUNKS 41  // 16-byte chunks per token
+
+// two e4m3 codes (low byte first) -> two f32
+__device__ __forceinline__ float2 e4m3x2_to_f32x2(unsigned short v) {
+#if __CUDA_ARCH__ >= 890
+  u32 h2;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(v));
+  float lo, hi;
+  asm("{ .reg .f16 a, b; mov.b32 {a, b}, %2; cvt.f32.f16 %0, a; cvt.f32.f16 %1, b; }" : "=f"(lo), "=f"(hi) : "r"(h2));
+  return make_float2(lo, hi);
+#else
+  float r[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const u32 b = (v >> (8 * i)) & 0xff, e = (b >> 3) & 15, m = b & 7;
+    float x = e == 0 ? ldexpf((float)m, -9) : ldexpf((float)(8 + m), (int)e - 10);
+    if (e == 15 && m == 7) x = __int_as_float(0x7fc00000);
+    r[i] = (b & 0x80) ? -x : x;
+  }
+  return make_float2(r[0], r[1]);
+#endif
+}
+
 // ------------------------------------------------------------------------------------------------
 // arguments and per-CTA work item
 // ------------------------------------------------------------------------------------------------
@@ -132,6 +157,12 @@ __device__ __forceinline__ int row_limit(const Args& a, const Work& w, int local
   const int r = w.row0 + local_row;
   if (r >= w.rows_total) return w.kv_stop;
   return imin(w.kv_end, w.seq - a.q_len + r / a.heads + 1);
+}
+
+// cache slot (page * page_size + offset) of position `pos` of sequence b
+__device__ __forceinline__ i64 cache_slot(const Args& a, int b, int pos) {
+  const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
+  return (i64)page * a.page_size + pos % a.page_size;
 }
 
 // global element offset of cache position `pos` of sequence b (pos must be < seq_len)

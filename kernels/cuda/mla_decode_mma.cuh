@@ -11,33 +11,38 @@ namespace mla {
 // memory. Softmax: 256/ROWS threads per row. PV: warp w owns latent dims 64w..64w+63.
 // Every cache byte is read once per CTA; with H=16, q_len=1 there is one CTA per (seq, split).
 // ------------------------------------------------------------------------------------------------
-template <int MT, int T, int NST>
+// FP8: the pipeline stages hold raw fp8 entries (656 B per token) and each tile is expanded to
+// bf16 in one extra buffer before the tensor cores read it (one more barrier per tile).
+template <int MT, int T, int NST, bool FP8 = false>
 struct MmaCfg {
   static constexpr int ROWS = 16 * MT;
   static constexpr int KROW = MLA_D + 8;  // bf16 per smem cache row: 1168 B, conflict-free ldmatrix
   static constexpr int SSTR = T + 8;      // f32 per partial-S row
   static constexpr int PSTR = T + 8;      // bf16 per P row
-  static constexpr int KV_BYTES = NST * T * KROW * 2;
+  static constexpr int STAGE_BYTES = FP8 ? NST * T * MLA_FP8_BYTES : 0;
+  static constexpr int KV_BYTES = FP8 ? STAGE_BYTES + T * KROW * 2 : NST * T * KROW * 2;
   static constexpr int RED_BYTES = 4 * ROWS * SSTR * 4;
   static constexpr int P_BYTES = ROWS * PSTR * 2;
   static constexpr int SMEM = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
 };
 
-template <int MT, int T, int NST>
+template <int MT, int T, int NST, bool FP8 = false>
 __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
-  typedef MmaCfg<MT, T, NST> C;
+  typedef MmaCfg<MT, T, NST, FP8> C;
   constexpr int ROWS = C::ROWS, KROW = C::KROW, SSTR = C::SSTR, PSTR = C::PSTR;
   constexpr int NTQ = T / 16;                      // n8 tiles per warp in QK
   constexpr int TPR = MLA_THREADS / ROWS;          // softmax threads per row
   constexpr int EPT = T / TPR;                     // softmax elements per thread
   constexpr int TPT = MLA_THREADS / T;             // loader threads per token
-  constexpr int CPT = (72 + TPT - 1) / TPT;        // loader 16-byte chunks per thread
+  constexpr int CHUNKS = FP8 ? MLA_FP8_CHUNKS : 72;  // 16-byte chunks per cached token
+  constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
   static_assert(EPT >= 1 && TPR <= 32, "tile shape");
 
   Work w;
   if (!make_work(a, ROWS, w)) return;
 
-  u16* kvs = reinterpret_cast<u16*>(smem);
+  unsigned char* stage8 = smem;  // FP8 only: raw entries, NST stages
+  u16* kvs = reinterpret_cast<u16*>(smem + C::STAGE_BYTES);
   float* sred = reinterpret_cast<float*>(smem + C::KV_BYTES);
   u16* sp = reinterpret_cast<u16*>(smem + C::KV_BYTES + C::RED_BYTES);
   float* salpha = reinterpret_cast<float*>(smem + C::KV_BYTES + C::RED_BYTES + C::P_BYTES);
@@ -52,26 +57,53 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   // ---- loader: thread -> (token tid/TPT, 16-byte chunks tid%TPT + k*TPT) ----
   const int ld_tok = tid / TPT, ld_sub = tid % TPT;
   // source row of this thread's token in tile t (nullptr: nothing to read -> zero fill)
-  auto tile_src = [&](int t) -> const u16* {
+  const unsigned char* kv8 = reinterpret_cast<const unsigned char*>(a.kv);
+  auto tile_src = [&](int t) -> const unsigned char* {
     const int pos = w.kv_begin + t * T + ld_tok;
-    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+    if (!(t < ntiles && pos < w.kv_stop)) return nullptr;
+    return FP8 ? kv8 + cache_slot(a, w.b, pos) * MLA_FP8_BYTES : reinterpret_cast<const unsigned char*>(a.kv + cache_row(a, w.b, pos));
   };
-  auto load_tile = [&](int t, const u16* src) {
+  auto load_tile = [&](int t, const unsigned char* src) {
     const bool valid = src != nullptr;
-    if (!valid) src = a.kv;
-    const u32 dst = smem_u32(kvs + ((t % NST) * T + ld_tok) * KROW);
+    if (!valid) src = kv8;
+    const u32 dst = FP8 ? smem_u32(stage8 + ((t % NST) * T + ld_tok) * MLA_FP8_BYTES)
+                        : smem_u32(kvs + ((t % NST) * T + ld_tok) * KROW);
 #pragma unroll
     for (int k = 0; k < CPT; ++k) {
       const int c = ld_sub + k * TPT;
-      if (c < 72) cp_async_16(dst + c * 16, src + c * 8, valid);
+      if (c < CHUNKS) cp_async_16(dst + c * 16, src + c * 16, valid);
     }
+  };
+  // FP8: expand the raw entries of stage `st` into the bf16 tile (thread -> token tid/TPT,
+  // latent dims (tid%TPT)*64 .. +63 and k_pe dims 512 + (tid%TPT)*8 .. +7; TPT is 8 here).
+  auto expand_tile = [&](int st) {
+    const unsigned char* e = stage8 + (st * T + ld_tok) * MLA_FP8_BYTES;
+    const float scale = reinterpret_cast<const float*>(e + 512)[ld_sub / 2];
+    u16* row = kvs + ld_tok * KROW;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint4 v = *reinterpret_cast<const uint4*>(e + ld_sub * 64 + q * 16);
+      const u32 words[4] = {v.x, v.y, v.z, v.w};
+      u32 packed[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
+        const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
+        packed[2 * i] = pack_bf16(lo.x * scale, lo.y * scale);
+        packed[2 * i + 1] = pack_bf16(hi.x * scale, hi.y * scale);
+      }
+      uint4* dst = reinterpret_cast<uint4*>(row + ld_sub * 64 + q * 16);
+      dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+    }
+    *reinterpret_cast<uint4*>(row + 512 + ld_sub * 8) = *reinterpret_cast<const uint4*>(e + 528 + ld_sub * 16);
   };
 #pragma unroll
   for (int s = 0; s < NST - 1; ++s) {
     if (s < ntiles) load_tile(s, tile_src(s));
     cp_async_commit();
   }
-  const u16* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
+  const unsigned char* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -113,7 +145,11 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
     cp_async_commit();
     src_next = tile_src(t + NST);
-    const u16* kt = kvs + (t % NST) * T * KROW;
+    if constexpr (FP8) {
+      expand_tile(t % NST);
+      __syncthreads();  // the bf16 tile is complete
+    }
+    const u16* kt = FP8 ? kvs : kvs + (t % NST) * T * KROW;
 
     // ---- QK partial over this warp's 144 dims and T/2 tokens (two accumulator chains) ----
     float sacc[MT][NTQ][4], sacc2[MT][NTQ][4];

@@ -18,9 +18,6 @@ pub struct ServeArgs {
     host: String,
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    /// Engine device; only `cpu` until the CUDA backend lands.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Tokens per latent-cache page.
     #[arg(long, default_value_t = 64)]
     page_size: usize,
@@ -117,9 +114,6 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    if args.device != "cpu" {
-        bail!("--device {}: only `cpu` is available in this build (the CUDA engine is not there yet)", args.device);
-    }
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         bail!("--shutdown-timeout must be a non-negative number of seconds");
     }

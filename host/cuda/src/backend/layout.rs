@@ -43,7 +43,7 @@ impl BatchLayout {
     /// `bucket`: for a decode-only batch replayed from a CUDA graph, the length every shape is
     /// planned for (block-table stride and split grid), so the layout depends only on the batch
     /// size and the bucket.
-    pub fn new(batch: &[SeqChunk<'_>], page_size: usize, num_sms: usize, hopper: bool, heads: usize, fast: bool, bucket: Option<usize>) -> Self {
+    pub fn new(batch: &[SeqChunk<'_>], page_size: usize, num_sms: usize, hopper: bool, heads: usize, fast: bool, fp8: bool, bucket: Option<usize>) -> Self {
         let mut order: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].tokens.len() == 1).collect();
         let decodes = order.len();
         order.extend((0..batch.len()).filter(|&i| batch[i].tokens.len() > 1));
@@ -104,12 +104,12 @@ impl BatchLayout {
             let mut add = |first_seq: usize, seqs: &[usize], q_len: usize, meta: &mut Vec<i32>| {
                 let lens: Vec<usize> = seqs.iter().map(|&i| batch[i].start_pos + batch[i].tokens.len()).collect();
                 let plan = if let (Some(b), 1) = (bucket, q_len) {
-                    let uniform = plan_splits(&vec![b; lens.len()], 1, heads, num_sms, hopper);
+                    let uniform = plan_splits(&vec![b; lens.len()], 1, heads, num_sms, hopper, fp8);
                     SplitPlan::with_chunk(uniform.kernel, uniform.chunk, uniform.max_splits, &lens)
                 } else if q_len == 1 {
-                    plan_splits(&lens, 1, heads, num_sms, hopper)
+                    plan_splits(&lens, 1, heads, num_sms, hopper, fp8)
                 } else {
-                    SplitPlan::single(DecodeKernel::choose(q_len, heads, hopper), &lens)
+                    SplitPlan::single(DecodeKernel::choose(q_len, heads, hopper, fp8), &lens)
                 };
                 let seq_lens_at = meta.len();
                 meta.extend(lens.iter().map(|&l| l as i32));

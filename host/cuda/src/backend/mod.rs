@@ -139,9 +139,9 @@ impl CudaBackend {
         self.weights.bytes
     }
 
-    /// Whether attention runs on the tiled kernels (DeepSeek's 512 + 64 latent in bf16).
+    /// Whether attention runs on the tiled kernels (DeepSeek's 512 + 64 latent, bf16 or fp8).
     fn fast_attention(&self) -> bool {
-        !self.fp8 && self.cfg.kv_lora_rank == FAST_KV_LORA && self.cfg.qk_rope_head_dim == FAST_ROPE
+        self.cfg.kv_lora_rank == FAST_KV_LORA && self.cfg.qk_rope_head_dim == FAST_ROPE
     }
 
     fn validate(&self, batch: &[SeqChunk<'_>]) -> Result<()> {
@@ -187,6 +187,7 @@ impl CudaBackend {
             self.gpu.is_hopper(),
             heads,
             self.fast_attention(),
+            self.fp8,
             bucket,
         );
         let need = Capacity {

@@ -30,12 +30,24 @@ pub struct Case {
 
 #[derive(Debug, Default)]
 pub struct Agreement {
+    /// Steps compared up to each sequence's first divergence.
     pub steps: usize,
     pub argmax_differs: usize,
     pub differs_beyond_tie: usize,
     pub max_logprob_diff: f64,
     pub mean_logprob_diff: f64,
+    /// Over every step (teacher-forced on the reference's tokens): greedy agreement and the
+    /// mean |Δ logprob| of the fed token.
+    pub all_steps: usize,
+    pub all_agree: usize,
+    pub all_mean_diff: f64,
 }
+
+/// Teacher-forced bounds that hold even where a model is chaotic (routers near decision
+/// boundaries flip an expert on a 1e-3 change, as on the tiny fixtures, where the CPU's own bf16
+/// cache parts from its f32 run at margins up to 0.9): greedy agreement and mean |Δ logprob|.
+pub const MIN_AGREEMENT: f64 = 0.9;
+pub const MAX_MEAN_DIFF: f64 = 0.05;
 
 fn margin(lp: &[f32]) -> (u32, f64) {
     let (mut b1, mut b2, mut i1) = (f32::MIN, f32::MIN, 0u32);
@@ -67,6 +79,7 @@ pub fn lockstep(gpu: &mut dyn Backend, reference: &mut dyn Backend, cases: &[Cas
         rt.ensure_capacity(&mut ref_alloc, total).map_err(EngineError::from)?;
     }
     let mut diverged = vec![false; cases.len()];
+    let mut all_diff = 0.0;
     let mut agree = Agreement::default();
     let mut diff_sum = 0.0;
     let mut generated = 0;
@@ -105,6 +118,13 @@ pub fn lockstep(gpu: &mut dyn Backend, reference: &mut dyn Backend, cases: &[Cas
             };
             let tie_margin = cases[i].margins.as_ref().and_then(|m| m.get(step).copied()).unwrap_or(r_margin);
             seqs[i].push(next);
+            let want_all = match &cases[i].chosen_logprobs {
+                Some(lp) if step < lp.len() => lp[step],
+                _ => rlp[next as usize] as f64,
+            };
+            agree.all_steps += 1;
+            agree.all_agree += (g_top == next) as usize;
+            all_diff += (glp[next as usize] as f64 - want_all).abs();
             if diverged[i] {
                 continue; // compared up to its first divergence only
             }
@@ -128,6 +148,7 @@ pub fn lockstep(gpu: &mut dyn Backend, reference: &mut dyn Backend, cases: &[Cas
         generated += 1;
     }
     agree.mean_logprob_diff = diff_sum / agree.steps.max(1) as f64;
+    agree.all_mean_diff = all_diff / agree.all_steps.max(1) as f64;
     Ok(agree)
 }
 
@@ -143,15 +164,28 @@ fn make_batch<'a>(spans: &[(usize, usize, usize)], seqs: &'a [Vec<u32>], pages: 
         .collect()
 }
 
-fn to_check(name: String, a: &Agreement, tol: f64) -> Check {
+/// `strict`: also the near-tie rule on first divergences and the max |Δ| up to them (models
+/// whose routing is not chaotic); always the teacher-forced agreement and mean bounds.
+fn to_check(name: String, a: &Agreement, tol: f64, strict: bool) -> Check {
+    let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
+    let loose_ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
+    let strict_ok = a.differs_beyond_tie == 0 && a.max_logprob_diff <= tol;
     Check {
-        name,
-        error: if a.differs_beyond_tie > 0 { f64::INFINITY } else { a.max_logprob_diff },
-        tolerance: tol,
+        name: format!("{name}{}", if strict { " [strict]" } else { "" }),
+        error: if loose_ok && (!strict || strict_ok) { a.all_mean_diff } else { f64::INFINITY },
+        tolerance: MAX_MEAN_DIFF,
         detail: format!(
-            "{} steps compared; sequences diverging: {} (not at a near-tie: {}); |dlogprob| mean {:.2e} max {:.2e}",
-            a.steps, a.argmax_differs, a.differs_beyond_tie, a.mean_logprob_diff, a.max_logprob_diff
-        ), informational: false }
+            "teacher-forced {} steps: greedy agrees {:.1}%, mean |dlogprob| {:.2e}; free-running: {} steps to first divergence, {} diverging ({} not at a near-tie), max |dlogprob| {:.2e}",
+            a.all_steps,
+            100.0 * agreement,
+            a.all_mean_diff,
+            a.steps,
+            a.argmax_differs,
+            a.differs_beyond_tie,
+            a.max_logprob_diff
+        ),
+        informational: false,
+    }
 }
 
 pub fn gpu_backend(model: &LoadedModel, ordinal: usize, page_size: usize, num_pages: usize, kv_dtype: KvCacheDtype) -> Result<CudaBackend> {
@@ -236,7 +270,7 @@ fn model_name(model: &LoadedModel) -> String {
 /// two chunks), then batched decodes. With an fp8 cache the row is a measurement: a latent
 /// computed in bf16 on one side and f32 on the other can round to a neighbouring e4m3 code,
 /// which moves the two runs apart by the cache's own quantization step.
-pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize, tol: f64) -> Result<Check> {
+pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize, tol: f64, strict: bool) -> Result<Check> {
     let mut rng = super::Rng::new(seed);
     let vocab = model.config.vocab_size;
     let lens = [1usize, 7, 64, 65, 150];
@@ -249,7 +283,7 @@ pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dty
     let mut cpu = cpu_reference(model, pages, page_size, kv_dtype)?;
     let a = lockstep(&mut gpu, &mut cpu, &cases, steps, true)?;
     let name = format!("{} GPU vs CPU (same bf16 weights), {} cache, page {page_size}", model_name(model), kv_dtype.as_str());
-    let mut c = to_check(name, &a, tol);
+    let mut c = to_check(name, &a, tol, strict);
     c.informational = kv_dtype == KvCacheDtype::Fp8;
     Ok(c)
 }
@@ -276,8 +310,9 @@ fn golden_cases(golden: &serde_json::Value) -> (Vec<Case>, usize) {
 
 /// A backend (the GPU, or the CPU with bf16-rounded weights) against a fixture's transformers
 /// goldens: golden tokens fed, golden margins for the near-tie rule, golden logprobs compared.
-/// `strict`: a pass/fail check (the checkpoint's weights are bf16, so the GPU holds exactly the
-/// weights transformers ran); otherwise a measurement of what rounding f16/fp8 weights to bf16 does.
+/// The near-tie rule applies where the checkpoint's weights are bf16 (the GPU holds exactly the
+/// weights transformers ran); the CPU-with-rounded-weights row is a measurement of what rounding
+/// f16/fp8 weights to bf16 alone does.
 pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal: Option<usize>, page_size: usize, tol: f64) -> Result<Check> {
     let (cases, steps) = golden_cases(golden);
     let pages = cases.iter().map(|c| (c.prompt.len() + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
@@ -286,7 +321,8 @@ pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal:
         Some(o) => (lockstep(&mut gpu_backend(model, o, page_size, pages, KvCacheDtype::Bf16)?, &mut reference, &cases, steps, false)?, "GPU"),
         None => (lockstep(&mut cpu_reference(model, pages, page_size, KvCacheDtype::F32)?, &mut reference, &cases, steps, false)?, "CPU with bf16-rounded weights"),
     };
-    let mut c = to_check(format!("{} {who} vs transformers goldens, page {page_size}", model_name(model)), &a, tol);
-    c.informational = !(ordinal.is_some() && weights_are_bf16(&model.weights));
+    let exact = weights_are_bf16(&model.weights);
+    let mut c = to_check(format!("{} {who} vs transformers goldens, page {page_size}", model_name(model)), &a, tol, exact);
+    c.informational = ordinal.is_none();
     Ok(c)
 }

@@ -33,11 +33,13 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     for &page in &[64usize, 16] {
         for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
             let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
-            one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, false));
+            one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, false, false));
+            one("mla_decode fp8", fast_attention(k, &mut rng, heads, q_len, page, &lens, false, true));
         }
     }
-    one("mla_decode prefill", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], true));
-    one("mla_decode prefill", fast_attention(k, &mut rng, 128, 19, 16, &[19, 64, 300], true));
+    one("mla_decode prefill", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], true, false));
+    one("mla_decode prefill", fast_attention(k, &mut rng, 128, 19, 16, &[19, 64, 300], true, false));
+    one("mla_decode prefill fp8", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], true, true));
     for &(kv_lora, rope) in &[(64usize, 16usize), (128, 32), (512, 64)] {
         for &fp8 in &[false, true] {
             for &page in &[16usize, 64] {
@@ -92,22 +94,27 @@ fn attend_ref(q: &[f32], latent: impl Fn(usize) -> Vec<f32>, pos: usize, kv_lora
     (out.into_iter().map(|x| x as f32).collect(), m + sum.ln())
 }
 
-fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: usize, lens: &[usize], single: bool) -> Result<Check> {
+fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: usize, lens: &[usize], single: bool, fp8: bool) -> Result<Check> {
     let gpu = k.gpu();
     let d = 576;
     let b = lens.len();
     let (table, max_pages, pages) = page_tables(rng, lens, page);
-    let cache = round_bf16(&rng.vec(pages * page * d, 1.0));
+    let (cache_bytes, cache) = if fp8 {
+        random_cache(rng, pages * page, 512, 64, true)
+    } else {
+        let c = round_bf16(&rng.vec(pages * page * d, 1.0));
+        (bf16s(&c).iter().flat_map(|x| x.to_le_bytes()).collect(), c)
+    };
     let q = round_bf16(&rng.vec(b * q_len * heads * d, 2.0));
     let scale = 1.0 / (192f32).sqrt();
     let plan = if single {
-        SplitPlan::single(DecodeKernel::choose(q_len, heads, gpu.is_hopper()), lens)
+        SplitPlan::single(DecodeKernel::choose(q_len, heads, gpu.is_hopper(), fp8), lens)
     } else {
-        plan_splits(lens, q_len, heads, gpu.info.multiprocessors as usize, gpu.is_hopper())
+        plan_splits(lens, q_len, heads, gpu.info.multiprocessors as usize, gpu.is_hopper(), fp8)
     };
     let rows = q_len * heads;
     let d_q = DeviceBuffer::from_slice(gpu, &bf16s(&q))?;
-    let d_cache = DeviceBuffer::from_slice(gpu, &bf16s(&cache))?;
+    let d_cache = DeviceBuffer::from_slice(gpu, &cache_bytes)?;
     let d_table = DeviceBuffer::from_slice(gpu, &table)?;
     let d_lens = DeviceBuffer::from_slice(gpu, &lens.iter().map(|&l| l as i32).collect::<Vec<_>>())?;
     let d_splits = DeviceBuffer::from_slice(gpu, &plan.offsets)?;

@@ -79,13 +79,14 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             one(format!("{name} goldens"), e2e::against_goldens(&model, &golden, Some(o.ordinal), page, LOGPROB_TOL));
         }
         one(format!("{name} cpu-bf16 goldens"), e2e::against_goldens(&model, &golden, None, 64, LOGPROB_TOL));
-        one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, LOGPROB_TOL));
-        one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, 2.0 * LOGPROB_TOL));
+        let strict = e2e::weights_are_bf16(&model.weights);
+        one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, LOGPROB_TOL, strict));
+        one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, 2.0 * LOGPROB_TOL, strict));
     }
     for dir in &o.models {
         let model = load(dir)?;
-        one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, LOGPROB_TOL));
-        one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, 2.0 * LOGPROB_TOL));
+        one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, LOGPROB_TOL, true));
+        one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, 2.0 * LOGPROB_TOL, true));
     }
     Ok(out)
 }

@@ -17,11 +17,17 @@ pub enum DecodeKernel {
     MmaR16,
     MmaR32,
     WgmmaR64,
+    /// fp8 cache (656-byte entries): the mma kernels with each tile expanded to bf16 in smem.
+    Fp8MmaR16S2,
+    Fp8MmaR16,
 }
 
 impl DecodeKernel {
-    /// The launch rule of NOTES.md §4.
-    pub fn choose(q_len: usize, heads: usize, hopper: bool) -> Self {
+    /// The launch rule of NOTES.md §4 (fp8 caches: the 16-row mma kernels).
+    pub fn choose(q_len: usize, heads: usize, hopper: bool, fp8: bool) -> Self {
+        if fp8 {
+            return if q_len * heads == 16 { Self::Fp8MmaR16S2 } else { Self::Fp8MmaR16 };
+        }
         match q_len * heads {
             r if r >= 64 && hopper => Self::WgmmaR64,
             16 => Self::MmaR16S2,
@@ -36,19 +42,25 @@ impl DecodeKernel {
             Self::MmaR16 => "mla_decode_mma_r16_t32",
             Self::MmaR32 => "mla_decode_mma_r32_t32",
             Self::WgmmaR64 => "mla_decode_wgmma_r64",
+            Self::Fp8MmaR16S2 => "mla_decode_fp8_mma_r16_t32_s2",
+            Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
         }
+    }
+
+    pub fn is_fp8(self) -> bool {
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16)
     }
 
     fn rows(self) -> usize {
         match self {
-            Self::MmaR16S2 | Self::MmaR16 => 16,
+            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 => 16,
             Self::MmaR32 => 32,
             Self::WgmmaR64 => 64,
         }
     }
 
     fn per_sm(self) -> usize {
-        if self == Self::MmaR16S2 {
+        if matches!(self, Self::MmaR16S2 | Self::Fp8MmaR16S2) {
             2
         } else {
             1
@@ -57,7 +69,10 @@ impl DecodeKernel {
 
     fn smem(self) -> usize {
         let mma = |rows: usize, stages: usize| stages * 32 * 1168 + 16 * rows * 40 + 2 * rows * 40 + 12 * rows;
+        let fp8 = |stages: usize| stages * 32 * 656 + mma(16, 1);
         match self {
+            Self::Fp8MmaR16S2 => fp8(2),
+            Self::Fp8MmaR16 => fp8(4),
             Self::MmaR16S2 => mma(16, 2),
             Self::MmaR16 => mma(16, 5),
             Self::MmaR32 => mma(32, 5),
@@ -108,8 +123,8 @@ impl SplitPlan {
 
 /// The split heuristic of NOTES.md §4: waves of CTAs over the SMs, each wave costing its longest
 /// split in 64-token tiles plus fill, plus the combine's partial traffic when splitting.
-pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, num_sms: usize, hopper: bool) -> SplitPlan {
-    let kernel = DecodeKernel::choose(q_len, heads, hopper);
+pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, num_sms: usize, hopper: bool, fp8: bool) -> SplitPlan {
+    let kernel = DecodeKernel::choose(q_len, heads, hopper, fp8);
     let rows_per_seq = q_len * heads;
     let rt = rows_per_seq.div_ceil(kernel.rows());
     let slots = num_sms * kernel.per_sm();
@@ -160,7 +175,7 @@ pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, num_sms: usiz
 pub struct DecodeIo {
     /// `[B, q_len, H, 576]` bf16.
     pub q: View,
-    /// One layer's cache, `[pages, page_size, 576]` bf16.
+    /// One layer's cache, `[pages, page_size, 576]` bf16 (or 656-byte fp8 entries).
     pub cache: View,
     /// `[B, max_pages]` i32.
     pub block_table: View,
@@ -200,7 +215,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     let split = plan.needs_combine();
     let args = [
         Arg::Ptr(io.q.need(name, "q", b * rows * D * 2)?),
-        Arg::Ptr(io.cache.need(name, "cache", s.cache_pages * s.page_size * D * 2)?),
+        Arg::Ptr(io.cache.need(name, "cache", s.cache_pages * s.page_size * if plan.kernel.is_fp8() { 656 } else { D * 2 })?),
         Arg::Ptr(io.block_table.need(name, "block table", b * s.max_pages * 4)?),
         Arg::Ptr(io.seq_lens.need(name, "seq_lens", b * 4)?),
         Arg::Ptr(io.split_offsets.need(name, "split offsets", (b + 1) * 4)?),
@@ -292,11 +307,11 @@ mod tests {
     #[test]
     fn plan_matches_the_measured_choices() {
         // NOTES.md §4 (132 SMs): s2 1x4K -> 64 splits of 64; batch 64 x 4K -> 4 splits.
-        let p = plan_splits(&[4096], 1, 16, 132, true);
+        let p = plan_splits(&[4096], 1, 16, 132, true, false);
         assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::MmaR16S2, 64, 64));
-        let p = plan_splits(&[4096; 64], 1, 16, 132, true);
+        let p = plan_splits(&[4096; 64], 1, 16, 132, true, false);
         assert_eq!(p.max_splits, 4);
-        let p = plan_splits(&[4096; 64], 1, 128, 132, true);
+        let p = plan_splits(&[4096; 64], 1, 128, 132, true, false);
         assert_eq!((p.kernel, p.max_splits), (DecodeKernel::WgmmaR64, 1));
         assert_eq!(p.offsets.len(), 65);
         assert!(!p.needs_combine());
