@@ -51,6 +51,41 @@ if has checks || has bench; then
   fi
 fi
 
+# plan's capacity answer against what serve allocates on this GPU (small model: quick to load)
+if has checks; then
+  GPU_BYTES=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory)")
+  note ""
+  note "## plan vs serve pool on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+  note "| kv dtype | plan pool tokens | serve pool tokens | equal |"
+  note "|---|---|---|---|"
+  for dt in bf16 fp8; do
+    planned=$("$BIN" plan --model "$SMALL" --gpu-memory "$GPU_BYTES" --kv-cache-dtype $dt --json | python3 -c "import json,sys; print(json.load(sys.stdin)['pool']['tokens'])")
+    "$BIN" serve --device cuda:0 --model "$SMALL" --port 8012 --kv-cache-dtype $dt > "$OUT/serve_plan_$dt.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 120); do curl -sf http://127.0.0.1:8012/health > /dev/null && break; kill -0 $pid 2> /dev/null || break; sleep 1; done
+    served=$(curl -s http://127.0.0.1:8012/metrics | python3 -c "import re,sys; m=re.search(r'^mlahost_kv_cache_tokens_total\{[^}]*\} (\d+)', sys.stdin.read(), re.M); print(m.group(1) if m else -1)")
+    kill $pid; wait $pid 2> /dev/null
+    [ "$planned" = "$served" ] || status=1
+    note "| $dt | $planned | $served | $([ "$planned" = "$served" ] && echo yes || echo NO) |"
+  done
+fi
+
+# The crate's GPU tests as built by `cargo test --release -p mlahost-cuda --no-run` (copied into
+# TESTS_DIR): the sampling kernel against the engine's sampler, the checks as cargo tests.
+TESTS_DIR=${TESTS_DIR:-.bin/tests}
+if has checks && [ -d "$TESTS_DIR" ]; then
+  note ""
+  note "## cargo tests of mlahost-cuda (carried binaries)"
+  for t in "$TESTS_DIR"/*; do
+    if MLAHOST_FIXTURES=tests/fixtures "$t" --test-threads 1 > "$OUT/test_$(basename "$t").log" 2>&1; then
+      note "| $(basename "$t") | $(grep -E '^test result' "$OUT/test_$(basename "$t").log" | tail -1) |"
+    else
+      status=1
+      note "| $(basename "$t") | FAILED: $(grep -E 'panicked|^test result' "$OUT/test_$(basename "$t").log" | head -3 | tr '\n' ' ') |"
+    fi
+  done
+fi
+
 if has e2e; then
   bash kernels/gpu_e2e.sh 2>&1 | tee "$OUT/e2e.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -15,8 +15,8 @@ if [ ! -f "$MODEL/model.safetensors.index.json" ]; then
   python3 examples/gpu/make_v2_lite_random.py --out "$MODEL" --tokenizer-dir "$TOKENIZER_DIR" | tail -1
   echo "checkpoint written in $(( $(date +%s) - t0 )) s"
 fi
-TOTAL=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)  # MiB
-GPU_BYTES=$(( TOTAL * 1024 * 1024 ))
+# total memory as the driver reports it to the backend (cuDeviceTotalMem), not nvidia-smi's MiB
+GPU_BYTES=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory)")
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 for dt in bf16 fp8; do
   "$BIN" plan --model "$MODEL" --gpu-memory "$GPU_BYTES" --context 32768 --kv-cache-dtype $dt --json > "$OUT/plan_$dt.json" || status=1

@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 
 pub const FIXTURES: [&str; 3] = ["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"];
 
+/// The fixtures beside this crate, or under $MLAHOST_FIXTURES (test binaries carried to a GPU
+/// machine run from another checkout).
 pub fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    let root = std::env::var_os("MLAHOST_FIXTURES").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"), PathBuf::from);
+    root.join(name)
 }
 
 pub fn golden(name: &str) -> Value {

@@ -39,8 +39,8 @@ fn backend_matches_cpu_and_goldens() {
     for name in mlahost_tests::FIXTURES {
         let model = LoadedModel::load(&mlahost_tests::fixture_dir(name), None).expect("fixture");
         let golden = mlahost_tests::golden(name);
-        checks.push(e2e::against_goldens(&model, &golden, Some(0), 16, 0.1).expect("goldens"));
-        checks.push(e2e::against_cpu(&model, 0, 64, KvCacheDtype::Bf16, seed, 16, 0.1, e2e::weights_are_bf16(&model.weights)).expect("cpu"));
+        checks.push(e2e::against_goldens(&model, &golden, Some(0), 16).expect("goldens"));
+        checks.push(e2e::against_cpu(&model, 0, 64, KvCacheDtype::Bf16, seed, 16, e2e::weights_are_bf16(&model.weights)).expect("cpu"));
     }
     let (ok, table) = report(&format!("end to end (seed {seed})"), &checks);
     println!("{table}");

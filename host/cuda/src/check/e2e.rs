@@ -164,12 +164,14 @@ fn make_batch<'a>(spans: &[(usize, usize, usize)], seqs: &'a [Vec<u32>], pages: 
         .collect()
 }
 
-/// `strict`: also the near-tie rule on first divergences and the max |Δ| up to them (models
-/// whose routing is not chaotic); always the teacher-forced agreement and mean bounds.
-fn to_check(name: String, a: &Agreement, tol: f64, strict: bool) -> Check {
+/// Always the teacher-forced agreement and mean bounds; `strict` adds the near-tie rule on first
+/// divergences (for models whose weights the GPU holds exactly). The max |Δ| up to a divergence
+/// is reported: on a chaotic router one flipped expert can move a logprob by 0.2 without
+/// changing the greedy token.
+fn to_check(name: String, a: &Agreement, strict: bool) -> Check {
     let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
     let loose_ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
-    let strict_ok = a.differs_beyond_tie == 0 && a.max_logprob_diff <= tol;
+    let strict_ok = a.differs_beyond_tie == 0;
     Check {
         name: format!("{name}{}", if strict { " [strict]" } else { "" }),
         error: if loose_ok && (!strict || strict_ok) { a.all_mean_diff } else { f64::INFINITY },
@@ -270,7 +272,7 @@ fn model_name(model: &LoadedModel) -> String {
 /// two chunks), then batched decodes. With an fp8 cache the row is a measurement: a latent
 /// computed in bf16 on one side and f32 on the other can round to a neighbouring e4m3 code,
 /// which moves the two runs apart by the cache's own quantization step.
-pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize, tol: f64, strict: bool) -> Result<Check> {
+pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize, strict: bool) -> Result<Check> {
     let mut rng = super::Rng::new(seed);
     let vocab = model.config.vocab_size;
     let lens = [1usize, 7, 64, 65, 150];
@@ -283,7 +285,7 @@ pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dty
     let mut cpu = cpu_reference(model, pages, page_size, kv_dtype)?;
     let a = lockstep(&mut gpu, &mut cpu, &cases, steps, true)?;
     let name = format!("{} GPU vs CPU (same bf16 weights), {} cache, page {page_size}", model_name(model), kv_dtype.as_str());
-    let mut c = to_check(name, &a, tol, strict);
+    let mut c = to_check(name, &a, strict);
     c.informational = kv_dtype == KvCacheDtype::Fp8;
     Ok(c)
 }
@@ -310,10 +312,11 @@ fn golden_cases(golden: &serde_json::Value) -> (Vec<Case>, usize) {
 
 /// A backend (the GPU, or the CPU with bf16-rounded weights) against a fixture's transformers
 /// goldens: golden tokens fed, golden margins for the near-tie rule, golden logprobs compared.
+/// The CPU row uses the same CPU as the reference backend (only the golden figures matter).
 /// The near-tie rule applies where the checkpoint's weights are bf16 (the GPU holds exactly the
 /// weights transformers ran); the CPU-with-rounded-weights row is a measurement of what rounding
 /// f16/fp8 weights to bf16 alone does.
-pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal: Option<usize>, page_size: usize, tol: f64) -> Result<Check> {
+pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal: Option<usize>, page_size: usize) -> Result<Check> {
     let (cases, steps) = golden_cases(golden);
     let pages = cases.iter().map(|c| (c.prompt.len() + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
     let mut reference = cpu_reference(model, pages, page_size, KvCacheDtype::F32)?;
@@ -322,7 +325,10 @@ pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal:
         None => (lockstep(&mut cpu_reference(model, pages, page_size, KvCacheDtype::F32)?, &mut reference, &cases, steps, false)?, "CPU with bf16-rounded weights"),
     };
     let exact = weights_are_bf16(&model.weights);
-    let mut c = to_check(format!("{} {who} vs transformers goldens, page {page_size}", model_name(model)), &a, tol, exact);
-    c.informational = ordinal.is_none();
+    let mut c = to_check(format!("{} {who} vs transformers goldens, page {page_size}", model_name(model)), &a, exact);
+    // Where the checkpoint is f16 or fp8, the GPU's bf16 weights are not transformers' weights:
+    // the row is a measurement beside the CPU-with-rounded-weights row, and "GPU vs CPU (same
+    // bf16 weights)" is the check.
+    c.informational = ordinal.is_none() || !exact;
     Ok(c)
 }
