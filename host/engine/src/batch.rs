@@ -1,6 +1,7 @@
 //! The engine interface shared by the CPU and CUDA backends: one forward pass over a ragged
 //! batch, each sequence bringing its own new tokens, positions and block table.
 
+use crate::sampling::{Rng, SamplingParams};
 use crate::Result;
 use mlahost_core::PageId;
 use std::ops::Range;
@@ -54,9 +55,36 @@ pub struct CacheGeometry {
     pub page_size: usize,
 }
 
+/// What one sequence asks of a device-side sampler (see `Backend::forward_sampled`).
+pub struct SampleRequest<'a> {
+    pub params: &'a SamplingParams,
+    pub prompt: &'a [u32],
+    pub output: &'a [u32],
+    /// Alternatives to report with the chosen token's logprob (0: only the token's own).
+    pub top_logprobs: usize,
+    /// The sequence's generator: a sampled row draws from it exactly when the host would.
+    pub rng: &'a mut Rng,
+}
+
+/// A token chosen on the device, with the logprobs of the model's own distribution (before
+/// penalties and temperature, as the host reports them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSample {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
 /// A model executor. `forward` writes the new tokens' latents into the cache pages named by
 /// each block table and returns the requested logits.
 pub trait Backend: Send {
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits>;
     fn cache_geometry(&self) -> CacheGeometry;
+
+    /// Runs `batch` and samples one token for each sequence that asked for `Last` logits (in
+    /// batch order, one request each), on the device, so the logits never leave it. `Ok(None)`
+    /// when the backend cannot: nothing ran, call `forward` and sample on the host.
+    fn forward_sampled(&mut self, _batch: &[SeqChunk<'_>], _requests: &mut [SampleRequest<'_>]) -> Result<Option<Vec<DeviceSample>>> {
+        Ok(None)
+    }
 }

@@ -4,6 +4,7 @@
 
 mod forward;
 mod layout;
+mod sampler;
 pub mod workspace;
 
 use crate::blas::Blas;
@@ -18,7 +19,8 @@ use mlahost_engine::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqCh
 use mlahost_engine::config::ModelConfig;
 use mlahost_engine::weights::ModelWeights;
 use mlahost_engine::capacity::{self, GpuPlanInputs};
-use mlahost_engine::{EngineError, KvCacheDtype};
+use crate::kernels::sampling::MAX_TOP_LOGPROBS;
+use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, SampleRequest};
 use crate::graph::Graph;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +60,7 @@ pub struct CudaBackend {
     cuda_graphs: bool,
     /// Captured decode steps by (batch size, length bucket); dropped when the workspace moves.
     graphs: HashMap<(usize, usize), Graph>,
+    sampler: sampler::SamplerBuffers,
 }
 
 // SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
@@ -128,6 +131,7 @@ impl CudaBackend {
             workspace,
             cuda_graphs: opts.cuda_graphs,
             graphs: HashMap::new(),
+            sampler: Default::default(),
         })
     }
 
@@ -175,7 +179,8 @@ impl CudaBackend {
         Some(longest.next_power_of_two().max(256))
     }
 
-    fn forward_checked(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
+    /// Runs the batch; its logits rows are left in the workspace (batch order).
+    fn run(&mut self, batch: &[SeqChunk<'_>]) -> Result<BatchLayout> {
         self.validate(batch)?;
         self.gpu.bind()?;
         let heads = self.cfg.num_attention_heads;
@@ -225,10 +230,30 @@ impl CudaBackend {
             }
             None => f.run()?,
         }
+        Ok(layout)
+    }
+
+    fn forward_checked(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
+        let layout = self.run(batch)?;
+        let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
         let vocab = self.cfg.vocab_size;
         let mut data = vec![0f32; layout.logit_rows * vocab];
         ws.logits.read(0, &mut data)?;
-        Ok(Logits { vocab, data, rows: layout.row_ranges.clone() })
+        Ok(Logits { vocab, data, rows: layout.row_ranges })
+    }
+
+    fn forward_sampled_checked(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> Result<Option<Vec<DeviceSample>>> {
+        // One request per `Last` row and nothing the kernel cannot do; checked before any
+        // generator is drawn from, so a refusal leaves the host path exactly as it was.
+        let rows = batch.iter().filter(|c| c.logits == LogitsRequest::Last).count();
+        let all = batch.iter().any(|c| c.logits == LogitsRequest::All);
+        if all || rows != requests.len() || requests.iter().any(|r| r.top_logprobs > MAX_TOP_LOGPROBS) {
+            return Ok(None);
+        }
+        self.run(batch)?;
+        let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
+        let logits = crate::kernels::View::of(&ws.logits);
+        self.sampler.sample(&self.kernels, logits, self.cfg.vocab_size, requests).map(Some)
     }
 }
 
@@ -239,5 +264,9 @@ impl Backend for CudaBackend {
 
     fn cache_geometry(&self) -> CacheGeometry {
         self.geometry
+    }
+
+    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
+        self.forward_sampled_checked(batch, requests).map_err(EngineError::from)
     }
 }

@@ -332,3 +332,67 @@ pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal:
     c.informational = ordinal.is_none() || !exact;
     Ok(c)
 }
+
+/// Device sampling against host sampling of the same logits: two GPU backends run the same
+/// batches; one returns logits (greedy argmax and log-softmax top-5 on the host), the other
+/// samples on the device. Greedy tokens must be identical and logprobs within 1e-4.
+pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u64) -> Result<Check> {
+    use mlahost_engine::sampling::{top_logprobs, Rng as HostRng, SamplingParams};
+    use mlahost_engine::SampleRequest;
+    let mut rng = super::Rng::new(seed);
+    let vocab = model.config.vocab_size;
+    let (page, steps) = (16usize, 12usize);
+    let mut seqs: Vec<Vec<u32>> = [3usize, 40, 17].iter().map(|&n| (0..n).map(|_| rng.below(vocab) as u32).collect()).collect();
+    let pages = seqs.iter().map(|s| (s.len() + steps).div_ceil(page) + 1).sum::<usize>();
+    let mut host = gpu_backend(model, ordinal, page, pages, KvCacheDtype::Bf16)?;
+    let mut device = gpu_backend(model, ordinal, page, pages, KvCacheDtype::Bf16)?;
+    let mut alloc = BlockAllocator::new(pages, page).map_err(EngineError::from)?;
+    let mut tables = Vec::new();
+    for s in &seqs {
+        let mut t = BlockTable::new();
+        t.ensure_capacity(&mut alloc, s.len() + steps).map_err(EngineError::from)?;
+        tables.push(t);
+    }
+    let params = SamplingParams { temperature: 0.0, ..Default::default() };
+    let mut rngs: Vec<HostRng> = (0..seqs.len()).map(|i| HostRng::seeded(i as u64)).collect();
+    let (mut mismatches, mut max_err, mut rows) = (0usize, 0f64, 0usize);
+    let mut done = vec![0usize; seqs.len()];
+    for _ in 0..steps {
+        let spans: Vec<(usize, usize, usize)> = seqs.iter().enumerate().map(|(i, s)| (i, done[i], s.len())).collect();
+        let pages_of: Vec<&[u32]> = tables.iter().map(|t| t.pages()).collect();
+        let batch = make_batch(&spans, &seqs, &pages_of);
+        let logits = host.forward(&batch)?;
+        let mut requests: Vec<SampleRequest<'_>> = seqs
+            .iter()
+            .zip(rngs.iter_mut())
+            .map(|(s, r)| SampleRequest { params: &params, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r })
+            .collect();
+        let got = device.forward_sampled(&batch, &mut requests)?.ok_or_else(|| crate::CudaError::launch("sample_rows", "the backend declined"))?;
+        drop(requests);
+        let mut next = Vec::new();
+        for (i, g) in got.iter().enumerate() {
+            let row = logits.last_of(i).unwrap_or(&[]);
+            let lp = log_softmax(row);
+            let (best, _) = margin(&lp);
+            mismatches += (g.token != best) as usize;
+            max_err = max_err.max((g.logprob - lp[best as usize]).abs() as f64);
+            for ((ti, tl), (hi, hl)) in g.top.iter().zip(top_logprobs(&lp, 5)) {
+                mismatches += (*ti != hi) as usize;
+                max_err = max_err.max((tl - hl).abs() as f64);
+            }
+            rows += 1;
+            next.push(best);
+        }
+        for (i, t) in next.into_iter().enumerate() {
+            done[i] = seqs[i].len();
+            seqs[i].push(t);
+        }
+    }
+    Ok(Check {
+        name: format!("{} device sampling vs host sampling (greedy, top-5 logprobs)", model_name(model)),
+        error: if mismatches > 0 { f64::INFINITY } else { max_err },
+        tolerance: 1e-4,
+        detail: format!("{rows} rows over {steps} steps: {mismatches} token/top-id mismatches, logprob err {max_err:.1e}"),
+        informational: false,
+    })
+}

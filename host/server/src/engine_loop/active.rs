@@ -5,6 +5,7 @@ use super::detokenizer::{Detokenizer, Step};
 use super::request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::metrics::Metrics;
 use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, Rng};
+use mlahost_engine::{DeviceSample, SampleRequest};
 use mlahost_engine::Tokenizer;
 use mlahost_plugins::SampleDecision;
 use std::sync::atomic::Ordering::Relaxed;
@@ -49,6 +50,24 @@ impl Active {
                 t.queue_time.observe(self.arrived.elapsed().as_secs_f64());
             }
         }
+    }
+
+    /// This sequence's request to a device-side sampler (see `Backend::forward_sampled`).
+    pub fn sample_request<'a>(&'a mut self, tokens: &'a [u32], prompt_len: usize) -> SampleRequest<'a> {
+        let Self { request, rng, .. } = self;
+        SampleRequest {
+            params: &request.params,
+            prompt: &tokens[..prompt_len],
+            output: &tokens[prompt_len..],
+            top_logprobs: request.logprobs.unwrap_or(0),
+            rng,
+        }
+    }
+
+    /// Takes a token the device chose, keeping its logprobs for `emit` as `sample` does.
+    pub fn accept_device_sample(&mut self, s: DeviceSample) -> u32 {
+        self.last_logprobs = self.request.logprobs.map(|_| (s.logprob, s.top));
+        s.token
     }
 
     /// Picks the next token from this sequence's logits row, after a sampler plugin's

@@ -12,7 +12,7 @@ pub use request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::metrics::Metrics;
 use active::Active;
 use mlahost_core::{Scheduler, SeqId, Sequence, StepPlan};
-use mlahost_engine::{Backend, LoadedModel, LogitsRequest, SeqChunk};
+use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
 use step_logits::StepLogits;
 use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
 use std::collections::HashMap;
@@ -159,27 +159,32 @@ impl EngineLoop {
         if plan.chunks.is_empty() {
             return;
         }
-        let logits = {
-            let chunks: Vec<SeqChunk> = plan
-                .chunks
-                .iter()
-                .map(|c| {
-                    // The plan was made from these sequences a moment ago, on this thread.
-                    let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
-                    SeqChunk {
-                        tokens: &seq.tokens()[c.start..c.start + c.len],
-                        start_pos: c.start,
-                        block_table: seq.block_table(),
-                        logits: if c.samples { LogitsRequest::Last } else { LogitsRequest::None },
-                    }
-                })
-                .collect();
-            self.backend.forward(&chunks)
-        };
-        let logits = match logits {
-            Ok(l) => StepLogits::from(l),
+        // With no sampler plugin in this step, a backend that samples on the device (CUDA)
+        // keeps the logits there; otherwise (or when it declines) they come back for the host.
+        let chunks: Vec<SeqChunk> = plan
+            .chunks
+            .iter()
+            .map(|c| {
+                // The plan was made from these sequences a moment ago, on this thread.
+                let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
+                SeqChunk {
+                    tokens: &seq.tokens()[c.start..c.start + c.len],
+                    start_pos: c.start,
+                    block_table: seq.block_table(),
+                    logits: if c.samples { LogitsRequest::Last } else { LogitsRequest::None },
+                }
+            })
+            .collect();
+        let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, self.backend.as_mut());
+        let host_logits = match device_samples {
+            Ok(Some(_)) => None,
+            Ok(None) => match self.backend.forward(&chunks) {
+                Ok(l) => Some(StepLogits::from(l)),
+                Err(e) => return self.fail_plan(&plan, &e.to_string()),
+            },
             Err(e) => return self.fail_plan(&plan, &e.to_string()),
         };
+        drop(chunks);
         for c in &plan.chunks {
             if let Some(a) = self.active.get_mut(&c.seq) {
                 a.mark_scheduled();
@@ -191,23 +196,35 @@ impl EngineLoop {
                 self.metrics.prompt_tokens.fetch_add(new_prompt as u64, Relaxed);
             }
         }
-        let mut decisions = self.plugin_decisions(&plan, &logits);
         let mut sampled = Vec::new();
-        for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
-            let decision = match decisions.remove(&c.seq) {
-                Some(Err(message)) => {
-                    self.fail(c.seq, &message);
-                    continue;
+        match (host_logits, device_samples) {
+            (Some(logits), _) => {
+                let mut decisions = self.plugin_decisions(&plan, &logits);
+                for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
+                    let decision = match decisions.remove(&c.seq) {
+                        Some(Err(message)) => {
+                            self.fail(c.seq, &message);
+                            continue;
+                        }
+                        Some(Ok(d)) => Some(d),
+                        None => None,
+                    };
+                    let (Some(row), Some(seq), Some(active)) =
+                        (logits.last_of(i), self.scheduler.get(c.seq), self.active.get_mut(&c.seq))
+                    else {
+                        continue;
+                    };
+                    sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len(), decision)));
                 }
-                Some(Ok(d)) => Some(d),
-                None => None,
-            };
-            let (Some(row), Some(seq), Some(active)) =
-                (logits.last_of(i), self.scheduler.get(c.seq), self.active.get_mut(&c.seq))
-            else {
-                continue;
-            };
-            sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len(), decision)));
+            }
+            (None, Ok(Some(samples))) => {
+                for (c, s) in plan.chunks.iter().filter(|c| c.samples).zip(samples) {
+                    if let Some(active) = self.active.get_mut(&c.seq) {
+                        sampled.push((c.seq, active.accept_device_sample(s)));
+                    }
+                }
+            }
+            (None, _) => {}
         }
         self.scheduler.commit(&plan, &sampled);
         let stop_ids = self.model.stop_token_ids();
@@ -314,4 +331,26 @@ impl EngineLoop {
         self.metrics.prefix_evictions.store(s.prefix_evictions, Relaxed);
         self.metrics.prefix_cached_pages.store(s.prefix_cached_pages as u64, Relaxed);
     }
+}
+
+/// Runs the step on the backend's device sampler when every sampling sequence has its state
+/// here and none uses a sampler plugin; Ok(None) when not (nothing ran).
+fn try_device_sampling(
+    plan: &StepPlan,
+    chunks: &[SeqChunk<'_>],
+    scheduler: &Scheduler,
+    active: &mut HashMap<SeqId, Active>,
+    backend: &mut dyn Backend,
+) -> Result<Option<Vec<DeviceSample>>, mlahost_engine::EngineError> {
+    let sampling: Vec<SeqId> = plan.chunks.iter().filter(|c| c.samples).map(|c| c.seq).collect();
+    if sampling.is_empty() || !sampling.iter().all(|id| active.get(id).is_some_and(|a| a.request.sampler.is_none())) {
+        return Ok(None);
+    }
+    let mut states: HashMap<SeqId, &mut Active> = active.iter_mut().map(|(id, a)| (*id, a)).collect();
+    let mut requests = Vec::with_capacity(sampling.len());
+    for id in &sampling {
+        let (Some(seq), Some(active)) = (scheduler.get(*id), states.remove(id)) else { return Ok(None) };
+        requests.push(active.sample_request(seq.tokens(), seq.prompt_len()));
+    }
+    backend.forward_sampled(chunks, &mut requests)
 }

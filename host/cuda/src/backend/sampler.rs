@@ -1,0 +1,77 @@
+//! Sampling on the device after a forward pass: the logits rows stay on the GPU and only the
+//! tokens and the requested logprobs come back (4 + 8 * 21 bytes per row instead of 4 * vocab).
+
+use crate::gpu::{DeviceBuffer, Gpu};
+use crate::kernels::sampling::{sample_rows, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
+use crate::kernels::View;
+use crate::module::Kernels;
+use crate::Result;
+use mlahost_engine::{DeviceSample, SampleRequest};
+use std::sync::Arc;
+
+/// Buffers of the sampler, grown (to the next power of two) as batches need.
+#[derive(Default)]
+pub struct SamplerBuffers {
+    rows: usize,
+    penalties: usize,
+    vocab: usize,
+    bufs: Option<[DeviceBuffer; 7]>,
+}
+
+impl SamplerBuffers {
+    fn ensure(&mut self, gpu: &Arc<Gpu>, rows: usize, penalties: usize, vocab: usize) -> Result<()> {
+        if self.bufs.is_some() && rows <= self.rows && penalties <= self.penalties && vocab == self.vocab {
+            return Ok(());
+        }
+        let (rows, penalties) = (rows.next_power_of_two().max(self.rows), penalties.next_power_of_two().max(self.penalties).max(1));
+        self.bufs = None;
+        let a = |bytes: usize| DeviceBuffer::alloc(gpu, bytes.max(16));
+        self.bufs = Some([
+            a(rows * std::mem::size_of::<RowParams>())?,
+            a(penalties * std::mem::size_of::<PenaltyEntry>())?,
+            a(rows * vocab * 4)?, // penalized rows
+            a(rows * 4)?,
+            a(rows * 4)?,
+            a(rows * MAX_TOP_LOGPROBS * 4)?,
+            a(rows * MAX_TOP_LOGPROBS * 4)?,
+        ]);
+        (self.rows, self.penalties, self.vocab) = (rows, penalties, vocab);
+        Ok(())
+    }
+
+    /// Samples `requests.len()` rows of `logits` (`[rows, vocab]` f32 on the device).
+    pub fn sample(&mut self, k: &Kernels, logits: View, vocab: usize, requests: &mut [SampleRequest<'_>]) -> Result<Vec<DeviceSample>> {
+        let mut batch = SampleBatch::new();
+        for r in requests.iter_mut() {
+            batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng)?;
+        }
+        let rows = batch.rows();
+        self.ensure(k.gpu(), rows, batch.penalties.len(), vocab)?;
+        let Some([params, penalties, work, tokens, lps, top_ids, top_lps]) = &self.bufs else {
+            return Err(crate::CudaError::launch("sample_rows", "sampler buffers missing"));
+        };
+        params.write(0, &batch.params)?;
+        penalties.write(0, &batch.penalties)?;
+        let out = SampleOut {
+            tokens: View::of(tokens),
+            token_logprobs: View::of(lps),
+            top_ids: View::of(top_ids),
+            top_logprobs: View::of(top_lps),
+        };
+        sample_rows(k, logits, View::of(work), rows, vocab, View::of(params), View::of(penalties), batch.penalties.len(), &out)?;
+        let ids: Vec<i32> = tokens.to_vec(rows)?;
+        let lp: Vec<f32> = lps.to_vec(rows)?;
+        let tids: Vec<i32> = top_ids.to_vec(rows * MAX_TOP_LOGPROBS)?;
+        let tlps: Vec<f32> = top_lps.to_vec(rows * MAX_TOP_LOGPROBS)?;
+        Ok((0..rows)
+            .map(|r| {
+                let n = requests[r].top_logprobs;
+                DeviceSample {
+                    token: ids[r] as u32,
+                    logprob: lp[r],
+                    top: (0..n).map(|j| (tids[r * MAX_TOP_LOGPROBS + j] as u32, tlps[r * MAX_TOP_LOGPROBS + j])).collect(),
+                }
+            })
+            .collect())
+    }
+}
