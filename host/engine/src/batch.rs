@@ -88,3 +88,26 @@ pub trait Backend: Send {
         Ok(None)
     }
 }
+
+/// Checks a batch against a backend's vocabulary and cache before anything runs: every chunk
+/// has tokens inside the vocabulary, and its block table covers its positions with pages of the
+/// cache (entries past the last position are not read, so they are not checked).
+pub fn validate_batch(batch: &[SeqChunk<'_>], vocab_size: usize, geo: CacheGeometry) -> Result<()> {
+    for (i, s) in batch.iter().enumerate() {
+        let bad = |m: String| Err(crate::EngineError::InvalidBatch(format!("sequence {i}: {m}")));
+        if s.tokens.is_empty() {
+            return bad("no new tokens".into());
+        }
+        if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= vocab_size) {
+            return bad(format!("token id {t} is outside the vocabulary of {vocab_size}"));
+        }
+        let end = s.start_pos + s.tokens.len();
+        if s.block_table.len() * geo.page_size < end {
+            return bad(format!("block table of {} pages cannot hold {end} tokens", s.block_table.len()));
+        }
+        if let Some(&p) = s.block_table[..end.div_ceil(geo.page_size)].iter().find(|&&p| p as usize >= geo.num_pages) {
+            return bad(format!("page {p} is outside the cache of {} pages", geo.num_pages));
+        }
+    }
+    Ok(())
+}

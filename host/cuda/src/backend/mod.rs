@@ -148,27 +148,6 @@ impl CudaBackend {
         self.cfg.kv_lora_rank == FAST_KV_LORA && self.cfg.qk_rope_head_dim == FAST_ROPE
     }
 
-    fn validate(&self, batch: &[SeqChunk<'_>]) -> Result<()> {
-        let geo = self.geometry;
-        for (i, s) in batch.iter().enumerate() {
-            let bad = |m: String| Err(CudaError::Engine(EngineError::InvalidBatch(format!("sequence {i}: {m}"))));
-            if s.tokens.is_empty() {
-                return bad("no new tokens".into());
-            }
-            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-                return bad(format!("token id {t} is outside the vocabulary of {}", self.cfg.vocab_size));
-            }
-            let end = s.start_pos + s.tokens.len();
-            if s.block_table.len() * geo.page_size < end {
-                return bad(format!("block table of {} pages cannot hold {end} tokens", s.block_table.len()));
-            }
-            if let Some(&p) = s.block_table[..end.div_ceil(geo.page_size)].iter().find(|&&p| p as usize >= geo.num_pages) {
-                return bad(format!("page {p} is outside the cache of {} pages", geo.num_pages));
-            }
-        }
-        Ok(())
-    }
-
     /// The length bucket a decode-only batch replays under, when graphs apply to it.
     fn graph_bucket(&self, batch: &[SeqChunk<'_>]) -> Option<usize> {
         let decode_only = batch.iter().all(|c| c.tokens.len() == 1 && c.logits == LogitsRequest::Last);
@@ -181,7 +160,7 @@ impl CudaBackend {
 
     /// Runs the batch; its logits rows are left in the workspace (batch order).
     fn run(&mut self, batch: &[SeqChunk<'_>]) -> Result<BatchLayout> {
-        self.validate(batch)?;
+        mlahost_engine::batch::validate_batch(batch, self.cfg.vocab_size, self.geometry)?;
         self.gpu.bind()?;
         let heads = self.cfg.num_attention_heads;
         let bucket = self.graph_bucket(batch);

@@ -54,27 +54,6 @@ impl CpuBackend {
     pub fn set_attention_mode(&mut self, mode: AttentionMode) {
         self.attention = mode;
     }
-
-    fn validate(&self, batch: &[SeqChunk<'_>]) -> Result<()> {
-        let geo = self.cache.geometry();
-        for (i, s) in batch.iter().enumerate() {
-            let bad = |m: String| Err(EngineError::InvalidBatch(format!("sequence {i}: {m}")));
-            if s.tokens.is_empty() {
-                return bad("no new tokens".into());
-            }
-            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-                return bad(format!("token id {t} is outside the vocabulary of {}", self.cfg.vocab_size));
-            }
-            let end = s.start_pos + s.tokens.len();
-            if s.block_table.len() * geo.page_size < end {
-                return bad(format!("block table of {} pages cannot hold {end} tokens", s.block_table.len()));
-            }
-            if let Some(&p) = s.block_table.iter().find(|&&p| p as usize >= geo.num_pages) {
-                return bad(format!("page {p} is outside the cache of {} pages", geo.num_pages));
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Backend for CpuBackend {
@@ -83,7 +62,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
-        self.validate(batch)?;
+        crate::batch::validate_batch(batch, self.cfg.vocab_size, self.cache.geometry())?;
         // Run the whole pass on a pool thread: the many parallel loops inside then fork from a
         // worker instead of waking the pool from outside each time.
         rayon::scope(|_| self.forward_validated(batch))
