@@ -4,6 +4,8 @@
 
 mod active;
 mod detokenizer;
+#[cfg(test)]
+mod device_sampling_tests;
 mod request;
 mod step_logits;
 
