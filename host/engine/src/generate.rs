@@ -59,7 +59,7 @@ pub fn generate(backend: &mut dyn Backend, req: &GenerateRequest) -> Result<Gene
         table.ensure_capacity(&mut pages, pos + input.len())?;
         let chunk = SeqChunk { tokens: &input, start_pos: pos, block_table: table.pages(), logits: LogitsRequest::Last };
         let logits = backend.forward(&[chunk])?;
-        let row = logits.last_of(0).expect("asked for the last row");
+        let row = logits.last_of(0).ok_or_else(|| EngineError::Device("the backend returned no logits row for the sequence".into()))?;
         let token = sample(row, &req.sampling, &mut rng);
         let lp = log_softmax(row);
         out.logprobs.push(lp[token as usize]);

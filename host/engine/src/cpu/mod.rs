@@ -92,9 +92,11 @@ impl CpuBackend {
             x.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.post_attention_norm, cfg.rms_norm_eps);
-            let f = match &layer.ffn {
-                FeedForward::Dense(m) => moe::mlp(m, &h, t),
-                FeedForward::Moe(m) => moe::moe(m, cfg.moe.as_ref().expect("moe layer"), &h, t, hidden),
+            let f = match (&layer.ffn, &cfg.moe) {
+                (FeedForward::Dense(m), _) => moe::mlp(m, &h, t),
+                (FeedForward::Moe(m), Some(mc)) => moe::moe(m, mc, &h, t, hidden),
+                // Loading refuses MoE weights without MoE config fields; kept as an error, not a panic.
+                (FeedForward::Moe(_), None) => return Err(EngineError::config("n_routed_experts", "an MoE layer needs the MoE fields")),
             };
             x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         }
