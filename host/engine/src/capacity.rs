@@ -89,17 +89,15 @@ impl GpuPlanInputs {
     }
 }
 
-/// Activation buffers of one forward pass of the CUDA backend, in bytes: exactly what its
-/// workspace allocates for `max_batched_tokens` tokens and `max_seqs` logits rows (the cuda
-/// crate checks the two agree). Per token: the f32 residual and its normalized copies, the
-/// query path (q-LoRA, per-head queries, the absorbed query of kv_lora + rope per head), the
-/// latent and its attention output per head, values, the dense / shared MLP pair, the router,
-/// and per routed expert choice its gate/up pair, activation and f32 output. Per logits row:
-/// the final norm and f32 logits. Split-KV partials are not included (decode batches need at
-/// most a few MB; they are allocated on first use).
-pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: usize) -> u64 {
-    let t = max_batched_tokens.max(1) as u64;
-    let rows = max_seqs.max(1) as u64;
+/// The CUDA backend's activation buffers, in bytes, in the order its workspace declares them:
+/// the f32 residual and its normalized copies, the query path (q-LoRA, per-head queries, the
+/// absorbed query of kv_lora + rope per head), the latent and its attention output per head,
+/// values, the dense / shared MLP pair, the router, per routed expert choice its gate/up pair,
+/// activation and f32 output, then per logits row the final norm and f32 logits, the batch
+/// metadata (`meta` i32), cache slots, and the split-KV partials (`partial_rows`). Each buffer
+/// is at least 16 bytes. The backend allocates exactly these; `workspace_bytes` sums them.
+pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: usize, partial_rows: usize) -> [u64; 30] {
+    let (t, rows, meta, partial_rows) = (tokens as u64, rows as u64, meta as u64, partial_rows as u64);
     let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
     let (kv_lora, d, q_lora) = (cfg.kv_lora_rank as u64, cfg.latent_dim() as u64, cfg.q_lora_rank.unwrap_or(0) as u64);
     let moe = cfg.moe.as_ref();
@@ -107,41 +105,51 @@ pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: u
     let inter = (cfg.intermediate_size as u64).max(shared_inter);
     let (experts, k, moe_inter) = moe.map_or((0, 0, 0), |m| (m.n_routed_experts as u64, m.num_experts_per_tok as u64, m.moe_intermediate_size as u64));
     let pairs = t * k;
-    let buf = |bytes: u64| bytes.max(16);
     [
-        buf(t * h * 4),                                     // residual x (f32)
-        buf(t * h * 2),                                     // normalized h (bf16)
-        buf(if moe.is_some() { t * h * 4 } else { 0 }),     // normalized h (f32, router input)
-        buf(t * q_lora * 4),                                // q_a output
-        buf(t * q_lora * 2),                                // q_a normalized
-        buf(t * heads * cfg.qk_head_dim() as u64 * 2),      // per-head queries
-        buf(t * d * 4),                                     // kv_a output
-        buf(t * heads * d * 2),                             // absorbed queries
-        buf(t * heads * kv_lora * 2),                       // attention output (latent)
-        buf(t * heads * 4),                                 // lse
-        buf(t * heads * cfg.v_head_dim as u64 * 2),         // values
-        buf(t * 2 * inter * 2),                             // gate/up
-        buf(t * inter * 2),                                 // activation
-        buf(t * experts * 4),                               // router logits
-        buf(pairs * 4),                                     // expert ids
-        buf(pairs * 4),                                     // expert weights
-        buf((experts + 1) * 4),                             // expert offsets
-        buf(pairs * 4),                                     // sorted pairs
-        buf(pairs * 4),                                     // pair positions
-        buf((pairs.div_ceil(64) + experts) * 3 * 4),        // GEMM tiles
-        buf(4),                                             // tile count
-        buf(pairs * 2 * moe_inter * 2),                     // expert gate/up
-        buf(pairs * moe_inter * 2),                         // expert activation
-        buf(pairs * h * 4),                                 // expert outputs (f32)
-        buf(rows * h * 2),                                  // final norm
-        buf(rows * cfg.vocab_size as u64 * 4),              // logits (f32)
-        buf((t * 4 + rows * 64) * 4),                       // batch metadata
-        buf(t * 8),                                         // cache slots
-        buf(0),                                             // split partials (grown on demand)
-        buf(0),
+        t * h * 4,                                 // residual x (f32)
+        t * h * 2,                                 // normalized h (bf16)
+        if moe.is_some() { t * h * 4 } else { 0 }, // normalized h (f32, router input)
+        t * q_lora * 4,                            // q_a output
+        t * q_lora * 2,                            // q_a normalized
+        t * heads * cfg.qk_head_dim() as u64 * 2,  // per-head queries
+        t * d * 4,                                 // kv_a output
+        t * heads * d * 2,                         // absorbed queries
+        t * heads * kv_lora * 2,                   // attention output (latent)
+        t * heads * 4,                             // lse
+        t * heads * cfg.v_head_dim as u64 * 2,     // values
+        t * 2 * inter * 2,                         // gate/up
+        t * inter * 2,                             // activation
+        t * experts * 4,                           // router logits
+        pairs * 4,                                 // expert ids
+        pairs * 4,                                 // expert weights
+        (experts + 1) * 4,                         // expert offsets
+        pairs * 4,                                 // sorted pairs
+        pairs * 4,                                 // pair positions
+        (pairs.div_ceil(64) + experts) * 3 * 4,    // GEMM tiles
+        4,                                         // tile count
+        pairs * 2 * moe_inter * 2,                 // expert gate/up
+        pairs * moe_inter * 2,                     // expert activation
+        pairs * h * 4,                             // expert outputs (f32)
+        rows * h * 2,                              // final norm
+        rows * cfg.vocab_size as u64 * 4,          // logits (f32)
+        meta * 4,                                  // batch metadata
+        t * 8,                                     // cache slots
+        partial_rows * kv_lora * 4,                // split-KV partial outputs
+        partial_rows * 4,                          // split-KV partial lse
     ]
-    .iter()
-    .sum()
+    .map(|b| b.max(16))
+}
+
+/// The batch metadata a workspace starts with: 4 i32 per token, 64 per logits row.
+pub fn workspace_meta(max_batched_tokens: usize, max_seqs: usize) -> usize {
+    max_batched_tokens.max(1) * 4 + max_seqs.max(1) * 64
+}
+
+/// Bytes of the CUDA backend's workspace for a scheduler budget, as it allocates it at start
+/// (split-KV partials are grown on first use: a few MB for decode batches).
+pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: usize) -> u64 {
+    let (t, rows) = (max_batched_tokens.max(1), max_seqs.max(1));
+    workspace_buffers(cfg, t, rows, workspace_meta(t, rows), 0).iter().sum()
 }
 
 /// Where a parameter count came from.

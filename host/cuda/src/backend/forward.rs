@@ -11,7 +11,7 @@ use crate::kernels::View;
 use crate::module::Kernels;
 use crate::weights::{GpuAttention, GpuFfn, GpuLayer, GpuMatrix, GpuMlp, GpuMoe, GpuQuery, GpuWeights};
 use crate::Result;
-use mlahost_engine::config::{ModelConfig, TopkMethod};
+use mlahost_engine::config::ModelConfig;
 use mlahost_engine::CacheGeometry;
 
 /// q_a_layernorm and kv_a_layernorm use the default eps in the reference code (as on the CPU).
@@ -212,19 +212,7 @@ impl Forward<'_> {
         let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
         let pairs = t * top_k;
         self.blas.linear(t, e, hidden, f32op(&ws.h32, hidden), Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden }, f32op(&ws.router, e), 0.0)?;
-        let params = RouteParams {
-            experts: e,
-            top_k,
-            n_group: mc.n_group.max(1),
-            topk_group: mc.topk_group.max(1).min(mc.n_group.max(1)),
-            method: match mc.topk_method {
-                TopkMethod::Greedy => 0,
-                TopkMethod::GroupLimitedGreedy => 1,
-                TopkMethod::NoauxTc => 2,
-            },
-            norm_topk: mc.norm_topk_prob,
-            scaling: mc.routed_scaling_factor,
-        };
+        let params = RouteParams::from_config(mc);
         moe::moe_route(k, v(&ws.router), m.bias.as_ref().map(v), v(&ws.topk_ids), v(&ws.topk_w), t, &params)?;
         let d = Dispatch {
             expert_offsets: v(&ws.expert_offsets),

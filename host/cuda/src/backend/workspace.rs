@@ -2,9 +2,9 @@
 //! power of two) when a batch needs more. Kept between steps so CUDA graphs can replay on them.
 
 use crate::gpu::{DeviceBuffer, Gpu};
-use crate::kernels::moe::max_tiles;
 use crate::kernels::View;
 use crate::Result;
+use mlahost_engine::capacity;
 use mlahost_engine::ModelConfig;
 use std::sync::Arc;
 
@@ -67,54 +67,13 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Bytes of every buffer, in field order (mirrored by `mlahost_engine::capacity::workspace_bytes`).
-    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> [usize; 30] {
-        let t = cap.tokens;
-        let (hidden, heads) = (cfg.hidden_size, cfg.num_attention_heads);
-        let (kv_lora, d) = (cfg.kv_lora_rank, cfg.latent_dim());
-        let moe = cfg.moe.as_ref();
-        let shared_inter = moe.map_or(0, |m| m.moe_intermediate_size * m.n_shared_experts);
-        let inter = cfg.intermediate_size.max(shared_inter);
-        let (experts, top_k, moe_inter) = moe.map_or((0, 0, 0), |m| (m.n_routed_experts, m.num_experts_per_tok, m.moe_intermediate_size));
-        let pairs = t * top_k;
-        let q_lora = cfg.q_lora_rank.unwrap_or(0);
-        [
-            t * hidden * 4,
-            t * hidden * 2,
-            if moe.is_some() { t * hidden * 4 } else { 0 },
-            t * q_lora * 4,
-            t * q_lora * 2,
-            t * heads * cfg.qk_head_dim() * 2,
-            t * d * 4,
-            t * heads * d * 2,
-            t * heads * kv_lora * 2,
-            t * heads * 4,
-            t * heads * cfg.v_head_dim * 2,
-            t * 2 * inter * 2,
-            t * inter * 2,
-            t * experts * 4,
-            pairs * 4,
-            pairs * 4,
-            (experts + 1) * 4,
-            pairs * 4,
-            pairs * 4,
-            max_tiles(pairs, experts) * 3 * 4,
-            4,
-            pairs * 2 * moe_inter * 2,
-            pairs * moe_inter * 2,
-            pairs * hidden * 4,
-            cap.rows * hidden * 2,
-            cap.rows * cfg.vocab_size * 4,
-            cap.meta * 4,
-            t * 8,
-            cap.partial_rows * kv_lora * 4,
-            cap.partial_rows * 4,
-        ]
-        .map(|b| b.max(16))
+    /// Bytes of every buffer, in field order (the one list, in `mlahost_engine::capacity`).
+    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> [u64; 30] {
+        capacity::workspace_buffers(cfg, cap.tokens, cap.rows, cap.meta, cap.partial_rows)
     }
 
     pub fn new(gpu: &Arc<Gpu>, cfg: &ModelConfig, cap: Capacity) -> Result<Self> {
-        let mut bufs = Self::sizes(cfg, cap).into_iter().map(|b| DeviceBuffer::alloc(gpu, b)).collect::<Result<Vec<_>>>()?.into_iter();
+        let mut bufs = Self::sizes(cfg, cap).into_iter().map(|b| DeviceBuffer::alloc(gpu, b as usize)).collect::<Result<Vec<_>>>()?.into_iter();
         let mut next = || bufs.next().ok_or_else(|| crate::CudaError::launch("workspace", "buffer list too short"));
         Ok(Self {
             cap,
@@ -172,7 +131,7 @@ impl Workspace {
 /// The capacity the backend starts with for a scheduler budget (the figure `plan` uses).
 pub fn initial_capacity(max_batched_tokens: usize, max_seqs: usize) -> Capacity {
     let (tokens, rows) = (max_batched_tokens.max(1), max_seqs.max(1));
-    Capacity { tokens, rows, meta: tokens * 4 + rows * 64, partial_rows: 0 }
+    Capacity { tokens, rows, meta: capacity::workspace_meta(tokens, rows), partial_rows: 0 }
 }
 
 #[cfg(test)]
@@ -185,8 +144,8 @@ mod tests {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
             let cfg = ModelConfig::from_file(&dir.join("config.json")).expect("config");
             for (t, s) in [(1, 1), (2048, 256), (8192, 64)] {
-                let ours: usize = Workspace::sizes(&cfg, initial_capacity(t, s)).iter().sum();
-                assert_eq!(ours as u64, mlahost_engine::capacity::workspace_bytes(&cfg, t, s), "{name} at {t} tokens, {s} rows");
+                let ours: u64 = Workspace::sizes(&cfg, initial_capacity(t, s)).iter().sum();
+                assert_eq!(ours, mlahost_engine::capacity::workspace_bytes(&cfg, t, s), "{name} at {t} tokens, {s} rows");
             }
         }
     }

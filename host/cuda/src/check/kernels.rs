@@ -421,19 +421,7 @@ fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
         let d_b = bias.as_ref().map(|b| DeviceBuffer::from_slice(gpu, b)).transpose()?;
         let (d_ids, d_w) = (DeviceBuffer::alloc(gpu, t * k * 4)?, DeviceBuffer::alloc(gpu, t * k * 4)?);
         d_ids.fill_bytes(0xff)?;
-        let p = RouteParams {
-            experts: e,
-            top_k: k,
-            n_group: cfg.n_group,
-            topk_group: cfg.topk_group,
-            method: match cfg.topk_method {
-                TopkMethod::Greedy => 0,
-                TopkMethod::GroupLimitedGreedy => 1,
-                TopkMethod::NoauxTc => 2,
-            },
-            norm_topk: cfg.norm_topk_prob,
-            scaling: cfg.routed_scaling_factor,
-        };
+        let p = RouteParams::from_config(&cfg);
         moe::moe_route(kern, v(&d_l), d_b.as_ref().map(v), v(&d_ids), v(&d_w), t, &p)?;
         let ids = d_ids.to_vec::<i32>(t * k)?;
         let w = d_w.to_vec::<f32>(t * k)?;

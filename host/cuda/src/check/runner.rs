@@ -1,5 +1,5 @@
-//! The whole GPU check as one call, shared by `mlahost gpu-check` and the lean
-//! `gpu_check` example binary: kernels, end to end, and optionally the decode benchmark.
+//! The whole GPU check as one call (`mlahost gpu-check`): kernels, end to end, and optionally
+//! the decode benchmark.
 
 use super::{bench, e2e, kernels, report, Check};
 use crate::{blas::Blas, Gpu, Kernels, Result};

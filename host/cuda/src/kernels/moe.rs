@@ -3,6 +3,7 @@
 use super::{ensure, View};
 use crate::module::{Arg, Kernels};
 use crate::Result;
+use mlahost_engine::config::{MoeConfig, TopkMethod};
 
 pub const TILE_ROWS: usize = 64;
 const TILE_COLS: usize = 128;
@@ -19,6 +20,26 @@ pub struct RouteParams {
     pub method: i32,
     pub norm_topk: bool,
     pub scaling: f32,
+}
+
+impl RouteParams {
+    /// The kernel's parameters for a model's MoE config (group counts of 0 read as 1).
+    pub fn from_config(mc: &MoeConfig) -> Self {
+        let n_group = mc.n_group.max(1);
+        Self {
+            experts: mc.n_routed_experts,
+            top_k: mc.num_experts_per_tok,
+            n_group,
+            topk_group: mc.topk_group.clamp(1, n_group),
+            method: match mc.topk_method {
+                TopkMethod::Greedy => 0,
+                TopkMethod::GroupLimitedGreedy => 1,
+                TopkMethod::NoauxTc => 2,
+            },
+            norm_topk: mc.norm_topk_prob,
+            scaling: mc.routed_scaling_factor,
+        }
+    }
 }
 
 /// `logits [T, E]` f32 → `ids [T, k]` i32, `weights [T, k]` f32.
