@@ -140,6 +140,15 @@ fn static_limits_salts_and_groups_isolate_tenants() {
     );
     let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
     std::io::Write::write_all(&mut s, auth_req.as_bytes()).unwrap();
+    // Wait for the stream's first token: the request is then surely running and holds beta's
+    // slot (the running gauge alone can still show an earlier request for a moment).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data:") {
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        assert!(n > 0, "the stream closed before its first token");
+        seen.extend_from_slice(&buf[..n]);
+    }
     server.wait_metric("mlahost_num_requests_running", 1.0);
     let (status, v, _) = post(&server, Some("key-beta"), &json!({"prompt": "hi", "max_tokens": 1}));
     assert_eq!(status, 429, "{v}");
