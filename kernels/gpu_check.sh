@@ -7,7 +7,7 @@
 #
 # BIN (default .bin/mlahost) is the release binary built on the development machine;
 # TOKENIZER_DIR (default .bin/tokenizer) holds the DeepSeek tokenizer for the random checkpoints;
-# OUT (default /tmp/mlahost-gpu) receives logs and JSON.
+# OUT (default /tmp/mlahost-gpu) receives logs and JSON; SWEEP=1 adds the split-plan sweep to bench.
 set -uo pipefail
 BIN=${BIN:-.bin/mlahost}
 TOKENIZER_DIR=${TOKENIZER_DIR:-.bin/tokenizer}
@@ -39,6 +39,7 @@ if has checks || has bench; then
   [ -d "$SMALL" ] || python3 examples/gpu/make_v2_lite_random.py --out "$SMALL" --tokenizer-dir "$TOKENIZER_DIR" --layers 3 --shard-gb 1 > "$OUT/make_small.log" 2>&1
   args=(gpu-check --model "$SMALL")
   has bench && args+=(--bench --bench-json "$OUT/bench.jsonl")
+  [ "${SWEEP:-0}" = 1 ] && args+=(--sweep)
   has checks || args+=(--bench-only)
   "$BIN" "${args[@]}" 2>&1 | tee "$OUT/gpu_check.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -38,8 +38,11 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
   static_assert(EPT >= 1 && TPR <= 32, "tile shape");
 
+  static_assert(MLA_STAGE_BYTES(ROWS) <= C::KV_BYTES, "cluster staging reuses the cache tiles");
+  allow_dependent_launch();
   Work w;
   if (!make_work(a, ROWS, w)) return;
+  w.stage = reinterpret_cast<float*>(smem);  // the cache tiles' space, free after the main loop
 
   unsigned char* stage8 = smem;  // FP8 only: raw entries, NST stages
   u16* kvs = reinterpret_cast<u16*>(smem + C::STAGE_BYTES);
@@ -294,6 +297,7 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
         store_o2(a, w, r, 64 * warp + 8 * n + 2 * c4, o[m][n][2 * hh] * inv, o[m][n][2 * hh + 1] * inv);
     }
   if (tid < ROWS && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
+  if (w.csize > 1) cluster_merge(a, w);
 }
 
 __device__ __forceinline__ void named_bar_sync(int id, int n) {

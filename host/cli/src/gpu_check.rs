@@ -30,6 +30,9 @@ pub struct GpuCheckArgs {
     /// Skip the kernel and end-to-end checks (benchmark only).
     #[arg(long)]
     bench_only: bool,
+    /// With the benchmark: also time batch 1 under every (chunk, cluster) split plan.
+    #[arg(long)]
+    sweep: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -40,6 +43,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         bench: args.bench,
         bench_only: args.bench_only,
         bench_json: args.bench_json,
+        sweep: args.sweep,
         seed: args.seed.unwrap_or_else(|| mlahost_cuda::check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

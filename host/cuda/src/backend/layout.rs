@@ -1,7 +1,7 @@
 //! Host-side layout of one ragged batch: the order tokens take on the device (decodes first,
 //! so they form one launch), per-token metadata, and the attention launches to make.
 
-use crate::kernels::decode::{plan_splits, DecodeKernel, SplitPlan};
+use crate::kernels::decode::{plan_splits, DecodeKernel, DecodeTarget, SplitPlan};
 use mlahost_engine::{LogitsRequest, SeqChunk};
 
 /// One fast-kernel attention launch over sequences whose tokens are contiguous on the device.
@@ -43,7 +43,7 @@ impl BatchLayout {
     /// `bucket`: for a decode-only batch replayed from a CUDA graph, the length every shape is
     /// planned for (block-table stride and split grid), so the layout depends only on the batch
     /// size and the bucket.
-    pub fn new(batch: &[SeqChunk<'_>], page_size: usize, num_sms: usize, hopper: bool, heads: usize, fast: bool, fp8: bool, bucket: Option<usize>) -> Self {
+    pub fn new(batch: &[SeqChunk<'_>], page_size: usize, target: &DecodeTarget, heads: usize, fast: bool, fp8: bool, bucket: Option<usize>) -> Self {
         let mut order: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].tokens.len() == 1).collect();
         let decodes = order.len();
         order.extend((0..batch.len()).filter(|&i| batch[i].tokens.len() > 1));
@@ -104,12 +104,12 @@ impl BatchLayout {
             let mut add = |first_seq: usize, seqs: &[usize], q_len: usize, meta: &mut Vec<i32>| {
                 let lens: Vec<usize> = seqs.iter().map(|&i| batch[i].start_pos + batch[i].tokens.len()).collect();
                 let plan = if let (Some(b), 1) = (bucket, q_len) {
-                    let uniform = plan_splits(&vec![b; lens.len()], 1, heads, num_sms, hopper, fp8);
-                    SplitPlan::with_chunk(uniform.kernel, uniform.chunk, uniform.max_splits, &lens)
+                    let uniform = plan_splits(&vec![b; lens.len()], 1, heads, target, fp8);
+                    SplitPlan::with_chunk(uniform.kernel, uniform.chunk, uniform.cluster, uniform.max_splits, &lens)
                 } else if q_len == 1 {
-                    plan_splits(&lens, 1, heads, num_sms, hopper, fp8)
+                    plan_splits(&lens, 1, heads, target, fp8)
                 } else {
-                    SplitPlan::single(DecodeKernel::choose(q_len, heads, hopper, fp8), &lens)
+                    SplitPlan::single(DecodeKernel::choose(q_len, heads, target.hopper, fp8), &lens)
                 };
                 let seq_lens_at = meta.len();
                 meta.extend(lens.iter().map(|&l| l as i32));

@@ -9,7 +9,7 @@ pub mod workspace;
 
 use crate::blas::Blas;
 use crate::gpu::{DeviceBuffer, Gpu};
-use crate::kernels::decode::{FAST_KV_LORA, FAST_ROPE};
+use crate::kernels::decode::{DecodeTarget, FAST_KV_LORA, FAST_ROPE};
 use crate::kernels::layers::cache_entry_bytes;
 use crate::module::Kernels;
 use crate::weights::GpuWeights;
@@ -50,6 +50,8 @@ pub struct CudaBackend {
     cfg: ModelConfig,
     gpu: Arc<Gpu>,
     kernels: Kernels,
+    /// Resident CTAs per decode kernel and cluster size, for the split plans.
+    decode_target: DecodeTarget,
     blas: Blas,
     weights: GpuWeights,
     /// One buffer per layer: `[pages, page_size, entry]`.
@@ -83,6 +85,7 @@ impl CudaBackend {
         };
         let gpu = Gpu::open(opts.ordinal)?;
         let kernels = Kernels::load(&gpu)?;
+        let decode_target = DecodeTarget::query(&kernels)?;
         let blas = Blas::new(&gpu)?;
         let weights = GpuWeights::upload(&gpu, &cfg, host_weights)?;
         let mut workspace = None;
@@ -123,6 +126,7 @@ impl CudaBackend {
             cfg,
             gpu,
             kernels,
+            decode_target,
             blas,
             weights,
             cache,
@@ -167,8 +171,7 @@ impl CudaBackend {
         let layout = BatchLayout::new(
             batch,
             self.geometry.page_size,
-            self.gpu.info.multiprocessors as usize,
-            self.gpu.is_hopper(),
+            &self.decode_target,
             heads,
             self.fast_attention(),
             self.fp8,

@@ -5,7 +5,7 @@
 use super::{bf16s, Rng};
 use crate::gpu::DeviceBuffer;
 use crate::graph::{copy_bandwidth, Graph, Timer};
-use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeShape, GenericIo, GenericShape};
+use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan, CLUSTER_SIZES};
 use crate::kernels::layers::cache_entry_bytes;
 use crate::kernels::View;
 use crate::module::Kernels;
@@ -19,6 +19,9 @@ pub struct BenchRow {
     pub batch: usize,
     pub ctx: usize,
     pub splits: usize,
+    /// Splits per thread-block cluster.
+    pub cluster: usize,
+    pub chunk: usize,
     pub us: f64,
     pub gbps: f64,
     pub tflops: f64,
@@ -28,9 +31,21 @@ fn v(b: &DeviceBuffer) -> View {
     View::of(b)
 }
 
-/// Times one decode configuration: the tiled kernels, or (`generic`) the CUDA-core kernel, over
-/// a bf16 or an fp8 cache.
-fn bench_shape(k: &Kernels, rng: &mut Rng, heads: usize, batch: usize, ctx: usize, fp8: bool, generic: bool) -> Result<BenchRow> {
+/// Times one decode shape: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
+/// or an fp8 cache; one row per plan (`None`: the heuristic's; (chunk, cluster): a fixed one),
+/// all over the same inputs.
+#[allow(clippy::too_many_arguments)]
+fn bench_shape(
+    k: &Kernels,
+    rng: &mut Rng,
+    target: &DecodeTarget,
+    heads: usize,
+    batch: usize,
+    ctx: usize,
+    fp8: bool,
+    generic: bool,
+    plans: &[Option<(usize, usize)>],
+) -> Result<Vec<BenchRow>> {
     let gpu = k.gpu();
     let (page, d) = (64usize, 576usize);
     let entry = cache_entry_bytes(512, 64, fp8);
@@ -45,20 +60,31 @@ fn bench_shape(k: &Kernels, rng: &mut Rng, heads: usize, batch: usize, ctx: usiz
     let mut table: Vec<i32> = (0..pages as i32).collect();
     rng.shuffle(&mut table);
     let lens = vec![ctx; batch];
-    let plan = plan_splits(&lens, 1, heads, gpu.info.multiprocessors as usize, gpu.is_hopper(), fp8);
+    let plans: Vec<SplitPlan> = plans
+        .iter()
+        .map(|fixed| match *fixed {
+            None => plan_splits(&lens, 1, heads, target, fp8),
+            Some((chunk, cluster)) => {
+                let kernel = DecodeKernel::choose(1, heads, target.hopper, fp8);
+                SplitPlan::with_chunk(kernel, chunk, cluster, ctx.div_ceil(chunk).div_ceil(cluster), &lens)
+            }
+        })
+        .collect();
     let q = DeviceBuffer::from_slice(gpu, &bf16s(&rng.vec(batch * heads * d, 1.0)))?;
     let d_table = DeviceBuffer::from_slice(gpu, &table)?;
     let d_lens = DeviceBuffer::from_slice(gpu, &lens.iter().map(|&l| l as i32).collect::<Vec<_>>())?;
-    let d_splits = DeviceBuffer::from_slice(gpu, &plan.offsets)?;
     let out = DeviceBuffer::alloc(gpu, batch * heads * 512 * 2)?;
     let lse = DeviceBuffer::alloc(gpu, batch * heads * 4)?;
-    let slots = plan.total_splits().max(1);
+    let slots = plans.iter().map(SplitPlan::total_splits).max().unwrap_or(1).max(1);
     let po = DeviceBuffer::alloc(gpu, slots * heads * 512 * 4)?;
     let pl = DeviceBuffer::alloc(gpu, slots * heads * 4)?;
     let tok_seq: Vec<i32> = (0..batch as i32).collect();
     let tok_pos = vec![ctx as i32 - 1; batch];
     let (d_seq, d_pos) = (DeviceBuffer::from_slice(gpu, &tok_seq)?, DeviceBuffer::from_slice(gpu, &tok_pos)?);
     let scale = 1.0 / (192f32).sqrt();
+    let mut rows = Vec::new();
+    for plan in &plans {
+    let d_splits = DeviceBuffer::from_slice(gpu, &plan.offsets)?;
     let launch = |cache: &DeviceBuffer| -> Result<()> {
         match generic {
             false => {
@@ -74,7 +100,7 @@ fn bench_shape(k: &Kernels, rng: &mut Rng, heads: usize, batch: usize, ctx: usiz
                     part_lse: v(&pl),
                 };
                 let s = DecodeShape { batch, q_len: 1, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
-                decode::mla_decode(k, &io, &s, &plan)
+                decode::mla_decode(k, &io, &s, plan)
             }
             true => {
                 let io = GenericIo {
@@ -119,39 +145,83 @@ fn bench_shape(k: &Kernels, rng: &mut Rng, heads: usize, batch: usize, ctx: usiz
         (true, true) => "generic_fp8".into(),
         (true, false) => "generic_bf16".into(),
     };
-    Ok(BenchRow { kernel, heads, batch, ctx, splits: if generic { 1 } else { plan.max_splits }, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 })
+    let (splits, cluster, chunk) = if generic { (1, 1, ctx) } else { (plan.max_splits * plan.cluster, plan.cluster, plan.chunk) };
+    rows.push(BenchRow { kernel, heads, batch, ctx, splits, cluster, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 });
+    }
+    Ok(rows)
 }
 
 /// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
 /// dtype comparison; returns (copy GB/s, rows, a markdown table, JSON lines).
-pub fn run(k: &Kernels, seed: u64, with_generic: bool) -> Result<(f64, Vec<BenchRow>, String, String)> {
+/// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
+/// dtype comparison; with `sweep`, batch 1 and 64 under every (chunk, cluster) plan as well. Returns
+/// (copy GB/s, rows, a markdown table, JSON lines of the main rows).
+pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f64, Vec<BenchRow>, String, String)> {
     let mut rng = Rng::new(seed);
+    let target = DecodeTarget::query(k)?;
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
     for &heads in &[16usize, 128] {
         for &batch in &[1usize, 64, 128] {
             for &ctx in &[4096usize, 32768] {
-                rows.push(bench_shape(k, &mut rng, heads, batch, ctx, false, false)?);
-                rows.push(bench_shape(k, &mut rng, heads, batch, ctx, true, false)?);
+                rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])?);
+                rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &[None])?);
                 if with_generic && heads == 16 && ctx == 4096 && batch == 64 {
-                    rows.push(bench_shape(k, &mut rng, heads, batch, ctx, false, true)?);
+                    rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, true, &[None])?);
                 }
             }
         }
     }
-    let mut table = format!("{} | copy {copy:.0} GB/s\n| kernel | heads | batch | ctx | splits | us | GB/s | % copy | TFLOP/s |\n|---|---|---|---|---|---|---|---|---|\n", k.gpu().info.name);
+    let mut table = format!("{} | copy {copy:.0} GB/s\n", k.gpu().info.name);
+    table += &rows_table(&rows, copy);
     let mut json = String::new();
     for r in &rows {
         let _ = writeln!(
-            table,
-            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
-            r.kernel, r.heads, r.batch, r.ctx, r.splits, r.us, r.gbps, 100.0 * r.gbps / copy, r.tflops
-        );
-        let _ = writeln!(
             json,
-            "{{\"kernel\":\"{}\",\"heads\":{},\"batch\":{},\"ctx\":{},\"splits\":{},\"us\":{:.3},\"gbps\":{:.1},\"tflops\":{:.2},\"copy_gbps\":{:.1}}}",
-            r.kernel, r.heads, r.batch, r.ctx, r.splits, r.us, r.gbps, r.tflops, copy
+            "{{\"kernel\":\"{}\",\"heads\":{},\"batch\":{},\"ctx\":{},\"splits\":{},\"cluster\":{},\"us\":{:.3},\"gbps\":{:.1},\"tflops\":{:.2},\"copy_gbps\":{:.1}}}",
+            r.kernel, r.heads, r.batch, r.ctx, r.splits, r.cluster, r.us, r.gbps, r.tflops, copy
         );
     }
+    if sweep {
+        let mut swept = Vec::new();
+        for &heads in &[16usize, 128] {
+            let kernel = DecodeKernel::choose(1, heads, target.hopper, false);
+            let _ = writeln!(
+                table,
+                "\nresident CTAs of {} by cluster size {:?}: {:?}",
+                kernel.name(),
+                CLUSTER_SIZES,
+                CLUSTER_SIZES.map(|c| target.resident(kernel, c))
+            );
+            for (batch, ctx) in [(1usize, 4096usize), (1, 32768), (64, 4096), (64, 32768)] {
+                let mut plans = vec![None];
+                for c in CLUSTER_SIZES.into_iter().filter(|&c| target.resident(kernel, c) > 0) {
+                    for chunk in [64usize, 128, 256, 512, 1024, 2048, 4096, 8192] {
+                        let splits = ctx.div_ceil(chunk);
+                        // batch 64 fills the GPU with few splits
+                        if splits >= c && splits <= 1024 && (batch == 1 || splits <= 8) {
+                            plans.push(Some((chunk, c)));
+                        }
+                    }
+                }
+                swept.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans)?);
+            }
+        }
+        table += "\n### batch 1 and 64 under every plan (first row of each shape: the heuristic's)\n";
+        table += &rows_table(&swept, copy);
+        rows.extend(swept);
+    }
     Ok((copy, rows, table, json))
+}
+
+fn rows_table(rows: &[BenchRow], copy: f64) -> String {
+    let mut t = String::from("| kernel | heads | batch | ctx | chunk | cluster | splits | us | GB/s | % copy | TFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
+            r.kernel, r.heads, r.batch, r.ctx, r.chunk, r.cluster, r.splits, r.us, r.gbps, 100.0 * r.gbps / copy, r.tflops
+        );
+    }
+    t
 }

@@ -5,7 +5,7 @@
 use super::{bf16s, from_bf16, max_abs, rel_err, round_bf16, Check, Rng};
 use crate::blas::{Blas, Dtype, Operand};
 use crate::gpu::DeviceBuffer;
-use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, GenericIo, GenericShape, SplitPlan};
+use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
 use crate::kernels::layers::{self, cache_entry_bytes, RopeArgs};
 use crate::kernels::moe::{self, max_tiles, Dispatch, RouteParams};
 use crate::kernels::View;
@@ -33,13 +33,30 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     for &page in &[64usize, 16] {
         for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
             let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
-            one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, false, false));
-            one("mla_decode fp8", fast_attention(k, &mut rng, heads, q_len, page, &lens, false, true));
+            one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, Plan::Heuristic, false));
+            one("mla_decode fp8", fast_attention(k, &mut rng, heads, q_len, page, &lens, Plan::Heuristic, true));
         }
     }
-    one("mla_decode prefill", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], true, false));
-    one("mla_decode prefill", fast_attention(k, &mut rng, 128, 19, 16, &[19, 64, 300], true, false));
-    one("mla_decode prefill fp8", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], true, true));
+    if k.gpu().is_hopper() {
+        // thread-block clusters: several clusters per sequence (partials + combine), one cluster
+        // (merged on chip straight to the output), and members past a sequence's end
+        let lens = ragged;
+        for &(heads, q_len, page, chunk, cluster, fp8) in &[
+            (16usize, 1usize, 64usize, 64usize, 16usize, false),
+            (16, 1, 16, 256, 16, false),
+            (16, 1, 64, 128, 4, true),
+            (128, 1, 64, 128, 8, false),
+            (128, 1, 16, 512, 2, false),
+            (16, 2, 64, 64, 8, false),
+            (128, 2, 64, 256, 4, false),
+        ] {
+            let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
+            one("mla_decode cluster", fast_attention(k, &mut rng, heads, q_len, page, &lens, Plan::Fixed { chunk, cluster }, fp8));
+        }
+    }
+    one("mla_decode prefill", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], Plan::Single, false));
+    one("mla_decode prefill", fast_attention(k, &mut rng, 128, 19, 16, &[19, 64, 300], Plan::Single, false));
+    one("mla_decode prefill fp8", fast_attention(k, &mut rng, 16, 37, 64, &[37, 100, 1000], Plan::Single, true));
     for &(kv_lora, rope) in &[(64usize, 16usize), (128, 32), (512, 64)] {
         for &fp8 in &[false, true] {
             for &page in &[16usize, 64] {
@@ -94,7 +111,16 @@ fn attend_ref(q: &[f32], latent: impl Fn(usize) -> Vec<f32>, pos: usize, kv_lora
     (out.into_iter().map(|x| x as f32).collect(), m + sum.ln())
 }
 
-fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: usize, lens: &[usize], single: bool, fp8: bool) -> Result<Check> {
+/// How a check splits the context: one split per sequence, the heuristic, or a fixed plan.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Single,
+    Heuristic,
+    Fixed { chunk: usize, cluster: usize },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: usize, lens: &[usize], how: Plan, fp8: bool) -> Result<Check> {
     let gpu = k.gpu();
     let d = 576;
     let b = lens.len();
@@ -107,10 +133,14 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     };
     let q = round_bf16(&rng.vec(b * q_len * heads * d, 2.0));
     let scale = 1.0 / (192f32).sqrt();
-    let plan = if single {
-        SplitPlan::single(DecodeKernel::choose(q_len, heads, gpu.is_hopper(), fp8), lens)
-    } else {
-        plan_splits(lens, q_len, heads, gpu.info.multiprocessors as usize, gpu.is_hopper(), fp8)
+    let kernel = DecodeKernel::choose(q_len, heads, gpu.is_hopper(), fp8);
+    let plan = match how {
+        Plan::Single => SplitPlan::single(kernel, lens),
+        Plan::Heuristic => plan_splits(lens, q_len, heads, &DecodeTarget::query(k)?, fp8),
+        Plan::Fixed { chunk, cluster } => {
+            let longest = lens.iter().copied().max().unwrap_or(1);
+            SplitPlan::with_chunk(kernel, chunk, cluster, longest.div_ceil(chunk).div_ceil(cluster), lens)
+        }
     };
     let rows = q_len * heads;
     let d_q = DeviceBuffer::from_slice(gpu, &bf16s(&q))?;
@@ -161,7 +191,12 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
         name: format!("mla_decode {} H{heads} q_len {q_len} page {page}", plan.kernel.name().trim_start_matches("mla_decode_")),
         error: err.max(lse_err),
         tolerance: 1e-2,
-        detail: format!("rel {err:.2e}, lse {lse_err:.2e}, splits {}, lens {lens:?}", plan.max_splits), informational: false })
+        detail: format!(
+            "rel {err:.2e}, lse {lse_err:.2e}, chunk {} cluster {} partials {}, lens {lens:?}",
+            plan.chunk, plan.cluster, plan.max_splits
+        ),
+        informational: false,
+    })
 }
 
 /// Encodes random latents into a cache of `dtype`; returns (bytes, the decoded f32 values).

@@ -16,6 +16,8 @@ pub struct CheckOptions {
     pub bench: bool,
     pub bench_only: bool,
     pub bench_json: Option<PathBuf>,
+    /// Also time batch 1 under every (chunk, cluster) split plan.
+    pub sweep: bool,
     pub seed: u64,
 }
 
@@ -48,7 +50,7 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
         all_ok &= ok;
     }
     if o.bench || o.bench_only {
-        let (_, _, table, json) = bench::run(&k, o.seed, true)?;
+        let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep)?;
         println!("## decode kernel benchmark\n{table}");
         if let Some(p) = &o.bench_json {
             if let Err(e) = std::fs::write(p, json) {
