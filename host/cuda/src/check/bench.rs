@@ -32,7 +32,7 @@ fn v(b: &DeviceBuffer) -> View {
 }
 
 /// Times one decode shape: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
-/// or an fp8 cache; one row per plan (`None`: the heuristic's; (chunk, cluster): a fixed one),
+/// or an fp8 cache; one row per plan (`None`: the heuristic's; (kernel, chunk, cluster): a fixed one),
 /// all over the same inputs.
 #[allow(clippy::too_many_arguments)]
 fn bench_shape(
@@ -44,7 +44,7 @@ fn bench_shape(
     ctx: usize,
     fp8: bool,
     generic: bool,
-    plans: &[Option<(usize, usize)>],
+    plans: &[Option<(DecodeKernel, usize, usize)>],
 ) -> Result<Vec<BenchRow>> {
     let gpu = k.gpu();
     let (page, d) = (64usize, 576usize);
@@ -64,8 +64,7 @@ fn bench_shape(
         .iter()
         .map(|fixed| match *fixed {
             None => plan_splits(&lens, 1, heads, target, fp8),
-            Some((chunk, cluster)) => {
-                let kernel = DecodeKernel::choose(1, heads, target.hopper, fp8);
+            Some((kernel, chunk, cluster)) => {
                 SplitPlan::with_chunk(kernel, chunk, cluster, ctx.div_ceil(chunk).div_ceil(cluster), &lens)
             }
         })
@@ -184,8 +183,10 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     }
     if sweep {
         let mut swept = Vec::new();
-        for &heads in &[16usize, 128] {
-            let kernel = DecodeKernel::choose(1, heads, target.hopper, false);
+        // 16 heads: the 2-CTA/SM kernel and the 5-stage one; batch 1 also without the combine's
+        // programmatic launch
+        let variants = [(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
+        for (heads, kernel) in variants {
             let _ = writeln!(
                 table,
                 "\nresident CTAs of {} by cluster size {:?}: {:?}",
@@ -194,17 +195,29 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
                 CLUSTER_SIZES.map(|c| target.resident(kernel, c))
             );
             for (batch, ctx) in [(1usize, 4096usize), (1, 32768), (64, 4096), (64, 32768)] {
+                if batch == 64 && kernel == DecodeKernel::MmaR16 {
+                    continue;
+                }
                 let mut plans = vec![None];
                 for c in CLUSTER_SIZES.into_iter().filter(|&c| target.resident(kernel, c) > 0) {
                     for chunk in [64usize, 128, 256, 512, 1024, 2048, 4096, 8192] {
                         let splits = ctx.div_ceil(chunk);
                         // batch 64 fills the GPU with few splits
                         if splits >= c && splits <= 1024 && (batch == 1 || splits <= 8) {
-                            plans.push(Some((chunk, c)));
+                            plans.push(Some((kernel, chunk, c)));
                         }
                     }
                 }
                 swept.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans)?);
+                if batch == 1 {
+                    decode::set_programmatic_combine(false);
+                    let plain = bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans[1..]);
+                    decode::set_programmatic_combine(true);
+                    swept.extend(plain?.into_iter().map(|mut r| {
+                        r.kernel += " (no PDL)";
+                        r
+                    }));
+                }
             }
         }
         table += "\n### batch 1 and 64 under every plan (first row of each shape: the heuristic's)\n";

@@ -5,6 +5,7 @@
 use super::{ensure, View};
 use crate::module::{Arg, Kernels, Launch};
 use crate::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const FAST_KV_LORA: usize = 512;
 pub const FAST_ROPE: usize = 64;
@@ -294,6 +295,14 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
+/// Whether the combine is launched with programmatic stream serialisation on sm_90 (on by
+/// default; the benchmark turns it off to measure what it buys).
+static PROGRAMMATIC_COMBINE: AtomicBool = AtomicBool::new(true);
+
+pub fn set_programmatic_combine(on: bool) {
+    PROGRAMMATIC_COMBINE.store(on, Ordering::Relaxed);
+}
+
 /// Launches the decode kernel (and the combine when any sequence is split).
 pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan) -> Result<()> {
     let name = plan.kernel.name();
@@ -328,7 +337,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     k.launch_with(name, grid, 256, plan.kernel.smem() as u32, &args, Launch { cluster_y: plan.cluster as u32, programmatic: false })?;
     if split {
         // on sm_90 the combine launches while the decode grid drains and waits for it on chip
-        let how = Launch { cluster_y: 1, programmatic: k.gpu().is_hopper() };
+        let how = Launch { cluster_y: 1, programmatic: k.gpu().is_hopper() && PROGRAMMATIC_COMBINE.load(Ordering::Relaxed) };
         k.launch_with("mla_decode_combine", (rows as u32, b as u32, 4), 256, 0, &[
             Arg::Ptr(io.part_o.ptr),
             Arg::Ptr(io.part_lse.ptr),
