@@ -66,6 +66,17 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_r64(MLA_DE
   MLA_MAKE_ARGS;
   mla::wgmma_decode(a, smem);
 }
+// bulk-copy loaders (sm_90): for few CTAs, where the cp.async issue path caps one CTA's reads
+extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_bulk_mma_r16_t32_s2(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 32, 2, false, true>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_bulk_mma_r16_t32(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::mma_decode<1, 32, 5, false, true>(a, smem);
+}
 // fp8 cache (656-byte entries): the same kernels with each tile expanded to bf16 in shared memory
 extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_fp8_mma_r16_t32_s2(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];

@@ -32,7 +32,6 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   __shared__ float sw[MLA_MAX_SPLITS];
   __shared__ float red[8];
   __shared__ float4 acc_s[8][32];
-  wait_for_primary_grid();  // launched early (programmatic serialisation): the partials come after this
   const int r = blockIdx.x, b = blockIdx.y, quarter = blockIdx.z, tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31;
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;

@@ -77,52 +77,46 @@ __device__ __forceinline__ void ldsm_x2(u32 addr, u32& r0, u32& r1) {
                : "r"(addr)
                : "memory");
 }
-// thread-block clusters (sm_90): rank and size of this CTA's cluster (0 and 1 before sm_90)
-#define MLA_MAX_CLUSTER 16
-#define MLA_XSTR 520  // f32 per staged output row: 512 + 8, so the 8 row groups of a fragment spread over banks
-__device__ __forceinline__ int cluster_rank() {
+// bulk copies (sm_90): global -> shared through the copy engine, completion counted in bytes on
+// an mbarrier; a CTA keeps many of them in flight without one instruction per 16 bytes
+__device__ __forceinline__ void mbar_init(u64* bar, int count) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  u32 r;
-  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return (int)r;
-#else
-  return 0;
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ int cluster_size() {
+__device__ __forceinline__ void mbar_expect_bytes(u64* bar, u32 bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  u32 r;
-  asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
-  return (int)r;
-#else
-  return 1;
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
 #endif
 }
+__device__ __forceinline__ void mbar_wait(u64* bar, u32 parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-// all threads of all CTAs of the cluster; release/acquire orders shared-memory writes across it
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+  u32 done = 0;
+  while (!done)
+    asm volatile("{\n.reg .pred q;\nmbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2;\nselp.u32 %0, 1, 0, q;\n}\n"
+                 : "=r"(done)
+                 : "r"(smem_u32(bar)), "r"(parity)
+                 : "memory");
+#endif
 }
-// the address of the same shared variable in the CTA of cluster rank `rank`
-__device__ __forceinline__ u32 map_rank(u32 saddr, int rank) {
-  u32 r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(saddr), "r"(rank));
-  return r;
-}
-__device__ __forceinline__ float ld_cluster(u32 addr) {
-  float v;
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
-  return v;
-}
-__device__ __forceinline__ float4 ld_cluster4(u32 addr) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(addr)
+__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, u32 bytes, u64* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_u32(dst)),
+               "l"(src), "r"(bytes), "r"(smem_u32(bar))
                : "memory");
-  return v;
-}
+#else
+  asm volatile("trap;");
 #endif
+}
+// orders this thread's earlier generic-proxy shared-memory accesses before later bulk copies
+__device__ __forceinline__ void fence_proxy_async_smem() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
 // D[16x8] += A[16x16] * B[16x8], bf16 in, f32 accumulate
 __device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -174,37 +168,27 @@ struct Args {
 };
 
 struct Work {
-  int b, split, ngroups, slot;
-  int csize, crank;                    // thread-block cluster of split CTAs (1: no cluster)
+  int b, split, nsplit, slot;
   int seq, kv_begin, kv_end, kv_stop;  // kv_stop: end of what any row of this CTA can see
-  int rows_total, row0, rows_cta;
-  float* stage;  // csize > 1: shared memory where the epilogue stages outputs for cluster_merge
+  int rows_total, row0;
 };
 
-// Split s of sequence b covers [s*chunk, (s+1)*chunk). Splits are launched in clusters of csize
-// consecutive CTAs; cluster k of sequence b writes partial slot split_offsets[b] + k (or the
-// output directly when the sequence has one cluster). A member past the end reads nothing.
-// Returns false when this CTA (and so its whole cluster) has nothing to do.
+// returns false when this CTA has nothing to do (split beyond the sequence's split count)
 __device__ __forceinline__ bool make_work(const Args& a, int rows_per_cta, Work& w) {
   w.b = blockIdx.z;
   w.split = blockIdx.y;
-  w.csize = cluster_size();
-  w.crank = cluster_rank();
-  const int group = w.split / w.csize;
   const int s0 = a.split_offsets[w.b];
-  w.ngroups = a.split_offsets[w.b + 1] - s0;
-  if (group >= w.ngroups) return false;
-  w.slot = s0 + group;
+  w.nsplit = a.split_offsets[w.b + 1] - s0;
+  if (w.split >= w.nsplit) return false;
+  w.slot = s0 + w.split;
   w.seq = imax(a.seq_lens[w.b], 0);
   w.rows_total = a.q_len * a.heads;
-  w.rows_cta = rows_per_cta;
   w.row0 = blockIdx.x * rows_per_cta;
   if (w.row0 >= w.rows_total) return false;
   w.kv_begin = w.split * a.chunk;
   w.kv_end = imin(w.seq, w.kv_begin + a.chunk);
   const int last_row = imin(w.row0 + rows_per_cta, w.rows_total) - 1;
   w.kv_stop = imin(w.kv_end, w.seq - a.q_len + last_row / a.heads + 1);
-  w.stage = nullptr;
   return true;
 }
 
@@ -227,11 +211,9 @@ __device__ __forceinline__ i64 cache_row(const Args& a, int b, int pos) {
   return ((i64)page * a.page_size + pos % a.page_size) * MLA_D;
 }
 
-// final store of one row-pair value pair: staged for the cluster merge, direct (bf16) or partial (f32)
+// final store of one row-pair value pair: direct (bf16) or partial (f32)
 __device__ __forceinline__ void store_o2(const Args& a, const Work& w, int r, int d, float v0, float v1) {
-  if (w.csize > 1) {
-    *reinterpret_cast<float2*>(w.stage + (r - w.row0) * MLA_XSTR + d) = make_float2(v0, v1);
-  } else if (w.ngroups == 1) {
+  if (w.nsplit == 1) {
     *reinterpret_cast<u32*>(a.out + ((i64)w.b * w.rows_total + r) * MLA_DV + d) = pack_bf16(v0, v1);
   } else {
     *reinterpret_cast<float2*>(a.part_o + ((i64)w.slot * w.rows_total + r) * MLA_DV + d) =
@@ -240,89 +222,8 @@ __device__ __forceinline__ void store_o2(const Args& a, const Work& w, int r, in
 }
 __device__ __forceinline__ void store_lse(const Args& a, const Work& w, int r, float m2, float l) {
   const float v = (l > 0.f) ? (m2 + lg2(l)) * 0.6931471805599453f : neg_inf();
-  if (w.csize > 1) w.stage[w.rows_cta * MLA_XSTR + (r - w.row0)] = v;
-  else if (w.ngroups == 1) a.lse[(i64)w.b * w.rows_total + r] = v;
+  if (w.nsplit == 1) a.lse[(i64)w.b * w.rows_total + r] = v;
   else a.part_lse[(i64)w.slot * w.rows_total + r] = v;
-}
-
-// Shared memory cluster_merge needs for `rows` rows: outputs, lse, merge weights.
-#define MLA_STAGE_BYTES(rows) ((rows) * (MLA_XSTR + 1 + MLA_MAX_CLUSTER) * 4)
-
-// The members of a cluster hold partial results over consecutive splits; merge them through
-// distributed shared memory so the cluster writes one result (final output when the sequence
-// has one cluster, else one partial slot), and the partial traffic through L2 shrinks csize-fold.
-// Member `crank` merges latent dims [crank*512/csize, (crank+1)*512/csize) of every row.
-__device__ __forceinline__ void cluster_merge(const Args& a, const Work& w) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const int R = w.rows_cta, C = w.csize, tid = threadIdx.x;
-  float* xo = w.stage;
-  float* xl = xo + R * MLA_XSTR;
-  float* xw = xl + R;  // [R][MLA_MAX_CLUSTER] normalised member weights
-  const int nrows = imin(R, w.rows_total - w.row0);
-  cluster_sync();  // every member's outputs and lse are staged and visible
-  if (tid < nrows) {
-    float lv[MLA_MAX_CLUSTER];
-    float mx = neg_inf();
-    const u32 la = smem_u32(xl + tid);
-#pragma unroll
-    for (int c = 0; c < MLA_MAX_CLUSTER; ++c) {
-      lv[c] = c < C ? ld_cluster(map_rank(la, c)) : neg_inf();
-      mx = fmaxf(mx, lv[c]);
-    }
-    float sum = 0.f;
-#pragma unroll
-    for (int c = 0; c < MLA_MAX_CLUSTER; ++c) {
-      lv[c] = (mx == neg_inf()) ? 0.f : ex2((lv[c] - mx) * 1.4426950408889634f);  // 0 for an empty member
-      sum += lv[c];
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-#pragma unroll
-    for (int c = 0; c < MLA_MAX_CLUSTER; ++c) xw[tid * MLA_MAX_CLUSTER + c] = lv[c] * inv;
-    if (w.crank == 0) {
-      const float v = sum > 0.f ? mx + lg2(sum) * 0.6931471805599453f : neg_inf();
-      const int r = w.row0 + tid;
-      if (w.ngroups == 1) a.lse[(i64)w.b * w.rows_total + r] = v;
-      else a.part_lse[(i64)w.slot * w.rows_total + r] = v;
-    }
-  }
-  __syncthreads();
-  const int W4 = (MLA_DV / 4) / C;  // float4 units of this member's slice per row
-  for (int u = tid; u < nrows * W4; u += MLA_THREADS) {
-    const int row = u / W4, d = (w.crank * W4 + u % W4) * 4;
-    const u32 la = smem_u32(xo + row * MLA_XSTR + d);
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int c = 0; c < C; ++c) {
-      const float wt = xw[row * MLA_MAX_CLUSTER + c];
-      if (wt == 0.f) continue;
-      const float4 v = ld_cluster4(map_rank(la, c));
-      acc.x += wt * v.x;
-      acc.y += wt * v.y;
-      acc.z += wt * v.z;
-      acc.w += wt * v.w;
-    }
-    const i64 r = w.row0 + row;
-    if (w.ngroups == 1) {
-      *reinterpret_cast<uint2*>(a.out + ((i64)w.b * w.rows_total + r) * MLA_DV + d) =
-          make_uint2(pack_bf16(acc.x, acc.y), pack_bf16(acc.z, acc.w));
-    } else {
-      *reinterpret_cast<float4*>(a.part_o + ((i64)w.slot * w.rows_total + r) * MLA_DV + d) = acc;
-    }
-  }
-  cluster_sync();  // no member leaves while another still reads its shared memory
-#endif
-}
-
-// Lets the combine kernel (launched with programmatic stream serialisation) start its launch
-// while this grid still runs; the combine waits for this grid's completion before reading.
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wait_for_primary_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
 }
 
 

@@ -13,7 +13,9 @@ namespace mla {
 // ------------------------------------------------------------------------------------------------
 // FP8: the pipeline stages hold raw fp8 entries (656 B per token) and each tile is expanded to
 // bf16 in one extra buffer before the tensor cores read it (one more barrier per tile).
-template <int MT, int T, int NST, bool FP8 = false>
+// BULK (sm_90, bf16): warp 0 loads each token's 1152-byte row with one bulk copy (lane = token),
+// completion on one mbarrier per stage, instead of 72 16-byte cp.async per token.
+template <int MT, int T, int NST, bool FP8 = false, bool BULK = false>
 struct MmaCfg {
   static constexpr int ROWS = 16 * MT;
   static constexpr int KROW = MLA_D + 8;  // bf16 per smem cache row: 1168 B, conflict-free ldmatrix
@@ -23,12 +25,14 @@ struct MmaCfg {
   static constexpr int KV_BYTES = FP8 ? STAGE_BYTES + T * KROW * 2 : NST * T * KROW * 2;
   static constexpr int RED_BYTES = 4 * ROWS * SSTR * 4;
   static constexpr int P_BYTES = ROWS * PSTR * 2;
-  static constexpr int SMEM = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
+  static constexpr int BAR_OFF = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
+  static constexpr int SMEM = BAR_OFF + (BULK ? NST * 8 : 0);
+  static_assert(BAR_OFF % 8 == 0 && (!BULK || (!FP8 && T == 32)), "bulk loads: bf16, one token per lane");
 };
 
-template <int MT, int T, int NST, bool FP8 = false>
+template <int MT, int T, int NST, bool FP8 = false, bool BULK = false>
 __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
-  typedef MmaCfg<MT, T, NST, FP8> C;
+  typedef MmaCfg<MT, T, NST, FP8, BULK> C;
   constexpr int ROWS = C::ROWS, KROW = C::KROW, SSTR = C::SSTR, PSTR = C::PSTR;
   constexpr int NTQ = T / 16;                      // n8 tiles per warp in QK
   constexpr int TPR = MLA_THREADS / ROWS;          // softmax threads per row
@@ -38,11 +42,8 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
   static_assert(EPT >= 1 && TPR <= 32, "tile shape");
 
-  static_assert(MLA_STAGE_BYTES(ROWS) <= C::KV_BYTES, "cluster staging reuses the cache tiles");
-  allow_dependent_launch();
   Work w;
   if (!make_work(a, ROWS, w)) return;
-  w.stage = reinterpret_cast<float*>(smem);  // the cache tiles' space, free after the main loop
 
   unsigned char* stage8 = smem;  // FP8 only: raw entries, NST stages
   u16* kvs = reinterpret_cast<u16*>(smem + C::STAGE_BYTES);
@@ -101,12 +102,44 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     }
     *reinterpret_cast<uint4*>(row + 512 + ld_sub * 8) = *reinterpret_cast<const uint4*>(e + 528 + ld_sub * 16);
   };
+  // BULK loader: warp 0, lane -> token; rows past the end are zeroed (PV multiplies them by 0)
+  u64* bars = reinterpret_cast<u64*>(smem + C::BAR_OFF);
+  auto bulk_src = [&](int t) -> const u16* {
+    const int pos = w.kv_begin + t * T + lane;
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  };
+  auto bulk_issue = [&](int t, const u16* src) {
+    const int st = t % NST;
+    u16* row = kvs + (st * T + lane) * KROW;
+    const u32 valid = __ballot_sync(0xffffffffu, src != nullptr);
+    if (src == nullptr) {
+#pragma unroll 8
+      for (int c = 0; c < 72; ++c) reinterpret_cast<uint4*>(row)[c] = make_uint4(0u, 0u, 0u, 0u);
+    }
+    fence_proxy_async_smem();
+    if (lane == 0) mbar_expect_bytes(bars + st, (u32)__popc(valid) * (MLA_D * 2));
+    __syncwarp();
+    if (src != nullptr) bulk_g2s(row, src, MLA_D * 2, bars + st);
+  };
+  const unsigned char* src_next = nullptr;
+  const u16* bulk_next = nullptr;
+  if constexpr (BULK) {
+    if (tid == 0)
+      for (int s = 0; s < NST; ++s) mbar_init(bars + s, 1);
+    __syncthreads();
+    if (warp == 0) {
+      for (int s = 0; s < NST - 1; ++s)
+        if (s < ntiles) bulk_issue(s, bulk_src(s));
+      bulk_next = bulk_src(NST - 1);
+    }
+  } else {
 #pragma unroll
-  for (int s = 0; s < NST - 1; ++s) {
-    if (s < ntiles) load_tile(s, tile_src(s));
-    cp_async_commit();
+    for (int s = 0; s < NST - 1; ++s) {
+      if (s < ntiles) load_tile(s, tile_src(s));
+      cp_async_commit();
+    }
+    src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
   }
-  const unsigned char* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -143,11 +176,20 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   float m_run = neg_inf(), l_run = 0.f;
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<NST - 2>();
-    __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
-    if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
-    cp_async_commit();
-    src_next = tile_src(t + NST);
+    if constexpr (BULK) {
+      mbar_wait(bars + t % NST, (u32)((t / NST) & 1));
+      __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
+      if (warp == 0) {
+        if (t + NST - 1 < ntiles) bulk_issue(t + NST - 1, bulk_next);
+        bulk_next = bulk_src(t + NST);
+      }
+    } else {
+      cp_async_wait<NST - 2>();
+      __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
+      if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
+      cp_async_commit();
+      src_next = tile_src(t + NST);
+    }
     if constexpr (FP8) {
       expand_tile(t % NST);
       __syncthreads();  // the bf16 tile is complete
@@ -297,7 +339,6 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
         store_o2(a, w, r, 64 * warp + 8 * n + 2 * c4, o[m][n][2 * hh] * inv, o[m][n][2 * hh + 1] * inv);
     }
   if (tid < ROWS && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
-  if (w.csize > 1) cluster_merge(a, w);
 }
 
 __device__ __forceinline__ void named_bar_sync(int id, int n) {

@@ -70,7 +70,6 @@ struct WgCfg {
   static constexpr int P_OFF = 3 * TILE_BYTES;       // 8192
   static constexpr int SMALL_OFF = P_OFF + 8192;     // alpha, l, m: 3 x 64 f32
   static constexpr int SMEM = SMALL_OFF + 3 * 64 * 4 + 1024;  // + alignment slack
-  static_assert(MLA_STAGE_BYTES(64) <= SMALL_OFF, "cluster staging must not reach l and m");
 };
 
 __device__ __forceinline__ u32 sw128_off(int row, int c16) {
@@ -79,12 +78,10 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
 
 __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
-  allow_dependent_launch();
   Work w;
   if (!make_work(a, 64, w)) return;
   const u32 raw = smem_u32(smem_raw);
   unsigned char* smem = smem_raw + (((raw + 1023u) & ~1023u) - raw);
-  w.stage = reinterpret_cast<float*>(smem);  // Q, cache tiles and P: free after the main loop
   const u32 sbase = smem_u32(smem);
   const u32 sQ = sbase + WgCfg::Q_OFF, sKV = sbase + WgCfg::KV_OFF, sP = sbase + WgCfg::P_OFF;
   unsigned char* pgen = smem + WgCfg::P_OFF;
@@ -230,7 +227,6 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     cp_async_commit();
   }
 
-  cp_async_wait<0>();  // an empty member still has Q in flight; the staging below overwrites it
   if (wg == 0) {
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -254,7 +250,6 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     if (r1 < w.rows_total) store_o2(a, w, r1, d, o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
   }
   if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
-  if (w.csize > 1) cluster_merge(a, w);
 #else
   asm volatile("trap;");
 #endif

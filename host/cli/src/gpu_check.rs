@@ -30,7 +30,7 @@ pub struct GpuCheckArgs {
     /// Skip the kernel and end-to-end checks (benchmark only).
     #[arg(long)]
     bench_only: bool,
-    /// With the benchmark: also time batch 1 under every (chunk, cluster) split plan.
+    /// With the benchmark: also time batch 1 and 64 under fixed (kernel, chunk) split plans.
     #[arg(long)]
     sweep: bool,
 }

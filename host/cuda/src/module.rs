@@ -74,21 +74,21 @@ impl Kernels {
 
     /// Launches `name` on the backend's stream. Shared memory above 48 KB is enabled per launch.
     pub fn launch(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
-        self.launch_with(name, grid, block, smem, args, Launch::default())
-    }
-
-    /// As `launch`, with thread-block clusters along y and/or programmatic stream serialisation
-    /// (the kernel may start while the previous one on the stream finishes; it must wait with
-    /// `griddepcontrol.wait` before reading that kernel's results).
-    pub fn launch_with(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg], how: Launch) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(()); // nothing to do (an empty batch part)
         }
-        if how.cluster_y > 1 && grid.1 % how.cluster_y != 0 {
-            return Err(CudaError::launch(name, format!("grid y {} is not a multiple of the cluster size {}", grid.1, how.cluster_y)));
-        }
         let f = self.function(name)?;
-        self.prepare(f, name, smem, how.cluster_y)?;
+        if smem > 48 * 1024 {
+            // SAFETY: a valid function handle and a documented attribute.
+            unsafe {
+                result::function::set_function_attribute(
+                    f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            }
+            .ctx(name)?;
+        }
         let mut values: Vec<u64> = args
             .iter()
             .map(|a| match *a {
@@ -98,93 +98,10 @@ impl Kernels {
             })
             .collect();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
-        if how == Launch::default() {
-            // SAFETY: each parameter points at 8 bytes whose low bytes hold the value (little-endian),
-            // which is how the driver reads 4- and 8-byte parameters; the values outlive the call,
-            // which copies them. Pointer arguments come from live allocations of this context.
-            return unsafe { result::launch_kernel(f, grid, (block, 1, 1), smem, self.gpu.stream, &mut params) }.ctx(name);
-        }
-        let mut attrs = launch_attributes(how);
-        let config = launch_config(grid, block, smem, self.gpu.stream, &mut attrs);
-        // SAFETY: as for `launch_kernel` above; `config` points at `attrs`, both alive for the call.
-        unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }.result().ctx(name)
-    }
-
-    /// How many clusters of `cluster_y` CTAs of `name` can be resident at once (0: none fits).
-    pub fn max_active_clusters(&self, name: &'static str, block: u32, smem: u32, cluster_y: u32) -> Result<usize> {
-        let f = self.function(name)?;
-        self.prepare(f, name, smem, cluster_y)?;
-        let mut attrs = launch_attributes(Launch { cluster_y, programmatic: false });
-        let config = launch_config((1, cluster_y, 1), block, smem, self.gpu.stream, &mut attrs);
-        let mut n: std::ffi::c_int = 0;
-        // SAFETY: a valid function handle; `config` and `attrs` outlive the call; `n` is written.
-        unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, f, &config) }.result().ctx(name)?;
-        Ok(n.max(0) as usize)
-    }
-
-    /// Per-function attributes a launch needs: dynamic shared memory above 48 KB, and clusters
-    /// above the portable size of 8.
-    fn prepare(&self, f: sys::CUfunction, name: &'static str, smem: u32, cluster_y: u32) -> Result<()> {
-        use sys::CUfunction_attribute::*;
-        if smem > 48 * 1024 {
-            // SAFETY: a valid function handle and a documented attribute.
-            unsafe { result::function::set_function_attribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32) }.ctx(name)?;
-        }
-        if cluster_y > 8 {
-            // SAFETY: as above.
-            unsafe { result::function::set_function_attribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) }.ctx(name)?;
-        }
-        Ok(())
-    }
-}
-
-/// Launch options beyond grid, block and shared memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Launch {
-    /// Thread-block cluster size along y (1: no cluster).
-    pub cluster_y: u32,
-    /// Programmatic stream serialisation (programmatic dependent launch).
-    pub programmatic: bool,
-}
-
-impl Default for Launch {
-    fn default() -> Self {
-        Self { cluster_y: 1, programmatic: false }
-    }
-}
-
-fn launch_attributes(how: Launch) -> Vec<sys::CUlaunchAttribute> {
-    use sys::CUlaunchAttributeID::*;
-    let mut attrs = Vec::new();
-    if how.cluster_y > 1 {
-        // SAFETY: an all-zero attribute is a valid starting value (plain C data).
-        let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        a.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-        a.value.clusterDim = sys::CUlaunchAttributeValue_union__bindgen_ty_1 { x: 1, y: how.cluster_y, z: 1 };
-        attrs.push(a);
-    }
-    if how.programmatic {
-        // SAFETY: as above.
-        let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        a.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        a.value.programmaticStreamSerializationAllowed = 1;
-        attrs.push(a);
-    }
-    attrs
-}
-
-fn launch_config(grid: (u32, u32, u32), block: u32, smem: u32, stream: sys::CUstream, attrs: &mut [sys::CUlaunchAttribute]) -> sys::CUlaunchConfig {
-    sys::CUlaunchConfig {
-        gridDimX: grid.0,
-        gridDimY: grid.1,
-        gridDimZ: grid.2,
-        blockDimX: block,
-        blockDimY: 1,
-        blockDimZ: 1,
-        sharedMemBytes: smem,
-        hStream: stream,
-        attrs: attrs.as_mut_ptr(),
-        numAttrs: attrs.len() as u32,
+        // SAFETY: each parameter points at 8 bytes whose low bytes hold the value (little-endian),
+        // which is how the driver reads 4- and 8-byte parameters; the values outlive the call,
+        // which copies them. Pointer arguments come from live allocations of this context.
+        unsafe { result::launch_kernel(f, grid, (block, 1, 1), smem, self.gpu.stream, &mut params) }.ctx(name)
     }
 }
 

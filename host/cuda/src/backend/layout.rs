@@ -105,7 +105,7 @@ impl BatchLayout {
                 let lens: Vec<usize> = seqs.iter().map(|&i| batch[i].start_pos + batch[i].tokens.len()).collect();
                 let plan = if let (Some(b), 1) = (bucket, q_len) {
                     let uniform = plan_splits(&vec![b; lens.len()], 1, heads, target, fp8);
-                    SplitPlan::with_chunk(uniform.kernel, uniform.chunk, uniform.cluster, uniform.max_splits, &lens)
+                    SplitPlan::with_chunk(uniform.kernel, uniform.chunk, uniform.max_splits, &lens)
                 } else if q_len == 1 {
                     plan_splits(&lens, 1, heads, target, fp8)
                 } else {

@@ -50,7 +50,7 @@ pub struct CudaBackend {
     cfg: ModelConfig,
     gpu: Arc<Gpu>,
     kernels: Kernels,
-    /// Resident CTAs per decode kernel and cluster size, for the split plans.
+    /// What the split plans know of the GPU.
     decode_target: DecodeTarget,
     blas: Blas,
     weights: GpuWeights,
@@ -85,7 +85,7 @@ impl CudaBackend {
         };
         let gpu = Gpu::open(opts.ordinal)?;
         let kernels = Kernels::load(&gpu)?;
-        let decode_target = DecodeTarget::query(&kernels)?;
+        let decode_target = DecodeTarget::of(&gpu);
         let blas = Blas::new(&gpu)?;
         let weights = GpuWeights::upload(&gpu, &cfg, host_weights)?;
         let mut workspace = None;

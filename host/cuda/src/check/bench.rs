@@ -5,7 +5,7 @@
 use super::{bf16s, Rng};
 use crate::gpu::DeviceBuffer;
 use crate::graph::{copy_bandwidth, Graph, Timer};
-use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan, CLUSTER_SIZES};
+use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
 use crate::kernels::layers::cache_entry_bytes;
 use crate::kernels::View;
 use crate::module::Kernels;
@@ -19,8 +19,6 @@ pub struct BenchRow {
     pub batch: usize,
     pub ctx: usize,
     pub splits: usize,
-    /// Splits per thread-block cluster.
-    pub cluster: usize,
     pub chunk: usize,
     pub us: f64,
     pub gbps: f64,
@@ -32,7 +30,7 @@ fn v(b: &DeviceBuffer) -> View {
 }
 
 /// Times one decode shape: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
-/// or an fp8 cache; one row per plan (`None`: the heuristic's; (kernel, chunk, cluster): a fixed one),
+/// or an fp8 cache; one row per plan (`None`: the heuristic's; (kernel, chunk): a fixed one),
 /// all over the same inputs.
 #[allow(clippy::too_many_arguments)]
 fn bench_shape(
@@ -44,7 +42,7 @@ fn bench_shape(
     ctx: usize,
     fp8: bool,
     generic: bool,
-    plans: &[Option<(DecodeKernel, usize, usize)>],
+    plans: &[Option<(DecodeKernel, usize)>],
 ) -> Result<Vec<BenchRow>> {
     let gpu = k.gpu();
     let (page, d) = (64usize, 576usize);
@@ -64,9 +62,7 @@ fn bench_shape(
         .iter()
         .map(|fixed| match *fixed {
             None => plan_splits(&lens, 1, heads, target, fp8),
-            Some((kernel, chunk, cluster)) => {
-                SplitPlan::with_chunk(kernel, chunk, cluster, ctx.div_ceil(chunk).div_ceil(cluster), &lens)
-            }
+            Some((kernel, chunk)) => SplitPlan::with_chunk(kernel, chunk, ctx.div_ceil(chunk), &lens),
         })
         .collect();
     let q = DeviceBuffer::from_slice(gpu, &bf16s(&rng.vec(batch * heads * d, 1.0)))?;
@@ -144,8 +140,8 @@ fn bench_shape(
         (true, true) => "generic_fp8".into(),
         (true, false) => "generic_bf16".into(),
     };
-    let (splits, cluster, chunk) = if generic { (1, 1, ctx) } else { (plan.max_splits * plan.cluster, plan.cluster, plan.chunk) };
-    rows.push(BenchRow { kernel, heads, batch, ctx, splits, cluster, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 });
+    let (splits, chunk) = if generic { (1, ctx) } else { (plan.max_splits, plan.chunk) };
+    rows.push(BenchRow { kernel, heads, batch, ctx, splits, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 });
     }
     Ok(rows)
 }
@@ -153,11 +149,11 @@ fn bench_shape(
 /// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
 /// dtype comparison; returns (copy GB/s, rows, a markdown table, JSON lines).
 /// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
-/// dtype comparison; with `sweep`, batch 1 and 64 under every (chunk, cluster) plan as well. Returns
+/// dtype comparison; with `sweep`, batch 1 and 64 under fixed (kernel, chunk) plans as well. Returns
 /// (copy GB/s, rows, a markdown table, JSON lines of the main rows).
 pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f64, Vec<BenchRow>, String, String)> {
     let mut rng = Rng::new(seed);
-    let target = DecodeTarget::query(k)?;
+    let target = DecodeTarget::of(k.gpu());
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
     for &heads in &[16usize, 128] {
@@ -177,50 +173,33 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     for r in &rows {
         let _ = writeln!(
             json,
-            "{{\"kernel\":\"{}\",\"heads\":{},\"batch\":{},\"ctx\":{},\"splits\":{},\"cluster\":{},\"us\":{:.3},\"gbps\":{:.1},\"tflops\":{:.2},\"copy_gbps\":{:.1}}}",
-            r.kernel, r.heads, r.batch, r.ctx, r.splits, r.cluster, r.us, r.gbps, r.tflops, copy
+            "{{\"kernel\":\"{}\",\"heads\":{},\"batch\":{},\"ctx\":{},\"splits\":{},\"chunk\":{},\"us\":{:.3},\"gbps\":{:.1},\"tflops\":{:.2},\"copy_gbps\":{:.1}}}",
+            r.kernel, r.heads, r.batch, r.ctx, r.splits, r.chunk, r.us, r.gbps, r.tflops, copy
         );
     }
     if sweep {
         let mut swept = Vec::new();
-        // 16 heads: the 2-CTA/SM kernel and the 5-stage one; batch 1 also without the combine's
-        // programmatic launch
-        let variants = [(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
+        let mut variants = vec![(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
+        if target.hopper {
+            variants.extend([(16, DecodeKernel::BulkMmaR16S2), (16, DecodeKernel::BulkMmaR16)]);
+        }
         for (heads, kernel) in variants {
-            let _ = writeln!(
-                table,
-                "\nresident CTAs of {} by cluster size {:?}: {:?}",
-                kernel.name(),
-                CLUSTER_SIZES,
-                CLUSTER_SIZES.map(|c| target.resident(kernel, c))
-            );
             for (batch, ctx) in [(1usize, 4096usize), (1, 32768), (64, 4096), (64, 32768)] {
-                if batch == 64 && kernel == DecodeKernel::MmaR16 {
+                if batch == 64 && kernel.per_sm() == 1 && heads == 16 {
                     continue;
                 }
                 let mut plans = vec![None];
-                for c in CLUSTER_SIZES.into_iter().filter(|&c| target.resident(kernel, c) > 0) {
-                    for chunk in [64usize, 128, 256, 512, 1024, 2048, 4096, 8192] {
-                        let splits = ctx.div_ceil(chunk);
-                        // batch 64 fills the GPU with few splits
-                        if splits >= c && splits <= 1024 && (batch == 1 || splits <= 8) {
-                            plans.push(Some((kernel, chunk, c)));
-                        }
+                for chunk in [64usize, 128, 256, 512, 1024, 4096] {
+                    let splits = ctx.div_ceil(chunk);
+                    // batch 64 fills the GPU with few splits
+                    if splits <= 1024 && (batch == 1 || splits <= 8) {
+                        plans.push(Some((kernel, chunk)));
                     }
                 }
                 swept.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans)?);
-                if batch == 1 {
-                    decode::set_programmatic_combine(false);
-                    let plain = bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans[1..]);
-                    decode::set_programmatic_combine(true);
-                    swept.extend(plain?.into_iter().map(|mut r| {
-                        r.kernel += " (no PDL)";
-                        r
-                    }));
-                }
             }
         }
-        table += "\n### batch 1 and 64 under every plan (first row of each shape: the heuristic's)\n";
+        table += "\n### batch 1 and 64 under fixed plans (first row of each shape: the heuristic's)\n";
         table += &rows_table(&swept, copy);
         rows.extend(swept);
     }
@@ -228,12 +207,12 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
 }
 
 fn rows_table(rows: &[BenchRow], copy: f64) -> String {
-    let mut t = String::from("| kernel | heads | batch | ctx | chunk | cluster | splits | us | GB/s | % copy | TFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut t = String::from("| kernel | heads | batch | ctx | chunk | splits | us | GB/s | % copy | TFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
-            r.kernel, r.heads, r.batch, r.ctx, r.chunk, r.cluster, r.splits, r.us, r.gbps, 100.0 * r.gbps / copy, r.tflops
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
+            r.kernel, r.heads, r.batch, r.ctx, r.chunk, r.splits, r.us, r.gbps, 100.0 * r.gbps / copy, r.tflops
         );
     }
     t

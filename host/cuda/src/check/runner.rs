@@ -16,7 +16,7 @@ pub struct CheckOptions {
     pub bench: bool,
     pub bench_only: bool,
     pub bench_json: Option<PathBuf>,
-    /// Also time batch 1 under every (chunk, cluster) split plan.
+    /// Also time batch 1 and 64 under fixed (kernel, chunk) split plans.
     pub sweep: bool,
     pub seed: u64,
 }

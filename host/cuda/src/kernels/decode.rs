@@ -3,9 +3,8 @@
 //! mla_prefill.cu (any latent width, bf16 or fp8 cache). See kernels/NOTES.md §4.
 
 use super::{ensure, View};
-use crate::module::{Arg, Kernels, Launch};
+use crate::module::{Arg, Kernels};
 use crate::Result;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const FAST_KV_LORA: usize = 512;
 pub const FAST_ROPE: usize = 64;
@@ -21,6 +20,9 @@ pub enum DecodeKernel {
     /// fp8 cache (656-byte entries): the mma kernels with each tile expanded to bf16 in smem.
     Fp8MmaR16S2,
     Fp8MmaR16,
+    /// sm_90: the 16-row mma kernels loading each token's row with one bulk copy.
+    BulkMmaR16S2,
+    BulkMmaR16,
 }
 
 impl DecodeKernel {
@@ -45,25 +47,31 @@ impl DecodeKernel {
             Self::WgmmaR64 => "mla_decode_wgmma_r64",
             Self::Fp8MmaR16S2 => "mla_decode_fp8_mma_r16_t32_s2",
             Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
+            Self::BulkMmaR16S2 => "mla_decode_bulk_mma_r16_t32_s2",
+            Self::BulkMmaR16 => "mla_decode_bulk_mma_r16_t32",
         }
     }
 
-    pub const ALL: [Self; 6] = [Self::MmaR16S2, Self::MmaR16, Self::MmaR32, Self::WgmmaR64, Self::Fp8MmaR16S2, Self::Fp8MmaR16];
 
     pub fn is_fp8(self) -> bool {
         matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16)
     }
 
+    /// Whether the kernel needs sm_90 (wgmma or bulk copies).
+    pub fn needs_hopper(self) -> bool {
+        matches!(self, Self::WgmmaR64 | Self::BulkMmaR16S2 | Self::BulkMmaR16)
+    }
+
     fn rows(self) -> usize {
         match self {
-            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 => 16,
+            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::BulkMmaR16S2 | Self::BulkMmaR16 => 16,
             Self::MmaR32 => 32,
             Self::WgmmaR64 => 64,
         }
     }
 
-    fn per_sm(self) -> usize {
-        if matches!(self, Self::MmaR16S2 | Self::Fp8MmaR16S2) {
+    pub fn per_sm(self) -> usize {
+        if matches!(self, Self::MmaR16S2 | Self::Fp8MmaR16S2 | Self::BulkMmaR16S2) {
             2
         } else {
             1
@@ -78,72 +86,25 @@ impl DecodeKernel {
             Self::Fp8MmaR16 => fp8(4),
             Self::MmaR16S2 => mma(16, 2),
             Self::MmaR16 => mma(16, 5),
+            Self::BulkMmaR16S2 => mma(16, 2) + 2 * 8,
+            Self::BulkMmaR16 => mma(16, 5) + 5 * 8,
             Self::MmaR32 => mma(32, 5),
             Self::WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
         }
     }
 }
 
-/// Cluster sizes the decode kernels support (MLA_MAX_CLUSTER in mla_decode_common.cuh).
-pub const CLUSTER_SIZES: [usize; 5] = [1, 2, 4, 8, 16];
-
-/// What the split heuristic knows of the GPU: how many CTAs of each decode kernel can be resident
-/// at once for each cluster size (0: that size cannot launch; clusters need sm_90).
-#[derive(Debug, Clone)]
+/// What the split heuristic knows of the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeTarget {
     pub num_sms: usize,
+    /// sm_90: the wgmma and bulk-copy kernels are available.
     pub hopper: bool,
-    resident: Vec<(DecodeKernel, [usize; 5])>,
 }
 
 impl DecodeTarget {
-    /// Asks the driver (cuOccupancyMaxActiveClusters) for every kernel and cluster size.
-    pub fn query(k: &Kernels) -> Result<Self> {
-        let gpu = k.gpu();
-        let (num_sms, hopper) = (gpu.info.multiprocessors as usize, gpu.is_hopper());
-        let mut resident = Vec::new();
-        for kernel in DecodeKernel::ALL {
-            if kernel == DecodeKernel::WgmmaR64 && !hopper {
-                continue;
-            }
-            let mut r = [num_sms * kernel.per_sm(), 0, 0, 0, 0];
-            if hopper {
-                for (i, &c) in CLUSTER_SIZES.iter().enumerate().skip(1) {
-                    r[i] = k.max_active_clusters(kernel.name(), 256, kernel.smem() as u32, c as u32).unwrap_or(0) * c;
-                }
-            }
-            resident.push((kernel, r));
-        }
-        Ok(Self { num_sms, hopper, resident })
-    }
-
-    /// A model for tests and for planning without a device: on sm_90, GPCs of 16 SMs each hold
-    /// whole clusters.
-    pub fn modelled(num_sms: usize, hopper: bool) -> Self {
-        let resident = DecodeKernel::ALL
-            .iter()
-            .map(|&kernel| {
-                let per_sm = kernel.per_sm();
-                let mut r = [num_sms * per_sm, 0, 0, 0, 0];
-                if hopper {
-                    for (i, &c) in CLUSTER_SIZES.iter().enumerate().skip(1) {
-                        r[i] = (num_sms / 16) * (16 * per_sm / c) * c;
-                    }
-                }
-                (kernel, r)
-            })
-            .collect();
-        Self { num_sms, hopper, resident }
-    }
-
-    /// Resident CTAs of `kernel` launched in clusters of `cluster`.
-    pub fn resident(&self, kernel: DecodeKernel, cluster: usize) -> usize {
-        let i = CLUSTER_SIZES.iter().position(|&c| c == cluster);
-        match (self.resident.iter().find(|(k, _)| *k == kernel), i) {
-            (Some((_, r)), Some(i)) => r[i],
-            (None, Some(0)) => self.num_sms * kernel.per_sm(),
-            _ => 0,
-        }
+    pub fn of(gpu: &crate::Gpu) -> Self {
+        Self { num_sms: gpu.info.multiprocessors as usize, hopper: gpu.is_hopper() }
     }
 }
 
@@ -153,64 +114,54 @@ pub struct SplitPlan {
     pub kernel: DecodeKernel,
     /// Tokens per split, a multiple of 64.
     pub chunk: usize,
-    /// Splits per thread-block cluster; a cluster merges its splits on chip into one result.
-    pub cluster: usize,
-    /// Exclusive prefix sums of the clusters per sequence (length B + 1): each cluster writes
-    /// one partial slot, or the output when its sequence has one cluster.
+    /// Exclusive prefix sums of the splits per sequence (length B + 1).
     pub offsets: Vec<i32>,
-    /// Clusters of the longest sequence.
     pub max_splits: usize,
 }
 
 impl SplitPlan {
-    /// Partial slots the combine merges (one per cluster).
     pub fn total_splits(&self) -> usize {
         *self.offsets.last().unwrap_or(&0) as usize
     }
 
-    /// Whether the combine runs: whenever the grid has room for several clusters per sequence (a
-    /// sequence with one is skipped inside it), so a captured graph stays valid as lengths change.
+    /// Whether the combine runs: whenever the grid has room for several splits (a sequence
+    /// with one split is skipped inside it), so a captured graph stays valid as lengths change.
     pub fn needs_combine(&self) -> bool {
         self.max_splits > 1
     }
 
-    /// CTAs along the grid's y axis.
-    pub fn grid_splits(&self) -> usize {
-        self.max_splits * self.cluster
-    }
-
-    /// A plan with a fixed `chunk`, cluster and grid (`max_splits` clusters), e.g. chosen for a
-    /// length bucket: each sequence gets ceil(len / chunk) splits in at most `max_splits` clusters.
-    pub fn with_chunk(kernel: DecodeKernel, chunk: usize, cluster: usize, max_splits: usize, seq_lens: &[usize]) -> Self {
+    /// A plan with a fixed `chunk` and grid (`max_splits`), e.g. chosen for a length bucket:
+    /// each sequence gets ceil(len / chunk) splits, at most `max_splits`.
+    pub fn with_chunk(kernel: DecodeKernel, chunk: usize, max_splits: usize, seq_lens: &[usize]) -> Self {
         let mut offsets = vec![0i32];
         for &l in seq_lens {
-            let s = l.div_ceil(chunk).div_ceil(cluster).clamp(1, max_splits);
+            let s = l.div_ceil(chunk).clamp(1, max_splits);
             offsets.push(offsets.last().copied().unwrap_or(0) + s as i32);
         }
-        Self { kernel, chunk, cluster, offsets, max_splits }
+        Self { kernel, chunk, offsets, max_splits }
     }
 
     /// One split per sequence (prefill chunks: the rows already fill the GPU).
     pub fn single(kernel: DecodeKernel, seq_lens: &[usize]) -> Self {
         let max_len = seq_lens.iter().copied().max().unwrap_or(1).max(1);
-        Self { kernel, chunk: max_len.div_ceil(64) * 64, cluster: 1, offsets: (0..=seq_lens.len() as i32).collect(), max_splits: 1 }
+        Self { kernel, chunk: max_len.div_ceil(64) * 64, offsets: (0..=seq_lens.len() as i32).collect(), max_splits: 1 }
     }
 }
 
-/// Cost of a cluster's on-chip merge, in 64-token tile times (kernels/NOTES.md §8).
-const CLUSTER_MERGE_COST: f64 = 0.5;
-
-/// The split heuristic of NOTES.md §4 and §8: waves of CTAs over the resident slots, each wave
-/// costing its longest split in 64-token tiles plus fill, plus the cluster merge, plus the
-/// combine's partial traffic when a sequence keeps several partials. Clusters are tried only
-/// while the batch alone does not fill the GPU (where splitting matters).
+/// The split heuristic of NOTES.md §4 and §8 (costs in units of one 64-token tile streamed by a
+/// CTA alone on its SM): waves of CTAs over the resident slots, each wave costing its longest
+/// split's tiles plus fill; a tile costs 1.75x when two CTAs share an SM (they share its
+/// throughput, gaining ~14%); plus the combine's fixed cost and its partial traffic.
 pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &DecodeTarget, fp8: bool) -> SplitPlan {
     let kernel = DecodeKernel::choose(q_len, heads, target.hopper, fp8);
     let rows_per_seq = q_len * heads;
     let rt = rows_per_seq.div_ceil(kernel.rows());
-    let slots = target.resident(kernel, 1).max(1);
+    let num_sms = target.num_sms.max(1);
+    let slots = num_sms * kernel.per_sm();
     let max_len = seq_lens.iter().copied().max().unwrap_or(1).max(1);
     let max_ns = max_len.div_ceil(64).min(4 * slots).min(MAX_SPLITS);
+    let mut best: Option<(f64, usize, Vec<usize>)> = None;
+    let mut last_chunk = 0;
     let candidates: Vec<usize> = if seq_lens.len() > 64 {
         // large ragged batches: a short ladder keeps the host cost O(40 B)
         let mut c: Vec<usize> = (1..=16.min(max_ns)).collect();
@@ -223,43 +174,32 @@ pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &Deco
     } else {
         (1..=max_ns).collect()
     };
-    let clusters: Vec<usize> = if rt * seq_lens.len() < slots {
-        CLUSTER_SIZES.iter().copied().filter(|&c| target.resident(kernel, c) > 0).collect()
-    } else {
-        vec![1]
-    };
-    let mut best: Option<(f64, usize, usize, Vec<usize>)> = None;
-    for &cluster in &clusters {
-        let resident = target.resident(kernel, cluster).max(1);
-        let mut last_chunk = 0;
-        for &ns in &candidates {
-            let chunk = max_len.div_ceil(ns).div_ceil(64) * 64;
-            if chunk == last_chunk {
-                continue;
-            }
-            last_chunk = chunk;
-            let groups: Vec<usize> = seq_lens.iter().map(|&l| l.div_ceil(chunk).div_ceil(cluster).max(1)).collect();
-            let ctas = rt * cluster * groups.iter().sum::<usize>();
-            let waves = ctas.div_ceil(resident);
-            let mut cost = waves as f64 * (chunk as f64 / 64.0 + 2.0);
-            if cluster > 1 {
-                cost += CLUSTER_MERGE_COST;
-            }
-            let multi: usize = groups.iter().filter(|&&s| s > 1).sum();
-            if multi > 0 {
-                cost += 1.0 + (multi * rows_per_seq * 512 * 8) as f64 / (64.0 * 1152.0 * slots as f64);
-            }
-            if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
-                best = Some((cost, chunk, cluster, groups));
-            }
+    for ns in candidates {
+        let chunk = max_len.div_ceil(ns).div_ceil(64) * 64;
+        if chunk == last_chunk {
+            continue;
+        }
+        last_chunk = chunk;
+        let splits: Vec<usize> = seq_lens.iter().map(|&l| l.div_ceil(chunk).max(1)).collect();
+        let ctas = rt * splits.iter().sum::<usize>();
+        let waves = ctas.div_ceil(slots);
+        let shared_sm = ctas.min(slots) > num_sms;
+        let tile = if shared_sm { 1.75 } else { 1.0 };
+        let mut cost = waves as f64 * (chunk as f64 / 64.0 * tile + 2.5);
+        let multi: usize = splits.iter().filter(|&&s| s > 1).sum();
+        if multi > 0 {
+            cost += 1.25 + (multi * rows_per_seq * 512 * 8) as f64 / (64.0 * 1152.0 * num_sms as f64);
+        }
+        if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
+            best = Some((cost, chunk, splits));
         }
     }
-    let (_, chunk, cluster, groups) = best.unwrap_or((0.0, 64, 1, vec![1; seq_lens.len()]));
+    let (_, chunk, splits) = best.unwrap_or((0.0, 64, vec![1; seq_lens.len()]));
     let mut offsets = vec![0i32];
-    for s in &groups {
+    for s in &splits {
         offsets.push(offsets.last().copied().unwrap_or(0) + *s as i32);
     }
-    SplitPlan { kernel, chunk, cluster, offsets, max_splits: groups.iter().copied().max().unwrap_or(1) }
+    SplitPlan { kernel, chunk, offsets, max_splits: splits.iter().copied().max().unwrap_or(1) }
 }
 
 /// Buffers of one fast decode launch (one layer).
@@ -295,24 +235,13 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
-/// Whether the combine is launched with programmatic stream serialisation on sm_90 (on by
-/// default; the benchmark turns it off to measure what it buys).
-static PROGRAMMATIC_COMBINE: AtomicBool = AtomicBool::new(true);
-
-pub fn set_programmatic_combine(on: bool) {
-    PROGRAMMATIC_COMBINE.store(on, Ordering::Relaxed);
-}
-
 /// Launches the decode kernel (and the combine when any sequence is split).
 pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan) -> Result<()> {
     let name = plan.kernel.name();
     ensure(name, s.q_len >= 1 && s.heads >= 1 && s.page_size >= 1, || "q_len, heads and page size must be positive".into())?;
     ensure(name, plan.offsets.len() == s.batch + 1, || format!("plan for {} sequences, batch of {}", plan.offsets.len() - 1, s.batch))?;
-    ensure(name, plan.chunk % 64 == 0 && plan.grid_splits() <= MAX_SPLITS, || format!("bad split plan (chunk {})", plan.chunk))?;
-    ensure(name, CLUSTER_SIZES.contains(&plan.cluster) && (plan.cluster == 1 || k.gpu().is_hopper()), || {
-        format!("cluster size {} (1, 2, 4, 8 or 16; above 1 needs sm_90)", plan.cluster)
-    })?;
-    ensure(name, plan.kernel != DecodeKernel::WgmmaR64 || k.gpu().is_hopper(), || "the wgmma kernel needs sm_90a".into())?;
+    ensure(name, plan.chunk % 64 == 0 && plan.max_splits <= MAX_SPLITS, || format!("bad split plan (chunk {})", plan.chunk))?;
+    ensure(name, !plan.kernel.needs_hopper() || k.gpu().is_hopper(), || "this kernel needs sm_90a".into())?;
     let (b, rows) = (s.batch, s.q_len * s.heads);
     let slots = plan.total_splits();
     let split = plan.needs_combine();
@@ -333,19 +262,17 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::I32(plan.chunk as i32),
         Arg::F32(s.scale),
     ];
-    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.grid_splits() as u32, b as u32);
-    k.launch_with(name, grid, 256, plan.kernel.smem() as u32, &args, Launch { cluster_y: plan.cluster as u32, programmatic: false })?;
+    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
+    k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
     if split {
-        // on sm_90 the combine launches while the decode grid drains and waits for it on chip
-        let how = Launch { cluster_y: 1, programmatic: k.gpu().is_hopper() && PROGRAMMATIC_COMBINE.load(Ordering::Relaxed) };
-        k.launch_with("mla_decode_combine", (rows as u32, b as u32, 4), 256, 0, &[
+        k.launch("mla_decode_combine", (rows as u32, b as u32, 4), 256, 0, &[
             Arg::Ptr(io.part_o.ptr),
             Arg::Ptr(io.part_lse.ptr),
             Arg::Ptr(io.split_offsets.ptr),
             Arg::Ptr(io.out.ptr),
             Arg::Ptr(io.lse.ptr),
             Arg::I32(rows as i32),
-        ], how)?;
+        ])?;
     }
     Ok(())
 }
@@ -412,12 +339,22 @@ mod tests {
     #[test]
     fn plan_matches_the_measured_choices() {
         // NOTES.md §4 (132 SMs): s2 1x4K -> 64 splits of 64; batch 64 x 4K -> 4 splits.
-        let t = DecodeTarget::modelled(132, false);
+        let t = DecodeTarget { num_sms: 132, hopper: true };
         let p = plan_splits(&[4096], 1, 16, &t, false);
-        assert_eq!((p.kernel, p.chunk, p.max_splits, p.cluster), (DecodeKernel::MmaR16S2, 64, 64, 1));
-        let t = DecodeTarget::modelled(132, true);
+        assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::MmaR16S2, 64, 64));
+        // 1 x 32K: 128 splits of 256 (H200 sweep: 20.9 us against 23.9 for 256 splits of 128)
+        let p = plan_splits(&[32768], 1, 16, &t, false);
+        assert_eq!(p.chunk, 256);
+        let p = plan_splits(&[32768], 1, 128, &t, false);
+        assert_eq!(p.chunk, 512);
+        let p = plan_splits(&[4096], 1, 128, &t, false);
+        assert_eq!(p.chunk, 128);
         let p = plan_splits(&[4096; 64], 1, 16, &t, false);
-        assert_eq!((p.grid_splits(), p.chunk), (4, 1024));
+        assert_eq!(p.max_splits, 4);
+        let p = plan_splits(&[32768; 64], 1, 16, &t, false);
+        assert_eq!(p.max_splits, 4);
+        let p = plan_splits(&[4096; 128], 1, 16, &t, false);
+        assert_eq!(p.max_splits, 2);
         let p = plan_splits(&[4096; 64], 1, 128, &t, false);
         assert_eq!((p.kernel, p.max_splits), (DecodeKernel::WgmmaR64, 1));
         assert_eq!(p.offsets.len(), 65);
