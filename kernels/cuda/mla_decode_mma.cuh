@@ -5,17 +5,16 @@
 namespace mla {
 
 // ------------------------------------------------------------------------------------------------
-// mma.sync kernel: ROWS = 16*MT query rows per CTA, T-token tiles, NST-stage cp.async pipeline.
-// 8 warps. QK: warp (ks = warp&3, th = warp>>2) multiplies its Q slice (dims 144ks..144ks+143,
-// kept in registers) with tokens th*T/2..th*T/2+T/2-1; the 4 K-split partials meet in shared
-// memory. Softmax: 256/ROWS threads per row. PV: warp w owns latent dims 64w..64w+63.
+// mma.sync kernel: ROWS = 16*MT query rows per CTA, T-token tiles, NST-stage cp.async pipeline,
+// NW warps (8, or 16 where a CTA is alone on its SM and latency, not bandwidth, bounds a tile).
+// QK: warp (ks = warp&3, th = warp>>2) multiplies its Q slice (dims 144ks..144ks+143, kept in
+// registers) with the th-th of NW/4 token groups; the 4 K-split partials meet in shared memory.
+// Softmax: 32*NW/ROWS threads per row. PV: warp w owns latent dims (512/NW)*w .. +512/NW-1.
 // Every cache byte is read once per CTA; with H=16, q_len=1 there is one CTA per (seq, split).
 // ------------------------------------------------------------------------------------------------
 // FP8: the pipeline stages hold raw fp8 entries (656 B per token) and each tile is expanded to
 // bf16 in one extra buffer before the tensor cores read it (one more barrier per tile).
-// BULK (sm_90, bf16): warp 0 loads each token's 1152-byte row with one bulk copy (lane = token),
-// completion on one mbarrier per stage, instead of 72 16-byte cp.async per token.
-template <int MT, int T, int NST, bool FP8 = false, bool BULK = false>
+template <int MT, int T, int NST, bool FP8 = false, int NW = 8>
 struct MmaCfg {
   static constexpr int ROWS = 16 * MT;
   static constexpr int KROW = MLA_D + 8;  // bf16 per smem cache row: 1168 B, conflict-free ldmatrix
@@ -25,22 +24,26 @@ struct MmaCfg {
   static constexpr int KV_BYTES = FP8 ? STAGE_BYTES + T * KROW * 2 : NST * T * KROW * 2;
   static constexpr int RED_BYTES = 4 * ROWS * SSTR * 4;
   static constexpr int P_BYTES = ROWS * PSTR * 2;
-  static constexpr int BAR_OFF = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
-  static constexpr int SMEM = BAR_OFF + (BULK ? NST * 8 : 0);
-  static_assert(BAR_OFF % 8 == 0 && (!BULK || (!FP8 && T == 32)), "bulk loads: bf16, one token per lane");
+  static constexpr int SMEM = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
 };
 
-template <int MT, int T, int NST, bool FP8 = false, bool BULK = false>
+template <int MT, int T, int NST, bool FP8 = false, int NW = 8>
 __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
-  typedef MmaCfg<MT, T, NST, FP8, BULK> C;
+  typedef MmaCfg<MT, T, NST, FP8, NW> C;
   constexpr int ROWS = C::ROWS, KROW = C::KROW, SSTR = C::SSTR, PSTR = C::PSTR;
-  constexpr int NTQ = T / 16;                      // n8 tiles per warp in QK
-  constexpr int TPR = MLA_THREADS / ROWS;          // softmax threads per row
+  constexpr int THREADS = 32 * NW;
+  constexpr int TG = NW / 4;                       // token groups in QK
+  constexpr int TOKQ = T / TG;                     // tokens per QK warp
+  constexpr int NTQ = TOKQ / 8;                    // n8 tiles per warp in QK
+  constexpr int DPW = MLA_DV / NW;                 // latent dims per warp in PV
+  constexpr int NPV = DPW / 8;                     // n8 tiles per warp in PV
+  constexpr int TPR = THREADS / ROWS;              // softmax threads per row
   constexpr int EPT = T / TPR;                     // softmax elements per thread
-  constexpr int TPT = MLA_THREADS / T;             // loader threads per token
+  constexpr int TPT = THREADS / T;                 // loader threads per token
   constexpr int CHUNKS = FP8 ? MLA_FP8_CHUNKS : 72;  // 16-byte chunks per cached token
   constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
-  static_assert(EPT >= 1 && TPR <= 32, "tile shape");
+  static_assert(EPT >= 1 && TPR <= 32 && NTQ >= 1 && NPV % 2 == 0, "tile shape");
+  static_assert(!FP8 || TPT == 8, "the fp8 expansion maps 8 threads to a token");
 
   Work w;
   if (!make_work(a, ROWS, w)) return;
@@ -102,44 +105,12 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     }
     *reinterpret_cast<uint4*>(row + 512 + ld_sub * 8) = *reinterpret_cast<const uint4*>(e + 528 + ld_sub * 16);
   };
-  // BULK loader: warp 0, lane -> token; rows past the end are zeroed (PV multiplies them by 0)
-  u64* bars = reinterpret_cast<u64*>(smem + C::BAR_OFF);
-  auto bulk_src = [&](int t) -> const u16* {
-    const int pos = w.kv_begin + t * T + lane;
-    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
-  };
-  auto bulk_issue = [&](int t, const u16* src) {
-    const int st = t % NST;
-    u16* row = kvs + (st * T + lane) * KROW;
-    const u32 valid = __ballot_sync(0xffffffffu, src != nullptr);
-    if (src == nullptr) {
-#pragma unroll 8
-      for (int c = 0; c < 72; ++c) reinterpret_cast<uint4*>(row)[c] = make_uint4(0u, 0u, 0u, 0u);
-    }
-    fence_proxy_async_smem();
-    if (lane == 0) mbar_expect_bytes(bars + st, (u32)__popc(valid) * (MLA_D * 2));
-    __syncwarp();
-    if (src != nullptr) bulk_g2s(row, src, MLA_D * 2, bars + st);
-  };
-  const unsigned char* src_next = nullptr;
-  const u16* bulk_next = nullptr;
-  if constexpr (BULK) {
-    if (tid == 0)
-      for (int s = 0; s < NST; ++s) mbar_init(bars + s, 1);
-    __syncthreads();
-    if (warp == 0) {
-      for (int s = 0; s < NST - 1; ++s)
-        if (s < ntiles) bulk_issue(s, bulk_src(s));
-      bulk_next = bulk_src(NST - 1);
-    }
-  } else {
 #pragma unroll
-    for (int s = 0; s < NST - 1; ++s) {
-      if (s < ntiles) load_tile(s, tile_src(s));
-      cp_async_commit();
-    }
-    src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
+  for (int s = 0; s < NST - 1; ++s) {
+    if (s < ntiles) load_tile(s, tile_src(s));
+    cp_async_commit();
   }
+  const unsigned char* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -162,11 +133,11 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     }
   }
 
-  float o[MT][8][4];
+  float o[MT][NPV][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
-    for (int n = 0; n < 8; ++n)
+    for (int n = 0; n < NPV; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[m][n][e] = 0.f;
 
@@ -176,20 +147,11 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   float m_run = neg_inf(), l_run = 0.f;
 
   for (int t = 0; t < ntiles; ++t) {
-    if constexpr (BULK) {
-      mbar_wait(bars + t % NST, (u32)((t / NST) & 1));
-      __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
-      if (warp == 0) {
-        if (t + NST - 1 < ntiles) bulk_issue(t + NST - 1, bulk_next);
-        bulk_next = bulk_src(t + NST);
-      }
-    } else {
-      cp_async_wait<NST - 2>();
-      __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
-      if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
-      cp_async_commit();
-      src_next = tile_src(t + NST);
-    }
+    cp_async_wait<NST - 2>();
+    __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
+    if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
+    cp_async_commit();
+    src_next = tile_src(t + NST);
     if constexpr (FP8) {
       expand_tile(t % NST);
       __syncthreads();  // the bf16 tile is complete
@@ -204,7 +166,7 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
       for (int n = 0; n < NTQ; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) sacc[m][n][e] = sacc2[m][n][e] = 0.f;
-    const int tokq = th * (T / 2);
+    const int tokq = th * TOKQ;
 #pragma unroll
     for (int kk = 0; kk < 9; ++kk) {
       const int d0 = 144 * ks + 16 * kk;
@@ -283,12 +245,12 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     }
     __syncthreads();
 
-    // ---- PV: o[rows, 64*warp .. +63] = o*alpha + P[rows, T] V[T, dims] ----
+    // ---- PV: o[rows, DPW*warp .. +DPW-1] = o*alpha + P[rows, T] V[T, dims] ----
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       const float al = salpha[16 * m + g], ah = salpha[16 * m + g + 8];
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
+      for (int n = 0; n < NPV; ++n) {
         o[m][n][0] *= al;
         o[m][n][1] *= al;
         o[m][n][2] *= ah;
@@ -304,9 +266,9 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
                          ((lane >> 4) << 3)),
                 pa[m][0], pa[m][1], pa[m][2], pa[m][3]);
 #pragma unroll
-      for (int np = 0; np < 4; ++np) {
+      for (int np = 0; np < NPV / 2; ++np) {
         u32 b0, b1, b2, b3;
-        ldsm_x4_t(smem_u32(kt + (16 * kk + (((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + 64 * warp +
+        ldsm_x4_t(smem_u32(kt + (16 * kk + (((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + DPW * warp +
                            16 * np + ((lane >> 4) << 3)),
                   b0, b1, b2, b3);
 #pragma unroll
@@ -335,8 +297,8 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
       const float l = sl[rl];
       const float inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
-      for (int n = 0; n < 8; ++n)
-        store_o2(a, w, r, 64 * warp + 8 * n + 2 * c4, o[m][n][2 * hh] * inv, o[m][n][2 * hh + 1] * inv);
+      for (int n = 0; n < NPV; ++n)
+        store_o2(a, w, r, DPW * warp + 8 * n + 2 * c4, o[m][n][2 * hh] * inv, o[m][n][2 * hh + 1] * inv);
     }
   if (tid < ROWS && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
 }

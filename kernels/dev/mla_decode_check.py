@@ -422,16 +422,17 @@ def split_sweep(fns, num_sms, log):
 
 
 def profile(fns, num_sms, spec):
-    """Run one shape a few times (for ncu): spec = heads,batch,ctx,kernel."""
-    h, B, L, kname = spec.split(",")
-    h, B, L = int(h), int(B), int(L)
+    """Run one shape a few times (for ncu): spec = heads,batch,ctx,kernel[,chunk]."""
+    parts = spec.split(",")
+    h, B, L, kname = int(parts[0]), int(parts[1]), int(parts[2]), parts[3]
+    chunk = int(parts[4]) if len(parts) > 4 else None
     dev = torch.device("cuda")
     P = L // 64
     cache = torch.randn(B * P, 64, D, device=dev).to(torch.bfloat16)
     perm = torch.randperm(B * P, device=dev).to(torch.int32).view(B, P)
     q = torch.randn(B, 1, h, D, device=dev).to(torch.bfloat16)
     sl = torch.full((B,), L, dtype=torch.int32, device=dev)
-    lo = Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms)
+    lo = Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
     for _ in range(3):
         lo.run()
     torch.cuda.synchronize()
