@@ -19,12 +19,10 @@
 // (part_o [slots, q_len*H, 512], normalised; part_lse [slots, q_len*H]) that
 // mla_decode_combine merges. See kernels/NOTES.md for grids, shared memory and the split heuristic.
 //
-// Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads unless named _w16):
+// Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads):
 //   mla_decode_mma_r16_t32_s2  16 rows/CTA, 32-token tiles, 2 stages, 2 CTAs/SM  (H=16, q_len=1)
 //   mla_decode_mma_r16_t32     16 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (fallback, any H)
 //   mla_decode_mma_r32_t32     32 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
-//   mla_decode_mma_r16_t64_w16 / _r16_t32_w16   16 rows/CTA, 512 threads, 1 CTA/SM (few CTAs: a
-//                              CTA alone on its SM is latency-bound, twice the warps hide more)
 //   mla_decode_wgmma_r64       64 rows/CTA, 64-token tiles, wgmma, sm_90a only    (H=128)
 //   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
 //   mla_decode_combine         merges split partials (grid rows x B x 4, 256 threads)
@@ -62,16 +60,6 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_mma_r32_t32(MLA_
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::mma_decode<2, 32, 5>(a, smem);
-}
-extern "C" __global__ void __launch_bounds__(512, 1) mla_decode_mma_r16_t64_w16(MLA_DECODE_ARGS) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  MLA_MAKE_ARGS;
-  mla::mma_decode<1, 64, 2, false, 16>(a, smem);
-}
-extern "C" __global__ void __launch_bounds__(512, 1) mla_decode_mma_r16_t32_w16(MLA_DECODE_ARGS) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  MLA_MAKE_ARGS;
-  mla::mma_decode<1, 32, 4, false, 16>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_r64(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];

@@ -5,16 +5,15 @@
 namespace mla {
 
 // ------------------------------------------------------------------------------------------------
-// mma.sync kernel: ROWS = 16*MT query rows per CTA, T-token tiles, NST-stage cp.async pipeline,
-// NW warps (8, or 16 where a CTA is alone on its SM and latency, not bandwidth, bounds a tile).
-// QK: warp (ks = warp&3, th = warp>>2) multiplies its Q slice (dims 144ks..144ks+143, kept in
-// registers) with the th-th of NW/4 token groups; the 4 K-split partials meet in shared memory.
-// Softmax: 32*NW/ROWS threads per row. PV: warp w owns latent dims (512/NW)*w .. +512/NW-1.
+// mma.sync kernel: ROWS = 16*MT query rows per CTA, T-token tiles, NST-stage cp.async pipeline.
+// 8 warps. QK: warp (ks = warp&3, th = warp>>2) multiplies its Q slice (dims 144ks..144ks+143,
+// kept in registers) with tokens th*T/2..th*T/2+T/2-1; the 4 K-split partials meet in shared
+// memory. Softmax: 256/ROWS threads per row. PV: warp w owns latent dims 64w..64w+63.
 // Every cache byte is read once per CTA; with H=16, q_len=1 there is one CTA per (seq, split).
 // ------------------------------------------------------------------------------------------------
 // FP8: the pipeline stages hold raw fp8 entries (656 B per token) and each tile is expanded to
 // bf16 in one extra buffer before the tensor cores read it (one more barrier per tile).
-template <int MT, int T, int NST, bool FP8 = false, int NW = 8>
+template <int MT, int T, int NST, bool FP8 = false>
 struct MmaCfg {
   static constexpr int ROWS = 16 * MT;
   static constexpr int KROW = MLA_D + 8;  // bf16 per smem cache row: 1168 B, conflict-free ldmatrix
@@ -27,23 +26,17 @@ struct MmaCfg {
   static constexpr int SMEM = KV_BYTES + RED_BYTES + P_BYTES + 3 * ROWS * 4;
 };
 
-template <int MT, int T, int NST, bool FP8 = false, int NW = 8>
+template <int MT, int T, int NST, bool FP8 = false>
 __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
-  typedef MmaCfg<MT, T, NST, FP8, NW> C;
+  typedef MmaCfg<MT, T, NST, FP8> C;
   constexpr int ROWS = C::ROWS, KROW = C::KROW, SSTR = C::SSTR, PSTR = C::PSTR;
-  constexpr int THREADS = 32 * NW;
-  constexpr int TG = NW / 4;                       // token groups in QK
-  constexpr int TOKQ = T / TG;                     // tokens per QK warp
-  constexpr int NTQ = TOKQ / 8;                    // n8 tiles per warp in QK
-  constexpr int DPW = MLA_DV / NW;                 // latent dims per warp in PV
-  constexpr int NPV = DPW / 8;                     // n8 tiles per warp in PV
-  constexpr int TPR = THREADS / ROWS;              // softmax threads per row
+  constexpr int NTQ = T / 16;                      // n8 tiles per warp in QK
+  constexpr int TPR = MLA_THREADS / ROWS;          // softmax threads per row
   constexpr int EPT = T / TPR;                     // softmax elements per thread
-  constexpr int TPT = THREADS / T;                 // loader threads per token
+  constexpr int TPT = MLA_THREADS / T;             // loader threads per token
   constexpr int CHUNKS = FP8 ? MLA_FP8_CHUNKS : 72;  // 16-byte chunks per cached token
   constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
-  static_assert(EPT >= 1 && TPR <= 32 && NTQ >= 1 && NPV % 2 == 0, "tile shape");
-  static_assert(!FP8 || TPT == 8, "the fp8 expansion maps 8 threads to a token");
+  static_assert(EPT >= 1 && TPR <= 32, "tile shape");
 
   Work w;
   if (!make_work(a, ROWS, w)) return;
@@ -133,11 +126,11 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     }
   }
 
-  float o[MT][NPV][4];
+  float o[MT][8][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
-    for (int n = 0; n < NPV; ++n)
+    for (int n = 0; n < 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[m][n][e] = 0.f;
 
@@ -166,7 +159,7 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
       for (int n = 0; n < NTQ; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) sacc[m][n][e] = sacc2[m][n][e] = 0.f;
-    const int tokq = th * TOKQ;
+    const int tokq = th * (T / 2);
 #pragma unroll
     for (int kk = 0; kk < 9; ++kk) {
       const int d0 = 144 * ks + 16 * kk;
@@ -245,12 +238,12 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     }
     __syncthreads();
 
-    // ---- PV: o[rows, DPW*warp .. +DPW-1] = o*alpha + P[rows, T] V[T, dims] ----
+    // ---- PV: o[rows, 64*warp .. +63] = o*alpha + P[rows, T] V[T, dims] ----
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       const float al = salpha[16 * m + g], ah = salpha[16 * m + g + 8];
 #pragma unroll
-      for (int n = 0; n < NPV; ++n) {
+      for (int n = 0; n < 8; ++n) {
         o[m][n][0] *= al;
         o[m][n][1] *= al;
         o[m][n][2] *= ah;
@@ -266,9 +259,9 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
                          ((lane >> 4) << 3)),
                 pa[m][0], pa[m][1], pa[m][2], pa[m][3]);
 #pragma unroll
-      for (int np = 0; np < NPV / 2; ++np) {
+      for (int np = 0; np < 4; ++np) {
         u32 b0, b1, b2, b3;
-        ldsm_x4_t(smem_u32(kt + (16 * kk + (((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + DPW * warp +
+        ldsm_x4_t(smem_u32(kt + (16 * kk + (((lane >> 3) & 1) << 3) + (lane & 7)) * KROW + 64 * warp +
                            16 * np + ((lane >> 4) << 3)),
                   b0, b1, b2, b3);
 #pragma unroll
@@ -297,8 +290,8 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
       const float l = sl[rl];
       const float inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
-      for (int n = 0; n < NPV; ++n)
-        store_o2(a, w, r, DPW * warp + 8 * n + 2 * c4, o[m][n][2 * hh] * inv, o[m][n][2 * hh + 1] * inv);
+      for (int n = 0; n < 8; ++n)
+        store_o2(a, w, r, 64 * warp + 8 * n + 2 * c4, o[m][n][2 * hh] * inv, o[m][n][2 * hh + 1] * inv);
     }
   if (tid < ROWS && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
 }

@@ -457,15 +457,17 @@ def membench():
         f = mod.get_function(name)
         if smem > 48 * 1024:
             f.max_dynamic_shared_size_bytes = smem
-        for ctas in (sms // 2, sms, 2 * sms):
+        for ctas in (1, 8, 64, sms // 2, sms, 2 * sms):
             if smem > 113 * 1024 and ctas > sms:
                 continue
-            n = (total // 16 // ctas) // 2048 * 2048
+            # few CTAs: 64 MB each (the per-CTA read rate), else the whole buffer
+            n = min(total // 16 // ctas, (64 << 20) // 16) // 2048 * 2048
             used = n * ctas * 16
             args = (cpv(buf.view(-1)), np.int64(n), cpv(out))
             t, _ = time_fn(lambda i: f((ctas, 1, 1), (256, 1, 1), args, shared_mem=smem), 5, warmup=2)
             res[f"{name}/{ctas}"] = used / (t * 1e-6) / 1e9
-    print("membench GB/s (read): " + "  ".join(f"{k}={v:.0f}" for k, v in res.items()), flush=True)
+    print("membench GB/s (read, all CTAs together): " + "  ".join(f"{k}={v:.0f}" for k, v in res.items()), flush=True)
+    print("per CTA: " + "  ".join(f"{k}={v / int(k.split('/')[1]):.1f}" for k, v in res.items()), flush=True)
     return res
 
 
@@ -490,6 +492,9 @@ def main():
     fns = build()
     if args.profile:
         profile(fns, num_sms, args.profile)
+        return
+    if args.membench and args.bench_only and args.quick:
+        membench()  # only the read-rate microbenchmark
         return
     ok = True
     if not args.bench_only:

@@ -179,8 +179,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     }
     if sweep {
         let mut swept = Vec::new();
-        let mut variants = vec![(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
-        variants.extend([(16, DecodeKernel::MmaR16T64W16), (16, DecodeKernel::MmaR16T32W16)]);
+        let variants = [(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
         for (heads, kernel) in variants {
             for (batch, ctx) in [(1usize, 4096usize), (1, 32768), (64, 4096), (64, 32768)] {
                 if batch == 64 && kernel.per_sm() == 1 && heads == 16 {

@@ -38,15 +38,7 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         }
     }
     // kernels the heuristic does not pick on this GPU, over forced chunks (1-token last splits)
-    let forced = [
-        (DecodeKernel::MmaR16, 16usize, 64usize, 128usize),
-        (DecodeKernel::MmaR16, 128, 16, 256),
-        (DecodeKernel::MmaR16T64W16, 16, 64, 64),
-        (DecodeKernel::MmaR16T64W16, 16, 16, 256),
-        (DecodeKernel::MmaR16T64W16, 128, 64, 1024),
-        (DecodeKernel::MmaR16T32W16, 16, 64, 128),
-        (DecodeKernel::MmaR16T32W16, 16, 16, 64),
-    ];
+    let forced = [(DecodeKernel::MmaR16, 16usize, 64usize, 128usize), (DecodeKernel::MmaR16, 128, 16, 256), (DecodeKernel::MmaR16S2, 16, 16, 1024)];
     for (kernel, heads, page, chunk) in forced {
         one("mla_decode forced", fast_attention(k, &mut rng, heads, 1, page, &ragged, Plan::Fixed { kernel, chunk }, false));
     }

@@ -20,10 +20,6 @@ pub enum DecodeKernel {
     /// fp8 cache (656-byte entries): the mma kernels with each tile expanded to bf16 in smem.
     Fp8MmaR16S2,
     Fp8MmaR16,
-    /// 16 rows with 512 threads, one CTA per SM: for launches of few CTAs, where a tile's
-    /// latency chain (not bandwidth) bounds a CTA alone on its SM.
-    MmaR16T64W16,
-    MmaR16T32W16,
 }
 
 impl DecodeKernel {
@@ -48,8 +44,6 @@ impl DecodeKernel {
             Self::WgmmaR64 => "mla_decode_wgmma_r64",
             Self::Fp8MmaR16S2 => "mla_decode_fp8_mma_r16_t32_s2",
             Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
-            Self::MmaR16T64W16 => "mla_decode_mma_r16_t64_w16",
-            Self::MmaR16T32W16 => "mla_decode_mma_r16_t32_w16",
         }
     }
 
@@ -63,18 +57,11 @@ impl DecodeKernel {
         self == Self::WgmmaR64
     }
 
-    /// Threads per CTA.
-    pub fn threads(self) -> u32 {
-        if matches!(self, Self::MmaR16T64W16 | Self::MmaR16T32W16) {
-            512
-        } else {
-            256
-        }
-    }
+
 
     fn rows(self) -> usize {
         match self {
-            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::MmaR16T64W16 | Self::MmaR16T32W16 => 16,
+            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 => 16,
             Self::MmaR32 => 32,
             Self::WgmmaR64 => 64,
         }
@@ -89,17 +76,14 @@ impl DecodeKernel {
     }
 
     fn smem(self) -> usize {
-        // MmaCfg in mla_decode_mma.cuh: stages, 4 partial-S buffers, P, alpha/l/m
-        let mma_t = |rows: usize, t: usize, stages: usize| stages * t * 1168 + 16 * rows * (t + 8) + 2 * rows * (t + 8) + 12 * rows;
-        let mma = |rows: usize, stages: usize| mma_t(rows, 32, stages);
+        // MmaCfg in mla_decode_mma.cuh: stages of 32 tokens, 4 partial-S buffers, P, alpha/l/m
+        let mma = |rows: usize, stages: usize| stages * 32 * 1168 + 16 * rows * 40 + 2 * rows * 40 + 12 * rows;
         let fp8 = |stages: usize| stages * 32 * 656 + mma(16, 1);
         match self {
             Self::Fp8MmaR16S2 => fp8(2),
             Self::Fp8MmaR16 => fp8(4),
             Self::MmaR16S2 => mma(16, 2),
             Self::MmaR16 => mma(16, 5),
-            Self::MmaR16T64W16 => mma_t(16, 64, 2),
-            Self::MmaR16T32W16 => mma(16, 4),
             Self::MmaR32 => mma(32, 5),
             Self::WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
         }
@@ -160,36 +144,13 @@ impl SplitPlan {
     }
 }
 
-/// Relative time for one CTA to stream one 64-token tile (1.0: `mma_r16_t32_s2` alone on its
-/// SM), alone on its SM or sharing it with a second CTA. Fitted to the H200 sweep of NOTES.md §8.
-fn tile_cost(kernel: DecodeKernel, shared_sm: bool) -> f64 {
-    match (kernel, shared_sm) {
-        (DecodeKernel::MmaR16T64W16, _) => W16_TILE_COST,
-        (_, true) => 1.75,
-        _ => 1.0,
-    }
-}
-const W16_TILE_COST: f64 = 0.6;
-
-/// The split heuristic of NOTES.md §4 and §8 (costs in units of one 64-token tile streamed by
-/// `mma_r16_t32_s2` alone on its SM): waves of CTAs over the resident slots, each wave costing its
-/// longest split's tiles plus fill; two CTAs sharing an SM each run 1.75x slower (they gain ~14%
-/// together); plus the combine's fixed cost and its partial traffic. For 16 rows it also weighs
-/// the 512-thread kernel, faster per CTA but one CTA per SM.
+/// The split heuristic of NOTES.md §4 and §8, in units of one 64-token tile streamed by a CTA
+/// alone on its SM: waves of CTAs over the resident slots, each wave costing its longest split's
+/// tiles plus fill; two CTAs sharing an SM each run 1.75x slower (together they gain ~14%); plus
+/// the combine's fixed cost and its partial traffic. Fitted to the H200 sweep of NOTES.md §8.
 pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &DecodeTarget, fp8: bool) -> SplitPlan {
-    let chosen = DecodeKernel::choose(q_len, heads, target.hopper, fp8);
-    let mut kernels = vec![chosen];
-    if chosen == DecodeKernel::MmaR16S2 {
-        kernels.push(DecodeKernel::MmaR16T64W16);
-    }
-    let mut best: Option<(f64, DecodeKernel, usize, Vec<usize>)> = None;
-    for kernel in kernels {
-        let (cost, chunk, splits) = plan_for(kernel, seq_lens, q_len * heads, target);
-        if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
-            best = Some((cost, kernel, chunk, splits));
-        }
-    }
-    let (_, kernel, chunk, splits) = best.unwrap_or((0.0, chosen, 64, vec![1; seq_lens.len()]));
+    let kernel = DecodeKernel::choose(q_len, heads, target.hopper, fp8);
+    let (_, chunk, splits) = plan_for(kernel, seq_lens, q_len * heads, target);
     let mut offsets = vec![0i32];
     for s in &splits {
         offsets.push(offsets.last().copied().unwrap_or(0) + *s as i32);
@@ -227,7 +188,7 @@ fn plan_for(kernel: DecodeKernel, seq_lens: &[usize], rows_per_seq: usize, targe
         let splits: Vec<usize> = seq_lens.iter().map(|&l| l.div_ceil(chunk).max(1)).collect();
         let ctas = rt * splits.iter().sum::<usize>();
         let waves = ctas.div_ceil(slots);
-        let tile = tile_cost(kernel, ctas.min(slots) > num_sms);
+        let tile = if ctas.min(slots) > num_sms { 1.75 } else { 1.0 };
         let mut cost = waves as f64 * (chunk as f64 / 64.0 * tile + 2.5);
         let multi: usize = splits.iter().filter(|&&s| s > 1).sum();
         if multi > 0 {
@@ -301,7 +262,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::F32(s.scale),
     ];
     let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
-    k.launch(name, grid, plan.kernel.threads(), plan.kernel.smem() as u32, &args)?;
+    k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
     if split {
         k.launch("mla_decode_combine", (rows as u32, b as u32, 4), 256, 0, &[
             Arg::Ptr(io.part_o.ptr),
