@@ -69,11 +69,12 @@ def plan_splits(seq_lens, rows_per_seq, rows_per_cta, per_sm, num_sms, force_chu
         splits = [max(1, -(-l // chunk)) for l in seq_lens]
         ctas = rt * sum(splits)
         waves = -(-ctas // slots)
-        cost = waves * (chunk / 64 + 2.0)
+        tile = 1.75 if min(ctas, slots) > num_sms else 1.0  # two CTAs sharing an SM (NOTES §8)
+        cost = waves * (chunk / 64 * tile + 2.5)
         multi = sum(s for s in splits if s > 1)
         if multi:
             part_bytes = multi * rows_per_seq * DV * 4 * 2
-            cost += 1.0 + part_bytes / (64 * 1152 * slots)
+            cost += 1.25 + part_bytes / (64 * 1152 * num_sms)
         if best is None or cost < best[0] - 1e-9:
             best = (cost, chunk, splits)
     return best[1], best[2]

@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn plan_matches_the_measured_choices() {
-        // NOTES.md §4 (132 SMs): s2 1x4K -> 64 splits of 64; batch 64 x 4K -> 4 splits.
+        // NOTES.md §4 and §8 (132 SMs): the best plans of the H200 sweep.
         let t = DecodeTarget { num_sms: 132, hopper: true };
         let p = plan_splits(&[4096], 1, 16, &t, false);
         assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::MmaR16S2, 64, 64));
