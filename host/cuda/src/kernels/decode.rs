@@ -47,7 +47,6 @@ impl DecodeKernel {
         }
     }
 
-
     pub fn is_fp8(self) -> bool {
         matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16)
     }
@@ -56,8 +55,6 @@ impl DecodeKernel {
     pub fn needs_hopper(self) -> bool {
         self == Self::WgmmaR64
     }
-
-
 
     fn rows(self) -> usize {
         match self {
@@ -94,7 +91,7 @@ impl DecodeKernel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeTarget {
     pub num_sms: usize,
-    /// sm_90: the wgmma and bulk-copy kernels are available.
+    /// sm_90a: the wgmma kernel is available.
     pub hopper: bool,
 }
 
@@ -150,16 +147,7 @@ impl SplitPlan {
 /// the combine's fixed cost and its partial traffic. Fitted to the H200 sweep of NOTES.md §8.
 pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &DecodeTarget, fp8: bool) -> SplitPlan {
     let kernel = DecodeKernel::choose(q_len, heads, target.hopper, fp8);
-    let (_, chunk, splits) = plan_for(kernel, seq_lens, q_len * heads, target);
-    let mut offsets = vec![0i32];
-    for s in &splits {
-        offsets.push(offsets.last().copied().unwrap_or(0) + *s as i32);
-    }
-    SplitPlan { kernel, chunk, offsets, max_splits: splits.iter().copied().max().unwrap_or(1) }
-}
-
-/// The cheapest chunk for one kernel: (cost, chunk, splits per sequence).
-fn plan_for(kernel: DecodeKernel, seq_lens: &[usize], rows_per_seq: usize, target: &DecodeTarget) -> (f64, usize, Vec<usize>) {
+    let rows_per_seq = q_len * heads;
     let rt = rows_per_seq.div_ceil(kernel.rows());
     let num_sms = target.num_sms.max(1);
     let slots = num_sms * kernel.per_sm();
@@ -198,7 +186,12 @@ fn plan_for(kernel: DecodeKernel, seq_lens: &[usize], rows_per_seq: usize, targe
             best = Some((cost, chunk, splits));
         }
     }
-    best.unwrap_or((0.0, 64, vec![1; seq_lens.len()]))
+    let (_, chunk, splits) = best.unwrap_or((0.0, 64, vec![1; seq_lens.len()]));
+    let mut offsets = vec![0i32];
+    for s in &splits {
+        offsets.push(offsets.last().copied().unwrap_or(0) + *s as i32);
+    }
+    SplitPlan { kernel, chunk, offsets, max_splits: splits.iter().copied().max().unwrap_or(1) }
 }
 
 /// Buffers of one fast decode launch (one layer).
