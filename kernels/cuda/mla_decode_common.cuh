@@ -159,16 +159,16 @@ __device__ __forceinline__ int row_limit(const Args& a, const Work& w, int local
   return imin(w.kv_end, w.seq - a.q_len + r / a.heads + 1);
 }
 
-// Page-table lookup for a later tile: the physical page of position `pos` of sequence b, or -1
-// when `valid` is false. Returned raw so that nothing uses the loaded value until the tile's copy
-// is issued an iteration later: an address computed right after the load would stall the warp
-// for the whole load latency on every tile (the lone-CTA critical path, NOTES.md §8).
-__device__ __forceinline__ int page_of(const Args& a, int b, int pos, bool valid) {
-  return valid ? __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size) : -1;
-}
-// cache slot of position `pos` on physical page `page`
-__device__ __forceinline__ i64 slot_on(const Args& a, int page, int pos) {
+// cache slot (page * page_size + offset) of position `pos` of sequence b
+__device__ __forceinline__ i64 cache_slot(const Args& a, int b, int pos) {
+  const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
   return (i64)page * a.page_size + pos % a.page_size;
+}
+
+// global element offset of cache position `pos` of sequence b (pos must be < seq_len)
+__device__ __forceinline__ i64 cache_row(const Args& a, int b, int pos) {
+  const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
+  return ((i64)page * a.page_size + pos % a.page_size) * MLA_D;
 }
 
 // final store of one row-pair value pair: direct (bf16) or partial (f32)

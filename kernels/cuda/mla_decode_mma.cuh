@@ -56,16 +56,16 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
 
   // ---- loader: thread -> (token tid/TPT, 16-byte chunks tid%TPT + k*TPT) ----
   const int ld_tok = tid / TPT, ld_sub = tid % TPT;
-  // physical page of this thread's token in tile t (-1: nothing to read -> zero fill)
+  // source row of this thread's token in tile t (nullptr: nothing to read -> zero fill)
   const unsigned char* kv8 = reinterpret_cast<const unsigned char*>(a.kv);
-  auto tile_page = [&](int t) -> int {
+  auto tile_src = [&](int t) -> const unsigned char* {
     const int pos = w.kv_begin + t * T + ld_tok;
-    return page_of(a, w.b, pos, t < ntiles && pos < w.kv_stop);
+    if (!(t < ntiles && pos < w.kv_stop)) return nullptr;
+    return FP8 ? kv8 + cache_slot(a, w.b, pos) * MLA_FP8_BYTES : reinterpret_cast<const unsigned char*>(a.kv + cache_row(a, w.b, pos));
   };
-  auto load_tile = [&](int t, int page) {
-    const bool valid = page >= 0;
-    const i64 slot = valid ? slot_on(a, page, w.kv_begin + t * T + ld_tok) : 0;
-    const unsigned char* src = FP8 ? kv8 + slot * MLA_FP8_BYTES : reinterpret_cast<const unsigned char*>(a.kv + slot * MLA_D);
+  auto load_tile = [&](int t, const unsigned char* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = kv8;
     const u32 dst = FP8 ? smem_u32(stage8 + ((t % NST) * T + ld_tok) * MLA_FP8_BYTES)
                         : smem_u32(kvs + ((t % NST) * T + ld_tok) * KROW);
 #pragma unroll
@@ -100,10 +100,10 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   };
 #pragma unroll
   for (int s = 0; s < NST - 1; ++s) {
-    if (s < ntiles) load_tile(s, tile_page(s));
+    if (s < ntiles) load_tile(s, tile_src(s));
     cp_async_commit();
   }
-  int page_next = tile_page(NST - 1);  // page-table lookup one iteration ahead of its use
+  const unsigned char* src_next = tile_src(NST - 1);  // page-table lookup one iteration ahead of its use
 
   // ---- Q slice in registers (A fragments): rows 16m+g(+8), dims 144ks + 16kk + 2c4 (+8) ----
   u32 qf[MT][9][4];
@@ -142,9 +142,9 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<NST - 2>();
     __syncthreads();  // tile t visible; everyone finished tile t-1 (its stage is free)
-    if (t + NST - 1 < ntiles) load_tile(t + NST - 1, page_next);
+    if (t + NST - 1 < ntiles) load_tile(t + NST - 1, src_next);
     cp_async_commit();
-    page_next = tile_page(t + NST);
+    src_next = tile_src(t + NST);
     if constexpr (FP8) {
       expand_tile(t % NST);
       __syncthreads();  // the bf16 tile is complete

@@ -97,14 +97,13 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 
   // loader: thread -> row tid/4, 16-byte chunks tid%4 + 4k (k < 18)
   const int ld_row = tid >> 2, ld_sub = tid & 3;
-  // physical page of this thread's row in tile t (-1: nothing to read -> zero fill)
-  auto tile_page = [&](int t) -> int {
+  auto tile_src = [&](int t) -> const u16* {
     const int pos = w.kv_begin + t * 64 + ld_row;
-    return page_of(a, w.b, pos, t < ntiles && pos < w.kv_stop);
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
   };
-  auto load_tile = [&](int t, int page) {
-    const bool valid = page >= 0;
-    const u16* src = a.kv + (valid ? slot_on(a, page, w.kv_begin + t * 64 + ld_row) : 0) * MLA_D;
+  auto load_tile = [&](int t, const u16* src) {
+    const bool valid = src != nullptr;
+    if (!valid) src = a.kv;
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
 #pragma unroll
     for (int k = 0; k < 18; ++k) {
@@ -122,9 +121,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       cp_async_16(sQ + sw128_off(ld_row, c), src + c * 8, ok);
     }
   }
-  if (ntiles > 0) load_tile(0, tile_page(0));
+  if (ntiles > 0) load_tile(0, tile_src(0));
   cp_async_commit();
-  if (ntiles > 1) load_tile(1, tile_page(1));
+  if (ntiles > 1) load_tile(1, tile_src(1));
   cp_async_commit();
 
   float o[128];
@@ -139,7 +138,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
     __syncthreads();
     const u32 sK = sKV + (t & 1) * WgCfg::TILE_BYTES;
-    const int page_next = tile_page(t + 2);  // page lookup overlaps this tile's math
+    const u16* src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
     if (wg == 0) {
       float s[32];
       wgmma_fence();
@@ -224,7 +223,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     wgmma_wait<0>();
     fence_acc128(o);
     __syncthreads();  // stage (t&1) and sP are free again
-    if (t + 2 < ntiles) load_tile(t + 2, page_next);
+    if (t + 2 < ntiles) load_tile(t + 2, src_next);
     cp_async_commit();
   }
 
