@@ -8,37 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use support::{fixture, Server};
 
-/// DeepSeek-V3's config.json fields (no weights, no tokenizer: plan needs neither).
+/// DeepSeek-V3's and V2-Lite's config.json as on the hub (no weights, no tokenizer: plan needs neither).
 fn v3_config() -> Value {
-    json!({
-        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "vocab_size": 129280,
-        "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
-        "num_nextn_predict_layers": 1, "num_attention_heads": 128, "num_key_value_heads": 128, "q_lora_rank": 1536,
-        "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
-        "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
-        "moe_layer_freq": 1, "n_group": 8, "topk_group": 4, "topk_method": "noaux_tc", "scoring_func": "sigmoid",
-        "norm_topk_prob": true, "routed_scaling_factor": 2.5, "max_position_embeddings": 163840,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000, "hidden_act": "silu", "attention_bias": false,
-        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
-            "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
-        "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]},
-        "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 1
-    })
+    serde_json::from_str(include_str!("../../../tests/fixtures/configs/deepseek-v3.json")).expect("fixture config")
 }
 
-/// DeepSeek-V2-Lite's config.json fields.
 fn v2_lite_config() -> Value {
-    json!({
-        "architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 102400, "hidden_size": 2048,
-        "intermediate_size": 10944, "moe_intermediate_size": 1408, "num_hidden_layers": 27,
-        "num_attention_heads": 16, "q_lora_rank": null, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
-        "qk_nope_head_dim": 128, "v_head_dim": 128, "n_routed_experts": 64, "n_shared_experts": 2,
-        "num_experts_per_tok": 6, "first_k_dense_replace": 1, "topk_method": "greedy", "n_group": 1,
-        "topk_group": 1, "routed_scaling_factor": 1.0, "max_position_embeddings": 163840,
-        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
-            "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707},
-        "bos_token_id": 100000, "eos_token_id": 100001
-    })
+    serde_json::from_str(include_str!("../../../tests/fixtures/configs/deepseek-v2-lite.json")).expect("fixture config")
 }
 
 struct ConfigDir(PathBuf);

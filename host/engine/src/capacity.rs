@@ -263,18 +263,10 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn v3() -> ModelConfig {
-        ModelConfig::from_json(&json!({
-            "architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 129280, "hidden_size": 7168,
-            "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
-            "num_attention_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
-            "qk_nope_head_dim": 128, "v_head_dim": 128, "n_routed_experts": 256, "n_shared_experts": 1,
-            "num_experts_per_tok": 8, "first_k_dense_replace": 3, "n_group": 8, "topk_group": 4,
-            "routed_scaling_factor": 2.5, "max_position_embeddings": 163840
-        }))
-        .unwrap()
+        let v = serde_json::from_str(include_str!("../../../tests/fixtures/configs/deepseek-v3.json")).unwrap();
+        ModelConfig::from_json(&v).unwrap()
     }
 
     #[test]

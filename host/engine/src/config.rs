@@ -396,17 +396,7 @@ mod tests {
     use serde_json::json;
 
     fn v2_lite() -> Value {
-        json!({
-            "architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 102400, "hidden_size": 2048,
-            "intermediate_size": 10944, "moe_intermediate_size": 1408, "num_hidden_layers": 27,
-            "num_attention_heads": 16, "q_lora_rank": null, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
-            "qk_nope_head_dim": 128, "v_head_dim": 128, "n_routed_experts": 64, "n_shared_experts": 2,
-            "num_experts_per_tok": 6, "first_k_dense_replace": 1, "topk_method": "greedy", "n_group": 1,
-            "topk_group": 1, "routed_scaling_factor": 1.0, "max_position_embeddings": 163840,
-            "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
-                "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707},
-            "bos_token_id": 100000, "eos_token_id": 100001
-        })
+        serde_json::from_str(include_str!("../../../tests/fixtures/configs/deepseek-v2-lite.json")).unwrap()
     }
 
     #[test]
