@@ -30,7 +30,7 @@ pub struct GpuCheckArgs {
     /// Skip the kernel and end-to-end checks (benchmark only).
     #[arg(long)]
     bench_only: bool,
-    /// With the benchmark: also time batch 1 and 64 under fixed (kernel, chunk) split plans.
+    /// Also time batch 1 and 64 under fixed (kernel, chunk) split plans (implies --bench).
     #[arg(long)]
     sweep: bool,
 }
@@ -40,7 +40,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         ordinal: args.ordinal,
         fixtures: args.fixtures,
         models: args.model,
-        bench: args.bench,
+        bench: args.bench || args.sweep,
         bench_only: args.bench_only,
         bench_json: args.bench_json,
         sweep: args.sweep,

@@ -3,7 +3,7 @@
 //! measured in the same run. Input sets rotate so small shapes are not served from L2.
 
 use super::{bf16s, Rng};
-use crate::gpu::DeviceBuffer;
+use crate::gpu::{DeviceBuffer, Gpu};
 use crate::graph::{copy_bandwidth, Graph, Timer};
 use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
 use crate::kernels::layers::cache_entry_bytes;
@@ -11,6 +11,7 @@ use crate::kernels::View;
 use crate::module::Kernels;
 use crate::Result;
 use std::fmt::Write;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct BenchRow {
@@ -79,71 +80,76 @@ fn bench_shape(
     let scale = 1.0 / (192f32).sqrt();
     let mut rows = Vec::new();
     for plan in &plans {
-    let d_splits = DeviceBuffer::from_slice(gpu, &plan.offsets)?;
-    let launch = |cache: &DeviceBuffer| -> Result<()> {
-        match generic {
-            false => {
-                let io = DecodeIo {
-                    q: v(&q),
-                    cache: v(cache),
-                    block_table: v(&d_table),
-                    seq_lens: v(&d_lens),
-                    split_offsets: v(&d_splits),
-                    out: v(&out),
-                    lse: v(&lse),
-                    part_o: v(&po),
-                    part_lse: v(&pl),
-                };
-                let s = DecodeShape { batch, q_len: 1, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
-                decode::mla_decode(k, &io, &s, plan)
+        let d_splits = DeviceBuffer::from_slice(gpu, &plan.offsets)?;
+        let launch = |cache: &DeviceBuffer| -> Result<()> {
+            match generic {
+                false => {
+                    let io = DecodeIo {
+                        q: v(&q),
+                        cache: v(cache),
+                        block_table: v(&d_table),
+                        seq_lens: v(&d_lens),
+                        split_offsets: v(&d_splits),
+                        out: v(&out),
+                        lse: v(&lse),
+                        part_o: v(&po),
+                        part_lse: v(&pl),
+                    };
+                    let s = DecodeShape { batch, q_len: 1, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
+                    decode::mla_decode(k, &io, &s, plan)
+                }
+                true => {
+                    let io = GenericIo {
+                        q: v(&q),
+                        cache: v(cache),
+                        block_tables: v(&d_table),
+                        token_seq: v(&d_seq),
+                        token_pos: v(&d_pos),
+                        out: v(&out),
+                        lse: View::NULL,
+                    };
+                    let s = GenericShape {
+                        tokens: batch,
+                        seqs: batch,
+                        heads,
+                        kv_lora: 512,
+                        rope: 64,
+                        page_size: page,
+                        max_pages: pages_per_seq,
+                        cache_pages: pages,
+                        scale,
+                        fp8,
+                    };
+                    decode::mla_attention_generic(k, &io, &s)
+                }
             }
-            true => {
-                let io = GenericIo {
-                    q: v(&q),
-                    cache: v(cache),
-                    block_tables: v(&d_table),
-                    token_seq: v(&d_seq),
-                    token_pos: v(&d_pos),
-                    out: v(&out),
-                    lse: View::NULL,
-                };
-                let s = GenericShape {
-                    tokens: batch,
-                    seqs: batch,
-                    heads,
-                    kv_lora: 512,
-                    rope: 64,
-                    page_size: page,
-                    max_pages: pages_per_seq,
-                    cache_pages: pages,
-                    scale,
-                    fp8,
-                };
-                decode::mla_attention_generic(k, &io, &s)
-            }
-        }
-    };
-    // graph of `reps` launches cycling through the sets
+        };
+        let us = median_us(gpu, set_bytes, &caches, &launch)?;
+        let bytes = (batch * ctx * entry) as f64;
+        let flops = (batch * heads * ctx * 2 * (576 + 512)) as f64;
+        let kernel = match (generic, fp8) {
+            (false, _) => plan.kernel.name().trim_start_matches("mla_decode_").to_string(),
+            (true, true) => "generic_fp8".into(),
+            (true, false) => "generic_bf16".into(),
+        };
+        let (splits, chunk) = if generic { (1, ctx) } else { (plan.max_splits, plan.chunk) };
+        rows.push(BenchRow { kernel, heads, batch, ctx, splits, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 });
+    }
+    Ok(rows)
+}
+
+/// Median time of one launch in µs: a CUDA graph of many launches cycling through the input sets
+/// (`caches`, so that small shapes are not served from L2), replayed 7 times.
+fn median_us(gpu: &Arc<Gpu>, set_bytes: usize, caches: &[DeviceBuffer], launch: &dyn Fn(&DeviceBuffer) -> Result<()>) -> Result<f64> {
     let reps = (2000.0 / (set_bytes as f64 / 2e6).max(1.0)).clamp(4.0, 200.0) as usize;
     launch(&caches[0])?;
     gpu.synchronize()?;
-    let graph = Graph::capture(gpu, || (0..reps).try_for_each(|i| launch(&caches[i % sets])))?;
+    let graph = Graph::capture(gpu, || (0..reps).try_for_each(|i| launch(&caches[i % caches.len()])))?;
     let timer = Timer::new(gpu)?;
     graph.launch()?;
     let mut times: Vec<f64> = (0..7).map(|_| timer.time(|| graph.launch()).map(|ms| ms as f64 * 1e3 / reps as f64)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
-    let us = times[times.len() / 2];
-    let bytes = (batch * ctx * entry) as f64;
-    let flops = (batch * heads * ctx * 2 * (576 + 512)) as f64;
-    let kernel = match (generic, fp8) {
-        (false, _) => plan.kernel.name().trim_start_matches("mla_decode_").to_string(),
-        (true, true) => "generic_fp8".into(),
-        (true, false) => "generic_bf16".into(),
-    };
-    let (splits, chunk) = if generic { (1, ctx) } else { (plan.max_splits, plan.chunk) };
-    rows.push(BenchRow { kernel, heads, batch, ctx, splits, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 });
-    }
-    Ok(rows)
+    Ok(times[times.len() / 2])
 }
 
 /// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache

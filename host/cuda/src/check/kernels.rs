@@ -121,9 +121,8 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     };
     let q = round_bf16(&rng.vec(b * q_len * heads * d, 2.0));
     let scale = 1.0 / (192f32).sqrt();
-    let kernel = DecodeKernel::choose(q_len, heads, gpu.is_hopper(), fp8);
     let plan = match how {
-        Plan::Single => SplitPlan::single(kernel, lens),
+        Plan::Single => SplitPlan::single(DecodeKernel::choose(q_len, heads, gpu.is_hopper(), fp8), lens),
         Plan::Heuristic => plan_splits(lens, q_len, heads, &DecodeTarget::of(gpu), fp8),
         Plan::Fixed { kernel, chunk } => {
             let longest = lens.iter().copied().max().unwrap_or(1);
