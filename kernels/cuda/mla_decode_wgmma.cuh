@@ -95,30 +95,45 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   const int R0 = 16 * wi + g, R1 = R0 + 8;
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
 
-  // loader: thread -> row tid/4, 16-byte chunks tid%4 + 4k (k < 18)
-  const int ld_row = tid >> 2, ld_sub = tid & 3;
-  auto tile_src = [&](int t) -> const u16* {
-    const int pos = w.kv_begin + t * 64 + ld_row;
-    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+  // loader: 8 threads per token row, 32 rows per pass, 2 passes; thread -> rows tid/8 and tid/8 + 32,
+  // 16-byte units tid%8 + 8m, so one warp instruction reads 4 whole 128-byte lines
+  const int ld_row = tid >> 3, ld_unit = tid & 7;
+  struct TileSrc {
+    const u16* p[2];
   };
-  auto load_tile = [&](int t, const u16* src) {
-    const bool valid = src != nullptr;
-    if (!valid) src = a.kv;
+  auto tile_src = [&](int t) -> TileSrc {
+    TileSrc r;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int pos = w.kv_begin + t * 64 + ld_row + 32 * h;
+      r.p[h] = (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+    }
+    return r;
+  };
+  auto load_tile = [&](int t, const TileSrc& src) {
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
 #pragma unroll
-    for (int k = 0; k < 18; ++k) {
-      const int c = ld_sub + 4 * k;
-      cp_async_16(dst + sw128_off(ld_row, c), src + c * 8, valid);
+    for (int h = 0; h < 2; ++h) {
+      const bool valid = src.p[h] != nullptr;
+      const u16* sp = valid ? src.p[h] : a.kv;
+#pragma unroll
+      for (int m = 0; m < 9; ++m) {
+        const int c = ld_unit + 8 * m;
+        cp_async_16(dst + sw128_off(ld_row + 32 * h, c), sp + c * 8, valid);
+      }
     }
   };
   {
-    const int r = w.row0 + ld_row;
-    const bool ok = r < w.rows_total;
-    const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
 #pragma unroll
-    for (int k = 0; k < 18; ++k) {
-      const int c = ld_sub + 4 * k;
-      cp_async_16(sQ + sw128_off(ld_row, c), src + c * 8, ok);
+    for (int h = 0; h < 2; ++h) {
+      const int r = w.row0 + ld_row + 32 * h;
+      const bool ok = r < w.rows_total;
+      const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
+#pragma unroll
+      for (int m = 0; m < 9; ++m) {
+        const int c = ld_unit + 8 * m;
+        cp_async_16(sQ + sw128_off(ld_row + 32 * h, c), src + c * 8, ok);
+      }
     }
   }
   if (ntiles > 0) load_tile(0, tile_src(0));
@@ -138,7 +153,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
     __syncthreads();
     const u32 sK = sKV + (t & 1) * WgCfg::TILE_BYTES;
-    const u16* src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
+    const TileSrc src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
     if (wg == 0) {
       float s[32];
       wgmma_fence();
