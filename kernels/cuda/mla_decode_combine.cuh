@@ -5,9 +5,12 @@
 namespace mla {
 
 // ------------------------------------------------------------------------------------------------
-// combine: grid (q_len*H rows, B, 4 latent quarters), 256 threads = 8 warps. Every CTA computes
-// the split weights of its row in shared memory; warp k then sums splits k, k+8, ... for 128
-// dims (lane -> 4 dims) and the 8 warps are added in shared memory. At most MLA_MAX_SPLITS splits.
+// combine: grid (q_len*H rows, B, Z slices of 512/Z latent dims; Z in {1, 2, 4, 8}), 256 threads.
+// Every CTA computes the split weights of its row in shared memory. The threads form 2Z groups of
+// 128/Z lanes (4 dims each); group g sums splits g, g+2Z, ...; a group's first 8 partials are
+// loaded before the weights are known, so up to 16Z splits cost one round trip. The host picks Z
+// from the split count (combine_slices), so that few splits do not leave most groups idle. The
+// group sums are added in shared memory.
 // ------------------------------------------------------------------------------------------------
 #define MLA_MAX_SPLITS 1024
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
@@ -29,32 +32,33 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) 
 __device__ __forceinline__ void combine(const float* __restrict__ part_o, const float* __restrict__ part_lse,
                                         const int* __restrict__ split_offsets, u16* __restrict__ out,
                                         float* __restrict__ lse, int rows_total) {
+  constexpr int PREFETCH = 8;
   __shared__ float sw[MLA_MAX_SPLITS];
   __shared__ float red[8];
-  __shared__ float4 acc_s[8][32];
-  const int r = blockIdx.x, b = blockIdx.y, quarter = blockIdx.z, tid = threadIdx.x;
-  const int warp = tid >> 5, lane = tid & 31;
+  __shared__ float4 acc_s[256];
+  const int r = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+  const int lanes = 128 / gridDim.z, groups = 256 / lanes, grp = tid / lanes, sub = tid % lanes;
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;
   if (ns <= 1) return;  // written directly by the decode kernel
-  const int d = 128 * quarter + 4 * lane;
+  const int d = (MLA_DV / gridDim.z) * blockIdx.z + 4 * sub;
   const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
   const i64 sstride = (i64)rows_total * MLA_DV;
-  float4 pre[4];  // partials of splits warp, warp+8, warp+16, warp+24: in flight during the lse phase
+  float4 pre[PREFETCH];  // partials of splits grp, grp+16, ...: in flight during the lse phase
 #pragma unroll
-  for (int k = 0; k < 4; ++k)
-    pre[k] = (warp + 8 * k < ns) ? __ldg(reinterpret_cast<const float4*>(po + (warp + 8 * k) * sstride))
-                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int k = 0; k < PREFETCH; ++k)
+    pre[k] = (grp + groups * k < ns) ? __ldg(reinterpret_cast<const float4*>(po + (grp + groups * k) * sstride))
+                                     : make_float4(0.f, 0.f, 0.f, 0.f);
   float mx = neg_inf();
   for (int s = tid; s < ns; s += 256) {
-    const float v = part_lse[(i64)(s0 + s) * rows_total + r];
+    const float v = __ldg(part_lse + (i64)(s0 + s) * rows_total + r);
     sw[s] = v;
     mx = fmaxf(mx, v);
   }
   mx = block_reduce(mx, true, red);
   const i64 orow = ((i64)b * rows_total + r) * MLA_DV;
   if (mx == neg_inf()) {
-    if (warp == 0) *reinterpret_cast<uint2*>(out + orow + d) = make_uint2(0u, 0u);
-    if (tid == 0 && quarter == 0) lse[(i64)b * rows_total + r] = neg_inf();
+    if (grp == 0) *reinterpret_cast<uint2*>(out + orow + d) = make_uint2(0u, 0u);
+    if (tid == 0 && blockIdx.z == 0) lse[(i64)b * rows_total + r] = neg_inf();
     return;
   }
   float ws = 0.f;
@@ -66,15 +70,15 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   ws = block_reduce(ws, false, red);  // its barriers also publish sw[]
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float wt = (warp + 8 * k < ns) ? sw[warp + 8 * k] : 0.f;
+  for (int k = 0; k < PREFETCH; ++k) {
+    const float wt = (grp + groups * k < ns) ? sw[grp + groups * k] : 0.f;
     acc.x += wt * pre[k].x;
     acc.y += wt * pre[k].y;
     acc.z += wt * pre[k].z;
     acc.w += wt * pre[k].w;
   }
 #pragma unroll 4
-  for (int s = warp + 32; s < ns; s += 8) {
+  for (int s = grp + groups * PREFETCH; s < ns; s += groups) {
     const float wt = sw[s];
     const float4 v = __ldg(reinterpret_cast<const float4*>(po + s * sstride));
     acc.x += wt * v.x;
@@ -82,12 +86,11 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     acc.z += wt * v.z;
     acc.w += wt * v.w;
   }
-  acc_s[warp][lane] = acc;
+  acc_s[tid] = acc;
   __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int k = 1; k < 8; ++k) {
-      const float4 v = acc_s[k][lane];
+  if (tid < lanes) {
+    for (int k = 1; k < groups; ++k) {
+      const float4 v = acc_s[k * lanes + tid];
       acc.x += v.x;
       acc.y += v.y;
       acc.z += v.z;
@@ -97,7 +100,7 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
     *reinterpret_cast<uint2*>(out + orow + d) =
         make_uint2(pack_bf16(acc.x * inv, acc.y * inv), pack_bf16(acc.z * inv, acc.w * inv));
   }
-  if (tid == 0 && quarter == 0) lse[(i64)b * rows_total + r] = mx + lg2(ws) * 0.6931471805599453f;
+  if (tid == 0 && blockIdx.z == 0) lse[(i64)b * rows_total + r] = mx + lg2(ws) * 0.6931471805599453f;
 }
 
 

@@ -133,15 +133,24 @@ struct Work {
   int rows_total, row0;
 };
 
+// The per-sequence values make_work needs, loaded on their own so that a kernel can issue them
+// first and overlap their round trip with other loads.
+struct WorkLoads {
+  int split_begin, split_end, seq_len;
+};
+__device__ __forceinline__ WorkLoads load_work(const Args& a) {
+  const int b = blockIdx.z;
+  return WorkLoads{__ldg(a.split_offsets + b), __ldg(a.split_offsets + b + 1), __ldg(a.seq_lens + b)};
+}
+
 // returns false when this CTA has nothing to do (split beyond the sequence's split count)
-__device__ __forceinline__ bool make_work(const Args& a, int rows_per_cta, Work& w) {
+__device__ __forceinline__ bool make_work(const Args& a, int rows_per_cta, const WorkLoads& l, Work& w) {
   w.b = blockIdx.z;
   w.split = blockIdx.y;
-  const int s0 = a.split_offsets[w.b];
-  w.nsplit = a.split_offsets[w.b + 1] - s0;
+  w.nsplit = l.split_end - l.split_begin;
   if (w.split >= w.nsplit) return false;
-  w.slot = s0 + w.split;
-  w.seq = imax(a.seq_lens[w.b], 0);
+  w.slot = l.split_begin + w.split;
+  w.seq = imax(l.seq_len, 0);
   w.rows_total = a.q_len * a.heads;
   w.row0 = blockIdx.x * rows_per_cta;
   if (w.row0 >= w.rows_total) return false;
@@ -151,12 +160,26 @@ __device__ __forceinline__ bool make_work(const Args& a, int rows_per_cta, Work&
   w.kv_stop = imin(w.kv_end, w.seq - a.q_len + last_row / a.heads + 1);
   return true;
 }
+__device__ __forceinline__ bool make_work(const Args& a, int rows_per_cta, Work& w) {
+  return make_work(a, rows_per_cta, load_work(a), w);
+}
 
 // causal limit (exclusive) of one row; padding rows read what the CTA reads
 __device__ __forceinline__ int row_limit(const Args& a, const Work& w, int local_row) {
   const int r = w.row0 + local_row;
   if (r >= w.rows_total) return w.kv_stop;
   return imin(w.kv_end, w.seq - a.q_len + r / a.heads + 1);
+}
+
+// Page-table lookup for a later tile: the physical page of position `pos` of sequence b, or -1
+// when `valid` is false. Returned raw, so that the address arithmetic happens where the copy is
+// issued, not right after the load.
+__device__ __forceinline__ int page_of(const Args& a, int b, int pos, bool valid) {
+  return valid ? __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size) : -1;
+}
+// cache slot of position `pos` on physical page `page`
+__device__ __forceinline__ i64 slot_on(const Args& a, int page, int pos) {
+  return (i64)page * a.page_size + pos % a.page_size;
 }
 
 // cache slot (page * page_size + offset) of position `pos` of sequence b

@@ -37,6 +37,9 @@ KERNELS = {
     "mma_r16_t32": dict(rows=16, tile=32, smem=_mma_smem(1, 32, 5), per_sm=1),
     "mma_r32_t32": dict(rows=32, tile=32, smem=_mma_smem(2, 32, 5), per_sm=1),
     "wgmma_r64": dict(rows=64, tile=64, smem=3 * 64 * D * 2 + 8192 + 3 * 64 * 4 + 1024, per_sm=1),
+    # WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
+    "wgmma_t16": dict(rows=16, tile=64, smem=16 * D * 2 + 2 * 64 * D * 2 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
+                      per_sm=1),
 }
 THREADS = 256
 ENABLED = set(KERNELS)  # --kernels narrows this
@@ -88,6 +91,7 @@ def build():
 
     src = open(SRC).read()
     opts = ["--std=c++17", "-arch=sm_90a", f"--include-path={os.path.dirname(os.path.abspath(SRC))}"]
+    opts += os.environ.get("MLA_DEFINES", "").split()  # experiments: -DNAME switches in a kernel
     path = os.path.join(OUT, "mla_decode.cubin")
     how = None
     try:
@@ -136,6 +140,7 @@ def build():
         fns[name] = f
         print(f"  mla_decode_{name}: regs {f.num_regs}, local {f.local_size_bytes} B, smem {cfg['smem']} B")
     fns["combine"] = mod.get_function("mla_decode_combine")
+    fns["_module"] = mod
     return fns
 
 
@@ -174,7 +179,11 @@ class Launch:
         self.part_lse = torch.empty(slots * rows, dtype=torch.float32, device=dev)
         self.multi = max(splits) > 1
         self.grid = (-(-rows // cfg["rows"]), max(splits), B)
-        self.cgrid = (rows, B, 4)
+        # combine slices: as combine_slices() in decode.rs (MLA_COMBINE_Z overrides, for experiments)
+        by_splits = 1 << max(0, (-(-max(splits) // 2) - 1).bit_length())
+        by_grid = 1 << (max(1, 4 * num_sms // max(1, rows * B)).bit_length() - 1)
+        z = max(1, min(8, by_splits, by_grid))
+        self.cgrid = (rows, B, int(os.environ.get("MLA_COMBINE_Z", z)))
         self.rows = rows
         self.q, self.cache, self.bt, self.sl = q, cache, block_table, seq_lens
         self.args = [cpv(q), cpv(cache), cpv(block_table), cpv(seq_lens), cpv(self.split_offsets),
@@ -356,7 +365,7 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
         io = latent + qs[0].numel() * 2 + B * heads * DV * 2
         flops = B * heads * L * 2 * (D + DV)
         small = latent < 200e6
-        cands = ["mma_r16_t32_s2", "mma_r16_t32"] if heads == 16 else ["wgmma_r64"]
+        cands = ["wgmma_t16", "mma_r16_t32_s2", "mma_r16_t32"] if heads == 16 else ["wgmma_r64"]
         cands = [k for k in cands if k in ENABLED] or ["mma_r16_t32"]
         res = {}
         for kname in cands:
@@ -440,6 +449,73 @@ def profile(fns, num_sms, spec):
     print(f"profiled {spec}: chunk {lo.chunk}, grid {lo.grid}")
 
 
+def time_specs(fns, num_sms, specs):
+    """Time fixed plans: specs = 'heads,batch,ctx,kernel[,chunk];...' (CUDA-graph replays, random
+    page order). A chunk of the whole context is one CTA per (sequence, row tile)."""
+    dev = torch.device("cuda")
+    for spec in specs.split(";"):
+        parts = spec.split(",")
+        h, B, L, kname = int(parts[0]), int(parts[1]), int(parts[2]), parts[3]
+        chunk = int(parts[4]) if len(parts) > 4 else None
+        P = L // 64
+        n_sets = min(16, max(1, math.ceil(256e6 / (B * L * D * 2))))
+        cache = torch.randn(n_sets * B * P, 64, D, device=dev).to(torch.bfloat16)
+        perm = torch.randperm(n_sets * B * P, device=dev).to(torch.int32).view(n_sets, B, P)
+        qs = torch.randn(n_sets, B, 1, h, D, device=dev).to(torch.bfloat16)
+        sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+        ls = [Launch(fns, kname, qs[s], cache, perm[s], sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
+              for s in range(n_sets)]
+        small = B * L * D * 2 < 200e6
+        t = measure(lambda i: ls[i % n_sets].run(), n_sets, small)
+        tm = measure(lambda i: ls[i % n_sets].run(comb=False), n_sets, small)
+        gbs = B * L * D * 2 / (tm * 1e-6) / 1e9
+        print(f"time {spec}: chunk {ls[0].chunk} grid {ls[0].grid}: {t:.1f} us (main {tm:.1f} us, "
+              f"{gbs:.0f} GB/s)", flush=True)
+        del cache, perm, qs
+        torch.cuda.empty_cache()
+
+
+def trace(fns, num_sms, spec):
+    """Per-phase timestamps of a kernel built with -DT16_TRACE (MLA_DEFINES): spec as --profile.
+    Prints, per marker, the median over CTAs of the time since the earliest CTA entered (globaltimer)
+    and of the SM cycles since the CTA's own entry (clock64)."""
+    import cupy as cp
+    import numpy as np
+
+    parts = spec.split(",")
+    h, B, L, kname = int(parts[0]), int(parts[1]), int(parts[2]), parts[3]
+    chunk = int(parts[4]) if len(parts) > 4 else None
+    dev = torch.device("cuda")
+    P = L // 64
+    cache = torch.randn(B * P, 64, D, device=dev).to(torch.bfloat16)
+    perm = torch.randperm(B * P, device=dev).to(torch.int32).view(B, P)
+    q = torch.randn(B, 1, h, D, device=dev).to(torch.bfloat16)
+    sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+    lo = Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
+    mod = fns["_module"]
+    gt, ck = (cp.ndarray((128 * 2 * 12,), dtype=cp.uint64, memptr=mod.get_global(n))
+              for n in ("t16_trace_gt", "t16_trace_clk"))
+    for _ in range(5):
+        gt.fill(0)
+        ck.fill(0)
+        lo.run(comb=False)
+    torch.cuda.synchronize()
+    g = cp.asnumpy(gt).view(np.uint64).reshape(128, 2, 12).astype(np.float64)
+    c = cp.asnumpy(ck).view(np.uint64).reshape(128, 2, 12).astype(np.float64)
+    g[g == 0] = np.nan
+    c[c == 0] = np.nan
+    t0 = np.nanmin(g[:, :, 0])
+    print(f"trace {spec}: chunk {lo.chunk} grid {lo.grid}; kernel span {(np.nanmax(g) - t0) / 1e3:.2f} us")
+    for k in range(12):
+        for wg in range(2):
+            col = g[:, wg, k]
+            if np.all(np.isnan(col)):
+                continue
+            dc = c[:, wg, k] - c[:, wg, 0]
+            print(f"  marker {k:2d} wg{wg}: since first entry {np.nanmedian(col - t0) / 1e3:7.2f} us "
+                  f"(max {np.nanmax(col - t0) / 1e3:7.2f}); own cycles {np.nanmedian(dc):9.0f}")
+
+
 def membench():
     """Read bandwidth of one/two CTAs per SM: plain loads, cp.async rings, bulk-copy rings."""
     import cupy as cp
@@ -478,9 +554,11 @@ def main():
     ap.add_argument("--bench-only", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true")
-    ap.add_argument("--kernels", default=",".join(KERNELS))
+    ap.add_argument("--kernels", default=",".join(sorted(ENABLED)))
     ap.add_argument("--profile", default="")
     ap.add_argument("--membench", action="store_true")
+    ap.add_argument("--trace", default="", help="heads,batch,ctx,kernel[,chunk] (needs -DT16_TRACE)")
+    ap.add_argument("--time", default="", help="heads,batch,ctx,kernel[,chunk];... fixed plans to time")
     args = ap.parse_args()
     ENABLED.clear()
     ENABLED.update(k for k in args.kernels.split(",") if k in KERNELS)
@@ -493,6 +571,13 @@ def main():
     fns = build()
     if args.profile:
         profile(fns, num_sms, args.profile)
+        return
+    if args.time:
+        time_specs(fns, num_sms, args.time)
+        return
+    if args.trace:
+        for spec in args.trace.split(";"):
+            trace(fns, num_sms, spec)
         return
     if args.membench and args.bench_only and args.quick:
         membench()  # only the read-rate microbenchmark

@@ -19,6 +19,7 @@ def compile_cubin(arch="sm_90a"):
     src = open(SRC, "rb").read()
     err, prog = nvrtc.nvrtcCreateProgram(src, b"mla_decode.cu", 0, [], [])
     opts = [b"--std=c++17", f"-arch={arch}".encode(), b"--ptxas-options=-v", f"--include-path={os.path.dirname(SRC)}".encode()]
+    opts += [o.encode() for o in os.environ.get("MLA_DEFINES", "").split()]  # experiments
     (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
     _, n = nvrtc.nvrtcGetProgramLogSize(prog)
     log = b" " * n

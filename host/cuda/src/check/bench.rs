@@ -153,8 +153,6 @@ fn median_us(gpu: &Arc<Gpu>, set_bytes: usize, caches: &[DeviceBuffer], launch: 
 }
 
 /// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
-/// dtype comparison; returns (copy GB/s, rows, a markdown table, JSON lines).
-/// The shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
 /// dtype comparison; with `sweep`, batch 1 and 64 under fixed (kernel, chunk) plans as well. Returns
 /// (copy GB/s, rows, a markdown table, JSON lines of the main rows).
 pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f64, Vec<BenchRow>, String, String)> {
@@ -185,10 +183,13 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     }
     if sweep {
         let mut swept = Vec::new();
-        let variants = [(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
+        let mut variants = vec![(16usize, DecodeKernel::MmaR16S2), (16, DecodeKernel::MmaR16), (128, DecodeKernel::choose(1, 128, target.hopper, false))];
+        if target.hopper {
+            variants.push((16, DecodeKernel::WgmmaT16));
+        }
         for (heads, kernel) in variants {
             for (batch, ctx) in [(1usize, 4096usize), (1, 32768), (64, 4096), (64, 32768)] {
-                if batch == 64 && kernel.per_sm() == 1 && heads == 16 {
+                if batch == 64 && kernel == DecodeKernel::MmaR16 {
                     continue;
                 }
                 let mut plans = vec![None];

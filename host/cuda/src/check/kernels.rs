@@ -38,7 +38,17 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         }
     }
     // kernels the heuristic does not pick on this GPU, over forced chunks (1-token last splits)
-    let forced = [(DecodeKernel::MmaR16, 16usize, 64usize, 128usize), (DecodeKernel::MmaR16, 128, 16, 256), (DecodeKernel::MmaR16S2, 16, 16, 1024)];
+    let mut forced = vec![(DecodeKernel::MmaR16, 16usize, 64usize, 128usize), (DecodeKernel::MmaR16, 128, 16, 256), (DecodeKernel::MmaR16S2, 16, 16, 1024)];
+    if k.gpu().is_hopper() {
+        // the mma kernel that Hopper's heuristic replaced, at page 64; the wgmma one with one tile
+        // per CTA (warpgroup 1 idle), odd tile counts, and 128 heads over 8 row tiles at page 16
+        forced.extend([
+            (DecodeKernel::MmaR16S2, 16, 64, 128),
+            (DecodeKernel::WgmmaT16, 16, 64, 64),
+            (DecodeKernel::WgmmaT16, 16, 64, 192),
+            (DecodeKernel::WgmmaT16, 128, 16, 1024),
+        ]);
+    }
     for (kernel, heads, page, chunk) in forced {
         one("mla_decode forced", fast_attention(k, &mut rng, heads, 1, page, &ragged, Plan::Fixed { kernel, chunk }, false));
     }

@@ -11,6 +11,17 @@ pub const FAST_ROPE: usize = 64;
 const D: usize = FAST_KV_LORA + FAST_ROPE;
 const MAX_SPLITS: usize = 1024;
 
+/// Latent slices per row in the combine grid (mla_decode_combine.cuh). Its 256 threads form 2 groups
+/// per slice, each summing every (2 x slices)-th split, so few splits get few slices and no group
+/// sits idle; and every CTA repeats the split-weight phase, so the grid stays near 4 CTAs per SM
+/// (H200, NOTES.md §9: 16 rows x 1 sequence are fastest with 8 slices, 128 rows with 2-4, 64
+/// sequences with 1).
+fn combine_slices(max_splits: usize, rows: usize, batch: usize, num_sms: usize) -> u32 {
+    let by_splits = max_splits.div_ceil(2).next_power_of_two();
+    let by_grid = 1usize << (4 * num_sms / (rows * batch).max(1)).max(1).ilog2();
+    by_splits.min(by_grid).clamp(1, 8) as u32
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeKernel {
     MmaR16S2,
@@ -20,6 +31,8 @@ pub enum DecodeKernel {
     /// fp8 cache (656-byte entries): the mma kernels with each tile expanded to bf16 in smem.
     Fp8MmaR16S2,
     Fp8MmaR16,
+    /// sm_90a, 16 rows: transposed wgmma (tokens fill M), two warpgroups on alternate tiles.
+    WgmmaT16,
 }
 
 impl DecodeKernel {
@@ -30,6 +43,7 @@ impl DecodeKernel {
         }
         match q_len * heads {
             r if r >= 64 && hopper => Self::WgmmaR64,
+            16 if hopper => Self::WgmmaT16,
             16 => Self::MmaR16S2,
             32 => Self::MmaR32,
             _ => Self::MmaR16,
@@ -44,6 +58,7 @@ impl DecodeKernel {
             Self::WgmmaR64 => "mla_decode_wgmma_r64",
             Self::Fp8MmaR16S2 => "mla_decode_fp8_mma_r16_t32_s2",
             Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
+            Self::WgmmaT16 => "mla_decode_wgmma_t16",
         }
     }
 
@@ -53,12 +68,12 @@ impl DecodeKernel {
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        self == Self::WgmmaR64
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16)
     }
 
     fn rows(self) -> usize {
         match self {
-            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 => 16,
+            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 => 16,
             Self::MmaR32 => 32,
             Self::WgmmaR64 => 64,
         }
@@ -83,6 +98,8 @@ impl DecodeKernel {
             Self::MmaR16 => mma(16, 5),
             Self::MmaR32 => mma(32, 5),
             Self::WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
+            // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
+            Self::WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
         }
     }
 }
@@ -257,7 +274,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
     k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
     if split {
-        k.launch("mla_decode_combine", (rows as u32, b as u32, 4), 256, 0, &[
+        k.launch("mla_decode_combine", (rows as u32, b as u32, combine_slices(plan.max_splits, rows, b, k.gpu().info.multiprocessors as usize)), 256, 0, &[
             Arg::Ptr(io.part_o.ptr),
             Arg::Ptr(io.part_lse.ptr),
             Arg::Ptr(io.split_offsets.ptr),
@@ -333,23 +350,41 @@ mod tests {
         // NOTES.md §4 and §8 (132 SMs): the best plans of the H200 sweep.
         let t = DecodeTarget { num_sms: 132, hopper: true };
         let p = plan_splits(&[4096], 1, 16, &t, false);
-        assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::MmaR16S2, 64, 64));
+        assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::WgmmaT16, 64, 64));
         // 1 x 32K: 128 splits of 256 (H200 sweep: 20.9 us against 23.9 for 256 splits of 128)
         let p = plan_splits(&[32768], 1, 16, &t, false);
         assert_eq!(p.chunk, 256);
+        // without wgmma: the two-CTAs-per-SM mma kernel
+        let no_wgmma = DecodeTarget { num_sms: 132, hopper: false };
+        let p = plan_splits(&[4096], 1, 16, &no_wgmma, false);
+        assert_eq!((p.kernel, p.max_splits), (DecodeKernel::MmaR16S2, 64));
+        let p = plan_splits(&[4096; 64], 1, 16, &no_wgmma, false);
+        assert_eq!(p.max_splits, 4);
         let p = plan_splits(&[32768], 1, 128, &t, false);
         assert_eq!(p.chunk, 512);
         let p = plan_splits(&[4096], 1, 128, &t, false);
         assert_eq!(p.chunk, 128);
+        // batch 64 and 128 on one CTA per SM: 2 splits fill the 132 SMs; 128 sequences need none
         let p = plan_splits(&[4096; 64], 1, 16, &t, false);
-        assert_eq!(p.max_splits, 4);
-        let p = plan_splits(&[32768; 64], 1, 16, &t, false);
-        assert_eq!(p.max_splits, 4);
-        let p = plan_splits(&[4096; 128], 1, 16, &t, false);
         assert_eq!(p.max_splits, 2);
+        let p = plan_splits(&[32768; 64], 1, 16, &t, false);
+        assert_eq!(p.max_splits, 2);
+        let p = plan_splits(&[4096; 128], 1, 16, &t, false);
+        assert_eq!(p.max_splits, 1);
         let p = plan_splits(&[4096; 64], 1, 128, &t, false);
         assert_eq!((p.kernel, p.max_splits), (DecodeKernel::WgmmaR64, 1));
         assert_eq!(p.offsets.len(), 65);
         assert!(!p.needs_combine());
+    }
+
+    #[test]
+    fn combine_slices_follow_splits_and_grid() {
+        // one sequence of 16 rows: 2 groups per slice, each summing every (2 x slices)-th split
+        let by_splits = [1, 2, 3, 4, 5, 8, 9, 16, 64, 1024].map(|n| combine_slices(n, 16, 1, 132));
+        assert_eq!(by_splits, [1, 1, 2, 2, 4, 4, 8, 8, 8, 8]);
+        // more rows: about 4 CTAs per SM (the H200 measurements of NOTES.md §9)
+        assert_eq!(combine_slices(64, 128, 1, 132), 4);
+        assert_eq!(combine_slices(4, 16, 64, 132), 1);
+        assert_eq!(combine_slices(4, 128, 64, 132), 1);
     }
 }
