@@ -20,14 +20,14 @@
 // mla_decode_combine merges. See kernels/NOTES.md for grids, shared memory and the split heuristic.
 //
 // Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads):
-//   mla_decode_mma_r16_t32_s2  16 rows/CTA, 32-token tiles, 2 stages, 2 CTAs/SM  (H=16, q_len=1)
+//   mla_decode_mma_r16_t32_s2  16 rows/CTA, 32-token tiles, 2 stages, 2 CTAs/SM  (H=16 without sm_90a)
 //   mla_decode_mma_r16_t32     16 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (fallback, any H)
 //   mla_decode_mma_r32_t32     32 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
 //   mla_decode_wgmma_r64       64 rows/CTA, 64-token tiles, wgmma, sm_90a only    (H=128)
 //   mla_decode_wgmma_t16       16 rows/CTA, transposed wgmma (tokens in M), 2 warpgroups on
-//                              alternate tiles, sm_90a only (H=16 at small batch; not yet measured)
+//                              alternate 64-token tiles, sm_90a only              (H=16)
 //   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
-//   mla_decode_combine         merges split partials (grid rows x B x 8 slices, 256 threads)
+//   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
 
 
 #include "mla_decode_common.cuh"

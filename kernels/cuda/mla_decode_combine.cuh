@@ -43,7 +43,7 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   const int d = (MLA_DV / gridDim.z) * blockIdx.z + 4 * sub;
   const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
   const i64 sstride = (i64)rows_total * MLA_DV;
-  float4 pre[PREFETCH];  // partials of splits grp, grp+16, ...: in flight during the lse phase
+  float4 pre[PREFETCH];  // partials of splits grp, grp + groups, ...: in flight during the lse phase
 #pragma unroll
   for (int k = 0; k < PREFETCH; ++k)
     pre[k] = (grp + groups * k < ns) ? __ldg(reinterpret_cast<const float4*>(po + (grp + groups * k) * sstride))

@@ -171,17 +171,6 @@ __device__ __forceinline__ int row_limit(const Args& a, const Work& w, int local
   return imin(w.kv_end, w.seq - a.q_len + r / a.heads + 1);
 }
 
-// Page-table lookup for a later tile: the physical page of position `pos` of sequence b, or -1
-// when `valid` is false. Returned raw, so that the address arithmetic happens where the copy is
-// issued, not right after the load.
-__device__ __forceinline__ int page_of(const Args& a, int b, int pos, bool valid) {
-  return valid ? __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size) : -1;
-}
-// cache slot of position `pos` on physical page `page`
-__device__ __forceinline__ i64 slot_on(const Args& a, int page, int pos) {
-  return (i64)page * a.page_size + pos % a.page_size;
-}
-
 // cache slot (page * page_size + offset) of position `pos` of sequence b
 __device__ __forceinline__ i64 cache_slot(const Args& a, int b, int pos) {
   const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
