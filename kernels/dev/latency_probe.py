@@ -49,7 +49,6 @@ extern "C" __global__ void grid_barrier(unsigned* ctr) {
 
 
 def per_launch_us(fn, reps=40, iters=20):
-    stream = torch.cuda.current_stream()
     fn()
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()

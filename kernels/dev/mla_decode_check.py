@@ -431,18 +431,27 @@ def split_sweep(fns, num_sms, log):
     log["sweep"] = out
 
 
-def profile(fns, num_sms, spec):
-    """Run one shape a few times (for ncu): spec = heads,batch,ctx,kernel[,chunk]."""
+def parse_spec(spec):
+    """heads,batch,ctx,kernel[,chunk] -> (heads, batch, ctx, kernel, chunk or None)."""
     parts = spec.split(",")
-    h, B, L, kname = int(parts[0]), int(parts[1]), int(parts[2]), parts[3]
-    chunk = int(parts[4]) if len(parts) > 4 else None
+    return int(parts[0]), int(parts[1]), int(parts[2]), parts[3], (int(parts[4]) if len(parts) > 4 else None)
+
+
+def one_set_launch(fns, num_sms, spec):
+    """One input set of a spec (random pages, page 64) and its launch; the Launch keeps the data."""
+    h, B, L, kname, chunk = parse_spec(spec)
     dev = torch.device("cuda")
     P = L // 64
     cache = torch.randn(B * P, 64, D, device=dev).to(torch.bfloat16)
     perm = torch.randperm(B * P, device=dev).to(torch.int32).view(B, P)
     q = torch.randn(B, 1, h, D, device=dev).to(torch.bfloat16)
     sl = torch.full((B,), L, dtype=torch.int32, device=dev)
-    lo = Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
+    return Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
+
+
+def profile(fns, num_sms, spec):
+    """Run one shape a few times (for ncu): spec = heads,batch,ctx,kernel[,chunk]."""
+    lo = one_set_launch(fns, num_sms, spec)
     for _ in range(3):
         lo.run()
     torch.cuda.synchronize()
@@ -454,9 +463,7 @@ def time_specs(fns, num_sms, specs):
     page order). A chunk of the whole context is one CTA per (sequence, row tile)."""
     dev = torch.device("cuda")
     for spec in specs.split(";"):
-        parts = spec.split(",")
-        h, B, L, kname = int(parts[0]), int(parts[1]), int(parts[2]), parts[3]
-        chunk = int(parts[4]) if len(parts) > 4 else None
+        h, B, L, kname, chunk = parse_spec(spec)
         P = L // 64
         n_sets = min(16, max(1, math.ceil(256e6 / (B * L * D * 2))))
         cache = torch.randn(n_sets * B * P, 64, D, device=dev).to(torch.bfloat16)
@@ -482,16 +489,7 @@ def trace(fns, num_sms, spec):
     import cupy as cp
     import numpy as np
 
-    parts = spec.split(",")
-    h, B, L, kname = int(parts[0]), int(parts[1]), int(parts[2]), parts[3]
-    chunk = int(parts[4]) if len(parts) > 4 else None
-    dev = torch.device("cuda")
-    P = L // 64
-    cache = torch.randn(B * P, 64, D, device=dev).to(torch.bfloat16)
-    perm = torch.randperm(B * P, device=dev).to(torch.int32).view(B, P)
-    q = torch.randn(B, 1, h, D, device=dev).to(torch.bfloat16)
-    sl = torch.full((B,), L, dtype=torch.int32, device=dev)
-    lo = Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
+    lo = one_set_launch(fns, num_sms, spec)
     mod = fns["_module"]
     gt, ck = (cp.ndarray((128 * 2 * 12,), dtype=cp.uint64, memptr=mod.get_global(n))
               for n in ("t16_trace_gt", "t16_trace_clk"))
