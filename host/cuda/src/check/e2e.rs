@@ -34,6 +34,9 @@ pub struct Agreement {
     pub steps: usize,
     pub argmax_differs: usize,
     pub differs_beyond_tie: usize,
+    /// The widest reference top-2 margin at which a first divergence happened (0 if none): how
+    /// far past the near-tie threshold the GPU's error reached.
+    pub widest_diverging_margin: f64,
     pub max_logprob_diff: f64,
     pub mean_logprob_diff: f64,
     /// Over every step (teacher-forced on the reference's tokens): greedy agreement and the
@@ -134,6 +137,7 @@ pub fn lockstep(gpu: &mut dyn Backend, reference: &mut dyn Backend, cases: &[Cas
             }
             if g_top != next {
                 agree.argmax_differs += 1;
+                agree.widest_diverging_margin = agree.widest_diverging_margin.max(tie_margin);
                 diverged[i] = true;
                 if tie_margin >= NEAR_TIE {
                     agree.differs_beyond_tie += 1;
@@ -182,13 +186,14 @@ fn to_check(name: String, a: &Agreement, strict: bool) -> Check {
         error: if loose_ok && (!strict || strict_ok) { a.all_mean_diff } else { f64::INFINITY },
         tolerance: bound,
         detail: format!(
-            "teacher-forced {} steps: greedy agrees {:.1}%, mean |dlogprob| {:.2e}; free-running: {} steps to first divergence, {} diverging ({} not at a near-tie), max |dlogprob| {:.2e}",
+            "teacher-forced {} steps: greedy agrees {:.1}%, mean |dlogprob| {:.2e}; free-running: {} steps to first divergence, {} diverging ({} not at a near-tie; widest reference margin {:.3}), max |dlogprob| {:.2e}",
             a.all_steps,
             100.0 * agreement,
             a.all_mean_diff,
             a.steps,
             a.argmax_differs,
             a.differs_beyond_tie,
+            a.widest_diverging_margin,
             a.max_logprob_diff
         ),
         informational: false,
@@ -400,4 +405,31 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
         detail: format!("{rows} rows over {steps} steps: {mismatches} token/top-id mismatches, logprob err {max_err:.1e}"),
         informational: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_rows_fail_past_the_near_tie_and_report_the_margin() {
+        let a = Agreement {
+            steps: 54,
+            argmax_differs: 2,
+            differs_beyond_tie: 1,
+            widest_diverging_margin: 0.071,
+            max_logprob_diff: 0.035,
+            mean_logprob_diff: 0.01,
+            all_steps: 77,
+            all_agree: 75,
+            all_mean_diff: 0.012,
+        };
+        let strict = to_check("v2-lite-3l".into(), &a, true);
+        assert!(strict.error.is_infinite(), "a divergence past the near-tie fails a strict row");
+        assert!(strict.detail.contains("widest reference margin 0.071"), "{}", strict.detail);
+        let loose = to_check("v2-lite-3l".into(), &a, false);
+        assert_eq!(loose.error, 0.012, "without the near-tie rule the mean bound decides");
+        let tied = Agreement { differs_beyond_tie: 0, ..a };
+        assert_eq!(to_check("v2-lite-3l".into(), &tied, true).error, 0.012);
+    }
 }
