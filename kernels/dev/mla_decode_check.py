@@ -346,8 +346,19 @@ def torch_decode(q, cache, bt, L, scale):
     return torch.matmul(p, kv[..., :DV])
 
 
-def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
+def rotating_sets(n_sets, B, L, heads):
+    """n_sets input sets of B sequences of L tokens (page 64): one cache holding every set's pages
+    in random order, per-set block tables and queries, and the shared seq_lens."""
     dev = torch.device("cuda")
+    P = L // 64
+    cache = torch.randn(n_sets * B * P, 64, D, device=dev).to(torch.bfloat16)
+    perm = torch.randperm(n_sets * B * P, device=dev).to(torch.int32).view(n_sets, B, P)
+    qs = torch.randn(n_sets, B, 1, heads, D, device=dev).to(torch.bfloat16)
+    sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+    return cache, perm, qs, sl
+
+
+def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
     scale = 192 ** -0.5
     page = 64
     shapes = [(h, b, l) for h in (16, 128) for b in (1, 64, 128) for l in (4096, 32768)]
@@ -357,11 +368,7 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
     for heads, B, L in shapes:
         latent = B * L * D * 2
         n_sets = min(32, max(1, math.ceil(256e6 / latent)))
-        P = L // page
-        cache = torch.randn(n_sets * B * P, page, D, device=dev).to(torch.bfloat16)
-        perm = torch.randperm(n_sets * B * P, device=dev).to(torch.int32).view(n_sets, B, P)
-        qs = torch.randn(n_sets, B, 1, heads, D, device=dev).to(torch.bfloat16)
-        sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+        cache, perm, qs, sl = rotating_sets(n_sets, B, L, heads)
         io = latent + qs[0].numel() * 2 + B * heads * DV * 2
         flops = B * heads * L * 2 * (D + DV)
         small = latent < 200e6
@@ -399,7 +406,6 @@ def bench(fns, num_sms, log, copy_gbs, quick=False, variants=None):
 
 def split_sweep(fns, num_sms, log):
     """Time forced split counts on a few shapes to calibrate plan_splits."""
-    dev = torch.device("cuda")
     scale = 192 ** -0.5
     out = []
     for heads, B, L, kname in [(16, 64, 4096, "mma_r16_t32_s2"), (16, 128, 4096, "mma_r16_t32_s2"),
@@ -407,12 +413,8 @@ def split_sweep(fns, num_sms, log):
                                (128, 1, 4096, "wgmma_r64"), (128, 64, 4096, "wgmma_r64")]:
         if kname not in ENABLED:
             continue
-        P = L // 64
         n_sets = min(16, max(1, math.ceil(256e6 / (B * L * D * 2))))
-        cache = torch.randn(n_sets * B * P, 64, D, device=dev).to(torch.bfloat16)
-        perm = torch.randperm(n_sets * B * P, device=dev).to(torch.int32).view(n_sets, B, P)
-        qs = torch.randn(n_sets, B, 1, heads, D, device=dev).to(torch.bfloat16)
-        sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+        cache, perm, qs, sl = rotating_sets(n_sets, B, L, heads)
         heur = Launch(fns, kname, qs[0], cache, perm[0], sl, 1, heads, 64, scale, num_sms).chunk
         line = []
         for ns in sorted({1, 2, 3, 4, 6, 8, 16, 32, 64, L // heur}):
@@ -440,13 +442,8 @@ def parse_spec(spec):
 def one_set_launch(fns, num_sms, spec):
     """One input set of a spec (random pages, page 64) and its launch; the Launch keeps the data."""
     h, B, L, kname, chunk = parse_spec(spec)
-    dev = torch.device("cuda")
-    P = L // 64
-    cache = torch.randn(B * P, 64, D, device=dev).to(torch.bfloat16)
-    perm = torch.randperm(B * P, device=dev).to(torch.int32).view(B, P)
-    q = torch.randn(B, 1, h, D, device=dev).to(torch.bfloat16)
-    sl = torch.full((B,), L, dtype=torch.int32, device=dev)
-    return Launch(fns, kname, q, cache, perm, sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
+    cache, perm, qs, sl = rotating_sets(1, B, L, h)
+    return Launch(fns, kname, qs[0], cache, perm[0], sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
 
 
 def profile(fns, num_sms, spec):
@@ -461,15 +458,10 @@ def profile(fns, num_sms, spec):
 def time_specs(fns, num_sms, specs):
     """Time fixed plans: specs = 'heads,batch,ctx,kernel[,chunk];...' (CUDA-graph replays, random
     page order). A chunk of the whole context is one CTA per (sequence, row tile)."""
-    dev = torch.device("cuda")
     for spec in specs.split(";"):
         h, B, L, kname, chunk = parse_spec(spec)
-        P = L // 64
         n_sets = min(16, max(1, math.ceil(256e6 / (B * L * D * 2))))
-        cache = torch.randn(n_sets * B * P, 64, D, device=dev).to(torch.bfloat16)
-        perm = torch.randperm(n_sets * B * P, device=dev).to(torch.int32).view(n_sets, B, P)
-        qs = torch.randn(n_sets, B, 1, h, D, device=dev).to(torch.bfloat16)
-        sl = torch.full((B,), L, dtype=torch.int32, device=dev)
+        cache, perm, qs, sl = rotating_sets(n_sets, B, L, h)
         ls = [Launch(fns, kname, qs[s], cache, perm[s], sl, 1, h, 64, 192 ** -0.5, num_sms, chunk)
               for s in range(n_sets)]
         small = B * L * D * 2 < 200e6
