@@ -20,10 +20,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn main() {
+/// A bad plugin path or plugin ends the run with its load or call error, not a panic.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let specs = args.iter().map(|a| PluginSpec::parse(a).expect("plugin path")).collect();
-    let host = PluginHost::load(specs).expect("plugins load");
+    let specs = args.iter().map(|a| PluginSpec::parse(a)).collect::<Result<Vec<_>, _>>()?;
+    let host = PluginHost::load(specs)?;
     let mut rng = Rng::seeded(1);
     if let Some(sampler) = host.plugins.iter().find(|p| p.kind == PluginKind::Sampler) {
         println!("sampler `{}`, vocabulary {VOCAB}, {GENERATED} generated tokens per sequence", sampler.spec.name);
@@ -46,7 +47,7 @@ fn main() {
                     })
                     .collect();
                 let t = Instant::now();
-                let d = sampler.sample(&seqs).expect("plugin sample");
+                let d = sampler.sample(&seqs)?;
                 plugin_us.push(t.elapsed().as_secs_f64() * 1e6);
                 assert_eq!(d.len(), batch);
                 let t = Instant::now();
@@ -61,24 +62,25 @@ fn main() {
     }
     if let Some(router) = host.single(PluginKind::Router) {
         let loads = vec![ReplicaLoad { waiting: 1, running: 4, free_pages: 900, cached_prefix_tokens: 128 }; 4];
-        let us: Vec<f64> = (0..200)
+        let us = (0..200)
             .map(|_| {
                 let t = Instant::now();
-                let _ = router.route(None, 1024, 0, "m", &loads).expect("route");
-                t.elapsed().as_secs_f64() * 1e6
+                let _decision = router.route(None, 1024, 0, "m", &loads)?;
+                Ok(t.elapsed().as_secs_f64() * 1e6)
             })
-            .collect();
+            .collect::<Result<Vec<f64>, mlahost_plugins::PluginError>>()?;
         println!("router `{}`: {:.1} µs per call (median of 200, 4 replicas)", router.spec.name, median(us));
     }
     if let Some(adm) = host.single(PluginKind::Admission) {
-        let us: Vec<f64> = (0..200u64)
+        let us = (0..200u64)
             .map(|i| {
                 let info = AdmissionInfo { request_id: i, tenant: "default".into(), key_id: None, priority: 0, prompt_tokens: 1024, max_tokens: 256, model: "m".into(), now_ms: i };
                 let t = Instant::now();
-                adm.admit(&info).expect("admit");
-                t.elapsed().as_secs_f64() * 1e6
+                adm.admit(&info)?;
+                Ok(t.elapsed().as_secs_f64() * 1e6)
             })
-            .collect();
+            .collect::<Result<Vec<f64>, mlahost_plugins::PluginError>>()?;
         println!("admission `{}`: {:.1} µs per call (median of 200)", adm.spec.name, median(us));
     }
+    Ok(())
 }
