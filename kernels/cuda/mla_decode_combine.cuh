@@ -38,8 +38,10 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   __shared__ float4 acc_s[256];
   const int r = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const int lanes = 128 / gridDim.z, groups = 256 / lanes, grp = tid / lanes, sub = tid % lanes;
+  allow_dependent_grids();
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;
   if (ns <= 1) return;  // written directly by the decode kernel
+  wait_for_prior_grids();  // the partials below
   const int d = (MLA_DV / gridDim.z) * blockIdx.z + 4 * sub;
   const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
   const i64 sstride = (i64)rows_total * MLA_DV;

@@ -85,6 +85,23 @@ __device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Programmatic dependent launch (sm_90+). The host launches the decode kernels and the combine
+// with programmatic stream serialisation on Hopper, so a kernel may start while the one before it
+// is still running. Before wait_for_prior_grids() a kernel reads only the per-step metadata the
+// host uploads (block table, sequence lengths, split offsets), never what a kernel writes (q, the
+// cache, partials, outputs). Both are no-ops below sm_90 and in a launch without the attribute.
+__device__ __forceinline__ void wait_for_prior_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+// lets the next kernel in the stream start its own metadata prologue now
+__device__ __forceinline__ void allow_dependent_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 // fp8 latent cache (see util.cuh): [512 e4m3][4 f32 scales][64 bf16 k_pe] = 656 bytes per token
 #define MLA_FP8_BYTES 656
 #define MLA_FP8_CHUNKS 41  // 16-byte chunks per token

@@ -38,8 +38,10 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
   static_assert(EPT >= 1 && TPR <= 32, "tile shape");
 
+  allow_dependent_grids();
   Work w;
   if (!make_work(a, ROWS, w)) return;
+  wait_for_prior_grids();  // q and the cache below
 
   unsigned char* stage8 = smem;  // FP8 only: raw entries, NST stages
   u16* kvs = reinterpret_cast<u16*>(smem + C::STAGE_BYTES);

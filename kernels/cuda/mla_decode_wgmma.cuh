@@ -78,6 +78,7 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
 
 __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
+  allow_dependent_grids();
   Work w;
   if (!make_work(a, 64, w)) return;
   const u32 raw = smem_u32(smem_raw);
@@ -123,6 +124,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       }
     }
   };
+  // page lookups (host-written metadata) before the wait; q and the cache after it
+  const TileSrc src0 = tile_src(0), src1 = tile_src(1);
+  wait_for_prior_grids();
   {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -136,9 +140,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       }
     }
   }
-  if (ntiles > 0) load_tile(0, tile_src(0));
+  if (ntiles > 0) load_tile(0, src0);
   cp_async_commit();
-  if (ntiles > 1) load_tile(1, tile_src(1));
+  if (ntiles > 1) load_tile(1, src1);
   cp_async_commit();
 
   float o[128];

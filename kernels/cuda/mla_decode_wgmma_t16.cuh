@@ -85,17 +85,10 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   float* sml = reinterpret_cast<float*>(smem + C::ML_OFF);                      // [2 wg][16] maxima
   auto wg_sync = [&]() { named_bar_sync(1 + wg, 128); };
 
-  // The split plan and sequence length are loaded first; Q and the page ids of each warpgroup's
-  // first tile depend on neither, so they are issued while those loads are in flight.
+  allow_dependent_grids();
+  // The split plan and sequence length are loaded first; the page ids of each warpgroup's first
+  // tile and Q depend on neither, so they are issued while those loads are in flight.
   const WorkLoads work_loads = load_work(a);
-  // Q: 16 rows x 72 16-byte units, all 256 threads; chunk c holds 16 rows x 128 B, swizzled
-  for (int i = tid; i < C::ROWS * 72; i += MLA_THREADS) {
-    const int r = i / 72, u = i % 72, row = row0 + r;
-    const bool ok = row < rows_total;
-    const u16* src = ok ? a.q + ((i64)b * rows_total + row) * MLA_D + u * 8 : a.q;
-    cp_async_16(sQ + (u >> 3) * 2048 + r * 128 + (((u & 7) ^ (r & 7)) << 4), src, ok);
-  }
-  cp_async_commit();
   // page arithmetic by shifts when the page size is a power of two (it always is in practice)
   const int ps = a.page_size, sh = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
   const int* bt_row = a.block_table + (i64)b * a.max_pages;
@@ -112,6 +105,15 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int p = 0; p < 4; ++p) pages[p] = page_at(kv_begin + t * 64 + 16 * p + ld_tok);
   };
   tile_pages(blockIdx.y * a.chunk, wg);
+  wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
+  // Q: 16 rows x 72 16-byte units, all 256 threads; chunk c holds 16 rows x 128 B, swizzled
+  for (int i = tid; i < C::ROWS * 72; i += MLA_THREADS) {
+    const int r = i / 72, u = i % 72, row = row0 + r;
+    const bool ok = row < rows_total;
+    const u16* src = ok ? a.q + ((i64)b * rows_total + row) * MLA_D + u * 8 : a.q;
+    cp_async_16(sQ + (u >> 3) * 2048 + r * 128 + (((u & 7) ^ (r & 7)) << 4), src, ok);
+  }
+  cp_async_commit();
   Work w;
   if (!make_work(a, C::ROWS, work_loads, w)) {
     cp_async_wait<0>();

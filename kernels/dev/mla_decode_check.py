@@ -20,7 +20,7 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(HERE, "..", "cuda", "mla_decode.cu")
+SRC = os.environ.get("MLA_SRC") or os.path.join(HERE, "..", "cuda", "mla_decode.cu")  # MLA_SRC: another copy, for A/B
 OUT = os.environ.get("OUT") or "/tmp"
 D, DV = 576, 512
 

@@ -7,6 +7,7 @@ use crate::sources::{Family, ALL};
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A kernel argument, passed by value.
@@ -29,6 +30,9 @@ pub struct Kernels {
     gpu: Arc<Gpu>,
     modules: Vec<sys::CUmodule>,
     functions: HashMap<String, sys::CUfunction>,
+    /// Whether `launch_programmatic` asks for programmatic dependent launch (Hopper; the
+    /// benchmark turns it off to measure what it gains).
+    programmatic: AtomicBool,
 }
 
 // SAFETY: module and function handles are plain driver handles usable from any thread with the
@@ -42,7 +46,8 @@ impl Kernels {
     pub fn load(gpu: &Arc<Gpu>) -> Result<Self> {
         gpu.bind()?;
         let arch = gpu.arch();
-        let mut k = Kernels { gpu: gpu.clone(), modules: Vec::new(), functions: HashMap::new() };
+        let programmatic = AtomicBool::new(gpu.info.compute_capability.0 >= 9);
+        let mut k = Kernels { gpu: gpu.clone(), modules: Vec::new(), functions: HashMap::new(), programmatic };
         for family in ALL {
             k.load_family(family, &arch)?;
         }
@@ -74,6 +79,27 @@ impl Kernels {
 
     /// Launches `name` on the backend's stream. Shared memory above 48 KB is enabled per launch.
     pub fn launch(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        self.launch_with(name, grid, block, smem, args, false)
+    }
+
+    /// As `launch`, with programmatic dependent launch where the GPU has it (sm_90+): the kernel
+    /// may start while the previous one in the stream is still running, so only kernels that call
+    /// `griddepcontrol.wait` before reading anything an earlier kernel writes may use this
+    /// (mla_decode_common.cuh: `wait_for_prior_grids`).
+    pub fn launch_programmatic(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        self.launch_with(name, grid, block, smem, args, self.programmatic.load(Ordering::Relaxed))
+    }
+
+    /// Turns programmatic dependent launch on or off (off below sm_90 whatever is asked).
+    pub fn set_programmatic(&self, on: bool) {
+        self.programmatic.store(on && self.gpu.info.compute_capability.0 >= 9, Ordering::Relaxed);
+    }
+
+    pub fn programmatic(&self) -> bool {
+        self.programmatic.load(Ordering::Relaxed)
+    }
+
+    fn launch_with(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg], programmatic: bool) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(()); // nothing to do (an empty batch part)
         }
@@ -98,10 +124,31 @@ impl Kernels {
             })
             .collect();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
-        // SAFETY: each parameter points at 8 bytes whose low bytes hold the value (little-endian),
-        // which is how the driver reads 4- and 8-byte parameters; the values outlive the call,
-        // which copies them. Pointer arguments come from live allocations of this context.
-        unsafe { result::launch_kernel(f, grid, (block, 1, 1), smem, self.gpu.stream, &mut params) }.ctx(name)
+        if !programmatic {
+            // SAFETY: each parameter points at 8 bytes whose low bytes hold the value (little-endian),
+            // which is how the driver reads 4- and 8-byte parameters; the values outlive the call,
+            // which copies them. Pointer arguments come from live allocations of this context.
+            return unsafe { result::launch_kernel(f, grid, (block, 1, 1), smem, self.gpu.stream, &mut params) }.ctx(name);
+        }
+        // SAFETY: an all-zero attribute is a valid value of this plain C struct; id and value are
+        // then set to a documented pair.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: smem,
+            hStream: self.gpu.stream,
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: as for `launch_kernel` above; `config` points at `attr`, both alive for the call.
+        unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }.result().ctx(name)
     }
 }
 

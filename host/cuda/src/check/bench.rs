@@ -173,6 +173,23 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     }
     let mut table = format!("{} | copy {copy:.0} GB/s\n", k.gpu().info.name);
     table += &rows_table(&rows, copy);
+    if k.programmatic() {
+        // what programmatic dependent launch gains: the bf16 shapes again with plain launches
+        k.set_programmatic(false);
+        let mut timed: Vec<Result<Vec<BenchRow>>> = Vec::new();
+        for &heads in &[16usize, 128] {
+            for &batch in &[1usize, 64, 128] {
+                for &ctx in &[4096usize, 32768] {
+                    timed.push(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None]));
+                }
+            }
+        }
+        k.set_programmatic(true); // back on before any error returns
+        let mut plain = timed.into_iter().collect::<Result<Vec<_>>>()?.concat();
+        plain.iter_mut().for_each(|r| r.kernel += " (no PDL)");
+        table += "\n### the same bf16 shapes without programmatic dependent launch\n";
+        table += &rows_table(&plain, copy);
+    }
     let mut json = String::new();
     for r in &rows {
         let _ = writeln!(

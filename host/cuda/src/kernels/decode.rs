@@ -272,9 +272,10 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::F32(s.scale),
     ];
     let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
-    k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+    // both kernels wait (griddepcontrol) before reading what an earlier kernel wrote
+    k.launch_programmatic(name, grid, 256, plan.kernel.smem() as u32, &args)?;
     if split {
-        k.launch("mla_decode_combine", (rows as u32, b as u32, combine_slices(plan.max_splits, rows, b, k.gpu().info.multiprocessors as usize)), 256, 0, &[
+        k.launch_programmatic("mla_decode_combine", (rows as u32, b as u32, combine_slices(plan.max_splits, rows, b, k.gpu().info.multiprocessors as usize)), 256, 0, &[
             Arg::Ptr(io.part_o.ptr),
             Arg::Ptr(io.part_lse.ptr),
             Arg::Ptr(io.split_offsets.ptr),
