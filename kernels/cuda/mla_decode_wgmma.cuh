@@ -1,6 +1,7 @@
 // The wgmma decode kernel body (sm_90a), used for 128 heads.
 #pragma once
 #include "mla_decode_common.cuh"
+#include "mla_decode_mma.cuh"  // named_bar_sync
 
 namespace mla {
 
@@ -12,6 +13,7 @@ namespace mla {
 // S = Q K^T) and as V (MN-major B of O = P V).
 //   WG0: S = Q K^T (36 x m64n64k16), online softmax, P -> smem (bf16, swizzled), alpha -> smem.
 //   both: O[:, 256*wg .. +255] = alpha*O + P V (4 x m64n256k16), accumulators in registers.
+//   WG1 also issues the tile copies, beside WG0's S and softmax (NOTES.md §10).
 // ------------------------------------------------------------------------------------------------
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define MLA_HAS_WGMMA 1
@@ -96,17 +98,23 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   const int R0 = 16 * wi + g, R1 = R0 + 8;
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
 
-  // loader: 8 threads per token row, 32 rows per pass, 2 passes; thread -> rows tid/8 and tid/8 + 32,
-  // 16-byte units tid%8 + 8m, so one warp instruction reads 4 whole 128-byte lines
-  const int ld_row = tid >> 3, ld_unit = tid & 7;
+  // Warpgroup 1 loads the cache tiles: it idles while warpgroup 0 computes S and the softmax, so
+  // the next tile's copies are issued beside that work instead of in front of it. Named barriers:
+  //   READY (2): tile t is in shared memory   (WG1 arrives, WG0 waits)
+  //   PBAR  (1): P and alpha of tile t are set (WG0 arrives, WG1 waits)
+  //   FREE  (3): both finished P V of tile t, so its stage and P are free (both wait)
+  constexpr int PBAR = 1, READY = 2, FREE = 3;
+  // loader: 8 threads per token row, 16 rows per pass, 4 passes; thread -> rows wt/8 + 16p,
+  // 16-byte units wt%8 + 8m, so one warp instruction reads 4 whole 128-byte lines
+  const int wt = tid & 127, ld_row = wt >> 3, ld_unit = wt & 7;
   struct TileSrc {
-    const u16* p[2];
+    const u16* p[4];
   };
   auto tile_src = [&](int t) -> TileSrc {
     TileSrc r;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int pos = w.kv_begin + t * 64 + ld_row + 32 * h;
+    for (int h = 0; h < 4; ++h) {
+      const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
       r.p[h] = (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
     }
     return r;
@@ -114,36 +122,47 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   auto load_tile = [&](int t, const TileSrc& src) {
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < 4; ++h) {
       const bool valid = src.p[h] != nullptr;
       const u16* sp = valid ? src.p[h] : a.kv;
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = ld_unit + 8 * m;
-        cp_async_16(dst + sw128_off(ld_row + 32 * h, c), sp + c * 8, valid);
+        cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
       }
     }
   };
   // page lookups (host-written metadata) before the wait; q and the cache after it
-  const TileSrc src0 = tile_src(0), src1 = tile_src(1);
+  TileSrc src0, src1;
+  if (wg == 1) src0 = tile_src(0), src1 = tile_src(1);
   wait_for_prior_grids();
-  {
+  {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
+    const int qr = tid >> 3, qu = tid & 7;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int r = w.row0 + ld_row + 32 * h;
+      const int r = w.row0 + qr + 32 * h;
       const bool ok = r < w.rows_total;
       const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
-        const int c = ld_unit + 8 * m;
-        cp_async_16(sQ + sw128_off(ld_row + 32 * h, c), src + c * 8, ok);
+        const int c = qu + 8 * m;
+        cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
       }
     }
   }
-  if (ntiles > 0) load_tile(0, src0);
-  cp_async_commit();
-  if (ntiles > 1) load_tile(1, src1);
-  cp_async_commit();
+  if (wg == 1) {
+    if (ntiles > 0) load_tile(0, src0);
+    cp_async_commit();  // group 0: WG1's half of Q and tile 0
+    if (ntiles > 1) load_tile(1, src1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
+    if (ntiles > 0) named_bar_arrive(READY, 256);
+  } else {
+    cp_async_commit();
+    cp_async_wait<0>();  // WG0's half of Q
+    fence_proxy_async();
+  }
 
   float o[128];
 #pragma unroll
@@ -153,12 +172,10 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   const float sl2 = a.scale * 1.4426950408889634f;
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<1>();
-    fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
-    __syncthreads();
     const u32 sK = sKV + (t & 1) * WgCfg::TILE_BYTES;
-    const TileSrc src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
+    TileSrc src_next;
     if (wg == 0) {
+      named_bar_sync(READY, 256);
       float s[32];
       wgmma_fence();
 #pragma unroll
@@ -218,9 +235,10 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
         o[4 * j + 3] *= al1;
       }
       fence_proxy_async();  // P written by st.shared, read next by wgmma
-      named_bar_sync(1, 256);
+      named_bar_arrive(PBAR, 256);
     } else {
-      named_bar_sync(1, 256);
+      src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
+      named_bar_sync(PBAR, 256);
       const float al0 = salpha[R0], al1 = salpha[R1];
 #pragma unroll
       for (int j = 0; j < 32; ++j) {
@@ -241,10 +259,18 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     wgmma_commit();
     wgmma_wait<0>();
     fence_acc128(o);
-    __syncthreads();  // stage (t&1) and sP are free again
-    if (t + 2 < ntiles) load_tile(t + 2, src_next);
-    cp_async_commit();
+    named_bar_sync(FREE, 256);  // stage (t&1), P and alpha are free again
+    if (wg == 1) {
+      if (t + 1 < ntiles) {  // publish tile t+1 (its group is the newest), then load t+2
+        cp_async_wait<0>();
+        fence_proxy_async();
+        named_bar_arrive(READY, 256);
+      }
+      if (t + 2 < ntiles) load_tile(t + 2, src_next);
+      cp_async_commit();
+    }
   }
+  cp_async_wait<0>();  // nothing left in flight (a CTA without tiles still had Q)
 
   if (wg == 0) {
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
