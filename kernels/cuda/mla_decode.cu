@@ -15,8 +15,8 @@
 //
 // Split-KV: split `s` of sequence b covers cache positions [s*chunk, min((s+1)*chunk, seq_len)).
 // split_offsets[b] .. split_offsets[b+1] are the split slots of sequence b. A sequence with one
-// split is written straight to out/lse; one with several writes f32 partials
-// (part_o [slots, q_len*H, 512], normalised; part_lse [slots, q_len*H]) that
+// split is written straight to out/lse; one with several writes partials (part_o [slots, q_len*H,
+// 512] bf16, normalised; part_lse [slots, q_len*H] f32) that
 // mla_decode_combine merges. See kernels/NOTES.md for grids, shared memory and the split heuristic.
 //
 // Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads):
@@ -43,7 +43,7 @@
 #define MLA_DECODE_ARGS                                                                              \
   const u16 *__restrict__ q, const u16 *__restrict__ kv, const int *__restrict__ block_table,        \
       const int *__restrict__ seq_lens, const int *__restrict__ split_offsets, u16 *__restrict__ out, \
-      float *__restrict__ lse, float *__restrict__ part_o, float *__restrict__ part_lse, int q_len,  \
+      float *__restrict__ lse, u16 *__restrict__ part_o, float *__restrict__ part_lse, int q_len,    \
       int heads, int page_size, int max_pages, int chunk, float scale
 #define MLA_MAKE_ARGS                                                                                 \
   mla::Args a{q, kv, block_table, seq_lens, split_offsets, out, lse, part_o, part_lse, q_len, heads, \
@@ -85,7 +85,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_mma_r16_t32(
   MLA_MAKE_ARGS;
   mla::mma_decode<1, 32, 4, true>(a, smem);
 }
-extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const float* __restrict__ part_o,
+extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,
                                                                     const int* __restrict__ split_offsets,
                                                                     u16* __restrict__ out, float* __restrict__ lse,

@@ -29,7 +29,7 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) 
   return v;
 }
 
-__device__ __forceinline__ void combine(const float* __restrict__ part_o, const float* __restrict__ part_lse,
+__device__ __forceinline__ void combine(const u16* __restrict__ part_o, const float* __restrict__ part_lse,
                                         const int* __restrict__ split_offsets, u16* __restrict__ out,
                                         float* __restrict__ lse, int rows_total) {
   constexpr int PREFETCH = 8;
@@ -43,13 +43,17 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
   if (ns <= 1) return;  // written directly by the decode kernel
   wait_for_prior_grids();  // the partials below
   const int d = (MLA_DV / gridDim.z) * blockIdx.z + 4 * sub;
-  const float* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
+  const u16* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
   const i64 sstride = (i64)rows_total * MLA_DV;
+  auto load_part = [&](int s) {  // 4 bf16 -> f32
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(po + s * sstride));
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16),
+                       __uint_as_float(v.y & 0xffff0000u));
+  };
   float4 pre[PREFETCH];  // partials of splits grp, grp + groups, ...: in flight during the lse phase
 #pragma unroll
   for (int k = 0; k < PREFETCH; ++k)
-    pre[k] = (grp + groups * k < ns) ? __ldg(reinterpret_cast<const float4*>(po + (grp + groups * k) * sstride))
-                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+    pre[k] = (grp + groups * k < ns) ? load_part(grp + groups * k) : make_float4(0.f, 0.f, 0.f, 0.f);
   float mx = neg_inf();
   for (int s = tid; s < ns; s += 256) {
     const float v = __ldg(part_lse + (i64)(s0 + s) * rows_total + r);
@@ -82,7 +86,7 @@ __device__ __forceinline__ void combine(const float* __restrict__ part_o, const 
 #pragma unroll 4
   for (int s = grp + groups * PREFETCH; s < ns; s += groups) {
     const float wt = sw[s];
-    const float4 v = __ldg(reinterpret_cast<const float4*>(po + s * sstride));
+    const float4 v = load_part(s);
     acc.x += wt * v.x;
     acc.y += wt * v.y;
     acc.z += wt * v.z;

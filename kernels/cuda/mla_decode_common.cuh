@@ -138,7 +138,7 @@ struct Args {
   const int* split_offsets;  // [B+1] prefix sums of splits per sequence
   u16* out;                  // [B, q_len, H, 512] bf16
   float* lse;                // [B, q_len, H] f32
-  float* part_o;             // [slots, q_len*H, 512] f32 (only touched when a sequence has >1 split)
+  u16* part_o;               // [slots, q_len*H, 512] bf16 (only touched when a sequence has >1 split)
   float* part_lse;           // [slots, q_len*H] f32
   int q_len, heads, page_size, max_pages, chunk;
   float scale;
@@ -200,13 +200,12 @@ __device__ __forceinline__ i64 cache_row(const Args& a, int b, int pos) {
   return ((i64)page * a.page_size + pos % a.page_size) * MLA_D;
 }
 
-// final store of one row-pair value pair: direct (bf16) or partial (f32)
+// final store of one row's value pair: the output or the split's partial (both bf16)
 __device__ __forceinline__ void store_o2(const Args& a, const Work& w, int r, int d, float v0, float v1) {
   if (w.nsplit == 1) {
     *reinterpret_cast<u32*>(a.out + ((i64)w.b * w.rows_total + r) * MLA_DV + d) = pack_bf16(v0, v1);
   } else {
-    *reinterpret_cast<float2*>(a.part_o + ((i64)w.slot * w.rows_total + r) * MLA_DV + d) =
-        make_float2(v0, v1);
+    *reinterpret_cast<u32*>(a.part_o + ((i64)w.slot * w.rows_total + r) * MLA_DV + d) = pack_bf16(v0, v1);
   }
 }
 __device__ __forceinline__ void store_lse(const Args& a, const Work& w, int r, float m2, float l) {

@@ -38,9 +38,10 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   constexpr int CPT = (CHUNKS + TPT - 1) / TPT;    // loader 16-byte chunks per thread
   static_assert(EPT >= 1 && TPR <= 32, "tile shape");
 
-  allow_dependent_grids();
   Work w;
   if (!make_work(a, ROWS, w)) return;
+  // The host launches these kernels without programmatic serialisation (two CTAs per SM: an early
+  // dependent would share their SMs); the wait keeps them correct if one is.
   wait_for_prior_grids();  // q and the cache below
 
   unsigned char* stage8 = smem;  // FP8 only: raw entries, NST stages

@@ -72,15 +72,54 @@ struct WgCfg {
   static constexpr int P_OFF = 3 * TILE_BYTES;       // 8192
   static constexpr int SMALL_OFF = P_OFF + 8192;     // alpha, l, m: 3 x 64 f32
   static constexpr int SMEM = SMALL_OFF + 3 * 64 * 4 + 1024;  // + alignment slack
+  // epilogue staging of O in the two stages: rows shifted by 32 bytes (8 banks)
+  static constexpr int STG_STRIDE = MLA_DV + 8;
+  static_assert(64 * STG_STRIDE * 4 <= 2 * TILE_BYTES, "O fits in the stages");
 };
 
 __device__ __forceinline__ u32 sw128_off(int row, int c16) {
   return (u32)((c16 >> 3) * 8192 + row * 128 + (((c16 & 7) ^ (row & 7)) << 4));
 }
 
+#ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128
+extern "C" __device__ u64 t16_trace_gt[128 * 2 * 12];
+extern "C" __device__ u64 t16_trace_clk[128 * 2 * 12];
+struct R64Prof {
+  u64 acc[12], last, entry;
+  __device__ void init() {
+    for (int i = 0; i < 12; ++i) acc[i] = 0;
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(last));
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(entry));
+  }
+  __device__ void mark(int k) {
+    u64 now;
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(now));
+    acc[k] += now - last;
+    last = now;
+  }
+  __device__ void flush() {
+    if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
+      const int base = (blockIdx.y * 2 + (threadIdx.x >> 7)) * 12;
+      for (int i = 0; i < 12; ++i) {
+        t16_trace_gt[base + i] = entry;
+        t16_trace_clk[base + i] = 1 + (i == 0 ? 0 : acc[i]);
+      }
+    }
+  }
+};
+#define R64_INIT R64Prof prof; prof.init()
+#define R64_MARK(k) prof.mark(k)
+#define R64_FLUSH prof.flush()
+#else
+#define R64_INIT
+#define R64_MARK(k)
+#define R64_FLUSH
+#endif
+
 __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
+  R64_INIT;
   Work w;
   if (!make_work(a, 64, w)) return;
   const u32 raw = smem_u32(smem_raw);
@@ -171,11 +210,25 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   const int lim0 = row_limit(a, w, R0), lim1 = row_limit(a, w, R1);
   const float sl2 = a.scale * 1.4426950408889634f;
 
+  R64_MARK(1);  // prologue
+  // O *= alpha per row; skipped by a warp none of whose rows changed its maximum (alpha is then
+  // exactly 1), which is most tiles past the first few
+  auto rescale = [&](float al0, float al1) {
+    if (!__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) return;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      o[4 * j] *= al0;
+      o[4 * j + 1] *= al0;
+      o[4 * j + 2] *= al1;
+      o[4 * j + 3] *= al1;
+    }
+  };
   for (int t = 0; t < ntiles; ++t) {
     const u32 sK = sKV + (t & 1) * WgCfg::TILE_BYTES;
     TileSrc src_next;
     if (wg == 0) {
       named_bar_sync(READY, 256);
+      R64_MARK(2);  // WG0: waiting for the tile
       float s[32];
       wgmma_fence();
 #pragma unroll
@@ -187,6 +240,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       wgmma_commit();
       wgmma_wait<0>();
       fence_acc32(s);
+      R64_MARK(3);  // WG0: S
 
       const int pos0 = w.kv_begin + t * 64;
       float mx0 = neg_inf(), mx1 = neg_inf();
@@ -227,26 +281,15 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
         salpha[R0] = al0;
         salpha[R1] = al1;
       }
-#pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        o[4 * j] *= al0;
-        o[4 * j + 1] *= al0;
-        o[4 * j + 2] *= al1;
-        o[4 * j + 3] *= al1;
-      }
+      rescale(al0, al1);
       fence_proxy_async();  // P written by st.shared, read next by wgmma
       named_bar_arrive(PBAR, 256);
+      R64_MARK(4);  // WG0: softmax, P, rescale
     } else {
       src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
       named_bar_sync(PBAR, 256);
-      const float al0 = salpha[R0], al1 = salpha[R1];
-#pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        o[4 * j] *= al0;
-        o[4 * j + 1] *= al0;
-        o[4 * j + 2] *= al1;
-        o[4 * j + 3] *= al1;
-      }
+      R64_MARK(2);  // WG1: waiting for P
+      rescale(salpha[R0], salpha[R1]);
     }
     // O[:, 256wg..] += P[64 x 64] V[64 x 256]: V is the cache tile read MN-major (transposed B):
     // LBO = 8192 (next 64-dim chunk), SBO = 1024 (next 8 tokens); k-step of 16 tokens = 2048 B.
@@ -259,7 +302,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     wgmma_commit();
     wgmma_wait<0>();
     fence_acc128(o);
+    R64_MARK(5);  // P V (WG1: and its rescale)
     named_bar_sync(FREE, 256);  // stage (t&1), P and alpha are free again
+    R64_MARK(6);  // waiting for the other's P V
     if (wg == 1) {
       if (t + 1 < ntiles) {  // publish tile t+1 (its group is the newest), then load t+2
         cp_async_wait<0>();
@@ -268,6 +313,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       }
       if (t + 2 < ntiles) load_tile(t + 2, src_next);
       cp_async_commit();
+      R64_MARK(7);  // WG1: tile t+1 landed, copies of t+2 issued
     }
   }
   cp_async_wait<0>();  // nothing left in flight (a CTA without tiles still had Q)
@@ -287,14 +333,32 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   __syncthreads();
   const float L0 = sl[R0], L1 = sl[R1];
   const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
-  const int r0 = w.row0 + R0, r1 = w.row0 + R1;
+  // Normalised O goes through the idle stages, [64 rows][STG_STRIDE] f32, so that the global
+  // stores write whole 128-byte lines in 16-byte vectors (bf16 partials stored from the fragments
+  // wrote half sectors and lost to f32; staged, they halve an epilogue that cost as much as the
+  // main loop at 4K: NOTES.md §10).
+  float* stg = reinterpret_cast<float*>(smem + WgCfg::KV_OFF);
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
     const int d = 256 * wg + 8 * j + 2 * c4;
-    if (r0 < w.rows_total) store_o2(a, w, r0, d, o[4 * j] * inv0, o[4 * j + 1] * inv0);
-    if (r1 < w.rows_total) store_o2(a, w, r1, d, o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+    *reinterpret_cast<float2*>(stg + R0 * WgCfg::STG_STRIDE + d) = make_float2(o[4 * j] * inv0, o[4 * j + 1] * inv0);
+    *reinterpret_cast<float2*>(stg + R1 * WgCfg::STG_STRIDE + d) = make_float2(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+  }
+  __syncthreads();
+  const int nrows = imin(64, w.rows_total - w.row0);
+  // the output or this split's partial, both bf16: 64 units of 8 dims per row
+  u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV
+                           : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
+  for (int u = tid; u < nrows * 64; u += MLA_THREADS) {
+    const int rl = u >> 6, d = (u & 63) * 8;
+    const float4 x0 = *reinterpret_cast<const float4*>(stg + rl * WgCfg::STG_STRIDE + d);
+    const float4 x1 = *reinterpret_cast<const float4*>(stg + rl * WgCfg::STG_STRIDE + d + 4);
+    *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) =
+        make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
   }
   if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
+  R64_MARK(8);  // epilogue
+  R64_FLUSH;
 #else
   asm volatile("trap;");
 #endif

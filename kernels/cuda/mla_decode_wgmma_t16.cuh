@@ -230,16 +230,18 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     wg_sync();            // P complete; everyone has read red[] (free for the next tile)
     T16_MARK1(5);
 
-    // ---- O^T = alpha O^T + V^T P^T ----
+    // ---- O^T = alpha O^T + V^T P^T (the rescale skipped while no column's maximum moved) ----
+    if (__any_sync(0xffffffffu, al[0][0] != 1.f || al[0][1] != 1.f || al[1][0] != 1.f || al[1][1] != 1.f)) {
 #pragma unroll
-    for (int mb = 0; mb < 8; ++mb)
+      for (int mb = 0; mb < 8; ++mb)
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
+        for (int j = 0; j < 2; ++j)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          o[mb][4 * j + e] *= al[j][e];
-          o[mb][4 * j + 2 + e] *= al[j][e];
-        }
+          for (int e = 0; e < 2; ++e) {
+            o[mb][4 * j + e] *= al[j][e];
+            o[mb][4 * j + 2 + e] *= al[j][e];
+          }
+    }
 #pragma unroll
     for (int mb = 0; mb < 8; ++mb) fence_acc8(o[mb]);
     wgmma_fence();
@@ -331,21 +333,15 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   else merge(o + 4);
   wg_sync();
   const int d0 = wg * (MLA_DV / 2);
-  if (w.nsplit == 1) {  // bf16 output: 16 rows x 32 units of 8 dims
-    for (int u = wt; u < C::ROWS * 32; u += 128) {
-      const int rl = u >> 5, d = (u & 31) * 8, r = row0 + rl;
-      const float4 x0 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
-      const float4 x1 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d + 4);
-      if (r < rows_total)
-        *reinterpret_cast<uint4*>(a.out + ((i64)b * rows_total + r) * MLA_DV + d0 + d) =
-            make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
-    }
-  } else {  // f32 partial: 16 rows x 64 units of 4 dims
-    for (int u = wt; u < C::ROWS * 64; u += 128) {
-      const int rl = u >> 6, d = (u & 63) * 4, r = row0 + rl;
-      const float4 x = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
-      if (r < rows_total) *reinterpret_cast<float4*>(a.part_o + ((i64)w.slot * rows_total + r) * MLA_DV + d0 + d) = x;
-    }
+  // the output or this split's partial, both bf16: 16 rows x 32 units of 8 dims
+  u16* dst = w.nsplit == 1 ? a.out + (i64)b * rows_total * MLA_DV : a.part_o + (i64)w.slot * rows_total * MLA_DV;
+  for (int u = wt; u < C::ROWS * 32; u += 128) {
+    const int rl = u >> 5, d = (u & 31) * 8, r = row0 + rl;
+    const float4 x0 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
+    const float4 x1 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d + 4);
+    if (r < rows_total)
+      *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + d0 + d) =
+          make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
   }
   T16_MARK(9);
 #else

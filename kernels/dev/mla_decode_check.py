@@ -53,7 +53,7 @@ def plan_splits(seq_lens, rows_per_seq, rows_per_cta, per_sm, num_sms, force_chu
 
     Model: every split is one CTA per row tile; CTAs run in waves of num_sms*per_sm; a wave costs
     its longest CTA, chunk/64 tile-times plus 2 tile-times of pipeline fill and epilogue. A
-    sequence with several splits also pays its f32 partials (written and read back by the
+    sequence with several splits also pays its bf16 partials (written and read back by the
     combine kernel, spread over all SMs) and one more launch. Returns (chunk, splits per seq).
     """
     rt = -(-rows_per_seq // rows_per_cta)
@@ -76,7 +76,7 @@ def plan_splits(seq_lens, rows_per_seq, rows_per_cta, per_sm, num_sms, force_chu
         cost = waves * (chunk / 64 * tile + 2.5)
         multi = sum(s for s in splits if s > 1)
         if multi:
-            part_bytes = multi * rows_per_seq * DV * 4 * 2
+            part_bytes = multi * rows_per_seq * DV * 2 * 2  # bf16, written and read back
             cost += 1.25 + part_bytes / (64 * 1152 * num_sms)
         if best is None or cost < best[0] - 1e-9:
             best = (cost, chunk, splits)

@@ -134,7 +134,7 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
         rows * cfg.vocab_size as u64 * 4,          // logits (f32)
         meta * 4,                                  // batch metadata
         t * 8,                                     // cache slots
-        partial_rows * kv_lora * 4,                // split-KV partial outputs
+        partial_rows * kv_lora * 2,                // split-KV partial outputs (bf16)
         partial_rows * 4,                          // split-KV partial lse
     ]
     .map(|b| b.max(16))

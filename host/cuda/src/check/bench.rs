@@ -72,7 +72,7 @@ fn bench_shape(
     let out = DeviceBuffer::alloc(gpu, batch * heads * 512 * 2)?;
     let lse = DeviceBuffer::alloc(gpu, batch * heads * 4)?;
     let slots = plans.iter().map(SplitPlan::total_splits).max().unwrap_or(1).max(1);
-    let po = DeviceBuffer::alloc(gpu, slots * heads * 512 * 4)?;
+    let po = DeviceBuffer::alloc(gpu, slots * heads * 512 * 2)?;
     let pl = DeviceBuffer::alloc(gpu, slots * heads * 4)?;
     let tok_seq: Vec<i32> = (0..batch as i32).collect();
     let tok_pos = vec![ctx as i32 - 1; batch];

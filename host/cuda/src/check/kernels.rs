@@ -148,7 +148,7 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     let d_out = DeviceBuffer::alloc(gpu, b * rows * 512 * 2)?;
     let d_lse = DeviceBuffer::alloc(gpu, b * rows * 4)?;
     let slots = plan.total_splits().max(1);
-    let d_po = DeviceBuffer::alloc(gpu, slots * rows * 512 * 4)?;
+    let d_po = DeviceBuffer::alloc(gpu, slots * rows * 512 * 2)?;
     let d_pl = DeviceBuffer::alloc(gpu, slots * rows * 4)?;
     d_out.fill_bytes(0xff)?;
     d_lse.fill_bytes(0xff)?;

@@ -197,7 +197,8 @@ pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &Deco
         let mut cost = waves as f64 * (chunk as f64 / 64.0 * tile + 2.5);
         let multi: usize = splits.iter().filter(|&&s| s > 1).sum();
         if multi > 0 {
-            cost += 1.25 + (multi * rows_per_seq * 512 * 8) as f64 / (64.0 * 1152.0 * num_sms as f64);
+            // bf16 partials: 4 bytes per element written and read back (NOTES.md §10)
+            cost += 1.25 + (multi * rows_per_seq * 512 * 4) as f64 / (64.0 * 1152.0 * num_sms as f64);
         }
         if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
             best = Some((cost, chunk, splits));
@@ -228,7 +229,7 @@ pub struct DecodeIo {
     pub out: View,
     /// `[B, q_len, H]` f32.
     pub lse: View,
-    /// `[total splits, q_len * H, 512]` f32 (only used when the plan splits).
+    /// `[total splits, q_len * H, 512]` bf16 (only used when the plan splits).
     pub part_o: View,
     pub part_lse: View,
 }
@@ -262,7 +263,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::Ptr(io.split_offsets.need(name, "split offsets", (b + 1) * 4)?),
         Arg::Ptr(io.out.need(name, "out", b * rows * FAST_KV_LORA * 2)?),
         Arg::Ptr(io.lse.need(name, "lse", b * rows * 4)?),
-        Arg::Ptr(if split { io.part_o.need(name, "part_o", slots * rows * FAST_KV_LORA * 4)? } else { io.part_o.ptr }),
+        Arg::Ptr(if split { io.part_o.need(name, "part_o", slots * rows * FAST_KV_LORA * 2)? } else { io.part_o.ptr }),
         Arg::Ptr(if split { io.part_lse.need(name, "part_lse", slots * rows * 4)? } else { io.part_lse.ptr }),
         Arg::I32(s.q_len as i32),
         Arg::I32(s.heads as i32),
@@ -272,8 +273,14 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::F32(s.scale),
     ];
     let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
-    // both kernels wait (griddepcontrol) before reading what an earlier kernel wrote
-    k.launch_programmatic(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+    // Programmatic dependent launch for the wgmma kernels (one CTA per SM) and the combine: they
+    // wait (griddepcontrol) before reading what an earlier kernel wrote. The mma kernels run two
+    // CTAs per SM, where an early dependent shares their SMs: fp8 1x32K 29.8 -> 45.3 us (NOTES §10).
+    if plan.kernel.needs_hopper() {
+        k.launch_programmatic(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+    } else {
+        k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+    }
     if split {
         k.launch_programmatic("mla_decode_combine", (rows as u32, b as u32, combine_slices(plan.max_splits, rows, b, k.gpu().info.multiprocessors as usize)), 256, 0, &[
             Arg::Ptr(io.part_o.ptr),
@@ -363,8 +370,9 @@ mod tests {
         assert_eq!(p.max_splits, 4);
         let p = plan_splits(&[32768], 1, 128, &t, false);
         assert_eq!(p.chunk, 512);
+        // 128 heads at 4K: 64 splits of one tile (H200, bf16 partials: 12.4 us against 13.7 for 32 of 128)
         let p = plan_splits(&[4096], 1, 128, &t, false);
-        assert_eq!(p.chunk, 128);
+        assert_eq!(p.chunk, 64);
         // batch 64 and 128 on one CTA per SM: 2 splits fill the 132 SMs; 128 sequences need none
         let p = plan_splits(&[4096; 64], 1, 16, &t, false);
         assert_eq!(p.max_splits, 2);
