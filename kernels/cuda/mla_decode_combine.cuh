@@ -10,7 +10,8 @@ namespace mla {
 // 128/Z lanes (4 dims each); group g sums splits g, g+2Z, ...; a group's first 8 partials are
 // loaded before the weights are known, so up to 16Z splits cost one round trip. The host picks Z
 // from the split count (combine_slices), so that few splits do not leave most groups idle. The
-// group sums are added in shared memory.
+// group sums are added in shared memory. Partials are bf16 (normalised, so within [-max|v|, max|v|])
+// and accumulate in f32.
 // ------------------------------------------------------------------------------------------------
 #define MLA_MAX_SPLITS 1024
 __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
