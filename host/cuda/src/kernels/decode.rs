@@ -170,7 +170,18 @@ pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &Deco
     let slots = num_sms * kernel.per_sm();
     let max_len = seq_lens.iter().copied().max().unwrap_or(1).max(1);
     let max_ns = max_len.div_ceil(64).min(4 * slots).min(MAX_SPLITS);
-    let mut best: Option<(f64, usize, Vec<usize>)> = None;
+    // Equal lengths cost the same: the candidates are scored over (length, count) groups, so a
+    // uniform batch (every graph-mode step) costs O(candidates), not O(candidates x B).
+    let mut sorted = seq_lens.to_vec();
+    sorted.sort_unstable();
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for l in sorted {
+        match groups.last_mut() {
+            Some((len, n)) if *len == l => *n += 1,
+            _ => groups.push((l, 1)),
+        }
+    }
+    let mut best: Option<(f64, usize)> = None;
     let mut last_chunk = 0;
     let candidates: Vec<usize> = if seq_lens.len() > 64 {
         // large ragged batches: a short ladder keeps the host cost O(40 B)
@@ -190,26 +201,35 @@ pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &Deco
             continue;
         }
         last_chunk = chunk;
-        let splits: Vec<usize> = seq_lens.iter().map(|&l| l.div_ceil(chunk).max(1)).collect();
-        let ctas = rt * splits.iter().sum::<usize>();
+        let (mut total, mut multi) = (0usize, 0usize);
+        for &(len, n) in &groups {
+            let s = len.div_ceil(chunk).max(1);
+            total += n * s;
+            if s > 1 {
+                multi += n * s;
+            }
+        }
+        let ctas = rt * total;
         let waves = ctas.div_ceil(slots);
         let tile = if ctas.min(slots) > num_sms { 1.75 } else { 1.0 };
         let mut cost = waves as f64 * (chunk as f64 / 64.0 * tile + 2.5);
-        let multi: usize = splits.iter().filter(|&&s| s > 1).sum();
         if multi > 0 {
             // bf16 partials: 4 bytes per element written and read back (NOTES.md §10)
             cost += 1.25 + (multi * rows_per_seq * 512 * 4) as f64 / (64.0 * 1152.0 * num_sms as f64);
         }
-        if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
-            best = Some((cost, chunk, splits));
+        if best.is_none_or(|b| cost < b.0 - 1e-9) {
+            best = Some((cost, chunk));
         }
     }
-    let (_, chunk, splits) = best.unwrap_or((0.0, 64, vec![1; seq_lens.len()]));
+    let chunk = best.map_or(64, |b| b.1);
     let mut offsets = vec![0i32];
-    for s in &splits {
-        offsets.push(offsets.last().copied().unwrap_or(0) + *s as i32);
+    let mut max_splits = 1;
+    for &l in seq_lens {
+        let s = l.div_ceil(chunk).max(1);
+        max_splits = max_splits.max(s);
+        offsets.push(offsets.last().copied().unwrap_or(0) + s as i32);
     }
-    SplitPlan { kernel, chunk, offsets, max_splits: splits.iter().copied().max().unwrap_or(1) }
+    SplitPlan { kernel, chunk, offsets, max_splits }
 }
 
 /// Buffers of one fast decode launch (one layer).
@@ -384,6 +404,73 @@ mod tests {
         assert_eq!((p.kernel, p.max_splits), (DecodeKernel::WgmmaR64, 1));
         assert_eq!(p.offsets.len(), 65);
         assert!(!p.needs_combine());
+    }
+
+    /// The heuristic as first written: every candidate scores every sequence (the reference for
+    /// the grouped scoring of `plan_splits`).
+    fn naive_plan(lens: &[usize], heads: usize, t: &DecodeTarget) -> (usize, Vec<i32>) {
+        let kernel = DecodeKernel::choose(1, heads, t.hopper, false);
+        let (rt, slots) = (heads.div_ceil(kernel.rows()), t.num_sms * kernel.per_sm());
+        let max_len = lens.iter().copied().max().unwrap_or(1).max(1);
+        let max_ns = max_len.div_ceil(64).min(4 * slots).min(MAX_SPLITS);
+        let mut cands: Vec<usize> = (1..=max_ns).collect();
+        if lens.len() > 64 {
+            cands = (1..=16.min(max_ns)).collect();
+            let mut x = 16.0f64;
+            while (x as usize) < max_ns {
+                x *= 1.25;
+                cands.push((x as usize).min(max_ns));
+            }
+        }
+        let mut best: Option<(f64, usize, Vec<usize>)> = None;
+        for ns in cands {
+            let chunk = max_len.div_ceil(ns).div_ceil(64) * 64;
+            let splits: Vec<usize> = lens.iter().map(|&l| l.div_ceil(chunk).max(1)).collect();
+            let ctas = rt * splits.iter().sum::<usize>();
+            let tile = if ctas.min(slots) > t.num_sms { 1.75 } else { 1.0 };
+            let mut cost = ctas.div_ceil(slots) as f64 * (chunk as f64 / 64.0 * tile + 2.5);
+            let multi: usize = splits.iter().filter(|&&s| s > 1).sum();
+            if multi > 0 {
+                cost += 1.25 + (multi * heads * 512 * 4) as f64 / (64.0 * 1152.0 * t.num_sms as f64);
+            }
+            if best.as_ref().is_none_or(|b| cost < b.0 - 1e-9) {
+                best = Some((cost, chunk, splits));
+            }
+        }
+        let (_, chunk, splits) = best.unwrap_or((0.0, 64, vec![1; lens.len()]));
+        let mut offsets = vec![0i32];
+        for s in splits {
+            offsets.push(offsets.last().copied().unwrap_or(0) + s as i32);
+        }
+        (chunk, offsets)
+    }
+
+    #[test]
+    fn grouped_plan_matches_the_per_sequence_scoring() {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut next = |m: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        };
+        for &t in &[DecodeTarget { num_sms: 132, hopper: true }, DecodeTarget { num_sms: 78, hopper: false }] {
+            for trial in 0..200 {
+                let b = 1 + next(if trial % 4 == 0 { 200 } else { 40 });
+                let lens: Vec<usize> = match trial % 3 {
+                    0 => vec![1 + next(40000); b],                  // uniform (graph buckets)
+                    1 => (0..b).map(|_| 1 + next(40000)).collect(), // ragged
+                    _ => (0..b).map(|_| [1, 64, 65, 4096, 32768][next(5)]).collect(),
+                };
+                for heads in [16, 128] {
+                    let p = plan_splits(&lens, 1, heads, &t, false);
+                    let (chunk, offsets) = naive_plan(&lens, heads, &t);
+                    assert_eq!((p.chunk, &p.offsets), (chunk, &offsets), "lens {lens:?} heads {heads}");
+                    let widest = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(1);
+                    assert_eq!(p.max_splits, widest.max(1));
+                }
+            }
+        }
     }
 
     #[test]
