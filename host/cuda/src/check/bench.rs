@@ -160,15 +160,11 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     let target = DecodeTarget::of(k.gpu());
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
-    for &heads in &[16usize, 128] {
-        for &batch in &[1usize, 64, 128] {
-            for &ctx in &[4096usize, 32768] {
-                rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])?);
-                rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &[None])?);
-                if with_generic && heads == 16 && ctx == 4096 && batch == 64 {
-                    rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, true, &[None])?);
-                }
-            }
+    for (heads, batch, ctx) in issue_shapes() {
+        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])?);
+        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &[None])?);
+        if with_generic && heads == 16 && ctx == 4096 && batch == 64 {
+            rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, true, &[None])?);
         }
     }
     let mut table = format!("{} | copy {copy:.0} GB/s\n", k.gpu().info.name);
@@ -176,14 +172,8 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     if k.programmatic() {
         // what programmatic dependent launch gains: the bf16 shapes again with plain launches
         k.set_programmatic(false);
-        let mut timed: Vec<Result<Vec<BenchRow>>> = Vec::new();
-        for &heads in &[16usize, 128] {
-            for &batch in &[1usize, 64, 128] {
-                for &ctx in &[4096usize, 32768] {
-                    timed.push(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None]));
-                }
-            }
-        }
+        let timed: Vec<Result<Vec<BenchRow>>> =
+            issue_shapes().map(|(heads, batch, ctx)| bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])).collect();
         k.set_programmatic(true); // back on before any error returns
         let mut plain = timed.into_iter().collect::<Result<Vec<_>>>()?.concat();
         plain.iter_mut().for_each(|r| r.kernel += " (no PDL)");
@@ -227,6 +217,11 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
     Ok((copy, rows, table, json))
 }
 
+/// The issue's (heads, batch, context) shapes, in table order.
+fn issue_shapes() -> impl Iterator<Item = (usize, usize, usize)> {
+    [16usize, 128].into_iter().flat_map(|h| [1usize, 64, 128].into_iter().flat_map(move |b| [4096usize, 32768].map(|c| (h, b, c))))
+}
+
 fn rows_table(rows: &[BenchRow], copy: f64) -> String {
     let mut t = String::from("| kernel | heads | batch | ctx | chunk | splits | us | GB/s | % copy | TFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
@@ -237,4 +232,15 @@ fn rows_table(rows: &[BenchRow], copy: f64) -> String {
         );
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn issue_shapes_in_table_order() {
+        let shapes: Vec<_> = super::issue_shapes().collect();
+        assert_eq!(shapes.len(), 12);
+        assert_eq!(&shapes[..3], &[(16, 1, 4096), (16, 1, 32768), (16, 64, 4096)]);
+        assert_eq!(shapes[11], (128, 128, 32768));
+    }
 }
