@@ -102,6 +102,16 @@ __device__ __forceinline__ void allow_dependent_grids() {
 #endif
 }
 
+#if defined(T16_TRACE) || defined(R64_PROF)
+// dev only: per-phase records of row tile 0, sequence 0, splits < 128, [split][warpgroup][12],
+// read by the harness's --trace (globaltimer and clock64 marks, or summed cycles)
+#define MLA_TRACE_SLOTS (128 * 2 * 12)
+extern "C" {
+__device__ u64 mla_trace_gt[MLA_TRACE_SLOTS];
+__device__ u64 mla_trace_clk[MLA_TRACE_SLOTS];
+}
+#endif
+
 // fp8 latent cache (see util.cuh): [512 e4m3][4 f32 scales][64 bf16 k_pe] = 656 bytes per token
 #define MLA_FP8_BYTES 656
 #define MLA_FP8_CHUNKS 41  // 16-byte chunks per token

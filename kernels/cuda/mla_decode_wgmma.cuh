@@ -82,8 +82,6 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
 }
 
 #ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128
-extern "C" __device__ u64 t16_trace_gt[128 * 2 * 12];
-extern "C" __device__ u64 t16_trace_clk[128 * 2 * 12];
 struct R64Prof {
   u64 acc[12], last, entry;
   __device__ void init() {
@@ -101,8 +99,8 @@ struct R64Prof {
     if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
       const int base = (blockIdx.y * 2 + (threadIdx.x >> 7)) * 12;
       for (int i = 0; i < 12; ++i) {
-        t16_trace_gt[base + i] = entry;
-        t16_trace_clk[base + i] = 1 + (i == 0 ? 0 : acc[i]);
+        mla_trace_gt[base + i] = entry;
+        mla_trace_clk[base + i] = 1 + (i == 0 ? 0 : acc[i]);
       }
     }
   }

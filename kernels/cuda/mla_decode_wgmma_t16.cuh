@@ -32,16 +32,14 @@ struct WgT16Cfg {
 };
 
 #ifdef T16_TRACE  // dev only: per-phase timestamps of row tile 0, sequence 0, splits < 128
-extern "C" __device__ u64 t16_trace_gt[128 * 2 * 12];
-extern "C" __device__ u64 t16_trace_clk[128 * 2 * 12];
 __device__ __forceinline__ void t16_mark(int k) {
   if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
     u64 t, c;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(c));
     const int i = (blockIdx.y * 2 + (threadIdx.x >> 7)) * 12 + k;
-    t16_trace_gt[i] = t;
-    t16_trace_clk[i] = c;
+    mla_trace_gt[i] = t;
+    mla_trace_clk[i] = c;
   }
 }
 #define T16_MARK(k) t16_mark(k)

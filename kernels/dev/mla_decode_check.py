@@ -484,7 +484,7 @@ def trace(fns, num_sms, spec):
     lo = one_set_launch(fns, num_sms, spec)
     mod = fns["_module"]
     gt, ck = (cp.ndarray((128 * 2 * 12,), dtype=cp.uint64, memptr=mod.get_global(n))
-              for n in ("t16_trace_gt", "t16_trace_clk"))
+              for n in ("mla_trace_gt", "mla_trace_clk"))
     for _ in range(5):
         gt.fill(0)
         ck.fill(0)
