@@ -103,9 +103,10 @@ __device__ __forceinline__ void allow_dependent_grids() {
 }
 
 #if defined(T16_TRACE) || defined(R64_PROF)
-// dev only: per-phase records of row tile 0, sequence 0, splits < 128, [split][warpgroup][12],
+// dev only: per-phase records of row tile 0, sequence 0, splits < 128, [split][warpgroup][16],
 // read by the harness's --trace (globaltimer and clock64 marks, or summed cycles)
-#define MLA_TRACE_SLOTS (128 * 2 * 12)
+#define MLA_TRACE_PER_WG 16
+#define MLA_TRACE_SLOTS (128 * 2 * MLA_TRACE_PER_WG)
 extern "C" {
 __device__ u64 mla_trace_gt[MLA_TRACE_SLOTS];
 __device__ u64 mla_trace_clk[MLA_TRACE_SLOTS];
@@ -197,6 +198,27 @@ __device__ __forceinline__ int row_limit(const Args& a, const Work& w, int local
   if (r >= w.rows_total) return w.kv_stop;
   return imin(w.kv_end, w.seq - a.q_len + r / a.heads + 1);
 }
+
+// One sequence's row of the block table. Page sizes are powers of two in practice, so positions
+// split by shifts; the lookup is clamped into the row, so it may be issued before the position is
+// known to be valid (before make_work's loads have returned).
+struct PageMap {
+  const int* row;
+  int ps, sh, max_pages;
+  __device__ __forceinline__ PageMap(const Args& a, int b)
+      : row(a.block_table + (i64)b * a.max_pages),
+        ps(a.page_size),
+        sh((a.page_size & (a.page_size - 1)) == 0 ? __ffs(a.page_size) - 1 : -1),
+        max_pages(a.max_pages) {}
+  __device__ __forceinline__ int page(int pos) const {
+    const int idx = sh >= 0 ? pos >> sh : pos / ps;
+    return max_pages > 0 ? __ldg(row + imin(idx, max_pages - 1)) : 0;
+  }
+  // cache slot of `pos`, which lies in page `page`
+  __device__ __forceinline__ i64 slot(int page, int pos) const {
+    return (i64)page * ps + (sh >= 0 ? (pos & (ps - 1)) : pos % ps);
+  }
+};
 
 // cache slot (page * page_size + offset) of position `pos` of sequence b
 __device__ __forceinline__ i64 cache_slot(const Args& a, int b, int pos) {

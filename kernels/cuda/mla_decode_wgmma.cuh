@@ -97,7 +97,7 @@ struct R64Prof {
   }
   __device__ void flush() {
     if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
-      const int base = (blockIdx.y * 2 + (threadIdx.x >> 7)) * 12;
+      const int base = (blockIdx.y * 2 + (threadIdx.x >> 7)) * MLA_TRACE_PER_WG;
       for (int i = 0; i < 12; ++i) {
         mla_trace_gt[base + i] = entry;
         mla_trace_clk[base + i] = 1 + (i == 0 ? 0 : acc[i]);
@@ -118,8 +118,10 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
   R64_INIT;
-  Work w;
-  if (!make_work(a, 64, w)) return;
+  // The split plan and sequence length are requested first. The page ids of the first two tiles
+  // and Q depend on neither (a split starts at blockIdx.y * chunk), so they are issued while those
+  // loads are in flight, as in wgmma_t16.
+  const WorkLoads work_loads = load_work(a);
   const u32 raw = smem_u32(smem_raw);
   unsigned char* smem = smem_raw + (((raw + 1023u) & ~1023u) - raw);
   const u32 sbase = smem_u32(smem);
@@ -133,7 +135,8 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   const int g = lane >> 2, c4 = lane & 3;
   const int wg = warp >> 2, wi = warp & 3;
   const int R0 = 16 * wi + g, R1 = R0 + 8;
-  const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
+  const int b = blockIdx.z, row0 = blockIdx.x * 64, rows_total = a.q_len * a.heads;
+  const PageMap pm(a, b);
 
   // Warpgroup 1 loads the cache tiles: it idles while warpgroup 0 computes S and the softmax, so
   // the next tile's copies are issued beside that work instead of in front of it. Named barriers:
@@ -144,42 +147,25 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   // loader: 8 threads per token row, 16 rows per pass, 4 passes; thread -> rows wt/8 + 16p,
   // 16-byte units wt%8 + 8m, so one warp instruction reads 4 whole 128-byte lines
   const int wt = tid & 127, ld_row = wt >> 3, ld_unit = wt & 7;
-  struct TileSrc {
-    const u16* p[4];
+  struct TilePages {
+    int p[4];
   };
-  auto tile_src = [&](int t) -> TileSrc {
-    TileSrc r;
+  auto tile_pages = [&](int kv_begin, int t) {
+    TilePages r;
 #pragma unroll
-    for (int h = 0; h < 4; ++h) {
-      const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
-      r.p[h] = (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
-    }
+    for (int h = 0; h < 4; ++h) r.p[h] = pm.page(kv_begin + t * 64 + ld_row + 16 * h);
     return r;
   };
-  auto load_tile = [&](int t, const TileSrc& src) {
-    const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
-#pragma unroll
-    for (int h = 0; h < 4; ++h) {
-      const bool valid = src.p[h] != nullptr;
-      const u16* sp = valid ? src.p[h] : a.kv;
-#pragma unroll
-      for (int m = 0; m < 9; ++m) {
-        const int c = ld_unit + 8 * m;
-        cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
-      }
-    }
-  };
-  // page lookups (host-written metadata) before the wait; q and the cache after it
-  TileSrc src0, src1;
-  if (wg == 1) src0 = tile_src(0), src1 = tile_src(1);
-  wait_for_prior_grids();
+  TilePages pages0, pages1;
+  if (wg == 1) pages0 = tile_pages(blockIdx.y * a.chunk, 0), pages1 = tile_pages(blockIdx.y * a.chunk, 1);
+  wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
   {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
     const int qr = tid >> 3, qu = tid & 7;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int r = w.row0 + qr + 32 * h;
-      const bool ok = r < w.rows_total;
-      const u16* src = ok ? a.q + ((i64)w.b * w.rows_total + r) * MLA_D : a.q;
+      const int r = row0 + qr + 32 * h;
+      const bool ok = r < rows_total;
+      const u16* src = ok ? a.q + ((i64)b * rows_total + r) * MLA_D : a.q;
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = qu + 8 * m;
@@ -187,14 +173,45 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       }
     }
   }
-  if (wg == 1) {
-    if (ntiles > 0) load_tile(0, src0);
-    cp_async_commit();  // group 0: WG1's half of Q and tile 0
-    if (ntiles > 1) load_tile(1, src1);
+  Work w;
+  if (!make_work(a, 64, work_loads, w)) {
     cp_async_commit();
-    cp_async_wait<1>();
-    fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
-    if (ntiles > 0) named_bar_arrive(READY, 256);
+    cp_async_wait<0>();
+    return;
+  }
+  const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
+  auto load_tile = [&](int t, const TilePages& pg) {
+    const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {
+      const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
+      const bool valid = t < ntiles && pos < w.kv_stop;
+      const u16* sp = a.kv + (valid ? pm.slot(pg.p[h], pos) : 0) * MLA_D;
+#pragma unroll
+      for (int m = 0; m < 9; ++m) {
+        const int c = ld_unit + 8 * m;
+        cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+      }
+    }
+  };
+  if (wg == 1) {
+    // With 3 tiles or more, tile 1 is requested only once tile 0 has landed, so that every CTA's
+    // first tile does not share the DRAM with the second ones (1x32K: 31.0 -> 30.6 us, NOTES §11)
+    const bool stagger = ntiles >= 3;
+    if (ntiles > 0) load_tile(0, pages0);
+    cp_async_commit();  // group 0: WG1's half of Q and tile 0
+    if (stagger) {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      named_bar_arrive(READY, 256);
+    }
+    if (ntiles > 1) load_tile(1, pages1);
+    cp_async_commit();
+    if (!stagger) {
+      cp_async_wait<1>();
+      fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
+      if (ntiles > 0) named_bar_arrive(READY, 256);
+    }
   } else {
     cp_async_commit();
     cp_async_wait<0>();  // WG0's half of Q
@@ -223,7 +240,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   };
   for (int t = 0; t < ntiles; ++t) {
     const u32 sK = sKV + (t & 1) * WgCfg::TILE_BYTES;
-    TileSrc src_next;
+    TilePages pages_next;
     if (wg == 0) {
       named_bar_sync(READY, 256);
       R64_MARK(2);  // WG0: waiting for the tile
@@ -284,7 +301,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       named_bar_arrive(PBAR, 256);
       R64_MARK(4);  // WG0: softmax, P, rescale
     } else {
-      src_next = tile_src(t + 2);  // page lookup overlaps this tile's math
+      pages_next = tile_pages(w.kv_begin, t + 2);  // page lookup overlaps this tile's math
       named_bar_sync(PBAR, 256);
       R64_MARK(2);  // WG1: waiting for P
       rescale(salpha[R0], salpha[R1]);
@@ -309,7 +326,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
         fence_proxy_async();
         named_bar_arrive(READY, 256);
       }
-      if (t + 2 < ntiles) load_tile(t + 2, src_next);
+      if (t + 2 < ntiles) load_tile(t + 2, pages_next);
       cp_async_commit();
       R64_MARK(7);  // WG1: tile t+1 landed, copies of t+2 issued
     }

@@ -5,8 +5,9 @@
 //                                                       tile read MN-major, B = P^T)
 // Two warpgroups take alternate 64-token tiles of the CTA's split, each with its own stage, online
 // softmax and O^T accumulators (64 f32 per thread). They compute in turn (ping-pong), so one's next
-// tile loads while the other computes. The split plan, the sequence length, Q and the first page
-// ids are all requested before any of them is used. The epilogue has one CTA barrier: each
+// tile loads while the other computes; with 3 tiles or more, warpgroup 1 also requests its first
+// tile only once warpgroup 0's has landed. The split plan, the sequence length, Q and the first
+// page ids are all requested before any of them is used. The epilogue has one CTA barrier: each
 // warpgroup hands the other half of its O^T over, merges the half it stores, and writes it in
 // 16-byte vectors. Measured against the mma.sync kernels in kernels/NOTES.md §9.
 #pragma once
@@ -31,19 +32,20 @@ struct WgT16Cfg {
   static_assert(HANDOVER_BYTES + ROWS * XSTR * 4 <= TILE_BYTES, "the epilogue's staging fits in a stage");
 };
 
-#ifdef T16_TRACE  // dev only: per-phase timestamps of row tile 0, sequence 0, splits < 128
+#ifdef T16_TRACE  // dev only: per-phase timestamps of row tile 0, sequence 0, splits < 128;
+// markers 3-6 of a warpgroup's first tile, 7-10 of its second, 11-13 after the loop
 __device__ __forceinline__ void t16_mark(int k) {
   if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
     u64 t, c;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(c));
-    const int i = (blockIdx.y * 2 + (threadIdx.x >> 7)) * 12 + k;
+    const int i = (blockIdx.y * 2 + (threadIdx.x >> 7)) * MLA_TRACE_PER_WG + k;
     mla_trace_gt[i] = t;
     mla_trace_clk[i] = c;
   }
 }
 #define T16_MARK(k) t16_mark(k)
-#define T16_MARK1(k) if (t == wg) t16_mark(k)
+#define T16_MARK1(k) if (t < wg + 4) t16_mark(k + (t >= 2 ? 4 : 0))
 #else
 #define T16_MARK(k)
 #define T16_MARK1(k)
@@ -87,20 +89,14 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   // The split plan and sequence length are loaded first; the page ids of each warpgroup's first
   // tile and Q depend on neither, so they are issued while those loads are in flight.
   const WorkLoads work_loads = load_work(a);
-  // page arithmetic by shifts when the page size is a power of two (it always is in practice)
-  const int ps = a.page_size, sh = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
-  const int* bt_row = a.block_table + (i64)b * a.max_pages;
-  auto page_at = [&](int pos) {  // clamped into the table row: safe to read before validity is known
-    const int idx = sh >= 0 ? pos >> sh : pos / ps;
-    return a.max_pages > 0 ? __ldg(bt_row + imin(idx, a.max_pages - 1)) : 0;
-  };
+  const PageMap pm(a, b);
   // this warpgroup's loader: 8 threads per token, 16 tokens per pass, 4 passes; thread -> token
   // 16p + wt/8, 16-byte units wt%8 + 8m, so one warp instruction reads 4 whole 128-byte lines
   const int ld_tok = wt >> 3, ld_unit = wt & 7;
   int pages[4];
   auto tile_pages = [&](int kv_begin, int t) {
 #pragma unroll
-    for (int p = 0; p < 4; ++p) pages[p] = page_at(kv_begin + t * 64 + 16 * p + ld_tok);
+    for (int p = 0; p < 4; ++p) pages[p] = pm.page(kv_begin + t * 64 + 16 * p + ld_tok);
   };
   tile_pages(blockIdx.y * a.chunk, wg);
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
@@ -124,19 +120,29 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int p = 0; p < 4; ++p) {
       const int tok = 16 * p + ld_tok, pos = w.kv_begin + t * 64 + tok;
       const bool valid = pos < w.kv_stop;
-      const i64 slot = (i64)pages[p] * ps + (sh >= 0 ? (pos & (ps - 1)) : pos % ps);
-      const u16* src = a.kv + (valid ? slot : 0) * MLA_D;
+      const u16* src = a.kv + (valid ? pm.slot(pages[p], pos) : 0) * MLA_D;
 #pragma unroll
       for (int m = 0; m < 9; ++m) cp_async_16(sK + sw128_off(tok, ld_unit + 8 * m), src + (ld_unit + 8 * m) * 8, valid);
     }
   };
-  if (wg < ntiles) load_tile(wg);
+  // With 3 tiles or more, warpgroup 1 requests its first tile only once warpgroup 0's has landed
+  // (barrier 5): otherwise every CTA's first tile shares the DRAM with the second ones and lands
+  // at the end of the whole burst (16 h 1x32K: 20.7 -> 19.3 us, NOTES.md §11)
+  const bool stagger = ntiles >= 3;
+  const bool delayed = stagger && wg == 1;
+  if (wg < ntiles && !delayed) load_tile(wg);
   cp_async_commit();
-  if (wg + 2 < ntiles) tile_pages(w.kv_begin, wg + 2);
+  if (wg + 2 < ntiles && !delayed) tile_pages(w.kv_begin, wg + 2);
   // Q was loaded by both warpgroups: wait for the older group (Q) and publish it CTA-wide
   cp_async_wait<1>();
   fence_proxy_async();
   __syncthreads();
+  if (delayed) {
+    named_bar_sync(5, 256);
+    load_tile(1);
+    cp_async_commit();
+    if (3 < ntiles) tile_pages(w.kv_begin, 3);
+  }
   T16_MARK(2);
 
   // fragments: S^T / O^T element i of n8 group j: row (token or latent dim) 16*wi + g (+8 for
@@ -162,6 +168,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     cp_async_wait<0>();
     fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
     wg_sync();
+    if (stagger && t == 0) named_bar_arrive(5, 256);  // warpgroup 1 may request its first tile
 
     // The warpgroups compute their tiles in turn (barrier 3 + wg: "the other finished tile t-1"),
     // so that one's next tile loads while the other computes, instead of both loading and then
@@ -261,7 +268,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     if (t + 4 < ntiles) tile_pages(w.kv_begin, t + 4);
   }
   cp_async_wait<0>();  // a warpgroup without tiles still has Q in flight
-  T16_MARK(7);
+  T16_MARK(11);
 
   // ---- epilogue: one CTA barrier. Each warpgroup publishes its column maxima and sums and hands
   // the other the half of O^T that the other finishes and stores (warpgroup 0 stores latent
@@ -289,7 +296,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   if (wg == 0) hand_over(o + 4);
   else hand_over(o);
   __syncthreads();
-  T16_MARK(8);
+  T16_MARK(12);
 
   const float* red_other = reinterpret_cast<const float*>(smem + C::RED_OFF) + (wg ^ 1) * 4 * C::ROWS;
   const float4* stage_other = reinterpret_cast<const float4*>(smem + C::KV_OFF + (wg ^ 1) * C::TILE_BYTES);
@@ -342,7 +349,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
       *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + d0 + d) =
           make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
   }
-  T16_MARK(9);
+  T16_MARK(13);
 #else
   asm volatile("trap;");
 #endif

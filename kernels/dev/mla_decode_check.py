@@ -475,28 +475,31 @@ def time_specs(fns, num_sms, specs):
 
 
 def trace(fns, num_sms, spec):
-    """Per-phase timestamps of a kernel built with -DT16_TRACE (MLA_DEFINES): spec as --profile.
-    Prints, per marker, the median over CTAs of the time since the earliest CTA entered (globaltimer)
-    and of the SM cycles since the CTA's own entry (clock64)."""
+    """Per-phase timestamps of a kernel built with -DT16_TRACE or -DR64_PROF (MLA_DEFINES): spec as
+    --profile. L2 is flushed before each launch. Prints, per marker, the median over CTAs of the
+    time since the earliest CTA entered (globaltimer) and of the SM cycles since the CTA's own
+    entry (clock64; R64_PROF: cycles summed per phase)."""
     import cupy as cp
     import numpy as np
 
     lo = one_set_launch(fns, num_sms, spec)
     mod = fns["_module"]
-    gt, ck = (cp.ndarray((128 * 2 * 12,), dtype=cp.uint64, memptr=mod.get_global(n))
+    gt, ck = (cp.ndarray((128 * 2 * 16,), dtype=cp.uint64, memptr=mod.get_global(n))
               for n in ("mla_trace_gt", "mla_trace_clk"))
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")  # evicts the cache from L2
     for _ in range(5):
         gt.fill(0)
         ck.fill(0)
+        flush.zero_()
         lo.run(comb=False)
     torch.cuda.synchronize()
-    g = cp.asnumpy(gt).view(np.uint64).reshape(128, 2, 12).astype(np.float64)
-    c = cp.asnumpy(ck).view(np.uint64).reshape(128, 2, 12).astype(np.float64)
+    g = cp.asnumpy(gt).view(np.uint64).reshape(128, 2, 16).astype(np.float64)
+    c = cp.asnumpy(ck).view(np.uint64).reshape(128, 2, 16).astype(np.float64)
     g[g == 0] = np.nan
     c[c == 0] = np.nan
     t0 = np.nanmin(g[:, :, 0])
     print(f"trace {spec}: chunk {lo.chunk} grid {lo.grid}; kernel span {(np.nanmax(g) - t0) / 1e3:.2f} us")
-    for k in range(12):
+    for k in range(16):
         for wg in range(2):
             col = g[:, wg, k]
             if np.all(np.isnan(col)):
