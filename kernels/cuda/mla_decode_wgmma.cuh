@@ -72,9 +72,9 @@ struct WgCfg {
   static constexpr int P_OFF = 3 * TILE_BYTES;       // 8192
   static constexpr int SMALL_OFF = P_OFF + 8192;     // alpha, l, m: 3 x 64 f32
   static constexpr int SMEM = SMALL_OFF + 3 * 64 * 4 + 1024;  // + alignment slack
-  // epilogue staging of O in the two stages: rows shifted by 32 bytes (8 banks)
-  static constexpr int STG_STRIDE = MLA_DV + 8;
-  static_assert(64 * STG_STRIDE * 4 <= 2 * TILE_BYTES, "O fits in the stages");
+  // epilogue staging of O (bf16) in the stages: bytes per row, 512 values + 4 words of padding
+  static constexpr int STG_STRIDE = MLA_DV * 2 + 16;
+  static_assert(64 * STG_STRIDE <= 2 * TILE_BYTES, "O fits in the stages");
 };
 
 __device__ __forceinline__ u32 sw128_off(int row, int c16) {
@@ -252,30 +252,41 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
         for (int kk = 0; kk < 4; ++kk)
           wgmma_m64n64k16_ss(s, sw128_desc(sQ + c * 8192 + kk * 32, 16, 1024),
                              sw128_desc(sK + c * 8192 + kk * 32, 16, 1024), (c | kk) ? 1 : 0);
+      R64_MARK(9);  // WG0: S issued
       wgmma_commit();
       wgmma_wait<0>();
       fence_acc32(s);
       R64_MARK(3);  // WG0: S
 
+      // Masking only where the tile reaches a row's limit (the last tile); the scale is folded
+      // into the maximum and the exponent's FMA (scale > 0), which saves ~100 instructions of a
+      // single-warp-per-scheduler softmax per tile (NOTES.md §11).
       const int pos0 = w.kv_begin + t * 64;
-      float mx0 = neg_inf(), mx1 = neg_inf();
+      if (pos0 + 64 > imin(lim0, lim1)) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+        for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int p = pos0 + 8 * j + 2 * c4 + e;
-          const float v0 = (p < lim0) ? s[4 * j + e] * sl2 : neg_inf();
-          const float v1 = (p < lim1) ? s[4 * j + 2 + e] * sl2 : neg_inf();
-          s[4 * j + e] = v0;
-          s[4 * j + 2 + e] = v1;
-          mx0 = fmaxf(mx0, v0);
-          mx1 = fmaxf(mx1, v1);
-        }
+          for (int e = 0; e < 2; ++e) {
+            const int p = pos0 + 8 * j + 2 * c4 + e;
+            if (p >= lim0) s[4 * j + e] = neg_inf();
+            if (p >= lim1) s[4 * j + 2 + e] = neg_inf();
+          }
+      }
+      float mx0 = fmaxf(s[0], s[1]), mx1 = fmaxf(s[2], s[3]), my0 = fmaxf(s[4], s[5]), my1 = fmaxf(s[6], s[7]);
+#pragma unroll
+      for (int j = 2; j < 8; j += 2) {
+        mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+        my0 = fmaxf(my0, fmaxf(s[4 * j + 4], s[4 * j + 5]));
+        my1 = fmaxf(my1, fmaxf(s[4 * j + 6], s[4 * j + 7]));
+      }
+      mx0 = fmaxf(mx0, my0);
+      mx1 = fmaxf(mx1, my1);
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+      const float n0 = fmaxf(m0, mx0 * sl2), n1 = fmaxf(m1, mx1 * sl2);
       const float b0 = (n0 == neg_inf()) ? 0.f : n0, b1 = (n1 == neg_inf()) ? 0.f : n1;
       const float al0 = ex2(m0 - b0), al1 = ex2(m1 - b1);
       m0 = n0;
@@ -283,8 +294,8 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        const float p00 = ex2(s[4 * j] - b0), p01 = ex2(s[4 * j + 1] - b0);
-        const float p10 = ex2(s[4 * j + 2] - b1), p11 = ex2(s[4 * j + 3] - b1);
+        const float p00 = ex2(fmaf(s[4 * j], sl2, -b0)), p01 = ex2(fmaf(s[4 * j + 1], sl2, -b0));
+        const float p10 = ex2(fmaf(s[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(s[4 * j + 3], sl2, -b1));
         ps0 += p00 + p01;
         ps1 += p10 + p11;
         *reinterpret_cast<u32*>(pgen + R0 * 128 + ((j ^ (R0 & 7)) << 4) + c4 * 4) = pack_bf16(p00, p01);
@@ -348,16 +359,16 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   __syncthreads();
   const float L0 = sl[R0], L1 = sl[R1];
   const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
-  // Normalised O goes through the idle stages, [64 rows][STG_STRIDE] f32, so that the global
-  // stores write whole 128-byte lines in 16-byte vectors (bf16 partials stored from the fragments
-  // wrote half sectors and lost to f32; staged, they halve an epilogue that cost as much as the
-  // main loop at 4K: NOTES.md §10).
-  float* stg = reinterpret_cast<float*>(smem + WgCfg::KV_OFF);
+  // Normalised O goes through the idle stages as bf16, [64 rows][STG_STRIDE] (rows padded by 4
+  // words, so the fragment stores hit distinct banks), so that the global stores write whole
+  // 128-byte lines in 16-byte vectors. Stored from the fragments, bf16 partials wrote half sectors
+  // and lost; staged in f32 the epilogue moved twice the shared-memory bytes (NOTES.md §10-11).
+  unsigned char* stg = smem + WgCfg::KV_OFF;
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
     const int d = 256 * wg + 8 * j + 2 * c4;
-    *reinterpret_cast<float2*>(stg + R0 * WgCfg::STG_STRIDE + d) = make_float2(o[4 * j] * inv0, o[4 * j + 1] * inv0);
-    *reinterpret_cast<float2*>(stg + R1 * WgCfg::STG_STRIDE + d) = make_float2(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+    *reinterpret_cast<u32*>(stg + R0 * WgCfg::STG_STRIDE + d * 2) = pack_bf16(o[4 * j] * inv0, o[4 * j + 1] * inv0);
+    *reinterpret_cast<u32*>(stg + R1 * WgCfg::STG_STRIDE + d * 2) = pack_bf16(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
   }
   __syncthreads();
   const int nrows = imin(64, w.rows_total - w.row0);
@@ -366,10 +377,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
                            : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
   for (int u = tid; u < nrows * 64; u += MLA_THREADS) {
     const int rl = u >> 6, d = (u & 63) * 8;
-    const float4 x0 = *reinterpret_cast<const float4*>(stg + rl * WgCfg::STG_STRIDE + d);
-    const float4 x1 = *reinterpret_cast<const float4*>(stg + rl * WgCfg::STG_STRIDE + d + 4);
-    *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) =
-        make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
+    *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
   }
   if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
   R64_MARK(8);  // epilogue
