@@ -357,6 +357,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     }
   }
   __syncthreads();
+  R64_MARK(10);  // epilogue: row sums
   const float L0 = sl[R0], L1 = sl[R1];
   const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
   // Normalised O goes through the idle stages as bf16, [64 rows][STG_STRIDE] (rows padded by 4
@@ -371,6 +372,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     *reinterpret_cast<u32*>(stg + R1 * WgCfg::STG_STRIDE + d * 2) = pack_bf16(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
   }
   __syncthreads();
+  R64_MARK(11);  // epilogue: O staged
   const int nrows = imin(64, w.rows_total - w.row0);
   // the output or this split's partial, both bf16: 64 units of 8 dims per row
   u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV

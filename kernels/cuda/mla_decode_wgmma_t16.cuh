@@ -33,7 +33,7 @@ struct WgT16Cfg {
 };
 
 #ifdef T16_TRACE  // dev only: per-phase timestamps of row tile 0, sequence 0, splits < 128;
-// markers 3-6 of a warpgroup's first tile, 7-10 of its second, 11-13 after the loop
+// markers 3-6 of a warpgroup's first tile, 7-10 of its second, 11-15 after the loop
 __device__ __forceinline__ void t16_mark(int k) {
   if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
     u64 t, c;
@@ -317,6 +317,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
       const int r = row0 + col;
       if (wg == 0 && wi == 0 && g == 0 && r < rows_total) store_lse(a, w, r, base, L);
     }
+  T16_MARK(14);
   // merge this warpgroup's half into [16 rows][XSTR] f32 in its own stage (past the handed-over
   // part, which the other warpgroup may still be reading), then store it in 16-byte vectors
   float* xo = reinterpret_cast<float*>(smem + C::KV_OFF + wg * C::TILE_BYTES + C::HANDOVER_BYTES);
@@ -338,6 +339,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   if (wg == 0) merge(o);
   else merge(o + 4);
   wg_sync();
+  T16_MARK(15);
   const int d0 = wg * (MLA_DV / 2);
   // the output or this split's partial, both bf16: 16 rows x 32 units of 8 dims
   u16* dst = w.nsplit == 1 ? a.out + (i64)b * rows_total * MLA_DV : a.part_o + (i64)w.slot * rows_total * MLA_DV;

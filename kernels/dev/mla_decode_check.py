@@ -261,7 +261,7 @@ def check(fns, num_sms, log):
         q, cache, bt, sl = make_case(len(lens), lens, q_len, heads, page, dev)
         ro, rl = reference(q, cache, bt, sl, q_len, heads, page, scale)
         for kname in sorted(ENABLED):
-            for force in (None, 64, 128):
+            for force in (None, 64, 128, 256):  # 256: CTAs of 3+ tiles (the staggered first copies)
                 if force and max(lens) <= force and force != 64:
                     continue
                 L = Launch(fns, kname, q, cache, bt, sl, q_len, heads, page, scale, num_sms, force)

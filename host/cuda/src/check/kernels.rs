@@ -41,12 +41,15 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     let mut forced = vec![(DecodeKernel::MmaR16, 16usize, 64usize, 128usize), (DecodeKernel::MmaR16, 128, 16, 256), (DecodeKernel::MmaR16S2, 16, 16, 1024)];
     if k.gpu().is_hopper() {
         // the mma kernel that Hopper's heuristic replaced, at page 64; the wgmma one with one tile
-        // per CTA (warpgroup 1 idle), odd tile counts, and 128 heads over 8 row tiles at page 16
+        // per CTA (warpgroup 1 idle), odd tile counts, and 128 heads over 8 row tiles at page 16;
+        // the 64-row one with one tile per CTA and with 3 (its second copy staggered)
         forced.extend([
             (DecodeKernel::MmaR16S2, 16, 64, 128),
             (DecodeKernel::WgmmaT16, 16, 64, 64),
             (DecodeKernel::WgmmaT16, 16, 64, 192),
             (DecodeKernel::WgmmaT16, 128, 16, 1024),
+            (DecodeKernel::WgmmaR64, 128, 64, 64),
+            (DecodeKernel::WgmmaR64, 128, 16, 192),
         ]);
     }
     for (kernel, heads, page, chunk) in forced {
