@@ -81,12 +81,17 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
   return (u32)((c16 >> 3) * 8192 + row * 128 + (((c16 & 7) ^ (row & 7)) << 4));
 }
 
-#ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128
+#ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128;
+// slots 12-15: cycles from entry to the first tile's marks 2, 9, 4 and 5. A mark right after a
+// barrier reads the clock before the barrier resolves (BAR.SYNC.DEFER_BLOCKING: the warp stalls at
+// its next memory or wgmma instruction), so that wait lands in the next phase (NOTES.md §11).
 struct R64Prof {
-  u64 acc[12], last, entry;
+  u64 acc[12], first[4], last, start, entry;
   __device__ void init() {
     for (int i = 0; i < 12; ++i) acc[i] = 0;
+    for (int i = 0; i < 4; ++i) first[i] = 0;
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(last));
+    start = last;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(entry));
   }
   __device__ void mark(int k) {
@@ -94,13 +99,15 @@ struct R64Prof {
     asm volatile("mov.u64 %0, %%clock64;" : "=l"(now));
     acc[k] += now - last;
     last = now;
+    const int f = k == 2 ? 0 : k == 9 ? 1 : k == 4 ? 2 : k == 5 ? 3 : -1;
+    if (f >= 0 && first[f] == 0) first[f] = now;
   }
   __device__ void flush() {
     if ((threadIdx.x & 127) == 0 && blockIdx.y < 128 && blockIdx.x == 0 && blockIdx.z == 0) {
       const int base = (blockIdx.y * 2 + (threadIdx.x >> 7)) * MLA_TRACE_PER_WG;
-      for (int i = 0; i < 12; ++i) {
+      for (int i = 0; i < 16; ++i) {
         mla_trace_gt[base + i] = entry;
-        mla_trace_clk[base + i] = 1 + (i == 0 ? 0 : acc[i]);
+        mla_trace_clk[base + i] = 1 + (i == 0 ? 0 : i < 12 ? acc[i] : first[i - 12] ? first[i - 12] - start : 0);
       }
     }
   }
