@@ -1,6 +1,7 @@
 // Merging split-KV partials into the final output and LSE.
 #pragma once
 #include "mla_decode_common.cuh"
+#include "util.cuh"  // block_sum, block_max
 
 namespace mla {
 
@@ -14,28 +15,12 @@ namespace mla {
 // and accumulate in f32.
 // ------------------------------------------------------------------------------------------------
 #define MLA_MAX_SPLITS 1024
-__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
-#pragma unroll
-  for (int off = 16; off >= 1; off >>= 1) {
-    const float o = __shfl_xor_sync(0xffffffffu, v, off);
-    v = is_max ? fmaxf(v, o) : v + o;
-  }
-  const int warp = threadIdx.x >> 5;
-  __syncthreads();  // red[] free from any earlier use
-  if ((threadIdx.x & 31) == 0) red[warp] = v;
-  __syncthreads();
-  v = red[0];
-#pragma unroll
-  for (int i = 1; i < 8; ++i) v = is_max ? fmaxf(v, red[i]) : v + red[i];
-  return v;
-}
-
 __device__ __forceinline__ void combine(const u16* __restrict__ part_o, const float* __restrict__ part_lse,
                                         const int* __restrict__ split_offsets, u16* __restrict__ out,
                                         float* __restrict__ lse, int rows_total) {
   constexpr int PREFETCH = 8;
   __shared__ float sw[MLA_MAX_SPLITS];
-  __shared__ float red[8];
+  __shared__ float red[32];
   __shared__ float4 acc_s[256];
   const int r = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const int lanes = 128 / gridDim.z, groups = 256 / lanes, grp = tid / lanes, sub = tid % lanes;
@@ -61,7 +46,7 @@ __device__ __forceinline__ void combine(const u16* __restrict__ part_o, const fl
     sw[s] = v;
     mx = fmaxf(mx, v);
   }
-  mx = block_reduce(mx, true, red);
+  mx = util::block_max(mx, red);
   const i64 orow = ((i64)b * rows_total + r) * MLA_DV;
   if (mx == neg_inf()) {
     if (grp == 0) *reinterpret_cast<uint2*>(out + orow + d) = make_uint2(0u, 0u);
@@ -74,7 +59,7 @@ __device__ __forceinline__ void combine(const u16* __restrict__ part_o, const fl
     sw[s] = wt;
     ws += wt;
   }
-  ws = block_reduce(ws, false, red);  // its barriers also publish sw[]
+  ws = util::block_sum(ws, red);  // its barriers also publish sw[]
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
   for (int k = 0; k < PREFETCH; ++k) {

@@ -220,18 +220,6 @@ struct PageMap {
   }
 };
 
-// cache slot (page * page_size + offset) of position `pos` of sequence b
-__device__ __forceinline__ i64 cache_slot(const Args& a, int b, int pos) {
-  const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
-  return (i64)page * a.page_size + pos % a.page_size;
-}
-
-// global element offset of cache position `pos` of sequence b (pos must be < seq_len)
-__device__ __forceinline__ i64 cache_row(const Args& a, int b, int pos) {
-  const int page = __ldg(a.block_table + (i64)b * a.max_pages + pos / a.page_size);
-  return ((i64)page * a.page_size + pos % a.page_size) * MLA_D;
-}
-
 // final store of one row's value pair: the output or the split's partial (both bf16)
 __device__ __forceinline__ void store_o2(const Args& a, const Work& w, int r, int d, float v0, float v1) {
   if (w.nsplit == 1) {

@@ -61,10 +61,12 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
   const int ld_tok = tid / TPT, ld_sub = tid % TPT;
   // source row of this thread's token in tile t (nullptr: nothing to read -> zero fill)
   const unsigned char* kv8 = reinterpret_cast<const unsigned char*>(a.kv);
+  const PageMap pm(a, w.b);
   auto tile_src = [&](int t) -> const unsigned char* {
     const int pos = w.kv_begin + t * T + ld_tok;
     if (!(t < ntiles && pos < w.kv_stop)) return nullptr;
-    return FP8 ? kv8 + cache_slot(a, w.b, pos) * MLA_FP8_BYTES : reinterpret_cast<const unsigned char*>(a.kv + cache_row(a, w.b, pos));
+    const i64 slot = pm.slot(pm.page(pos), pos);
+    return FP8 ? kv8 + slot * MLA_FP8_BYTES : reinterpret_cast<const unsigned char*>(a.kv + slot * MLA_D);
   };
   auto load_tile = [&](int t, const unsigned char* src) {
     const bool valid = src != nullptr;

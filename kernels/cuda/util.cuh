@@ -1,4 +1,5 @@
-// Small helpers shared by the non-decode kernel families (NVRTC, no CUDA headers).
+// Small helpers shared by the kernel families (NVRTC, no CUDA headers); the decode kernels keep
+// theirs in mla_decode_common.cuh, and their combine uses the block reductions here.
 #pragma once
 
 typedef unsigned short u16;

@@ -38,9 +38,10 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
 
   // WG-local loader: token wtid/2, 16-byte chunks (wtid&1) + 2k (k < 36)
+  const PageMap pm(a, w.b);
   auto tile_src = [&](int t) -> const u16* {
     const int pos = w.kv_begin + t * 64 + (wtid >> 1);
-    return (t < ntiles && pos < w.kv_stop) ? a.kv + cache_row(a, w.b, pos) : nullptr;
+    return (t < ntiles && pos < w.kv_stop) ? a.kv + pm.slot(pm.page(pos), pos) * MLA_D : nullptr;
   };
   auto load_tile = [&](int t, const u16* src) {
     const bool valid = src != nullptr;
