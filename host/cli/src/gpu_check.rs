@@ -33,6 +33,9 @@ pub struct GpuCheckArgs {
     /// Also time batch 1 and 64 under fixed (kernel, chunk) split plans (implies --bench).
     #[arg(long)]
     sweep: bool,
+    /// Benchmark only the shapes of this batch size (1, 64 or 128).
+    #[arg(long)]
+    bench_batch: Option<usize>,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -44,6 +47,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         bench_only: args.bench_only,
         bench_json: args.bench_json,
         sweep: args.sweep,
+        bench_batch: args.bench_batch,
         seed: args.seed.unwrap_or_else(|| mlahost_cuda::check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

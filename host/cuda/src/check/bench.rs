@@ -153,14 +153,16 @@ fn median_us(gpu: &Arc<Gpu>, set_bytes: usize, caches: &[DeviceBuffer], launch: 
 }
 
 /// The issue's shapes (16/128 heads, batch 1/64/128, context 4K/32K, page 64) plus the cache
-/// dtype comparison; with `sweep`, batch 1 and 64 under fixed (kernel, chunk) plans as well. Returns
-/// (copy GB/s, rows, a markdown table, JSON lines of the main rows).
-pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f64, Vec<BenchRow>, String, String)> {
+/// dtype comparison; with `sweep`, batch 1 and 64 under fixed (kernel, chunk) plans as well; with
+/// `only_batch`, the shapes of that batch size alone. Returns (copy GB/s, rows, a markdown table,
+/// JSON lines of the main rows).
+pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: Option<usize>) -> Result<(f64, Vec<BenchRow>, String, String)> {
+    let shapes = || issue_shapes().filter(move |&(_, b, _)| only_batch.is_none_or(|o| o == b));
     let mut rng = Rng::new(seed);
     let target = DecodeTarget::of(k.gpu());
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
-    for (heads, batch, ctx) in issue_shapes() {
+    for (heads, batch, ctx) in shapes() {
         rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])?);
         rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &[None])?);
         if with_generic && heads == 16 && ctx == 4096 && batch == 64 {
@@ -173,7 +175,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
         // what programmatic dependent launch gains: the bf16 shapes again with plain launches
         k.set_programmatic(false);
         let timed: Vec<Result<Vec<BenchRow>>> =
-            issue_shapes().map(|(heads, batch, ctx)| bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])).collect();
+            shapes().map(|(heads, batch, ctx)| bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])).collect();
         k.set_programmatic(true); // back on before any error returns
         let mut plain = timed.into_iter().collect::<Result<Vec<_>>>()?.concat();
         plain.iter_mut().for_each(|r| r.kernel += " (no PDL)");
@@ -196,7 +198,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool) -> Result<(f
         }
         for (heads, kernel) in variants {
             for (batch, ctx) in [(1usize, 4096usize), (1, 32768), (64, 4096), (64, 32768)] {
-                if batch == 64 && kernel == DecodeKernel::MmaR16 {
+                if (batch == 64 && kernel == DecodeKernel::MmaR16) || only_batch.is_some_and(|o| o != batch) {
                     continue;
                 }
                 let mut plans = vec![None];

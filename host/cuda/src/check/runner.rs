@@ -18,6 +18,8 @@ pub struct CheckOptions {
     pub bench_json: Option<PathBuf>,
     /// Also time batch 1 and 64 under fixed (kernel, chunk) split plans.
     pub sweep: bool,
+    /// Benchmark only the shapes of this batch size.
+    pub bench_batch: Option<usize>,
     pub seed: u64,
 }
 
@@ -50,7 +52,7 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
         all_ok &= ok;
     }
     if o.bench || o.bench_only {
-        let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep)?;
+        let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep, o.bench_batch)?;
         println!("## decode kernel benchmark\n{table}");
         if let Some(p) = &o.bench_json {
             if let Err(e) = std::fs::write(p, json) {
