@@ -193,6 +193,17 @@ impl DeviceBuffer {
         Ok(v)
     }
 
+    /// Copies `bytes` from `src` (a device address of this context) to `offset` in this buffer,
+    /// on the stream (so a CUDA graph may capture it).
+    pub fn copy_from_device(&self, offset: usize, src: u64, bytes: usize) -> Result<()> {
+        if offset + bytes > self.bytes {
+            return Err(CudaError::launch("copy", format!("{bytes} bytes at {offset} overrun a buffer of {}", self.bytes)));
+        }
+        // SAFETY: the destination range lies inside this allocation (checked above); the caller
+        // passes a source range of a live allocation of this context; both on our stream.
+        unsafe { result::memcpy_dtod_async(self.ptr + offset as u64, src, bytes, self.gpu.stream) }.ctx("cuMemcpyDtoDAsync")
+    }
+
     /// Fills the buffer with one byte value (poisoning outputs in tests, zeroing pools).
     pub fn fill_bytes(&self, value: u8) -> Result<()> {
         // SAFETY: the whole allocation, on our stream.

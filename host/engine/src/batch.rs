@@ -87,6 +87,26 @@ pub trait Backend: Send {
     fn forward_sampled(&mut self, _batch: &[SeqChunk<'_>], _requests: &mut [SampleRequest<'_>]) -> Result<Option<Vec<DeviceSample>>> {
         Ok(None)
     }
+
+    /// The experts each token of the last `forward` was routed to, per layer (`[layer][token]`,
+    /// tokens in batch order; empty for dense layers), where the backend records them (the
+    /// end-to-end checks compare two backends' routing). `Ok(None)`: not recorded.
+    fn routing(&self) -> Result<Option<Vec<Vec<TokenRoute>>>> {
+        Ok(None)
+    }
+
+    /// For the next `forward` only: where this backend's own routing margin is below `within`,
+    /// take the experts of `routes` (another backend's `routing` of the same batch) instead, as a
+    /// reference follows the tokens it is fed. A no-op where the backend cannot.
+    fn follow_routing(&mut self, _routes: Vec<Vec<TokenRoute>>, _within: f32) {}
+}
+
+/// One token's routing at one MoE layer: the chosen experts (ascending) and, where the backend
+/// knows it, how far the decision was from another (`cpu::moe::route_margin`; NaN if unknown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRoute {
+    pub experts: Vec<u32>,
+    pub margin: f32,
 }
 
 /// Checks a batch against a backend's vocabulary and cache before anything runs: every chunk

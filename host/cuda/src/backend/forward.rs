@@ -27,6 +27,15 @@ pub struct Forward<'a> {
     pub geometry: CacheGeometry,
     pub fp8: bool,
     pub layout: &'a BatchLayout,
+    /// Where each MoE layer's expert ids are copied (`RouteLog`), when routes are recorded.
+    pub route_log: Option<&'a RouteLog>,
+}
+
+/// The expert ids of every MoE layer of the last forward, `[layer][token capacity][top-k]` i32
+/// (device token order), for the end-to-end checks' routing comparison.
+pub struct RouteLog {
+    pub buf: DeviceBuffer,
+    pub tokens: usize,
 }
 
 fn bf16(buf: &DeviceBuffer, ld: usize) -> Operand {
@@ -79,7 +88,7 @@ impl Forward<'_> {
         layers::rmsnorm_residual(self.k, v(&ws.x), None, v(&layer.post_attention_norm), v(&ws.h), h32, None, t, hidden, cfg.rms_norm_eps)?;
         match &layer.ffn {
             GpuFfn::Dense(m) => self.mlp(m, t),
-            GpuFfn::Moe(m) => self.moe(m),
+            GpuFfn::Moe(m) => self.moe(l, m),
         }
     }
 
@@ -206,7 +215,7 @@ impl Forward<'_> {
         self.blas.linear(t, hidden, inter, bf16(&ws.act, inter), weight(&m.down), f32op(&ws.x, hidden), 1.0)
     }
 
-    fn moe(&self, m: &GpuMoe) -> Result<()> {
+    fn moe(&self, l: usize, m: &GpuMoe) -> Result<()> {
         let (cfg, ws, t, k) = (self.cfg, self.ws, self.layout.tokens, self.k);
         let mc = cfg.moe.as_ref().ok_or_else(|| crate::CudaError::launch("moe", "MoE weights without MoE config"))?;
         let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
@@ -214,6 +223,9 @@ impl Forward<'_> {
         self.blas.linear(t, e, hidden, f32op(&ws.h32, hidden), Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden }, f32op(&ws.router, e), 0.0)?;
         let params = RouteParams::from_config(mc);
         moe::moe_route(k, v(&ws.router), m.bias.as_ref().map(v), v(&ws.topk_ids), v(&ws.topk_w), t, &params)?;
+        if let Some(log) = self.route_log {
+            log.buf.copy_from_device(l * log.tokens * top_k * 4, ws.topk_ids.ptr(), pairs * 4)?;
+        }
         let d = Dispatch {
             expert_offsets: v(&ws.expert_offsets),
             sorted_pairs: v(&ws.sorted_pairs),

@@ -20,7 +20,8 @@ use mlahost_engine::config::ModelConfig;
 use mlahost_engine::weights::ModelWeights;
 use mlahost_engine::capacity::{self, GpuPlanInputs};
 use crate::kernels::sampling::MAX_TOP_LOGPROBS;
-use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, SampleRequest};
+use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, SampleRequest, TokenRoute};
+use crate::weights::GpuFfn;
 use crate::graph::Graph;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +64,10 @@ pub struct CudaBackend {
     /// Captured decode steps by (batch size, length bucket); dropped when the workspace moves.
     graphs: HashMap<(usize, usize), Graph>,
     sampler: sampler::SamplerBuffers,
+    /// Set by `record_routes`: each forward copies its MoE expert ids here.
+    route_log: Option<forward::RouteLog>,
+    /// The last forward's sequences in device order: (batch index, tokens).
+    routed: Vec<(usize, usize)>,
 }
 
 // SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
@@ -136,7 +141,27 @@ impl CudaBackend {
             cuda_graphs: opts.cuda_graphs,
             graphs: HashMap::new(),
             sampler: Default::default(),
+            route_log: None,
+            routed: Vec::new(),
         })
+    }
+
+    /// From now on, record which experts every MoE layer routes each token to (read back with
+    /// `Backend::routing`): one device copy per MoE layer, captured into the decode graphs too.
+    pub fn record_routes(&mut self) -> Result<()> {
+        self.grow_route_log(64)
+    }
+
+    fn grow_route_log(&mut self, tokens: usize) -> Result<()> {
+        let top_k = self.cfg.moe.as_ref().map_or(0, |m| m.num_experts_per_tok);
+        if top_k == 0 || self.route_log.as_ref().is_some_and(|l| l.tokens >= tokens) {
+            return Ok(());
+        }
+        let tokens = tokens.next_power_of_two();
+        let buf = DeviceBuffer::alloc(&self.gpu, self.cfg.num_hidden_layers * tokens * top_k * 4)?;
+        self.route_log = Some(forward::RouteLog { buf, tokens });
+        self.graphs.clear(); // captured copies point at the old log
+        Ok(())
     }
 
     pub fn device(&self) -> &crate::DeviceInfo {
@@ -186,6 +211,10 @@ impl CudaBackend {
         if Workspace::ensure(&mut self.workspace, &self.gpu, &self.cfg, need)? {
             self.graphs.clear(); // captured addresses are gone
         }
+        if self.route_log.is_some() {
+            self.grow_route_log(layout.tokens)?;
+            self.routed = layout.order.iter().map(|&i| (i, batch[i].tokens.len())).collect();
+        }
         let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
         ws.meta.write(0, &layout.meta)?;
         ws.slots.write(0, &layout.slots)?;
@@ -199,6 +228,7 @@ impl CudaBackend {
             geometry: self.geometry,
             fp8: self.fp8,
             layout: &layout,
+            route_log: self.route_log.as_ref(),
         };
         match bucket {
             Some(b) => {
@@ -246,6 +276,32 @@ impl Backend for CudaBackend {
 
     fn cache_geometry(&self) -> CacheGeometry {
         self.geometry
+    }
+
+    fn routing(&self) -> mlahost_engine::Result<Option<Vec<Vec<TokenRoute>>>> {
+        let (Some(log), Some(mc)) = (&self.route_log, self.cfg.moe.as_ref()) else { return Ok(None) };
+        let k = mc.num_experts_per_tok;
+        let ids = log.buf.to_vec::<i32>(self.cfg.num_hidden_layers * log.tokens * k).map_err(EngineError::from)?;
+        // device token order -> batch order
+        let mut first = vec![(0usize, 0usize); self.routed.len()];
+        let mut at = 0;
+        for &(i, n) in &self.routed {
+            first[i] = (at, n);
+            at += n;
+        }
+        let layers = self.weights.layers.iter().enumerate().map(|(l, layer)| match layer.ffn {
+            GpuFfn::Moe(_) => first
+                .iter()
+                .flat_map(|&(f, n)| f..f + n)
+                .map(|tok| {
+                    let mut experts: Vec<u32> = ids[(l * log.tokens + tok) * k..][..k].iter().map(|&e| e as u32).collect();
+                    experts.sort_unstable();
+                    TokenRoute { experts, margin: f32::NAN }
+                })
+                .collect(),
+            GpuFfn::Dense(_) => Vec::new(),
+        });
+        Ok(Some(layers.collect()))
     }
 
     fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {

@@ -11,7 +11,7 @@ mod ops;
 pub use attention::AttentionMode;
 pub use moe::route_logits;
 
-use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
+use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk, TokenRoute};
 use crate::config::ModelConfig;
 use crate::kv_cache_dtype::KvCacheDtype;
 use crate::rope::Rope;
@@ -35,6 +35,10 @@ pub struct CpuBackend {
     rope: Rope,
     cache: LatentCache,
     attention: AttentionMode,
+    /// `[layer][token]` own routing of the last forward (empty for dense layers).
+    routing: Vec<Vec<TokenRoute>>,
+    /// Set by `follow_routing` for the next forward.
+    follow: Option<(Vec<Vec<TokenRoute>>, f32)>,
 }
 
 impl CpuBackend {
@@ -44,7 +48,7 @@ impl CpuBackend {
             return Err(EngineError::InvalidRequest("page size must be at least 1".into()));
         }
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention })
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), follow: None })
     }
 
     pub fn kv_cache_dtype(&self) -> KvCacheDtype {
@@ -59,6 +63,14 @@ impl CpuBackend {
 impl Backend for CpuBackend {
     fn cache_geometry(&self) -> CacheGeometry {
         self.cache.geometry()
+    }
+
+    fn routing(&self) -> Result<Option<Vec<Vec<TokenRoute>>>> {
+        Ok(Some(self.routing.clone()))
+    }
+
+    fn follow_routing(&mut self, routes: Vec<Vec<TokenRoute>>, within: f32) {
+        self.follow = Some((routes, within));
     }
 
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
@@ -85,6 +97,8 @@ impl CpuBackend {
             w.embed.row_into(*tok as usize, row);
         }
         let attn = Attention { cfg, rope: &self.rope, mode: self.attention, chunks: batch, chunk_offsets: &offsets, slots: &slots };
+        let mut routing = Vec::with_capacity(w.layers.len());
+        let follow = self.follow.take();
         for (l, layer) in w.layers.iter().enumerate() {
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.input_norm, cfg.rms_norm_eps);
@@ -93,13 +107,22 @@ impl CpuBackend {
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.post_attention_norm, cfg.rms_norm_eps);
             let f = match (&layer.ffn, &cfg.moe) {
-                (FeedForward::Dense(m), _) => moe::mlp(m, &h, t),
-                (FeedForward::Moe(m), Some(mc)) => moe::moe(m, mc, &h, t, hidden),
+                (FeedForward::Dense(m), _) => {
+                    routing.push(Vec::new());
+                    moe::mlp(m, &h, t)
+                }
+                (FeedForward::Moe(m), Some(mc)) => {
+                    let layer_follow = follow.as_ref().and_then(|(r, within)| r.get(l).map(|r| (r.as_slice(), *within)));
+                    let (f, routes) = moe::moe(m, mc, &h, t, hidden, layer_follow);
+                    routing.push(routes);
+                    f
+                }
                 // Loading refuses MoE weights without MoE config fields; kept as an error, not a panic.
                 (FeedForward::Moe(_), None) => return Err(EngineError::config("n_routed_experts", "an MoE layer needs the MoE fields")),
             };
             x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         }
+        self.routing = routing;
         // Final norm and lm_head only for the rows that were asked for.
         let mut picked = Vec::new();
         let mut rows = Vec::with_capacity(batch.len());

@@ -4,6 +4,7 @@
 use super::ops::{linear, silu_mul};
 use crate::config::{MoeConfig, TopkMethod};
 use crate::weights::{Mlp, Moe};
+use crate::TokenRoute;
 use rayon::prelude::*;
 
 pub fn mlp(m: &Mlp, x: &[f32], t: usize) -> Vec<f32> {
@@ -11,19 +12,81 @@ pub fn mlp(m: &Mlp, x: &[f32], t: usize) -> Vec<f32> {
     linear(&silu_mul(&gate_up, m.gate_up.rows / 2), t, &m.down)
 }
 
-/// Experts and weights chosen for each token, as `(expert, weight)` pairs.
-pub fn route(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize) -> Vec<Vec<(usize, f32)>> {
+/// Experts and weights chosen for each token, as `(expert, weight)` pairs, and each token's own
+/// routing (its choice and `route_margin`). `follow`: another backend's routing of these tokens
+/// and a margin; where this one's margin is below it, the other's experts are taken instead
+/// (weighted by this one's scores), so a reference can follow a decision it nearly made itself.
+pub fn route(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, follow: Option<(&[TokenRoute], f32)>) -> (Vec<Vec<(usize, f32)>>, Vec<TokenRoute>) {
     let logits = linear(x, t, &m.router);
-    logits.chunks(cfg.n_routed_experts).map(|l| route_token(l, m.score_bias.as_deref(), cfg)).collect()
+    let bias = m.score_bias.as_deref();
+    logits
+        .chunks(cfg.n_routed_experts)
+        .enumerate()
+        .map(|(tok, l)| {
+            let own = route_token(l, bias, cfg, None);
+            let mut experts: Vec<u32> = own.iter().map(|&(e, _)| e as u32).collect();
+            experts.sort_unstable();
+            let margin = route_margin(l, bias, cfg);
+            let other = follow.and_then(|(r, within)| r.get(tok).filter(|o| margin < within && o.experts != experts && o.experts.len() == experts.len()));
+            let chosen = match other {
+                Some(o) => route_token(l, bias, cfg, Some(&o.experts)),
+                None => own,
+            };
+            (chosen, TokenRoute { experts, margin })
+        })
+        .unzip()
+}
+
+/// How far one token's routing is from a different choice, in router-logit units: the smallest
+/// change of one logit that would swap a chosen expert (or a kept group) for another. Softmax
+/// scoring preserves logit order, so this is the gap between the last chosen and the best
+/// unchosen logit (groups: the log-ratio of their scores). Sigmoid scoring (noaux_tc) compares
+/// score + bias; a logit must move at least 4x a score gap (the sigmoid's slope is at most 1/4).
+/// The end-to-end checks use it: a routing decision this close is a near-tie, like a logprob one.
+pub fn route_margin(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> f32 {
+    let n = logits.len();
+    let per_group = n / cfg.n_group.max(1);
+    let k = cfg.num_experts_per_tok.min(n);
+    // gap between the k-th and (k+1)-th of `values` restricted to `allowed` entries
+    let gap = |values: &[f32], allowed: &dyn Fn(usize) -> bool, k: usize| -> f32 {
+        let mut v: Vec<f32> = (0..values.len()).filter(|&i| allowed(i)).map(|i| values[i]).collect();
+        if k == 0 || v.len() <= k {
+            return f32::INFINITY;
+        }
+        v.sort_by(|a, b| b.total_cmp(a));
+        v[k - 1] - v[k]
+    };
+    match cfg.topk_method {
+        TopkMethod::Greedy => gap(logits, &|_| true, k),
+        TopkMethod::GroupLimitedGreedy => {
+            let group_best: Vec<f32> = logits.chunks(per_group).map(|g| g.iter().copied().fold(f32::MIN, f32::max)).collect();
+            let kept = top_k(&group_best, cfg.topk_group);
+            let inside = gap(logits, &|i| kept.contains(&(i / per_group)), k);
+            // softmax scores of the groups' best experts: their log-ratio is a logit difference
+            inside.min(gap(&group_best, &|_| true, cfg.topk_group))
+        }
+        TopkMethod::NoauxTc => {
+            let choice: Vec<f32> = logits.iter().enumerate().map(|(i, &l)| 1.0 / (1.0 + (-l).exp()) + bias.map_or(0.0, |b| b[i])).collect();
+            let group_top2: Vec<f32> = choice
+                .chunks(per_group)
+                .map(|g| top_k(g, 2).iter().map(|&i| g[i]).sum::<f32>())
+                .collect();
+            let kept = top_k(&group_top2, cfg.topk_group);
+            let inside = gap(&choice, &|i| kept.contains(&(i / per_group)), k);
+            4.0 * inside.min(gap(&group_top2, &|_| true, cfg.topk_group))
+        }
+    }
 }
 
 /// The routing decision for one token's router logits (public so device kernels can be checked
 /// against it).
 pub fn route_logits(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> Vec<(usize, f32)> {
-    route_token(logits, bias, cfg)
+    route_token(logits, bias, cfg, None)
 }
 
-fn route_token(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> Vec<(usize, f32)> {
+/// One token's experts and weights; `forced` replaces the choice (the weights still come from
+/// this token's scores and the checkpoint's normalisation).
+fn route_token(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig, forced: Option<&[u32]>) -> Vec<(usize, f32)> {
     let n = logits.len();
     let per_group = n / cfg.n_group;
     let k = cfg.num_experts_per_tok;
@@ -36,8 +99,9 @@ fn route_token(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> Vec<(us
                 let group_best = |g: usize| scores[g * per_group..(g + 1) * per_group].iter().copied().fold(f32::MIN, f32::max);
                 mask_groups(&mut choice, per_group, cfg.topk_group, group_best, 0.0);
             }
-            let chosen = top_k(&choice, k);
-            let mut weights: Vec<f32> = chosen.iter().map(|&e| choice[e]).collect();
+            let chosen = forced.map_or_else(|| top_k(&choice, k), |f| f.iter().map(|&e| e as usize).collect());
+            // (a chosen expert's masked score is its score; a forced one may lie in a masked group)
+            let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
             // The checkpoints' reference code: normalize when asked, otherwise scale.
             if k > 1 && cfg.norm_topk_prob {
                 let sum = weights.iter().sum::<f32>() + 1e-20;
@@ -59,7 +123,7 @@ fn route_token(logits: &[f32], bias: Option<&[f32]>, cfg: &MoeConfig) -> Vec<(us
                 top.iter().map(|&i| snapshot[g * per_group + i]).sum::<f32>()
             };
             mask_groups(&mut choice, per_group, cfg.topk_group, group_top2, f32::NEG_INFINITY);
-            let chosen = top_k(&choice, k);
+            let chosen = forced.map_or_else(|| top_k(&choice, k), |f| f.iter().map(|&e| e as usize).collect());
             let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
             if cfg.norm_topk_prob {
                 let sum = weights.iter().sum::<f32>() + 1e-20;
@@ -90,9 +154,10 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// Routed experts (each over the tokens routed to it, in parallel) plus the shared experts.
-pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize) -> Vec<f32> {
-    let routes = route(m, cfg, x, t);
+/// Routed experts (each over the tokens routed to it, in parallel) plus the shared experts; also
+/// each token's own routing (`route`, which `follow` is passed to).
+pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, follow: Option<(&[TokenRoute], f32)>) -> (Vec<f32>, Vec<TokenRoute>) {
+    let (routes, routing) = route(m, cfg, x, t, follow);
     let mut per_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_routed_experts];
     for (tok, choices) in routes.iter().enumerate() {
         for &(e, w) in choices {
@@ -125,7 +190,7 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize) -> Vec<
             *o += s;
         }
     }
-    out
+    (out, routing)
 }
 
 #[cfg(test)]
@@ -154,10 +219,10 @@ mod tests {
     fn group_limited_greedy_skips_weak_groups() {
         // Groups of 2: best singles are g0: 3.0, g1: 2.9, g2: 2.8, g3: 0.
         let logits = [3.0, -5.0, 2.9, 2.85, 2.8, 2.79, 0.0, 0.0];
-        let r = route_token(&logits, None, &cfg(TopkMethod::GroupLimitedGreedy, 4, 2, 3));
+        let r = route_token(&logits, None, &cfg(TopkMethod::GroupLimitedGreedy, 4, 2, 3), None);
         let experts: Vec<usize> = r.iter().map(|p| p.0).collect();
         assert_eq!(experts, vec![0, 2, 3], "group 2's expert 4 is better than -5 but its group is dropped");
-        let g = route_token(&logits, None, &cfg(TopkMethod::Greedy, 1, 1, 3));
+        let g = route_token(&logits, None, &cfg(TopkMethod::Greedy, 1, 1, 3), None);
         assert_eq!(g.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 2, 3]);
     }
 
@@ -165,10 +230,27 @@ mod tests {
     fn noaux_tc_chooses_with_bias_but_weights_without() {
         let logits = [0.0f32; 8];
         let bias = [0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.4, 0.0];
-        let r = route_token(&logits, Some(&bias), &cfg(TopkMethod::NoauxTc, 4, 2, 2));
+        let r = route_token(&logits, Some(&bias), &cfg(TopkMethod::NoauxTc, 4, 2, 2), None);
         let experts: Vec<usize> = r.iter().map(|p| p.0).collect();
         assert_eq!(experts, vec![5, 6]);
         // Unbiased sigmoid(0) = 0.5 each, normalized to 0.5, times 2.5.
         assert!(r.iter().all(|p| (p.1 - 1.25).abs() < 1e-6));
+    }
+
+    #[test]
+    fn margins_measure_the_closest_decision_and_forced_choices_keep_the_weights() {
+        let logits = [3.0, -5.0, 2.9, 2.85, 2.8, 2.79, 0.0, 0.0];
+        // greedy top 3: 3.0, 2.9, 2.85 against 2.8
+        let greedy = cfg(TopkMethod::Greedy, 1, 1, 3);
+        assert!((route_margin(&logits, None, &greedy) - 0.05).abs() < 1e-5);
+        // group-limited: inside groups 0 and 1 the 4th is -5 (gap 7.85), but groups 1 and 2 are
+        // 0.1 apart (2.9 vs 2.8)
+        assert!((route_margin(&logits, None, &cfg(TopkMethod::GroupLimitedGreedy, 4, 2, 3)) - 0.1).abs() < 1e-5);
+        // a forced choice is weighted by the token's own (softmax) scores, as its own choice is
+        let own = route_token(&logits, None, &greedy, None);
+        let forced = route_token(&logits, None, &greedy, Some(&[0, 2, 4]));
+        assert_eq!(forced.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 2, 4]);
+        assert_eq!(forced[..2], own[..2]);
+        assert!(forced[2].1 < own[2].1, "expert 4 scores below expert 3");
     }
 }
