@@ -137,3 +137,54 @@ fn bad_batches_are_refused() {
         assert!(e.contains(msg), "expected {msg:?} in {e:?}");
     }
 }
+
+/// Routing is recorded only when asked; a followed routing changes the output only where the
+/// token's own margin lies below the bound, and the record keeps the backend's own choice.
+#[test]
+fn routing_is_recorded_on_request_and_followed_only_within_the_bound() {
+    let mut rng = Rng::seeded(fresh_seed());
+    let model = load("tiny-v2-lite");
+    let tokens = random_tokens(&mut rng, 40, model.config.vocab_size);
+    let run = |record: bool, follow: Option<(Vec<Vec<mlahost_engine::TokenRoute>>, f32)>| {
+        let mut b = backend(&model, 8, 16, AttentionMode::Auto);
+        if record {
+            b.record_routes();
+        }
+        if let Some((r, within)) = follow {
+            b.follow_routing(r, within);
+        }
+        let pages = pages_for(&b, tokens.len());
+        let logits = b.forward(&[SeqChunk { tokens: &tokens, start_pos: 0, block_table: &pages, logits: LogitsRequest::All }]).unwrap().data;
+        (logits, b.routing().unwrap())
+    };
+    let (plain, none) = run(false, None);
+    assert!(none.is_none(), "not recorded unless asked");
+    let (recorded, own) = run(true, None);
+    let own = own.expect("recorded");
+    assert_eq!(plain, recorded, "recording does not change the result");
+    let moe_layers = own.iter().filter(|l| !l.is_empty()).count();
+    assert!(moe_layers > 0 && own.iter().all(|l| l.is_empty() || l.len() == tokens.len()));
+    // another backend's routing: every token's first chosen expert swapped for one it did not choose
+    let experts = model.config.moe.as_ref().unwrap().n_routed_experts as u32;
+    let other: Vec<Vec<_>> = own
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|r| {
+                    let mut e = r.experts.clone();
+                    e[0] = (0..experts).find(|x| !r.experts.contains(x)).unwrap();
+                    e.sort_unstable();
+                    mlahost_engine::TokenRoute { experts: e, margin: f32::NAN }
+                })
+                .collect()
+        })
+        .collect();
+    let (unchanged, _) = run(true, Some((other.clone(), 0.0)));
+    assert_eq!(unchanged, plain, "a bound of 0 follows nothing");
+    let (steered, rec) = run(true, Some((other, f32::INFINITY)));
+    assert_ne!(steered, plain, "an unbounded follow takes the other experts");
+    // the first MoE layer's router sees nothing the followed routing changed: its record is the
+    // backend's own choice, not the followed one
+    let first = own.iter().position(|l| !l.is_empty()).unwrap();
+    assert_eq!(rec.unwrap()[first], own[first], "the record keeps the backend's own choice");
+}

@@ -336,6 +336,7 @@ pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dty
     let mut gpu = gpu_backend(model, ordinal, page_size, pages, kv_dtype)?;
     gpu.record_routes()?;
     let mut cpu = cpu_reference(model, pages, page_size, kv_dtype)?;
+    cpu.record_routes();
     let a = lockstep(&mut gpu, &mut cpu, &cases, steps, true)?;
     let name = format!("{} GPU vs CPU (same bf16 weights), {} cache, page {page_size}", model_name(model), kv_dtype.as_str());
     let mut c = to_check(name, &a, strict);

@@ -37,6 +37,8 @@ pub struct CpuBackend {
     attention: AttentionMode,
     /// `[layer][token]` own routing of the last forward (empty for dense layers).
     routing: Vec<Vec<TokenRoute>>,
+    /// Set by `record_routes`: keep `routing` (and accept `follow_routing`).
+    record_routes: bool,
     /// Set by `follow_routing` for the next forward.
     follow: Option<(Vec<Vec<TokenRoute>>, f32)>,
 }
@@ -48,7 +50,13 @@ impl CpuBackend {
             return Err(EngineError::InvalidRequest("page size must be at least 1".into()));
         }
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), follow: None })
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None })
+    }
+
+    /// From now on, record each token's routing at every MoE layer (`Backend::routing`) and take
+    /// `Backend::follow_routing`; off by default, so serving pays for neither.
+    pub fn record_routes(&mut self) {
+        self.record_routes = true;
     }
 
     pub fn kv_cache_dtype(&self) -> KvCacheDtype {
@@ -66,11 +74,13 @@ impl Backend for CpuBackend {
     }
 
     fn routing(&self) -> Result<Option<Vec<Vec<TokenRoute>>>> {
-        Ok(Some(self.routing.clone()))
+        Ok(self.record_routes.then(|| self.routing.clone()))
     }
 
     fn follow_routing(&mut self, routes: Vec<Vec<TokenRoute>>, within: f32) {
-        self.follow = Some((routes, within));
+        if self.record_routes {
+            self.follow = Some((routes, within));
+        }
     }
 
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
@@ -112,8 +122,11 @@ impl CpuBackend {
                     moe::mlp(m, &h, t)
                 }
                 (FeedForward::Moe(m), Some(mc)) => {
-                    let layer_follow = follow.as_ref().and_then(|(r, within)| r.get(l).map(|r| (r.as_slice(), *within)));
-                    let (f, routes) = moe::moe(m, mc, &h, t, hidden, layer_follow);
+                    let tracking = moe::RouteTracking {
+                        record: self.record_routes,
+                        follow: follow.as_ref().and_then(|(r, within)| r.get(l).map(|r| (r.as_slice(), *within))),
+                    };
+                    let (f, routes) = moe::moe(m, mc, &h, t, hidden, tracking);
                     routing.push(routes);
                     f
                 }

@@ -12,13 +12,25 @@ pub fn mlp(m: &Mlp, x: &[f32], t: usize) -> Vec<f32> {
     linear(&silu_mul(&gate_up, m.gate_up.rows / 2), t, &m.down)
 }
 
-/// Experts and weights chosen for each token, as `(expert, weight)` pairs, and each token's own
-/// routing (its choice and `route_margin`). `follow`: another backend's routing of these tokens
-/// and a margin; where this one's margin is below it, the other's experts are taken instead
-/// (weighted by this one's scores), so a reference can follow a decision it nearly made itself.
-pub fn route(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, follow: Option<(&[TokenRoute], f32)>) -> (Vec<Vec<(usize, f32)>>, Vec<TokenRoute>) {
+/// How `route` records and steers: off for serving; the end-to-end checks record each token's
+/// own routing and may have it follow another backend's (`follow`: that backend's routing of
+/// these tokens and a margin; where this one's margin is below it, the other's experts are taken
+/// instead, weighted by this one's scores, as a reference follows a decision it nearly made).
+#[derive(Clone, Copy, Default)]
+pub struct RouteTracking<'a> {
+    pub record: bool,
+    pub follow: Option<(&'a [TokenRoute], f32)>,
+}
+
+/// Experts and weights chosen for each token, as `(expert, weight)` pairs, and (when `tracking`
+/// records) each token's own routing: its choice and `route_margin`.
+pub fn route(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, tracking: RouteTracking<'_>) -> (Vec<Vec<(usize, f32)>>, Vec<TokenRoute>) {
     let logits = linear(x, t, &m.router);
     let bias = m.score_bias.as_deref();
+    if !tracking.record {
+        return (logits.chunks(cfg.n_routed_experts).map(|l| route_token(l, bias, cfg, None)).collect(), Vec::new());
+    }
+    let follow = tracking.follow;
     logits
         .chunks(cfg.n_routed_experts)
         .enumerate()
@@ -155,9 +167,9 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 }
 
 /// Routed experts (each over the tokens routed to it, in parallel) plus the shared experts; also
-/// each token's own routing (`route`, which `follow` is passed to).
-pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, follow: Option<(&[TokenRoute], f32)>) -> (Vec<f32>, Vec<TokenRoute>) {
-    let (routes, routing) = route(m, cfg, x, t, follow);
+/// each token's own routing where `tracking` records it (`route`).
+pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>) -> (Vec<f32>, Vec<TokenRoute>) {
+    let (routes, routing) = route(m, cfg, x, t, tracking);
     let mut per_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_routed_experts];
     for (tok, choices) in routes.iter().enumerate() {
         for &(e, w) in choices {
