@@ -351,6 +351,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
       *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + d0 + d) =
           make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
   }
+  split_arrive(a, w, C::ROWS);
   T16_MARK(13);
 #else
   asm volatile("trap;");

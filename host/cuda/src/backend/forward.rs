@@ -176,6 +176,7 @@ impl Forward<'_> {
                 lse: v(&ws.lse).at(tok * heads * 4),
                 part_o: v(&ws.part_o),
                 part_lse: v(&ws.part_lse),
+                sync: v(&ws.sync),
             };
             let shape = DecodeShape {
                 batch: launch.batch,

@@ -252,6 +252,14 @@ pub struct DecodeIo {
     /// `[total splits, q_len * H, 512]` bf16 (only used when the plan splits).
     pub part_o: View,
     pub part_lse: View,
+    /// Zeroed i32 words for the split arrivals (`sync_words`), kept between launches (each launch
+    /// leaves them zero again); `View::NULL`: the combine waits for the decode grid's end.
+    pub sync: View,
+}
+
+/// The i32 words the split arrivals of a launch may use: two per (sequence, 16-row group).
+pub fn sync_words(batch: usize, rows: usize) -> usize {
+    2 * batch * rows.div_ceil(16)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +283,12 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     let (b, rows) = (s.batch, s.q_len * s.heads);
     let slots = plan.total_splits();
     let split = plan.needs_combine();
+    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
+    // The wgmma kernels count each split in per-row-group words once its partials are stored, so
+    // the combine (launched early, PDL) merges a group on its last arrival instead of on the
+    // decode grid's end (kernels/NOTES.md §13).
+    let flags = split && plan.kernel.needs_hopper() && io.sync.ptr != 0;
+    let sync = if flags { io.sync.need(name, "sync", sync_words(b, rows) * 4)? } else { 0 };
     let args = [
         Arg::Ptr(io.q.need(name, "q", b * rows * D * 2)?),
         Arg::Ptr(io.cache.need(name, "cache", s.cache_pages * s.page_size * if plan.kernel.is_fp8() { 656 } else { D * 2 })?),
@@ -291,8 +305,8 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::I32(s.max_pages as i32),
         Arg::I32(plan.chunk as i32),
         Arg::F32(s.scale),
+        Arg::Ptr(sync),
     ];
-    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
     // Programmatic dependent launch for the wgmma kernels (one CTA per SM) and the combine: they
     // wait (griddepcontrol) before reading what an earlier kernel wrote. The mma kernels run two
     // CTAs per SM, where an early dependent shares their SMs: fp8 1x32K 29.8 -> 45.3 us (NOTES §10).
@@ -309,6 +323,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
             Arg::Ptr(io.out.ptr),
             Arg::Ptr(io.lse.ptr),
             Arg::I32(rows as i32),
+            Arg::Ptr(sync),
         ])?;
     }
     Ok(())
