@@ -44,10 +44,10 @@
   const u16 *__restrict__ q, const u16 *__restrict__ kv, const int *__restrict__ block_table,        \
       const int *__restrict__ seq_lens, const int *__restrict__ split_offsets, u16 *__restrict__ out, \
       float *__restrict__ lse, u16 *__restrict__ part_o, float *__restrict__ part_lse, int q_len,    \
-      int heads, int page_size, int max_pages, int chunk, float scale
+      int heads, int page_size, int max_pages, int chunk, float scale, int *__restrict__ sync
 #define MLA_MAKE_ARGS                                                                                 \
   mla::Args a{q, kv, block_table, seq_lens, split_offsets, out, lse, part_o, part_lse, q_len, heads, \
-              page_size, max_pages, chunk, scale}
+              page_size, max_pages, chunk, scale, sync}
 
 extern "C" __global__ void __launch_bounds__(256, 2) mla_decode_mma_r16_t32_s2(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -89,7 +89,7 @@ extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* 
                                                                     const float* __restrict__ part_lse,
                                                                     const int* __restrict__ split_offsets,
                                                                     u16* __restrict__ out, float* __restrict__ lse,
-                                                                    int rows_total) {
-  mla::combine(part_o, part_lse, split_offsets, out, lse, rows_total);
+                                                                    int rows_total, int* __restrict__ sync) {
+  mla::combine(part_o, part_lse, split_offsets, out, lse, rows_total, sync);
 }
 

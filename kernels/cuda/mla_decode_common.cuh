@@ -153,6 +153,7 @@ struct Args {
   float* part_lse;           // [slots, q_len*H] f32
   int q_len, heads, page_size, max_pages, chunk;
   float scale;
+  int* sync;                 // null, or the split-arrival words (mla_decode_combine.cuh: split_arrive)
 };
 
 struct Work {

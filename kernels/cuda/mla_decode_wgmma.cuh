@@ -2,6 +2,7 @@
 #pragma once
 #include "mla_decode_common.cuh"
 #include "mla_decode_mma.cuh"  // named_bar_sync
+#include "mla_decode_combine.cuh"  // split_arrive
 
 namespace mla {
 
@@ -389,6 +390,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
   }
   if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
+  split_arrive(a, w, 64);
   R64_MARK(8);  // epilogue
   R64_FLUSH;
 #else

@@ -99,14 +99,17 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int p = 0; p < 4; ++p) pages[p] = pm.page(kv_begin + t * 64 + 16 * p + ld_tok);
   };
   tile_pages(blockIdx.y * a.chunk, wg);
-  wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
   // Q: 16 rows x 72 16-byte units, all 256 threads; chunk c holds 16 rows x 128 B, swizzled
-  for (int i = tid; i < C::ROWS * 72; i += MLA_THREADS) {
-    const int r = i / 72, u = i % 72, row = row0 + r;
-    const bool ok = row < rows_total;
-    const u16* src = ok ? a.q + ((i64)b * rows_total + row) * MLA_D + u * 8 : a.q;
-    cp_async_16(sQ + (u >> 3) * 2048 + r * 128 + (((u & 7) ^ (r & 7)) << 4), src, ok);
-  }
+  auto load_q = [&]() {
+    for (int i = tid; i < C::ROWS * 72; i += MLA_THREADS) {
+      const int r = i / 72, u = i % 72, row = row0 + r;
+      const bool ok = row < rows_total;
+      const u16* src = ok ? a.q + ((i64)b * rows_total + row) * MLA_D + u * 8 : a.q;
+      cp_async_16(sQ + (u >> 3) * 2048 + r * 128 + (((u & 7) ^ (r & 7)) << 4), src, ok);
+    }
+  };
+  wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
+  load_q();
   cp_async_commit();
   Work w;
   if (!make_work(a, C::ROWS, work_loads, w)) {
@@ -163,6 +166,136 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
 #pragma unroll
     for (int e = 0; e < 2; ++e) m_run[j][e] = neg_inf(), l_part[j][e] = 0.f;
   const float sl2 = a.scale * 1.4426950408889634f;
+
+  // A one-tile CTA: warpgroup 1 has no tile of its own. It takes half of S^T's k-steps (the
+  // partial S^T handed over is 8 floats a thread) and half of P V's 512 dims, so that each
+  // warpgroup stores its own half of O and nothing is merged (16 h 1x4K: 7.5 -> 7.3 us, NOTES.md
+  // §13). Both compute the same softmax (each into its own red[] and P^T), since the summed S^T
+  // is the same in both (a + b == b + a).
+  if (ntiles == 1) {
+    const u32 sK0 = sbase + C::KV_OFF;  // warpgroup 0's stage holds the tile
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();  // the tile, CTA-wide
+    float s[8];
+    wgmma_fence();
+#pragma unroll
+    for (int i = 0; i < 18; ++i) {
+      const int k = 18 * wg + i, c = k >> 2, kk = k & 3;
+      wgmma_m64n16k16<0>(s, sw128_desc(sK0 + c * 8192 + kk * 32, 16, 1024), sw128_desc(sQ + c * 2048 + kk * 32, 16, 1024),
+                         i ? 1 : 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc8(s);
+    // partial S^T through warpgroup 1's stage (idle in a one-tile CTA): [wg][2][128 threads]
+    float4* xb = reinterpret_cast<float4*>(smem + C::KV_OFF + C::TILE_BYTES);
+    xb[(wg * 2) * 128 + wt] = make_float4(s[0], s[1], s[2], s[3]);
+    xb[(wg * 2 + 1) * 128 + wt] = make_float4(s[4], s[5], s[6], s[7]);
+    __syncthreads();
+    {
+      const float4 x0 = xb[((wg ^ 1) * 2) * 128 + wt], x1 = xb[((wg ^ 1) * 2 + 1) * 128 + wt];
+      s[0] += x0.x, s[1] += x0.y, s[2] += x0.z, s[3] += x0.w;
+      s[4] += x1.x, s[5] += x1.y, s[6] += x1.z, s[7] += x1.w;
+    }
+    // softmax down each column, over the one tile (O is still zero: no rescale)
+    const int tok0 = 16 * wi + g, pos0 = w.kv_begin;
+    float mx[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float v0 = (pos0 + tok0 < lim[j][e]) ? s[4 * j + e] * sl2 : neg_inf();
+        const float v1 = (pos0 + tok0 + 8 < lim[j][e]) ? s[4 * j + 2 + e] * sl2 : neg_inf();
+        s[4 * j + e] = v0;
+        s[4 * j + 2 + e] = v1;
+        float m = fmaxf(v0, v1);
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
+        mx[j][e] = m;
+      }
+    if (g == 0) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = mx[j][e];
+    }
+    wg_sync();
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * j + 2 * c4 + e;
+        const float tm = fmaxf(fmaxf(red[col], red[C::ROWS + col]), fmaxf(red[2 * C::ROWS + col], red[3 * C::ROWS + col]));
+        const float base = (tm == neg_inf()) ? 0.f : tm;
+        m_run[j][e] = tm;
+        const float p0 = ex2(s[4 * j + e] - base), p1 = ex2(s[4 * j + 2 + e] - base);
+        l_part[j][e] = p0 + p1;
+        const int t0 = tok0, t1 = tok0 + 8;
+        *reinterpret_cast<u16*>(pgen + col * 128 + ((((t0 >> 3) ^ (col & 7))) << 4) + (t0 & 7) * 2) = to_bf16(p0);
+        *reinterpret_cast<u16*>(pgen + col * 128 + ((((t1 >> 3) ^ (col & 7))) << 4) + (t1 & 7) * 2) = to_bf16(p1);
+      }
+    fence_proxy_async();  // P^T written by st.shared, read next by wgmma
+    wg_sync();            // P^T complete; red[] read (free for the sums)
+    // O^T[256wg .. +255] = V^T P^T: this warpgroup's 4 blocks of 64 latent dims
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb) fence_acc8(o[mb]);
+    wgmma_fence();
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb)
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        wgmma_m64n16k16<1>(o[mb], sw128_desc(sK0 + (4 * wg + mb) * 8192 + kk * 2048, 8192, 1024), sw128_desc(sP + kk * 32, 16, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb) fence_acc8(o[mb]);
+    // column sums, then this warpgroup's half of O normalised, staged and stored
+    float inv[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float l = l_part[j][e];
+        l += __shfl_xor_sync(0xffffffffu, l, 4);
+        l += __shfl_xor_sync(0xffffffffu, l, 8);
+        l += __shfl_xor_sync(0xffffffffu, l, 16);
+        if (g == 0) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = l;
+      }
+    wg_sync();
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 8 * j + 2 * c4 + e, r = row0 + col;
+        const float L = red[col] + red[C::ROWS + col] + red[2 * C::ROWS + col] + red[3 * C::ROWS + col];
+        inv[j][e] = L > 0.f ? 1.f / L : 0.f;
+        const float m = m_run[j][e];
+        if (wg == 0 && wi == 0 && g == 0 && r < rows_total) store_lse(a, w, r, m == neg_inf() ? 0.f : m, L);
+      }
+    // [16 rows][XSTR] f32 per warpgroup, in warpgroup 1's stage past the handed-over S^T
+    float* xo = reinterpret_cast<float*>(smem + C::KV_OFF + C::TILE_BYTES + 8192) + wg * C::ROWS * C::XSTR;
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int j = i >> 2, e = i & 1, d = 64 * mb + 16 * wi + g + ((i & 2) ? 8 : 0);
+        xo[(8 * j + 2 * c4 + e) * C::XSTR + d] = o[mb][i] * inv[j][e];
+      }
+    wg_sync();
+    u16* dst = w.nsplit == 1 ? a.out + (i64)b * rows_total * MLA_DV : a.part_o + (i64)w.slot * rows_total * MLA_DV;
+    for (int u = wt; u < C::ROWS * 32; u += 128) {
+      const int rl = u >> 5, d = (u & 31) * 8, r = row0 + rl;
+      const float4 x0 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
+      const float4 x1 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d + 4);
+      if (r < rows_total)
+        *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + 256 * wg + d) =
+            make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
+    }
+    split_arrive(a, w, C::ROWS);
+    return;
+  }
 
   for (int t = wg; t < ntiles; t += 2) {
     cp_async_wait<0>();
@@ -351,6 +484,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
       *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + d0 + d) =
           make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
   }
+  split_arrive(a, w, C::ROWS);
   T16_MARK(13);
 #else
   asm volatile("trap;");

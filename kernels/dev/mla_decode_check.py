@@ -186,11 +186,17 @@ class Launch:
         self.cgrid = (rows, B, int(os.environ.get("MLA_COMBINE_Z", z)))
         self.rows = rows
         self.q, self.cache, self.bt, self.sl = q, cache, block_table, seq_lens
+        # split arrivals (MLA_ARRIVALS=1), as the Rust launcher: the combine starts on its rows'
+        # last split instead of on the decode grid's end (wgmma kernels)
+        self.arrivals = os.environ.get("MLA_ARRIVALS") == "1" and self.multi and kname.startswith("wgmma")
+        self.sync = torch.zeros(max(2 * B * -(-rows // 16), 1), dtype=torch.int32, device=dev)
         self.args = [cpv(q), cpv(cache), cpv(block_table), cpv(seq_lens), cpv(self.split_offsets),
                      cpv(self.out), cpv(self.lse), cpv(self.part_o), cpv(self.part_lse),
                      np.int32(q_len), np.int32(heads), np.int32(page_size),
-                     np.int32(block_table.shape[1]), np.int32(chunk), np.float32(scale)]
-        self.cargs = [self.args[7], self.args[8], self.args[4], self.args[5], self.args[6], np.int32(rows)]
+                     np.int32(block_table.shape[1]), np.int32(chunk), np.float32(scale),
+                     cpv(self.sync) if self.arrivals else np.uint64(0)]
+        self.cargs = [self.args[7], self.args[8], self.args[4], self.args[5], self.args[6], np.int32(rows),
+                      self.args[15]]
 
     def poison(self):
         for t in (self.out, self.lse, self.part_o, self.part_lse):

@@ -72,7 +72,13 @@ pub fn compile(family: &Family, arch: &str) -> Result<Image> {
 }
 
 fn options(arch: &str) -> Vec<String> {
-    vec!["--std=c++17".into(), format!("--gpu-architecture={arch}"), "-default-device".into()]
+    let mut o = vec!["--std=c++17".into(), format!("--gpu-architecture={arch}"), "-default-device".into()];
+    // Development only: extra macro definitions (e.g. "-DT16_SPLIT_ONE") to time kernel variants
+    // with one binary on the GPU machine; they are part of the cache key.
+    if let Some(extra) = std::env::var_os("MLAHOST_KERNEL_DEFINES") {
+        o.extend(extra.to_string_lossy().split_whitespace().filter(|d| d.starts_with("-D")).map(String::from));
+    }
+    o
 }
 
 fn nvrtc_cubin(family: &Family, arch: &str) -> Result<Vec<u8>> {

@@ -96,7 +96,7 @@ impl GpuPlanInputs {
 /// activation and f32 output, then per logits row the final norm and f32 logits, the batch
 /// metadata (`meta` i32), cache slots, and the split-KV partials (`partial_rows`). Each buffer
 /// is at least 16 bytes. The backend allocates exactly these; `workspace_bytes` sums them.
-pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: usize, partial_rows: usize) -> [u64; 30] {
+pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: usize, partial_rows: usize) -> [u64; 31] {
     let (t, rows, meta, partial_rows) = (tokens as u64, rows as u64, meta as u64, partial_rows as u64);
     let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
     let (kv_lora, d, q_lora) = (cfg.kv_lora_rank as u64, cfg.latent_dim() as u64, cfg.q_lora_rank.unwrap_or(0) as u64);
@@ -136,6 +136,7 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
         t * 8,                                     // cache slots
         partial_rows * kv_lora * 2,                // split-KV partial outputs (bf16)
         partial_rows * 4,                          // split-KV partial lse
+        (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8, // split-arrival words (2 per 16-row group)
     ]
     .map(|b| b.max(16))
 }

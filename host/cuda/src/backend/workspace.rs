@@ -64,18 +64,20 @@ pub struct Workspace {
     pub slots: DeviceBuffer,
     pub part_o: DeviceBuffer,
     pub part_lse: DeviceBuffer,
+    /// The decode kernels' split-arrival words: zeroed here, left zero by every launch.
+    pub sync: DeviceBuffer,
 }
 
 impl Workspace {
     /// Bytes of every buffer, in field order (the one list, in `mlahost_engine::capacity`).
-    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> [u64; 30] {
+    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> [u64; 31] {
         capacity::workspace_buffers(cfg, cap.tokens, cap.rows, cap.meta, cap.partial_rows)
     }
 
     pub fn new(gpu: &Arc<Gpu>, cfg: &ModelConfig, cap: Capacity) -> Result<Self> {
         let mut bufs = Self::sizes(cfg, cap).into_iter().map(|b| DeviceBuffer::alloc(gpu, b as usize)).collect::<Result<Vec<_>>>()?.into_iter();
         let mut next = || bufs.next().ok_or_else(|| crate::CudaError::launch("workspace", "buffer list too short"));
-        Ok(Self {
+        let ws = Self {
             cap,
             x: next()?,
             h: next()?,
@@ -107,7 +109,10 @@ impl Workspace {
             slots: next()?,
             part_o: next()?,
             part_lse: next()?,
-        })
+            sync: next()?,
+        };
+        ws.sync.fill_bytes(0)?;
+        Ok(ws)
     }
 
     /// Grows the buffers when `need` exceeds the capacity; returns whether they moved.

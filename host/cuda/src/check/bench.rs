@@ -32,7 +32,8 @@ fn v(b: &DeviceBuffer) -> View {
 
 /// Times one decode shape: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
 /// or an fp8 cache; one row per plan (`None`: the heuristic's; (kernel, chunk): a fixed one),
-/// all over the same inputs.
+/// all over the same inputs. `arrivals`: whether the combine starts on its rows' last split
+/// instead of on the decode grid's end (`None`: as the engine decides, `decode::arrivals_pay`).
 #[allow(clippy::too_many_arguments)]
 fn bench_shape(
     k: &Kernels,
@@ -44,6 +45,7 @@ fn bench_shape(
     fp8: bool,
     generic: bool,
     plans: &[Option<(DecodeKernel, usize)>],
+    arrivals: Option<bool>,
 ) -> Result<Vec<BenchRow>> {
     let gpu = k.gpu();
     let (page, d) = (64usize, 576usize);
@@ -77,6 +79,7 @@ fn bench_shape(
     let tok_seq: Vec<i32> = (0..batch as i32).collect();
     let tok_pos = vec![ctx as i32 - 1; batch];
     let (d_seq, d_pos) = (DeviceBuffer::from_slice(gpu, &tok_seq)?, DeviceBuffer::from_slice(gpu, &tok_pos)?);
+    let sync = DeviceBuffer::from_slice(gpu, &vec![0i32; decode::sync_words(batch, heads)])?;
     let scale = 1.0 / (192f32).sqrt();
     let mut rows = Vec::new();
     for plan in &plans {
@@ -94,6 +97,7 @@ fn bench_shape(
                         lse: v(&lse),
                         part_o: v(&po),
                         part_lse: v(&pl),
+                        sync: if arrivals.unwrap_or_else(|| decode::arrivals_pay(plan, heads, batch, gpu.info.multiprocessors as usize)) { v(&sync) } else { View::NULL },
                     };
                     let s = DecodeShape { batch, q_len: 1, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
                     decode::mla_decode(k, &io, &s, plan)
@@ -163,10 +167,10 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
     for (heads, batch, ctx) in shapes() {
-        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])?);
-        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &[None])?);
+        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], None)?);
+        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &[None], None)?);
         if with_generic && heads == 16 && ctx == 4096 && batch == 64 {
-            rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, true, &[None])?);
+            rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, true, &[None], None)?);
         }
     }
     let mut table = format!("{} | copy {copy:.0} GB/s\n", k.gpu().info.name);
@@ -175,13 +179,25 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
         // what programmatic dependent launch gains: the bf16 shapes again with plain launches
         k.set_programmatic(false);
         let timed: Vec<Result<Vec<BenchRow>>> =
-            shapes().map(|(heads, batch, ctx)| bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None])).collect();
+            shapes().map(|(heads, batch, ctx)| bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], None)).collect();
         k.set_programmatic(true); // back on before any error returns
         let mut plain = timed.into_iter().collect::<Result<Vec<_>>>()?.concat();
         plain.iter_mut().for_each(|r| r.kernel += " (no PDL)");
         table += "\n### the same bf16 shapes without programmatic dependent launch\n";
         table += &rows_table(&plain, copy);
     }
+    // what the split arrivals gain or lose: batch 1 with the other choice than the engine's
+    let sms = k.gpu().info.multiprocessors as usize;
+    let mut other = Vec::new();
+    for (heads, batch, ctx) in shapes().filter(|&(_, batch, _)| batch == 1) {
+        let plan = plan_splits(&vec![ctx; batch], 1, heads, &target, false);
+        let chosen = decode::arrivals_pay(&plan, heads, batch, sms);
+        let mut r = bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], Some(!chosen))?;
+        r.iter_mut().for_each(|r| r.kernel += if chosen { " (combine after the grid)" } else { " (on arrivals)" });
+        other.extend(r);
+    }
+    table += "\n### the bf16 batch-1 shapes with the other start of the combine (after the decode grid / on split arrivals)\n";
+    table += &rows_table(&other, copy);
     let mut json = String::new();
     for r in &rows {
         let _ = writeln!(
@@ -209,7 +225,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
                         plans.push(Some((kernel, chunk)));
                     }
                 }
-                swept.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans)?);
+                swept.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans, None)?);
             }
         }
         table += "\n### batch 1 and 64 under fixed plans (first row of each shape: the heuristic's)\n";

@@ -252,6 +252,14 @@ pub struct DecodeIo {
     /// `[total splits, q_len * H, 512]` bf16 (only used when the plan splits).
     pub part_o: View,
     pub part_lse: View,
+    /// Zeroed i32 words for the split arrivals (`sync_words`), kept between launches (each launch
+    /// leaves them zero again); `View::NULL`: the combine waits for the decode grid's end.
+    pub sync: View,
+}
+
+/// The i32 words the split arrivals of a launch may use: two per (sequence, 16-row group).
+pub fn sync_words(batch: usize, rows: usize) -> usize {
+    2 * batch * rows.div_ceil(16)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -265,6 +273,17 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
+/// Whether the caller should pass the split-arrival words (`DecodeIo::sync`): the wgmma kernels then count each split
+/// in per-16-row-group words once its partials are stored, and the combine (launched early, PDL)
+/// merges a group on its last arrival instead of on the decode grid's end (kernels/NOTES.md §13).
+/// Its CTAs poll from SMs the decode grid leaves free, so this pays only when the grid leaves at
+/// least half the SMs free (H200: 16 h 1x4K, 64 CTAs, 8.4 -> 7.5 us; 128 CTAs on 132 SMs lose:
+/// 128 h 1x4K 11.5 -> 13.1, 16 h 1x32K 17.5 -> 18.4).
+pub fn arrivals_pay(plan: &SplitPlan, rows: usize, batch: usize, num_sms: usize) -> bool {
+    let ctas = rows.div_ceil(plan.kernel.rows()) * plan.max_splits * batch;
+    plan.kernel.needs_hopper() && 2 * ctas <= num_sms
+}
+
 /// Launches the decode kernel (and the combine when any sequence is split).
 pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan) -> Result<()> {
     let name = plan.kernel.name();
@@ -275,6 +294,9 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     let (b, rows) = (s.batch, s.q_len * s.heads);
     let slots = plan.total_splits();
     let split = plan.needs_combine();
+    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
+    let flags = split && plan.kernel.needs_hopper() && io.sync.ptr != 0;
+    let sync = if flags { io.sync.need(name, "sync", sync_words(b, rows) * 4)? } else { 0 };
     let args = [
         Arg::Ptr(io.q.need(name, "q", b * rows * D * 2)?),
         Arg::Ptr(io.cache.need(name, "cache", s.cache_pages * s.page_size * if plan.kernel.is_fp8() { 656 } else { D * 2 })?),
@@ -291,8 +313,8 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
         Arg::I32(s.max_pages as i32),
         Arg::I32(plan.chunk as i32),
         Arg::F32(s.scale),
+        Arg::Ptr(sync),
     ];
-    let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
     // Programmatic dependent launch for the wgmma kernels (one CTA per SM) and the combine: they
     // wait (griddepcontrol) before reading what an earlier kernel wrote. The mma kernels run two
     // CTAs per SM, where an early dependent shares their SMs: fp8 1x32K 29.8 -> 45.3 us (NOTES §10).
@@ -309,6 +331,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
             Arg::Ptr(io.out.ptr),
             Arg::Ptr(io.lse.ptr),
             Arg::I32(rows as i32),
+            Arg::Ptr(sync),
         ])?;
     }
     Ok(())
@@ -372,6 +395,20 @@ pub fn mla_attention_generic(k: &Kernels, io: &GenericIo, s: &GenericShape) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrivals_only_where_the_decode_grid_leaves_half_the_sms() {
+        // H200 (132 SMs), NOTES.md §13: 16 h 1x4K (64 one-tile CTAs) gains; grids of 128 CTAs lose
+        let t = DecodeTarget { num_sms: 132, hopper: true };
+        let pays = |lens: &[usize], heads: usize| arrivals_pay(&plan_splits(lens, 1, heads, &t, false), heads, lens.len(), t.num_sms);
+        assert!(pays(&[4096], 16));
+        assert!(!pays(&[4096], 128));
+        assert!(!pays(&[32768], 16));
+        assert!(!pays(&[4096; 64], 16));
+        // the fp8 cache's mma kernels have no arrivals
+        let fp8 = plan_splits(&[4096], 1, 16, &t, true);
+        assert!(!arrivals_pay(&fp8, 16, 1, t.num_sms));
+    }
 
     #[test]
     fn plan_matches_the_measured_choices() {
