@@ -177,7 +177,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = qu + 8 * m;
+#ifndef R64_PROBE_NO_Q  // dev probe (timing only, wrong output): what loading Q costs
         cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
+#endif
       }
     }
   }
@@ -198,7 +200,9 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = ld_unit + 8 * m;
+#ifndef R64_PROBE_NO_TILE  // dev probe (timing only, wrong output): what loading the cache costs
         cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+#endif
       }
     }
   };
@@ -385,10 +389,12 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   // the output or this split's partial, both bf16: 64 units of 8 dims per row
   u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV
                            : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
+#ifndef R64_PROBE_NO_STORE  // dev probe (timing only, wrong output): what the partial stores cost
   for (int u = tid; u < nrows * 64; u += MLA_THREADS) {
     const int rl = u >> 6, d = (u & 63) * 8;
     *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
   }
+#endif
   if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
   split_arrive(a, w, 64);
   R64_MARK(8);  // epilogue
