@@ -166,6 +166,67 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
 #pragma unroll
     for (int e = 0; e < 2; ++e) m_run[j][e] = neg_inf(), l_part[j][e] = 0.f;
   const float sl2 = a.scale * 1.4426950408889634f;
+  // S^T masked to each column's (query row's) limit and scaled to log2 units; each warp's column
+  // maxima go to red[] (read after a wg_sync with red_max)
+  auto column_maxima = [&](float(&s)[8], int pos0) {
+    const int tok0 = 16 * wi + g;
+    float mx[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float v0 = (pos0 + tok0 < lim[j][e]) ? s[4 * j + e] * sl2 : neg_inf();
+        const float v1 = (pos0 + tok0 + 8 < lim[j][e]) ? s[4 * j + 2 + e] * sl2 : neg_inf();
+        s[4 * j + e] = v0;
+        s[4 * j + 2 + e] = v1;
+        float m = fmaxf(v0, v1);
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
+        mx[j][e] = m;
+      }
+    if (g == 0) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = mx[j][e];
+    }
+  };
+  // each warp's column sums of l_part to red[] (read after a wg_sync with red_sum)
+  auto column_sums = [&]() {
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float l = l_part[j][e];
+        l += __shfl_xor_sync(0xffffffffu, l, 4);
+        l += __shfl_xor_sync(0xffffffffu, l, 8);
+        l += __shfl_xor_sync(0xffffffffu, l, 16);
+        if (g == 0) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = l;
+      }
+  };
+  auto red_max = [&](int col) {
+    return fmaxf(fmaxf(red[col], red[C::ROWS + col]), fmaxf(red[2 * C::ROWS + col], red[3 * C::ROWS + col]));
+  };
+  auto red_sum = [&](const float* rd, int col) { return rd[col] + rd[C::ROWS + col] + rd[2 * C::ROWS + col] + rd[3 * C::ROWS + col]; };
+  // P^T as B (K-major): row = query row col, 128 B of 64 tokens, 16-byte units swizzled
+  auto put_p = [&](int col, int tok, float p) {
+    *reinterpret_cast<u16*>(pgen + col * 128 + ((((tok >> 3) ^ (col & 7))) << 4) + (tok & 7) * 2) = to_bf16(p);
+  };
+  // this warpgroup's 256 latent dims from [16 rows][XSTR] f32 staging to the output or this
+  // split's partial (both bf16), in 16-byte vectors; then the split counts itself as arrived
+  auto store_half = [&](const float* xo) {
+    u16* dst = (w.nsplit == 1 ? a.out + (i64)b * rows_total * MLA_DV : a.part_o + (i64)w.slot * rows_total * MLA_DV) + wg * (MLA_DV / 2);
+    for (int u = wt; u < C::ROWS * 32; u += 128) {
+      const int rl = u >> 5, d = (u & 31) * 8, r = row0 + rl;
+      const float4 x0 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
+      const float4 x1 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d + 4);
+      if (r < rows_total)
+        *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + d) =
+            make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
+    }
+    split_arrive(a, w, C::ROWS);
+  };
 
   // A one-tile CTA: warpgroup 1 has no tile of its own. It takes half of S^T's k-steps (the
   // partial S^T handed over is 8 floats a thread) and half of P V's 512 dims, so that each
@@ -199,42 +260,20 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
       s[4] += x1.x, s[5] += x1.y, s[6] += x1.z, s[7] += x1.w;
     }
     // softmax down each column, over the one tile (O is still zero: no rescale)
-    const int tok0 = 16 * wi + g, pos0 = w.kv_begin;
-    float mx[2][2];
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float v0 = (pos0 + tok0 < lim[j][e]) ? s[4 * j + e] * sl2 : neg_inf();
-        const float v1 = (pos0 + tok0 + 8 < lim[j][e]) ? s[4 * j + 2 + e] * sl2 : neg_inf();
-        s[4 * j + e] = v0;
-        s[4 * j + 2 + e] = v1;
-        float m = fmaxf(v0, v1);
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
-        mx[j][e] = m;
-      }
-    if (g == 0) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = mx[j][e];
-    }
+    column_maxima(s, w.kv_begin);
     wg_sync();
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int col = 8 * j + 2 * c4 + e;
-        const float tm = fmaxf(fmaxf(red[col], red[C::ROWS + col]), fmaxf(red[2 * C::ROWS + col], red[3 * C::ROWS + col]));
+        const int col = 8 * j + 2 * c4 + e, tok0 = 16 * wi + g;
+        const float tm = red_max(col);
         const float base = (tm == neg_inf()) ? 0.f : tm;
         m_run[j][e] = tm;
         const float p0 = ex2(s[4 * j + e] - base), p1 = ex2(s[4 * j + 2 + e] - base);
         l_part[j][e] = p0 + p1;
-        const int t0 = tok0, t1 = tok0 + 8;
-        *reinterpret_cast<u16*>(pgen + col * 128 + ((((t0 >> 3) ^ (col & 7))) << 4) + (t0 & 7) * 2) = to_bf16(p0);
-        *reinterpret_cast<u16*>(pgen + col * 128 + ((((t1 >> 3) ^ (col & 7))) << 4) + (t1 & 7) * 2) = to_bf16(p1);
+        put_p(col, tok0, p0);
+        put_p(col, tok0 + 8, p1);
       }
     fence_proxy_async();  // P^T written by st.shared, read next by wgmma
     wg_sync();            // P^T complete; red[] read (free for the sums)
@@ -253,23 +292,14 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int mb = 0; mb < 4; ++mb) fence_acc8(o[mb]);
     // column sums, then this warpgroup's half of O normalised, staged and stored
     float inv[2][2];
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float l = l_part[j][e];
-        l += __shfl_xor_sync(0xffffffffu, l, 4);
-        l += __shfl_xor_sync(0xffffffffu, l, 8);
-        l += __shfl_xor_sync(0xffffffffu, l, 16);
-        if (g == 0) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = l;
-      }
+    column_sums();
     wg_sync();
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = 8 * j + 2 * c4 + e, r = row0 + col;
-        const float L = red[col] + red[C::ROWS + col] + red[2 * C::ROWS + col] + red[3 * C::ROWS + col];
+        const float L = red_sum(red, col);
         inv[j][e] = L > 0.f ? 1.f / L : 0.f;
         const float m = m_run[j][e];
         if (wg == 0 && wi == 0 && g == 0 && r < rows_total) store_lse(a, w, r, m == neg_inf() ? 0.f : m, L);
@@ -284,16 +314,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
         xo[(8 * j + 2 * c4 + e) * C::XSTR + d] = o[mb][i] * inv[j][e];
       }
     wg_sync();
-    u16* dst = w.nsplit == 1 ? a.out + (i64)b * rows_total * MLA_DV : a.part_o + (i64)w.slot * rows_total * MLA_DV;
-    for (int u = wt; u < C::ROWS * 32; u += 128) {
-      const int rl = u >> 5, d = (u & 31) * 8, r = row0 + rl;
-      const float4 x0 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
-      const float4 x1 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d + 4);
-      if (r < rows_total)
-        *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + 256 * wg + d) =
-            make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
-    }
-    split_arrive(a, w, C::ROWS);
+    store_half(xo);
     return;
   }
 
@@ -324,46 +345,22 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     T16_MARK1(4);
 
     // ---- online softmax down each column (query row) ----
-    const int tok0 = 16 * wi + g, pos0 = w.kv_begin + t * 64;
-    float mx[2][2];
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float v0 = (pos0 + tok0 < lim[j][e]) ? s[4 * j + e] * sl2 : neg_inf();
-        const float v1 = (pos0 + tok0 + 8 < lim[j][e]) ? s[4 * j + 2 + e] * sl2 : neg_inf();
-        s[4 * j + e] = v0;
-        s[4 * j + 2 + e] = v1;
-        float m = fmaxf(v0, v1);
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
-        mx[j][e] = m;
-      }
-    if (g == 0) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = mx[j][e];
-    }
+    column_maxima(s, w.kv_begin + t * 64);
     wg_sync();
     float al[2][2];
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int col = 8 * j + 2 * c4 + e;
-        const float tm = fmaxf(fmaxf(red[col], red[C::ROWS + col]), fmaxf(red[2 * C::ROWS + col], red[3 * C::ROWS + col]));
-        const float m_new = fmaxf(m_run[j][e], tm);
+        const int col = 8 * j + 2 * c4 + e, tok0 = 16 * wi + g;
+        const float m_new = fmaxf(m_run[j][e], red_max(col));
         const float base = (m_new == neg_inf()) ? 0.f : m_new;
         al[j][e] = ex2(m_run[j][e] - base);
         m_run[j][e] = m_new;
         const float p0 = ex2(s[4 * j + e] - base), p1 = ex2(s[4 * j + 2 + e] - base);
         l_part[j][e] = l_part[j][e] * al[j][e] + p0 + p1;
-        // P^T as B (K-major): row = query row `col`, 128 B of 64 tokens, 16-byte units swizzled
-        const int t0 = tok0, t1 = tok0 + 8;
-        *reinterpret_cast<u16*>(pgen + col * 128 + ((((t0 >> 3) ^ (col & 7))) << 4) + (t0 & 7) * 2) = to_bf16(p0);
-        *reinterpret_cast<u16*>(pgen + col * 128 + ((((t1 >> 3) ^ (col & 7))) << 4) + (t1 & 7) * 2) = to_bf16(p1);
+        put_p(col, tok0, p0);
+        put_p(col, tok0 + 8, p1);
       }
     fence_proxy_async();  // P written by st.shared, read next by wgmma
     wg_sync();            // P complete; everyone has read red[] (free for the next tile)
@@ -406,17 +403,13 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   // ---- epilogue: one CTA barrier. Each warpgroup publishes its column maxima and sums and hands
   // the other the half of O^T that the other finishes and stores (warpgroup 0 stores latent
   // dims 0-255, warpgroup 1 dims 256-511), staged in its own stage, idle now.
+  column_sums();  // red[] is free: past the last tile's barrier
+  if (wi == 0 && g == 0) {
 #pragma unroll
-  for (int j = 0; j < 2; ++j)
+    for (int j = 0; j < 2; ++j)
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float l = l_part[j][e];
-      l += __shfl_xor_sync(0xffffffffu, l, 4);
-      l += __shfl_xor_sync(0xffffffffu, l, 8);
-      l += __shfl_xor_sync(0xffffffffu, l, 16);
-      if (g == 0) red[wi * C::ROWS + 8 * j + 2 * c4 + e] = l;  // free: past the last tile's barrier
-      if (wi == 0 && g == 0) sml[wg * C::ROWS + 8 * j + 2 * c4 + e] = m_run[j][e];
-    }
+      for (int e = 0; e < 2; ++e) sml[wg * C::ROWS + 8 * j + 2 * c4 + e] = m_run[j][e];
+  }
   float4* stage_mine = reinterpret_cast<float4*>(smem + C::KV_OFF + wg * C::TILE_BYTES);
   // [block k of the handed-over half][half h of the fragment][thread]: conflict-free 16-byte stores
   auto hand_over = [&](const float(*oh)[8]) {
@@ -440,8 +433,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int e = 0; e < 2; ++e) {
       const int col = 8 * j + 2 * c4 + e;
       const float m_me = m_run[j][e], m_ot = sml[(wg ^ 1) * C::ROWS + col];
-      const float l_me = red[col] + red[C::ROWS + col] + red[2 * C::ROWS + col] + red[3 * C::ROWS + col];
-      const float l_ot = red_other[col] + red_other[C::ROWS + col] + red_other[2 * C::ROWS + col] + red_other[3 * C::ROWS + col];
+      const float l_me = red_sum(red, col), l_ot = red_sum(red_other, col);
       const float M = fmaxf(m_me, m_ot), base = (M == neg_inf()) ? 0.f : M;
       const float e_me = ex2(m_me - base), e_ot = ex2(m_ot - base), L = l_me * e_me + l_ot * e_ot;
       const float inv = L > 0.f ? 1.f / L : 0.f;
@@ -473,18 +465,7 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
   else merge(o + 4);
   wg_sync();
   T16_MARK(15);
-  const int d0 = wg * (MLA_DV / 2);
-  // the output or this split's partial, both bf16: 16 rows x 32 units of 8 dims
-  u16* dst = w.nsplit == 1 ? a.out + (i64)b * rows_total * MLA_DV : a.part_o + (i64)w.slot * rows_total * MLA_DV;
-  for (int u = wt; u < C::ROWS * 32; u += 128) {
-    const int rl = u >> 5, d = (u & 31) * 8, r = row0 + rl;
-    const float4 x0 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d);
-    const float4 x1 = *reinterpret_cast<const float4*>(xo + rl * C::XSTR + d + 4);
-    if (r < rows_total)
-      *reinterpret_cast<uint4*>(dst + (i64)r * MLA_DV + d0 + d) =
-          make_uint4(pack_bf16(x0.x, x0.y), pack_bf16(x0.z, x0.w), pack_bf16(x1.x, x1.y), pack_bf16(x1.z, x1.w));
-  }
-  split_arrive(a, w, C::ROWS);
+  store_half(xo);
   T16_MARK(13);
 #else
   asm volatile("trap;");
