@@ -99,17 +99,14 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int p = 0; p < 4; ++p) pages[p] = pm.page(kv_begin + t * 64 + 16 * p + ld_tok);
   };
   tile_pages(blockIdx.y * a.chunk, wg);
-  // Q: 16 rows x 72 16-byte units, all 256 threads; chunk c holds 16 rows x 128 B, swizzled
-  auto load_q = [&]() {
-    for (int i = tid; i < C::ROWS * 72; i += MLA_THREADS) {
-      const int r = i / 72, u = i % 72, row = row0 + r;
-      const bool ok = row < rows_total;
-      const u16* src = ok ? a.q + ((i64)b * rows_total + row) * MLA_D + u * 8 : a.q;
-      cp_async_16(sQ + (u >> 3) * 2048 + r * 128 + (((u & 7) ^ (r & 7)) << 4), src, ok);
-    }
-  };
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
-  load_q();
+  // Q: 16 rows x 72 16-byte units, all 256 threads; chunk c holds 16 rows x 128 B, swizzled
+  for (int i = tid; i < C::ROWS * 72; i += MLA_THREADS) {
+    const int r = i / 72, u = i % 72, row = row0 + r;
+    const bool ok = row < rows_total;
+    const u16* src = ok ? a.q + ((i64)b * rows_total + row) * MLA_D + u * 8 : a.q;
+    cp_async_16(sQ + (u >> 3) * 2048 + r * 128 + (((u & 7) ^ (r & 7)) << 4), src, ok);
+  }
   cp_async_commit();
   Work w;
   if (!make_work(a, C::ROWS, work_loads, w)) {

@@ -176,7 +176,8 @@ impl Forward<'_> {
                 lse: v(&ws.lse).at(tok * heads * 4),
                 part_o: v(&ws.part_o),
                 part_lse: v(&ws.part_lse),
-                sync: if decode::arrivals_pay(&launch.plan, launch.q_len * heads, launch.batch, k.gpu().info.multiprocessors as usize) { v(&ws.sync) } else { View::NULL },
+                sync: v(&ws.sync),
+                arrivals: None,
             };
             let shape = DecodeShape {
                 batch: launch.batch,

@@ -97,7 +97,8 @@ fn bench_shape(
                         lse: v(&lse),
                         part_o: v(&po),
                         part_lse: v(&pl),
-                        sync: if arrivals.unwrap_or_else(|| decode::arrivals_pay(plan, heads, batch, gpu.info.multiprocessors as usize)) { v(&sync) } else { View::NULL },
+                        sync: v(&sync),
+                        arrivals,
                     };
                     let s = DecodeShape { batch, q_len: 1, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
                     decode::mla_decode(k, &io, &s, plan)

@@ -181,14 +181,15 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
         lse: v(&d_lse),
         part_o: v(&d_po),
         part_lse: v(&d_pl),
-        sync: View::NULL,
+        sync: v(&d_sync),
+        arrivals: None,
     };
     let shape = DecodeShape { batch: b, q_len, heads, page_size: page, max_pages, cache_pages: pages, scale };
     // with the combine waiting for the decode grid, then twice on split arrivals (the second run
     // checks that the first left its words zero)
     let mut runs = Vec::new();
-    for sync in [View::NULL, v(&d_sync), v(&d_sync)] {
-        io.sync = sync;
+    for arrivals in [false, true, true] {
+        io.arrivals = Some(arrivals);
         d_out.fill_bytes(0xff)?;
         d_lse.fill_bytes(0xff)?;
         decode::mla_decode(k, &io, &shape, &plan)?;

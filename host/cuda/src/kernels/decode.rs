@@ -253,8 +253,11 @@ pub struct DecodeIo {
     pub part_o: View,
     pub part_lse: View,
     /// Zeroed i32 words for the split arrivals (`sync_words`), kept between launches (each launch
-    /// leaves them zero again); `View::NULL`: the combine waits for the decode grid's end.
+    /// leaves them zero again); `View::NULL`: the combine always waits for the decode grid's end.
     pub sync: View,
+    /// Whether the combine starts on split arrivals: `None` as `arrivals_pay` decides (serving);
+    /// `Some` forces the choice (the kernel checks and the benchmark's comparison).
+    pub arrivals: Option<bool>,
 }
 
 /// The i32 words the split arrivals of a launch may use: two per (sequence, 16-row group).
@@ -273,7 +276,7 @@ pub struct DecodeShape {
     pub scale: f32,
 }
 
-/// Whether the caller should pass the split-arrival words (`DecodeIo::sync`): the wgmma kernels then count each split
+/// Whether the combine should start on split arrivals: the wgmma kernels then count each split
 /// in per-16-row-group words once its partials are stored, and the combine (launched early, PDL)
 /// merges a group on its last arrival instead of on the decode grid's end (kernels/NOTES.md §13).
 /// Its CTAs poll from SMs the decode grid leaves free, so this pays only when the grid leaves at
@@ -295,7 +298,8 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     let slots = plan.total_splits();
     let split = plan.needs_combine();
     let grid = (rows.div_ceil(plan.kernel.rows()) as u32, plan.max_splits as u32, b as u32);
-    let flags = split && plan.kernel.needs_hopper() && io.sync.ptr != 0;
+    let arrivals = io.arrivals.unwrap_or_else(|| arrivals_pay(plan, rows, b, k.gpu().info.multiprocessors as usize));
+    let flags = split && arrivals && plan.kernel.needs_hopper() && io.sync.ptr != 0;
     let sync = if flags { io.sync.need(name, "sync", sync_words(b, rows) * 4)? } else { 0 };
     let args = [
         Arg::Ptr(io.q.need(name, "q", b * rows * D * 2)?),
