@@ -200,7 +200,10 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = ld_unit + 8 * m;
-#ifndef R64_PROBE_NO_TILE  // dev probe (timing only, wrong output): what loading the cache costs
+#if defined(R64_PROBE_HALF_TILE)  // dev probe (timing only, wrong output): odd row blocks skip the tile,
+        // as if each tile reached both row blocks through one multicast read of L2
+        if ((blockIdx.x & 1) == 0) cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+#elif !defined(R64_PROBE_NO_TILE)  // dev probe (timing only, wrong output): what loading the cache costs
         cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
 #endif
       }
