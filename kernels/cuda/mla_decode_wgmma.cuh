@@ -190,6 +190,15 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     return;
   }
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
+  // dev probes (timing only, wrong output): what loading the cache costs (NO_TILE), and what one
+  // L2 read of each tile for both row blocks (multicast) could save (HALF_TILE: odd blocks skip it)
+#if defined(R64_PROBE_NO_TILE)
+  constexpr bool copies_tile = false;
+#elif defined(R64_PROBE_HALF_TILE)
+  const bool copies_tile = (blockIdx.x & 1) == 0;
+#else
+  constexpr bool copies_tile = true;
+#endif
   auto load_tile = [&](int t, const TilePages& pg) {
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
 #pragma unroll
@@ -200,12 +209,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = ld_unit + 8 * m;
-#if defined(R64_PROBE_HALF_TILE)  // dev probe (timing only, wrong output): odd row blocks skip the tile,
-        // as if each tile reached both row blocks through one multicast read of L2
-        if ((blockIdx.x & 1) == 0) cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
-#elif !defined(R64_PROBE_NO_TILE)  // dev probe (timing only, wrong output): what loading the cache costs
-        cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
-#endif
+        if (copies_tile) cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
       }
     }
   };

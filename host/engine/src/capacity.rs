@@ -136,7 +136,7 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
         t * 8,                                     // cache slots
         partial_rows * kv_lora * 2,                // split-KV partial outputs (bf16)
         partial_rows * 4,                          // split-KV partial lse
-        (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8, // split-arrival words (2 per 16-row group)
+        (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8, // split-arrival words: 2 per 16-row group, + 2 per token for each sequence's partial group
     ]
     .map(|b| b.max(16))
 }
