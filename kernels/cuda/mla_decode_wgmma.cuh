@@ -167,6 +167,15 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   TilePages pages0, pages1;
   if (wg == 1) pages0 = tile_pages(blockIdx.y * a.chunk, 0), pages1 = tile_pages(blockIdx.y * a.chunk, 1);
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
+  // dev probes (timing only, wrong output): what loading Q costs (NO_Q), and what one L2 read of
+  // each Q block for a pair of splits (multicast) could save (HALF_Q: odd splits skip it)
+#if defined(R64_PROBE_NO_Q)
+  constexpr bool copies_q = false;
+#elif defined(R64_PROBE_HALF_Q)
+  const bool copies_q = (blockIdx.y & 1) == 0;
+#else
+  constexpr bool copies_q = true;
+#endif
   {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
     const int qr = tid >> 3, qu = tid & 7;
 #pragma unroll
@@ -177,9 +186,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = qu + 8 * m;
-#ifndef R64_PROBE_NO_Q  // dev probe (timing only, wrong output): what loading Q costs
-        cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
-#endif
+        if (copies_q) cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
       }
     }
   }
@@ -396,9 +403,16 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   // the output or this split's partial, both bf16: 64 units of 8 dims per row
   u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV
                            : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
-#ifndef R64_PROBE_NO_STORE  // dev probe (timing only, wrong output): what the partial stores cost
-  for (int u = tid; u < nrows * 64; u += MLA_THREADS) {
-    const int rl = u >> 6, d = (u & 63) * 8;
+  // dev probes (timing only, wrong output): what the partial stores cost (NO_STORE), and what
+  // half of them cost (HALF_STORE: the first 256 dims of each row)
+#if defined(R64_PROBE_HALF_STORE)
+  constexpr int units_per_row = 32;
+#else
+  constexpr int units_per_row = 64;
+#endif
+#ifndef R64_PROBE_NO_STORE
+  for (int u = tid; u < nrows * units_per_row; u += MLA_THREADS) {
+    const int rl = u >> (units_per_row == 64 ? 6 : 5), d = (u & (units_per_row - 1)) * 8;
     *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
   }
 #endif
