@@ -6,6 +6,7 @@ use clap::Args;
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::generate::{generate, FinishReason, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
+use mlahost_cuda::profile::Phase;
 use mlahost_cuda::{CudaBackend, CudaOptions, Device};
 use mlahost_engine::{Backend, CacheGeometry, KvCacheDtypeArg, LoadedModel};
 use serde_json::json;
@@ -60,6 +61,10 @@ pub struct GenerateArgs {
     /// Run every step eagerly (no CUDA graphs for decode steps).
     #[arg(long)]
     enforce_eager: bool,
+    /// Time every kernel and cuBLAS call on the GPU (steps run eagerly, each followed by a wait)
+    /// and print the time per prefill and per decode step by kernel on stderr.
+    #[arg(long)]
+    profile_kernels: bool,
 }
 
 pub fn parse_kv_dtype(s: &str) -> Result<KvCacheDtypeArg, String> {
@@ -97,6 +102,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let total = prompt.len() + args.max_tokens;
     let geometry = CacheGeometry { num_pages: total.div_ceil(args.page_size), page_size: args.page_size };
     let kv_dtype = args.kv_cache_dtype.resolve(args.device == Device::Cpu);
+    if args.profile_kernels && args.device == Device::Cpu {
+        bail!("--profile-kernels times GPU kernels: give --device cuda:N");
+    }
+    let mut profiled_gpu = None;
     let mut backend: Box<dyn Backend> = match args.device {
         Device::Cpu => Box::new(model.cpu_backend(CpuOptions { geometry, attention: args.attention, kv_dtype })?),
         Device::Cuda(ordinal) => Box::new(CudaBackend::new(
@@ -113,7 +122,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 planned_weight_bytes: None,
                 cuda_graphs: !args.enforce_eager,
             },
-        )?),
+        )
+        .inspect(|b| {
+            if args.profile_kernels {
+                let gpu = b.gpu();
+                gpu.set_profiling(true);
+                profiled_gpu = Some(gpu);
+            }
+        })?),
     };
     let request = GenerateRequest {
         prompt: prompt.clone(),
@@ -124,6 +140,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ignore_eos: args.ignore_eos,
     };
     let out = generate(backend.as_mut(), &request)?;
+    let profile = match &profiled_gpu {
+        Some(gpu) => gpu.profile_report()?,
+        None => None,
+    };
+    if let Some(p) = &profile {
+        eprintln!("{}\n{}", p.table(Phase::Prefill), p.table(Phase::Decode));
+    }
     let text = model.tokenizer.decode(&out.token_ids, true)?;
     if !args.json {
         println!("{text}");
@@ -148,6 +171,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "decode_s": out.decode_seconds,
             "decode_tokens_per_s": if out.decode_seconds > 0.0 { decoded_steps as f64 / out.decode_seconds } else { 0.0 },
         },
+        "kernel_profile": profile.map(|p| {
+            let rows = |phase| {
+                p.per_forward(phase)
+                    .into_iter()
+                    .map(|(name, calls, us, max)| json!({"kernel": name, "calls": calls, "us": us, "slowest_call_us": max}))
+                    .collect::<Vec<_>>()
+            };
+            json!({"prefill": rows(Phase::Prefill), "decode": rows(Phase::Decode), "forwards": {
+                "prefill": p.forwards.get(&Phase::Prefill).copied().unwrap_or(0),
+                "decode": p.forwards.get(&Phase::Decode).copied().unwrap_or(0),
+            }})
+        }),
     });
     println!("{report}");
     Ok(())

@@ -58,10 +58,11 @@ fn prompt_ids_and_seeded_sampling_are_reproducible() {
 fn bad_input_is_a_clear_error() {
     let dir = fixture("tiny-v2-lite");
     let d = dir.to_str().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["generate", "--model", "/no/such/model", "--prompt", "hi"], "/no/such/model"),
         (&["generate", "--model", d, "--prompt-ids", "0,5000"], "outside the vocabulary"),
         (&["generate", "--model", d, "--prompt", "hi", "--temperature=-1"], "temperature"),
+        (&["generate", "--model", d, "--prompt", "hi", "--profile-kernels"], "give --device cuda:N"),
     ];
     for (args, msg) in cases {
         let out = mlahost(args);

@@ -87,6 +87,28 @@ impl Blas {
         if m == 0 || n == 0 || batch == 0 {
             return Ok(());
         }
+        self.gpu.profiled(
+            || format!("cuBLAS gemm n={n} k={k}{}", if batch > 1 { format!(" x{batch}") } else { String::new() }).into(),
+            || self.gemm(m, n, k, a, stride_a, w, stride_w, c, stride_c, batch, beta, w_kn),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Operand,
+        stride_a: usize,
+        w: Operand,
+        stride_w: usize,
+        c: Operand,
+        stride_c: usize,
+        batch: usize,
+        beta: f32,
+        w_kn: bool,
+    ) -> Result<()> {
         let alpha = 1f32;
         // Column-major view: C^T[n, m] = op(W)[n, k] · A^T[k, m].
         let op_w = if w_kn { sys::cublasOperation_t::CUBLAS_OP_N } else { sys::cublasOperation_t::CUBLAS_OP_T };

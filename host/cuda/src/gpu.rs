@@ -3,8 +3,10 @@
 //! activations, one pool for the cache), so it needs raw pointers rather than tracked slices.
 
 use crate::error::{CudaError, DriverContext, Result};
+use crate::profile::{KernelProfile, Phase, ProfileReport};
 use cudarc::driver::{result, sys};
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// What a device reports about itself.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ pub struct Gpu {
     ctx: sys::CUcontext,
     device: sys::CUdevice,
     pub(crate) stream: sys::CUstream,
+    /// Per-kernel timing of eager forward passes, when switched on (`set_profiling`).
+    profile: Mutex<Option<KernelProfile>>,
 }
 
 // SAFETY: a CUDA context and stream may be used from any thread once the context is made
@@ -67,7 +71,62 @@ impl Gpu {
             // SAFETY: valid device handle.
             total_memory: unsafe { result::device::total_mem(device) }.ctx("cuDeviceTotalMem")? as u64,
         };
-        Ok(Arc::new(Self { info, ctx, device, stream }))
+        Ok(Arc::new(Self { info, ctx, device, stream, profile: Mutex::new(None) }))
+    }
+
+    fn profile(&self) -> MutexGuard<'_, Option<KernelProfile>> {
+        self.profile.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts (with empty totals) or stops timing every kernel launch and cuBLAS call.
+    pub fn set_profiling(&self, on: bool) {
+        *self.profile() = on.then(KernelProfile::new);
+    }
+
+    pub fn profiling(&self) -> bool {
+        self.profile().is_some()
+    }
+
+    /// Runs `launch` between two events when profiling and the stream is not being captured.
+    pub(crate) fn profiled(&self, name: impl FnOnce() -> Cow<'static, str>, launch: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut guard = self.profile();
+        let Some(p) = guard.as_mut() else { return launch() };
+        // SAFETY: a plain query on our live stream.
+        let capturing = unsafe { result::stream::is_capturing(self.stream) }.ctx("cuStreamIsCapturing")?;
+        if capturing != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+            return launch();
+        }
+        let start = p.mark(self.stream)?;
+        if let Err(e) = launch() {
+            p.recycle(start);
+            return Err(e);
+        }
+        let end = p.mark(self.stream)?;
+        p.push(name(), start, end);
+        Ok(())
+    }
+
+    /// Counts a forward pass of `phase`; what is launched from now on belongs to it.
+    pub(crate) fn profile_forward(&self, phase: Phase) {
+        if let Some(p) = self.profile().as_mut() {
+            p.phase = phase;
+            *p.report.forwards.entry(phase).or_default() += 1;
+        }
+    }
+
+    /// Waits for the stream and adds the launches timed so far to the totals.
+    pub(crate) fn profile_collect(&self) -> Result<()> {
+        if !self.profiling() {
+            return Ok(());
+        }
+        self.synchronize()?;
+        self.profile().as_mut().map_or(Ok(()), |p| p.collect())
+    }
+
+    /// The totals so far (None when not profiling).
+    pub fn profile_report(&self) -> Result<Option<ProfileReport>> {
+        self.profile_collect()?;
+        Ok(self.profile().as_ref().map(|p| p.report.clone()))
     }
 
     /// Makes this GPU's context current on the calling thread.
@@ -108,6 +167,7 @@ impl Drop for Gpu {
         // SAFETY: the stream and the primary context were created in `open` and are released once.
         unsafe {
             let _ = result::ctx::set_current(self.ctx);
+            drop(self.profile.get_mut().unwrap_or_else(PoisonError::into_inner).take()); // its events, while the context is current
             let _ = result::stream::synchronize(self.stream);
             let _ = result::stream::destroy(self.stream);
             let _ = result::primary_ctx::release(self.device);

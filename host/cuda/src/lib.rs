@@ -13,6 +13,7 @@ pub mod graph;
 pub mod check;
 pub mod kernels;
 pub mod module;
+pub mod profile;
 pub mod sources;
 
 pub use error::{CudaError, Result};

@@ -103,6 +103,10 @@ impl Kernels {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(()); // nothing to do (an empty batch part)
         }
+        self.gpu.profiled(|| name.into(), || self.launch_now(name, grid, block, smem, args, programmatic))
+    }
+
+    fn launch_now(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg], programmatic: bool) -> Result<()> {
         let f = self.function(name)?;
         if smem > 48 * 1024 {
             // SAFETY: a valid function handle and a documented attribute.

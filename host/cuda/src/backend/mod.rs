@@ -23,6 +23,7 @@ use crate::kernels::sampling::MAX_TOP_LOGPROBS;
 use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, SampleRequest, TokenRoute};
 use crate::weights::GpuFfn;
 use crate::graph::Graph;
+use crate::profile::Phase;
 use std::collections::HashMap;
 use std::sync::Arc;
 use workspace::{Capacity, Workspace};
@@ -73,6 +74,11 @@ pub struct CudaBackend {
 // SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
 // current on whichever thread runs it; the backend is used by one thread at a time (&mut self).
 unsafe impl Send for CudaBackend {}
+
+/// Whether every sequence of the batch adds one token and wants only its last logits.
+fn decode_only(batch: &[SeqChunk<'_>]) -> bool {
+    batch.iter().all(|c| c.tokens.len() == 1 && c.logits == LogitsRequest::Last)
+}
 
 impl CudaBackend {
     pub fn new(cfg: ModelConfig, host_weights: &ModelWeights, opts: CudaOptions) -> Result<Self> {
@@ -168,6 +174,11 @@ impl CudaBackend {
         &self.gpu.info
     }
 
+    /// The GPU this backend runs on (for `Gpu::set_profiling` and `Gpu::profile_report`).
+    pub fn gpu(&self) -> Arc<Gpu> {
+        self.gpu.clone()
+    }
+
     pub fn weight_bytes(&self) -> u64 {
         self.weights.bytes
     }
@@ -179,8 +190,8 @@ impl CudaBackend {
 
     /// The length bucket a decode-only batch replays under, when graphs apply to it.
     fn graph_bucket(&self, batch: &[SeqChunk<'_>]) -> Option<usize> {
-        let decode_only = batch.iter().all(|c| c.tokens.len() == 1 && c.logits == LogitsRequest::Last);
-        if !(self.cuda_graphs && self.fast_attention() && decode_only && !batch.is_empty()) {
+        // a profile times launches one by one, so it runs every step eagerly
+        if !(self.cuda_graphs && self.fast_attention() && decode_only(batch) && !batch.is_empty()) || self.gpu.profiling() {
             return None;
         }
         let longest = batch.iter().map(|c| c.start_pos + 1).max().unwrap_or(1);
@@ -230,6 +241,7 @@ impl CudaBackend {
             layout: &layout,
             route_log: self.route_log.as_ref(),
         };
+        self.gpu.profile_forward(if decode_only(batch) { Phase::Decode } else { Phase::Prefill });
         match bucket {
             Some(b) => {
                 let key = (batch.len(), b);
@@ -242,6 +254,7 @@ impl CudaBackend {
             }
             None => f.run()?,
         }
+        self.gpu.profile_collect()?;
         Ok(layout)
     }
 

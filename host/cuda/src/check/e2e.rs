@@ -315,7 +315,7 @@ fn cpu_reference(model: &LoadedModel, pages: usize, page_size: usize, kv_dtype: 
     Ok(CpuBackend::new(model.config.clone(), weights, opts)?)
 }
 
-fn model_name(model: &LoadedModel) -> String {
+pub(crate) fn model_name(model: &LoadedModel) -> String {
     model.dir.file_name().map_or("model".into(), |n| n.to_string_lossy().to_string())
 }
 

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod e2e;
 pub mod kernels;
+pub mod profile;
 pub mod runner;
 
 use std::fmt::Write;

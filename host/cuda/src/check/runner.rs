@@ -1,7 +1,7 @@
 //! The whole GPU check as one call (`mlahost gpu-check`): kernels, end to end, and optionally
 //! the decode benchmark.
 
-use super::{bench, e2e, kernels, report, Check};
+use super::{bench, e2e, kernels, profile, report, Check};
 use crate::{blas::Blas, Gpu, Kernels, Result};
 use mlahost_engine::{KvCacheDtype, LoadedModel};
 use std::path::PathBuf;
@@ -82,6 +82,7 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         one(format!("{name} cpu-bf16 goldens"), e2e::against_goldens(&model, &golden, None, 64));
         let strict = e2e::weights_are_bf16(&model.weights);
         one(format!("{name} device sampling"), e2e::device_sampling_matches_host(&model, o.ordinal, o.seed));
+        one(format!("{name} kernel profile"), profile::profile_leaves_the_run_unchanged(&model, o.ordinal, o.seed));
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));
         one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, strict));
     }

@@ -1,0 +1,170 @@
+//! Per-kernel GPU time of eager forward passes (`generate --profile-kernels`): an event pair
+//! around every kernel launch and cuBLAS call, read back after each forward pass and summed by
+//! (phase, name). Off unless asked for; never active while a stream is being captured.
+
+use crate::error::{DriverContext, Result};
+use cudarc::driver::{result, sys};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Which kind of forward pass a launch belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Any step with more than one new token in a sequence (prompt or chunked prefill).
+    Prefill,
+    /// A step in which every sequence adds one token.
+    Decode,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+        }
+    }
+}
+
+/// Summed time of one (phase, name).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KernelStat {
+    pub calls: usize,
+    pub micros: f64,
+    /// The slowest single call (first calls pay cuBLAS's lazy kernel loading).
+    pub max_micros: f64,
+}
+
+/// What a profile measured: totals by (phase, name) and the forward passes of each phase.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileReport {
+    pub totals: BTreeMap<(Phase, String), KernelStat>,
+    pub forwards: BTreeMap<Phase, usize>,
+}
+
+impl ProfileReport {
+    pub fn add(&mut self, phase: Phase, name: &str, micros: f64) {
+        let s = self.totals.entry((phase, name.to_string())).or_default();
+        s.calls += 1;
+        s.micros += micros;
+        s.max_micros = s.max_micros.max(micros);
+    }
+
+    /// Rows of one phase, per forward pass, slowest first: (name, calls, µs, slowest call µs).
+    pub fn per_forward(&self, phase: Phase) -> Vec<(String, f64, f64, f64)> {
+        let n = self.forwards.get(&phase).copied().unwrap_or(0).max(1) as f64;
+        let mut rows: Vec<_> = self
+            .totals
+            .iter()
+            .filter(|((p, _), _)| *p == phase)
+            .map(|((_, name), s)| (name.clone(), s.calls as f64 / n, s.micros / n, s.max_micros))
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+
+    /// A markdown table of one phase per forward pass, with each row's share of the summed time.
+    pub fn table(&self, phase: Phase) -> String {
+        let rows = self.per_forward(phase);
+        let total: f64 = rows.iter().map(|r| r.2).sum();
+        let mut out = format!(
+            "| {} kernel ({} forward passes) | calls per pass | µs per pass | share | slowest call µs |\n|---|---|---|---|---|\n",
+            phase.as_str(),
+            self.forwards.get(&phase).copied().unwrap_or(0)
+        );
+        for (name, calls, us, max) in &rows {
+            let share = if total > 0.0 { 100.0 * us / total } else { 0.0 };
+            out += &format!("| {name} | {calls:.1} | {us:.1} | {share:.1}% | {max:.1} |\n");
+        }
+        out += &format!("| all | {:.1} | {total:.1} | 100% | |\n", rows.iter().map(|r| r.1).sum::<f64>());
+        out
+    }
+}
+
+struct Span {
+    phase: Phase,
+    name: Cow<'static, str>,
+    start: sys::CUevent,
+    end: sys::CUevent,
+}
+
+/// The live profile: spans recorded on the stream and not read yet, spare events, totals.
+pub(crate) struct KernelProfile {
+    pub(crate) phase: Phase,
+    pending: Vec<Span>,
+    spare: Vec<sys::CUevent>,
+    pub(crate) report: ProfileReport,
+}
+
+impl KernelProfile {
+    pub(crate) fn new() -> Self {
+        Self { phase: Phase::Prefill, pending: Vec::new(), spare: Vec::new(), report: ProfileReport::default() }
+    }
+
+    fn event(&mut self) -> Result<sys::CUevent> {
+        match self.spare.pop() {
+            Some(e) => Ok(e),
+            None => result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).ctx("cuEventCreate"),
+        }
+    }
+
+    /// Records an event on `stream` and returns it; `begin` and `end` bracket one launch.
+    pub(crate) fn mark(&mut self, stream: sys::CUstream) -> Result<sys::CUevent> {
+        let e = self.event()?;
+        // SAFETY: a live event of this context and the backend's live stream.
+        unsafe { result::event::record(e, stream) }.ctx("cuEventRecord")?;
+        Ok(e)
+    }
+
+    /// Returns an event that ended up bracketing nothing (its launch failed).
+    pub(crate) fn recycle(&mut self, e: sys::CUevent) {
+        self.spare.push(e);
+    }
+
+    pub(crate) fn push(&mut self, name: Cow<'static, str>, start: sys::CUevent, end: sys::CUevent) {
+        self.pending.push(Span { phase: self.phase, name, start, end });
+    }
+
+    /// Reads every pending span (the stream must have been synchronized) into the totals.
+    pub(crate) fn collect(&mut self) -> Result<()> {
+        for s in std::mem::take(&mut self.pending) {
+            // SAFETY: both events were recorded on the stream, which the caller synchronized.
+            let ms = unsafe { result::event::elapsed(s.start, s.end) }.ctx("cuEventElapsedTime")?;
+            self.report.add(s.phase, &s.name, ms as f64 * 1e3);
+            self.spare.extend([s.start, s.end]);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KernelProfile {
+    fn drop(&mut self) {
+        for e in self.pending.drain(..).flat_map(|s| [s.start, s.end]).chain(self.spare.drain(..)) {
+            // SAFETY: events created by this profile, destroyed once.
+            let _ = unsafe { result::event::destroy(e) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_averages_per_forward_pass_and_orders_by_time() {
+        let mut r = ProfileReport::default();
+        r.forwards.insert(Phase::Decode, 2);
+        r.forwards.insert(Phase::Prefill, 1);
+        for _ in 0..4 {
+            r.add(Phase::Decode, "moe_gemm", 10.0);
+        }
+        r.add(Phase::Decode, "rms_norm", 3.0);
+        r.add(Phase::Decode, "rms_norm", 5.0);
+        r.add(Phase::Prefill, "moe_gemm", 100.0);
+        let rows = r.per_forward(Phase::Decode);
+        assert_eq!(rows, vec![("moe_gemm".to_string(), 2.0, 20.0, 10.0), ("rms_norm".to_string(), 1.0, 4.0, 5.0)]);
+        let t = r.table(Phase::Decode);
+        assert!(t.contains("| moe_gemm | 2.0 | 20.0 | 83.3% | 10.0 |"), "{t}");
+        assert!(t.contains("| all | 3.0 | 24.0 | 100% | |"), "{t}");
+        assert_eq!(r.per_forward(Phase::Prefill), vec![("moe_gemm".to_string(), 1.0, 100.0, 100.0)]);
+    }
+}
