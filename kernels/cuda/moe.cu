@@ -9,6 +9,9 @@
 //                expert offsets, and the GEMM's tile list (expert, first row, rows) of <= 64 rows.
 //  moe_gemm      C[p, n] = sum_k A[row(p), k] * W[e(p), n, k]; row(p) = a_rows[p] / a_div, or p when
 //                a_rows is null. mma.sync m16n8k16 bf16 -> f32, 64x128 tiles, 3-stage cp.async.
+//  moe_gemm_skinny  the same over tiles of <= 16 rows (decode: a few tokens per expert), where
+//                streaming the weights is all the work: 16x128 tiles, 64-wide k steps, 4 stages
+//                (48 KB of weights in flight per CTA instead of 16).
 //  moe_combine   x[t] += sum_j w[t, j] * Z[pos(t, j)]  (f32 residual stream)
 #include "util.cuh"
 
@@ -126,7 +129,7 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restri
 extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restrict__ topk_ids, int pairs, int n_exp,
                                                              int* __restrict__ expert_offsets, int* __restrict__ sorted_pairs,
                                                              int* __restrict__ pair_pos, int* __restrict__ tiles,
-                                                             int* __restrict__ num_tiles) {
+                                                             int* __restrict__ num_tiles, int tile_rows) {
   __shared__ int counts[ROUTE_MAX_E], cursor[ROUTE_MAX_E];
   for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
   __syncthreads();
@@ -137,10 +140,10 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
     for (int e = 0; e < n_exp; e++) {
       expert_offsets[e] = off;
       cursor[e] = off;
-      for (int s = 0; s < counts[e]; s += MOE_BM) {
+      for (int s = 0; s < counts[e]; s += tile_rows) {
         tiles[3 * nt] = e;
         tiles[3 * nt + 1] = off + s;
-        tiles[3 * nt + 2] = min(MOE_BM, counts[e] - s);
+        tiles[3 * nt + 2] = min(tile_rows, counts[e] - s);
         nt++;
       }
       off += counts[e];
@@ -274,6 +277,94 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
           else ((u16*)c)[base + col + q] = util::f32_to_bf16(v);
         }
       }
+}
+
+#define SKINNY_BM 16
+#define SKINNY_BN 128
+#define SKINNY_BK 64
+#define SKINNY_STAGES 4
+#define SKINNY_LDS (SKINNY_BK + 8)
+#define SKINNY_SMEM (SKINNY_STAGES * (SKINNY_BM + SKINNY_BN) * SKINNY_LDS * 2)
+
+// Tiles of <= 16 rows; 8 warps, each 16 output columns; k only needs to be a multiple of 8 (the
+// last k step is zero-filled). Dynamic shared memory: SKINNY_SMEM bytes.
+extern "C" __global__ void __launch_bounds__(256) moe_gemm_skinny(const u16* __restrict__ a, const int* __restrict__ a_rows, int a_div,
+                                                                  const u16* __restrict__ w, const int* __restrict__ tiles,
+                                                                  const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
+                                                                  int n, int k) {
+  extern __shared__ __align__(16) u16 skinny_smem[];
+  u16(*as)[SKINNY_BM][SKINNY_LDS] = reinterpret_cast<u16(*)[SKINNY_BM][SKINNY_LDS]>(skinny_smem);
+  u16(*bs)[SKINNY_BN][SKINNY_LDS] = reinterpret_cast<u16(*)[SKINNY_BN][SKINNY_LDS]>(skinny_smem + SKINNY_STAGES * SKINNY_BM * SKINNY_LDS);
+  __shared__ int arow[SKINNY_BM];
+  const int tile = blockIdx.y;
+  if (tile >= *num_tiles) return;
+  const int e = tiles[3 * tile], start = tiles[3 * tile + 1], rows = tiles[3 * tile + 2];
+  const int n0 = blockIdx.x * SKINNY_BN;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid < SKINNY_BM) {
+    const int p = start + tid;
+    arow[tid] = tid < rows ? (a_rows ? a_rows[p] / a_div : p) : -1;
+  }
+  __syncthreads();
+  const u16* wexp = w + (i64)e * n * k;
+  auto load = [&](int stage, int kt) {
+    const int k0 = kt * SKINNY_BK;
+    if (tid < SKINNY_BM * 8) {  // A: 16 rows x 8 chunks of 8
+      const int r = tid >> 3, ch = tid & 7, src = arow[r], kc = k0 + ch * 8;
+      const bool ok = src >= 0 && kc < k;
+      cp16(smem_addr(&as[stage][r][ch * 8]), a + (ok ? (i64)src * k + kc : 0), ok);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {  // B: 128 rows x 8 chunks
+      const int idx = tid + i * 256, r = idx >> 3, ch = idx & 7, col = n0 + r, kc = k0 + ch * 8;
+      const bool ok = col < n && kc < k;
+      cp16(smem_addr(&bs[stage][r][ch * 8]), wexp + (ok ? (i64)col * k + kc : 0), ok);
+    }
+  };
+  float acc[2][4];
+#pragma unroll
+  for (int j = 0; j < 2; j++)
+#pragma unroll
+    for (int q = 0; q < 4; q++) acc[j][q] = 0.f;
+  const int ktiles = (k + SKINNY_BK - 1) / SKINNY_BK;
+#pragma unroll
+  for (int s = 0; s < SKINNY_STAGES - 1; s++) {
+    if (s < ktiles) load(s, s);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+  for (int kt = 0; kt < ktiles; kt++) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(SKINNY_STAGES - 2) : "memory");
+    __syncthreads();
+    const int nxt = kt + SKINNY_STAGES - 1;
+    if (nxt < ktiles) load(nxt % SKINNY_STAGES, nxt);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    const int st = kt % SKINNY_STAGES;
+#pragma unroll
+    for (int kk = 0; kk < SKINNY_BK; kk += 16) {
+      u32 af[4], bf[2][2];
+      ldsm_x4(smem_addr(&as[st][(lane & 7) + 8 * ((lane >> 3) & 1)][kk + 8 * (lane >> 4)]), af[0], af[1], af[2], af[3]);
+      ldsm_x4(smem_addr(&bs[st][warp * 16 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]), bf[0][0], bf[0][1], bf[1][0], bf[1][1]);
+#pragma unroll
+      for (int j = 0; j < 2; j++) mma16816(acc[j], af[0], af[1], af[2], af[3], bf[j][0], bf[j][1]);
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  const int g = lane >> 2, cq = lane & 3;
+#pragma unroll
+  for (int j = 0; j < 2; j++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = g + 8 * half, col = n0 + warp * 16 + j * 8 + 2 * cq;
+      if (r >= rows) continue;
+      const i64 base = (i64)(start + r) * n;
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        if (col + q >= n) continue;
+        const float v = acc[j][2 * half + q];
+        if (c_f32) ((float*)c)[base + col + q] = v;
+        else ((u16*)c)[base + col + q] = util::f32_to_bf16(v);
+      }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -89,6 +89,16 @@ impl GpuPlanInputs {
     }
 }
 
+/// Rows per MoE GEMM tile of the smallest kind the GPU backend uses (its skinny decode tiles);
+/// the tile list is sized for it.
+pub const MOE_MIN_TILE_ROWS: u64 = 16;
+
+/// Upper bound on the MoE GEMM tiles of `pairs` token-expert pairs over `experts` experts with
+/// tiles of at most `tile_rows` rows: each expert's rows split into tiles, and no tile is empty.
+pub fn moe_max_tiles(pairs: u64, experts: u64, tile_rows: u64) -> u64 {
+    pairs.min(pairs.div_ceil(tile_rows) + experts)
+}
+
 /// The CUDA backend's activation buffers, in bytes, in the order its workspace declares them:
 /// the f32 residual and its normalized copies, the query path (q-LoRA, per-head queries, the
 /// absorbed query of kv_lora + rope per head), the latent and its attention output per head,
@@ -125,7 +135,7 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
         (experts + 1) * 4,                         // expert offsets
         pairs * 4,                                 // sorted pairs
         pairs * 4,                                 // pair positions
-        (pairs.div_ceil(64) + experts) * 3 * 4,    // GEMM tiles
+        moe_max_tiles(pairs, experts, MOE_MIN_TILE_ROWS) * 3 * 4, // GEMM tiles
         4,                                         // tile count
         pairs * 2 * moe_inter * 2,                 // expert gate/up
         pairs * moe_inter * 2,                     // expert activation

@@ -234,6 +234,7 @@ impl Forward<'_> {
             pair_pos: v(&ws.pair_pos),
             tiles: v(&ws.tiles),
             num_tiles: v(&ws.num_tiles),
+            tile_rows: moe::tile_rows_for(t),
         };
         moe::moe_align(k, v(&ws.topk_ids), pairs, e, &d)?;
         moe::moe_gemm(k, v(&ws.h), t, Some((v(&ws.sorted_pairs), top_k)), v(&m.gate_up), e, &d, pairs, v(&ws.expert_gate_up), false, 2 * inter, hidden)?;

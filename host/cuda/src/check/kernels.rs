@@ -90,7 +90,9 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         Ok(v) => out.extend(v),
         Err(e) => out.push(failed("moe_route", e)),
     }
-    out.push(moe_experts(k, &mut rng).unwrap_or_else(|e| failed("moe experts", e)));
+    for (tokens, tile_rows) in [(150, moe::TILE_ROWS), (150, moe::SKINNY_TILE_ROWS), (5, moe::SKINNY_TILE_ROWS)] {
+        out.push(moe_experts(k, &mut rng, tokens, tile_rows).unwrap_or_else(|e| failed("moe experts", e)));
+    }
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     Ok(out)
 }
@@ -515,10 +517,11 @@ fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// Dispatch + grouped GEMMs + combine against per-token expert MLPs.
-fn moe_experts(kern: &Kernels, rng: &mut Rng) -> Result<Check> {
+/// Dispatch + grouped GEMMs + combine against per-token expert MLPs, in tiles of `tile_rows`
+/// (64: `moe_gemm`; 16: `moe_gemm_skinny`, whose k = 96 ends in a zero-filled half step).
+fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<Check> {
     let gpu = kern.gpu();
-    let (t, e, k, hidden, inter) = (150usize, 12usize, 3usize, 256usize, 96usize);
+    let (e, k, hidden, inter) = (12usize, 3usize, 256usize, 96usize);
     let h = round_bf16(&rng.vec(t * hidden, 1.0));
     let wgu = round_bf16(&rng.vec(e * 2 * inter * hidden, 0.1));
     let wd = round_bf16(&rng.vec(e * hidden * inter, 0.1));
@@ -535,9 +538,9 @@ fn moe_experts(kern: &Kernels, rng: &mut Rng) -> Result<Check> {
     let buf = |n: usize| DeviceBuffer::alloc(gpu, n);
     let (d_h, d_gu, d_d) = (DeviceBuffer::from_slice(gpu, &bf16s(&h))?, DeviceBuffer::from_slice(gpu, &bf16s(&wgu))?, DeviceBuffer::from_slice(gpu, &bf16s(&wd))?);
     let (d_ids, d_w, d_x) = (DeviceBuffer::from_slice(gpu, &ids)?, DeviceBuffer::from_slice(gpu, &w)?, DeviceBuffer::from_slice(gpu, &x0)?);
-    let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e) * 12)?, buf(4)?);
+    let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
     let (y, act, z) = (buf(pairs * 2 * inter * 2)?, buf(pairs * inter * 2)?, buf(pairs * hidden * 4)?);
-    let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt) };
+    let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
     moe::moe_align(kern, v(&d_ids), pairs, e, &d)?;
     moe::moe_gemm(kern, v(&d_h), t, Some((v(&sorted), k)), v(&d_gu), e, &d, pairs, v(&y), false, 2 * inter, hidden)?;
     layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
@@ -563,7 +566,7 @@ fn moe_experts(kern: &Kernels, rng: &mut Rng) -> Result<Check> {
     let delta_got: Vec<f32> = got.iter().zip(&x0).map(|(a, b)| a - b).collect();
     let delta_want: Vec<f32> = want.iter().zip(&x0).map(|(a, b)| a - b).collect();
     Ok(Check {
-        name: "moe align + grouped gemm + combine".into(),
+        name: format!("moe align + grouped gemm ({tile_rows}-row tiles) + combine"),
         error: rel_err(&delta_got, &delta_want),
         tolerance: 1e-2,
         detail: format!("{t} tokens, {e} experts (one unused), top {k}, {hidden}->{inter}"), informational: false })

@@ -5,9 +5,17 @@ use crate::module::{Arg, Kernels};
 use crate::Result;
 use mlahost_engine::config::{MoeConfig, TopkMethod};
 
+/// Rows per tile of `moe_gemm` (prefill-sized batches).
 pub const TILE_ROWS: usize = 64;
+/// Rows per tile of `moe_gemm_skinny` (a few tokens per expert: decode).
+pub const SKINNY_TILE_ROWS: usize = mlahost_engine::capacity::MOE_MIN_TILE_ROWS as usize;
+/// Batches of at most this many tokens use the skinny tiles: at most 16 rows per expert for up
+/// to 16 tokens; beyond, an expert's rows split into several tiles that each stream its weights
+/// (mostly from L2, as the tiles run together).
+pub const SKINNY_MAX_TOKENS: usize = 64;
 const TILE_COLS: usize = 128;
 const TILE_K: usize = 32;
+const SKINNY_SMEM: u32 = 4 * (16 + 128) * 72 * 2; // moe.cu SKINNY_SMEM
 
 /// Routing parameters (mirror of the engine's MoE config).
 #[derive(Debug, Clone, Copy)]
@@ -65,12 +73,30 @@ pub fn moe_route(k: &Kernels, logits: View, bias: Option<View>, ids: View, weigh
     ])
 }
 
-/// Upper bound on the GEMM tiles of `pairs` rows over `experts` experts.
-pub fn max_tiles(pairs: usize, experts: usize) -> usize {
-    pairs.div_ceil(TILE_ROWS) + experts
+/// Upper bound on the GEMM tiles of `pairs` rows over `experts` experts, `tile_rows` per tile.
+pub fn max_tiles(pairs: usize, experts: usize, tile_rows: usize) -> usize {
+    mlahost_engine::capacity::moe_max_tiles(pairs as u64, experts as u64, tile_rows as u64) as usize
 }
 
-/// Dispatch buffers (all i32).
+/// The tile height for a batch of `tokens` tokens: skinny tiles for decode-sized batches.
+/// `MLAHOST_MOE_TILE_ROWS=16|64` forces one (dev: A/B timing from one binary).
+pub fn tile_rows_for(tokens: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| {
+        std::env::var("MLAHOST_MOE_TILE_ROWS").ok().and_then(|v| v.parse().ok()).filter(|&r| r == TILE_ROWS || r == SKINNY_TILE_ROWS)
+    });
+    if let Some(r) = *forced {
+        return r;
+    }
+    if tokens <= SKINNY_MAX_TOKENS {
+        SKINNY_TILE_ROWS
+    } else {
+        TILE_ROWS
+    }
+}
+
+/// Dispatch buffers (all i32) and the tile height `moe_align` cuts them into (`TILE_ROWS` or
+/// `SKINNY_TILE_ROWS`), which also picks the GEMM kernel.
 #[derive(Debug, Clone, Copy)]
 pub struct Dispatch {
     pub expert_offsets: View,
@@ -78,11 +104,13 @@ pub struct Dispatch {
     pub pair_pos: View,
     pub tiles: View,
     pub num_tiles: View,
+    pub tile_rows: usize,
 }
 
 pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, d: &Dispatch) -> Result<()> {
     const K: &str = "moe_align";
     ensure(K, experts <= 1024, || "at most 1024 experts".into())?;
+    ensure(K, d.tile_rows == TILE_ROWS || d.tile_rows == SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
     k.launch(K, (1, 1, 1), 1024, 0, &[
         Arg::Ptr(ids.need(K, "ids", pairs * 4)?),
         Arg::I32(pairs as i32),
@@ -90,8 +118,9 @@ pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, d: &Dispa
         Arg::Ptr(d.expert_offsets.need(K, "expert offsets", (experts + 1) * 4)?),
         Arg::Ptr(d.sorted_pairs.need(K, "sorted pairs", pairs * 4)?),
         Arg::Ptr(d.pair_pos.need(K, "pair positions", pairs * 4)?),
-        Arg::Ptr(d.tiles.need(K, "tiles", max_tiles(pairs, experts) * 3 * 4)?),
+        Arg::Ptr(d.tiles.need(K, "tiles", max_tiles(pairs, experts, d.tile_rows) * 3 * 4)?),
         Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
+        Arg::I32(d.tile_rows as i32),
     ])
 }
 
@@ -112,15 +141,18 @@ pub fn moe_gemm(
     n: usize,
     k: usize,
 ) -> Result<()> {
+    let skinny = d.tile_rows == SKINNY_TILE_ROWS;
+    let (name, smem): (&'static str, u32) = if skinny { ("moe_gemm_skinny", SKINNY_SMEM) } else { ("moe_gemm", 0) };
     const K: &str = "moe_gemm";
-    ensure(K, k % TILE_K == 0 && k > 0, || format!("inner dimension {k} must be a multiple of {TILE_K}"))?;
+    let step = if skinny { 8 } else { TILE_K };
+    ensure(K, k % step == 0 && k > 0, || format!("inner dimension {k} must be a multiple of {step}"))?;
     let (rows_ptr, div) = match a_rows {
         Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
         None => (0, 1),
     };
-    let tiles = max_tiles(pairs, experts);
+    let tiles = max_tiles(pairs, experts, d.tile_rows);
     let elem = if c_f32 { 4 } else { 2 };
-    kern.launch(K, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, 0, &[
+    kern.launch(name, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, smem, &[
         Arg::Ptr(a.need(K, "a", a_total_rows * k * 2)?),
         Arg::Ptr(rows_ptr),
         Arg::I32(div),
