@@ -87,61 +87,42 @@ impl Blas {
         if m == 0 || n == 0 || batch == 0 {
             return Ok(());
         }
-        self.gpu.profiled(
-            || format!("cuBLAS gemm n={n} k={k}{}", if batch > 1 { format!(" x{batch}") } else { String::new() }).into(),
-            || self.gemm(m, n, k, a, stride_a, w, stride_w, c, stride_c, batch, beta, w_kn),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: Operand,
-        stride_a: usize,
-        w: Operand,
-        stride_w: usize,
-        c: Operand,
-        stride_c: usize,
-        batch: usize,
-        beta: f32,
-        w_kn: bool,
-    ) -> Result<()> {
-        let alpha = 1f32;
-        // Column-major view: C^T[n, m] = op(W)[n, k] · A^T[k, m].
-        let op_w = if w_kn { sys::cublasOperation_t::CUBLAS_OP_N } else { sys::cublasOperation_t::CUBLAS_OP_T };
-        // SAFETY: pointers come from live device allocations sized by the caller for these shapes
-        // (the backend's arena and weights); scalars live on the host for the call.
-        unsafe {
-            result::gemm_strided_batched_ex(
-                self.handle,
-                op_w,
-                sys::cublasOperation_t::CUBLAS_OP_N,
-                n as i32,
-                m as i32,
-                k as i32,
-                &alpha as *const f32 as *const c_void,
-                w.ptr as *const c_void,
-                w.dtype.cuda(),
-                w.ld as i32,
-                stride_w as i64,
-                a.ptr as *const c_void,
-                a.dtype.cuda(),
-                a.ld as i32,
-                stride_a as i64,
-                &beta as *const f32 as *const c_void,
-                c.ptr as *mut c_void,
-                c.dtype.cuda(),
-                c.ld as i32,
-                stride_c as i64,
-                batch as i32,
-                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
-            )
-        }
-        .ctx("cublasGemmStridedBatchedEx")
+        let name = || format!("cuBLAS gemm n={n} k={k}{}", if batch > 1 { format!(" x{batch}") } else { String::new() }).into();
+        self.gpu.profiled(name, || {
+            let alpha = 1f32;
+            // Column-major view: C^T[n, m] = op(W)[n, k] · A^T[k, m].
+            let op_w = if w_kn { sys::cublasOperation_t::CUBLAS_OP_N } else { sys::cublasOperation_t::CUBLAS_OP_T };
+            // SAFETY: pointers come from live device allocations sized by the caller for these shapes
+            // (the backend's arena and weights); scalars live on the host for the call.
+            unsafe {
+                result::gemm_strided_batched_ex(
+                    self.handle,
+                    op_w,
+                    sys::cublasOperation_t::CUBLAS_OP_N,
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    &alpha as *const f32 as *const c_void,
+                    w.ptr as *const c_void,
+                    w.dtype.cuda(),
+                    w.ld as i32,
+                    stride_w as i64,
+                    a.ptr as *const c_void,
+                    a.dtype.cuda(),
+                    a.ld as i32,
+                    stride_a as i64,
+                    &beta as *const f32 as *const c_void,
+                    c.ptr as *mut c_void,
+                    c.dtype.cuda(),
+                    c.ld as i32,
+                    stride_c as i64,
+                    batch as i32,
+                    sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+                )
+            }
+            .ctx("cublasGemmStridedBatchedEx")
+        })
     }
 }
 
