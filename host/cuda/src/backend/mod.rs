@@ -133,7 +133,7 @@ impl CudaBackend {
             kv_dtype = if fp8 { "fp8" } else { "bf16" },
             "CUDA backend ready"
         );
-        Ok(Self {
+        let mut backend = Self {
             cfg,
             gpu,
             kernels,
@@ -149,7 +149,30 @@ impl CudaBackend {
             sampler: Default::default(),
             route_log: None,
             routed: Vec::new(),
-        })
+        };
+        backend.warm_up(opts.max_batched_tokens)?;
+        Ok(backend)
+    }
+
+    /// One prefill of up to `max_batched_tokens` tokens and one decode step on the first pages,
+    /// before any request: cuBLAS loads each of its kernels on first use (~50-110 ms for some of
+    /// a V2-Lite prefill's GEMMs, NOTES "Serving"), which the first request would otherwise wait
+    /// for, and the decode step captures its graph. The latents written there are overwritten
+    /// before anything reads them: a page is written position by position as a sequence fills it.
+    fn warm_up(&mut self, max_batched_tokens: usize) -> Result<()> {
+        let capacity = self.geometry.num_pages * self.geometry.page_size;
+        let tokens = max_batched_tokens.min(capacity.saturating_sub(1));
+        if tokens == 0 {
+            return Ok(());
+        }
+        let pages: Vec<u32> = (0..(tokens + 1).div_ceil(self.geometry.page_size) as u32).collect();
+        let ids = vec![0u32; tokens];
+        let started = std::time::Instant::now();
+        self.run(&[SeqChunk { tokens: &ids, start_pos: 0, block_table: &pages, logits: LogitsRequest::Last }])?;
+        self.run(&[SeqChunk { tokens: &ids[..1], start_pos: tokens, block_table: &pages, logits: LogitsRequest::Last }])?;
+        self.gpu.synchronize()?;
+        tracing::debug!(tokens, ms = started.elapsed().as_secs_f64() * 1e3, "warmed up");
+        Ok(())
     }
 
     /// From now on, record which experts every MoE layer routes each token to (read back with
