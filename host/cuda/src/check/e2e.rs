@@ -243,6 +243,11 @@ fn to_check(name: String, a: &Agreement, strict: bool) -> Check {
 }
 
 pub fn gpu_backend(model: &LoadedModel, ordinal: usize, page_size: usize, num_pages: usize, kv_dtype: KvCacheDtype) -> Result<CudaBackend> {
+    gpu_backend_with(model, ordinal, page_size, num_pages, kv_dtype, true)
+}
+
+/// As `gpu_backend`, with decode graphs on or off (`cuda_graphs`).
+pub fn gpu_backend_with(model: &LoadedModel, ordinal: usize, page_size: usize, num_pages: usize, kv_dtype: KvCacheDtype, cuda_graphs: bool) -> Result<CudaBackend> {
     CudaBackend::new(
         model.config.clone(),
         &model.weights,
@@ -255,7 +260,7 @@ pub fn gpu_backend(model: &LoadedModel, ordinal: usize, page_size: usize, num_pa
             max_batched_tokens: 1024,
             max_seqs: 16,
             planned_weight_bytes: None,
-            cuda_graphs: true,
+            cuda_graphs,
         },
     )
 }

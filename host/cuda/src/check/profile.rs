@@ -4,7 +4,7 @@
 
 use super::Check;
 use crate::profile::Phase;
-use crate::{CudaBackend, CudaOptions, Result};
+use crate::Result;
 use mlahost_engine::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{KvCacheDtype, LoadedModel};
@@ -14,23 +14,9 @@ pub fn profile_leaves_the_run_unchanged(model: &LoadedModel, ordinal: usize, see
     let vocab = model.config.vocab_size;
     let (page, steps) = (16usize, 9usize);
     let prompt: Vec<u32> = (0..37).map(|_| rng.below(vocab) as u32).collect();
-    let backend = || {
-        CudaBackend::new(
-            model.config.clone(),
-            &model.weights,
-            CudaOptions {
-                ordinal,
-                page_size: page,
-                num_pages: Some((prompt.len() + steps).div_ceil(page) + 1),
-                gpu_memory_utilization: 0.9,
-                kv_dtype: KvCacheDtype::Bf16,
-                max_batched_tokens: prompt.len(),
-                max_seqs: 1,
-                planned_weight_bytes: None,
-                cuda_graphs: false, // the profile runs eagerly; so does its baseline
-            },
-        )
-    };
+    let pages = (prompt.len() + steps).div_ceil(page) + 1;
+    // the profile runs eagerly; so does its baseline
+    let backend = || super::e2e::gpu_backend_with(model, ordinal, page, pages, KvCacheDtype::Bf16, false);
     let request = GenerateRequest {
         prompt: prompt.clone(),
         max_tokens: steps,
