@@ -7,6 +7,7 @@ use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::generate::{generate, FinishReason, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_cuda::profile::Phase;
+use mlahost_cuda::quant::WeightQuant;
 use mlahost_cuda::{CudaBackend, CudaOptions, Device};
 use mlahost_engine::{Backend, CacheGeometry, KvCacheDtypeArg, LoadedModel};
 use serde_json::json;
@@ -55,9 +56,13 @@ pub struct GenerateArgs {
     /// Latent-cache element type: auto (f32 on the CPU), f32, bf16 or fp8 (e4m3 with scales).
     #[arg(long, default_value = "auto", value_parser = parse_kv_dtype)]
     kv_cache_dtype: KvCacheDtypeArg,
-    /// Where the model runs: cpu, or cuda:N (weights in bf16 on that GPU).
+    /// Where the model runs: cpu, or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// GPU storage of the linear layers: auto (FP8 checkpoints stay FP8, others bf16), bf16, or
+    /// fp8 (e4m3 with one f32 scale per 128x128 block, quantized at load).
+    #[arg(long, default_value = "auto")]
+    quantization: WeightQuant,
     /// Run every step eagerly (no CUDA graphs for decode steps).
     #[arg(long)]
     enforce_eager: bool,
@@ -102,13 +107,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let total = prompt.len() + args.max_tokens;
     let geometry = CacheGeometry { num_pages: total.div_ceil(args.page_size), page_size: args.page_size };
     let kv_dtype = args.kv_cache_dtype.resolve(args.device == Device::Cpu);
+    if args.quantization == WeightQuant::Fp8 && args.device == Device::Cpu {
+        bail!("--quantization fp8 stores the GPU's weights in FP8: give --device cuda:N (the CPU engine computes over the checkpoint's weights)");
+    }
     if args.profile_kernels && args.device == Device::Cpu {
         bail!("--profile-kernels times GPU kernels: give --device cuda:N");
     }
     let mut profiled_gpu = None;
     let mut backend: Box<dyn Backend> = match args.device {
         Device::Cpu => Box::new(model.cpu_backend(CpuOptions { geometry, attention: args.attention, kv_dtype })?),
-        Device::Cuda(ordinal) => Box::new(CudaBackend::new(
+        Device::Cuda(ordinal) => Box::new(CudaBackend::with_quantization(
             model.config.clone(),
             &model.weights,
             CudaOptions {
@@ -122,6 +130,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 planned_weight_bytes: None,
                 cuda_graphs: !args.enforce_eager,
             },
+            args.quantization,
         )
         .inspect(|b| {
             if args.profile_kernels {

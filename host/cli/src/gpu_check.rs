@@ -36,6 +36,9 @@ pub struct GpuCheckArgs {
     /// Benchmark only the shapes of this batch size (1, 64 or 128).
     #[arg(long)]
     bench_batch: Option<usize>,
+    /// Time the FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes.
+    #[arg(long)]
+    bench_fp8: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -48,6 +51,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         bench_json: args.bench_json,
         sweep: args.sweep,
         bench_batch: args.bench_batch,
+        bench_fp8: args.bench_fp8,
         seed: args.seed.unwrap_or_else(|| mlahost_cuda::check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

@@ -49,6 +49,10 @@ pub struct PlanArgs {
     /// CPU: latent-cache pages, exactly as `serve --kv-cache-pages`.
     #[arg(long)]
     kv_cache_pages: Option<usize>,
+    /// GPU storage of the linear layers, as `generate/serve --quantization`: auto (FP8
+    /// checkpoints stay FP8), bf16 or fp8.
+    #[arg(long, default_value = "auto")]
+    quantization: mlahost_cuda::quant::WeightQuant,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -80,6 +84,7 @@ fn plan(args: &PlanArgs) -> Result<Value> {
     let cfg = ModelConfig::from_file(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let weights = capacity::count_weights(&args.model, &cfg)?;
     let dtype = args.kv_cache_dtype.resolve(cpu);
+    let fp8 = !cpu && args.quantization.fp8_for(cfg.fp8.is_some());
     let fp = capacity::kv_footprint(&cfg, dtype);
     let page_bytes = capacity::page_bytes(&cfg, dtype, args.page_size);
     let (layers, ctx) = (cfg.num_hidden_layers as u64, args.context as u64);
@@ -88,11 +93,12 @@ fn plan(args: &PlanArgs) -> Result<Value> {
         let pages = capacity::cpu_pool_pages(&cfg, dtype, args.page_size, args.kv_cache_pages, args.kv_cache_memory)?;
         pool_json(Ok(page_bytes * pages as u64), None, None, page_bytes, args, 1)
     } else {
-        let workspace = capacity::workspace_bytes(&cfg, args.max_num_batched_tokens, args.max_num_seqs);
+        let scratch = if fp8 { capacity::fp8_scratch_bytes(&cfg, args.max_num_batched_tokens) } else { 0 };
+        let workspace = capacity::workspace_bytes(&cfg, args.max_num_batched_tokens, args.max_num_seqs) + scratch;
         let gpu = GpuPlanInputs {
             total_memory: args.gpu_memory,
             utilization: args.gpu_memory_utilization,
-            weight_bytes: weights.bf16_bytes(),
+            weight_bytes: weights.gpu_bytes(&cfg, fp8),
             workspace_bytes: workspace,
         };
         pool_json(gpu.kv_budget().map_err(|e| e.to_string()), Some(gpu.usable()), Some(workspace), page_bytes, args, args.gpus)
@@ -105,7 +111,10 @@ fn plan(args: &PlanArgs) -> Result<Value> {
         },
         "device": if cpu { "cpu" } else { "cuda" },
         "kv_cache_dtype": dtype.as_str(),
-        "weights": { "parameters": weights.parameters, "bytes_bf16": weights.bf16_bytes(), "source": weights.source.as_str() },
+        "weights": {
+            "parameters": weights.parameters, "bytes_bf16": weights.bf16_bytes(), "source": weights.source.as_str(),
+            "gpu_dtype": if fp8 { "fp8" } else { "bf16" }, "gpu_bytes": weights.gpu_bytes(&cfg, fp8),
+        },
         "per_token_per_layer": footprint_json(&fp),
         "per_token_all_layers": fp.stored as u64 * layers,
         "per_sequence": {
@@ -174,6 +183,9 @@ fn render(r: &Value) -> String {
         n(&r["shape"]["heads"]), n(&r["shape"]["kv_lora_rank"]), n(&r["shape"]["qk_rope_head_dim"])));
     line(format!("weights      {} parameters -> {} in bf16 (from {})", commas(n(&r["weights"]["parameters"])),
         human(n(&r["weights"]["bytes_bf16"])), r["weights"]["source"].as_str().unwrap_or("")));
+    if r["weights"]["gpu_dtype"] == "fp8" {
+        line(format!("             on the GPU {} with the linears in FP8 (e4m3, one f32 scale per 128x128 block)", human(n(&r["weights"]["gpu_bytes"]))));
+    }
     line(format!("\nKV cache per token per layer ({dtype}):"));
     line(format!("  MLA c_kv                {:>9} B", commas(n(&t["c_kv"]))));
     line(format!("  MLA k_pe                {:>9} B", commas(n(&t["k_pe"]))));

@@ -14,6 +14,7 @@ pub mod check;
 pub mod kernels;
 pub mod module;
 pub mod profile;
+pub mod quant;
 pub mod sources;
 
 pub use error::{CudaError, Result};

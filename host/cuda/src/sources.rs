@@ -34,5 +34,6 @@ pub const CACHE_WRITE: Family = family(cu!("cache_write.cu"));
 pub const ACTIVATION: Family = family(cu!("activation.cu"));
 pub const MOE: Family = family(cu!("moe.cu"));
 pub const SAMPLING: Family = family(cu!("sampling.cu"));
+pub const FP8_GEMM: Family = family(cu!("fp8_gemm.cu"));
 
-pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING];
+pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM];

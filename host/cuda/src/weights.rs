@@ -1,8 +1,13 @@
-//! The model's parameters on the GPU: every matrix in bf16 (f16/f32/fp8 checkpoints are
-//! converted at upload), norms and the router in f32, experts stacked per layer so the grouped
-//! GEMM can index them.
+//! The model's parameters on the GPU: the linear layers in bf16, or in block-scaled FP8 (e4m3
+//! codes + one f32 scale per 128x128 block, `quant.rs`) when FP8 weights are chosen; embeddings,
+//! lm_head and kv_b_proj always in bf16 (kv_b is split per head for the absorbed attention, as
+//! vLLM does); norms and the router in f32; experts stacked per layer so the grouped GEMMs can
+//! index them.
 
 use crate::gpu::{DeviceBuffer, Gpu, Pod};
+use crate::kernels::fp8::Fp8Weight;
+use crate::kernels::View;
+use crate::quant::quantize_blocks;
 use crate::Result;
 use mlahost_engine::checkpoint::f32_to_bf16;
 use mlahost_engine::config::{ModelConfig, RopeLayout};
@@ -11,11 +16,20 @@ use mlahost_engine::tensor::{Matrix, Storage};
 use mlahost_engine::weights::{FeedForward, ModelWeights, Mlp, Moe, QueryProj};
 use std::sync::Arc;
 
-/// A row-major `[rows, cols]` bf16 matrix on the device.
+/// A row-major `[rows, cols]` matrix on the device: bf16, or e4m3 codes with `scales`
+/// (`[ceil(rows/128), ceil(cols/128)]` f32) when it is stored in FP8.
 pub struct GpuMatrix {
     pub buf: DeviceBuffer,
     pub rows: usize,
     pub cols: usize,
+    pub scales: Option<DeviceBuffer>,
+}
+
+impl GpuMatrix {
+    /// The FP8 codes and scales, when stored in FP8.
+    pub fn fp8(&self) -> Option<Fp8Weight> {
+        self.scales.as_ref().map(|s| Fp8Weight { codes: View::of(&self.buf), scales: View::of(s) })
+    }
 }
 
 pub enum GpuQuery {
@@ -40,10 +54,12 @@ pub struct GpuMoe {
     /// `[E, hidden]` f32 (routing is decided in f32, as on the CPU).
     pub router: DeviceBuffer,
     pub bias: Option<DeviceBuffer>,
-    /// `[E, 2 * inter, hidden]` bf16.
+    /// `[E, 2 * inter, hidden]` bf16 or e4m3.
     pub gate_up: DeviceBuffer,
-    /// `[E, hidden, inter]` bf16.
+    /// `[E, hidden, inter]` bf16 or e4m3.
     pub down: DeviceBuffer,
+    /// FP8 block scales `[E, ceil(2 inter/128), ceil(hidden/128)]` and `[E, ceil(hidden/128), ceil(inter/128)]`.
+    pub scales: Option<(DeviceBuffer, DeviceBuffer)>,
     pub inter: usize,
     pub shared: Option<GpuMlp>,
 }
@@ -69,6 +85,10 @@ pub struct GpuWeights {
     pub attention_factor: f32,
     pub rope_interleaved: bool,
     pub bytes: u64,
+    /// Whether the linear layers (attention projections but kv_b, MLPs, experts) are FP8.
+    pub fp8: bool,
+    /// Bytes of the FP8 linears (codes + scales); the rest of `bytes` is bf16 / f32.
+    pub fp8_bytes: u64,
 }
 
 fn bf16_data(m: &Matrix) -> std::borrow::Cow<'_, [u16]> {
@@ -81,6 +101,8 @@ fn bf16_data(m: &Matrix) -> std::borrow::Cow<'_, [u16]> {
 struct Uploader<'a> {
     gpu: &'a Arc<Gpu>,
     bytes: u64,
+    fp8: bool,
+    fp8_bytes: u64,
 }
 
 impl Uploader<'_> {
@@ -89,27 +111,61 @@ impl Uploader<'_> {
         DeviceBuffer::from_slice(self.gpu, data)
     }
 
+    /// Always bf16.
     fn matrix(&mut self, m: &Matrix) -> Result<GpuMatrix> {
-        Ok(GpuMatrix { buf: self.buf(&bf16_data(m))?, rows: m.rows, cols: m.cols })
+        Ok(GpuMatrix { buf: self.buf(&bf16_data(m))?, rows: m.rows, cols: m.cols, scales: None })
+    }
+
+    /// FP8 when FP8 weights are chosen, else bf16.
+    fn linear(&mut self, m: &Matrix) -> Result<GpuMatrix> {
+        if !self.fp8 || m.cols % 16 != 0 {
+            return self.matrix(m); // the FP8 GEMM reads 16-byte chunks of each row
+        }
+        let (codes, scales) = quantize_blocks(&m.to_f32_vec(), m.rows, m.cols);
+        let before = self.bytes;
+        let out = GpuMatrix { buf: self.buf(&codes)?, rows: m.rows, cols: m.cols, scales: Some(self.buf(&scales)?) };
+        self.fp8_bytes += self.bytes - before;
+        Ok(out)
     }
 
     fn mlp(&mut self, m: &Mlp) -> Result<GpuMlp> {
-        Ok(GpuMlp { gate_up: self.matrix(&m.gate_up)?, down: self.matrix(&m.down)? })
+        Ok(GpuMlp { gate_up: self.linear(&m.gate_up)?, down: self.linear(&m.down)? })
+    }
+
+    /// The experts' `pick` matrices stacked: bf16, or FP8 codes and their scales stacked alike.
+    fn experts(&mut self, m: &Moe, pick: fn(&Mlp) -> &Matrix) -> Result<(DeviceBuffer, Option<DeviceBuffer>)> {
+        let count = m.experts.iter().map(|e| pick(e).rows * pick(e).cols).sum();
+        let widths_ok = m.experts.iter().all(|e| e.gate_up.cols % 16 == 0 && e.down.cols % 16 == 0);
+        if !self.fp8 || !widths_ok {
+            let mut all = Vec::with_capacity(count);
+            for e in &m.experts {
+                all.extend_from_slice(&bf16_data(pick(e)));
+            }
+            return Ok((self.buf(&all)?, None));
+        }
+        let (mut codes, mut scales) = (Vec::with_capacity(count), Vec::new());
+        for e in &m.experts {
+            let w = pick(e);
+            let (c, s) = quantize_blocks(&w.to_f32_vec(), w.rows, w.cols);
+            codes.extend_from_slice(&c);
+            scales.extend_from_slice(&s);
+        }
+        let before = self.bytes;
+        let out = (self.buf(&codes)?, Some(self.buf(&scales)?));
+        self.fp8_bytes += self.bytes - before;
+        Ok(out)
     }
 
     fn moe(&mut self, m: &Moe) -> Result<GpuMoe> {
         let inter = m.experts.first().map_or(0, |e| e.down.cols);
-        let mut gate_up = Vec::with_capacity(m.experts.len() * 2 * inter * m.router.cols);
-        let mut down = Vec::with_capacity(m.experts.len() * inter * m.router.cols);
-        for e in &m.experts {
-            gate_up.extend_from_slice(&bf16_data(&e.gate_up));
-            down.extend_from_slice(&bf16_data(&e.down));
-        }
+        let (gate_up, gate_up_scales) = self.experts(m, |e| &e.gate_up)?;
+        let (down, down_scales) = self.experts(m, |e| &e.down)?;
         Ok(GpuMoe {
             router: self.buf(&m.router.to_f32_vec())?,
             bias: m.score_bias.as_deref().map(|b| self.buf(b)).transpose()?,
-            gate_up: self.buf(&gate_up)?,
-            down: self.buf(&down)?,
+            gate_up,
+            down,
+            scales: gate_up_scales.zip(down_scales),
             inter,
             shared: m.shared.as_ref().map(|s| self.mlp(s)).transpose()?,
         })
@@ -117,20 +173,21 @@ impl Uploader<'_> {
 }
 
 impl GpuWeights {
-    pub fn upload(gpu: &Arc<Gpu>, cfg: &ModelConfig, w: &ModelWeights) -> Result<Self> {
-        let mut up = Uploader { gpu, bytes: 0 };
+    /// `fp8`: store the linear layers in block-scaled FP8 (quantized here from the host copy).
+    pub fn upload(gpu: &Arc<Gpu>, cfg: &ModelConfig, w: &ModelWeights, fp8: bool) -> Result<Self> {
+        let mut up = Uploader { gpu, bytes: 0, fp8, fp8_bytes: 0 };
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in &w.layers {
             let q = match &l.attn.q {
-                QueryProj::Direct(m) => GpuQuery::Direct(up.matrix(m)?),
-                QueryProj::LowRank { a, norm, b } => GpuQuery::LowRank { a: up.matrix(a)?, norm: up.buf(norm)?, b: up.matrix(b)? },
+                QueryProj::Direct(m) => GpuQuery::Direct(up.linear(m)?),
+                QueryProj::LowRank { a, norm, b } => GpuQuery::LowRank { a: up.linear(a)?, norm: up.buf(norm)?, b: up.linear(b)? },
             };
             let attn = GpuAttention {
                 q,
-                kv_a: up.matrix(&l.attn.kv_a)?,
+                kv_a: up.linear(&l.attn.kv_a)?,
                 kv_a_norm: up.buf(&l.attn.kv_a_norm)?,
                 kv_b: up.matrix(&l.attn.kv_b)?,
-                o: up.matrix(&l.attn.o)?,
+                o: up.linear(&l.attn.o)?,
             };
             let ffn = match &l.ffn {
                 FeedForward::Dense(m) => GpuFfn::Dense(up.mlp(m)?),
@@ -153,6 +210,8 @@ impl GpuWeights {
             attention_factor: rope.attention_factor(),
             rope_interleaved: rope.layout() == RopeLayout::Interleaved,
             bytes: up.bytes,
+            fp8,
+            fp8_bytes: up.fp8_bytes,
         })
     }
 }

@@ -163,6 +163,30 @@ pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: u
     workspace_buffers(cfg, t, rows, workspace_meta(t, rows), 0).iter().sum()
 }
 
+/// The FP8 GEMMs' split-k partials (f32): a fixed buffer; splits are limited to what fits.
+pub const FP8_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;
+
+/// The CUDA backend's FP8 scratch for `tokens` tokens per forward pass, allocated beside the
+/// workspace when the linear layers are stored in FP8: one quantized activation (e4m3 codes,
+/// then per-128-channel f32 scales) as large as the largest linear input, dense or per routed
+/// expert choice, and the split-k partials.
+pub fn fp8_scratch_buffers(cfg: &ModelConfig, tokens: usize) -> [u64; 3] {
+    let t = tokens.max(1) as u64;
+    let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
+    let moe = cfg.moe.as_ref();
+    let shared_inter = moe.map_or(0, |m| (m.moe_intermediate_size * m.n_shared_experts) as u64);
+    let dense_k = [h, cfg.q_lora_rank.unwrap_or(0) as u64, heads * cfg.v_head_dim as u64, cfg.intermediate_size as u64, shared_inter];
+    let dense = dense_k.iter().map(|&k| (t, k)).collect::<Vec<_>>();
+    let routed = moe.map(|m| (t * m.num_experts_per_tok as u64, m.moe_intermediate_size as u64));
+    let codes = dense.iter().chain(routed.iter()).map(|&(r, k)| r * k).max().unwrap_or(0);
+    let scales = dense.iter().chain(routed.iter()).map(|&(r, k)| r * k.div_ceil(128) * 4).max().unwrap_or(0);
+    [codes.max(16), scales.max(16), FP8_SPLIT_PARTIAL_BYTES]
+}
+
+pub fn fp8_scratch_bytes(cfg: &ModelConfig, tokens: usize) -> u64 {
+    fp8_scratch_buffers(cfg, tokens).iter().sum()
+}
+
 /// Where a parameter count came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightSource {
@@ -192,6 +216,54 @@ impl WeightCount {
     pub fn bf16_bytes(&self) -> u64 {
         self.parameters * 2
     }
+
+    /// Bytes on the GPU with the linear layers in block-scaled FP8 (`fp8`) or in bf16: the
+    /// figure `serve --device cuda` plans its pool with, as `plan` does.
+    pub fn gpu_bytes(&self, cfg: &ModelConfig, fp8: bool) -> u64 {
+        if !fp8 {
+            return self.bf16_bytes();
+        }
+        let (params, bytes) = fp8_linears(cfg);
+        self.bf16_bytes() - 2 * params + bytes
+    }
+}
+
+/// The linear layers the CUDA backend stores in FP8 (attention projections but kv_b, dense and
+/// shared MLPs with gate and up stacked, routed experts), as (parameters, bytes as e4m3 codes +
+/// one f32 scale per 128x128 block). A matrix whose input width is not a multiple of 16 stays
+/// bf16 (the FP8 GEMM reads 16-byte chunks).
+pub fn fp8_linears(cfg: &ModelConfig) -> (u64, u64) {
+    let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
+    let (qk, v, d) = (cfg.qk_head_dim() as u64, cfg.v_head_dim as u64, cfg.latent_dim() as u64);
+    let mut mats: Vec<(u64, u64, u64)> = Vec::new(); // (rows, cols, count)
+    let layers = cfg.num_hidden_layers as u64;
+    match cfg.q_lora_rank {
+        Some(ql) => mats.extend([(ql as u64, h, layers), (heads * qk, ql as u64, layers)]),
+        None => mats.push((heads * qk, h, layers)),
+    }
+    mats.extend([(d, h, layers), (h, heads * v, layers)]);
+    let mlp = |inter: u64, count: u64| [(2 * inter, h, count), (h, inter, count)];
+    let moe_layers = (0..cfg.num_hidden_layers).filter(|&l| cfg.moe.is_some() && cfg.is_moe_layer(l)).count() as u64;
+    mats.extend(mlp(cfg.intermediate_size as u64, layers - moe_layers));
+    if let Some(m) = &cfg.moe {
+        let mi = m.moe_intermediate_size as u64;
+        // the routed experts are FP8 together or not at all (one grouped GEMM kind per layer)
+        if h % 16 == 0 && mi % 16 == 0 {
+            mats.extend(mlp(mi, moe_layers * m.n_routed_experts as u64));
+        }
+        if m.n_shared_experts > 0 {
+            mats.extend(mlp(mi * m.n_shared_experts as u64, moe_layers));
+        }
+    }
+    let (mut params, mut bytes) = (0, 0);
+    for (r, c, n) in mats {
+        if n == 0 || c % 16 != 0 {
+            continue;
+        }
+        params += r * c * n;
+        bytes += (r * c + r.div_ceil(128) * c.div_ceil(128) * 4) * n;
+    }
+    (params, bytes)
 }
 
 /// Counts the checkpoint's parameters from its headers, or from the config when the directory
@@ -290,6 +362,13 @@ mod tests {
         // DeepSeek-V3: 671 B parameters without the 14 B MTP module (685 B on the hub).
         let p = parameters_from_config(&c) as f64;
         assert!((p / 671e9 - 1.0).abs() < 0.005, "{p}");
+        // FP8 linears: V3's 671 B parameters take ~0.69 TB instead of 1.34 TB
+        let w = WeightCount { parameters: p as u64, source: WeightSource::ConfigShapes };
+        let (fp8_params, fp8_bytes) = fp8_linears(&c);
+        assert!(fp8_params as f64 / p > 0.98, "{fp8_params}");
+        assert!(fp8_bytes > fp8_params && (fp8_bytes as f64) < fp8_params as f64 * 1.001);
+        let gib = w.gpu_bytes(&c, true) as f64 / 1e9;
+        assert!((680.0..700.0).contains(&gib), "{gib}");
     }
 
     #[test]

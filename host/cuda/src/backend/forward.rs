@@ -1,9 +1,11 @@
 //! One forward pass over a laid-out batch: embedding, the layers, the final norm and lm_head.
 
+use super::fp8_scratch::Fp8Scratch;
 use super::layout::BatchLayout;
 use super::workspace::Workspace;
 use crate::blas::{Blas, Dtype, Operand};
 use crate::gpu::DeviceBuffer;
+use crate::kernels::fp8::{self, OutMode};
 use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
 use crate::kernels::layers::{self, RopeArgs};
 use crate::kernels::moe::{self, Dispatch, RouteParams};
@@ -29,6 +31,9 @@ pub struct Forward<'a> {
     pub layout: &'a BatchLayout,
     /// Where each MoE layer's expert ids are copied (`RouteLog`), when routes are recorded.
     pub route_log: Option<&'a RouteLog>,
+    /// The FP8 linears' scratch (present when the weights are FP8).
+    pub quant: Option<&'a Fp8Scratch>,
+    pub num_sms: usize,
 }
 
 /// The expert ids of every MoE layer of the last forward, `[layer][token capacity][top-k]` i32
@@ -92,6 +97,28 @@ impl Forward<'_> {
         }
     }
 
+    /// `c[m, :] (mode) a[m, :] · w^T` for a contiguous bf16 `a`: cuBLAS for bf16 weights; for FP8
+    /// ones, `a` quantized per row per 128 channels, then the block-scaled FP8 GEMM.
+    fn linear(&self, m: usize, a: &DeviceBuffer, w: &GpuMatrix, c: &DeviceBuffer, mode: OutMode) -> Result<()> {
+        let (n, k) = (w.rows, w.cols);
+        match (w.fp8(), self.quant) {
+            (Some(fw), Some(q)) => {
+                fp8::quant_act(self.k, v(a), false, q.act(), m, k)?;
+                let splits = fp8::splits_for(m, n, k, self.num_sms, q.part.bytes());
+                fp8::gemm(self.k, q.act(), fw, v(c), mode, v(&q.part), splits, m, n, k)
+            }
+            (Some(_), None) => Err(crate::CudaError::launch("fp8_gemm", "FP8 weights without the FP8 scratch")),
+            (None, _) => {
+                let (out, beta) = match mode {
+                    OutMode::Bf16 => (bf16(c, n), 0.0),
+                    OutMode::F32 => (f32op(c, n), 0.0),
+                    OutMode::F32Add => (f32op(c, n), 1.0),
+                };
+                self.blas.linear(m, n, k, bf16(a, k), weight(w), out, beta)
+            }
+        }
+    }
+
     fn rope(&self) -> RopeArgs {
         RopeArgs {
             inv_freq: v(&self.w.inv_freq),
@@ -103,20 +130,20 @@ impl Forward<'_> {
 
     fn attention(&self, l: usize, a: &GpuAttention) -> Result<()> {
         let (cfg, ws, t, k) = (self.cfg, self.ws, self.layout.tokens, self.k);
-        let (hidden, heads, qk, nope, vd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim, cfg.v_head_dim);
+        let (heads, qk, nope, vd) = (cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim, cfg.v_head_dim);
         let (kv_lora, d) = (cfg.kv_lora_rank, cfg.latent_dim());
         // queries
         match &a.q {
-            GpuQuery::Direct(wq) => self.blas.linear(t, heads * qk, hidden, bf16(&ws.h, hidden), weight(wq), bf16(&ws.q_in, heads * qk), 0.0)?,
+            GpuQuery::Direct(wq) => self.linear(t, &ws.h, wq, &ws.q_in, OutMode::Bf16)?,
             GpuQuery::LowRank { a: wa, norm, b: wb } => {
                 let r = wa.rows;
-                self.blas.linear(t, r, hidden, bf16(&ws.h, hidden), weight(wa), f32op(&ws.qa, r), 0.0)?;
+                self.linear(t, &ws.h, wa, &ws.qa, OutMode::F32)?;
                 layers::rmsnorm_residual(k, v(&ws.qa), None, v(norm), v(&ws.qa_n), None, None, t, r, LATENT_NORM_EPS)?;
-                self.blas.linear(t, heads * qk, r, bf16(&ws.qa_n, r), weight(wb), bf16(&ws.q_in, heads * qk), 0.0)?;
+                self.linear(t, &ws.qa_n, wb, &ws.q_in, OutMode::Bf16)?;
             }
         }
         // the new tokens' latents into the cache
-        self.blas.linear(t, d, hidden, bf16(&ws.h, hidden), weight(&a.kv_a), f32op(&ws.kv, d), 0.0)?;
+        self.linear(t, &ws.h, &a.kv_a, &ws.kv, OutMode::F32)?;
         let pos = self.ws.meta_at(self.layout.pos_at);
         let cache = v(&self.cache[l]);
         let slots = self.geometry.num_pages * self.geometry.page_size;
@@ -205,16 +232,16 @@ impl Forward<'_> {
             0.0,
             false,
         )?;
-        self.blas.linear(t, hidden, heads * vd, bf16(&ws.ov, heads * vd), weight(&a.o), f32op(&ws.x, hidden), 1.0)
+        self.linear(t, &ws.ov, &a.o, &ws.x, OutMode::F32Add)
     }
 
     /// Dense SiLU MLP over the first `t` rows of `h`, added into the residual.
     fn mlp(&self, m: &GpuMlp, t: usize) -> Result<()> {
-        let (ws, hidden) = (self.ws, self.cfg.hidden_size);
+        let ws = self.ws;
         let inter = m.down.cols;
-        self.blas.linear(t, 2 * inter, hidden, bf16(&ws.h, hidden), weight(&m.gate_up), bf16(&ws.gate_up, 2 * inter), 0.0)?;
+        self.linear(t, &ws.h, &m.gate_up, &ws.gate_up, OutMode::Bf16)?;
         layers::silu_mul(self.k, v(&ws.gate_up), v(&ws.act), t, inter)?;
-        self.blas.linear(t, hidden, inter, bf16(&ws.act, inter), weight(&m.down), f32op(&ws.x, hidden), 1.0)
+        self.linear(t, &ws.act, &m.down, &ws.x, OutMode::F32Add)
     }
 
     fn moe(&self, l: usize, m: &GpuMoe) -> Result<()> {
@@ -237,9 +264,22 @@ impl Forward<'_> {
             tile_rows: moe::tile_rows_for(t),
         };
         moe::moe_align(k, v(&ws.topk_ids), pairs, e, &d)?;
-        moe::moe_gemm(k, v(&ws.h), t, Some((v(&ws.sorted_pairs), top_k)), v(&m.gate_up), e, &d, pairs, v(&ws.expert_gate_up), false, 2 * inter, hidden)?;
-        layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
-        moe::moe_gemm(k, v(&ws.expert_act), pairs, None, v(&m.down), e, &d, pairs, v(&ws.expert_out), true, hidden, inter)?;
+        match (&m.scales, self.quant) {
+            (Some((gu_s, down_s)), Some(q)) => {
+                let w = |codes: &DeviceBuffer, scales: &DeviceBuffer| fp8::Fp8Weight { codes: v(codes), scales: v(scales) };
+                fp8::quant_act(k, v(&ws.h), false, q.act(), t, hidden)?;
+                fp8::grouped_gemm(k, q.act(), t, Some((v(&ws.sorted_pairs), top_k)), w(&m.gate_up, gu_s), e, &d, pairs, v(&ws.expert_gate_up), OutMode::Bf16, 2 * inter, hidden)?;
+                layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
+                fp8::quant_act(k, v(&ws.expert_act), false, q.act(), pairs, inter)?;
+                fp8::grouped_gemm(k, q.act(), pairs, None, w(&m.down, down_s), e, &d, pairs, v(&ws.expert_out), OutMode::F32, hidden, inter)?;
+            }
+            (Some(_), None) => return Err(crate::CudaError::launch("fp8_grouped_gemm", "FP8 experts without the FP8 scratch")),
+            (None, _) => {
+                moe::moe_gemm(k, v(&ws.h), t, Some((v(&ws.sorted_pairs), top_k)), v(&m.gate_up), e, &d, pairs, v(&ws.expert_gate_up), false, 2 * inter, hidden)?;
+                layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
+                moe::moe_gemm(k, v(&ws.expert_act), pairs, None, v(&m.down), e, &d, pairs, v(&ws.expert_out), true, hidden, inter)?;
+            }
+        }
         moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(&ws.x), t, top_k, hidden)?;
         if let Some(shared) = &m.shared {
             self.mlp(shared, t)?;

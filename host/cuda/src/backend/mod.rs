@@ -3,6 +3,7 @@
 //! accumulate); attention reads the paged latent cache with the kernels of kernels/cuda.
 
 mod forward;
+mod fp8_scratch;
 mod layout;
 mod sampler;
 pub mod workspace;
@@ -12,6 +13,7 @@ use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::decode::{DecodeTarget, FAST_KV_LORA, FAST_ROPE};
 use crate::kernels::layers::cache_entry_bytes;
 use crate::module::Kernels;
+use crate::quant::WeightQuant;
 use crate::weights::GpuWeights;
 use crate::{CudaError, Result};
 use layout::BatchLayout;
@@ -56,6 +58,8 @@ pub struct CudaBackend {
     decode_target: DecodeTarget,
     blas: Blas,
     weights: GpuWeights,
+    /// The FP8 linears' activation scratch (FP8 weights only).
+    fp8_scratch: Option<fp8_scratch::Fp8Scratch>,
     /// One buffer per layer: `[pages, page_size, entry]`.
     cache: Vec<DeviceBuffer>,
     geometry: CacheGeometry,
@@ -81,7 +85,14 @@ fn decode_only(batch: &[SeqChunk<'_>]) -> bool {
 }
 
 impl CudaBackend {
+    /// Linear layers stored as the checkpoint suggests (`WeightQuant::Auto`: FP8 checkpoints
+    /// stay FP8, others bf16).
     pub fn new(cfg: ModelConfig, host_weights: &ModelWeights, opts: CudaOptions) -> Result<Self> {
+        Self::with_quantization(cfg, host_weights, opts, WeightQuant::Auto)
+    }
+
+    /// As `new`, with the linear layers' storage chosen by `quant` (`--quantization`).
+    pub fn with_quantization(cfg: ModelConfig, host_weights: &ModelWeights, opts: CudaOptions, quant: WeightQuant) -> Result<Self> {
         if opts.page_size == 0 {
             return Err(CudaError::Engine(EngineError::InvalidRequest("page size must be at least 1".into())));
         }
@@ -98,9 +109,21 @@ impl CudaBackend {
         let kernels = Kernels::load(&gpu)?;
         let decode_target = DecodeTarget::of(&gpu);
         let blas = Blas::new(&gpu)?;
-        let weights = GpuWeights::upload(&gpu, &cfg, host_weights)?;
+        let fp8_weights = quant.fp8_for(cfg.fp8.is_some());
+        if fp8_weights && gpu.info.compute_capability < (8, 9) {
+            return Err(CudaError::Unavailable(format!(
+                "FP8 weights need fp8 tensor cores (sm_89 or newer); this GPU is sm_{}{}: pass --quantization bf16",
+                gpu.info.compute_capability.0, gpu.info.compute_capability.1
+            )));
+        }
+        let weights = GpuWeights::upload(&gpu, &cfg, host_weights, fp8_weights)?;
         let mut workspace = None;
         Workspace::ensure(&mut workspace, &gpu, &cfg, workspace::initial_capacity(opts.max_batched_tokens, opts.max_seqs))?;
+        let mut scratch = None;
+        if fp8_weights {
+            fp8_scratch::Fp8Scratch::ensure(&mut scratch, &gpu, &cfg, opts.max_batched_tokens)?;
+        }
+        let scratch_bytes = if fp8_weights { capacity::fp8_scratch_bytes(&cfg, opts.max_batched_tokens) } else { 0 };
         let entry = cache_entry_bytes(cfg.kv_lora_rank, cfg.qk_rope_head_dim, fp8);
         let num_pages = match opts.num_pages {
             Some(n) => n,
@@ -109,7 +132,7 @@ impl CudaBackend {
                     total_memory: gpu.info.total_memory,
                     utilization: opts.gpu_memory_utilization,
                     weight_bytes: opts.planned_weight_bytes.unwrap_or(weights.bytes),
-                    workspace_bytes: capacity::workspace_bytes(&cfg, opts.max_batched_tokens, opts.max_seqs),
+                    workspace_bytes: capacity::workspace_bytes(&cfg, opts.max_batched_tokens, opts.max_seqs) + scratch_bytes,
                 };
                 capacity::pool_pages(inputs.kv_budget()?, capacity::page_bytes(&cfg, opts.kv_dtype, opts.page_size))
             }
@@ -127,6 +150,8 @@ impl CudaBackend {
             device = %gpu.info.name,
             arch = %gpu.arch(),
             weight_gib = weights.bytes as f64 / (1u64 << 30) as f64,
+            weight_dtype = if weights.fp8 { "fp8 e4m3, 128x128 block scales (linears); bf16 embeddings, lm_head, kv_b" } else { "bf16" },
+            fp8_weight_gib = weights.fp8_bytes as f64 / (1u64 << 30) as f64,
             num_pages,
             page_size = opts.page_size,
             pool_tokens = num_pages * opts.page_size,
@@ -140,6 +165,7 @@ impl CudaBackend {
             decode_target,
             blas,
             weights,
+            fp8_scratch: scratch,
             cache,
             geometry: CacheGeometry { num_pages, page_size: opts.page_size },
             fp8,
@@ -206,6 +232,11 @@ impl CudaBackend {
         self.weights.bytes
     }
 
+    /// Whether the linear layers are stored in FP8, and their bytes (codes + scales).
+    pub fn fp8_weights(&self) -> Option<u64> {
+        self.weights.fp8.then_some(self.weights.fp8_bytes)
+    }
+
     /// Whether attention runs on the tiled kernels (DeepSeek's 512 + 64 latent, bf16 or fp8).
     fn fast_attention(&self) -> bool {
         self.cfg.kv_lora_rank == FAST_KV_LORA && self.cfg.qk_rope_head_dim == FAST_ROPE
@@ -245,6 +276,9 @@ impl CudaBackend {
         if Workspace::ensure(&mut self.workspace, &self.gpu, &self.cfg, need)? {
             self.graphs.clear(); // captured addresses are gone
         }
+        if self.weights.fp8 && fp8_scratch::Fp8Scratch::ensure(&mut self.fp8_scratch, &self.gpu, &self.cfg, layout.tokens)? {
+            self.graphs.clear();
+        }
         if self.route_log.is_some() {
             self.grow_route_log(layout.tokens)?;
             self.routed = layout.order.iter().map(|&i| (i, batch[i].tokens.len())).collect();
@@ -263,6 +297,8 @@ impl CudaBackend {
             fp8: self.fp8,
             layout: &layout,
             route_log: self.route_log.as_ref(),
+            quant: self.fp8_scratch.as_ref(),
+            num_sms: self.decode_target.num_sms,
         };
         self.gpu.profile_forward(if decode_only(batch) { Phase::Decode } else { Phase::Prefill });
         match bucket {

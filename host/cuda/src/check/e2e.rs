@@ -215,7 +215,7 @@ fn make_batch<'a>(spans: &[(usize, usize, usize)], seqs: &'a [Vec<u32>], pages: 
 /// divergences (for models whose weights the GPU holds exactly). The max |Δ| up to a divergence
 /// is reported: on a chaotic router one flipped expert can move a logprob by 0.2 without
 /// changing the greedy token.
-fn to_check(name: String, a: &Agreement, strict: bool) -> Check {
+pub(super) fn to_check(name: String, a: &Agreement, strict: bool) -> Check {
     let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
     let bound = if strict { MAX_MEAN_DIFF_STRICT } else { MAX_MEAN_DIFF };
     let loose_ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= bound;
@@ -246,9 +246,23 @@ pub fn gpu_backend(model: &LoadedModel, ordinal: usize, page_size: usize, num_pa
     gpu_backend_with(model, ordinal, page_size, num_pages, kv_dtype, true)
 }
 
-/// As `gpu_backend`, with decode graphs on or off (`cuda_graphs`).
+/// As `gpu_backend`, with decode graphs on or off (`cuda_graphs`). Weights in bf16 (these rows
+/// compare with the CPU holding the same bf16 weights; `e2e_fp8` checks FP8 weights).
 pub fn gpu_backend_with(model: &LoadedModel, ordinal: usize, page_size: usize, num_pages: usize, kv_dtype: KvCacheDtype, cuda_graphs: bool) -> Result<CudaBackend> {
-    CudaBackend::new(
+    gpu_backend_quant(model, ordinal, page_size, num_pages, kv_dtype, cuda_graphs, crate::quant::WeightQuant::Bf16)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gpu_backend_quant(
+    model: &LoadedModel,
+    ordinal: usize,
+    page_size: usize,
+    num_pages: usize,
+    kv_dtype: KvCacheDtype,
+    cuda_graphs: bool,
+    quant: crate::quant::WeightQuant,
+) -> Result<CudaBackend> {
+    CudaBackend::with_quantization(
         model.config.clone(),
         &model.weights,
         CudaOptions {
@@ -262,10 +276,11 @@ pub fn gpu_backend_with(model: &LoadedModel, ordinal: usize, page_size: usize, n
             planned_weight_bytes: None,
             cuda_graphs,
         },
+        quant,
     )
 }
 
-fn round(m: &Matrix) -> Matrix {
+pub(super) fn round(m: &Matrix) -> Matrix {
     match &m.data {
         Storage::Bf16(_) => m.clone(),
         Storage::F32(d) => Matrix { rows: m.rows, cols: m.cols, data: Storage::Bf16(d.iter().map(|&x| f32_to_bf16(x)).collect()) },

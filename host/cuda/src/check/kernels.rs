@@ -20,7 +20,7 @@ fn v(b: &DeviceBuffer) -> View {
 }
 
 /// A check that could not run (a launch error) is a failed check carrying the error.
-fn failed(name: &str, e: crate::CudaError) -> Check {
+pub(super) fn failed(name: &str, e: crate::CudaError) -> Check {
     Check { name: name.into(), error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }
 }
 
@@ -94,6 +94,7 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         out.push(moe_experts(k, &mut rng, tokens, tile_rows).unwrap_or_else(|e| failed("moe experts", e)));
     }
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
+    out.extend(super::fp8::run_all(k, &mut rng));
     Ok(out)
 }
 

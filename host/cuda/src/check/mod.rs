@@ -3,7 +3,10 @@
 //! `mlahost gpu-check` on a GPU machine that has no Rust toolchain.
 
 pub mod bench;
+pub mod bench_fp8;
 pub mod e2e;
+pub mod e2e_fp8;
+pub mod fp8;
 pub mod kernels;
 pub mod profile;
 pub mod runner;

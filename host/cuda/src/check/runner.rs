@@ -1,7 +1,7 @@
 //! The whole GPU check as one call (`mlahost gpu-check`): kernels, end to end, and optionally
 //! the decode benchmark.
 
-use super::{bench, e2e, kernels, profile, report, Check};
+use super::{bench, e2e, e2e_fp8, kernels, profile, report, Check};
 use crate::{blas::Blas, Gpu, Kernels, Result};
 use mlahost_engine::{KvCacheDtype, LoadedModel};
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub struct CheckOptions {
     pub sweep: bool,
     /// Benchmark only the shapes of this batch size.
     pub bench_batch: Option<usize>,
+    /// Time the FP8 block-scaled linears against cuBLAS bf16 on V3's shapes.
+    pub bench_fp8: bool,
     pub seed: u64,
 }
 
@@ -50,6 +52,9 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
         let (ok, table) = report("## end to end", &e2e_checks);
         println!("{table}");
         all_ok &= ok;
+    }
+    if o.bench_fp8 {
+        println!("## FP8 linears vs cuBLAS bf16 (V3 shapes)\n{}", super::bench_fp8::run(&k, &blas, o.seed)?);
     }
     if o.bench || o.bench_only {
         let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep, o.bench_batch)?;
@@ -85,11 +90,13 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         one(format!("{name} kernel profile"), profile::profile_leaves_the_run_unchanged(&model, o.ordinal, o.seed));
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));
         one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, strict));
+        one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
     }
     for dir in &o.models {
         let model = load(dir)?;
         one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, true));
         one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, true));
+        one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
     }
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! returns an error instead of launching out of bounds.
 
 pub mod decode;
+pub mod fp8;
 pub mod layers;
 pub mod moe;
 pub mod sampling;

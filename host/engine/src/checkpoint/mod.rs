@@ -150,12 +150,24 @@ impl Checkpoint {
         }
     }
 
-    fn load_fp8(&self, name: &str, rows: usize, cols: usize, b: Fp8Blocks) -> Result<Matrix> {
+    /// An fp8 weight as stored: `[rows, cols]` e4m3 codes and its `[ceil(rows/br), ceil(cols/bc)]`
+    /// `weight_scale_inv` (value = code x scale).
+    pub fn load_fp8_raw(&self, name: &str, rows: usize, cols: usize, b: Fp8Blocks) -> Result<(Vec<u8>, Vec<f32>)> {
         let scale_name = format!("{name}_scale_inv");
         let (br, bc) = (rows.div_ceil(b.block_rows), cols.div_ceil(b.block_cols));
         let scales = self.load_f32(&scale_name, &[br, bc])?;
         let (info, bytes) = self.bytes(name)?;
         Self::check_shape(name, info, &[rows, cols])?;
+        if info.dtype != DType::F8E4M3 {
+            return Err(EngineError::tensor(name, format!("is {}, not F8_E4M3", info.dtype_name)));
+        }
+        Ok((bytes.to_vec(), scales))
+    }
+
+    fn load_fp8(&self, name: &str, rows: usize, cols: usize, b: Fp8Blocks) -> Result<Matrix> {
+        let (codes, scales) = self.load_fp8_raw(name, rows, cols, b)?;
+        let bytes = &codes[..];
+        let bc = cols.div_ceil(b.block_cols);
         let table: Vec<f32> = (0..=255u8).map(f8e4m3_to_f32).collect();
         let mut out = vec![0f32; rows * cols];
         for r in 0..rows {

@@ -1,0 +1,99 @@
+//! FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes (`mlahost gpu-check
+//! --bench-fp8`): the FP8 time includes quantizing the activations (as in the forward pass);
+//! weights rotate over enough copies that a step's weights do not sit in L2.
+
+use super::Rng;
+use crate::blas::{Blas, Dtype, Operand};
+use crate::gpu::{DeviceBuffer, Gpu};
+use crate::graph::{copy_bandwidth, Graph, Timer};
+use crate::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
+use crate::kernels::View;
+use crate::module::Kernels;
+use crate::Result;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// V3 linears (name, out, in); kv_b stays bf16 on the GPU (split per head for absorption).
+pub const V3_SHAPES: [(&str, usize, usize); 8] = [
+    ("q_a", 1536, 7168),
+    ("q_b", 24576, 1536),
+    ("kv_a", 576, 7168),
+    ("o", 7168, 16384),
+    ("dense gate_up", 36864, 7168),
+    ("dense down", 7168, 18432),
+    ("expert gate_up", 4096, 7168),
+    ("expert down", 7168, 2048),
+];
+pub const BATCHES: [usize; 5] = [1, 16, 64, 256, 4096];
+
+fn v(b: &DeviceBuffer) -> View {
+    View::of(b)
+}
+
+/// Median µs of one `launch(i)` (i cycles the weight copies), from CUDA-graph replays.
+fn median_us(gpu: &Arc<Gpu>, launch: &dyn Fn(usize) -> Result<()>) -> Result<f64> {
+    let timer = Timer::new(gpu)?;
+    launch(0)?;
+    let once = timer.time(|| launch(1))? as f64 * 1e3;
+    let reps = (20_000.0 / once.max(1.0)).clamp(3.0, 200.0) as usize;
+    let graph = Graph::capture(gpu, || (0..reps).try_for_each(launch))?;
+    graph.launch()?;
+    let mut t: Vec<f64> = (0..7).map(|_| timer.time(|| graph.launch()).map(|ms| ms as f64 * 1e3 / reps as f64)).collect::<Result<_>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// Returns a markdown table.
+pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
+    let gpu = k.gpu();
+    let mut rng = Rng::new(seed);
+    let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
+    let sms = gpu.info.multiprocessors as usize;
+    let mut s = format!("{} | copy {copy:.0} GB/s | FP8 = activation quantization + block-scaled GEMM (+ split-k reduce)\n", gpu.info.name);
+    s += "| shape | n x k | M | splits | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    let max_m = *BATCHES.iter().max().unwrap_or(&1);
+    let max_k = V3_SHAPES.iter().map(|s| s.2).max().unwrap_or(1);
+    let max_n = V3_SHAPES.iter().map(|s| s.1).max().unwrap_or(1);
+    let a16 = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(max_m * max_k, 1.0)))?;
+    let out = DeviceBuffer::alloc(gpu, max_m * max_n * 2)?;
+    let (q, qs) = (DeviceBuffer::alloc(gpu, max_m * max_k)?, DeviceBuffer::alloc(gpu, max_m * max_k.div_ceil(BLOCK) * 4)?);
+    let act = Fp8Act { codes: v(&q), scales: v(&qs) };
+    let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::FP8_SPLIT_PARTIAL_BYTES as usize)?;
+    for (name, n, kk) in V3_SHAPES {
+        // copies so that the rotation spans >= 256 MB of fp8 weights
+        let copies = (256usize << 20).div_ceil(n * kk).clamp(1, 16);
+        let (nb, kb) = (n.div_ceil(BLOCK), kk.div_ceil(BLOCK));
+        let codes: Vec<DeviceBuffer> = (0..copies).map(|_| {
+            let b = DeviceBuffer::alloc(gpu, n * kk)?;
+            b.fill_bytes(0x38)?; // e4m3 1.0
+            Ok(b)
+        }).collect::<Result<_>>()?;
+        let scales = DeviceBuffer::from_slice(gpu, &vec![1e-3f32; nb * kb])?;
+        let w16: Vec<DeviceBuffer> = (0..copies.min(8).max((512usize << 20).div_ceil(n * kk * 2).min(8))).map(|_| {
+            let b = DeviceBuffer::alloc(gpu, n * kk * 2)?;
+            b.fill_bytes(0x3c)?;
+            Ok(b)
+        }).collect::<Result<_>>()?;
+        for m in BATCHES {
+            let splits = fp8::splits_for(m, n, kk, sms, part.bytes());
+            let fp8_us = median_us(gpu, &|i| {
+                fp8::quant_act(k, v(&a16), false, act, m, kk)?;
+                fp8::gemm(k, act, Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) }, v(&out), OutMode::Bf16, v(&part), splits, m, n, kk)
+            })?;
+            let bf16_us = median_us(gpu, &|i| {
+                let w = &w16[i % w16.len()];
+                blas.linear(m, n, kk, Operand { ptr: a16.ptr(), dtype: Dtype::Bf16, ld: kk }, Operand { ptr: w.ptr(), dtype: Dtype::Bf16, ld: kk }, Operand { ptr: out.ptr(), dtype: Dtype::Bf16, ld: n }, 0.0)
+            })?;
+            let flops = 2.0 * (m * n * kk) as f64;
+            let gbps = (n * kk) as f64 / fp8_us * 1e-3;
+            let _ = writeln!(
+                s,
+                "| {name} | {n} x {kk} | {m} | {splits} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% |",
+                bf16_us / fp8_us,
+                flops / fp8_us * 1e-6,
+                100.0 * gbps / copy
+            );
+        }
+    }
+    Ok(s)
+}

@@ -1,0 +1,241 @@
+//! The FP8 kernels against naive references on fresh random data: activation quantization
+//! (bit-exact against the same arithmetic on the CPU), and the block-scaled GEMMs, dense and
+//! grouped over experts, against an f64 sum over the dequantized operands. Block magnitudes
+//! span 1e-4..1e3 and some blocks are zero; widths are not multiples of 128.
+//!
+//! GEMM error: per output, |gpu - ref| / sum_k |a_k w_k| (the scale a sum's rounding is
+//! relative to, robust to the seven decades of scales), the maximum over the outputs.
+
+use super::{from_bf16, rel_err, round_bf16, bf16s, Check, Rng};
+use crate::gpu::DeviceBuffer;
+use crate::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
+use crate::kernels::moe::{self, max_tiles, Dispatch};
+use crate::kernels::View;
+use crate::module::Kernels;
+use crate::quant::quantize_blocks;
+use crate::Result;
+use mlahost_engine::checkpoint::f8e4m3_to_f32;
+use mlahost_engine::kv_cache_dtype::f32_to_f8e4m3;
+
+fn v(b: &DeviceBuffer) -> View {
+    View::of(b)
+}
+
+/// f32 outputs: tensor-core fp8 sums within a 128 block, promoted to f32.
+const TOL_F32: f64 = 1e-3;
+/// bf16 outputs add their rounding (2^-9 of the value).
+const TOL_BF16: f64 = 5e-3;
+
+/// `rows x cols` values whose 128x128 (`block_rows` x 128) blocks have magnitudes 10^U(-4, 3),
+/// with the first block and every seventh zero.
+fn blocky(rng: &mut Rng, rows: usize, cols: usize, block_rows: usize) -> Vec<f32> {
+    let (br, bc) = (rows.div_ceil(block_rows), cols.div_ceil(BLOCK));
+    let mags: Vec<f32> = (0..br * bc).map(|i| if i % 7 == 0 { 0.0 } else { 10f32.powf(3.5 * rng.sym() - 0.5) }).collect();
+    let mut x = rng.vec(rows * cols, 1.0);
+    for r in 0..rows {
+        for c in 0..cols {
+            x[r * cols + c] *= mags[(r / block_rows) * bc + c / BLOCK];
+        }
+    }
+    x
+}
+
+/// The activation quantization in the kernel's arithmetic: s = amax / 448, q = e4m3(x / s).
+fn quant_rows(x: &[f32], m: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    let kb = k.div_ceil(BLOCK);
+    let (mut q, mut s) = (vec![0u8; m * k], vec![0f32; m * kb]);
+    for r in 0..m {
+        for b in 0..kb {
+            let cols = b * BLOCK..((b + 1) * BLOCK).min(k);
+            let amax = x[r * k..][cols.clone()].iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = amax / 448.0;
+            s[r * kb + b] = scale;
+            for c in cols {
+                q[r * k + c] = if amax > 0.0 { f32_to_f8e4m3(x[r * k + c] / scale) } else { 0 };
+            }
+        }
+    }
+    (q, s)
+}
+
+fn deq(codes: &[u8], scales: &[f32], rows: usize, cols: usize, block_rows: usize) -> Vec<f64> {
+    let bc = cols.div_ceil(BLOCK);
+    (0..rows * cols).map(|i| f8e4m3_to_f32(codes[i]) as f64 * scales[(i / cols / block_rows) * bc + (i % cols) / BLOCK] as f64).collect()
+}
+
+/// (max normalized error, rel error) of `got` against `a · w^T` (+ `c0`).
+fn compare(got: &[f32], a: &[f64], w: &[f64], c0: Option<&[f32]>, m: usize, n: usize, k: usize) -> (f64, f64) {
+    let (mut worst, mut want) = (0f64, vec![0f32; m * n]);
+    for r in 0..m {
+        for c in 0..n {
+            let (ar, wr) = (&a[r * k..][..k], &w[c * k..][..k]);
+            let dot: f64 = ar.iter().zip(wr).map(|(x, y)| x * y).sum();
+            let abs: f64 = ar.iter().zip(wr).map(|(x, y)| (x * y).abs()).sum();
+            let base = c0.map_or(0.0, |c0| c0[r * n + c] as f64);
+            want[r * n + c] = (base + dot) as f32;
+            let g = got[r * n + c] as f64;
+            let e = if !g.is_finite() { f64::INFINITY } else { (g - base - dot).abs() / (abs + base.abs() * 1e-7 + 1e-30) };
+            worst = worst.max(e);
+        }
+    }
+    (worst, rel_err(got, &want))
+}
+
+pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
+    let mut out = Vec::new();
+    if k.gpu().info.compute_capability < (8, 9) {
+        return out; // no fp8 tensor cores: the backend refuses FP8 weights here
+    }
+    let mut one = |name: String, r: Result<Check>| out.push(r.unwrap_or_else(|e| super::kernels::failed(&name, e)));
+    for &(m, kdim) in &[(1usize, 7168usize), (7, 400), (300, 1040)] {
+        one(format!("fp8_quant_act {m}x{kdim}"), quant(k, rng, m, kdim));
+    }
+    // (m, n, k, mode, splits): decode and prefill sizes, n and k off the 128 grid, forced splits
+    let cases = [
+        (1usize, 1536usize, 7168usize, OutMode::F32, 0usize),
+        (1, 300, 400, OutMode::Bf16, 3),
+        (7, 576, 1040, OutMode::F32Add, 0),
+        (7, 200, 2048, OutMode::Bf16, 5),
+        (64, 1000, 912, OutMode::F32, 0),
+        (64, 260, 1536, OutMode::F32Add, 4),
+        (300, 700, 528, OutMode::Bf16, 0),
+        (300, 130, 1104, OutMode::F32Add, 2),
+    ];
+    for (m, n, kdim, mode, splits) in cases {
+        one(format!("fp8_gemm {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits));
+    }
+    for &(t, tile_rows) in &[(1usize, 16usize), (7, 16), (64, 16), (300, 64)] {
+        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows));
+    }
+    out
+}
+
+fn quant(kern: &Kernels, rng: &mut Rng, m: usize, kdim: usize) -> Result<Check> {
+    let gpu = kern.gpu();
+    let x = round_bf16(&blocky(rng, m, kdim, 1));
+    let kb = kdim.div_ceil(BLOCK);
+    let (q, s) = (DeviceBuffer::alloc(gpu, m * kdim)?, DeviceBuffer::alloc(gpu, m * kb * 4)?);
+    q.fill_bytes(0x7f)?;
+    fp8::quant_act(kern, v(&DeviceBuffer::from_slice(gpu, &bf16s(&x))?), false, Fp8Act { codes: v(&q), scales: v(&s) }, m, kdim)?;
+    let (want_q, want_s) = quant_rows(&x, m, kdim);
+    let got_q = q.to_vec::<u8>(m * kdim)?;
+    let got_s = s.to_vec::<f32>(m * kb)?;
+    let codes = got_q.iter().zip(&want_q).filter(|(a, b)| a != b).count();
+    let scales = got_s.iter().zip(&want_s).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    Ok(Check {
+        name: format!("fp8_quant_act {m}x{kdim}"),
+        error: (codes + scales) as f64,
+        tolerance: 0.0,
+        detail: format!("bit-exact vs CPU: {codes} of {} codes, {scales} of {} scales differ", m * kdim, m * kb),
+        informational: false,
+    })
+}
+
+/// Random block-scaled weights `[experts * n, k]` quantized on the host (as at load).
+fn weights(rng: &mut Rng, experts: usize, n: usize, kdim: usize) -> (Vec<u8>, Vec<f32>, Vec<f64>) {
+    let (mut codes, mut scales, mut dq) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..experts {
+        let w = blocky(rng, n, kdim, BLOCK);
+        let (c, s) = quantize_blocks(&w, n, kdim);
+        dq.extend(deq(&c, &s, n, kdim, BLOCK));
+        codes.extend(c);
+        scales.extend(s);
+    }
+    (codes, scales, dq)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: OutMode, splits: usize) -> Result<Check> {
+    let gpu = kern.gpu();
+    let x = round_bf16(&blocky(rng, m, kdim, 1));
+    let (wc, ws, wd) = weights(rng, 1, n, kdim);
+    let kb = kdim.div_ceil(BLOCK);
+    let (q, s) = (DeviceBuffer::alloc(gpu, m * kdim)?, DeviceBuffer::alloc(gpu, m * kb * 4)?);
+    let act = Fp8Act { codes: v(&q), scales: v(&s) };
+    fp8::quant_act(kern, v(&DeviceBuffer::from_slice(gpu, &bf16s(&x))?), false, act, m, kdim)?;
+    let (aq, as_) = quant_rows(&x, m, kdim);
+    let ad = deq(&aq, &as_, m, kdim, 1);
+    let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
+    let c0 = rng.vec(m * n, 10.0);
+    let c = match mode {
+        OutMode::Bf16 => DeviceBuffer::alloc(gpu, m * n * 2)?,
+        _ => DeviceBuffer::from_slice(gpu, &c0)?,
+    };
+    if mode == OutMode::Bf16 {
+        c.fill_bytes(0xff)?; // NaN
+    }
+    let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::FP8_SPLIT_PARTIAL_BYTES as usize)?;
+    let splits = if splits == 0 { fp8::splits_for(m, n, kdim, kern.gpu().info.multiprocessors as usize, part.bytes()) } else { splits };
+    fp8::gemm(kern, act, Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) }, v(&c), mode, v(&part), splits, m, n, kdim)?;
+    let got = match mode {
+        OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(m * n)?),
+        _ => c.to_vec::<f32>(m * n)?,
+    };
+    let (worst, rel) = compare(&got, &ad, &wd, (mode == OutMode::F32Add).then_some(&c0[..]), m, n, kdim);
+    Ok(Check {
+        name: format!("fp8_gemm {m}x{n}x{kdim} {mode:?}"),
+        error: worst,
+        tolerance: if mode == OutMode::Bf16 { TOL_BF16 } else { TOL_F32 },
+        detail: format!("{splits} k splits; rel err {rel:.1e}; scales 1e-4..1e3, zero blocks"),
+        informational: false,
+    })
+}
+
+/// Dispatch + the FP8 grouped GEMM (gathered token rows) against per-pair dot products.
+fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<Check> {
+    let gpu = kern.gpu();
+    let (e, top_k, n, kdim) = (9usize, 3usize, 400usize, 656usize);
+    let x = round_bf16(&blocky(rng, t, kdim, 1));
+    let (wc, ws, wd) = weights(rng, e, n, kdim);
+    let mut ids = Vec::with_capacity(t * top_k);
+    for _ in 0..t {
+        let mut pick: Vec<i32> = (0..(e - 1) as i32).collect(); // the last expert gets no tokens
+        rng.shuffle(&mut pick);
+        ids.extend_from_slice(&pick[..top_k]);
+    }
+    let pairs = t * top_k;
+    let buf = |b: usize| DeviceBuffer::alloc(gpu, b);
+    let kb = kdim.div_ceil(BLOCK);
+    let (q, s) = (buf(t * kdim)?, buf(t * kb * 4)?);
+    let act = Fp8Act { codes: v(&q), scales: v(&s) };
+    fp8::quant_act(kern, v(&DeviceBuffer::from_slice(gpu, &bf16s(&x))?), false, act, t, kdim)?;
+    let d_ids = DeviceBuffer::from_slice(gpu, &ids)?;
+    let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
+    let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
+    moe::moe_align(kern, v(&d_ids), pairs, e, &d)?;
+    let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
+    let c = buf(pairs * n * 4)?;
+    c.fill_bytes(0xff)?;
+    fp8::grouped_gemm(kern, act, t, Some((v(&sorted), top_k)), Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) }, e, &d, pairs, v(&c), OutMode::F32, n, kdim)?;
+    let got_sorted = c.to_vec::<f32>(pairs * n)?;
+    let pos = ppos.to_vec::<i32>(pairs)?;
+    // back to pair order, and each pair's operands: its token's row, its expert's weights
+    let (aq, as_) = quant_rows(&x, t, kdim);
+    let ad = deq(&aq, &as_, t, kdim, 1);
+    let (mut worst, mut rel) = (0f64, 0f64);
+    for p in 0..pairs {
+        let (tok, ex) = (p / top_k, ids[p] as usize);
+        let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows)) };
+        let got = &got_sorted[row * n..][..n];
+        let (w_, r_) = compare(got, &ad[tok * kdim..][..kdim], &wd[ex * n * kdim..][..n * kdim], None, 1, n, kdim);
+        worst = worst.max(w_);
+        rel = rel.max(r_);
+    }
+    Ok(Check {
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"),
+        error: worst,
+        tolerance: TOL_F32,
+        detail: format!("{e} experts (one unused), top {top_k}, {kdim}->{n}; worst pair rel err {rel:.1e}"),
+        informational: false,
+    })
+}
+
+fn bad_pos(t: usize, tile_rows: usize) -> Check {
+    Check {
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"),
+        error: f64::INFINITY,
+        tolerance: TOL_F32,
+        detail: "moe_align returned a pair position out of range".into(),
+        informational: false,
+    }
+}

@@ -1,0 +1,192 @@
+//! Launchers of fp8_gemm.cu: activation quantization and the block-scaled FP8 GEMMs (dense with
+//! split-k for small batches, or grouped over MoE experts on moe_align's tile list).
+
+use super::{ensure, View};
+use crate::module::{Arg, Kernels};
+use crate::Result;
+
+/// Weight and activation scale blocks (DeepSeek-V3's `weight_block_size` [128, 128]).
+pub const BLOCK: usize = 128;
+const TILE_COLS: usize = 128;
+const SMEM: u32 = 82_944; // fp8_gemm.cu: STAGES * (BM + 128) * 144 for both kernels
+/// Rows at or below which a dense GEMM uses 16-row tiles.
+const SKINNY_ROWS: usize = 16;
+
+/// How a GEMM writes C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutMode {
+    Bf16 = 0,
+    F32 = 1,
+    /// `C += A · W^T` in f32 (the residual stream).
+    F32Add = 2,
+}
+
+impl OutMode {
+    fn elem(self) -> usize {
+        if self == OutMode::Bf16 {
+            2
+        } else {
+            4
+        }
+    }
+}
+
+/// A block-scaled FP8 weight (or a stack of `experts` of them): `[n, k]` e4m3 codes per expert
+/// and `[ceil(n/128), ceil(k/128)]` f32 scales (value = code x scale).
+#[derive(Debug, Clone, Copy)]
+pub struct Fp8Weight {
+    pub codes: View,
+    pub scales: View,
+}
+
+/// Activations quantized per row per 128 channels: `[m, k]` e4m3 and `[m, ceil(k/128)]` f32.
+#[derive(Debug, Clone, Copy)]
+pub struct Fp8Act {
+    pub codes: View,
+    pub scales: View,
+}
+
+fn check_gpu(k: &Kernels, name: &'static str) -> Result<()> {
+    let cc = k.gpu().info.compute_capability;
+    ensure(name, cc >= (8, 9), || format!("fp8 tensor cores need sm_89 or newer, this GPU is sm_{}{}", cc.0, cc.1))
+}
+
+/// `x [m, k]` (bf16, or f32 when `x_f32`) -> `out`.
+pub fn quant_act(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, m: usize, k: usize) -> Result<()> {
+    const K: &str = "fp8_quant_act";
+    let kb = k.div_ceil(BLOCK);
+    kern.launch(K, (kb.div_ceil(8) as u32, m as u32, 1), 256, 0, &[
+        Arg::Ptr(x.need(K, "x", m * k * if x_f32 { 4 } else { 2 })?),
+        Arg::I32(x_f32 as i32),
+        Arg::Ptr(out.codes.need(K, "codes", m * k)?),
+        Arg::Ptr(out.scales.need(K, "scales", m * kb * 4)?),
+        Arg::I32(m as i32),
+        Arg::I32(k as i32),
+    ])
+}
+
+/// Split-k factor for a dense GEMM: enough CTAs for two per SM when the output tiles alone
+/// leave SMs idle (decode-sized batches), each split at least one k block, and the partials
+/// within `part_bytes`.
+pub fn splits_for(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usize) -> usize {
+    let rows = if m <= SKINNY_ROWS { SKINNY_ROWS } else { 64 };
+    let tiles = n.div_ceil(TILE_COLS) * m.div_ceil(rows);
+    let kb = k.div_ceil(BLOCK);
+    if tiles >= num_sms || m == 0 {
+        return 1;
+    }
+    let want = (2 * num_sms).div_ceil(tiles).min(kb).min(part_bytes / (m * n * 4).max(1)).max(1);
+    // equal k-block ranges: the last split is never empty
+    let per = kb.div_ceil(want);
+    kb.div_ceil(per)
+}
+
+/// Dense `C[m, n] (mode) A · W^T`; `part` receives split-k partials (f32) when `splits > 1`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(kern: &Kernels, a: Fp8Act, w: Fp8Weight, c: View, mode: OutMode, part: View, splits: usize, m: usize, n: usize, k: usize) -> Result<()> {
+    const K: &str = "fp8_gemm";
+    check_gpu(kern, K)?;
+    ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
+    if m == 0 {
+        return Ok(());
+    }
+    let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let splits = splits.clamp(1, kb);
+    let per = kb.div_ceil(splits);
+    let splits = kb.div_ceil(per);
+    let (name, rows): (&'static str, usize) = if m <= SKINNY_ROWS { ("fp8_gemm_m16", 16) } else { ("fp8_gemm_m64", 64) };
+    let part_ptr = if splits > 1 { part.need(K, "split partials", splits * m * n * 4)? } else { 0 };
+    kern.launch(name, (n.div_ceil(TILE_COLS) as u32, m.div_ceil(rows) as u32, splits as u32), 256, SMEM, &[
+        Arg::Ptr(a.codes.need(K, "a", m * k)?),
+        Arg::Ptr(a.scales.need(K, "a scales", m * kb * 4)?),
+        Arg::Ptr(0),
+        Arg::I32(1),
+        Arg::Ptr(w.codes.need(K, "w", n * k)?),
+        Arg::Ptr(w.scales.need(K, "w scales", nb * kb * 4)?),
+        Arg::Ptr(0),
+        Arg::Ptr(0),
+        Arg::Ptr(c.need(K, "c", m * n * mode.elem())?),
+        Arg::Ptr(part_ptr),
+        Arg::I32(mode as i32),
+        Arg::I32(m as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+        Arg::I32(per as i32),
+    ])?;
+    if splits > 1 {
+        const R: &str = "fp8_splitk_reduce";
+        let blocks = (m * n).div_ceil(256).min(4096) as u32;
+        kern.launch(R, (blocks, 1, 1), 256, 0, &[
+            Arg::Ptr(part_ptr),
+            Arg::I32(splits as i32),
+            Arg::Ptr(c.need(R, "c", m * n * mode.elem())?),
+            Arg::I32(mode as i32),
+            Arg::I32(m as i32),
+            Arg::I32(n as i32),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Grouped over experts: `C[p, :n] = A[row(p)] · W[e(p)]^T` on `moe_align`'s tile list (16- or
+/// 64-row tiles, `tile_rows`); `a_rows = Some((sorted_pairs, top_k))` gathers token rows.
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_gemm(
+    kern: &Kernels,
+    a: Fp8Act,
+    a_total_rows: usize,
+    a_rows: Option<(View, usize)>,
+    w: Fp8Weight,
+    experts: usize,
+    d: &super::moe::Dispatch,
+    pairs: usize,
+    c: View,
+    mode: OutMode,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    const K: &str = "fp8_grouped_gemm";
+    check_gpu(kern, K)?;
+    ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
+    ensure(K, mode != OutMode::F32Add, || "grouped outputs are written, not accumulated".into())?;
+    let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let name = if d.tile_rows <= SKINNY_ROWS { "fp8_gemm_m16" } else { "fp8_gemm_m64" };
+    let (rows_ptr, div) = match a_rows {
+        Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
+        None => (0, 1),
+    };
+    let tiles = super::moe::max_tiles(pairs, experts, d.tile_rows);
+    kern.launch(name, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
+        Arg::Ptr(a.codes.need(K, "a", a_total_rows * k)?),
+        Arg::Ptr(a.scales.need(K, "a scales", a_total_rows * kb * 4)?),
+        Arg::Ptr(rows_ptr),
+        Arg::I32(div),
+        Arg::Ptr(w.codes.need(K, "w", experts * n * k)?),
+        Arg::Ptr(w.scales.need(K, "w scales", experts * nb * kb * 4)?),
+        Arg::Ptr(d.tiles.need(K, "tiles", tiles * 3 * 4)?),
+        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
+        Arg::Ptr(c.need(K, "c", pairs * n * mode.elem())?),
+        Arg::Ptr(0),
+        Arg::I32(mode as i32),
+        Arg::I32(pairs as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+        Arg::I32(kb as i32),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_fill_the_gpu_only_when_tiles_do_not() {
+        // V3 q_a at batch 1: 12 column tiles on 132 SMs -> 22 splits over 56 k blocks -> 19 of 3
+        assert_eq!(splits_for(1, 1536, 7168, 132, 64 << 20), 19);
+        // a wide prefill GEMM needs none
+        assert_eq!(splits_for(4096, 7168, 7168, 132, 64 << 20), 1);
+        // never more splits than k blocks, and never past the partial buffer
+        assert_eq!(splits_for(1, 128, 256, 132, 64 << 20), 2);
+        assert_eq!(splits_for(64, 1536, 7168, 132, 64 * 1536 * 4 * 3), 3);
+    }
+}
