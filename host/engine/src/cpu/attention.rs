@@ -3,13 +3,14 @@
 //! step and one computed now look the same.
 
 use super::kv_cache::LatentCache;
-use super::ops::{axpy_row, dot_row, linear, rms_norm, rms_norm_rows, softmax};
+use super::rope_at::RopeAt;
+use super::ops::{linear, linear_many, rms_norm, rms_norm_rows, softmax, Lin};
 use super::kernels::{axpy_f32, dot_f32};
 use crate::batch::SeqChunk;
 use crate::config::ModelConfig;
 use crate::rope::Rope;
+use crate::tensor::{Matrix, Storage};
 use crate::weights::{AttentionWeights, QueryProj};
-use rayon::prelude::*;
 
 /// q_a_layernorm and kv_a_layernorm are built with the default eps in DeepSeek's reference
 /// code and in transformers, whatever `rms_norm_eps` says.
@@ -42,6 +43,34 @@ pub struct Attention<'a> {
     /// Per chunk, the index of its first token in the flattened batch.
     pub chunk_offsets: &'a [usize],
     pub slots: &'a [TokenSlot],
+    /// Per layer, `uk_transposed` of its `kv_b_proj`.
+    pub uk_t: &'a [Matrix],
+}
+
+/// Per head `W_UK^T` (`[kv_lora, nope]`, heads stacked): the absorbed query `q_lat = W_UK^T
+/// q_nope` as an ordinary row-major GEMM, repacked once at load from `kv_b_proj` (same dtype,
+/// exact).
+pub fn uk_transposed(kv_b: &Matrix, heads: usize, nope: usize, v: usize) -> Matrix {
+    let r = kv_b.cols;
+    let src = |h: usize, d: usize| (h * (nope + v) + d) * r;
+    let data = match &kv_b.data {
+        Storage::F32(s) => Storage::F32(transpose_heads(s, heads, nope, r, src)),
+        Storage::Bf16(s) => Storage::Bf16(transpose_heads(s, heads, nope, r, src)),
+    };
+    Matrix { rows: heads * r, cols: nope, data }
+}
+
+fn transpose_heads<T: Copy + Default>(s: &[T], heads: usize, nope: usize, r: usize, src: impl Fn(usize, usize) -> usize) -> Vec<T> {
+    let mut out = vec![T::default(); heads * r * nope];
+    for h in 0..heads {
+        for d in 0..nope {
+            let row = &s[src(h, d)..src(h, d) + r];
+            for (c, &x) in row.iter().enumerate() {
+                out[(h * r + c) * nope + d] = x;
+            }
+        }
+    }
+    out
 }
 
 impl Attention<'_> {
@@ -50,25 +79,28 @@ impl Attention<'_> {
         let cfg = self.cfg;
         let t = self.slots.len();
         let (heads, qk, nope) = (cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim);
-        let mut q = match &w.q {
-            QueryProj::Direct(m) => linear(x, t, m),
-            QueryProj::LowRank { a, norm, b } => {
-                let mut qa = linear(x, t, a);
-                rms_norm_rows(&mut qa, norm, LATENT_NORM_EPS);
-                linear(&qa, t, b)
-            }
+        // The query's first projection and kv_a read the same x: one parallel op for both.
+        let first = match &w.q {
+            QueryProj::Direct(m) => m,
+            QueryProj::LowRank { a, .. } => a,
         };
-        for (tok, row) in q.chunks_mut(heads * qk).enumerate() {
-            for head in row.chunks_mut(qk) {
-                self.rope.apply(&mut head[nope..], self.slots[tok].pos);
-            }
+        let mut both = linear_many(&[Lin::new(first, x, t), Lin::new(&w.kv_a, x, t)]);
+        let mut kv = both.pop().unwrap_or_default();
+        let mut q = both.pop().unwrap_or_default();
+        if let QueryProj::LowRank { norm, b, .. } = &w.q {
+            rms_norm_rows(&mut q, norm, LATENT_NORM_EPS);
+            q = linear(&q, t, b);
         }
-        let mut kv = linear(x, t, &w.kv_a);
-        for (tok, row) in kv.chunks_mut(cfg.latent_dim()).enumerate() {
-            let (c_kv, k_pe) = row.split_at_mut(cfg.kv_lora_rank);
-            rms_norm(c_kv, &w.kv_a_norm, LATENT_NORM_EPS);
+        for ((tok, row), kv_row) in q.chunks_mut(heads * qk).enumerate().zip(kv.chunks_mut(cfg.latent_dim())) {
             let slot = self.slots[tok];
-            self.rope.apply(k_pe, slot.pos);
+            let rope = RopeAt::new(self.rope, slot.pos);
+            for head in row.chunks_mut(qk) {
+                rope.apply(&mut head[nope..]);
+            }
+            let (c_kv, k_pe) = kv_row.split_at_mut(cfg.kv_lora_rank);
+            rms_norm(c_kv, &w.kv_a_norm, LATENT_NORM_EPS);
+            rope.apply(k_pe);
+            let row = &*kv_row;
             cache.write(layer, self.chunks[slot.seq].block_table, slot.pos, row);
         }
         let cache = &*cache;
@@ -102,37 +134,43 @@ impl Attention<'_> {
     }
 
     /// score = q_lat · c_kv + q_pe · k_pe with q_lat = W_UK^T q_nope; out = W_UV (Σ p c_kv).
+    /// Three parallel ops: every head's q_lat (a GEMM against the head's W_UK^T, repacked at
+    /// load), the attention over the latents per (head, token), every head's W_UV product.
     fn absorbed(&self, layer: usize, w: &AttentionWeights, chunk: &SeqChunk, q: &[f32], cache: &LatentCache, out: &mut [f32]) {
         let cfg = self.cfg;
         let (heads, qk, nope, v, r) =
             (cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank);
+        let (l, uk_t) = (chunk.tokens.len(), &self.uk_t[layer]);
         let scale = cfg.softmax_scale();
-        let context = cache.context(layer, chunk.block_table, chunk.start_pos + chunk.tokens.len());
-        out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
-            let (tok, head) = (i / heads, i % heads);
-            let qh = &q[tok * heads * qk + head * qk..][..qk];
-            let (q_nope, q_pe) = qh.split_at(nope);
-            let row0 = head * (nope + v);
-            let mut q_lat = vec![0f32; r];
-            for (d, &qd) in q_nope.iter().enumerate() {
-                axpy_row(&w.kv_b, row0 + d, qd, &mut q_lat);
-            }
+        let q_nope: Vec<Vec<f32>> =
+            (0..heads).map(|h| (0..l).flat_map(|tok| &q[tok * heads * qk + h * qk..][..nope]).copied().collect()).collect();
+        let q_lat = linear_many(&(0..heads).map(|h| Lin::rows(uk_t, h * r..(h + 1) * r, &q_nope[h], l)).collect::<Vec<_>>());
+        let context = cache.context(layer, chunk.block_table, chunk.start_pos + l);
+        // [head][token][r]
+        let mut o_lat = vec![0f32; heads * l * r];
+        super::pool::for_each_chunk(&mut o_lat, r, &|i, o| {
+            let (head, tok) = (i / l, i % l);
+            let q_pe = &q[tok * heads * qk + head * qk + nope..][..qk - nope];
+            let ql = &q_lat[head][tok * r..(tok + 1) * r];
             let pos = chunk.start_pos + tok;
             let mut scores: Vec<f32> = (0..=pos)
                 .map(|j| {
                     let lat = context.row(j);
-                    (dot_f32(&q_lat, &lat[..r]) + dot_f32(q_pe, &lat[r..])) * scale
+                    (lat.slice(0..r).dot(ql) + lat.slice(r..r + q_pe.len()).dot(q_pe)) * scale
                 })
                 .collect();
             softmax(&mut scores);
-            let mut o_lat = vec![0f32; r];
             for (j, &p) in scores.iter().enumerate() {
-                axpy_f32(p, &context.row(j)[..r], &mut o_lat);
-            }
-            for (k, ok) in o.iter_mut().enumerate() {
-                *ok = dot_row(&w.kv_b, row0 + nope + k, &o_lat);
+                context.row(j).slice(0..r).axpy(p, o);
             }
         });
+        let uv = |h: usize| h * (nope + v) + nope..h * (nope + v) + nope + v;
+        let ys = linear_many(&(0..heads).map(|h| Lin::rows(&w.kv_b, uv(h), &o_lat[h * l * r..(h + 1) * l * r], l)).collect::<Vec<_>>());
+        for (h, y) in ys.iter().enumerate() {
+            for tok in 0..l {
+                out[(tok * heads + h) * v..][..v].copy_from_slice(&y[tok * v..(tok + 1) * v]);
+            }
+        }
     }
 
     /// Expand k_nope and v for the whole context, then attend per head with head dim nope+rope.
@@ -147,13 +185,13 @@ impl Attention<'_> {
         let context = cache.context(layer, chunk.block_table, ctx);
         for j in 0..ctx {
             let lat = context.row(j);
-            latents.extend_from_slice(&lat[..r]);
-            k_pe.extend_from_slice(&lat[r..]);
+            lat.slice(0..r).to_f32(&mut latents);
+            lat.slice(r..cfg.latent_dim()).to_f32(&mut k_pe);
         }
         let expanded = linear(&latents, ctx, &w.kv_b); // [ctx, heads * (nope + v)]
         let stride = heads * (nope + v);
         let rope = cfg.qk_rope_head_dim;
-        out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
+        super::pool::for_each_chunk(out, v, &|i, o| {
             let (tok, head) = (i / heads, i % heads);
             let qh = &q[tok * heads * qk + head * qk..][..qk];
             let (q_nope, q_pe) = qh.split_at(nope);

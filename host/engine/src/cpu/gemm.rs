@@ -2,6 +2,7 @@
 //! token rows, eight lanes per (row, token). Each (row, token) pair is accumulated the same way
 //! whatever the tile shape, so a token's result never depends on what it was batched with.
 
+use super::isa::Isa;
 use super::kernels::madd;
 use crate::checkpoint::bf16_to_f32;
 
@@ -213,25 +214,56 @@ mod avx2 {
     }
 }
 
+/// Activations prepared once per `linear` call for the active kernel family (the AVX-512
+/// kernels read them repacked and zero-padded; the others read `x` as it is).
+pub struct Acts<'a> {
+    x: &'a [f32],
+    t: usize,
+    k: usize,
+    isa: Isa,
+    packed: Vec<f32>,
+}
+
+impl<'a> Acts<'a> {
+    /// `t` rows of width `k` for weights stored as bf16 (`bf16`) or f32, for `isa`.
+    pub fn new(isa: Isa, x: &'a [f32], t: usize, k: usize, bf16: bool) -> Self {
+        assert!(x.len() >= t * k, "activations are shorter than t * k");
+        let packed = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if bf16 => super::gemm_avx512::pack_pairs(x, t, k),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => super::gemm_avx512::pack_flat(x, t, k),
+            _ => Vec::new(),
+        };
+        Self { x, t, k, isa, packed }
+    }
+}
+
 macro_rules! entry {
-    ($name:ident, $ty:ty) => {
-        /// Rows `rows` of the weight matrix against every token; see `block`.
-        pub fn $name(x: &[f32], t: usize, w: &[$ty], k: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    ($name:ident, $ty:ty, $avx512:ident) => {
+        /// Rows `rows` of the weight matrix (stride `a.k`) against every token of `a`, written
+        /// to `out[(row - rows.start) * t + tok]`, with `a`'s kernel family.
+        pub fn $name(a: &Acts<'_>, w: &[$ty], rows: std::ops::Range<usize>, out: &mut [f32]) {
+            assert!(w.len() >= rows.end * a.k && out.len() >= rows.len() * a.t, "operands do not cover the rows");
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide(x: &[f32], t: usize, w: &[$ty], k: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
                     block::<$ty, true>(x, t, w, k, rows, out)
                 }
-                if super::kernels::has_avx2() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                    return unsafe { wide(x, t, w, k, rows, out) };
+                match a.isa {
+                    // SAFETY: an `Acts` only carries a family that `Isa::supported` allowed
+                    // (`Isa::active` / `set_kernel_isa` check the CPU), so the features are there.
+                    Isa::Avx512 => return unsafe { super::gemm_avx512::$avx512(&a.packed, a.t, w, a.k, rows, out) },
+                    // SAFETY: as above, for AVX2 and FMA.
+                    Isa::Avx2 => return unsafe { wide(a.x, a.t, w, a.k, rows, out) },
+                    Isa::Scalar => {}
                 }
             }
-            block::<$ty, false>(x, t, w, k, rows, out)
+            block::<$ty, false>(a.x, a.t, w, a.k, rows, out)
         }
     };
 }
 
-entry!(rows_bf16, u16);
-entry!(rows_f32, f32);
+entry!(rows_bf16, u16, rows_bf16);
+entry!(rows_f32, f32, rows_f32);

@@ -104,9 +104,8 @@ dispatch!(
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    // The active family is always one the CPU supports, and AVX-512 implies AVX2+FMA.
+    super::isa::Isa::active() >= super::isa::Isa::Avx2
 }
 
 #[cfg(test)]

@@ -1,14 +1,17 @@
 //! The CPU latent cache: per layer, `num_pages * page_size` slots of one token's latent
 //! (c_kv after its norm, then k_pe after rope) in the configured `KvCacheDtype`. f32 rows are
-//! read in place; bf16 and fp8 rows are quantized on write and dequantized once per chunk and
-//! layer into an f32 context that attention reads.
+//! and bf16 rows are read in place (attention widens bf16 in its dot products); fp8 rows are
+//! quantized on write and dequantized once per chunk and layer into an f32 context.
 
 use crate::batch::CacheGeometry;
 use crate::kv_cache_dtype::{decode_latent, encode_latent, row_bytes, KvCacheDtype};
+use super::kernels::{axpy_bf16, axpy_f32, dot_bf16, dot_f32};
 use mlahost_core::PageId;
 
 enum Slots {
     F32(Vec<f32>),
+    /// `latent_dim` bf16 values per slot: the shared encoder's bytes, as little-endian u16s.
+    Bf16(Vec<u16>),
     /// `row_bytes` per slot, in the dtype's byte layout.
     Encoded(Vec<u8>),
 }
@@ -26,18 +29,65 @@ pub struct LatentCache {
 pub enum Context<'a> {
     /// f32 slots, read in place through the block table.
     Paged { slots: &'a [f32], block_table: &'a [PageId], page_size: usize, dim: usize },
+    /// bf16 slots, read in place through the block table.
+    PagedBf16 { slots: &'a [u16], block_table: &'a [PageId], page_size: usize, dim: usize },
     /// Dequantized rows in position order.
     Dense { data: Vec<f32>, dim: usize },
 }
 
+/// One cached latent row.
+#[derive(Clone, Copy)]
+pub enum Row<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl<'a> Row<'a> {
+    /// Elements `range` of the row.
+    pub fn slice(self, range: std::ops::Range<usize>) -> Row<'a> {
+        match self {
+            Row::F32(r) => Row::F32(&r[range]),
+            Row::Bf16(r) => Row::Bf16(&r[range]),
+        }
+    }
+
+    /// `x · row`.
+    pub fn dot(self, x: &[f32]) -> f32 {
+        match self {
+            Row::F32(r) => dot_f32(x, r),
+            Row::Bf16(r) => dot_bf16(x, r),
+        }
+    }
+
+    /// `y += alpha * row`.
+    pub fn axpy(self, alpha: f32, y: &mut [f32]) {
+        match self {
+            Row::F32(r) => axpy_f32(alpha, r, y),
+            Row::Bf16(r) => axpy_bf16(alpha, r, y),
+        }
+    }
+
+    pub fn to_f32(self, out: &mut Vec<f32>) {
+        match self {
+            Row::F32(r) => out.extend_from_slice(r),
+            Row::Bf16(r) => out.extend(r.iter().map(|&b| crate::checkpoint::bf16_to_f32(b))),
+        }
+    }
+}
+
 impl Context<'_> {
-    pub fn row(&self, pos: usize) -> &[f32] {
+    pub fn row(&self, pos: usize) -> Row<'_> {
+        let at = |table: &[PageId], page: usize, dim: usize| (table[pos / page] as usize * page + pos % page) * dim;
         match self {
             Context::Paged { slots, block_table, page_size, dim } => {
-                let o = (block_table[pos / page_size] as usize * page_size + pos % page_size) * dim;
-                &slots[o..o + dim]
+                let o = at(block_table, *page_size, *dim);
+                Row::F32(&slots[o..o + dim])
             }
-            Context::Dense { data, dim } => &data[pos * dim..(pos + 1) * dim],
+            Context::PagedBf16 { slots, block_table, page_size, dim } => {
+                let o = at(block_table, *page_size, *dim);
+                Row::Bf16(&slots[o..o + dim])
+            }
+            Context::Dense { data, dim } => Row::F32(&data[pos * dim..(pos + 1) * dim]),
         }
     }
 }
@@ -48,6 +98,7 @@ impl LatentCache {
         let row_bytes = row_bytes(dtype, kv_lora, latent_dim - kv_lora);
         let layer = || match dtype {
             KvCacheDtype::F32 => Slots::F32(vec![0f32; slots * latent_dim]),
+            KvCacheDtype::Bf16 => Slots::Bf16(vec![0u16; slots * latent_dim]),
             _ => Slots::Encoded(vec![0u8; slots * row_bytes]),
         };
         Self { geometry, dtype, kv_lora, latent_dim, row_bytes, layers: (0..num_layers).map(|_| layer()).collect() }
@@ -70,6 +121,7 @@ impl LatentCache {
     pub fn context<'a>(&'a self, layer: usize, block_table: &'a [PageId], len: usize) -> Context<'a> {
         match &self.layers[layer] {
             Slots::F32(slots) => Context::Paged { slots, block_table, page_size: self.geometry.page_size, dim: self.latent_dim },
+            Slots::Bf16(slots) => Context::PagedBf16 { slots, block_table, page_size: self.geometry.page_size, dim: self.latent_dim },
             Slots::Encoded(bytes) => {
                 let mut data = vec![0f32; len * self.latent_dim];
                 for (pos, out) in data.chunks_exact_mut(self.latent_dim).enumerate() {
@@ -86,6 +138,13 @@ impl LatentCache {
         let (dim, rb, dtype, kv_lora) = (self.latent_dim, self.row_bytes, self.dtype, self.kv_lora);
         match &mut self.layers[layer] {
             Slots::F32(v) => v[slot * dim..(slot + 1) * dim].copy_from_slice(latent),
+            Slots::Bf16(v) => {
+                let mut bytes = vec![0u8; rb];
+                encode_latent(dtype, latent, kv_lora, &mut bytes);
+                for (d, b) in v[slot * dim..(slot + 1) * dim].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = u16::from_le_bytes([b[0], b[1]]);
+                }
+            }
             Slots::Encoded(b) => encode_latent(dtype, latent, kv_lora, &mut b[slot * rb..(slot + 1) * rb]),
         }
     }

@@ -3,18 +3,27 @@
 
 mod attention;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
+#[cfg(test)]
+mod gemm_tests;
+mod isa;
 mod kernels;
 mod kv_cache;
 mod moe;
 mod ops;
+mod pool;
+mod rope_at;
 
 pub use attention::AttentionMode;
+pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
 
 use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk, TokenRoute};
 use crate::config::ModelConfig;
 use crate::kv_cache_dtype::KvCacheDtype;
 use crate::rope::Rope;
+use crate::tensor::Matrix;
 use crate::weights::{FeedForward, ModelWeights};
 use crate::{EngineError, Result};
 use attention::{Attention, TokenSlot};
@@ -41,6 +50,8 @@ pub struct CpuBackend {
     record_routes: bool,
     /// Set by `follow_routing` for the next forward.
     follow: Option<(Vec<Vec<TokenRoute>>, f32)>,
+    /// Per layer, W_UK^T of `kv_b_proj` (`attention::uk_transposed`), for the absorbed form.
+    uk_t: Arc<Vec<Matrix>>,
 }
 
 impl CpuBackend {
@@ -50,7 +61,9 @@ impl CpuBackend {
             return Err(EngineError::InvalidRequest("page size must be at least 1".into()));
         }
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None })
+        let (heads, nope, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
+        let uk_t = Arc::new(weights.layers.iter().map(|l| attention::uk_transposed(&l.attn.kv_b, heads, nope, v)).collect());
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t })
     }
 
     /// From now on, record each token's routing at every MoE layer (`Backend::routing`) and take
@@ -85,9 +98,9 @@ impl Backend for CpuBackend {
 
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
         crate::batch::validate_batch(batch, self.cfg.vocab_size, self.cache.geometry())?;
-        // Run the whole pass on a pool thread: the many parallel loops inside then fork from a
-        // worker instead of waking the pool from outside each time.
-        rayon::scope(|_| self.forward_validated(batch))
+        // The team's workers stay hot (spinning, not parked) through the whole pass, so the
+        // many small parallel ops of a decode step cost no wake-ups.
+        pool::team().hot(|| self.forward_validated(batch))
     }
 }
 
@@ -106,7 +119,7 @@ impl CpuBackend {
         for (tok, row) in batch.iter().flat_map(|c| c.tokens).zip(x.chunks_mut(hidden)) {
             w.embed.row_into(*tok as usize, row);
         }
-        let attn = Attention { cfg, rope: &self.rope, mode: self.attention, chunks: batch, chunk_offsets: &offsets, slots: &slots };
+        let attn = Attention { cfg, rope: &self.rope, mode: self.attention, chunks: batch, chunk_offsets: &offsets, slots: &slots, uk_t: &self.uk_t };
         let mut routing = Vec::with_capacity(w.layers.len());
         let follow = self.follow.take();
         for (l, layer) in w.layers.iter().enumerate() {
@@ -159,6 +172,9 @@ impl CpuBackend {
 
 /// Sizes the global worker pool the CPU backend runs on; call before the first forward pass.
 pub fn set_threads(n: usize) -> Result<()> {
+    if !pool::init(n) {
+        return Err(EngineError::InvalidRequest("the CPU worker team is already sized".into()));
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()

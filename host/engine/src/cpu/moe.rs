@@ -1,11 +1,10 @@
 //! Mixture-of-experts feed-forward: routing (V2 softmax greedy / group-limited, V3 sigmoid
 //! noaux_tc), expert MLPs over the tokens routed to them, and the shared experts.
 
-use super::ops::{linear, silu_mul};
+use super::ops::{linear, linear_many, silu_mul, Lin};
 use crate::config::{MoeConfig, TopkMethod};
 use crate::weights::{Mlp, Moe};
 use crate::TokenRoute;
-use rayon::prelude::*;
 
 pub fn mlp(m: &Mlp, x: &[f32], t: usize) -> Vec<f32> {
     let gate_up = linear(x, t, &m.gate_up);
@@ -166,8 +165,9 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// Routed experts (each over the tokens routed to it, in parallel) plus the shared experts; also
-/// each token's own routing where `tracking` records it (`route`).
+/// Routed experts (each over the tokens routed to it) plus the shared experts, every expert's
+/// gate/up in one parallel op and every down projection in a second; also each token's own
+/// routing where `tracking` records it (`route`).
 pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>) -> (Vec<f32>, Vec<TokenRoute>) {
     let (routes, routing) = route(m, cfg, x, t, tracking);
     let mut per_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_routed_experts];
@@ -176,20 +176,18 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
             per_expert[e].push((tok, w));
         }
     }
-    let outputs: Vec<(usize, Vec<f32>)> = per_expert
-        .par_iter()
-        .enumerate()
-        .filter(|(_, toks)| !toks.is_empty())
-        .map(|(e, toks)| {
-            let mut xs = Vec::with_capacity(toks.len() * hidden);
-            for &(tok, _) in toks {
-                xs.extend_from_slice(&x[tok * hidden..(tok + 1) * hidden]);
-            }
-            (e, mlp(&m.experts[e], &xs, toks.len()))
-        })
+    let active: Vec<usize> = (0..per_expert.len()).filter(|&e| !per_expert[e].is_empty()).collect();
+    let gathered: Vec<Vec<f32>> = active
+        .iter()
+        .map(|&e| per_expert[e].iter().flat_map(|&(tok, _)| &x[tok * hidden..(tok + 1) * hidden]).copied().collect())
         .collect();
+    let mut mlps: Vec<(&Mlp, &[f32], usize)> = active.iter().zip(&gathered).map(|(&e, xs)| (&m.experts[e], &xs[..], per_expert[e].len())).collect();
+    if let Some(shared) = &m.shared {
+        mlps.push((shared, x, t));
+    }
+    let ys = mlp_many(&mlps);
     let mut out = vec![0f32; t * hidden];
-    for (e, y) in outputs {
+    for (&e, y) in active.iter().zip(&ys) {
         for (i, &(tok, w)) in per_expert[e].iter().enumerate() {
             let dst = &mut out[tok * hidden..(tok + 1) * hidden];
             for (d, s) in dst.iter_mut().zip(&y[i * hidden..(i + 1) * hidden]) {
@@ -197,12 +195,19 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
             }
         }
     }
-    if let Some(shared) = &m.shared {
-        for (o, s) in out.iter_mut().zip(mlp(shared, x, t)) {
-            *o += s;
+    if m.shared.is_some() {
+        if let Some(y) = ys.last() {
+            out.iter_mut().zip(y).for_each(|(o, s)| *o += s);
         }
     }
     (out, routing)
+}
+
+/// Several SiLU-gated MLPs, each over its own rows: gate/up of all in one op, down in another.
+fn mlp_many(mlps: &[(&Mlp, &[f32], usize)]) -> Vec<Vec<f32>> {
+    let gate_up = linear_many(&mlps.iter().map(|&(m, x, t)| Lin::new(&m.gate_up, x, t)).collect::<Vec<_>>());
+    let acts: Vec<Vec<f32>> = mlps.iter().zip(&gate_up).map(|(&(m, _, _), gu)| silu_mul(gu, m.gate_up.rows / 2)).collect();
+    linear_many(&mlps.iter().zip(&acts).map(|(&(m, _, t), a)| Lin::new(&m.down, a, t)).collect::<Vec<_>>())
 }
 
 #[cfg(test)]

@@ -1,54 +1,75 @@
 //! Dense building blocks over row-major f32 activations: linear layers, RMSNorm, SiLU gating.
 
-use super::gemm::{rows_bf16, rows_f32, TILE_ROWS};
-use super::kernels::{axpy_bf16, axpy_f32, dot_bf16, dot_f32};
+use super::gemm::{rows_bf16, rows_f32, Acts, TILE_ROWS};
+use super::isa::Isa;
 use crate::tensor::{Matrix, Storage};
-use rayon::prelude::*;
+use super::pool;
 
 /// Multiply-adds below which a matmul stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 15;
 
-/// `w.row(r) · x`.
-pub fn dot_row(w: &Matrix, r: usize, x: &[f32]) -> f32 {
-    let range = r * w.cols..(r + 1) * w.cols;
-    match &w.data {
-        Storage::F32(d) => dot_f32(x, &d[range]),
-        Storage::Bf16(d) => dot_bf16(x, &d[range]),
-    }
-}
-
-/// `y += alpha * w.row(r)`.
-pub fn axpy_row(w: &Matrix, r: usize, alpha: f32, y: &mut [f32]) {
-    let range = r * w.cols..(r + 1) * w.cols;
-    match &w.data {
-        Storage::F32(d) => axpy_f32(alpha, &d[range], y),
-        Storage::Bf16(d) => axpy_bf16(alpha, &d[range], y),
-    }
-}
-
 /// `x [t, k] @ w[n, k]^T -> [t, n]` (a linear layer without bias).
 pub fn linear(x: &[f32], t: usize, w: &Matrix) -> Vec<f32> {
-    let (n, k) = (w.rows, w.cols);
-    debug_assert_eq!(x.len(), t * k);
-    if t == 0 {
-        return Vec::new();
+    linear_many(&[Lin::new(w, x, t)]).pop().unwrap_or_default()
+}
+
+/// One linear layer of a `linear_many` call: `x [t, w.cols] @ w[rows]^T -> [t, rows.len()]`.
+pub struct Lin<'a> {
+    pub w: &'a Matrix,
+    pub rows: std::ops::Range<usize>,
+    pub x: &'a [f32],
+    pub t: usize,
+}
+
+impl<'a> Lin<'a> {
+    /// All rows of `w`.
+    pub fn new(w: &'a Matrix, x: &'a [f32], t: usize) -> Self {
+        Self { w, rows: 0..w.rows, x, t }
     }
-    // Work on the transposed output [n, t] so each task owns whole weight rows.
-    let mut out_t = vec![0f32; n * t];
-    let rows_per_task = (PARALLEL_WORK / (k * t).max(1)).next_multiple_of(TILE_ROWS).clamp(1, n);
-    let body = |(chunk, out): (usize, &mut [f32])| {
-        let r0 = chunk * rows_per_task;
-        let rows = r0..r0 + out.len() / t;
-        match &w.data {
-            Storage::Bf16(d) => rows_bf16(x, t, d, k, rows, out),
-            Storage::F32(d) => rows_f32(x, t, d, k, rows, out),
+
+    /// Rows `rows` of `w` only (e.g. one head's block of `kv_b_proj`).
+    pub fn rows(w: &'a Matrix, rows: std::ops::Range<usize>, x: &'a [f32], t: usize) -> Self {
+        assert!(rows.end <= w.rows, "row range past the matrix");
+        Self { w, rows, x, t }
+    }
+}
+
+/// Several linear layers in one parallel op (their row blocks share the team), each `[t, n]`.
+pub fn linear_many(jobs: &[Lin<'_>]) -> Vec<Vec<f32>> {
+    let isa = Isa::active();
+    let acts: Vec<Acts> = jobs.iter().map(|j| Acts::new(isa, j.x, j.t, j.w.cols, matches!(j.w.data, Storage::Bf16(_)))).collect();
+    // Work on the transposed outputs [n, t] so each part owns whole weight rows.
+    let mut outs: Vec<Vec<f32>> = jobs.iter().map(|j| vec![0f32; j.rows.len() * j.t]).collect();
+    let work: usize = jobs.iter().map(|j| j.rows.len() * j.w.cols * j.t).sum();
+    let threads = pool::team().threads();
+    // Parts of at least PARALLEL_WORK multiply-adds, and several per thread to even out.
+    let part_work = (work / (4 * threads)).max(PARALLEL_WORK);
+    let rows_per_part: Vec<usize> =
+        jobs.iter().map(|j| (part_work / (j.w.cols * j.t).max(1)).next_multiple_of(TILE_ROWS).clamp(1, j.rows.len().max(1))).collect();
+    let chunks: Vec<pool::Chunks<f32>> = outs.iter_mut().zip(jobs.iter().zip(&rows_per_part)).map(|(o, (j, &r))| pool::Chunks::new(o, r * j.t)).collect();
+    let parts: Vec<(usize, usize)> = chunks.iter().enumerate().flat_map(|(j, c)| (0..c.count()).map(move |i| (j, i))).collect();
+    let body = |p: usize| {
+        let (j, i) = parts[p];
+        // SAFETY: each part index, and so each (job, chunk) pair, is taken exactly once.
+        let out = unsafe { chunks[j].get(i) };
+        let r0 = jobs[j].rows.start + i * rows_per_part[j];
+        let rows = r0..r0 + out.len() / jobs[j].t;
+        match &jobs[j].w.data {
+            Storage::Bf16(d) => rows_bf16(&acts[j], d, rows, out),
+            Storage::F32(d) => rows_f32(&acts[j], d, rows, out),
         }
     };
-    if n * k * t < PARALLEL_WORK {
-        out_t.chunks_mut(rows_per_task * t).enumerate().for_each(body);
+    if work < PARALLEL_WORK {
+        (0..parts.len()).for_each(body);
     } else {
-        out_t.par_chunks_mut(rows_per_task * t).enumerate().for_each(body);
+        pool::team().run(parts.len(), &body);
     }
+    drop(chunks);
+    outs.into_iter().zip(jobs).map(|(o, j)| transpose(o, j.rows.len(), j.t)).collect()
+}
+
+/// `[n, t] -> [t, n]`.
+fn transpose(out_t: Vec<f32>, n: usize, t: usize) -> Vec<f32> {
     if t == 1 {
         return out_t;
     }
