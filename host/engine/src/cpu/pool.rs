@@ -108,8 +108,15 @@ impl Team {
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
                 *self.0.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                // A worker preempted inside a part (a busy machine) gets the core back soon.
+                let mut spins = 0u32;
                 while self.0.busy.load(Ordering::Acquire) != 0 {
-                    std::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins % 256 == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                 }
             }
         }
@@ -158,7 +165,7 @@ fn worker(s: &Shared) {
                     // Timed, so a missed notify costs at most a millisecond.
                     let _ = s.wake.wait_timeout(guard, Duration::from_millis(1));
                 }
-            } else if spins % 1024 == 0 {
+            } else if spins % 256 == 0 {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
