@@ -90,8 +90,8 @@ pub struct ServeArgs {
     /// Admit waiting requests in arrival order within a priority instead of by tenant fair share.
     #[arg(long)]
     no_fair_share: bool,
-    /// A prefill's first share of a step in tokens; the step's leftover budget tops it up, so
-    /// new short requests run beside a long prompt (0: no cap).
+    /// A prefill's first share of a step in tokens (at most half the step); the step's leftover
+    /// budget tops it up, so new short requests run beside a long prompt (0: no cap).
     #[arg(long, default_value_t = 256)]
     long_prefill_token_threshold: usize,
     #[command(flatten)]

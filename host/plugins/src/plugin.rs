@@ -152,7 +152,9 @@ impl Plugin {
 /// and starts the background thread that prepares the others.
 fn start_version(runtime: &Arc<Runtime>, spec: &PluginSpec, stats: &Arc<PluginStats>, output: &Arc<OutputLog>) -> Result<(PluginKind, Version), PluginError> {
     let (kind, pre, stamp) = compile(runtime, spec)?;
+    let started = Instant::now();
     let first = build(&runtime.engine, &pre, spec, output)?;
+    stats.init_seconds.observe(started.elapsed().as_secs_f64());
     let pool = Arc::new(Pool::new(spec.instances.unwrap_or(kind.default_instances()), first));
     let (engine, pre, spec2, stats, output) = (runtime.engine.clone(), Arc::new(pre), spec.clone(), stats.clone(), output.clone());
     let make = move || -> Result<Live, PluginError> {

@@ -140,9 +140,10 @@ impl Scheduler {
     pub fn schedule(&mut self) -> StepPlan {
         let mut plan = StepPlan::default();
         let mut budget = self.cfg.max_num_batched_tokens;
+        // A chunk's first share: the threshold, and never more than half the step.
         let cap = match self.cfg.long_prefill_token_threshold {
             0 => usize::MAX,
-            t => t,
+            t => t.min(budget.div_ceil(2)),
         };
         self.running.sort_by_key(|id| self.seqs[id].rank());
         let mut i = 0;
