@@ -57,10 +57,6 @@ pub struct Common {
 
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
-/// Temperatures below this sample as greedy: dividing logits by a denormal overflows them to
-/// infinities, and a distribution that sharp is argmax anyway.
-pub const MIN_TEMPERATURE: f32 = 1e-5;
-
 pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits) -> Result<Common, ApiError> {
     let top_k = match f.int("top_k")? {
         None | Some(-1) | Some(0) => 0,
@@ -69,7 +65,8 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
     };
     let seed = f.int("seed")?.map(|s| s as u64);
     let temperature = match f.f32_or("temperature", 1.0)? {
-        t if t > 0.0 && t < MIN_TEMPERATURE => 0.0,
+        // Below the floor it is greedy (see `SamplingParams::is_greedy`); say so to every path.
+        t if t > 0.0 && t < mlahost_engine::sampling::MIN_TEMPERATURE => 0.0,
         t => t,
     };
     let params = SamplingParams {
