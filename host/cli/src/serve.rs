@@ -5,7 +5,7 @@ use clap::Args;
 use mlahost_core::SchedulerConfig;
 use mlahost_engine::KvCacheDtypeArg;
 use mlahost_plugins::PluginSpec;
-use mlahost_server::{serve, RouterChoice, ServeConfig};
+use mlahost_server::{serve, Guard, HttpLimits, RequestLimits, RouterChoice, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,6 +90,99 @@ pub struct ServeArgs {
     /// Admit waiting requests in arrival order within a priority instead of by tenant fair share.
     #[arg(long)]
     no_fair_share: bool,
+    /// A prefill's first share of a step in tokens (at most half the step); the step's leftover
+    /// budget tops it up, so new short requests run beside a long prompt (0: no cap).
+    #[arg(long, default_value_t = 256)]
+    long_prefill_token_threshold: usize,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+/// Limits on the work one request or connection may cause, and the operator credential.
+#[derive(Args, Clone, Debug)]
+pub struct GuardArgs {
+    /// Largest request body (bytes, suffixes allowed); larger gets 413.
+    #[arg(long, default_value = "8MiB", value_parser = parse_bytes)]
+    max_request_body_bytes: u64,
+    /// Prompts in one completions request.
+    #[arg(long, default_value_t = 256)]
+    max_prompts_per_request: usize,
+    /// Choices per prompt (`n`).
+    #[arg(long, default_value_t = 16)]
+    max_n: usize,
+    /// Prompts x n: the engine requests one HTTP request may start.
+    #[arg(long, default_value_t = 256)]
+    max_choices_per_request: usize,
+    /// Stop strings per request.
+    #[arg(long, default_value_t = 16)]
+    max_stop_strings: usize,
+    /// Bytes per stop string.
+    #[arg(long, default_value_t = 256)]
+    max_stop_string_bytes: usize,
+    /// Engine requests (prompts x n) one tenant may have in flight; a tenants file's
+    /// max_concurrent_requests overrides it per tenant.
+    #[arg(long, default_value_t = 1024)]
+    max_tenant_requests: usize,
+    /// Open HTTP connections; more get 503 and are closed.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a connection may wait for a request's headers (idle keep-alive or slow send).
+    #[arg(long, default_value_t = 15.0)]
+    keep_alive_timeout: f64,
+    /// Seconds a request body may take to arrive (408 after).
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout: f64,
+    /// The operator key's hash (`sha256:<hex>`, from `mlahost hash-key KEY`) for /admin/* and
+    /// /reset_prefix_cache; without it those endpoints are off.
+    #[arg(long)]
+    admin_key: Option<String>,
+    /// Show per-tenant /metrics families to everyone (else only with the admin key).
+    #[arg(long)]
+    metrics_tenant_labels: bool,
+}
+
+impl GuardArgs {
+    fn resolve(&self) -> Result<(Guard, HttpLimits)> {
+        let secs = |v: f64, flag: &str| -> Result<Duration> {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{flag} must be a positive number of seconds");
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        for (v, flag) in [
+            (self.max_prompts_per_request, "--max-prompts-per-request"),
+            (self.max_n, "--max-n"),
+            (self.max_choices_per_request, "--max-choices-per-request"),
+            (self.max_tenant_requests, "--max-tenant-requests"),
+            (self.max_connections, "--max-connections"),
+        ] {
+            if v == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        if let Some(k) = &self.admin_key {
+            let hex = k.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()));
+            if hex.is_none() {
+                bail!("--admin-key takes the key's hash, \"sha256:<64 hex digits>\" (print it with `mlahost hash-key KEY`)");
+            }
+        }
+        let limits = RequestLimits {
+            max_body_bytes: usize::try_from(self.max_request_body_bytes).unwrap_or(usize::MAX),
+            max_prompts: self.max_prompts_per_request,
+            max_n: self.max_n,
+            max_choices: self.max_choices_per_request,
+            max_stop_strings: self.max_stop_strings,
+            max_stop_bytes: self.max_stop_string_bytes,
+            max_tenant_requests: self.max_tenant_requests,
+        };
+        let http = HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout: secs(self.keep_alive_timeout, "--keep-alive-timeout")?,
+            body_timeout: secs(self.body_timeout, "--body-timeout")?,
+        };
+        let guard = Guard { limits, admin_key: self.admin_key.clone(), metrics_tenant_labels: self.metrics_tenant_labels };
+        Ok((guard, http))
+    }
 }
 
 /// A byte size: plain bytes, or with K/M/G/T (powers of 1000, also KB...) or KiB/MiB/GiB/TiB.
@@ -134,6 +227,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for p in &args.plugins {
         plugins.push(PluginSpec::parse(p)?);
     }
+    let (guard, http) = args.guard.resolve()?;
     let cfg = ServeConfig {
         model: args.model,
         host: args.host,
@@ -151,6 +245,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_queued_requests: args.max_queued_requests,
             prefix_caching: !args.no_prefix_caching,
             fair_share: !args.no_fair_share,
+            long_prefill_token_threshold: args.long_prefill_token_threshold,
             ..SchedulerConfig::default()
         },
         replicas: args.replicas,
@@ -161,9 +256,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         device: args.device,
         gpu_memory_utilization: args.gpu_memory_utilization,
         cuda_graphs: !args.enforce_eager,
+        guard,
+        http,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    runtime.block_on(serve(cfg, shutdown_signal()))?;
+    let served = runtime.block_on(serve(cfg, shutdown_signal()));
+    // Blocking work still running (a body half sent, a plugin call) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    served?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use support::{hostile, open, plugin, refuse_to_start, Server};
+use support::{hash_key, hostile, open, plugin, refuse_to_start, Server};
 
 fn completion(server: &Server, body: Value) -> (u16, Value) {
     server.post("/v1/completions", &body)
@@ -203,14 +203,15 @@ fn hot_reload_swaps_versions_without_dropping_requests() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("router.wasm");
     std::fs::copy(plugin("prefix_router"), &path).unwrap();
-    let server = Server::start(&["--replicas", "2", "--plugin", path.to_str().unwrap(), "--plugin-watch-ms", "0"]);
+    let admin = hash_key("operator-secret");
+    let server = Server::start(&["--replicas", "2", "--plugin", path.to_str().unwrap(), "--plugin-watch-ms", "0", "--admin-key", &admin]);
     assert_eq!(completion(&server, json!({"prompt": "hi", "max_tokens": 2})).0, 200);
     // A long request in flight across the reload.
     let body = json!({"prompt": "x", "max_tokens": 400, "ignore_eos": true, "stream": true}).to_string();
     let s = open(&server.addr, "POST", "/v1/completions", Some(&body));
     std::thread::sleep(std::time::Duration::from_millis(50));
     std::fs::copy(hostile("sandbox_probe"), &path).unwrap();
-    let r = server.post_raw("/admin/plugins/reload", "{}");
+    let r = server.post_with_key("/admin/plugins/reload", "{}", "operator-secret");
     assert_eq!(r.status, 200, "{}", r.body);
     // The new version decides now (the probe rejects every request)...
     assert_eq!(server.post_raw("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}).to_string()).status, 503);
@@ -220,9 +221,10 @@ fn hot_reload_swaps_versions_without_dropping_requests() {
     assert!(raw.contains("data: [DONE]"), "the in-flight stream was cut");
     // A broken new version is refused and the running one stays.
     std::fs::write(&path, b"garbage").unwrap();
-    let r = server.post_raw("/admin/plugins/reload", "{}");
+    let r = server.post_with_key("/admin/plugins/reload", "{}", "operator-secret");
     assert_eq!(r.status, 422);
     assert!(r.body.contains("not a WebAssembly file"));
+    assert!(!r.body.contains(dir.to_str().unwrap()), "no file paths in error bodies: {}", r.body);
     assert_eq!(server.post_raw("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}).to_string()).status, 503);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -61,7 +61,7 @@ fn post(server: &Server, key: Option<&str>, body: &Value) -> (u16, Value, Option
 fn keys_are_required_and_never_leak() {
     let dir = Scratch::new("auth");
     let file = dir.write("t.toml", &tenants_toml(""));
-    let server = Server::start(&["--tenants", &file]);
+    let server = Server::start(&["--tenants", &file, "--metrics-tenant-labels"]);
     let body = json!({"prompt": "hi", "max_tokens": 2});
     for key in [None, Some("wrong-key")] {
         let (status, v, _) = post(&server, key, &body);
@@ -120,7 +120,7 @@ fn static_limits_salts_and_groups_isolate_tenants() {
         hash("key-delta")
     );
     let file = dir.write("t.toml", &tenants_toml(&extra));
-    let server = Server::start(&["--tenants", &file, "--page-size", "16"]);
+    let server = Server::start(&["--tenants", &file, "--page-size", "16", "--metrics-tenant-labels"]);
     let prompt: Vec<u32> = (0..80).map(|i| (i * 7 + 1) % 1000).collect();
     let body = json!({"prompt": prompt, "max_tokens": 2, "temperature": 0});
     let hits = || server.metric("mlahost_prefix_cache_hits_total");
@@ -165,16 +165,19 @@ fn static_limits_salts_and_groups_isolate_tenants() {
 fn the_tenants_file_reloads_without_restart() {
     let dir = Scratch::new("reload");
     let file = dir.write("t.toml", &tenants_toml(""));
-    let server = Server::start(&["--tenants", &file]);
+    let admin = hash("operator-secret");
+    let server = Server::start(&["--tenants", &file, "--admin-key", &admin]);
     let body = json!({"prompt": "hi", "max_tokens": 1});
     assert_eq!(post(&server, Some("key-new"), &body).0, 401);
     let extra = format!("\n[[tenants]]\nid = \"newcomer\"\napi_keys = [\"{}\"]\n", hash("key-new"));
     dir.write("t.toml", &tenants_toml(&extra));
-    let r = server.post_raw("/admin/tenants/reload", "{}");
+    let r = server.post_with_key("/admin/tenants/reload", "{}", "operator-secret");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(post(&server, Some("key-new"), &body).0, 200);
     // A broken file is refused; the table in force stays.
     dir.write("t.toml", "[[tenants]]\nid = \"x\"\napi_keys = [\"plaintext-key\"]\n");
-    assert_eq!(server.post_raw("/admin/tenants/reload", "{}").status, 422);
+    let r = server.post_with_key("/admin/tenants/reload", "{}", "operator-secret");
+    assert_eq!(r.status, 422);
+    assert!(!r.body.contains("plaintext-key") && !r.body.contains(&file), "no file contents or paths: {}", r.body);
     assert_eq!(post(&server, Some("key-new"), &body).0, 200);
 }

@@ -208,7 +208,8 @@ impl BlockAllocator {
                     })
                     .collect();
                 let decision = policy.decide(&candidates, n);
-                let is_candidate = |p: &PageId| self.evictable_at[*p as usize].is_some();
+                // A policy may name any id; only unowned cached pages can go.
+                let is_candidate = |p: &PageId| self.evictable_at.get(*p as usize).is_some_and(Option::is_some);
                 let mut chosen: Vec<PageId> = Vec::with_capacity(n);
                 let push = |p: PageId, chosen: &mut Vec<PageId>| {
                     if chosen.len() < n && is_candidate(&p) && !chosen.contains(&p) {
@@ -229,19 +230,35 @@ impl BlockAllocator {
             }
         };
         for &page in &victims {
-            let p = page as usize;
-            if let Some(stamp) = self.evictable_at[p].take() {
-                self.evictable.remove(&stamp);
-            }
-            if let Some(c) = self.cached[p].take() {
-                self.by_hash.remove(&c.hash);
-                if let Some(index) = &self.shared_index {
-                    index.remove(c.hash);
-                }
-            }
+            self.uncache(page);
             self.evictions += 1;
         }
         victims
+    }
+
+    /// Takes an unowned cached page out of the prefix cache (the caller reuses or frees it).
+    fn uncache(&mut self, page: PageId) {
+        let p = page as usize;
+        if let Some(stamp) = self.evictable_at[p].take() {
+            self.evictable.remove(&stamp);
+        }
+        if let Some(c) = self.cached[p].take() {
+            self.by_hash.remove(&c.hash);
+            if let Some(index) = &self.shared_index {
+                index.remove(c.hash);
+            }
+        }
+    }
+
+    /// Empties the prefix cache of every page no sequence uses (an operator's reset); pages
+    /// in use stay. Returns how many pages were freed.
+    pub fn drop_unused_cached(&mut self) -> usize {
+        let pages: Vec<PageId> = self.evictable.values().copied().collect();
+        for &page in &pages {
+            self.uncache(page);
+            self.free.push(page);
+        }
+        pages.len()
     }
 
     fn count_mut(&mut self, page: PageId) -> Result<&mut u32, CoreError> {

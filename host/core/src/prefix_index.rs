@@ -23,6 +23,11 @@ impl PrefixIndex {
         self.hashes.write().unwrap_or_else(|p| p.into_inner()).remove(&hash);
     }
 
+    /// Forgets every hash (the engine rebuilt its cache).
+    pub fn clear(&self) {
+        self.hashes.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub fn len(&self) -> usize {
         self.hashes.read().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -31,6 +31,18 @@ pub fn salt_of(s: Option<&str>) -> u64 {
     }
 }
 
+/// A salt from a tuple of strings (e.g. tenant and request salt). Each part is hashed with
+/// its length first, so no two different tuples share an encoding ("a/b" + "c" differs from
+/// "a" + "b/c"); never 0.
+pub fn salt_of_parts(parts: &[&str]) -> u64 {
+    let mut words: Vec<u32> = Vec::new();
+    for p in parts {
+        words.push(p.len() as u32);
+        words.extend(p.bytes().map(u32::from));
+    }
+    page_hash(None, 0x5a18, &words) | 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +55,13 @@ mod tests {
         assert_ne!(a[1], b[1], "same page tokens under a different parent differ");
         assert_ne!(page_hashes(&[1, 2], 2, salt_of(Some("x")))[0], a[0]);
         assert_eq!(page_hashes(&[1, 2], 2, 0)[0], a[0]);
+    }
+
+    #[test]
+    fn salt_tuples_are_unambiguous() {
+        assert_ne!(salt_of_parts(&["tenant", "acme", "dev"]), salt_of_parts(&["tenant", "acme/dev"]));
+        assert_ne!(salt_of_parts(&["ab", "c"]), salt_of_parts(&["a", "bc"]));
+        assert_eq!(salt_of_parts(&["tenant", "acme"]), salt_of_parts(&["tenant", "acme"]));
+        assert_ne!(salt_of_parts(&[]), 0);
     }
 }

@@ -1,6 +1,9 @@
 //! Native token sampling: penalties, greedy, temperature, top-k, top-p, min-p, seeded;
 //! log-probabilities are of the model's distribution before any of these, as vLLM reports them.
 
+/// Temperatures below this sample greedily.
+pub const MIN_TEMPERATURE: f32 = 1e-5;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// 0 means greedy.
@@ -55,6 +58,12 @@ impl SamplingParams {
             return Err(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
         }
         Ok(())
+    }
+
+    /// Greedy: temperature 0, or below the floor where dividing by it overflows the logits
+    /// (such a distribution is argmax anyway), or a top-k of 1.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature < MIN_TEMPERATURE || self.top_k == 1
     }
 
     pub fn has_penalties(&self) -> bool {
@@ -162,7 +171,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Draws the next token, in time linear in the vocabulary (expected): weights are computed
 /// once, top-k and the top-p nucleus are found by selection, not by sorting.
 pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
-    if p.temperature == 0.0 || p.top_k == 1 {
+    if p.is_greedy() {
         return argmax(logits);
     }
     let inv_t = 1.0 / p.temperature;
@@ -239,6 +248,17 @@ mod tests {
         assert_eq!(a, draw(7));
         assert!(a.iter().all(|t| top3.contains(t)));
         assert!(top3.iter().all(|t| a.contains(t)), "each of the top 3 is drawn sometimes");
+    }
+
+    #[test]
+    fn a_denormal_temperature_is_greedy() {
+        let logits: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 * 0.3).cos()).collect();
+        let best = top_logprobs(&log_softmax(&logits), 1)[0].0;
+        let mut r = Rng::seeded(5);
+        for t in [1e-40f32, 1e-30, 1e-6] {
+            let p = SamplingParams { temperature: t, ..Default::default() };
+            assert!((0..50).all(|_| sample(&logits, &p, &mut r) == best), "temperature {t}");
+        }
     }
 
     #[test]

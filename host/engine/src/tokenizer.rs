@@ -61,6 +61,12 @@ impl Tokenizer {
         })
     }
 
+    /// Bytes of the longest token's text (special tokens included): no token stands for more
+    /// input bytes, so a text of B bytes has at least B / this many tokens.
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner.get_vocab(true).keys().map(String::len).max().unwrap_or(1)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

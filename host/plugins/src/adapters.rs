@@ -24,7 +24,10 @@ impl Router for PluginRouter {
                     self.plugin.stats.fallbacks.fetch_add(1, Relaxed);
                     self.native.route(request, replicas)
                 }
-                FailurePolicy::Closed => RouteDecision::Reject(format!("router plugin failed: {e}")),
+                FailurePolicy::Closed => {
+                    tracing::warn!(plugin = %self.plugin.spec.name, error = %e, "router plugin failed; failing closed");
+                    RouteDecision::Reject("router plugin failed (details are in the server log)".into())
+                }
             },
         }
     }

@@ -6,14 +6,20 @@ use crate::bindings::prefix_policy::exports::mlahost::plugin::prefix_policy as w
 use crate::bindings::router::exports::mlahost::plugin::router as wit_router;
 use crate::bindings::sampler::exports::mlahost::plugin::sampler as wit_sampler;
 use crate::logits::LogitsRow;
-use crate::plugin::{clip, Bound, Plugin};
+use crate::instance::{clip, Bound};
+use crate::plugin::Plugin;
 use crate::PluginError;
 use mlahost_core::{EvictionCandidate, ReplicaLoad};
 use wasmtime::component::Resource;
 
+/// An invalid result: counted, and then treated like any other failure of the call.
 fn bad(p: &Plugin, hook: &'static str, message: impl Into<String>) -> PluginError {
+    p.stats.invalid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     PluginError::BadResult { plugin: p.spec.name.clone(), hook, message: message.into() }
 }
+
+/// The longest Retry-After an admission plugin may ask clients to wait, in seconds.
+pub const MAX_RETRY_AFTER_SECS: u32 = 3600;
 
 fn wrong_kind() -> wasmtime::Error {
     wasmtime::Error::msg("hook called on a plugin of another kind")
@@ -85,30 +91,42 @@ impl Plugin {
         if decisions.len() != seqs.len() {
             return Err(bad(self, "sample", format!("{} decisions for {} sequences", decisions.len(), seqs.len())));
         }
-        decisions
-            .into_iter()
-            .zip(seqs)
-            .map(|(d, s)| {
-                let vocab = s.row.len() as u32;
-                Ok(match d {
-                    wit_sampler::Decision::Token(t) if t < vocab => SampleDecision::Token(t),
-                    wit_sampler::Decision::Token(t) => return Err(bad(self, "sample", format!("token {t} is outside the vocabulary"))),
-                    wit_sampler::Decision::Bias(list) => {
-                        if list.len() > vocab as usize || list.iter().any(|b| b.id >= vocab || b.bias.is_nan()) {
-                            return Err(bad(self, "sample", "bias list out of range"));
-                        }
-                        SampleDecision::Bias(list.into_iter().map(|b| (b.id, b.bias)).collect())
-                    }
-                    wit_sampler::Decision::Allow(bits) => {
-                        if bits.len() > vocab.div_ceil(64) as usize {
-                            return Err(bad(self, "sample", format!("allow bitset of {} words for a vocabulary of {vocab}", bits.len())));
-                        }
-                        SampleDecision::Allow(bits)
-                    }
-                    wit_sampler::Decision::Pass => SampleDecision::Pass,
-                })
-            })
-            .collect()
+        decisions.into_iter().zip(seqs).map(|(d, s)| self.check_decision(d, s.row.len())).collect()
+    }
+
+    /// A sampler decision is used only when it names tokens of the vocabulary, with finite
+    /// biases, or a bitset of exactly the vocabulary's words that allows at least one token.
+    fn check_decision(&self, d: wit_sampler::Decision, vocab: usize) -> Result<SampleDecision, PluginError> {
+        let bad = |m: String| Err(bad(self, "sample", m));
+        match d {
+            wit_sampler::Decision::Token(t) if (t as usize) < vocab => Ok(SampleDecision::Token(t)),
+            wit_sampler::Decision::Token(t) => bad(format!("token {t} is outside the vocabulary of {vocab}")),
+            wit_sampler::Decision::Bias(list) => {
+                if list.len() > vocab {
+                    return bad(format!("{} biases for a vocabulary of {vocab}", list.len()));
+                }
+                if let Some(b) = list.iter().find(|b| b.id as usize >= vocab || !b.bias.is_finite()) {
+                    return bad(format!("bias {} for token {} (ids must be in the vocabulary, biases finite)", b.bias, b.id));
+                }
+                Ok(SampleDecision::Bias(list.into_iter().map(|b| (b.id, b.bias)).collect()))
+            }
+            wit_sampler::Decision::Allow(bits) => {
+                let words = vocab.div_ceil(64);
+                if bits.len() != words {
+                    return bad(format!("allow bitset of {} words; the vocabulary of {vocab} needs {words}", bits.len()));
+                }
+                let tail = match vocab % 64 {
+                    0 => u64::MAX,
+                    r => (1u64 << r) - 1,
+                };
+                let any = bits.iter().enumerate().any(|(i, &w)| (if i + 1 == words { w & tail } else { w }) != 0);
+                if !any {
+                    return bad("the allow bitset allows no token".into());
+                }
+                Ok(SampleDecision::Allow(bits))
+            }
+            wit_sampler::Decision::Pass => Ok(SampleDecision::Pass),
+        }
     }
 
     /// `Ok(Ok(i))` a replica, `Ok(Err(msg))` a rejection.
@@ -157,8 +175,12 @@ impl Plugin {
             let Bound::PrefixPolicy(b) = bound else { return Err(wrong_kind()) };
             b.mlahost_plugin_prefix_policy().call_decide(store, &list, sat(needed))
         })?;
-        if d.evict_order.len() > candidates.len() * 2 || d.pin.len() > candidates.len() * 2 {
+        if d.evict_order.len() > candidates.len() || d.pin.len() > candidates.len() {
             return Err(bad(self, "decide", "more pages than candidates"));
+        }
+        let known: std::collections::HashSet<u32> = candidates.iter().map(|c| c.page).collect();
+        if let Some(p) = d.evict_order.iter().chain(&d.pin).find(|p| !known.contains(p)) {
+            return Err(bad(self, "decide", format!("page {p} is not a candidate")));
         }
         Ok((d.evict_order, d.pin))
     }
@@ -182,7 +204,8 @@ impl Plugin {
             wit_admission::Verdict::Admit(p) => AdmissionVerdict::Admit { priority: p },
             wit_admission::Verdict::Reject(r) => {
                 let status = if r.status == 403 { 403 } else { 429 };
-                AdmissionVerdict::Reject { status, message: clip(&r.message), retry_after_secs: r.retry_after_secs }
+                let retry_after_secs = r.retry_after_secs.map(|s| s.clamp(1, MAX_RETRY_AFTER_SECS));
+                AdmissionVerdict::Reject { status, message: clip(&r.message), retry_after_secs }
             }
         })
     }

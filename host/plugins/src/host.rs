@@ -1,7 +1,8 @@
 //! Every plugin of a server: loaded at start-up (refused with a clear message if any cannot
 //! start), found by kind or name, and reloaded when its file changes or on request.
 
-use crate::plugin::{Plugin, PluginKind};
+use crate::kind::PluginKind;
+use crate::plugin::Plugin;
 use crate::runtime::Runtime;
 use crate::spec::PluginSpec;
 use crate::PluginError;

@@ -24,6 +24,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| format!("wasmtime engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("WASI linker: {e}"))?;
+        crate::no_wait::shadow_monotonic_clock(&mut linker).map_err(|e| format!("WASI clock: {e}"))?;
         SamplerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| format!("logits linker: {e}"))?;
         let runtime = Arc::new(Self { engine, linker });
         // The ticker holds only a weak reference: it stops when the runtime is dropped.

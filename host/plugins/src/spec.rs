@@ -27,9 +27,13 @@ pub struct PluginSpec {
     pub memory_bytes: usize,
     /// Per-call deadline; None uses the hook's default budget.
     pub deadline: Option<Duration>,
+    /// Instances serving calls at once; None uses the kind's default.
+    pub instances: Option<usize>,
 }
 
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// Most instances one plugin may keep serving.
+pub const MAX_INSTANCES: usize = 16;
 
 impl PluginSpec {
     /// `path.wasm`, `path.wasm:{"json": 1}` or `path.wasm:@config.json`.
@@ -54,11 +58,12 @@ impl PluginSpec {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| "the plugin path has no file name".to_string())?
             .to_string();
-        Ok(Self { name, path, config, failure_policy: FailurePolicy::Open, memory_bytes: DEFAULT_MEMORY_BYTES, deadline: None })
+        Ok(Self { name, path, config, failure_policy: FailurePolicy::Open, memory_bytes: DEFAULT_MEMORY_BYTES, deadline: None, instances: None })
     }
 
     /// A plugins file: `{"plugins": [{"path": "...", "name": "...", "config": <any JSON or
-    /// string>, "failure_policy": "open"|"closed", "memory_mb": 64, "deadline_ms": 20}]}`.
+    /// string>, "failure_policy": "open"|"closed", "memory_mb": 64, "deadline_ms": 20,
+    /// "instances": 4}]}`.
     /// Relative paths are relative to the file.
     pub fn parse_file(file: &std::path::Path) -> Result<Vec<Self>, PluginError> {
         let spec = file.display().to_string();
@@ -93,6 +98,10 @@ impl PluginSpec {
                 if let Some(d) = e.get("deadline_ms") {
                     let ms = d.as_u64().filter(|&m| m > 0).ok_or_else(|| at("`deadline_ms` must be a positive integer"))?;
                     s.deadline = Some(Duration::from_millis(ms));
+                }
+                if let Some(n) = e.get("instances") {
+                    let n = n.as_u64().filter(|n| (1..=MAX_INSTANCES as u64).contains(n)).ok_or_else(|| at(&format!("`instances` must be in 1..={MAX_INSTANCES}")))?;
+                    s.instances = Some(n as usize);
                 }
                 Ok(s)
             })

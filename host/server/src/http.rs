@@ -11,13 +11,22 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// Largest request body accepted.
-const MAX_BODY_BYTES: usize = 32 << 20;
+/// Bodies at least this large are parsed on the blocking pool.
+const INLINE_JSON_BYTES: usize = 64 << 10;
+
+/// What every request on every connection shares with the server.
+pub struct Gate {
+    pub in_flight: Arc<AtomicUsize>,
+    /// Set at SIGTERM: new requests get 503 and their connection closes.
+    pub draining: AtomicBool,
+    pub body_timeout: Duration,
+}
 
 pub enum Reply {
     Json(Value),
@@ -42,41 +51,76 @@ impl Drop for InFlight {
     }
 }
 
-pub async fn route(state: Arc<AppState>, in_flight: Arc<AtomicUsize>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
-    let guard = InFlight::enter(&in_flight);
+pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
+    if gate.draining.load(SeqCst) {
+        let mut resp = error_response(&ApiError::overloaded("the server is shutting down"));
+        resp.headers_mut().insert("connection", hyper::header::HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
+    let guard = InFlight::enter(&gate.in_flight);
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let admin = || admin_only(&state, auth.as_deref());
     let result = match (method.clone(), path.as_str()) {
         (Method::GET, "/health") => Ok(health(&state)),
         (Method::GET, "/metrics") => {
             let mut body = crate::metrics::render(&state.replicas.metrics());
             crate::metrics::render_plugins(&mut body, &state.plugins.plugins);
-            state.tenant_stats.render(&mut body);
+            if state.guard.metrics_tenant_labels || state.is_admin(auth.as_deref()) {
+                state.tenant_stats.render(&mut body);
+            }
             Ok(text(StatusCode::OK, body, "text/plain; version=0.0.4"))
         }
-        (Method::POST, "/admin/plugins/reload") => Ok(reload_plugins(&state)),
+        (Method::POST, "/admin/plugins/reload") => admin().map(|_| reload_plugins(&state)),
+        (Method::POST, "/admin/tenants/reload") => admin().map(|_| reload_tenants(&state)),
+        (Method::POST, "/reset_prefix_cache") => match admin() {
+            Ok(()) => Ok(reset_prefix_cache(&state).await),
+            Err(e) => Err(e),
+        },
         (Method::GET, "/v1/models") => authenticate(&state, &req).map(|_| json(StatusCode::OK, &state.models())),
         (Method::POST, "/v1/completions") => match authenticate(&state, &req) {
-            Ok(tenant) => match read_json(req).await {
+            Ok(tenant) => match read_json(req, &state, &gate).await {
                 Ok(body) => completions(state.clone(), tenant, body).await.map(|r| reply(r, guard)),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
         (Method::POST, "/v1/chat/completions") => match authenticate(&state, &req) {
-            Ok(tenant) => match read_json(req).await {
+            Ok(tenant) => match read_json(req, &state, &gate).await {
                 Ok(body) => chat_completions(state.clone(), tenant, body).await.map(|r| reply(r, guard)),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
-        (Method::POST, "/admin/tenants/reload") => Ok(reload_tenants(&state)),
-        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload") => {
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload" | "/reset_prefix_cache") => {
             Err(ApiError { status: 405, ..ApiError::not_found(format!("method {method} is not allowed on {path}")) })
         }
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
     };
     Ok(result.unwrap_or_else(|e| error_response(&e)))
+}
+
+/// Admin endpoints need the operator key (`--admin-key`); without one they are off.
+fn admin_only(state: &AppState, authorization: Option<&str>) -> Result<(), ApiError> {
+    let denied = |status: u16, m: &str| ApiError { status, message: m.into(), kind: "authentication_error", param: None, retry_after: None };
+    if state.guard.admin_key.is_none() {
+        return Err(denied(403, "admin endpoints are off: start the server with --admin-key sha256:<hex> (see `mlahost hash-key`)"));
+    }
+    if !state.is_admin(authorization) {
+        return Err(denied(401, "this endpoint needs the admin key: send `Authorization: Bearer <admin key>`"));
+    }
+    Ok(())
+}
+
+/// Empties every replica's prefix cache of pages no request uses.
+async fn reset_prefix_cache(state: &AppState) -> Response<HttpBody> {
+    let mut freed = 0;
+    for r in &state.replicas.list {
+        freed += r.engine.reset_prefix_cache().await.unwrap_or(0);
+    }
+    tracing::info!(pages = freed, "prefix cache reset");
+    json(StatusCode::OK, &serde_json::json!({"freed_pages": freed}))
 }
 
 /// Recompiles every plugin from its file and swaps in the versions that start; requests in
@@ -88,7 +132,10 @@ fn reload_plugins(state: &AppState) -> Response<HttpBody> {
         .into_iter()
         .map(|(name, r)| match r {
             Ok(_) => serde_json::json!({"plugin": name, "reloaded": true}),
-            Err(e) => serde_json::json!({"plugin": name, "reloaded": false, "error": e.to_string()}),
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "plugin reload failed; keeping the running version");
+                serde_json::json!({"plugin": name, "reloaded": false, "error": e.public_message()})
+            }
         })
         .collect();
     let ok = results.iter().all(|r| r["reloaded"] == true);
@@ -99,11 +146,16 @@ fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<crate::tena
     state.tenant(req.headers().get("authorization").and_then(|v| v.to_str().ok()))
 }
 
-/// Re-reads the tenants file; the old table stays if the new one does not parse.
+/// Re-reads the tenants file; the old table stays if the new one does not parse. The reason
+/// goes to the log only: it may quote the file.
 fn reload_tenants(state: &AppState) -> Response<HttpBody> {
     match crate::server::reload_tenants(state) {
         Ok(n) => json(StatusCode::OK, &serde_json::json!({"tenants": n})),
-        Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"error": e})),
+        Err(e) => {
+            tracing::error!(error = %e, "tenants reload failed; keeping the current tenants");
+            let message = "the tenants file is invalid; the current tenants stay (the reason is in the server log)";
+            json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"error": message}))
+        }
     }
 }
 
@@ -115,13 +167,28 @@ fn health(state: &AppState) -> Response<HttpBody> {
     }
 }
 
-async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+/// Reads a JSON body within the size limit and the body timeout; large bodies are parsed on
+/// the blocking pool.
+async fn read_json(req: Request<Incoming>, state: &AppState, gate: &Gate) -> Result<Value, ApiError> {
+    let max = state.limits.max_body_bytes;
+    let too_big = || crate::limits::over("body", "the request body", max, "--max-request-body-bytes");
+    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_big());
+    }
+    let collect = Limited::new(req.into_body(), max).collect();
+    let bytes = match tokio::time::timeout(gate.body_timeout, collect).await {
+        Err(_) => return Err(ApiError { status: 408, ..ApiError::bad_request("the request body did not arrive in time (--body-timeout)") }),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_big()),
+        Ok(Err(e)) => return Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let len = bytes.len();
+    let parse = move || serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")));
+    if len < INLINE_JSON_BYTES {
+        return parse();
+    }
+    tokio::task::spawn_blocking(parse).await.map_err(|_| ApiError::internal("parsing the request body failed"))?
 }
 
 fn reply(r: Reply, guard: InFlight) -> Response<HttpBody> {

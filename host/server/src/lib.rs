@@ -7,10 +7,13 @@ mod default_model;
 pub mod engine_loop;
 mod error;
 mod http;
+pub mod limits;
 pub mod metrics;
 pub mod replicas;
 mod server;
 pub mod tenants;
 
 pub use error::ServerError;
+pub use api::Guard;
+pub use limits::{HttpLimits, RequestLimits};
 pub use server::{serve, RouterChoice, ServeConfig};

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub preemptions: AtomicU64,
     pub requests_rejected: AtomicU64,
     pub requests_routed: AtomicU64,
+    /// Engine steps that panicked (their requests failed; the scheduler was rebuilt).
+    pub engine_restarts: AtomicU64,
     pub prefix_queried_tokens: AtomicU64,
     pub prefix_hit_tokens: AtomicU64,
     pub prefix_evictions: AtomicU64,
@@ -57,6 +59,7 @@ impl Metrics {
             preemptions: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
             requests_routed: AtomicU64::new(0),
+            engine_restarts: AtomicU64::new(0),
             prefix_queried_tokens: AtomicU64::new(0),
             prefix_hit_tokens: AtomicU64::new(0),
             prefix_evictions: AtomicU64::new(0),
@@ -93,6 +96,7 @@ const GAUGES: &[(&str, &str, &str, Read)] = &[
     ("mlahost_num_preemptions_total", "counter", "Sequences preempted for recompute.", |m| m.preemptions.load(Relaxed)),
     ("mlahost_requests_rejected_total", "counter", "Requests refused because the queue was full.", |m| m.requests_rejected.load(Relaxed)),
     ("mlahost_requests_routed_total", "counter", "Requests the router sent to this replica.", |m| m.requests_routed.load(Relaxed)),
+    ("mlahost_engine_restarts_total", "counter", "Engine steps that panicked (their requests failed, the scheduler was rebuilt).", |m| m.engine_restarts.load(Relaxed)),
     ("mlahost_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", |m| m.prefix_queried_tokens.load(Relaxed)),
     ("mlahost_prefix_cache_hits_total", "counter", "Prompt tokens served from the prefix cache.", |m| m.prefix_hit_tokens.load(Relaxed)),
     ("mlahost_prefix_cache_evictions_total", "counter", "Cached pages evicted to make room.", |m| m.prefix_evictions.load(Relaxed)),
@@ -141,10 +145,12 @@ pub fn render_plugins(out: &mut String, plugins: &[std::sync::Arc<mlahost_plugin
         return;
     }
     let label = |p: &mlahost_plugins::Plugin| format!("plugin=\"{}\",kind=\"{}\"", p.spec.name.replace('"', "'"), p.kind.as_str());
-    let counters: [(&str, &str, fn(&mlahost_plugins::PluginStats) -> u64); 5] = [
+    let counters: [(&str, &str, fn(&mlahost_plugins::PluginStats) -> u64); 7] = [
         ("mlahost_plugin_calls_total", "Hook calls.", |s| s.calls.load(Relaxed)),
-        ("mlahost_plugin_traps_total", "Calls that trapped (the instance was re-created).", |s| s.traps.load(Relaxed)),
+        ("mlahost_plugin_traps_total", "Calls and instance starts that trapped or failed (the instance was dropped).", |s| s.traps.load(Relaxed)),
         ("mlahost_plugin_timeouts_total", "Calls that overran their deadline.", |s| s.timeouts.load(Relaxed)),
+        ("mlahost_plugin_busy_total", "Calls that found no free instance within the deadline.", |s| s.busy.load(Relaxed)),
+        ("mlahost_plugin_invalid_results_total", "Calls whose result failed validation (ids, biases, bitsets).", |s| s.invalid.load(Relaxed)),
         ("mlahost_plugin_fallbacks_total", "Failed calls the native default decided (fail-open).", |s| s.fallbacks.load(Relaxed)),
         ("mlahost_plugin_reloads_total", "Versions swapped in by hot reload.", |s| s.reloads.load(Relaxed)),
     ];
@@ -154,10 +160,20 @@ pub fn render_plugins(out: &mut String, plugins: &[std::sync::Arc<mlahost_plugin
             let _ = writeln!(out, "{name}{{{}}} {}", label(p), read(&p.stats));
         }
     }
+    let name = "mlahost_plugin_output_dropped_bytes_total";
+    let _ = writeln!(out, "# HELP {name} Plugin stdout/stderr bytes cut by the log's limits.\n# TYPE {name} counter");
+    for p in plugins {
+        let _ = writeln!(out, "{name}{{{}}} {}", label(p), p.dropped_output_bytes());
+    }
     let name = "mlahost_plugin_call_latency_seconds";
     let _ = writeln!(out, "# HELP {name} Hook call latency.\n# TYPE {name} histogram");
     for p in plugins {
         p.stats.latency.render_series(out, name, &label(p));
+    }
+    let name = "mlahost_plugin_instance_start_seconds";
+    let _ = writeln!(out, "# HELP {name} Time to build and init one instance (off the request path).\n# TYPE {name} histogram");
+    for p in plugins {
+        p.stats.init_seconds.render_series(out, name, &label(p));
     }
 }
 

@@ -2,9 +2,10 @@
 //! the engine loop, serve HTTP/1.1 until a shutdown signal, then drain gracefully.
 
 use crate::api::error::ApiError;
-use crate::api::AppState;
-use crate::engine_loop;
-use crate::http::{error_response, route, HttpBody};
+use crate::api::{AppState, Guard};
+use crate::engine_loop::{self, SchedulerFactory};
+use crate::http::{error_response, route, Gate, HttpBody};
+use crate::limits::HttpLimits;
 use crate::metrics::Metrics;
 use crate::{default_model, ServerError};
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use crate::replicas::{Replica, Replicas};
 use crate::tenants::Tenants;
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
@@ -22,10 +23,11 @@ use mlahost_engine::{capacity, Backend, CacheGeometry, KvCacheDtype, LoadedModel
 use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -57,6 +59,10 @@ pub struct ServeConfig {
     pub gpu_memory_utilization: f64,
     /// Replay decode steps from CUDA graphs (off: `--enforce-eager`).
     pub cuda_graphs: bool,
+    /// Request limits and the operator credential.
+    pub guard: Guard,
+    /// Connection cap and timeouts.
+    pub http: HttpLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,7 +74,11 @@ pub enum RouterChoice {
 
 struct Shared {
     state: OnceLock<Arc<AppState>>,
-    in_flight: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+    http: HttpLimits,
+    connections: Arc<Semaphore>,
+    /// Flips to true at shutdown: every connection finishes its response and closes.
+    drain: watch::Receiver<bool>,
 }
 
 pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -76,7 +86,15 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
     let local = listener.local_addr()?;
     eprintln!("mlahost listening on http://{local}");
-    let shared = Arc::new(Shared { state: OnceLock::new(), in_flight: Arc::new(AtomicUsize::new(0)) });
+    let (drain_tx, drain) = watch::channel(false);
+    let gate = Arc::new(Gate { in_flight: Arc::new(AtomicUsize::new(0)), draining: AtomicBool::new(false), body_timeout: cfg.http.body_timeout });
+    let shared = Arc::new(Shared {
+        state: OnceLock::new(),
+        gate: gate.clone(),
+        http: cfg.http,
+        connections: Arc::new(Semaphore::new(cfg.http.max_connections.max(1))),
+        drain,
+    });
     let accept = tokio::spawn(accept_loop(listener, shared.clone()));
     let cfg2 = cfg.clone();
     let started = tokio::task::spawn_blocking(move || start_engine(&cfg2)).await;
@@ -98,17 +116,20 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!(model = %state.served_model_name, max_model_len = state.max_model_len, "ready");
     eprintln!("mlahost ready: model {} (max length {})", state.served_model_name, state.max_model_len);
     shutdown.await;
-    eprintln!("mlahost shutting down: waiting up to {:?} for {} requests", cfg.shutdown_timeout, shared.in_flight.load(SeqCst));
+    eprintln!("mlahost shutting down: waiting up to {:?} for {} requests", cfg.shutdown_timeout, gate.in_flight.load(SeqCst));
     accept.abort();
+    // New requests get 503; idle keep-alive connections close now, busy ones after their response.
+    gate.draining.store(true, SeqCst);
+    let _ = drain_tx.send(true);
     let deadline = Instant::now() + cfg.shutdown_timeout;
-    while shared.in_flight.load(SeqCst) > 0 && Instant::now() < deadline {
+    while gate.in_flight.load(SeqCst) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for r in &state.replicas.list {
         r.engine.abort_all();
     }
     let grace = Instant::now() + Duration::from_secs(2);
-    while shared.in_flight.load(SeqCst) > 0 && Instant::now() < grace {
+    while gate.in_flight.load(SeqCst) > 0 && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for r in &state.replicas.list {
@@ -129,22 +150,71 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
+        match shared.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
                 let shared = shared.clone();
-                async move {
-                    match shared.state.get() {
-                        Some(state) => route(state.clone(), shared.in_flight.clone(), req).await,
-                        None => Ok(loading_response(req.uri().path())),
-                    }
-                }
-            });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+                tokio::spawn(async move {
+                    serve_connection(stream, shared).await;
+                    drop(permit);
+                });
             }
-        });
+            Err(_) => {
+                tokio::spawn(refuse_connection(stream));
+            }
+        }
     }
+}
+
+/// Serves one connection until the client closes it, it idles past the header timeout, or
+/// the server drains.
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let shared2 = shared.clone();
+    let service = service_fn(move |req| {
+        let shared = shared2.clone();
+        async move {
+            match shared.state.get() {
+                Some(state) => route(state.clone(), shared.gate.clone(), req).await,
+                None => Ok(loading_response(req.uri().path())),
+            }
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(shared.http.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut drain = shared.drain.clone();
+    let mut draining = *drain.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = drain.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Over the connection cap: a short 503 and close, without reading the request.
+async fn refuse_connection(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = r#"{"error":{"message":"too many open connections (--max-connections)","type":"service_unavailable","param":null,"code":503}}"#;
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }
 
 fn loading_response(path: &str) -> Response<HttpBody> {
@@ -234,16 +304,12 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     let mut list = Vec::new();
     let mut threads = Vec::new();
     for (replica, backend) in backends.into_iter().enumerate() {
-        let mut scheduler = Scheduler::new(cfg.scheduler, BlockAllocator::new(num_pages, cfg.page_size)?)?;
         let index = Arc::new(PrefixIndex::new());
-        scheduler.pages_mut().set_shared_index(index.clone());
-        if let Some(p) = plugins.single(PluginKind::PrefixPolicy) {
-            scheduler.pages_mut().set_eviction_policy(Box::new(PluginEvictionPolicy { plugin: p }));
-        }
+        let make_scheduler = scheduler_factory(cfg, num_pages, index.clone(), &plugins);
         let metrics = Arc::new(Metrics::new(&name, replica));
         metrics.kv_cache_tokens.store(capacity as u64, SeqCst);
         metrics.kv_cache_bytes_per_token.store(page_bytes / cfg.page_size as u64, SeqCst);
-        let (engine, join) = engine_loop::spawn(model.clone(), backend, scheduler, max_model_len, metrics.clone())?;
+        let (engine, join) = engine_loop::spawn(model.clone(), backend, make_scheduler, max_model_len, metrics.clone())?;
         list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);
     }
@@ -257,11 +323,26 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     };
     let replicas = Replicas { list, router, page_size: cfg.page_size, prefix_caching: cfg.scheduler.prefix_caching };
     let watch_tenants = tenants.is_some();
-    let state = Arc::new(AppState::new(replicas, plugins, tenants, model, name, max_model_len).map_err(ServerError::Config)?);
+    let state = Arc::new(AppState::new(replicas, plugins, tenants, model, name, max_model_len, cfg.guard.clone()).map_err(ServerError::Config)?);
     if watch_tenants {
         watch_tenants_file(&state);
     }
     Ok((state, threads))
+}
+
+/// A replica's scheduler over a fresh page pool, its prefix index emptied and the prefix
+/// policy plugin (if any) installed: at start, and again if an engine step panics.
+fn scheduler_factory(cfg: &ServeConfig, num_pages: usize, index: Arc<PrefixIndex>, plugins: &Arc<PluginHost>) -> SchedulerFactory {
+    let (scheduler, page_size, policy) = (cfg.scheduler, cfg.page_size, plugins.single(PluginKind::PrefixPolicy));
+    Box::new(move || {
+        let mut s = Scheduler::new(scheduler, BlockAllocator::new(num_pages, page_size)?)?;
+        index.clear();
+        s.pages_mut().set_shared_index(index.clone());
+        if let Some(p) = &policy {
+            s.pages_mut().set_eviction_policy(Box::new(PluginEvictionPolicy { plugin: p.clone() }));
+        }
+        Ok(s)
+    })
 }
 
 /// Re-reads the tenants file; the current table stays when the new one is invalid.

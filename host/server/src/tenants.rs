@@ -64,17 +64,20 @@ impl Tenant {
         }
     }
 
-    /// Prefix-cache salt: the cache group, else the tenant itself, plus the request's own salt.
+    /// Prefix-cache salt: the cache group, else the tenant itself, plus the request's own salt,
+    /// composed as a length-prefixed tuple so no tenant id or salt can imitate another pair.
     pub fn salt(&self, request_salt: Option<&str>) -> u64 {
-        let base = self.config.cache_group.as_deref().map_or_else(|| format!("tenant:{}", self.config.id), |g| format!("group:{g}"));
-        let key = match request_salt {
-            Some(s) => format!("{base}/{s}"),
-            None => base,
-        };
         if self.index == 0 && self.config.id == "default" && request_salt.is_none() {
             return 0;
         }
-        mlahost_core::salt_of(Some(&key))
+        let (kind, owner) = match self.config.cache_group.as_deref() {
+            Some(g) => ("group", g),
+            None => ("tenant", self.config.id.as_str()),
+        };
+        match request_salt {
+            Some(s) => mlahost_core::salt_of_parts(&[kind, owner, s]),
+            None => mlahost_core::salt_of_parts(&[kind, owner]),
+        }
     }
 }
 
@@ -118,11 +121,7 @@ impl Tenants {
     /// The tenant of `Authorization: Bearer KEY`; 401 in the OpenAI shape otherwise.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, ApiError> {
         let unauthorized = |m: &str| ApiError { status: 401, message: m.into(), kind: "authentication_error", param: None, retry_after: None };
-        let key = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
+        let key = crate::api::bearer(authorization).ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
         let hash = hash_key(key);
         let &i = self.by_key.get(&hash).ok_or_else(|| unauthorized("invalid API key"))?;
         let config = self.list[i].clone();
@@ -163,6 +162,10 @@ mod tests {
             assert_eq!(t.authenticate(bad).unwrap_err().status, 401);
         }
         assert_ne!(a.salt(None), t.authenticate(Some("Bearer key-b")).unwrap().salt(None));
+        // A tenant's request salt never lands on another tenant's pages.
+        let mut slash = a.clone();
+        slash.config.id = "a/dev".into();
+        assert_ne!(a.salt(Some("dev")), slash.salt(None));
         std::fs::write(&path, "[[tenants]]\nid = \"a\"\napi_keys = [\"plaintext\"]\n").unwrap();
         assert!(Tenants::load(&path).unwrap_err().contains("sha256"));
         let _ = std::fs::remove_dir_all(dir);

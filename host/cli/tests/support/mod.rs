@@ -21,15 +21,22 @@ pub fn golden(name: &str) -> Value {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// The server's stderr so far (the first 4 MiB).
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     /// Starts `mlahost serve` on a free port with extra flags and waits until /health is 200.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_logging(args, "warn")
+    }
+
+    /// Like `start`, with the server's log filter (`MLAHOST_LOG`).
+    pub fn start_logging(args: &[&str], filter: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mlahost"))
             .args(["serve", "--port", "0"])
             .args(args)
-            .env("MLAHOST_LOG", "warn")
+            .env("MLAHOST_LOG", filter)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -46,19 +53,36 @@ impl Server {
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
-                sink.clear();
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                let mut log = sink.lock().unwrap();
+                if log.len() < 4 << 20 {
+                    log.push_str(&line);
+                }
+                line.clear();
             }
         });
-        let server = Server { child, addr };
+        let server = Server { child, addr, log };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/health").0 != 200 {
             assert!(Instant::now() < deadline, "server not healthy in time");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// A request with `Authorization: Bearer key`.
+    pub fn post_with_key(&self, path: &str, body: &str, key: &str) -> Response {
+        request_with(&self.addr, "POST", path, Some(body), &[("Authorization", &format!("Bearer {key}"))])
+    }
+
+    /// The server process's resident memory in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status.lines().find(|l| l.starts_with("VmRSS")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -147,11 +171,17 @@ impl Response {
 }
 
 pub fn open(addr: &str, method: &str, path: &str, body: Option<&str>) -> TcpStream {
+    open_with(addr, method, path, body, &[])
+}
+
+/// Sends a request with extra headers; the response is left on the stream.
+pub fn open_with(addr: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
     let body = body.unwrap_or("");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -159,10 +189,25 @@ pub fn open(addr: &str, method: &str, path: &str, body: Option<&str>) -> TcpStre
 }
 
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&str>) -> Response {
-    let mut s = open(addr, method, path, body);
+    request_with(addr, method, path, body, &[])
+}
+
+pub fn request_with(addr: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Response {
+    let mut s = open_with(addr, method, path, body, headers);
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     parse(&raw)
+}
+
+/// Parses a whole HTTP/1.1 response (status, headers, sized or chunked body).
+pub fn parse_response(raw: &[u8]) -> Response {
+    parse(raw)
+}
+
+/// `sha256:<hex>` of a key, as `mlahost hash-key` prints it.
+pub fn hash_key(key: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlahost")).args(["hash-key", key]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn parse(raw: &[u8]) -> Response {

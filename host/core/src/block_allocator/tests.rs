@@ -134,3 +134,36 @@ fn a_policy_orders_and_pins_but_pins_yield_when_nothing_else_is_left() {
     let rest = a.allocate(2).unwrap();
     assert!(rest.contains(&p[0]), "a pin yields when nothing else is left");
 }
+
+#[test]
+fn a_policy_naming_pages_that_do_not_exist_cannot_break_eviction() {
+    struct Hostile;
+    impl crate::EvictionPolicy for Hostile {
+        fn decide(&mut self, _c: &[crate::EvictionCandidate], _n: usize) -> EvictionDecision {
+            EvictionDecision { order: vec![u32::MAX, 7_000_000], pinned: vec![u32::MAX - 1] }
+        }
+    }
+    let mut a = BlockAllocator::new(4, 2).unwrap();
+    a.set_eviction_policy(Box::new(Hostile));
+    let p = a.allocate(4).unwrap();
+    for (i, &page) in p.iter().enumerate() {
+        assert!(a.register(page, 100 + i as u64, 0, i as u32, &[i as u32, 0]));
+        a.release(page).unwrap();
+    }
+    // Every id the policy named is ignored; the oldest cached pages go instead.
+    assert_eq!(a.allocate(2).unwrap(), vec![p[0], p[1]]);
+    assert_eq!(a.evictions(), 2);
+}
+
+#[test]
+fn reset_drops_unused_cached_pages_and_keeps_those_in_use() {
+    let mut a = BlockAllocator::new(3, 2).unwrap();
+    let p = a.allocate(2).unwrap();
+    assert!(a.register(p[0], 1, 0, 0, &[1, 2]));
+    assert!(a.register(p[1], 2, 0, 1, &[3, 4]));
+    a.release(p[1]).unwrap();
+    assert_eq!(a.drop_unused_cached(), 1);
+    assert_eq!((a.num_cached(), a.num_free(), a.num_used()), (1, 2, 1));
+    assert_eq!(a.lookup(2, 0, &[3, 4]), None);
+    assert_eq!(a.lookup(1, 0, &[1, 2]), Some(p[0]));
+}

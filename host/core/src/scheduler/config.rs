@@ -13,6 +13,11 @@ pub struct SchedulerConfig {
     pub fair_share: bool,
     /// What one generated token costs a tenant's counter; a prompt token costs 1.
     pub output_token_weight: f64,
+    /// A prefill chunk's first share of a step (0: no cap). Every running and newly admitted
+    /// sequence gets at most this many tokens (and at most half the step's budget) before the
+    /// step's leftover budget tops the prefills up, so a long prompt cannot keep short
+    /// requests out of a step.
+    pub long_prefill_token_threshold: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -24,6 +29,7 @@ impl Default for SchedulerConfig {
             prefix_caching: true,
             fair_share: true,
             output_token_weight: 2.0,
+            long_prefill_token_threshold: 0,
         }
     }
 }

@@ -140,12 +140,17 @@ impl Scheduler {
     pub fn schedule(&mut self) -> StepPlan {
         let mut plan = StepPlan::default();
         let mut budget = self.cfg.max_num_batched_tokens;
+        // A chunk's first share: the threshold, and never more than half the step.
+        let cap = match self.cfg.long_prefill_token_threshold {
+            0 => usize::MAX,
+            t => t.min(budget.div_ceil(2)),
+        };
         self.running.sort_by_key(|id| self.seqs[id].rank());
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
-            let len = seq.pending().min(budget);
+            let len = seq.pending().min(budget).min(cap);
             let end = seq.num_computed + len;
             if self.reserve(id, end) {
                 plan.chunks.push(self.chunk(id, len));
@@ -174,7 +179,7 @@ impl Scheduler {
                 self.match_prefix(id);
             }
             let seq = &self.seqs[&id];
-            let len = seq.pending().min(budget);
+            let len = seq.pending().min(budget).min(cap);
             if !self.reserve(id, seq.num_computed + len) {
                 self.unmatch_prefix(id);
                 break;
@@ -191,7 +196,24 @@ impl Scheduler {
             plan.chunks.push(self.chunk(id, len));
             budget -= len;
         }
+        self.top_up_prefills(&mut plan, budget);
         plan
+    }
+
+    /// Gives the step's leftover budget to the planned prefills, in plan (rank) order, so the
+    /// per-chunk cap costs no throughput when nothing else wants the step.
+    fn top_up_prefills(&mut self, plan: &mut StepPlan, mut budget: usize) {
+        for i in 0..plan.chunks.len() {
+            if budget == 0 {
+                break;
+            }
+            let c = plan.chunks[i];
+            let extra = (self.seqs[&c.seq].pending() - c.len).min(budget);
+            if extra > 0 && self.reserve(c.seq, c.start + c.len + extra) {
+                plan.chunks[i] = self.chunk(c.seq, c.len + extra);
+                budget -= extra;
+            }
+        }
     }
 
     /// Records a finished step: chunks advance, newly completed pages join the prefix cache,

@@ -309,3 +309,30 @@ fn counters_charge_prompts_once_and_outputs_weighted_and_lift_idle_tenants() {
     let order: Vec<SeqId> = plan.chunks.iter().map(|c| c.seq).collect();
     assert_eq!(order, vec![1, 3, 2]);
 }
+
+#[test]
+fn a_long_prefill_shares_each_step_with_new_short_prompts() {
+    let cfg = SchedulerConfig { max_num_batched_tokens: 64, long_prefill_token_threshold: 16, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(cfg, BlockAllocator::new(512, 4).unwrap()).unwrap();
+    s.add(seq(1, 1000, 0), 1004).unwrap();
+    // Alone, the long prompt still gets the whole budget (the cap is topped up).
+    let p = step(&mut s, 0);
+    assert_eq!(p.chunks, vec![ScheduledChunk { seq: 1, start: 0, len: 64, samples: false }]);
+    // A short prompt arriving mid-prefill is admitted in the very next step, whole.
+    s.add(seq(2, 4, 0), 8).unwrap();
+    let p = step(&mut s, 1);
+    assert_eq!(p.chunks[0], ScheduledChunk { seq: 1, start: 64, len: 60, samples: false });
+    assert_eq!(p.chunks[1], ScheduledChunk { seq: 2, start: 0, len: 4, samples: true });
+    assert_eq!(p.num_tokens(), 64);
+    // Its decodes keep their place beside the prefill.
+    let p = step(&mut s, 2);
+    assert!(p.chunks.iter().any(|c| c.seq == 2 && c.len == 1));
+    assert_eq!(p.num_tokens(), 64);
+    // Without the cap, the long prompt takes every step and the short one waits.
+    let cfg = SchedulerConfig { max_num_batched_tokens: 64, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(cfg, BlockAllocator::new(512, 4).unwrap()).unwrap();
+    s.add(seq(1, 1000, 0), 1004).unwrap();
+    step(&mut s, 0);
+    s.add(seq(2, 4, 0), 8).unwrap();
+    assert_eq!(step(&mut s, 1).chunks.len(), 1);
+}

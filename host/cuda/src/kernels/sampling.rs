@@ -106,7 +106,7 @@ impl SampleBatch {
         if top_logprobs > MAX_TOP_LOGPROBS {
             return Err(CudaError::launch("sample_rows", format!("{top_logprobs} top logprobs asked, at most {MAX_TOP_LOGPROBS}")));
         }
-        let greedy = p.temperature == 0.0 || p.top_k == 1;
+        let greedy = p.is_greedy();
         // f32 keeps 24 bits of the draw; stay below 1 after the rounding.
         let u = if greedy { 0.0 } else { (rng.next_f64() as f32).min(1.0 - f32::EPSILON / 2.0) };
         let offset = self.penalties.len();

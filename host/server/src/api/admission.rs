@@ -92,7 +92,10 @@ pub fn admit(
                 plugin.stats.fallbacks.fetch_add(1, Relaxed);
                 Ok((None, priority))
             }
-            FailurePolicy::Closed => Err(ApiError::overloaded(format!("admission plugin failed: {e}"))),
+            FailurePolicy::Closed => {
+                tracing::warn!(plugin = %plugin.spec.name, error = %e, "admission plugin failed; failing closed");
+                Err(ApiError::overloaded("admission plugin failed (details are in the server log)"))
+            }
         },
     }
 }

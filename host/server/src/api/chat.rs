@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> Result<Reply, ApiError> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     let f = Fields(obj);
-    let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"])?;
+    let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"], &state.limits)?;
     state.check_model(common.model.as_deref())?;
     attach_sampler(&state, &f, &mut common)?;
     let top = match f.int("top_logprobs")? {
@@ -25,7 +25,7 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
         Some(_) => return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be in 0..={MAX_TOP_LOGPROBS}"))),
     };
     common.request.logprobs = f.bool_or("logprobs", false)?.then_some(top);
-    let prompt = render_prompt(&state, &f)?;
+    let prompt = render_prompt(&state, &f).await?;
     let max_default = state.max_model_len;
     let req = finish_request(&common, prompt, state.model.config.vocab_size, state.max_model_len, max_default)?;
     let requests = choices(&req, common.n);
@@ -54,14 +54,21 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
     })))
 }
 
-/// Renders the messages and encodes the text without adding BOS again (the templates emit it).
-pub fn render_prompt(state: &AppState, f: &Fields) -> Result<Vec<u32>, ApiError> {
-    let template = state
-        .chat_template
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("this model has no chat_template; use /v1/completions"))?;
+/// Renders the messages and encodes the text without adding BOS again (the templates emit
+/// it); large conversations render and encode on the blocking pool.
+pub async fn render_prompt(state: &Arc<AppState>, f: &Fields<'_>) -> Result<Vec<u32>, ApiError> {
+    if state.chat_template.is_none() {
+        return Err(ApiError::bad_request("this model has no chat_template; use /v1/completions"));
+    }
     let messages = normalize_messages(f.get("messages"))?;
+    let bytes: usize = messages.iter().filter_map(|m| m["content"].as_str()).map(str::len).sum();
+    state.check_prompt_bytes("messages", bytes)?;
     let add_generation_prompt = f.bool_or("add_generation_prompt", true)?;
-    let text = template.render(&messages, add_generation_prompt)?;
-    state.model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))
+    let state = state.clone();
+    super::off_workers(bytes, move || {
+        let template = state.chat_template.as_ref().ok_or_else(|| ApiError::internal("no chat template"))?;
+        let text = template.render(&messages, add_generation_prompt)?;
+        state.model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))
+    })
+    .await
 }

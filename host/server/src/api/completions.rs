@@ -17,7 +17,7 @@ const DEFAULT_MAX_TOKENS: usize = 16;
 pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> Result<Reply, ApiError> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     let f = Fields(obj);
-    let mut common = parse_common(&f, &["max_tokens"])?;
+    let mut common = parse_common(&f, &["max_tokens"], &state.limits)?;
     state.check_model(common.model.as_deref())?;
     attach_sampler(&state, &f, &mut common)?;
     common.request.logprobs = match f.int("logprobs")? {
@@ -26,6 +26,8 @@ pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> R
         Some(_) => return Err(ApiError::invalid("logprobs", format!("`logprobs` must be in 0..={MAX_TOP_LOGPROBS}"))),
     };
     let prompts = parse_prompts(&state, f.get("prompt"))?;
+    state.limits.check_prompts(prompts.len(), common.n)?;
+    let prompts = tokenize(&state, prompts).await?;
     let mut requests = Vec::new();
     for p in prompts {
         let req = finish_request(&common, p, state.model.config.vocab_size, state.max_model_len, DEFAULT_MAX_TOKENS)?;
@@ -70,28 +72,41 @@ pub fn usage(results: &[super::run::ChoiceResult], n: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-fn parse_prompts(state: &AppState, v: Option<&Value>) -> Result<Vec<Vec<u32>>, ApiError> {
-    let tok = &state.model.tokenizer;
-    let encode = |s: &str| -> Result<Vec<u32>, ApiError> {
+/// One prompt as the request gave it: text (tokenized later, off the async workers) or ids.
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// Reads `prompt` without tokenizing; text longer than the model can hold in any
+/// tokenization is refused here, before any tokenizer work.
+fn parse_prompts(state: &AppState, v: Option<&Value>) -> Result<Vec<Prompt>, ApiError> {
+    let text = |s: &str| -> Result<Prompt, ApiError> {
         if s.is_empty() {
             return Err(ApiError::invalid("prompt", "the prompt is empty"));
         }
-        tok.encode(s, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))
+        state.check_prompt_bytes("prompt", s.len())?;
+        Ok(Prompt::Text(s.to_string()))
     };
-    let ids = |a: &[Value]| -> Result<Vec<u32>, ApiError> {
+    let ids = |a: &[Value]| -> Result<Prompt, ApiError> {
         a.iter()
             .map(|x| x.as_u64().and_then(|t| u32::try_from(t).ok()))
             .collect::<Option<Vec<_>>>()
+            .map(Prompt::Ids)
             .ok_or_else(|| ApiError::invalid("prompt", "token ids must be non-negative integers"))
     };
+    let too_many = |n: usize| n > state.limits.max_prompts;
     match v {
         None => Err(ApiError::invalid("prompt", "`prompt` is required")),
-        Some(Value::String(s)) => Ok(vec![encode(s)?]),
+        Some(Value::String(s)) => Ok(vec![text(s)?]),
         Some(Value::Array(a)) if a.is_empty() => Err(ApiError::invalid("prompt", "the prompt is empty")),
         Some(Value::Array(a)) => match &a[0] {
+            Value::String(_) | Value::Array(_) if too_many(a.len()) => {
+                Err(crate::limits::over("prompt", "the number of prompts", state.limits.max_prompts, "--max-prompts-per-request"))
+            }
             Value::String(_) => a
                 .iter()
-                .map(|p| p.as_str().ok_or_else(|| ApiError::invalid("prompt", "mixed prompt list")).and_then(encode))
+                .map(|p| p.as_str().ok_or_else(|| ApiError::invalid("prompt", "mixed prompt list")).and_then(text))
                 .collect(),
             Value::Array(_) => a
                 .iter()
@@ -101,4 +116,20 @@ fn parse_prompts(state: &AppState, v: Option<&Value>) -> Result<Vec<Vec<u32>>, A
         },
         Some(_) => Err(ApiError::invalid("prompt", "`prompt` must be a string, a list of strings, or token ids")),
     }
+}
+
+/// Token ids of every prompt; large texts are encoded on the blocking pool.
+async fn tokenize(state: &Arc<AppState>, prompts: Vec<Prompt>) -> Result<Vec<Vec<u32>>, ApiError> {
+    let bytes = prompts.iter().map(|p| if let Prompt::Text(t) = p { t.len() } else { 0 }).sum();
+    let state = state.clone();
+    super::off_workers(bytes, move || {
+        prompts
+            .into_iter()
+            .map(|p| match p {
+                Prompt::Ids(ids) => Ok(ids),
+                Prompt::Text(t) => state.model.tokenizer.encode(&t, true).map_err(|e| ApiError::invalid("prompt", e.to_string())),
+            })
+            .collect()
+    })
+    .await
 }

@@ -42,6 +42,14 @@ impl ApiError {
         Self { status: 500, message: message.into(), kind: "internal_error", param: None, retry_after: None }
     }
 
+    /// A failed generation as the client sees it: a message by cause, never the detail.
+    pub fn from_failure(f: &crate::engine_loop::Failure) -> Self {
+        match f.status() {
+            503 => Self::overloaded(f.public_message()),
+            _ => Self::internal(f.public_message()),
+        }
+    }
+
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}})
     }

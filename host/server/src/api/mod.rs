@@ -10,6 +10,7 @@ pub mod run;
 pub mod stream;
 
 use crate::chat_template::ChatTemplate;
+use crate::limits::RequestLimits;
 use crate::replicas::Replicas;
 use error::ApiError;
 use mlahost_engine::LoadedModel;
@@ -20,8 +21,24 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+/// How the server guards itself: request limits and the operator's credential.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    pub limits: RequestLimits,
+    /// `sha256:<hex>` of the operator key for /admin/* and /reset_prefix_cache (None: those
+    /// endpoints are off).
+    pub admin_key: Option<String>,
+    /// Per-tenant /metrics families for everyone (else only for the admin key).
+    pub metrics_tenant_labels: bool,
+}
+
 pub struct AppState {
     pub replicas: Replicas,
+    pub limits: RequestLimits,
+    pub guard: Guard,
+    /// Text longer than this cannot fit the model in any tokenization (max_model_len times the
+    /// longest token's bytes): refused before tokenizing.
+    pub max_prompt_bytes: usize,
     pub plugins: Arc<PluginHost>,
     /// Tenants and their keys (None: every request is the default tenant).
     pub tenants: std::sync::RwLock<Option<Arc<Tenants>>>,
@@ -45,8 +62,10 @@ impl AppState {
         model: Arc<LoadedModel>,
         served_model_name: String,
         max_model_len: usize,
+        guard: Guard,
     ) -> Result<Self, String> {
         let tok = &model.tokenizer;
+        let max_prompt_bytes = max_model_len.saturating_mul(tok.max_token_bytes().max(1));
         let chat_template = tok
             .chat_template
             .as_deref()
@@ -55,6 +74,9 @@ impl AppState {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(Self {
             replicas,
+            limits: guard.limits,
+            guard,
+            max_prompt_bytes,
             plugins,
             tenants: std::sync::RwLock::new(tenants),
             tenant_load: Default::default(),
@@ -85,6 +107,23 @@ impl AppState {
         }
     }
 
+    /// True when `authorization` carries the operator key.
+    pub fn is_admin(&self, authorization: Option<&str>) -> bool {
+        let (Some(want), Some(key)) = (self.guard.admin_key.as_deref(), bearer(authorization)) else { return false };
+        constant_time_eq(crate::tenants::hash_key(key).as_bytes(), want.to_ascii_lowercase().as_bytes())
+    }
+
+    /// Refuses text that no tokenization could fit into the model's length.
+    pub fn check_prompt_bytes(&self, param: &str, bytes: usize) -> Result<(), ApiError> {
+        if bytes > self.max_prompt_bytes {
+            return Err(ApiError::invalid(
+                param,
+                format!("the prompt is {bytes} bytes, more than the model's maximum length of {} tokens can hold", self.max_model_len),
+            ));
+        }
+        Ok(())
+    }
+
     /// Milliseconds since the server started: the clock plugins are given.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -104,4 +143,29 @@ impl AppState {
             "max_model_len": self.max_model_len,
         }]})
     }
+}
+
+/// The key of `Authorization: Bearer KEY`.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// Compares without an early exit, so timing tells nothing about a key hash.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Inputs at least this large are tokenized (or rendered) on the blocking pool, so a huge
+/// prompt never holds an async worker that /health and other requests need.
+const INLINE_BYTES: usize = 16 << 10;
+
+/// Runs CPU-heavy request preparation inline when small, else on tokio's blocking pool.
+pub async fn off_workers<T: Send + 'static>(bytes: usize, f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    if bytes < INLINE_BYTES {
+        return f();
+    }
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("preparing the prompt failed"))?
 }

@@ -3,6 +3,7 @@
 
 use super::error::ApiError;
 use crate::engine_loop::EngineRequest;
+use crate::limits::RequestLimits;
 use mlahost_engine::sampling::SamplingParams;
 use serde_json::{Map, Value};
 
@@ -54,18 +55,22 @@ pub struct Common {
     pub cache_salt: Option<String>,
 }
 
-pub const MAX_N: usize = 16;
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
-pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiError> {
+pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits) -> Result<Common, ApiError> {
     let top_k = match f.int("top_k")? {
         None | Some(-1) | Some(0) => 0,
         Some(k) if k > 0 => k as usize,
         Some(_) => return Err(ApiError::invalid("top_k", "`top_k` must be -1 (disabled) or positive")),
     };
     let seed = f.int("seed")?.map(|s| s as u64);
+    let temperature = match f.f32_or("temperature", 1.0)? {
+        // Below the floor it is greedy (see `SamplingParams::is_greedy`); say so to every path.
+        t if t > 0.0 && t < mlahost_engine::sampling::MIN_TEMPERATURE => 0.0,
+        t => t,
+    };
     let params = SamplingParams {
-        temperature: f.f32_or("temperature", 1.0)?,
+        temperature,
         top_p: f.f32_or("top_p", 1.0)?,
         top_k,
         min_p: f.f32_or("min_p", 0.0)?,
@@ -90,12 +95,16 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiE
     }
     let n = match f.int("n")? {
         None => 1,
-        Some(n) if (1..=MAX_N as i64).contains(&n) => n as usize,
-        Some(_) => return Err(ApiError::invalid("n", format!("`n` must be in 1..={MAX_N}"))),
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => return Err(ApiError::invalid("n", "`n` must be at least 1")),
     };
+    limits.check_n(n)?;
     let stop = match f.get("stop") {
         None => vec![],
         Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.len() > limits.max_stop_strings => {
+            return Err(crate::limits::over("stop", "the number of stop strings", limits.max_stop_strings, "--max-stop-strings"))
+        }
         Some(Value::Array(a)) => a
             .iter()
             .map(|s| s.as_str().map(str::to_string))
@@ -106,6 +115,7 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiE
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "stop strings must not be empty"));
     }
+    limits.check_stops(&stop)?;
     let include_usage = match f.get("stream_options") {
         None => false,
         Some(Value::Object(o)) => Fields(o).bool_or("include_usage", false)?,
@@ -123,7 +133,7 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str]) -> Result<Common, ApiE
             prompt: Vec::new(),
             params,
             max_tokens: 0,
-            stop,
+            stop: stop.into(),
             ignore_eos: f.bool_or("ignore_eos", false)?,
             logprobs: None,
             priority,

@@ -82,7 +82,7 @@ pub async fn collect(mut sub: Submitted) -> Result<Vec<ChoiceResult>, ApiError> 
                     r.usage = usage;
                     break;
                 }
-                Some(Event::Failed(m)) => return Err(ApiError::internal(format!("generation failed: {m}"))),
+                Some(Event::Failed(f)) => return Err(ApiError::from_failure(&f)),
                 Some(Event::Accepted | Event::Rejected(_)) => {}
                 None => return Err(ApiError::internal("the engine stopped")),
             }
@@ -158,7 +158,7 @@ pub async fn generate(
         stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         e
     };
-    let load = TenantLoad::enter(state, tenant, prompt_tokens + max_tokens).map_err(refused)?;
+    let load = TenantLoad::enter(state, tenant, prompt_tokens + max_tokens, requests.len()).map_err(refused)?;
     let (ticket, priority) = super::admission::admit(state, tenant, prompt_tokens, max_tokens, first.priority).map_err(refused)?;
     // Priorities first, but never above the tenant's class.
     let priority = priority.min(tenant.config.max_priority);
@@ -199,17 +199,19 @@ pub async fn generate(
     Ok(Generated::Streaming(stream_response(state.clone(), sub, opts, ticket, stats)))
 }
 
-/// A request counted against its tenant's static limits until it ends.
+/// A request counted against its tenant's static limits until it ends: its engine requests
+/// (prompts x n) and its tokens.
 pub struct TenantLoad {
     state: Arc<AppState>,
     tenant: String,
+    requests: usize,
     tokens: usize,
 }
 
 impl TenantLoad {
-    fn enter(state: &Arc<AppState>, tenant: &Tenant, tokens: usize) -> Result<Self, ApiError> {
+    fn enter(state: &Arc<AppState>, tenant: &Tenant, tokens: usize, requests: usize) -> Result<Self, ApiError> {
         let mut load = state.tenant_load.lock().unwrap_or_else(|p| p.into_inner());
-        let (requests, queued) = load.entry(tenant.config.id.clone()).or_default();
+        let (running, queued) = load.entry(tenant.config.id.clone()).or_default();
         let over = |what: &str, limit: usize| ApiError {
             status: 429,
             message: format!("over the tenant's {what} limit ({limit})"),
@@ -217,27 +219,29 @@ impl TenantLoad {
             param: None,
             retry_after: Some(1),
         };
-        if let Some(limit) = tenant.config.max_concurrent_requests {
-            if *requests >= limit {
-                return Err(over("max_concurrent_requests", limit));
-            }
+        let (limit, what) = match tenant.config.max_concurrent_requests {
+            Some(l) => (l, "max_concurrent_requests"),
+            None => (state.limits.max_tenant_requests, "--max-tenant-requests"),
+        };
+        if *running + requests > limit {
+            return Err(over(what, limit));
         }
         if let Some(limit) = tenant.config.max_queued_tokens {
             if *queued + tokens > limit {
                 return Err(over("max_queued_tokens", limit));
             }
         }
-        *requests += 1;
+        *running += requests;
         *queued += tokens;
-        Ok(Self { state: state.clone(), tenant: tenant.config.id.clone(), tokens })
+        Ok(Self { state: state.clone(), tenant: tenant.config.id.clone(), requests, tokens })
     }
 }
 
 impl Drop for TenantLoad {
     fn drop(&mut self) {
         let mut load = self.state.tenant_load.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((requests, queued)) = load.get_mut(&self.tenant) {
-            *requests = requests.saturating_sub(1);
+        if let Some((running, queued)) = load.get_mut(&self.tenant) {
+            *running = running.saturating_sub(self.requests);
             *queued = queued.saturating_sub(self.tokens);
         }
     }

@@ -89,10 +89,10 @@ pub fn stream_response(
                     }
                     continue;
                 }
-                Event::Failed(m) => {
-                    let err = json!({"error": {"message": format!("generation failed: {m}"),
-                        "type": "internal_error", "param": null, "code": 500}});
-                    let _ = tx.send(Bytes::from(format!("data: {err}\n\n")));
+                Event::Failed(f) => {
+                    // The stream ends like any other: an error event, then [DONE].
+                    let err = super::error::ApiError::from_failure(&f).body();
+                    let _ = tx.send(Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n")));
                     return;
                 }
                 Event::Accepted | Event::Rejected(_) => continue,

@@ -9,7 +9,7 @@ pub struct Detokenizer {
     read_offset: usize,
     /// Decoded text not yet released.
     pending: String,
-    stop: Vec<String>,
+    stop: std::sync::Arc<[String]>,
     hold_back: usize,
 }
 
@@ -21,7 +21,7 @@ pub enum Step {
 }
 
 impl Detokenizer {
-    pub fn new(stop: Vec<String>) -> Self {
+    pub fn new(stop: std::sync::Arc<[String]>) -> Self {
         let hold_back = stop.iter().map(|s| s.len()).max().unwrap_or(1).saturating_sub(1);
         Self { tokens: Vec::new(), prefix_offset: 0, read_offset: 0, pending: String::new(), stop, hold_back }
     }
@@ -71,7 +71,7 @@ mod tests {
         let tok = tokenizer();
         let text = "Café naïve — 中文字符 and 日本語 🙂🚀 done";
         let ids = tok.encode(text, false).unwrap();
-        let mut d = Detokenizer::new(vec![]);
+        let mut d = Detokenizer::new(Vec::new().into());
         let mut out = String::new();
         for &id in &ids {
             match d.push(&tok, id) {
@@ -91,7 +91,7 @@ mod tests {
         let tok = tokenizer();
         let text = "The quick brown fox jumps over the lazy dog.";
         let ids = tok.encode(text, false).unwrap();
-        let mut d = Detokenizer::new(vec!["fox jumps".into()]);
+        let mut d = Detokenizer::new(vec!["fox jumps".to_string()].into());
         let mut out = String::new();
         for &id in &ids {
             match d.push(&tok, id) {

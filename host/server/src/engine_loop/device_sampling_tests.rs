@@ -60,13 +60,13 @@ fn cpu(model: &LoadedModel) -> CpuBackend {
 
 /// Runs two requests at once through a loop on `backend`; returns each one's tokens and logprobs.
 fn run(model: Arc<LoadedModel>, backend: Box<dyn Backend>) -> Vec<Vec<(u32, f32, Vec<(u32, f32)>)>> {
-    let scheduler = Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE).expect("pages")).expect("scheduler");
-    let (engine, join) = spawn(model, backend, scheduler, 1024, Arc::new(Metrics::new("test", 0))).expect("loop");
+    let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
+    let (engine, join) = spawn(model, backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("loop");
     let request = |prompt: Vec<u32>, params: SamplingParams| EngineRequest {
         prompt,
         params,
         max_tokens: 10,
-        stop: Vec::new(),
+        stop: Arc::from(Vec::new()),
         ignore_eos: true,
         logprobs: Some(3),
         priority: 0,

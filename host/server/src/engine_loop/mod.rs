@@ -1,19 +1,23 @@
 //! The engine loop: one thread owns a replica's scheduler and backend. The HTTP side talks to
 //! it over channels: requests in, per-request events out. A request whose event receiver is
-//! gone (client disconnected) is aborted at whatever stage it is in, and its pages return.
+//! gone (client disconnected) is aborted at whatever stage it is in, and its pages return. A
+//! panic inside a step fails the requests in flight and rebuilds the scheduler and its page
+//! pool, so one bad step never takes the replica down.
 
 mod active;
 mod detokenizer;
 #[cfg(test)]
 mod device_sampling_tests;
+#[cfg(test)]
+mod panic_tests;
 mod request;
 mod step_logits;
 
-pub use request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
+pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, TokenEvent, Usage};
 
 use crate::metrics::Metrics;
 use active::Active;
-use mlahost_core::{Scheduler, SeqId, Sequence, StepPlan};
+use mlahost_core::{CoreError, Scheduler, SeqId, Sequence, StepPlan};
 use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
 use step_logits::StepLogits;
 use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
@@ -26,7 +30,13 @@ enum Command {
     Submit { id: SeqId, request: EngineRequest, events: UnboundedSender<Event> },
     Abort(SeqId),
     AbortAll,
+    /// Drop every cached prefix page nobody uses; replies with how many went.
+    ResetPrefixCache(tokio::sync::oneshot::Sender<usize>),
 }
+
+/// Builds a replica's scheduler (with its page pool, prefix index and eviction policy): once
+/// at start, and again after a step panicked.
+pub type SchedulerFactory = Box<dyn Fn() -> Result<Scheduler, CoreError> + Send>;
 
 /// The HTTP side's handle on the engine loop. Cloning shares the loop.
 #[derive(Clone)]
@@ -55,19 +65,27 @@ impl EngineHandle {
     pub fn abort_all(&self) {
         let _ = self.commands.send(Command::AbortAll);
     }
+
+    /// Empties the prefix cache of pages no request uses; None if the loop is gone.
+    pub async fn reset_prefix_cache(&self) -> Option<usize> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::ResetPrefixCache(tx)).ok()?;
+        rx.await.ok()
+    }
 }
 
 /// Starts the loop on its own thread. The loop ends when every handle is dropped.
 pub fn spawn(
     model: Arc<LoadedModel>,
     backend: Box<dyn Backend>,
-    scheduler: Scheduler,
+    make_scheduler: SchedulerFactory,
     max_model_len: usize,
     metrics: Arc<Metrics>,
-) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+) -> Result<(EngineHandle, std::thread::JoinHandle<()>), crate::ServerError> {
+    let scheduler = make_scheduler()?;
     let (tx, rx) = unbounded_channel();
     let handle = EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(1)) };
-    let engine = EngineLoop { model, backend, scheduler, active: HashMap::new(), max_model_len, metrics };
+    let engine = EngineLoop { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics };
     let join = std::thread::Builder::new().name("engine-loop".into()).spawn(move || engine.run(rx))?;
     Ok((handle, join))
 }
@@ -76,6 +94,7 @@ struct EngineLoop {
     model: Arc<LoadedModel>,
     backend: Box<dyn Backend>,
     scheduler: Scheduler,
+    make_scheduler: SchedulerFactory,
     active: HashMap<SeqId, Active>,
     max_model_len: usize,
     metrics: Arc<Metrics>,
@@ -106,9 +125,34 @@ impl EngineLoop {
             }
             self.drop_disconnected();
             if self.scheduler.has_work() {
-                self.step();
+                let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));
+                if stepped.is_err() && !self.recover() {
+                    break;
+                }
             }
             self.publish_gauges();
+        }
+    }
+
+    /// After a panicked step: every request in flight fails (its state may be half-updated),
+    /// and the scheduler and page pool start afresh. False when they cannot be rebuilt (the
+    /// loop then ends and /health turns 503).
+    fn recover(&mut self) -> bool {
+        self.metrics.engine_restarts.fetch_add(1, Relaxed);
+        let failed = self.active.len();
+        for (_, a) in self.active.drain() {
+            let _ = a.events.send(Event::Failed(Failure::engine("the engine step panicked")));
+        }
+        match (self.make_scheduler)() {
+            Ok(s) => {
+                self.scheduler = s;
+                tracing::error!(failed, "an engine step panicked: its requests failed and the scheduler was rebuilt");
+                true
+            }
+            Err(e) => {
+                tracing::error!(failed, error = %e, "an engine step panicked and the scheduler could not be rebuilt");
+                false
+            }
         }
     }
 
@@ -121,6 +165,9 @@ impl EngineLoop {
                 for id in ids {
                     self.finish(id, FinishReason::Abort);
                 }
+            }
+            Command::ResetPrefixCache(reply) => {
+                let _ = reply.send(self.scheduler.pages_mut().drop_unused_cached());
             }
         }
     }
@@ -204,8 +251,8 @@ impl EngineLoop {
                 let mut decisions = self.plugin_decisions(&plan, &logits);
                 for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
                     let decision = match decisions.remove(&c.seq) {
-                        Some(Err(message)) => {
-                            self.fail(c.seq, &message);
+                        Some(Err(failure)) => {
+                            self.fail(c.seq, failure);
                             continue;
                         }
                         Some(Ok(d)) => Some(d),
@@ -243,7 +290,7 @@ impl EngineLoop {
 
     /// Calls each sampler plugin once for all of this step's sequences that chose it.
     /// Per sequence: a decision, or an error when the plugin failed and fails closed.
-    fn plugin_decisions(&self, plan: &StepPlan, logits: &StepLogits) -> HashMap<SeqId, Result<SampleDecision, String>> {
+    fn plugin_decisions(&self, plan: &StepPlan, logits: &StepLogits) -> HashMap<SeqId, Result<SampleDecision, Failure>> {
         let mut groups: HashMap<String, (Arc<Plugin>, Vec<(usize, SeqId)>)> = HashMap::new();
         for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
             if let Some((plugin, _)) = self.active.get(&c.seq).and_then(|a| a.request.sampler.as_ref()) {
@@ -287,7 +334,7 @@ impl EngineLoop {
                                 plugin.stats.fallbacks.fetch_add(1, Relaxed);
                                 Ok(SampleDecision::Pass)
                             }
-                            FailurePolicy::Closed => Err(format!("sampler plugin failed: {e}")),
+                            FailurePolicy::Closed => Err(Failure::plugin(format!("sampler plugin failed: {e}"))),
                         };
                         out.insert(s.request_id, fallback);
                     }
@@ -298,9 +345,10 @@ impl EngineLoop {
     }
 
     /// Ends one request with an error event.
-    fn fail(&mut self, id: SeqId, message: &str) {
+    fn fail(&mut self, id: SeqId, failure: Failure) {
         if let Some(a) = self.active.remove(&id) {
-            let _ = a.events.send(Event::Failed(message.to_string()));
+            tracing::warn!(request = id, cause = ?failure.cause, detail = %failure.detail, "request failed");
+            let _ = a.events.send(Event::Failed(failure));
         }
         self.scheduler.remove(id);
     }
@@ -308,7 +356,7 @@ impl EngineLoop {
     fn fail_plan(&mut self, plan: &StepPlan, message: &str) {
         tracing::error!(error = message, "forward pass failed");
         for c in &plan.chunks {
-            self.fail(c.seq, message);
+            self.fail(c.seq, Failure::engine(message));
         }
     }
 

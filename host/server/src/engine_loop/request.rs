@@ -9,8 +9,8 @@ pub struct EngineRequest {
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
     pub max_tokens: usize,
-    /// Strings that end generation; never emitted.
-    pub stop: Vec<String>,
+    /// Strings that end generation; never emitted. Shared by a request's choices.
+    pub stop: Arc<[String]>,
     pub ignore_eos: bool,
     /// Report the chosen token's logprob and this many alternatives (None: no logprobs).
     pub logprobs: Option<usize>,
@@ -68,5 +68,46 @@ pub enum Event {
     /// Text held back for stop-string matching, released at the end.
     TrailingText(String),
     Finished { reason: FinishReason, usage: Usage },
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a request failed. The detail goes to the log; clients get a message by cause.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub cause: FailureCause,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The request's sampler plugin failed and its policy fails closed.
+    Plugin,
+    /// The forward pass failed, or the engine step panicked and was rebuilt.
+    Engine,
+}
+
+impl Failure {
+    pub fn plugin(detail: impl Into<String>) -> Self {
+        Self { cause: FailureCause::Plugin, detail: detail.into() }
+    }
+
+    pub fn engine(detail: impl Into<String>) -> Self {
+        Self { cause: FailureCause::Engine, detail: detail.into() }
+    }
+
+    /// What the client is told: no plugin backtraces or internals.
+    pub fn public_message(&self) -> &'static str {
+        match self.cause {
+            FailureCause::Plugin => "the request's sampler plugin failed (details are in the server log)",
+            FailureCause::Engine => "generation failed in the engine (details are in the server log)",
+        }
+    }
+
+    /// 503 for a plugin that fails closed (a policy said no), 500 for the engine.
+    pub fn status(&self) -> u16 {
+        match self.cause {
+            FailureCause::Plugin => 503,
+            FailureCause::Engine => 500,
+        }
+    }
 }
