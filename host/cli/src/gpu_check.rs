@@ -39,6 +39,12 @@ pub struct GpuCheckArgs {
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes.
     #[arg(long)]
     bench_fp8: bool,
+    /// Only the end-to-end rows of the --model checkpoints (no kernel checks, no fixtures).
+    #[arg(long)]
+    models_only: bool,
+    /// Only the FP8-weight checks: the FP8 kernels and the FP8-weight end-to-end rows.
+    #[arg(long)]
+    fp8_only: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -52,6 +58,8 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         sweep: args.sweep,
         bench_batch: args.bench_batch,
         bench_fp8: args.bench_fp8,
+        models_only: args.models_only,
+        fp8_only: args.fp8_only,
         seed: args.seed.unwrap_or_else(|| mlahost_cuda::check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

@@ -22,6 +22,11 @@ pub struct CheckOptions {
     pub bench_batch: Option<usize>,
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on V3's shapes.
     pub bench_fp8: bool,
+    /// Only the end-to-end rows of `models` (no kernel checks, no fixtures).
+    pub models_only: bool,
+    /// Only what checks FP8 weights: the FP8 kernel checks and the FP8-weight rows (models also
+    /// get their bf16 row, the baseline).
+    pub fp8_only: bool,
     pub seed: u64,
 }
 
@@ -43,7 +48,18 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
     println!("kernels ready in {:.2} s", started.elapsed().as_secs_f64());
     let blas = Blas::new(&gpu)?;
     let mut all_ok = true;
-    if !o.bench_only {
+    if o.models_only {
+        let (ok, table) = report("## end to end (given models)", &end_to_end(o)?);
+        println!("{table}");
+        all_ok &= ok;
+    } else if o.fp8_only {
+        let checks = super::fp8::run_all(&k, &mut super::Rng::new(o.seed));
+        let (ok, table) = report("## FP8 kernels vs naive references", &checks);
+        println!("{table}");
+        let (ok2, table) = report("## end to end (FP8 weights)", &end_to_end(o)?);
+        println!("{table}");
+        all_ok &= ok && ok2;
+    } else if !o.bench_only {
         let checks = kernels::run_all(&k, &blas, o.seed)?;
         let (ok, table) = report("## kernels vs naive references", &checks);
         println!("{table}");
@@ -74,9 +90,14 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
     let mut one = |name: String, r: Result<Check>| {
         out.push(r.unwrap_or_else(|e| Check { name, error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }))
     };
-    for name in ["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"] {
+    let fixtures: &[&str] = if o.models_only { &[] } else { &["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"] };
+    for &name in fixtures {
         let dir = o.fixtures.join(name);
         let model = load(&dir)?;
+        if o.fp8_only {
+            one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
+            continue;
+        }
         let golden: serde_json::Value = std::fs::read_to_string(dir.join("golden.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -95,7 +116,9 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
     for dir in &o.models {
         let model = load(dir)?;
         one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, true));
-        one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, true));
+        if !o.fp8_only {
+            one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, true));
+        }
         one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
     }
     Ok(out)
