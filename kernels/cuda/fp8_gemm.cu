@@ -3,7 +3,7 @@
 //
 //  fp8_quant_act     x [m, k] (bf16 or f32) -> q [m, k] e4m3 and s [m, ceil(k/128)] f32 with
 //                    s = amax/448 over each row's 128-channel block, q = e4m3(x / s); a zero
-//                    block gets s = 0 and zero codes. One warp per (row, block).
+//                    block gets s = 0 and zero codes. One warp per (row, block); grid (m, ceil(kb/8)).
 //  fp8_gemm_m16/_m64 C[r, c] = sum_kb s_a[r, kb] * s_w[c/128, kb] * sum_{k in kb} q_a[r, k] * q_w[c, k]
 //                    mma.sync m16n8k32 e4m3 -> f32 within a 128-wide k block, then promoted into
 //                    f32 accumulators with both scales (the tensor cores' fp8 accumulation keeps
@@ -42,8 +42,8 @@ __device__ __forceinline__ void mma_e4m3(float* c, u32 a0, u32 a1, u32 a2, u32 a
 extern "C" __global__ void __launch_bounds__(256) fp8_quant_act(const void* __restrict__ x, int x_f32, u8* __restrict__ q,
                                                                 float* __restrict__ s, int m, int k) {
   const int kb_total = (k + 127) / 128;
-  const int warp = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  const int row = blockIdx.y, kb = warp;
+  // rows along x (a routed batch has tokens x top-k rows, past y's 65535), 8 blocks per CTA on y
+  const int row = blockIdx.x, kb = blockIdx.y * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= m || kb >= kb_total) return;
   float v[4];
 #pragma unroll

@@ -55,7 +55,7 @@ fn check_gpu(k: &Kernels, name: &'static str) -> Result<()> {
 pub fn quant_act(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, m: usize, k: usize) -> Result<()> {
     const K: &str = "fp8_quant_act";
     let kb = k.div_ceil(BLOCK);
-    kern.launch(K, (kb.div_ceil(8) as u32, m as u32, 1), 256, 0, &[
+    kern.launch(K, (m as u32, kb.div_ceil(8) as u32, 1), 256, 0, &[
         Arg::Ptr(x.need(K, "x", m * k * if x_f32 { 4 } else { 2 })?),
         Arg::I32(x_f32 as i32),
         Arg::Ptr(out.codes.need(K, "codes", m * k)?),
