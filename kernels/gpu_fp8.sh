@@ -9,6 +9,8 @@
 #   models  the V3-shaped reduced FP8 checkpoint (examples/gpu/make_v3_reduced_fp8.py) and a
 #           3-layer V2-Lite-shaped bf16 one, each GPU (bf16 and FP8 weights) against the CPU engine
 #   gen     generate timings, bf16 against FP8 weights, on both
+#   quick   the FP8 kernel checks, the fixtures' FP8-weight rows and the benchmark (no big models)
+#   v3      the V3-shaped reduced FP8 checkpoint: GPU bf16 and FP8 weights against the CPU engine
 #   fp8     in one gpu-check: the FP8 kernel checks, the FP8-weight rows of the fixtures and of
 #           both models (with their bf16 rows), and the benchmark
 set -uo pipefail
@@ -39,6 +41,13 @@ if has checks || has bench; then
   timeout "${CHECK_S:-330}" "$BIN" "${args[@]}" > "$OUT/check.log" 2>&1 || status=1
 fi
 V3="$WORK/v3-reduced-fp8" V2="$WORK/v2-lite-3l"
+if has quick; then
+  timeout "${QUICK_S:-200}" "$BIN" gpu-check --fp8-only --bench-fp8 --seed "$SEED" > "$OUT/quick.log" 2>&1 || status=1
+fi
+if has v3; then
+  [ -d "$V3" ] || timeout "${MAKE_S:-120}" python3 examples/gpu/make_v3_reduced_fp8.py --out "$V3" --tokenizer-dir "$TOKENIZER_DIR" > "$OUT/make.log" 2>&1 || status=1
+  timeout "${V3_S:-150}" "$BIN" gpu-check --models-only --fp8-only --seed "$SEED" --model "$V3" > "$OUT/v3.log" 2>&1 || status=1
+fi
 if has models || has gen || has fp8; then
   [ -d "$V3" ] || python3 examples/gpu/make_v3_reduced_fp8.py --out "$V3" --tokenizer-dir "$TOKENIZER_DIR" > "$OUT/make.log" 2>&1 || status=1
   [ -d "$V2" ] || python3 examples/gpu/make_v2_lite_random.py --out "$V2" --tokenizer-dir "$TOKENIZER_DIR" --layers 3 --shard-gb 1 >> "$OUT/make.log" 2>&1 || status=1
