@@ -4,7 +4,7 @@
 
 use crate::backend_with_dtype;
 use mlahost_engine::cpu::AttentionMode;
-use mlahost_engine::generate::{generate, GenerateOutput, GenerateRequest};
+use mlahost_runtime::generate::{generate, GenerateOutput, GenerateRequest};
 use mlahost_engine::sampling::{argmax, log_softmax, top_logprobs, SamplingParams};
 use mlahost_engine::{Backend, KvCacheDtype, LoadedModel, LogitsRequest, Result, SeqChunk};
 
@@ -26,10 +26,9 @@ pub fn greedy(model: &LoadedModel, dtype: KvCacheDtype, prompt: &[u32], n: usize
         max_tokens: n,
         sampling: SamplingParams { temperature: 0.0, ..Default::default() },
         top_logprobs: 2,
-        stop_token_ids: vec![],
         ignore_eos: true,
     };
-    generate(&mut b, &req)
+    generate(model, &mut b, &req).map_err(|e| mlahost_engine::EngineError::InvalidRequest(e.to_string()))
 }
 
 /// One step of a teacher-forced run.

@@ -4,7 +4,7 @@
 //! the process-wide kernel choice never changes under another test.
 
 use mlahost_engine::cpu::{set_kernel_isa, AttentionMode, Isa};
-use mlahost_engine::generate::{generate, GenerateRequest};
+use mlahost_runtime::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_tests::{backend, floats, golden, ids, load, FIXTURES};
 use serde_json::Value;
@@ -34,10 +34,9 @@ fn every_kernel_family_matches_the_goldens() {
                     max_tokens: expected.len(),
                     sampling: SamplingParams { temperature: 0.0, ..Default::default() },
                     top_logprobs: 0,
-                    stop_token_ids: vec![],
                     ignore_eos: true,
                 };
-                let out = generate(&mut b, &req).unwrap_or_else(|e| panic!("{fixture}/{name}: {e}"));
+                let out = generate(&model, &mut b, &req).unwrap_or_else(|e| panic!("{fixture}/{name}: {e}"));
                 let comparable = margins.iter().position(|&m| m < NEAR_TIE).unwrap_or(margins.len());
                 assert!(comparable >= 8, "{fixture}/{name}: too few comparable steps");
                 for step in 0..comparable {

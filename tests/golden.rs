@@ -2,7 +2,7 @@
 //! up to the first near-tie, and log-probabilities.
 
 use mlahost_engine::cpu::AttentionMode;
-use mlahost_engine::generate::{generate, GenerateRequest};
+use mlahost_runtime::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_tests::{backend, floats, golden, ids, load, FIXTURES};
 use serde_json::Value;
@@ -27,10 +27,9 @@ fn check_case(fixture: &str, model: &mlahost_engine::LoadedModel, case: &Value, 
         max_tokens: expected.len(),
         sampling: SamplingParams { temperature: 0.0, ..Default::default() },
         top_logprobs: 5,
-        stop_token_ids: vec![],
         ignore_eos: true,
     };
-    let out = generate(&mut b, &req).unwrap_or_else(|e| panic!("{fixture}/{name}: {e}"));
+    let out = generate(model, &mut b, &req).unwrap_or_else(|e| panic!("{fixture}/{name}: {e}"));
     let comparable = margins.iter().position(|&m| m < NEAR_TIE).unwrap_or(margins.len());
     for step in 0..comparable {
         assert_eq!(out.token_ids[step], expected[step], "{fixture}/{name}: token {step} differs (page size {page_size})");

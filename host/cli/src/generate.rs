@@ -3,13 +3,15 @@
 use crate::progress::LoadBar;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mlahost_engine::cpu::{AttentionMode, CpuOptions};
-use mlahost_engine::generate::{generate, FinishReason, GenerateRequest};
+use crate::backends::DeviceBackends;
+use mlahost_engine::cpu::AttentionMode;
+use mlahost_runtime::generate::{generate, FinishReason, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_cuda::profile::Phase;
 use mlahost_cuda::quant::WeightQuant;
-use mlahost_cuda::{CudaBackend, CudaOptions, Device};
-use mlahost_engine::{Backend, CacheGeometry, KvCacheDtypeArg, LoadedModel};
+use mlahost_cuda::Device;
+use mlahost_engine::{CacheGeometry, KvCacheDtypeArg, LoadedModel};
+use mlahost_runtime::{BackendFactory, BackendOptions};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,42 +115,34 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.profile_kernels && args.device == Device::Cpu {
         bail!("--profile-kernels times GPU kernels: give --device cuda:N");
     }
-    let mut profiled_gpu = None;
-    let mut backend: Box<dyn Backend> = match args.device {
-        Device::Cpu => Box::new(model.cpu_backend(CpuOptions { geometry, attention: args.attention, kv_dtype })?),
-        Device::Cuda(ordinal) => Box::new(CudaBackend::with_quantization(
-            model.config.clone(),
-            &model.weights,
-            CudaOptions {
-                ordinal,
-                page_size: args.page_size,
-                num_pages: Some(geometry.num_pages),
-                gpu_memory_utilization: 0.9,
-                kv_dtype,
-                max_batched_tokens: prompt.len(),
-                max_seqs: 1,
-                planned_weight_bytes: None,
-                cuda_graphs: !args.enforce_eager,
-            },
-            args.quantization,
-        )
-        .inspect(|b| {
-            if args.profile_kernels {
-                let gpu = b.gpu();
-                gpu.set_profiling(true);
-                profiled_gpu = Some(gpu);
-            }
-        })?),
+    let factory = DeviceBackends {
+        attention: args.attention,
+        gpu_memory_utilization: 0.9,
+        cuda_graphs: !args.enforce_eager,
+        quantization: args.quantization,
+        profile: args.profile_kernels,
+        ..DeviceBackends::new(args.device)
     };
+    let options = BackendOptions {
+        replica: 0,
+        page_size: args.page_size,
+        kv_cache_pages: Some(geometry.num_pages),
+        kv_cache_memory: None,
+        kv_dtype,
+        max_batched_tokens: prompt.len(),
+        max_seqs: 1,
+        planned_weight_bytes: None,
+    };
+    let mut backend = factory.build(&model, &options)?;
+    let profiled_gpu = factory.profiled.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let request = GenerateRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed, ..Default::default() },
         top_logprobs: args.top_logprobs,
-        stop_token_ids: model.stop_token_ids(),
         ignore_eos: args.ignore_eos,
     };
-    let out = generate(backend.as_mut(), &request)?;
+    let out = generate(&model, backend.as_mut(), &request)?;
     let profile = match &profiled_gpu {
         Some(gpu) => gpu.profile_report()?,
         None => None,

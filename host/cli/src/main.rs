@@ -1,5 +1,6 @@
 //! `mlahost`: the command line of the MLA inference server.
 
+mod backends;
 mod bench;
 mod generate;
 mod gpu_check;

@@ -253,9 +253,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         plugins,
         plugin_watch: (args.plugin_watch_ms > 0).then(|| Duration::from_millis(args.plugin_watch_ms)),
         tenants: args.tenants,
-        device: args.device,
-        gpu_memory_utilization: args.gpu_memory_utilization,
-        cuda_graphs: !args.enforce_eager,
+        backends: std::sync::Arc::new(crate::backends::DeviceBackends {
+            gpu_memory_utilization: args.gpu_memory_utilization,
+            cuda_graphs: !args.enforce_eager,
+            ..crate::backends::DeviceBackends::new(args.device)
+        }),
         guard,
         http,
     };

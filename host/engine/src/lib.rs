@@ -7,7 +7,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 mod error;
-pub mod generate;
 pub mod kv_cache_dtype;
 pub mod model;
 pub mod rope;

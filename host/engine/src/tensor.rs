@@ -28,7 +28,7 @@ impl Matrix {
             Storage::F32(d) => out.copy_from_slice(&d[range]),
             Storage::Bf16(d) => {
                 for (o, &b) in out.iter_mut().zip(&d[range]) {
-                    *o = crate::checkpoint::bf16_to_f32(b);
+                    *o = crate::checkpoint::dtype::bf16_to_f32(b);
                 }
             }
         }

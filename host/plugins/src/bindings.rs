@@ -4,7 +4,7 @@ pub mod sampler {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "sampler-plugin",
-        with: { "mlahost:plugin/logits-access.logits": crate::logits::LogitsRow },
+        with: { "mlahost:plugin/logits-access.logits": crate::logits_row::LogitsRow },
     });
 }
 

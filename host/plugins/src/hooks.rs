@@ -5,7 +5,7 @@ use crate::bindings::admission::exports::mlahost::plugin::admission as wit_admis
 use crate::bindings::prefix_policy::exports::mlahost::plugin::prefix_policy as wit_policy;
 use crate::bindings::router::exports::mlahost::plugin::router as wit_router;
 use crate::bindings::sampler::exports::mlahost::plugin::sampler as wit_sampler;
-use crate::logits::LogitsRow;
+use crate::logits_row::LogitsRow;
 use crate::instance::{clip, Bound};
 use crate::plugin::Plugin;
 use crate::PluginError;

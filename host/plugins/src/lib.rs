@@ -13,6 +13,7 @@ mod host;
 mod instance;
 mod kind;
 mod logits;
+mod logits_row;
 mod no_wait;
 mod output;
 mod plugin;

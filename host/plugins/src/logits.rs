@@ -3,24 +3,13 @@
 
 use crate::bindings::sampler::mlahost::plugin::logits_access::{Host, HostLogits, TokenLogit};
 use crate::sandbox::Sandbox;
+use crate::logits_row::LogitsRow;
 use wasmtime::component::Resource;
 
 /// Caps on what one method call may return.
 const MAX_TOP_K: u32 = 1024;
 const MAX_RANGE: u32 = 65536;
 const MAX_IDS: usize = 65536;
-
-/// One row of a step's logits, shared without copying: the whole batch behind an `Arc`.
-pub struct LogitsRow {
-    pub batch: std::sync::Arc<Vec<f32>>,
-    pub range: std::ops::Range<usize>,
-}
-
-impl LogitsRow {
-    fn values(&self) -> &[f32] {
-        self.batch.get(self.range.clone()).unwrap_or(&[])
-    }
-}
 
 impl Host for Sandbox {}
 

@@ -3,7 +3,7 @@
 use crate::api::chat::chat_completions;
 use crate::api::completions::completions;
 use crate::api::error::ApiError;
-use crate::api::AppState;
+use crate::api::{AppState, Reply};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
@@ -28,10 +28,6 @@ pub struct Gate {
     pub body_timeout: Duration,
 }
 
-pub enum Reply {
-    Json(Value),
-    Sse(UnboundedReceiver<Bytes>),
-}
 
 pub type HttpBody = BoxBody<Bytes, Infallible>;
 
@@ -149,7 +145,7 @@ fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<crate::tena
 /// Re-reads the tenants file; the old table stays if the new one does not parse. The reason
 /// goes to the log only: it may quote the file.
 fn reload_tenants(state: &AppState) -> Response<HttpBody> {
-    match crate::server::reload_tenants(state) {
+    match crate::api::admin::reload_tenants(state) {
         Ok(n) => json(StatusCode::OK, &serde_json::json!({"tenants": n})),
         Err(e) => {
             tracing::error!(error = %e, "tenants reload failed; keeping the current tenants");

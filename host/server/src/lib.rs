@@ -1,10 +1,9 @@
-//! The serving side of mlahost: the engine loop that owns a replica's scheduler and backend,
-//! the OpenAI-compatible HTTP API on tokio + hyper, and Prometheus metrics.
+//! The serving side of mlahost: the OpenAI-compatible HTTP API on tokio + hyper over one
+//! engine core per replica (mlahost-runtime), tenants, limits, and Prometheus metrics.
 
 pub mod api;
 mod chat_template;
 mod default_model;
-pub mod engine_loop;
 mod error;
 mod http;
 pub mod limits;

@@ -2,7 +2,7 @@
 //! and the router that picks one per request from their load and cached prefixes.
 
 use crate::api::error::ApiError;
-use crate::engine_loop::EngineHandle;
+use mlahost_runtime::EngineHandle;
 use crate::metrics::Metrics;
 use mlahost_core::{PrefixIndex, ReplicaLoad, RouteDecision, RouteRequest, Router};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

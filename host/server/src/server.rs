@@ -3,7 +3,7 @@
 
 use crate::api::error::ApiError;
 use crate::api::{AppState, Guard};
-use crate::engine_loop::{self, SchedulerFactory};
+use mlahost_runtime::{BackendFactory, BackendOptions, EngineCore, SchedulerFactory};
 use crate::http::{error_response, route, Gate, HttpBody};
 use crate::limits::HttpLimits;
 use crate::metrics::Metrics;
@@ -17,9 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use crate::replicas::{Replica, Replicas};
 use crate::tenants::Tenants;
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
-use mlahost_engine::cpu::{AttentionMode, CpuOptions};
-use mlahost_cuda::{CudaBackend, CudaOptions, Device};
-use mlahost_engine::{capacity, Backend, CacheGeometry, KvCacheDtype, LoadedModel};
+use mlahost_engine::{capacity, Backend, KvCacheDtype, LoadedModel};
 use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec};
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     /// None serves the built-in default model.
     pub model: Option<PathBuf>,
@@ -53,12 +51,9 @@ pub struct ServeConfig {
     pub plugin_watch: Option<Duration>,
     /// Tenants and their API keys (`--tenants`); without it every request is one default tenant.
     pub tenants: Option<PathBuf>,
-    /// Where replicas run: the CPU, or GPUs from cuda:N on (replica i on cuda:N+i).
-    pub device: Device,
-    /// Share of each GPU's memory for weights, workspace and the latent cache.
-    pub gpu_memory_utilization: f64,
-    /// Replay decode steps from CUDA graphs (off: `--enforce-eager`).
-    pub cuda_graphs: bool,
+    /// Builds each replica's backend (the device, its memory share and graph settings are
+    /// the factory's business).
+    pub backends: Arc<dyn BackendFactory>,
     /// Request limits and the operator credential.
     pub guard: Guard,
     /// Connection cap and timeouts.
@@ -256,31 +251,17 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     let weights = capacity::count_weights(&dir, c)?;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(cfg.replicas);
     for replica in 0..cfg.replicas {
-        backends.push(match cfg.device {
-            Device::Cpu => {
-                let num_pages = capacity::cpu_pool_pages(c, dtype, cfg.page_size, cfg.kv_cache_pages, cfg.kv_cache_memory)?;
-                let geometry = CacheGeometry { num_pages, page_size: cfg.page_size };
-                Box::new(model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: dtype })?)
-            }
-            Device::Cuda(first) => Box::new(
-                CudaBackend::new(
-                    c.clone(),
-                    &model.weights,
-                    CudaOptions {
-                        ordinal: first + replica,
-                        page_size: cfg.page_size,
-                        num_pages: cfg.kv_cache_pages,
-                        gpu_memory_utilization: cfg.gpu_memory_utilization,
-                        kv_dtype: dtype,
-                        max_batched_tokens: cfg.scheduler.max_num_batched_tokens,
-                        max_seqs: cfg.scheduler.max_num_seqs,
-                        planned_weight_bytes: Some(weights.bf16_bytes()),
-                        cuda_graphs: cfg.cuda_graphs,
-                    },
-                )
-                .map_err(mlahost_engine::EngineError::from)?,
-            ),
-        });
+        let options = BackendOptions {
+            replica,
+            page_size: cfg.page_size,
+            kv_cache_pages: cfg.kv_cache_pages,
+            kv_cache_memory: cfg.kv_cache_memory,
+            kv_dtype: dtype,
+            max_batched_tokens: cfg.scheduler.max_num_batched_tokens,
+            max_seqs: cfg.scheduler.max_num_seqs,
+            planned_weight_bytes: Some(weights.bf16_bytes()),
+        };
+        backends.push(cfg.backends.build(&model, &options).map_err(|e| ServerError::Config(e.to_string()))?);
     }
     let num_pages = backends.iter().map(|b| b.cache_geometry().num_pages).min().unwrap_or(0);
     let page_bytes = capacity::page_bytes(c, dtype, cfg.page_size);
@@ -288,7 +269,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity);
     tracing::info!(
         replicas = cfg.replicas,
-        device = %cfg.device,
+        device = %cfg.backends.describe(),
         weight_params = weights.parameters,
         weight_bytes_bf16 = weights.bf16_bytes(),
         kv_cache_dtype = dtype.as_str(),
@@ -309,7 +290,8 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         let metrics = Arc::new(Metrics::new(&name, replica));
         metrics.kv_cache_tokens.store(capacity as u64, SeqCst);
         metrics.kv_cache_bytes_per_token.store(page_bytes / cfg.page_size as u64, SeqCst);
-        let (engine, join) = engine_loop::spawn(model.clone(), backend, make_scheduler, max_model_len, metrics.clone())?;
+        let core = EngineCore::new(model.clone(), backend, make_scheduler, max_model_len, metrics.clone())?;
+        let (engine, join) = mlahost_runtime::spawn(core)?;
         list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);
     }
@@ -325,7 +307,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     let watch_tenants = tenants.is_some();
     let state = Arc::new(AppState::new(replicas, plugins, tenants, model, name, max_model_len, cfg.guard.clone()).map_err(ServerError::Config)?);
     if watch_tenants {
-        watch_tenants_file(&state);
+        crate::api::admin::watch_tenants_file(&state);
     }
     Ok((state, threads))
 }
@@ -343,38 +325,4 @@ fn scheduler_factory(cfg: &ServeConfig, num_pages: usize, index: Arc<PrefixIndex
         }
         Ok(s)
     })
-}
-
-/// Re-reads the tenants file; the current table stays when the new one is invalid.
-pub fn reload_tenants(state: &AppState) -> Result<usize, String> {
-    let path = match state.tenants.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        Some(t) => t.path.clone(),
-        None => return Err("the server runs without --tenants".into()),
-    };
-    let fresh = Tenants::load(&path)?;
-    let n = fresh.ids().len();
-    *state.tenants.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fresh));
-    tracing::info!(tenants = n, "tenants reloaded");
-    Ok(n)
-}
-
-/// Reloads the tenants file when it changes (checked every second).
-fn watch_tenants_file(state: &Arc<AppState>) {
-    let weak = Arc::downgrade(state);
-    let stamp = |s: &AppState| {
-        let path = s.tenants.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.path.clone());
-        path.and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.modified().ok(), m.len()))
-    };
-    let mut last = stamp(state);
-    let _ = std::thread::Builder::new().name("tenants-watch".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let Some(state) = weak.upgrade() else { return };
-        let now = stamp(&state);
-        if now != last {
-            last = now;
-            if let Err(e) = reload_tenants(&state) {
-                tracing::error!(error = %e, "tenants file reload failed; keeping the current tenants");
-            }
-        }
-    });
 }

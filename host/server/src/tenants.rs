@@ -121,7 +121,7 @@ impl Tenants {
     /// The tenant of `Authorization: Bearer KEY`; 401 in the OpenAI shape otherwise.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, ApiError> {
         let unauthorized = |m: &str| ApiError { status: 401, message: m.into(), kind: "authentication_error", param: None, retry_after: None };
-        let key = crate::api::bearer(authorization).ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
+        let key = bearer(authorization).ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
         let hash = hash_key(key);
         let &i = self.by_key.get(&hash).ok_or_else(|| unauthorized("invalid API key"))?;
         let config = self.list[i].clone();
@@ -131,6 +131,14 @@ impl Tenants {
     pub fn ids(&self) -> Vec<String> {
         self.list.iter().map(|t| t.id.clone()).collect()
     }
+}
+
+/// The key of `Authorization: Bearer KEY`.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
 }
 
 /// A stable non-zero scheduler index for a tenant id (0 is the default tenant).

@@ -5,7 +5,7 @@
 use super::Check;
 use crate::profile::Phase;
 use crate::Result;
-use mlahost_engine::generate::{generate, GenerateRequest};
+use mlahost_runtime::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{KvCacheDtype, LoadedModel};
 
@@ -22,14 +22,14 @@ pub fn profile_leaves_the_run_unchanged(model: &LoadedModel, ordinal: usize, see
         max_tokens: steps,
         sampling: SamplingParams { temperature: 0.0, ..Default::default() },
         top_logprobs: 0,
-        stop_token_ids: Vec::new(),
         ignore_eos: true,
     };
-    let plain = generate(&mut backend()?, &request)?;
+    let run = |b: &mut crate::CudaBackend| generate(model, b, &request).map_err(|e| crate::CudaError::launch("generate", &e.to_string()));
+    let plain = run(&mut backend()?)?;
     let mut profiled_backend = backend()?;
     let gpu = profiled_backend.gpu();
     gpu.set_profiling(true);
-    let profiled = generate(&mut profiled_backend, &request)?;
+    let profiled = run(&mut profiled_backend)?;
     let report = gpu.profile_report()?.ok_or_else(|| crate::CudaError::launch("profile", "profiling was switched off"))?;
     let same = plain.token_ids == profiled.token_ids && plain.logprobs == profiled.logprobs;
     let forwards = |p| report.forwards.get(&p).copied().unwrap_or(0);

@@ -1,7 +1,7 @@
 //! A hub checkpoint directory: `model.safetensors` or shards listed in
 //! `model.safetensors.index.json`, read through memory maps.
 
-mod dtype;
+pub(crate) mod dtype;
 mod safetensors;
 
 pub use dtype::{bf16_to_f32, f16_to_f32, f32_to_bf16, f8e4m3_to_f32, DType};

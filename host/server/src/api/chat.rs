@@ -8,7 +8,7 @@ use super::run::{generate, Generated};
 use super::stream::StreamKind;
 use super::AppState;
 use crate::chat_template::normalize_messages;
-use crate::http::Reply;
+use super::Reply;
 use crate::tenants::Tenant;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -6,8 +6,8 @@ use super::params::{attach_sampler, finish_request, parse_common, Fields, MAX_TO
 use super::run::{generate, Generated};
 use super::stream::StreamKind;
 use super::AppState;
-use crate::engine_loop::EngineRequest;
-use crate::http::Reply;
+use mlahost_runtime::EngineRequest;
+use super::Reply;
 use crate::tenants::Tenant;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -43,7 +43,7 @@ impl ApiError {
     }
 
     /// A failed generation as the client sees it: a message by cause, never the detail.
-    pub fn from_failure(f: &crate::engine_loop::Failure) -> Self {
+    pub fn from_failure(f: &mlahost_runtime::Failure) -> Self {
         match f.status() {
             503 => Self::overloaded(f.public_message()),
             _ => Self::internal(f.public_message()),

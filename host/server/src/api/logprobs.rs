@@ -1,6 +1,6 @@
 //! Log-probability objects in the two OpenAI shapes.
 
-use crate::engine_loop::TokenEvent;
+use mlahost_runtime::TokenEvent;
 use mlahost_engine::Tokenizer;
 use serde_json::{json, Map, Value};
 

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible endpoints.
 
+pub mod admin;
 pub mod admission;
 pub mod chat;
 pub mod completions;
@@ -30,6 +31,12 @@ pub struct Guard {
     pub admin_key: Option<String>,
     /// Per-tenant /metrics families for everyone (else only for the admin key).
     pub metrics_tenant_labels: bool,
+}
+
+/// What an endpoint answers: a JSON body, or a stream of server-sent events.
+pub enum Reply {
+    Json(Value),
+    Sse(tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>),
 }
 
 pub struct AppState {
@@ -109,7 +116,7 @@ impl AppState {
 
     /// True when `authorization` carries the operator key.
     pub fn is_admin(&self, authorization: Option<&str>) -> bool {
-        let (Some(want), Some(key)) = (self.guard.admin_key.as_deref(), bearer(authorization)) else { return false };
+        let (Some(want), Some(key)) = (self.guard.admin_key.as_deref(), crate::tenants::bearer(authorization)) else { return false };
         constant_time_eq(crate::tenants::hash_key(key).as_bytes(), want.to_ascii_lowercase().as_bytes())
     }
 
@@ -143,14 +150,6 @@ impl AppState {
             "max_model_len": self.max_model_len,
         }]})
     }
-}
-
-/// The key of `Authorization: Bearer KEY`.
-pub fn bearer(authorization: Option<&str>) -> Option<&str> {
-    authorization
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
 }
 
 /// Compares without an early exit, so timing tells nothing about a key hash.

@@ -2,7 +2,7 @@
 //! fields are ignored.
 
 use super::error::ApiError;
-use crate::engine_loop::EngineRequest;
+use mlahost_runtime::EngineRequest;
 use crate::limits::RequestLimits;
 use mlahost_engine::sampling::SamplingParams;
 use serde_json::{Map, Value};

@@ -1,98 +1,32 @@
-//! The engine loop: one thread owns a replica's scheduler and backend. The HTTP side talks to
-//! it over channels: requests in, per-request events out. A request whose event receiver is
-//! gone (client disconnected) is aborted at whatever stage it is in, and its pages return. A
-//! panic inside a step fails the requests in flight and rebuilds the scheduler and its page
-//! pool, so one bad step never takes the replica down.
+//! The engine core of one replica: it owns the scheduler, the backend, per-request sampling
+//! state and stop decisions. `add` queues a request (its events go to the sender it gives),
+//! `step` runs one forward pass and emits what it produced, `abort` ends a request at any
+//! stage and returns its pages. A panic inside a step fails the requests in flight and
+//! rebuilds the scheduler and its page pool, so one bad step never takes the replica down.
+//! The server drives a core from its own thread (`handle`); `generate` drives one inline.
 
-mod active;
-mod detokenizer;
-#[cfg(test)]
-mod device_sampling_tests;
-#[cfg(test)]
-mod panic_tests;
-mod request;
-mod step_logits;
-
-pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, TokenEvent, Usage};
-
+use crate::active::Active;
 use crate::metrics::Metrics;
-use active::Active;
+use crate::request::{EngineRequest, Event, Failure, FinishReason, Usage};
+use crate::step_logits::StepLogits;
 use mlahost_core::{CoreError, Scheduler, SeqId, Sequence, StepPlan};
 use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
-use step_logits::StepLogits;
 use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-
-enum Command {
-    Submit { id: SeqId, request: EngineRequest, events: UnboundedSender<Event> },
-    Abort(SeqId),
-    AbortAll,
-    /// Drop every cached prefix page nobody uses; replies with how many went.
-    ResetPrefixCache(tokio::sync::oneshot::Sender<usize>),
-}
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Builds a replica's scheduler (with its page pool, prefix index and eviction policy): once
 /// at start, and again after a step panicked.
 pub type SchedulerFactory = Box<dyn Fn() -> Result<Scheduler, CoreError> + Send>;
 
-/// The HTTP side's handle on the engine loop. Cloning shares the loop.
-#[derive(Clone)]
-pub struct EngineHandle {
-    commands: UnboundedSender<Command>,
-    next_id: Arc<AtomicU64>,
-}
-
-impl EngineHandle {
-    /// Queues a request; its events arrive on the returned receiver, `Accepted` or `Rejected`
-    /// first. Dropping the receiver aborts the request.
-    pub fn submit(&self, request: EngineRequest) -> (SeqId, UnboundedReceiver<Event>) {
-        let id = self.next_id.fetch_add(1, Relaxed);
-        let (events, rx) = unbounded_channel();
-        if self.commands.send(Command::Submit { id, request, events }).is_err() {
-            // The loop is gone; the receiver sees a closed channel.
-        }
-        (id, rx)
-    }
-
-    pub fn abort(&self, id: SeqId) {
-        let _ = self.commands.send(Command::Abort(id));
-    }
-
-    /// Cancels everything in flight (used after the shutdown grace period).
-    pub fn abort_all(&self) {
-        let _ = self.commands.send(Command::AbortAll);
-    }
-
-    /// Empties the prefix cache of pages no request uses; None if the loop is gone.
-    pub async fn reset_prefix_cache(&self) -> Option<usize> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.commands.send(Command::ResetPrefixCache(tx)).ok()?;
-        rx.await.ok()
-    }
-}
-
-/// Starts the loop on its own thread. The loop ends when every handle is dropped.
-pub fn spawn(
-    model: Arc<LoadedModel>,
-    backend: Box<dyn Backend>,
-    make_scheduler: SchedulerFactory,
-    max_model_len: usize,
-    metrics: Arc<Metrics>,
-) -> Result<(EngineHandle, std::thread::JoinHandle<()>), crate::ServerError> {
-    let scheduler = make_scheduler()?;
-    let (tx, rx) = unbounded_channel();
-    let handle = EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(1)) };
-    let engine = EngineLoop { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics };
-    let join = std::thread::Builder::new().name("engine-loop".into()).spawn(move || engine.run(rx))?;
-    Ok((handle, join))
-}
-
-struct EngineLoop {
-    model: Arc<LoadedModel>,
-    backend: Box<dyn Backend>,
+/// A core over a model `M` (an `Arc` on the serving thread, a borrow inline) and a backend `B`
+/// (a `Box` on the serving thread, a borrow inline).
+pub struct EngineCore<M, B> {
+    model: M,
+    backend: B,
     scheduler: Scheduler,
     make_scheduler: SchedulerFactory,
     active: HashMap<SeqId, Active>,
@@ -100,38 +34,60 @@ struct EngineLoop {
     metrics: Arc<Metrics>,
 }
 
-impl EngineLoop {
-    fn run(mut self, mut commands: UnboundedReceiver<Command>) {
-        self.metrics.engine_alive.store(true, Relaxed);
-        // Marks the engine dead however the loop ends, a panic included, so /health turns 503.
-        struct Alive(Arc<Metrics>);
-        impl Drop for Alive {
-            fn drop(&mut self) {
-                self.0.engine_alive.store(false, Relaxed);
+/// The core a server replica runs on its own thread.
+pub type ServingCore = EngineCore<Arc<LoadedModel>, Box<dyn Backend>>;
+
+impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCore<M, B> {
+    pub fn new(
+        model: M,
+        backend: B,
+        make_scheduler: SchedulerFactory,
+        max_model_len: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CoreError> {
+        let scheduler = make_scheduler()?;
+        metrics.pages_total.store(scheduler.stats().pages_total as u64, Relaxed);
+        Ok(Self { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics })
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.scheduler.has_work()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs one step if there is work. False when a step panicked and the scheduler could not
+    /// be rebuilt: the core cannot serve any more.
+    pub fn step(&mut self) -> bool {
+        self.drop_disconnected();
+        if self.scheduler.has_work() {
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_step()));
+            if stepped.is_err() && !self.recover() {
+                return false;
             }
         }
-        let _alive = Alive(self.metrics.clone());
-        let stats = self.scheduler.stats();
-        self.metrics.pages_total.store(stats.pages_total as u64, Relaxed);
-        loop {
-            if !self.scheduler.has_work() {
-                match commands.blocking_recv() {
-                    Some(c) => self.handle(c),
-                    None => break,
-                }
-            }
-            while let Ok(c) = commands.try_recv() {
-                self.handle(c);
-            }
-            self.drop_disconnected();
-            if self.scheduler.has_work() {
-                let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));
-                if stepped.is_err() && !self.recover() {
-                    break;
-                }
-            }
-            self.publish_gauges();
+        self.publish_gauges();
+        true
+    }
+
+    /// Ends every request in flight (shutdown).
+    pub fn abort_all(&mut self) {
+        let ids: Vec<SeqId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.finish(id, FinishReason::Abort);
         }
+    }
+
+    /// Ends one request at any stage; its pages return.
+    pub fn abort(&mut self, id: SeqId) {
+        self.finish(id, FinishReason::Abort);
+    }
+
+    /// Empties the prefix cache of pages no request uses; returns how many went.
+    pub fn reset_prefix_cache(&mut self) -> usize {
+        self.scheduler.pages_mut().drop_unused_cached()
     }
 
     /// After a panicked step: every request in flight fails (its state may be half-updated),
@@ -156,23 +112,8 @@ impl EngineLoop {
         }
     }
 
-    fn handle(&mut self, command: Command) {
-        match command {
-            Command::Submit { id, request, events } => self.admit(id, request, events),
-            Command::Abort(id) => self.finish(id, FinishReason::Abort),
-            Command::AbortAll => {
-                let ids: Vec<SeqId> = self.active.keys().copied().collect();
-                for id in ids {
-                    self.finish(id, FinishReason::Abort);
-                }
-            }
-            Command::ResetPrefixCache(reply) => {
-                let _ = reply.send(self.scheduler.pages_mut().drop_unused_cached());
-            }
-        }
-    }
-
-    fn admit(&mut self, id: SeqId, request: EngineRequest, events: UnboundedSender<Event>) {
+    /// Queues a request; `Accepted` or `Rejected` arrives on `events` at once.
+    pub fn add(&mut self, id: SeqId, request: EngineRequest, events: UnboundedSender<Event>) {
         if request.max_tokens == 0 {
             // Nothing to generate: answer without touching the scheduler.
             let usage = Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0 };
@@ -202,7 +143,7 @@ impl EngineLoop {
         }
     }
 
-    fn step(&mut self) {
+    fn run_step(&mut self) {
         let plan = self.scheduler.schedule();
         self.metrics.preemptions.fetch_add(plan.preempted.len() as u64, Relaxed);
         if plan.chunks.is_empty() {
@@ -224,7 +165,7 @@ impl EngineLoop {
                 }
             })
             .collect();
-        let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, self.backend.as_mut());
+        let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, &mut *self.backend);
         let host_logits = match device_samples {
             Ok(Some(_)) => None,
             Ok(None) => match self.backend.forward(&chunks) {

@@ -1,8 +1,8 @@
 //! Per-request state the engine loop keeps beside the scheduler's sequence: sampling state,
 //! detokenizer, event channel and timings.
 
-use super::detokenizer::{Detokenizer, Step};
-use super::request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
+use crate::detokenizer::{Detokenizer, Step};
+use crate::request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
 use crate::metrics::Metrics;
 use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, Rng};
 use mlahost_engine::{DeviceSample, SampleRequest};

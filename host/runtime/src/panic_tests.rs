@@ -1,8 +1,9 @@
 //! A step that panics (a bug in a backend, a plugin adapter, the scheduler) fails only the
 //! requests in flight; the loop rebuilds its scheduler and page pool and serves the next ones.
 
-use super::request::{EngineRequest, Event, FailureCause};
-use super::spawn;
+use crate::request::{EngineRequest, Event, FailureCause};
+use crate::core::EngineCore;
+use crate::handle::spawn;
 use crate::metrics::Metrics;
 use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
@@ -74,7 +75,9 @@ fn a_panicking_step_fails_its_requests_and_the_loop_serves_on() {
         Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(32, 16)?)
     });
     let metrics = Arc::new(Metrics::new("test", 0));
-    let (engine, join) = spawn(model, Box::new(PanicsOnce { inner: cpu, calls }), make, 1024, metrics.clone()).expect("loop");
+    let backend: Box<dyn Backend> = Box::new(PanicsOnce { inner: cpu, calls });
+    let core = EngineCore::new(model, backend, make, 1024, metrics.clone()).expect("core");
+    let (engine, join) = spawn(core).expect("loop");
     let (tokens, failed) = drain(engine.submit(request(vec![1, 2, 3])).1);
     assert_eq!(failed, Some(FailureCause::Engine), "the request in flight fails with an engine error");
     assert_eq!(tokens.len(), 2, "two steps ran before the panic");

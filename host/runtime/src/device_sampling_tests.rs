@@ -2,8 +2,9 @@
 //! the device" with the host's own sampler must produce exactly the tokens and logprobs of the
 //! host path, and the loop must actually take that path.
 
-use super::request::{EngineRequest, Event};
-use super::spawn;
+use crate::request::{EngineRequest, Event};
+use crate::core::EngineCore;
+use crate::handle::spawn;
 use crate::metrics::Metrics;
 use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
@@ -61,7 +62,8 @@ fn cpu(model: &LoadedModel) -> CpuBackend {
 /// Runs two requests at once through a loop on `backend`; returns each one's tokens and logprobs.
 fn run(model: Arc<LoadedModel>, backend: Box<dyn Backend>) -> Vec<Vec<(u32, f32, Vec<(u32, f32)>)>> {
     let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
-    let (engine, join) = spawn(model, backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("loop");
+    let core = EngineCore::new(model, backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core");
+    let (engine, join) = spawn(core).expect("loop");
     let request = |prompt: Vec<u32>, params: SamplingParams| EngineRequest {
         prompt,
         params,

@@ -1,0 +1,77 @@
+//! The one place backends are built from command-line settings: the CPU engine, or the CUDA
+//! backend on GPU `first + replica`. `serve` and `generate` both go through it.
+
+use mlahost_cuda::Gpu;
+use mlahost_cuda::quant::WeightQuant;
+use mlahost_cuda::{CudaBackend, CudaOptions, Device};
+use mlahost_engine::cpu::{AttentionMode, CpuOptions};
+use mlahost_engine::{capacity, Backend, CacheGeometry, LoadedModel};
+use mlahost_runtime::{BackendFactory, BackendOptions, RuntimeError};
+use std::sync::{Arc, Mutex};
+
+pub struct DeviceBackends {
+    pub device: Device,
+    /// CPU: absorbed, unabsorbed or chosen per step.
+    pub attention: AttentionMode,
+    /// CUDA: share of each GPU's memory for weights, workspace and the latent cache.
+    pub gpu_memory_utilization: f64,
+    /// CUDA: replay decode steps from captured graphs.
+    pub cuda_graphs: bool,
+    /// CUDA: how linear weights are stored.
+    pub quantization: WeightQuant,
+    /// CUDA: time every kernel (the GPU handles are kept for the report).
+    pub profile: bool,
+    pub profiled: Mutex<Vec<Arc<Gpu>>>,
+}
+
+impl DeviceBackends {
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            attention: AttentionMode::Auto,
+            gpu_memory_utilization: 0.92,
+            cuda_graphs: true,
+            quantization: WeightQuant::Auto,
+            profile: false,
+            profiled: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl BackendFactory for DeviceBackends {
+    fn build(&self, model: &LoadedModel, o: &BackendOptions) -> Result<Box<dyn Backend>, RuntimeError> {
+        let c = &model.config;
+        match self.device {
+            Device::Cpu => {
+                let num_pages = capacity::cpu_pool_pages(c, o.kv_dtype, o.page_size, o.kv_cache_pages, o.kv_cache_memory)?;
+                let geometry = CacheGeometry { num_pages, page_size: o.page_size };
+                Ok(Box::new(model.cpu_backend(CpuOptions { geometry, attention: self.attention, kv_dtype: o.kv_dtype })?))
+            }
+            Device::Cuda(first) => {
+                let options = CudaOptions {
+                    ordinal: first + o.replica,
+                    page_size: o.page_size,
+                    num_pages: o.kv_cache_pages,
+                    gpu_memory_utilization: self.gpu_memory_utilization,
+                    kv_dtype: o.kv_dtype,
+                    max_batched_tokens: o.max_batched_tokens,
+                    max_seqs: o.max_seqs,
+                    planned_weight_bytes: o.planned_weight_bytes,
+                    cuda_graphs: self.cuda_graphs,
+                };
+                let backend = CudaBackend::with_quantization(c.clone(), &model.weights, options, self.quantization)
+                    .map_err(mlahost_engine::EngineError::from)?;
+                if self.profile {
+                    let gpu = backend.gpu();
+                    gpu.set_profiling(true);
+                    self.profiled.lock().unwrap_or_else(|p| p.into_inner()).push(gpu);
+                }
+                Ok(Box::new(backend))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.device.to_string()
+    }
+}
