@@ -171,26 +171,37 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Draws the next token, in time linear in the vocabulary (expected): weights are computed
 /// once, top-k and the top-p nucleus are found by selection, not by sorting.
 pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
+    // Every field, by name: a new one does not compile until the CPU sampler decides on it.
+    let SamplingParams {
+        temperature,
+        top_p,
+        top_k,
+        min_p,
+        seed: _, // `rng` is seeded from it when the request starts
+        presence_penalty: _, // the three penalties: `apply_penalties`, before this
+        frequency_penalty: _,
+        repetition_penalty: _,
+    } = *p;
     if p.is_greedy() {
         return argmax(logits);
     }
-    let inv_t = 1.0 / p.temperature;
+    let inv_t = 1.0 / temperature;
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // (id, weight) with weight = exp((logit - max) / T), the unnormalized probability.
     let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())).collect();
     let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if p.top_k > 0 && p.top_k < cand.len() {
-        cand.select_nth_unstable_by(p.top_k - 1, desc);
-        cand.truncate(p.top_k);
+    if top_k > 0 && top_k < cand.len() {
+        cand.select_nth_unstable_by(top_k - 1, desc);
+        cand.truncate(top_k);
     }
-    if p.min_p > 0.0 {
+    if min_p > 0.0 {
         // The best weight is 1 (or the top-k's best); keep those at least min_p of it.
         let best = cand.iter().map(|c| c.1).fold(0.0, f32::max);
-        cand.retain(|c| c.1 >= p.min_p * best);
+        cand.retain(|c| c.1 >= min_p * best);
     }
-    if p.top_p < 1.0 {
+    if top_p < 1.0 {
         let total: f64 = cand.iter().map(|c| c.1 as f64).sum();
-        let keep = nucleus(&mut cand, p.top_p as f64 * total);
+        let keep = nucleus(&mut cand, top_p as f64 * total);
         cand.truncate(keep);
     }
     let total: f64 = cand.iter().map(|c| c.1 as f64).sum();

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::request::{EngineRequest, Event, Failure, FinishReason, Usage};
 use crate::step_logits::StepLogits;
 use mlahost_core::{CoreError, Scheduler, SeqId, Sequence, StepPlan};
+use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
 use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
 use std::collections::HashMap;
@@ -245,13 +246,26 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 .filter_map(|&(i, id)| {
                     let (seq, active, row) = (self.scheduler.get(id)?, self.active.get(&id)?, logits.last_range(i)?);
                     let r = &active.request;
+                    // Every field, by name: a new one does not compile until the plugin view
+                    // decides on it. Plugins see the sampling knobs; penalties apply natively
+                    // after a plugin's bias or allow-set.
+                    let SamplingParams {
+                        temperature,
+                        top_p,
+                        top_k,
+                        min_p: _,
+                        seed,
+                        presence_penalty: _,
+                        frequency_penalty: _,
+                        repetition_penalty: _,
+                    } = r.params;
                     Some(SampleSeq {
                         request_id: id,
                         params: SamplerParams {
-                            temperature: r.params.temperature,
-                            top_p: r.params.top_p,
-                            top_k: r.params.top_k as u32,
-                            seed: r.params.seed,
+                            temperature,
+                            top_p,
+                            top_k: top_k as u32,
+                            seed,
                             max_tokens: r.max_tokens as u32,
                             config: r.sampler.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
                         },

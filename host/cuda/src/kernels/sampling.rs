@@ -106,6 +106,17 @@ impl SampleBatch {
         if top_logprobs > MAX_TOP_LOGPROBS {
             return Err(CudaError::launch("sample_rows", format!("{top_logprobs} top logprobs asked, at most {MAX_TOP_LOGPROBS}")));
         }
+        // Every field, by name: a new one does not compile until the GPU sampler decides on it.
+        let SamplingParams {
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            seed: _, // `rng` is seeded from it when the request starts
+            presence_penalty,
+            frequency_penalty,
+            repetition_penalty,
+        } = *p;
         let greedy = p.is_greedy();
         // f32 keeps 24 bits of the draw; stay below 1 after the rounding.
         let u = if greedy { 0.0 } else { (rng.next_f64() as f32).min(1.0 - f32::EPSILON / 2.0) };
@@ -115,7 +126,7 @@ impl SampleBatch {
             for &t in output {
                 *seen.entry(t).or_default() += 1;
             }
-            if p.repetition_penalty != 1.0 {
+            if repetition_penalty != 1.0 {
                 for &t in prompt {
                     seen.entry(t).or_default();
                 }
@@ -130,13 +141,13 @@ impl SampleBatch {
             i32::try_from(v).map_err(|_| CudaError::launch("sample_rows", format!("{what} {v} does not fit in i32")))
         };
         self.params.push(RowParams {
-            temperature: p.temperature,
-            top_k: p.top_k.min(i32::MAX as usize) as i32,
-            top_p: p.top_p,
-            min_p: p.min_p,
-            presence_penalty: p.presence_penalty,
-            frequency_penalty: p.frequency_penalty,
-            repetition_penalty: p.repetition_penalty,
+            temperature,
+            top_k: top_k.min(i32::MAX as usize) as i32,
+            top_p,
+            min_p,
+            presence_penalty,
+            frequency_penalty,
+            repetition_penalty,
             u,
             n_logprobs: top_logprobs as i32,
             penalty_offset: to_i32(offset, "penalty offset")?,
