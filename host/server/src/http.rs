@@ -52,6 +52,18 @@ impl Drop for InFlight {
 }
 
 pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
+    // Latency clocks start here, not when the engine loop picks the request up.
+    let arrived = std::time::Instant::now();
+    let origin = crate::cors::allowed(req.headers(), &state.guard.allowed_origins);
+    if req.method() == Method::OPTIONS {
+        return Ok(crate::cors::preflight(origin));
+    }
+    let mut resp = crate::arrival::scope(arrived, dispatch(state, gate, req)).await?;
+    crate::cors::decorate(&mut resp, origin);
+    Ok(resp)
+}
+
+async fn dispatch(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
     if gate.draining.load(SeqCst) {
         let mut resp = error_response(&ApiError::overloaded("the server is shutting down"));
         resp.headers_mut().insert("connection", hyper::header::HeaderValue::from_static("close"));
@@ -59,13 +71,18 @@ pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>
     }
     let guard = InFlight::enter(&gate.in_flight);
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let method = req.method().clone();
+    // HEAD is GET without the body (hyper sends the headers only).
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+    if let Some(resp) = crate::http_extra::route(&state, &gate, &method, &path, req.uri().query(), &req) {
+        return Ok(resp);
+    }
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
     let admin = || admin_only(&state, auth.as_deref());
     let result = match (method.clone(), path.as_str()) {
         (Method::GET, "/health") => Ok(health(&state)),
         (Method::GET, "/metrics") => {
             let mut body = crate::metrics::render(&state.replicas.metrics());
+            crate::metrics_vllm::render(&mut body, &state.replicas.metrics(), &crate::http_extra::vllm_info(&state));
             crate::metrics::render_plugins(&mut body, &state.plugins.plugins);
             if state.guard.metrics_tenant_labels || state.is_admin(auth.as_deref()) {
                 state.tenant_stats.render(&mut body);
@@ -86,6 +103,20 @@ pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>
             },
             Err(e) => Err(e),
         },
+        (Method::POST, "/tokenize") => match authenticate(&state, &req) {
+            Ok(_) => match read_json(req, &state, &gate).await {
+                Ok(body) => crate::api::utility::tokenize(&state, body).await.map(|v| json(StatusCode::OK, &v)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        (Method::POST, "/detokenize") => match authenticate(&state, &req) {
+            Ok(_) => match read_json(req, &state, &gate).await {
+                Ok(body) => crate::api::utility::detokenize(&state, body).map(|v| json(StatusCode::OK, &v)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         (Method::POST, "/v1/chat/completions") => match authenticate(&state, &req) {
             Ok(tenant) => match read_json(req, &state, &gate).await {
                 Ok(body) => chat_completions(state.clone(), tenant, body).await.map(|r| reply(r, guard)),
@@ -93,7 +124,8 @@ pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>
             },
             Err(e) => Err(e),
         },
-        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload" | "/reset_prefix_cache") => {
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload" | "/reset_prefix_cache")
+        | (_, "/tokenize" | "/detokenize") => {
             Err(ApiError { status: 405, ..ApiError::not_found(format!("method {method} is not allowed on {path}")) })
         }
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
@@ -142,7 +174,7 @@ fn reload_plugins(state: &AppState) -> Response<HttpBody> {
     json(if ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY }, &serde_json::json!({"plugins": results}))
 }
 
-fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<crate::tenants::Tenant, ApiError> {
+pub(crate) fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<crate::tenants::Tenant, ApiError> {
     state.tenant(req.headers().get("authorization").and_then(|v| v.to_str().ok()))
 }
 
@@ -159,7 +191,7 @@ fn reload_tenants(state: &AppState) -> Response<HttpBody> {
     }
 }
 
-fn health(state: &AppState) -> Response<HttpBody> {
+pub(crate) fn health(state: &AppState) -> Response<HttpBody> {
     if state.replicas.healthy() {
         text(StatusCode::OK, String::new(), "text/plain")
     } else {
@@ -212,11 +244,11 @@ pub fn error_response(e: &ApiError) -> Response<HttpBody> {
     resp
 }
 
-fn json(status: StatusCode, v: &Value) -> Response<HttpBody> {
+pub(crate) fn json(status: StatusCode, v: &Value) -> Response<HttpBody> {
     text(status, v.to_string(), "application/json")
 }
 
-fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<HttpBody> {
+pub(crate) fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<HttpBody> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)

@@ -2,13 +2,18 @@
 //! the OpenAI-compatible HTTP API on tokio + hyper, and Prometheus metrics.
 
 pub mod api;
+mod arrival;
+mod console;
+mod cors;
 mod chat_template;
 mod default_model;
 pub mod engine_loop;
 mod error;
 mod http;
+mod http_extra;
 pub mod limits;
 pub mod metrics;
+pub mod metrics_vllm;
 pub mod replicas;
 mod server;
 pub mod tenants;
@@ -16,4 +21,4 @@ pub mod tenants;
 pub use error::ServerError;
 pub use api::Guard;
 pub use limits::{HttpLimits, RequestLimits};
-pub use server::{serve, RouterChoice, ServeConfig};
+pub use server::{serve, LoadProgressHook, RouterChoice, ServeConfig};

@@ -8,6 +8,7 @@ pub mod logprobs;
 pub mod params;
 pub mod run;
 pub mod stream;
+pub mod utility;
 
 use crate::chat_template::ChatTemplate;
 use crate::limits::RequestLimits;
@@ -30,6 +31,8 @@ pub struct Guard {
     pub admin_key: Option<String>,
     /// Per-tenant /metrics families for everyone (else only for the admin key).
     pub metrics_tenant_labels: bool,
+    /// Origins whose pages may call the API (`--allowed-origins`; empty: no CORS, `*`: any).
+    pub allowed_origins: Vec<String>,
 }
 
 pub struct AppState {
@@ -50,6 +53,8 @@ pub struct AppState {
     pub max_model_len: usize,
     pub chat_template: Option<ChatTemplate>,
     pub created: u64,
+    /// How the server was started (device, cache, page size): the console's plan and overview.
+    pub info: crate::console::ServeInfo,
     started: std::time::Instant,
     next_id: AtomicU64,
 }
@@ -86,6 +91,7 @@ impl AppState {
             max_model_len,
             chat_template,
             created,
+            info: Default::default(),
             started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
         })
