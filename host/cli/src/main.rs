@@ -75,7 +75,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -85,4 +85,20 @@ fn rayon_threads(n: usize) -> anyhow::Result<()> {
     anyhow::ensure!(n > 0, "--threads must be at least 1");
     mlahost_engine::cpu::set_threads(n)?;
     Ok(())
+}
+
+/// The error and its causes on one line, each cause once: many errors already quote their
+/// source in their own message, and `{:#}` would print it again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
 }

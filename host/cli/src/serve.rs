@@ -5,7 +5,7 @@ use clap::Args;
 use mlahost_core::SchedulerConfig;
 use mlahost_engine::KvCacheDtypeArg;
 use mlahost_plugins::PluginSpec;
-use mlahost_server::{serve, Guard, HttpLimits, RequestLimits, RouterChoice, ServeConfig};
+use mlahost_server::{serve, Guard, HttpLimits, LoadProgressHook, RequestLimits, RouterChoice, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +14,9 @@ pub struct ServeArgs {
     /// Checkpoint directory in the hub's format (default: the built-in tiny model).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// The checkpoint directory, as vLLM's `serve MODEL` (same as --model).
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    model_arg: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -139,6 +142,10 @@ pub struct GuardArgs {
     /// Show per-tenant /metrics families to everyone (else only with the admin key).
     #[arg(long)]
     metrics_tenant_labels: bool,
+    /// Origins whose web pages may call the API (CORS), comma-separated, or `*` for any;
+    /// off by default.
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Vec<String>,
 }
 
 impl GuardArgs {
@@ -180,7 +187,8 @@ impl GuardArgs {
             header_timeout: secs(self.keep_alive_timeout, "--keep-alive-timeout")?,
             body_timeout: secs(self.body_timeout, "--body-timeout")?,
         };
-        let guard = Guard { limits, admin_key: self.admin_key.clone(), metrics_tenant_labels: self.metrics_tenant_labels };
+        let allowed_origins: Vec<String> = self.allowed_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect();
+        let guard = Guard { limits, admin_key: self.admin_key.clone(), metrics_tenant_labels: self.metrics_tenant_labels, allowed_origins };
         Ok((guard, http))
     }
 }
@@ -228,8 +236,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         plugins.push(PluginSpec::parse(p)?);
     }
     let (guard, http) = args.guard.resolve()?;
+    let model = args.model.or(args.model_arg);
+    if let Some(dir) = &model {
+        check_model_dir(dir)?;
+    }
     let cfg = ServeConfig {
-        model: args.model,
+        model,
         host: args.host,
         port: args.port,
         page_size: args.page_size,
@@ -260,6 +272,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }),
         guard,
         http,
+        load_progress: Some(LoadProgressHook(std::sync::Arc::new(crate::progress::LoadBar::new()))),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let served = runtime.block_on(serve(cfg, shutdown_signal()));
@@ -267,6 +280,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
     runtime.shutdown_timeout(Duration::from_millis(500));
     served?;
     Ok(())
+}
+
+/// Refuses a model path that is not a directory before anything starts; a hub id
+/// (`org/name`) gets the command that downloads it.
+fn check_model_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.is_dir() {
+        if !dir.join("config.json").is_file() {
+            bail!("{} has no config.json: give a checkpoint directory in the hub's format (config.json, *.safetensors, tokenizer.json)", dir.display());
+        }
+        return Ok(());
+    }
+    let s = dir.to_string_lossy();
+    if !dir.exists() && looks_like_hub_id(&s) {
+        bail!("{s} is not a local directory: mlahost reads a local directory; download it with `huggingface-cli download {s} --local-dir DIR`, then run `mlahost serve DIR`");
+    }
+    if dir.exists() {
+        bail!("{s} is not a directory: give the checkpoint's directory (config.json, *.safetensors, tokenizer.json)");
+    }
+    bail!("model directory not found: {s}");
+}
+
+/// `org/name` with the hub's characters, not a relative or absolute path.
+fn looks_like_hub_id(s: &str) -> bool {
+    let ok = |p: &str| !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    matches!(s.split_once('/'), Some((org, name)) if ok(org) && ok(name))
 }
 
 async fn shutdown_signal() {
@@ -287,5 +325,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hub_ids() {
+        assert!(super::looks_like_hub_id("deepseek-ai/DeepSeek-V2-Lite"));
+        assert!(!super::looks_like_hub_id("./DeepSeek-V2-Lite"));
+        assert!(!super::looks_like_hub_id("/models/DeepSeek-V2-Lite"));
+        assert!(!super::looks_like_hub_id("a/b/c"));
+        assert!(!super::looks_like_hub_id("models"));
     }
 }

@@ -29,12 +29,13 @@ impl Active {
     pub fn new(request: EngineRequest, events: UnboundedSender<Event>) -> Self {
         let rng = request.params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         let detok = Detokenizer::new(request.stop.clone());
+        let arrived = request.arrived;
         Self {
             request,
             events,
             rng,
             detok,
-            arrived: Instant::now(),
+            arrived,
             first_token: None,
             stopped_by_string: false,
             last_logprobs: None,
@@ -42,10 +43,11 @@ impl Active {
         }
     }
 
-    /// Records the queue time (for the tenant's metrics) the first time the request runs.
-    pub fn mark_scheduled(&mut self) {
+    /// Records the queue time (replica and tenant) the first time the request runs.
+    pub fn mark_scheduled(&mut self, metrics: &Metrics) {
         if !self.scheduled {
             self.scheduled = true;
+            metrics.queue_time.observe(self.arrived.elapsed().as_secs_f64());
             if let Some(t) = &self.request.tenant_stats {
                 t.queue_time.observe(self.arrived.elapsed().as_secs_f64());
             }

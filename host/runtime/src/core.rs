@@ -178,7 +178,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         drop(chunks);
         for c in &plan.chunks {
             if let Some(a) = self.active.get_mut(&c.seq) {
-                a.mark_scheduled();
+                a.mark_scheduled(&self.metrics);
             }
             let Some(seq) = self.scheduler.get(c.seq) else { continue };
             let prefilled = c.start + c.len;

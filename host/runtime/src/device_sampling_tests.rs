@@ -76,6 +76,7 @@ fn run(model: Arc<LoadedModel>, backend: Box<dyn Backend>) -> Vec<Vec<(u32, f32,
         sampler: None,
         tenant: 0,
         tenant_stats: None,
+        arrived: std::time::Instant::now(),
     };
     let sampled = SamplingParams { temperature: 0.9, top_p: 0.9, seed: Some(11), frequency_penalty: 0.4, ..Default::default() };
     let greedy = SamplingParams { temperature: 0.0, repetition_penalty: 1.3, ..Default::default() };

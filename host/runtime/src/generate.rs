@@ -58,6 +58,7 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
     };
     let make = Box::new(move || Scheduler::new(scheduler, BlockAllocator::new(geo.num_pages, geo.page_size)?));
     let mut core = EngineCore::new(model, backend, make, total, Arc::new(Metrics::new("generate", 0)))?;
+    let started = Instant::now();
     let request = EngineRequest {
         prompt: req.prompt.clone(),
         params: req.sampling.clone(),
@@ -70,6 +71,7 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
         sampler: None,
         tenant: 0,
         tenant_stats: None,
+        arrived: started,
     };
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     core.add(1, request, events);
@@ -81,7 +83,6 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
         prefill_seconds: 0.0,
         decode_seconds: 0.0,
     };
-    let started = Instant::now();
     let mut first_token = None;
     loop {
         while let Ok(event) = rx.try_recv() {

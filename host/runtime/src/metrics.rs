@@ -39,6 +39,8 @@ pub struct Metrics {
     pub ttft: Histogram,
     pub tpot: Histogram,
     pub e2e: Histogram,
+    /// From arrival at the HTTP layer to the first scheduled chunk.
+    pub queue_time: Histogram,
 }
 
 impl Metrics {
@@ -70,6 +72,7 @@ impl Metrics {
             ttft: Histogram::new(LATENCY_BOUNDS),
             tpot: Histogram::new(LATENCY_BOUNDS),
             e2e: Histogram::new(LATENCY_BOUNDS),
+            queue_time: Histogram::new(LATENCY_BOUNDS),
         }
     }
 

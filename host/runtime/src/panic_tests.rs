@@ -44,6 +44,7 @@ fn request(prompt: Vec<u32>) -> EngineRequest {
         sampler: None,
         tenant: 0,
         tenant_stats: None,
+        arrived: std::time::Instant::now(),
     }
 }
 

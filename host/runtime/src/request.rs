@@ -22,6 +22,8 @@ pub struct EngineRequest {
     /// The tenant's scheduler index (fair share) and its metrics.
     pub tenant: u32,
     pub tenant_stats: Option<Arc<crate::metrics::TenantStats>>,
+    /// When the HTTP layer received the request: latency clocks start here.
+    pub arrived: std::time::Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,32 +4,21 @@ use crate::api::chat::chat_completions;
 use crate::api::completions::completions;
 use crate::api::error::ApiError;
 use crate::api::{AppState, Reply};
+use crate::respond::{authenticate, error_response, health, json, text, Gate, HttpBody};
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Bodies at least this large are parsed on the blocking pool.
 const INLINE_JSON_BYTES: usize = 64 << 10;
-
-/// What every request on every connection shares with the server.
-pub struct Gate {
-    pub in_flight: Arc<AtomicUsize>,
-    /// Set at SIGTERM: new requests get 503 and their connection closes.
-    pub draining: AtomicBool,
-    pub body_timeout: Duration,
-}
-
-
-pub type HttpBody = BoxBody<Bytes, Infallible>;
 
 /// Counts requests in flight so shutdown can wait for them.
 pub struct InFlight(pub Arc<AtomicUsize>);
@@ -48,6 +37,18 @@ impl Drop for InFlight {
 }
 
 pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
+    // Latency clocks start here, not when the engine loop picks the request up.
+    let arrived = std::time::Instant::now();
+    let origin = crate::cors::allowed(req.headers(), &state.guard.allowed_origins);
+    if req.method() == Method::OPTIONS {
+        return Ok(crate::cors::preflight(origin));
+    }
+    let mut resp = crate::arrival::scope(arrived, dispatch(state, gate, req)).await?;
+    crate::cors::decorate(&mut resp, origin);
+    Ok(resp)
+}
+
+async fn dispatch(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
     if gate.draining.load(SeqCst) {
         let mut resp = error_response(&ApiError::overloaded("the server is shutting down"));
         resp.headers_mut().insert("connection", hyper::header::HeaderValue::from_static("close"));
@@ -55,13 +56,18 @@ pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>
     }
     let guard = InFlight::enter(&gate.in_flight);
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let method = req.method().clone();
+    // HEAD is GET without the body (hyper sends the headers only).
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+    if let Some(resp) = crate::http_extra::route(&state, &gate, &method, &path, req.uri().query(), &req) {
+        return Ok(resp);
+    }
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
     let admin = || admin_only(&state, auth.as_deref());
     let result = match (method.clone(), path.as_str()) {
         (Method::GET, "/health") => Ok(health(&state)),
         (Method::GET, "/metrics") => {
             let mut body = crate::metrics::render(&state.replicas.metrics());
+            crate::metrics_vllm::render(&mut body, &state.replicas.metrics(), &crate::http_extra::vllm_info(&state));
             crate::metrics::render_plugins(&mut body, &state.plugins.plugins);
             if state.guard.metrics_tenant_labels || state.is_admin(auth.as_deref()) {
                 state.tenant_stats.render(&mut body);
@@ -82,6 +88,20 @@ pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>
             },
             Err(e) => Err(e),
         },
+        (Method::POST, "/tokenize") => match authenticate(&state, &req) {
+            Ok(_) => match read_json(req, &state, &gate).await {
+                Ok(body) => crate::api::utility::tokenize(&state, body).await.map(|v| json(StatusCode::OK, &v)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        (Method::POST, "/detokenize") => match authenticate(&state, &req) {
+            Ok(_) => match read_json(req, &state, &gate).await {
+                Ok(body) => crate::api::utility::detokenize(&state, body).map(|v| json(StatusCode::OK, &v)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         (Method::POST, "/v1/chat/completions") => match authenticate(&state, &req) {
             Ok(tenant) => match read_json(req, &state, &gate).await {
                 Ok(body) => chat_completions(state.clone(), tenant, body).await.map(|r| reply(r, guard)),
@@ -89,7 +109,8 @@ pub async fn route(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>
             },
             Err(e) => Err(e),
         },
-        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload" | "/reset_prefix_cache") => {
+        (_, "/health" | "/metrics" | "/v1/models" | "/v1/completions" | "/v1/chat/completions" | "/admin/plugins/reload" | "/admin/tenants/reload" | "/reset_prefix_cache")
+        | (_, "/tokenize" | "/detokenize") => {
             Err(ApiError { status: 405, ..ApiError::not_found(format!("method {method} is not allowed on {path}")) })
         }
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
@@ -138,10 +159,6 @@ fn reload_plugins(state: &AppState) -> Response<HttpBody> {
     json(if ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY }, &serde_json::json!({"plugins": results}))
 }
 
-fn authenticate(state: &AppState, req: &Request<Incoming>) -> Result<crate::tenants::Tenant, ApiError> {
-    state.tenant(req.headers().get("authorization").and_then(|v| v.to_str().ok()))
-}
-
 /// Re-reads the tenants file; the old table stays if the new one does not parse. The reason
 /// goes to the log only: it may quote the file.
 fn reload_tenants(state: &AppState) -> Response<HttpBody> {
@@ -152,14 +169,6 @@ fn reload_tenants(state: &AppState) -> Response<HttpBody> {
             let message = "the tenants file is invalid; the current tenants stay (the reason is in the server log)";
             json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"error": message}))
         }
-    }
-}
-
-fn health(state: &AppState) -> Response<HttpBody> {
-    if state.replicas.healthy() {
-        text(StatusCode::OK, String::new(), "text/plain")
-    } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "engine not running\n".into(), "text/plain")
     }
 }
 
@@ -197,27 +206,6 @@ fn reply(r: Reply, guard: InFlight) -> Response<HttpBody> {
             .body(SseBody { rx, _guard: guard }.boxed())
             .expect("static headers"),
     }
-}
-
-pub fn error_response(e: &ApiError) -> Response<HttpBody> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json(status, &e.body());
-    if let Some(s) = e.retry_after {
-        resp.headers_mut().insert("retry-after", s.into());
-    }
-    resp
-}
-
-fn json(status: StatusCode, v: &Value) -> Response<HttpBody> {
-    text(status, v.to_string(), "application/json")
-}
-
-fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<HttpBody> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)).boxed())
-        .expect("static headers")
 }
 
 /// A streamed body fed by the producer task; dropping it (client gone) stops the producer.

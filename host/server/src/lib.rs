@@ -2,12 +2,18 @@
 //! engine core per replica (mlahost-runtime), tenants, limits, and Prometheus metrics.
 
 pub mod api;
+mod arrival;
+mod console;
+mod cors;
 mod chat_template;
 mod default_model;
 mod error;
 mod http;
+mod respond;
+mod http_extra;
 pub mod limits;
 pub mod metrics;
+pub mod metrics_vllm;
 pub mod replicas;
 mod server;
 pub mod tenants;
@@ -15,4 +21,4 @@ pub mod tenants;
 pub use error::ServerError;
 pub use api::Guard;
 pub use limits::{HttpLimits, RequestLimits};
-pub use server::{serve, RouterChoice, ServeConfig};
+pub use server::{serve, LoadProgressHook, RouterChoice, ServeConfig};

@@ -47,10 +47,11 @@ pub fn render(replicas: &[std::sync::Arc<Metrics>]) -> String {
             let _ = writeln!(out, "mlahost_request_success_total{{{},finished_reason=\"{reason}\"}} {}", m.labels(), v.load(Relaxed));
         }
     }
-    let histograms: [(&str, &str, fn(&Metrics) -> &Histogram); 3] = [
-        ("mlahost_time_to_first_token_seconds", "Time to first token.", |m| &m.ttft),
+    let histograms: [(&str, &str, fn(&Metrics) -> &Histogram); 4] = [
+        ("mlahost_time_to_first_token_seconds", "Time to first token (from arrival at the HTTP layer).", |m| &m.ttft),
         ("mlahost_time_per_output_token_seconds", "Time per output token after the first.", |m| &m.tpot),
-        ("mlahost_e2e_request_latency_seconds", "End-to-end request latency.", |m| &m.e2e),
+        ("mlahost_e2e_request_latency_seconds", "End-to-end request latency (from arrival at the HTTP layer).", |m| &m.e2e),
+        ("mlahost_request_queue_time_seconds", "Time from arrival to the first scheduled chunk.", |m| &m.queue_time),
     ];
     for (name, help, get) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");

@@ -4,7 +4,8 @@
 use crate::api::error::ApiError;
 use crate::api::{AppState, Guard};
 use mlahost_runtime::{BackendFactory, BackendOptions, EngineCore, SchedulerFactory};
-use crate::http::{error_response, route, Gate, HttpBody};
+use crate::http::route;
+use crate::respond::{error_response, Gate, HttpBody};
 use crate::limits::HttpLimits;
 use crate::metrics::Metrics;
 use crate::{default_model, ServerError};
@@ -58,6 +59,18 @@ pub struct ServeConfig {
     pub guard: Guard,
     /// Connection cap and timeouts.
     pub http: HttpLimits,
+    /// Shown while the checkpoint loads (the CLI's progress bar).
+    pub load_progress: Option<LoadProgressHook>,
+}
+
+/// A loading-progress sink for `ServeConfig` (a trait object, so Debug by hand).
+#[derive(Clone)]
+pub struct LoadProgressHook(pub Arc<dyn mlahost_engine::model::LoadProgress>);
+
+impl std::fmt::Debug for LoadProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgressHook")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +90,13 @@ struct Shared {
 }
 
 pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    // Settings that need no model are refused before "listening", which must not read as success.
+    if cfg.page_size == 0 {
+        return Err(ServerError::Config("--page-size must be at least 1".into()));
+    }
+    if cfg.replicas == 0 {
+        return Err(ServerError::Config("--replicas must be at least 1".into()));
+    }
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let listener = TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
     let local = listener.local_addr()?;
@@ -237,7 +257,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         Some(path) => Some(Arc::new(Tenants::load(path).map_err(ServerError::Config)?)),
         None => None,
     };
-    let model = Arc::new(LoadedModel::load(&dir, None)?);
+    let model = Arc::new(LoadedModel::load(&dir, cfg.load_progress.as_ref().map(|p| p.0.clone()))?);
     let name = cfg.served_model_name.clone().unwrap_or(default_name);
     let c = &model.config;
     if cfg.page_size == 0 {
@@ -305,7 +325,17 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     };
     let replicas = Replicas { list, router, page_size: cfg.page_size, prefix_caching: cfg.scheduler.prefix_caching };
     let watch_tenants = tenants.is_some();
-    let state = Arc::new(AppState::new(replicas, plugins, tenants, model, name, max_model_len, cfg.guard.clone()).map_err(ServerError::Config)?);
+    let mut state = AppState::new(replicas, plugins, tenants, model, name, max_model_len, cfg.guard.clone()).map_err(ServerError::Config)?;
+    state.info = crate::api::ServeInfo {
+        device: cfg.backends.describe(),
+        kv_cache_dtype: Some(dtype),
+        page_size: cfg.page_size,
+        replicas: cfg.replicas,
+        max_num_batched_tokens: cfg.scheduler.max_num_batched_tokens,
+        max_num_seqs: cfg.scheduler.max_num_seqs,
+        prefix_caching: cfg.scheduler.prefix_caching,
+    };
+    let state = Arc::new(state);
     if watch_tenants {
         crate::api::admin::watch_tenants_file(&state);
     }

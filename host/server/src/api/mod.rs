@@ -9,6 +9,7 @@ pub mod logprobs;
 pub mod params;
 pub mod run;
 pub mod stream;
+pub mod utility;
 
 use crate::chat_template::ChatTemplate;
 use crate::limits::RequestLimits;
@@ -31,12 +32,26 @@ pub struct Guard {
     pub admin_key: Option<String>,
     /// Per-tenant /metrics families for everyone (else only for the admin key).
     pub metrics_tenant_labels: bool,
+    /// Origins whose pages may call the API (`--allowed-origins`; empty: no CORS, `*`: any).
+    pub allowed_origins: Vec<String>,
 }
 
 /// What an endpoint answers: a JSON body, or a stream of server-sent events.
 pub enum Reply {
     Json(Value),
     Sse(tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>),
+}
+
+/// What the server was started with, for the console's plan and overview panels.
+#[derive(Debug, Clone, Default)]
+pub struct ServeInfo {
+    pub device: String,
+    pub kv_cache_dtype: Option<mlahost_engine::KvCacheDtype>,
+    pub page_size: usize,
+    pub replicas: usize,
+    pub max_num_batched_tokens: usize,
+    pub max_num_seqs: usize,
+    pub prefix_caching: bool,
 }
 
 pub struct AppState {
@@ -57,6 +72,8 @@ pub struct AppState {
     pub max_model_len: usize,
     pub chat_template: Option<ChatTemplate>,
     pub created: u64,
+    /// How the server was started (device, cache, page size): the console's plan and overview.
+    pub info: ServeInfo,
     started: std::time::Instant,
     next_id: AtomicU64,
 }
@@ -93,6 +110,7 @@ impl AppState {
             max_model_len,
             chat_template,
             created,
+            info: Default::default(),
             started: std::time::Instant::now(),
             next_id: AtomicU64::new(1),
         })

@@ -141,6 +141,7 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
             sampler: None,
             tenant: 0,
             tenant_stats: None,
+            arrived: crate::arrival::arrived(),
         },
         cache_salt: f.str("cache_salt")?.map(str::to_string),
     })
