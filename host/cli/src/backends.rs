@@ -56,7 +56,7 @@ impl BackendFactory for DeviceBackends {
                     kv_dtype: o.kv_dtype,
                     max_batched_tokens: o.max_batched_tokens,
                     max_seqs: o.max_seqs,
-                    planned_weight_bytes: o.planned_weight_bytes,
+                    planned_weight_bytes: o.planned_weights.map(|w| w.gpu_bytes(c, self.quantization.fp8_for(c.fp8.is_some()))),
                     cuda_graphs: self.cuda_graphs,
                 };
                 let backend = CudaBackend::with_quantization(c.clone(), &model.weights, options, self.quantization)

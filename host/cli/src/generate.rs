@@ -131,7 +131,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         kv_dtype,
         max_batched_tokens: prompt.len(),
         max_seqs: 1,
-        planned_weight_bytes: None,
+        planned_weights: None,
     };
     let mut backend = factory.build(&model, &options)?;
     let profiled_gpu = factory.profiled.lock().unwrap_or_else(|p| p.into_inner()).pop();

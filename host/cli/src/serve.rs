@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Run every step eagerly (no CUDA graphs for decode steps).
     #[arg(long)]
     enforce_eager: bool,
+    /// GPU storage of the linear layers: auto (FP8 checkpoints stay FP8 once the FP8 path is
+    /// enabled by default), bf16, or fp8 (e4m3 with one f32 scale per 128x128 block).
+    #[arg(long, default_value = "auto")]
+    quantization: mlahost_cuda::quant::WeightQuant,
     /// Admit waiting requests in arrival order within a priority instead of by tenant fair share.
     #[arg(long)]
     no_fair_share: bool,
@@ -235,6 +239,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for p in &args.plugins {
         plugins.push(PluginSpec::parse(p)?);
     }
+    if args.quantization == mlahost_cuda::quant::WeightQuant::Fp8 && args.device == mlahost_cuda::Device::Cpu {
+        bail!("--quantization fp8 stores the GPU's weights in FP8: give --device cuda:N (the CPU engine computes over the checkpoint's weights)");
+    }
     let (guard, http) = args.guard.resolve()?;
     let model = args.model.or(args.model_arg);
     if let Some(dir) = &model {
@@ -268,6 +275,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         backends: std::sync::Arc::new(crate::backends::DeviceBackends {
             gpu_memory_utilization: args.gpu_memory_utilization,
             cuda_graphs: !args.enforce_eager,
+            quantization: args.quantization,
             ..crate::backends::DeviceBackends::new(args.device)
         }),
         guard,

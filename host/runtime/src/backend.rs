@@ -3,6 +3,7 @@
 //! this crate never link a GPU library.
 
 use crate::RuntimeError;
+use mlahost_engine::capacity::WeightCount;
 use mlahost_engine::{Backend, KvCacheDtype, LoadedModel};
 
 /// What every backend needs to know about the replica it serves.
@@ -18,8 +19,9 @@ pub struct BackendOptions {
     /// The scheduler's limits: the largest step a backend must hold workspace for.
     pub max_batched_tokens: usize,
     pub max_seqs: usize,
-    /// Weight bytes the plan counted, so the backend can check its own accounting.
-    pub planned_weight_bytes: Option<u64>,
+    /// The weights as the plan counted them, so the backend can check its own accounting in
+    /// whatever dtype it stores them.
+    pub planned_weights: Option<WeightCount>,
 }
 
 pub trait BackendFactory: Send + Sync {

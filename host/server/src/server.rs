@@ -279,7 +279,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
             kv_dtype: dtype,
             max_batched_tokens: cfg.scheduler.max_num_batched_tokens,
             max_seqs: cfg.scheduler.max_num_seqs,
-            planned_weight_bytes: Some(weights.bf16_bytes()),
+            planned_weights: Some(weights),
         };
         backends.push(cfg.backends.build(&model, &options).map_err(|e| ServerError::Config(e.to_string()))?);
     }
