@@ -9,24 +9,8 @@
 # TOKENIZER_DIR (default .bin/tokenizer) holds the DeepSeek tokenizer for the random checkpoints;
 # OUT (default /tmp/mlahost-gpu) receives logs and JSON; SWEEP=1 adds the split-plan sweep to bench.
 set -uo pipefail
-BIN=${BIN:-.bin/mlahost}
-TOKENIZER_DIR=${TOKENIZER_DIR:-.bin/tokenizer}
-OUT=${OUT:-/tmp/mlahost-gpu}
-WORK=${WORK:-/tmp/mlahost-work}
+source "$(dirname "${BASH_SOURCE[0]}")/dev/gpu_env.sh"
 STEPS=${*:-checks bench}
-mkdir -p "$OUT" "$WORK"
-export MLAHOST_KERNEL_CACHE="$WORK/kernel-cache"
-# CUDA 13 libraries as the PyTorch wheels ship them (nvidia/cu13/lib, nvidia/*/lib, torch/lib).
-export LD_LIBRARY_PATH="$(python3 - <<'PY'
-import glob, os
-import nvidia, torch
-dirs = []
-for root in nvidia.__path__:
-    dirs += glob.glob(os.path.join(root, "*", "lib")) + glob.glob(os.path.join(root, "cu*", "lib"))
-dirs.append(os.path.join(os.path.dirname(torch.__file__), "lib"))
-print(":".join(d for d in dirs if os.path.isdir(d)))
-PY
-):${LD_LIBRARY_PATH:-}"
 SUMMARY="$OUT/summary.md"
 : > "$SUMMARY"
 status=0

@@ -14,23 +14,8 @@
 #   fp8     in one gpu-check: the FP8 kernel checks, the FP8-weight rows of the fixtures and of
 #           both models (with their bf16 rows), and the benchmark
 set -uo pipefail
-BIN=${BIN:-.bin/mlahost}
-TOKENIZER_DIR=${TOKENIZER_DIR:-.bin/tokenizer}
-OUT=${OUT:-/tmp/mlahost-gpu}
-WORK=${WORK:-/tmp/mlahost-work}
+source "$(dirname "${BASH_SOURCE[0]}")/dev/gpu_env.sh"
 STEPS=${*:-checks bench}
-mkdir -p "$OUT" "$WORK"
-export MLAHOST_KERNEL_CACHE="$WORK/kernel-cache"
-export LD_LIBRARY_PATH="$(python3 - <<'PY'
-import glob, os
-import nvidia, torch
-dirs = []
-for root in nvidia.__path__:
-    dirs += glob.glob(os.path.join(root, "*", "lib")) + glob.glob(os.path.join(root, "cu*", "lib"))
-dirs.append(os.path.join(os.path.dirname(torch.__file__), "lib"))
-print(":".join(d for d in dirs if os.path.isdir(d)))
-PY
-):${LD_LIBRARY_PATH:-}"
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 status=0
 SEED=${SEED:-$(date +%s)}

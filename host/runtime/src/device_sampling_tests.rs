@@ -65,18 +65,9 @@ fn run(model: Arc<LoadedModel>, backend: Box<dyn Backend>) -> Vec<Vec<(u32, f32,
     let core = EngineCore::new(model, backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core");
     let (engine, join) = spawn(core).expect("loop");
     let request = |prompt: Vec<u32>, params: SamplingParams| EngineRequest {
-        prompt,
-        params,
-        max_tokens: 10,
-        stop: Arc::from(Vec::new()),
         ignore_eos: true,
         logprobs: Some(3),
-        priority: 0,
-        salt: 0,
-        sampler: None,
-        tenant: 0,
-        tenant_stats: None,
-        arrived: std::time::Instant::now(),
+        ..EngineRequest::new(prompt, params, 10)
     };
     let sampled = SamplingParams { temperature: 0.9, top_p: 0.9, seed: Some(11), frequency_penalty: 0.4, ..Default::default() };
     let greedy = SamplingParams { temperature: 0.0, repetition_penalty: 1.3, ..Default::default() };

@@ -60,18 +60,10 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
     let mut core = EngineCore::new(model, backend, make, total, Arc::new(Metrics::new("generate", 0)))?;
     let started = Instant::now();
     let request = EngineRequest {
-        prompt: req.prompt.clone(),
-        params: req.sampling.clone(),
-        max_tokens: req.max_tokens,
-        stop: Arc::from(Vec::new()),
         ignore_eos: req.ignore_eos,
         logprobs: Some(req.top_logprobs),
-        priority: 0,
-        salt: 0,
-        sampler: None,
-        tenant: 0,
-        tenant_stats: None,
         arrived: started,
+        ..EngineRequest::new(req.prompt.clone(), req.sampling.clone(), req.max_tokens)
     };
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     core.add(1, request, events);

@@ -32,20 +32,7 @@ impl Backend for PanicsOnce {
 }
 
 fn request(prompt: Vec<u32>) -> EngineRequest {
-    EngineRequest {
-        prompt,
-        params: SamplingParams { temperature: 0.0, ..Default::default() },
-        max_tokens: 6,
-        stop: Arc::from(Vec::new()),
-        ignore_eos: true,
-        logprobs: None,
-        priority: 0,
-        salt: 0,
-        sampler: None,
-        tenant: 0,
-        tenant_stats: None,
-        arrived: std::time::Instant::now(),
-    }
+    EngineRequest { ignore_eos: true, ..EngineRequest::new(prompt, SamplingParams { temperature: 0.0, ..Default::default() }, 6) }
 }
 
 /// Tokens until the end, and whether the request failed (with which cause).

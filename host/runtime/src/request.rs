@@ -26,6 +26,26 @@ pub struct EngineRequest {
     pub arrived: std::time::Instant,
 }
 
+impl EngineRequest {
+    /// A request of one tenant-less, plugin-less sequence arriving now; callers set the rest.
+    pub fn new(prompt: Vec<u32>, params: SamplingParams, max_tokens: usize) -> Self {
+        Self {
+            prompt,
+            params,
+            max_tokens,
+            stop: Arc::from(Vec::new()),
+            ignore_eos: false,
+            logprobs: None,
+            priority: 0,
+            salt: 0,
+            sampler: None,
+            tenant: 0,
+            tenant_stats: None,
+            arrived: std::time::Instant::now(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     Stop,
