@@ -17,7 +17,7 @@
 // split_offsets[b] .. split_offsets[b+1] are the split slots of sequence b. A sequence with one
 // split is written straight to out/lse; one with several writes partials (part_o [slots, q_len*H,
 // 512] bf16, normalised; part_lse [slots, q_len*H] f32) that
-// mla_decode_combine merges. See kernels/NOTES.md for grids, shared memory and the split heuristic.
+// mla_decode_combine merges. See kernels/DESIGN.md for grids, launch rules and the split heuristic.
 //
 // Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads):
 //   mla_decode_mma_r16_t32_s2  16 rows/CTA, 32-token tiles, 2 stages, 2 CTAs/SM  (H=16 without sm_90a)

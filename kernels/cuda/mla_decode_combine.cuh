@@ -149,7 +149,7 @@ __device__ __forceinline__ void split_arrive(const Args& a, const Work& w, int r
   if (a.sync == nullptr || w.nsplit <= 1) return;
   // every thread's partial stores precede the barrier; the release by the counting threads then
   // makes them visible GPU-wide with the count (a fence per thread before the barrier instead:
-  // 16 h 1x4K 7.3 us against 6.9, NOTES.md §13)
+  // 16 h 1x4K 7.3 us against 6.9)
   __syncthreads();
   const int groups = (imin(rows_per_cta, w.rows_total - w.row0) + 15) / 16;
   if ((int)threadIdx.x < groups) {

@@ -14,7 +14,7 @@ namespace mla {
 // S = Q K^T) and as V (MN-major B of O = P V).
 //   WG0: S = Q K^T (36 x m64n64k16), online softmax, P -> smem (bf16, swizzled), alpha -> smem.
 //   both: O[:, 256*wg .. +255] = alpha*O + P V (4 x m64n256k16), accumulators in registers.
-//   WG1 also issues the tile copies, beside WG0's S and softmax (NOTES.md §10).
+//   WG1 also issues the tile copies, beside WG0's S and softmax.
 // ------------------------------------------------------------------------------------------------
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define MLA_HAS_WGMMA 1
@@ -85,7 +85,7 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
 #ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128;
 // slots 12-15: cycles from entry to the first tile's marks 2, 9, 4 and 5. A mark right after a
 // barrier reads the clock before the barrier resolves (BAR.SYNC.DEFER_BLOCKING: the warp stalls at
-// its next memory or wgmma instruction), so that wait lands in the next phase (NOTES.md §11).
+// its next memory or wgmma instruction), so that wait lands in the next phase.
 struct R64Prof {
   u64 acc[12], first[4], last, start, entry;
   __device__ void init() {
@@ -222,7 +222,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   };
   if (wg == 1) {
     // With 3 tiles or more, tile 1 is requested only once tile 0 has landed, so that every CTA's
-    // first tile does not share the DRAM with the second ones (1x32K: 31.0 -> 30.6 us, NOTES §11)
+    // first tile does not share the DRAM with the second ones (1x32K: 31.0 -> 30.6 us)
     const bool stagger = ntiles >= 3;
     if (ntiles > 0) load_tile(0, pages0);
     cp_async_commit();  // group 0: WG1's half of Q and tile 0
@@ -286,7 +286,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 
       // Masking only where the tile reaches a row's limit (the last tile); the scale is folded
       // into the maximum and the exponent's FMA (scale > 0), which saves ~100 instructions of a
-      // single-warp-per-scheduler softmax per tile (NOTES.md §11).
+      // single-warp-per-scheduler softmax per tile.
       const int pos0 = w.kv_begin + t * 64;
       if (pos0 + 64 > imin(lim0, lim1)) {
 #pragma unroll
@@ -389,7 +389,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   // Normalised O goes through the idle stages as bf16, [64 rows][STG_STRIDE] (rows padded by 4
   // words, so the fragment stores hit distinct banks), so that the global stores write whole
   // 128-byte lines in 16-byte vectors. Stored from the fragments, bf16 partials wrote half sectors
-  // and lost; staged in f32 the epilogue moved twice the shared-memory bytes (NOTES.md §10-11).
+  // and lost; staged in f32 the epilogue moved twice the shared-memory bytes.
   unsigned char* stg = smem + WgCfg::KV_OFF;
 #pragma unroll
   for (int j = 0; j < 32; ++j) {

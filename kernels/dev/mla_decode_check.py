@@ -72,7 +72,7 @@ def plan_splits(seq_lens, rows_per_seq, rows_per_cta, per_sm, num_sms, force_chu
         splits = [max(1, -(-l // chunk)) for l in seq_lens]
         ctas = rt * sum(splits)
         waves = -(-ctas // slots)
-        tile = 1.75 if min(ctas, slots) > num_sms else 1.0  # two CTAs sharing an SM (NOTES §8)
+        tile = 1.75 if min(ctas, slots) > num_sms else 1.0  # two CTAs sharing an SM
         cost = waves * (chunk / 64 * tile + 2.5)
         multi = sum(s for s in splits if s > 1)
         if multi:

@@ -182,7 +182,7 @@ impl CudaBackend {
 
     /// One prefill of up to `max_batched_tokens` tokens and one decode step on the first pages,
     /// before any request: cuBLAS loads each of its kernels on first use (~50-110 ms for some of
-    /// a V2-Lite prefill's GEMMs, NOTES "Serving"), which the first request would otherwise wait
+    /// a V2-Lite prefill's GEMMs, measured on the H200), which the first request would otherwise wait
     /// for, and the decode step captures its graph. The latents written there are overwritten
     /// before anything reads them: a page is written position by position as a sequence fills it.
     fn warm_up(&mut self, max_batched_tokens: usize) -> Result<()> {

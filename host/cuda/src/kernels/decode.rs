@@ -1,6 +1,6 @@
 //! MLA attention launchers: the tiled decode kernels of mla_decode.cu (DeepSeek's 512 + 64
 //! latent, bf16 cache) with their split-KV plan and combine, and the generic kernel of
-//! mla_prefill.cu (any latent width, bf16 or fp8 cache). See kernels/NOTES.md §4.
+//! mla_prefill.cu (any latent width, bf16 or fp8 cache). See kernels/DESIGN.md.
 
 use super::{ensure, View};
 use crate::module::{Arg, Kernels};
@@ -14,7 +14,7 @@ const MAX_SPLITS: usize = 1024;
 /// Latent slices per row in the combine grid (mla_decode_combine.cuh). Its 256 threads form 2 groups
 /// per slice, each summing every (2 x slices)-th split, so few splits get few slices and no group
 /// sits idle; and every CTA repeats the split-weight phase, so the grid stays near 4 CTAs per SM
-/// (H200, NOTES.md §9: 16 rows x 1 sequence are fastest with 8 slices, 128 rows with 2-4, 64
+/// (H200: 16 rows x 1 sequence are fastest with 8 slices, 128 rows with 2-4, 64
 /// sequences with 1).
 fn combine_slices(max_splits: usize, rows: usize, batch: usize, num_sms: usize) -> u32 {
     let by_splits = max_splits.div_ceil(2).next_power_of_two();
@@ -36,7 +36,7 @@ pub enum DecodeKernel {
 }
 
 impl DecodeKernel {
-    /// The launch rule of NOTES.md §4 (fp8 caches: the 16-row mma kernels).
+    /// The launch rule of kernels/DESIGN.md (fp8 caches: the 16-row mma kernels).
     pub fn choose(q_len: usize, heads: usize, hopper: bool, fp8: bool) -> Self {
         if fp8 {
             return if q_len * heads == 16 { Self::Fp8MmaR16S2 } else { Self::Fp8MmaR16 };
@@ -158,10 +158,10 @@ impl SplitPlan {
     }
 }
 
-/// The split heuristic of NOTES.md §4 and §8, in units of one 64-token tile streamed by a CTA
+/// The split heuristic (kernels/DESIGN.md), in units of one 64-token tile streamed by a CTA
 /// alone on its SM: waves of CTAs over the resident slots, each wave costing its longest split's
 /// tiles plus fill; two CTAs sharing an SM each run 1.75x slower (together they gain ~14%); plus
-/// the combine's fixed cost and its partial traffic. Fitted to the H200 sweep of NOTES.md §8.
+/// the combine's fixed cost and its partial traffic. Fitted to H200 split sweeps.
 pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &DecodeTarget, fp8: bool) -> SplitPlan {
     let kernel = DecodeKernel::choose(q_len, heads, target.hopper, fp8);
     let rows_per_seq = q_len * heads;
@@ -214,7 +214,7 @@ pub fn plan_splits(seq_lens: &[usize], q_len: usize, heads: usize, target: &Deco
         let tile = if ctas.min(slots) > num_sms { 1.75 } else { 1.0 };
         let mut cost = waves as f64 * (chunk as f64 / 64.0 * tile + 2.5);
         if multi > 0 {
-            // bf16 partials: 4 bytes per element written and read back (NOTES.md §10)
+            // bf16 partials: 4 bytes per element written and read back
             cost += 1.25 + (multi * rows_per_seq * 512 * 4) as f64 / (64.0 * 1152.0 * num_sms as f64);
         }
         if best.is_none_or(|b| cost < b.0 - 1e-9) {
@@ -278,7 +278,7 @@ pub struct DecodeShape {
 
 /// Whether the combine should start on split arrivals: the wgmma kernels then count each split
 /// in per-16-row-group words once its partials are stored, and the combine (launched early, PDL)
-/// merges a group on its last arrival instead of on the decode grid's end (kernels/NOTES.md §13).
+/// merges a group on its last arrival instead of on the decode grid's end.
 /// Its CTAs poll from SMs the decode grid leaves free, so this pays only when the grid leaves at
 /// least half the SMs free (H200: 16 h 1x4K, 64 CTAs, 8.4 -> 7.5 us; 128 CTAs on 132 SMs lose:
 /// 128 h 1x4K 11.5 -> 13.1, 16 h 1x32K 17.5 -> 18.4).
@@ -321,7 +321,7 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     ];
     // Programmatic dependent launch for the wgmma kernels (one CTA per SM) and the combine: they
     // wait (griddepcontrol) before reading what an earlier kernel wrote. The mma kernels run two
-    // CTAs per SM, where an early dependent shares their SMs: fp8 1x32K 29.8 -> 45.3 us (NOTES §10).
+    // CTAs per SM, where an early dependent shares their SMs: fp8 1x32K 29.8 -> 45.3 us.
     if plan.kernel.needs_hopper() {
         k.launch_programmatic(name, grid, 256, plan.kernel.smem() as u32, &args)?;
     } else {
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn arrivals_only_where_the_decode_grid_leaves_half_the_sms() {
-        // H200 (132 SMs), NOTES.md §13: 16 h 1x4K (64 one-tile CTAs) gains; grids of 128 CTAs lose
+        // H200 (132 SMs): 16 h 1x4K (64 one-tile CTAs) gains; grids of 128 CTAs lose
         let t = DecodeTarget { num_sms: 132, hopper: true };
         let pays = |lens: &[usize], heads: usize| arrivals_pay(&plan_splits(lens, 1, heads, &t, false), heads, lens.len(), t.num_sms);
         assert!(pays(&[4096], 16));
@@ -416,7 +416,7 @@ mod tests {
 
     #[test]
     fn plan_matches_the_measured_choices() {
-        // NOTES.md §4 and §8 (132 SMs): the best plans of the H200 sweep.
+        // (132 SMs): the best plans of the H200 sweep.
         let t = DecodeTarget { num_sms: 132, hopper: true };
         let p = plan_splits(&[4096], 1, 16, &t, false);
         assert_eq!((p.kernel, p.chunk, p.max_splits), (DecodeKernel::WgmmaT16, 64, 64));
@@ -519,7 +519,7 @@ mod tests {
         // one sequence of 16 rows: 2 groups per slice, each summing every (2 x slices)-th split
         let by_splits = [1, 2, 3, 4, 5, 8, 9, 16, 64, 1024].map(|n| combine_slices(n, 16, 1, 132));
         assert_eq!(by_splits, [1, 1, 2, 2, 4, 4, 8, 8, 8, 8]);
-        // more rows: about 4 CTAs per SM (the H200 measurements of NOTES.md §9)
+        // more rows: about 4 CTAs per SM (H200 measurements)
         assert_eq!(combine_slices(64, 128, 1, 132), 4);
         assert_eq!(combine_slices(4, 16, 64, 132), 1);
         assert_eq!(combine_slices(4, 128, 64, 132), 1);
