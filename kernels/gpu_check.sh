@@ -55,7 +55,7 @@ if has checks; then
   done
 fi
 
-# The crate's GPU tests as built by `cargo test --release -p mlahost-cuda --no-run` (copied into
+# The GPU crates' tests as built by `cargo test --release -p mlahost-cuda -p mlahost-gpu-check --no-run` (copied into
 # TESTS_DIR): the sampling kernel against the engine's sampler, the checks as cargo tests.
 TESTS_DIR=${TESTS_DIR:-.bin/tests}
 if has checks && [ -d "$TESTS_DIR" ]; then

@@ -4,7 +4,7 @@
 
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_engine::sampling::Rng;
-use mlahost_engine::{Backend, LogitsRequest, SeqChunk};
+use mlahost_engine::{Backend, LogitsRequest, RoutingTrace, SeqChunk};
 use mlahost_tests::{all_logits, backend, fresh_seed, load, max_abs_diff, pages_for, random_tokens, FIXTURES};
 
 /// f32 sums in a different order (absorbed vs expanded, batch shapes): logits are O(10).

@@ -3,7 +3,7 @@
 
 use mlahost_cuda::Gpu;
 use mlahost_cuda::quant::WeightQuant;
-use mlahost_cuda::{CudaBackend, CudaOptions, Device};
+use mlahost_cuda::{CudaBackend, CudaSettings, Device};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::{capacity, Backend, CacheGeometry, LoadedModel};
 use mlahost_runtime::{BackendFactory, BackendOptions, RuntimeError};
@@ -47,19 +47,14 @@ impl BackendFactory for DeviceBackends {
                 let geometry = CacheGeometry { num_pages, page_size: o.page_size };
                 Ok(Box::new(model.cpu_backend(CpuOptions { geometry, attention: self.attention, kv_dtype: o.kv_dtype })?))
             }
-            Device::Cuda(first) => {
-                let options = CudaOptions {
-                    ordinal: first + o.replica,
-                    page_size: o.page_size,
-                    num_pages: o.kv_cache_pages,
+            Device::Cuda(first_gpu) => {
+                let settings = CudaSettings {
+                    first_gpu,
                     gpu_memory_utilization: self.gpu_memory_utilization,
-                    kv_dtype: o.kv_dtype,
-                    max_batched_tokens: o.max_batched_tokens,
-                    max_seqs: o.max_seqs,
-                    planned_weight_bytes: o.planned_weights.map(|w| w.gpu_bytes(c, self.quantization.fp8_for(c.fp8.is_some()))),
                     cuda_graphs: self.cuda_graphs,
+                    quantization: self.quantization,
                 };
-                let backend = CudaBackend::with_quantization(c.clone(), &model.weights, options, self.quantization)
+                let backend = CudaBackend::from_options(model, &settings, o)
                     .map_err(mlahost_engine::EngineError::from)?;
                 if self.profile {
                     let gpu = backend.gpu();

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use mlahost_cuda::check::runner::{run as run_checks, CheckOptions};
+use mlahost_gpu_check::runner::{run as run_checks, CheckOptions};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -60,7 +60,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         bench_fp8: args.bench_fp8,
         models_only: args.models_only,
         fp8_only: args.fp8_only,
-        seed: args.seed.unwrap_or_else(|| mlahost_cuda::check::Rng::fresh().1),
+        seed: args.seed.unwrap_or_else(|| mlahost_gpu_check::Rng::fresh().1),
     };
     if !run_checks(&o)? {
         bail!("some GPU checks failed (see the tables above)");

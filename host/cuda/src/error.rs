@@ -22,7 +22,7 @@ pub enum CudaError {
 pub type Result<T, E = CudaError> = std::result::Result<T, E>;
 
 impl CudaError {
-    pub(crate) fn launch(kernel: &'static str, message: impl Into<String>) -> Self {
+    pub fn launch(kernel: &'static str, message: impl Into<String>) -> Self {
         Self::Launch { kernel, message: message.into() }
     }
 }

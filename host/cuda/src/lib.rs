@@ -10,7 +10,6 @@ mod device;
 mod error;
 pub mod gpu;
 pub mod graph;
-pub mod check;
 pub mod kernels;
 pub mod module;
 pub mod profile;
@@ -23,5 +22,5 @@ pub use module::{Arg, Kernels};
 pub mod backend;
 pub mod weights;
 
-pub use backend::{CudaBackend, CudaOptions};
+pub use backend::{CudaBackend, CudaOptions, CudaSettings};
 pub use device::Device;

@@ -88,12 +88,15 @@ pub trait Backend: Send {
         Ok(None)
     }
 
+}
+
+/// The end-to-end checks' hooks, kept off `Backend` because serving never uses them: the experts
+/// each token was routed to, and following another backend's routing at near ties.
+pub trait RoutingTrace: Backend {
     /// The experts each token of the last `forward` was routed to, per layer (`[layer][token]`,
-    /// tokens in batch order; empty for dense layers), where the backend records them (the
-    /// end-to-end checks compare two backends' routing). `Ok(None)`: not recorded.
-    fn routing(&self) -> Result<Option<Vec<Vec<TokenRoute>>>> {
-        Ok(None)
-    }
+    /// tokens in batch order; empty for dense layers), where the backend records them.
+    /// `Ok(None)`: not recorded.
+    fn routing(&self) -> Result<Option<Vec<Vec<TokenRoute>>>>;
 
     /// For the next `forward` only: where this backend's own routing margin is below `within`,
     /// take the experts of `routes` (another backend's `routing` of the same batch) instead, as a

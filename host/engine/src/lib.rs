@@ -15,7 +15,7 @@ pub mod tensor;
 pub mod tokenizer;
 pub mod weights;
 
-pub use batch::{Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, SampleRequest, SeqChunk, TokenRoute};
+pub use batch::{Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, RoutingTrace, SampleRequest, SeqChunk, TokenRoute};
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};
 pub use kv_cache_dtype::{KvCacheDtype, KvCacheDtypeArg};

@@ -6,6 +6,7 @@ mod forward;
 mod fp8_scratch;
 mod layout;
 mod sampler;
+mod settings;
 pub mod workspace;
 
 use crate::blas::Blas;
@@ -22,13 +23,14 @@ use mlahost_engine::config::ModelConfig;
 use mlahost_engine::weights::ModelWeights;
 use mlahost_engine::capacity::{self, GpuPlanInputs};
 use crate::kernels::sampling::MAX_TOP_LOGPROBS;
-use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, SampleRequest, TokenRoute};
+use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, RoutingTrace, SampleRequest, TokenRoute};
 use crate::weights::GpuFfn;
 use crate::graph::Graph;
 use crate::profile::Phase;
 use std::collections::HashMap;
 use std::sync::Arc;
 use workspace::{Capacity, Workspace};
+pub use settings::CudaSettings;
 
 pub use workspace::initial_capacity;
 
@@ -350,6 +352,12 @@ impl Backend for CudaBackend {
         self.geometry
     }
 
+    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
+        self.forward_sampled_checked(batch, requests).map_err(EngineError::from)
+    }
+}
+
+impl RoutingTrace for CudaBackend {
     fn routing(&self) -> mlahost_engine::Result<Option<Vec<Vec<TokenRoute>>>> {
         let (Some(log), Some(mc)) = (&self.route_log, self.cfg.moe.as_ref()) else { return Ok(None) };
         let k = mc.num_experts_per_tok;
@@ -374,9 +382,5 @@ impl Backend for CudaBackend {
             GpuFfn::Dense(_) => Vec::new(),
         });
         Ok(Some(layers.collect()))
-    }
-
-    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
-        self.forward_sampled_checked(batch, requests).map_err(EngineError::from)
     }
 }

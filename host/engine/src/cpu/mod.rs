@@ -19,7 +19,7 @@ pub use attention::AttentionMode;
 pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
 
-use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk, TokenRoute};
+use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, RoutingTrace, SeqChunk, TokenRoute};
 use crate::config::ModelConfig;
 use crate::kv_cache_dtype::KvCacheDtype;
 use crate::rope::Rope;
@@ -86,6 +86,15 @@ impl Backend for CpuBackend {
         self.cache.geometry()
     }
 
+    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
+        crate::batch::validate_batch(batch, self.cfg.vocab_size, self.cache.geometry())?;
+        // The team's workers stay hot (spinning, not parked) through the whole pass, so the
+        // many small parallel ops of a decode step cost no wake-ups.
+        pool::team().hot(|| self.forward_validated(batch))
+    }
+}
+
+impl RoutingTrace for CpuBackend {
     fn routing(&self) -> Result<Option<Vec<Vec<TokenRoute>>>> {
         Ok(self.record_routes.then(|| self.routing.clone()))
     }
@@ -94,13 +103,6 @@ impl Backend for CpuBackend {
         if self.record_routes {
             self.follow = Some((routes, within));
         }
-    }
-
-    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
-        crate::batch::validate_batch(batch, self.cfg.vocab_size, self.cache.geometry())?;
-        // The team's workers stay hot (spinning, not parked) through the whole pass, so the
-        // many small parallel ops of a decode step cost no wake-ups.
-        pool::team().hot(|| self.forward_validated(batch))
     }
 }
 

@@ -7,13 +7,13 @@
 //! relative to, robust to the seven decades of scales), the maximum over the outputs.
 
 use super::{from_bf16, rel_err, round_bf16, bf16s, Check, Rng};
-use crate::gpu::DeviceBuffer;
-use crate::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
-use crate::kernels::moe::{self, max_tiles, Dispatch};
-use crate::kernels::View;
-use crate::module::Kernels;
-use crate::quant::quantize_blocks;
-use crate::Result;
+use mlahost_cuda::gpu::DeviceBuffer;
+use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
+use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch};
+use mlahost_cuda::kernels::View;
+use mlahost_cuda::module::Kernels;
+use mlahost_cuda::quant::quantize_blocks;
+use mlahost_cuda::Result;
 use mlahost_engine::checkpoint::f8e4m3_to_f32;
 use mlahost_engine::kv_cache_dtype::f32_to_f8e4m3;
 

@@ -10,7 +10,8 @@
 //! path and the comparison measures arithmetic, not chaos (random routers flip on bf16 noise).
 
 use super::Check;
-use crate::{CudaBackend, CudaOptions, Result};
+use mlahost_cuda::{CudaBackend, CudaSettings, Result};
+use mlahost_runtime::BackendOptions;
 use mlahost_core::{BlockAllocator, BlockTable};
 use mlahost_engine::checkpoint::f32_to_bf16;
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
@@ -18,7 +19,7 @@ use mlahost_engine::tensor::{Matrix, Storage};
 use mlahost_engine::weights::{AttentionWeights, FeedForward, LayerWeights, Mlp, ModelWeights, Moe, QueryProj};
 use std::sync::Arc;
 use mlahost_engine::sampling::log_softmax;
-use mlahost_engine::{Backend, CacheGeometry, EngineError, KvCacheDtype, LoadedModel, LogitsRequest, SeqChunk, TokenRoute};
+use mlahost_engine::{Backend, CacheGeometry, RoutingTrace, EngineError, KvCacheDtype, LoadedModel, LogitsRequest, SeqChunk, TokenRoute};
 
 pub const NEAR_TIE: f64 = 0.05;
 
@@ -87,7 +88,7 @@ fn margin(lp: &[f32]) -> (u32, f64) {
 }
 
 /// Runs `cases` in lock step on `gpu` and `reference` for `steps` generated tokens each.
-pub fn lockstep(gpu: &mut dyn Backend, reference: &mut dyn Backend, cases: &[Case], steps: usize, split_prompts: bool) -> Result<Agreement> {
+pub fn lockstep(gpu: &mut dyn RoutingTrace, reference: &mut dyn RoutingTrace, cases: &[Case], steps: usize, split_prompts: bool) -> Result<Agreement> {
     let geo = gpu.cache_geometry();
     let ref_geo = reference.cache_geometry();
     debug_assert!(cases.iter().all(|c| c.prompt.len() + steps <= geo.num_pages * geo.page_size));
@@ -249,7 +250,7 @@ pub fn gpu_backend(model: &LoadedModel, ordinal: usize, page_size: usize, num_pa
 /// As `gpu_backend`, with decode graphs on or off (`cuda_graphs`). Weights in bf16 (these rows
 /// compare with the CPU holding the same bf16 weights; `e2e_fp8` checks FP8 weights).
 pub fn gpu_backend_with(model: &LoadedModel, ordinal: usize, page_size: usize, num_pages: usize, kv_dtype: KvCacheDtype, cuda_graphs: bool) -> Result<CudaBackend> {
-    gpu_backend_quant(model, ordinal, page_size, num_pages, kv_dtype, cuda_graphs, crate::quant::WeightQuant::Bf16)
+    gpu_backend_quant(model, ordinal, page_size, num_pages, kv_dtype, cuda_graphs, mlahost_cuda::quant::WeightQuant::Bf16)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -260,24 +261,20 @@ pub fn gpu_backend_quant(
     num_pages: usize,
     kv_dtype: KvCacheDtype,
     cuda_graphs: bool,
-    quant: crate::quant::WeightQuant,
+    quant: mlahost_cuda::quant::WeightQuant,
 ) -> Result<CudaBackend> {
-    CudaBackend::with_quantization(
-        model.config.clone(),
-        &model.weights,
-        CudaOptions {
-            ordinal,
-            page_size,
-            num_pages: Some(num_pages),
-            gpu_memory_utilization: 0.9,
-            kv_dtype,
-            max_batched_tokens: 1024,
-            max_seqs: 16,
-            planned_weight_bytes: None,
-            cuda_graphs,
-        },
-        quant,
-    )
+    let settings = CudaSettings { first_gpu: ordinal, gpu_memory_utilization: 0.9, cuda_graphs, quantization: quant };
+    let options = BackendOptions {
+        replica: 0,
+        page_size,
+        kv_cache_pages: Some(num_pages),
+        kv_cache_memory: None,
+        kv_dtype,
+        max_batched_tokens: 1024,
+        max_seqs: 16,
+        planned_weights: None,
+    };
+    CudaBackend::from_options(model, &settings, &options)
 }
 
 pub(super) fn round(m: &Matrix) -> Matrix {
@@ -441,7 +438,7 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
             .zip(rngs.iter_mut())
             .map(|(s, r)| SampleRequest { params: &params, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r })
             .collect();
-        let got = device.forward_sampled(&batch, &mut requests)?.ok_or_else(|| crate::CudaError::launch("sample_rows", "the backend declined"))?;
+        let got = device.forward_sampled(&batch, &mut requests)?.ok_or_else(|| mlahost_cuda::CudaError::launch("sample_rows", "the backend declined"))?;
         drop(requests);
         let mut next = Vec::new();
         for (i, g) in got.iter().enumerate() {

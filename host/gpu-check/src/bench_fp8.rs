@@ -3,13 +3,13 @@
 //! weights rotate over enough copies that a step's weights do not sit in L2.
 
 use super::Rng;
-use crate::blas::{Blas, Dtype, Operand};
-use crate::gpu::{DeviceBuffer, Gpu};
-use crate::graph::{copy_bandwidth, Graph, Timer};
-use crate::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
-use crate::kernels::View;
-use crate::module::Kernels;
-use crate::Result;
+use mlahost_cuda::blas::{Blas, Dtype, Operand};
+use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
+use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
+use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
+use mlahost_cuda::kernels::View;
+use mlahost_cuda::module::Kernels;
+use mlahost_cuda::Result;
 use std::fmt::Write;
 use std::sync::Arc;
 

@@ -3,14 +3,14 @@
 //! and 64, shuffled physical pages.
 
 use super::{bf16s, from_bf16, max_abs, rel_err, round_bf16, Check, Rng};
-use crate::blas::{Blas, Dtype, Operand};
-use crate::gpu::DeviceBuffer;
-use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
-use crate::kernels::layers::{self, cache_entry_bytes, RopeArgs};
-use crate::kernels::moe::{self, max_tiles, Dispatch, RouteParams};
-use crate::kernels::View;
-use crate::module::Kernels;
-use crate::Result;
+use mlahost_cuda::blas::{Blas, Dtype, Operand};
+use mlahost_cuda::gpu::DeviceBuffer;
+use mlahost_cuda::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
+use mlahost_cuda::kernels::layers::{self, cache_entry_bytes, RopeArgs};
+use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, RouteParams};
+use mlahost_cuda::kernels::View;
+use mlahost_cuda::module::Kernels;
+use mlahost_cuda::Result;
 use mlahost_engine::config::{MoeConfig, ScoringFunc, TopkMethod};
 use mlahost_engine::kv_cache_dtype::{decode_latent, encode_latent};
 use mlahost_engine::KvCacheDtype;
@@ -20,7 +20,7 @@ fn v(b: &DeviceBuffer) -> View {
 }
 
 /// A check that could not run (a launch error) is a failed check carrying the error.
-pub(super) fn failed(name: &str, e: crate::CudaError) -> Check {
+pub(super) fn failed(name: &str, e: mlahost_cuda::CudaError) -> Check {
     Check { name: name.into(), error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }
 }
 

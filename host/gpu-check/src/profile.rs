@@ -3,8 +3,8 @@
 //! time the attention and the GEMMs of the decode steps.
 
 use super::Check;
-use crate::profile::Phase;
-use crate::Result;
+use mlahost_cuda::profile::Phase;
+use mlahost_cuda::Result;
 use mlahost_runtime::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{KvCacheDtype, LoadedModel};
@@ -24,13 +24,13 @@ pub fn profile_leaves_the_run_unchanged(model: &LoadedModel, ordinal: usize, see
         top_logprobs: 0,
         ignore_eos: true,
     };
-    let run = |b: &mut crate::CudaBackend| generate(model, b, &request).map_err(|e| crate::CudaError::launch("generate", &e.to_string()));
+    let run = |b: &mut mlahost_cuda::CudaBackend| generate(model, b, &request).map_err(|e| mlahost_cuda::CudaError::launch("generate", &e.to_string()));
     let plain = run(&mut backend()?)?;
     let mut profiled_backend = backend()?;
     let gpu = profiled_backend.gpu();
     gpu.set_profiling(true);
     let profiled = run(&mut profiled_backend)?;
-    let report = gpu.profile_report()?.ok_or_else(|| crate::CudaError::launch("profile", "profiling was switched off"))?;
+    let report = gpu.profile_report()?.ok_or_else(|| mlahost_cuda::CudaError::launch("profile", "profiling was switched off"))?;
     let same = plain.token_ids == profiled.token_ids && plain.logprobs == profiled.logprobs;
     let forwards = |p| report.forwards.get(&p).copied().unwrap_or(0);
     let decode = report.per_forward(Phase::Decode);

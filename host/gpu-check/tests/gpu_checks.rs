@@ -2,7 +2,7 @@
 //! against the CPU engine and the transformers goldens. Skipped (passing) where no CUDA device
 //! is present, as on CI; on a GPU machine without Rust, `mlahost gpu-check` runs the same checks.
 
-use mlahost_cuda::check::{e2e, kernels, report, Rng};
+use mlahost_gpu_check::{e2e, kernels, report, Rng};
 use mlahost_cuda::{blas::Blas, CudaError, Gpu, Kernels};
 use mlahost_engine::{KvCacheDtype, LoadedModel};
 

@@ -6,8 +6,8 @@
 
 use super::e2e::{self, lockstep, model_name, Case};
 use super::Check;
-use crate::quant::{quantize_blocks, WeightQuant, BLOCK};
-use crate::Result;
+use mlahost_cuda::quant::{quantize_blocks, WeightQuant, BLOCK};
+use mlahost_cuda::Result;
 use mlahost_engine::checkpoint::f8e4m3_to_f32;
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
 use mlahost_engine::tensor::Matrix;

@@ -3,13 +3,13 @@
 //! measured in the same run. Input sets rotate so small shapes are not served from L2.
 
 use super::{bf16s, Rng};
-use crate::gpu::{DeviceBuffer, Gpu};
-use crate::graph::{copy_bandwidth, Graph, Timer};
-use crate::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
-use crate::kernels::layers::cache_entry_bytes;
-use crate::kernels::View;
-use crate::module::Kernels;
-use crate::Result;
+use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
+use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
+use mlahost_cuda::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
+use mlahost_cuda::kernels::layers::cache_entry_bytes;
+use mlahost_cuda::kernels::View;
+use mlahost_cuda::module::Kernels;
+use mlahost_cuda::Result;
 use std::fmt::Write;
 use std::sync::Arc;
 

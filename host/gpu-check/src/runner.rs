@@ -2,7 +2,7 @@
 //! the decode benchmark.
 
 use super::{bench, e2e, e2e_fp8, kernels, profile, report, Check};
-use crate::{blas::Blas, Gpu, Kernels, Result};
+use mlahost_cuda::{blas::Blas, Gpu, Kernels, Result};
 use mlahost_engine::{KvCacheDtype, LoadedModel};
 use std::path::PathBuf;
 
