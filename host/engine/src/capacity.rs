@@ -99,14 +99,108 @@ pub fn moe_max_tiles(pairs: u64, experts: u64, tile_rows: u64) -> u64 {
     pairs.min(pairs.div_ceil(tile_rows) + experts)
 }
 
-/// The CUDA backend's activation buffers, in bytes, in the order its workspace declares them:
-/// the f32 residual and its normalized copies, the query path (q-LoRA, per-head queries, the
-/// absorbed query of kv_lora + rope per head), the latent and its attention output per head,
-/// values, the dense / shared MLP pair, the router, per routed expert choice its gate/up pair,
-/// activation and f32 output, then per logits row the final norm and f32 logits, the batch
-/// metadata (`meta` i32), cache slots, and the split-KV partials (`partial_rows`). Each buffer
-/// is at least 16 bytes. The backend allocates exactly these; `workspace_bytes` sums them.
-pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: usize, partial_rows: usize) -> [u64; 31] {
+/// Declares `WorkspaceLayout<T>`, one named field per buffer in allocation order, with the
+/// conversions both crates need: sizes (`T = u64`) here, device buffers in the CUDA crate.
+macro_rules! workspace_layout {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// The CUDA backend's activation buffers by name. `WorkspaceLayout<u64>` holds their
+        /// byte sizes (`workspace_buffers`); the CUDA crate's workspace is a
+        /// `WorkspaceLayout<DeviceBuffer>` made from them with `try_map`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct WorkspaceLayout<T> {
+            $($(#[doc = $doc])* pub $name: T,)*
+        }
+
+        impl<T> WorkspaceLayout<T> {
+            /// Converts every buffer in field order, stopping at the first error.
+            pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<WorkspaceLayout<U>, E> {
+                Ok(WorkspaceLayout { $($name: f(self.$name)?,)* })
+            }
+
+            pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> WorkspaceLayout<U> {
+                WorkspaceLayout { $($name: f(self.$name),)* }
+            }
+
+            /// Every buffer with its name, in field order.
+            pub fn named(&self) -> Vec<(&'static str, &T)> {
+                vec![$((stringify!($name), &self.$name),)*]
+            }
+        }
+    };
+}
+
+workspace_layout! {
+    /// residual x (f32)
+    x,
+    /// normalized h (bf16)
+    h,
+    /// normalized h (f32, router input; MoE models only)
+    h32,
+    /// q_a output (f32)
+    qa,
+    /// q_a normalized (bf16)
+    qa_n,
+    /// per-head queries
+    q_in,
+    /// kv_a output (f32)
+    kv,
+    /// absorbed queries (kv_lora + rope per head)
+    q_full,
+    /// attention output (latent, per head)
+    att,
+    /// attention log-sum-exp
+    lse,
+    /// values
+    ov,
+    /// dense / shared MLP gate and up
+    gate_up,
+    /// dense / shared MLP activation
+    act,
+    /// router logits
+    router,
+    /// expert ids
+    topk_ids,
+    /// expert weights
+    topk_w,
+    /// expert offsets
+    expert_offsets,
+    /// token-expert pairs sorted by expert
+    sorted_pairs,
+    /// each pair's position
+    pair_pos,
+    /// GEMM tiles (3 i32 each)
+    tiles,
+    /// tile count
+    num_tiles,
+    /// routed experts' gate and up
+    expert_gate_up,
+    /// routed experts' activation
+    expert_act,
+    /// routed experts' outputs (f32)
+    expert_out,
+    /// final norm, per logits row
+    final_h,
+    /// logits (f32), per logits row
+    logits,
+    /// batch metadata (i32)
+    meta,
+    /// cache slots
+    slots,
+    /// split-KV partial outputs (bf16)
+    part_o,
+    /// split-KV partial lse
+    part_lse,
+    /// split-arrival words: 2 per 16-row group, + 2 per token for each sequence's partial group
+    sync,
+}
+
+/// The CUDA backend's activation buffers, in bytes: the f32 residual and its normalized copies,
+/// the query path, the latent and its attention output per head, values, the dense / shared MLP
+/// pair, the router, per routed expert choice its gate/up pair, activation and f32 output, then
+/// per logits row the final norm and f32 logits, the batch metadata (`meta` i32), cache slots,
+/// and the split-KV partials (`partial_rows`). Each buffer is at least 16 bytes. The backend
+/// allocates exactly these; `workspace_bytes` sums them.
+pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: usize, partial_rows: usize) -> WorkspaceLayout<u64> {
     let (t, rows, meta, partial_rows) = (tokens as u64, rows as u64, meta as u64, partial_rows as u64);
     let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
     let (kv_lora, d, q_lora) = (cfg.kv_lora_rank as u64, cfg.latent_dim() as u64, cfg.q_lora_rank.unwrap_or(0) as u64);
@@ -115,39 +209,39 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
     let inter = (cfg.intermediate_size as u64).max(shared_inter);
     let (experts, k, moe_inter) = moe.map_or((0, 0, 0), |m| (m.n_routed_experts as u64, m.num_experts_per_tok as u64, m.moe_intermediate_size as u64));
     let pairs = t * k;
-    [
-        t * h * 4,                                 // residual x (f32)
-        t * h * 2,                                 // normalized h (bf16)
-        if moe.is_some() { t * h * 4 } else { 0 }, // normalized h (f32, router input)
-        t * q_lora * 4,                            // q_a output
-        t * q_lora * 2,                            // q_a normalized
-        t * heads * cfg.qk_head_dim() as u64 * 2,  // per-head queries
-        t * d * 4,                                 // kv_a output
-        t * heads * d * 2,                         // absorbed queries
-        t * heads * kv_lora * 2,                   // attention output (latent)
-        t * heads * 4,                             // lse
-        t * heads * cfg.v_head_dim as u64 * 2,     // values
-        t * 2 * inter * 2,                         // gate/up
-        t * inter * 2,                             // activation
-        t * experts * 4,                           // router logits
-        pairs * 4,                                 // expert ids
-        pairs * 4,                                 // expert weights
-        (experts + 1) * 4,                         // expert offsets
-        pairs * 4,                                 // sorted pairs
-        pairs * 4,                                 // pair positions
-        moe_max_tiles(pairs, experts, MOE_MIN_TILE_ROWS) * 3 * 4, // GEMM tiles
-        4,                                         // tile count
-        pairs * 2 * moe_inter * 2,                 // expert gate/up
-        pairs * moe_inter * 2,                     // expert activation
-        pairs * h * 4,                             // expert outputs (f32)
-        rows * h * 2,                              // final norm
-        rows * cfg.vocab_size as u64 * 4,          // logits (f32)
-        meta * 4,                                  // batch metadata
-        t * 8,                                     // cache slots
-        partial_rows * kv_lora * 2,                // split-KV partial outputs (bf16)
-        partial_rows * 4,                          // split-KV partial lse
-        (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8, // split-arrival words: 2 per 16-row group, + 2 per token for each sequence's partial group
-    ]
+    WorkspaceLayout {
+        x: t * h * 4,
+        h: t * h * 2,
+        h32: if moe.is_some() { t * h * 4 } else { 0 },
+        qa: t * q_lora * 4,
+        qa_n: t * q_lora * 2,
+        q_in: t * heads * cfg.qk_head_dim() as u64 * 2,
+        kv: t * d * 4,
+        q_full: t * heads * d * 2,
+        att: t * heads * kv_lora * 2,
+        lse: t * heads * 4,
+        ov: t * heads * cfg.v_head_dim as u64 * 2,
+        gate_up: t * 2 * inter * 2,
+        act: t * inter * 2,
+        router: t * experts * 4,
+        topk_ids: pairs * 4,
+        topk_w: pairs * 4,
+        expert_offsets: (experts + 1) * 4,
+        sorted_pairs: pairs * 4,
+        pair_pos: pairs * 4,
+        tiles: moe_max_tiles(pairs, experts, MOE_MIN_TILE_ROWS) * 3 * 4,
+        num_tiles: 4,
+        expert_gate_up: pairs * 2 * moe_inter * 2,
+        expert_act: pairs * moe_inter * 2,
+        expert_out: pairs * h * 4,
+        final_h: rows * h * 2,
+        logits: rows * cfg.vocab_size as u64 * 4,
+        meta: meta * 4,
+        slots: t * 8,
+        part_o: partial_rows * kv_lora * 2,
+        part_lse: partial_rows * 4,
+        sync: (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8,
+    }
     .map(|b| b.max(16))
 }
 
@@ -160,7 +254,7 @@ pub fn workspace_meta(max_batched_tokens: usize, max_seqs: usize) -> usize {
 /// (split-KV partials are grown on first use: a few MB for decode batches).
 pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: usize) -> u64 {
     let (t, rows) = (max_batched_tokens.max(1), max_seqs.max(1));
-    workspace_buffers(cfg, t, rows, workspace_meta(t, rows), 0).iter().sum()
+    workspace_buffers(cfg, t, rows, workspace_meta(t, rows), 0).named().into_iter().map(|(_, &b)| b).sum()
 }
 
 /// The FP8 GEMMs' split-k partials (f32): a fixed buffer; splits are limited to what fits.

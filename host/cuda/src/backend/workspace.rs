@@ -4,7 +4,7 @@
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::View;
 use crate::Result;
-use mlahost_engine::capacity;
+use mlahost_engine::capacity::{self, WorkspaceLayout};
 use mlahost_engine::ModelConfig;
 use std::sync::Arc;
 
@@ -32,87 +32,37 @@ impl Capacity {
     }
 }
 
+/// The activation buffers (named by `WorkspaceLayout`, sized by `capacity::workspace_buffers`)
+/// and the capacity they were sized for.
 pub struct Workspace {
     pub cap: Capacity,
-    pub x: DeviceBuffer,
-    pub h: DeviceBuffer,
-    pub h32: DeviceBuffer,
-    pub qa: DeviceBuffer,
-    pub qa_n: DeviceBuffer,
-    pub q_in: DeviceBuffer,
-    pub kv: DeviceBuffer,
-    pub q_full: DeviceBuffer,
-    pub att: DeviceBuffer,
-    pub lse: DeviceBuffer,
-    pub ov: DeviceBuffer,
-    pub gate_up: DeviceBuffer,
-    pub act: DeviceBuffer,
-    pub router: DeviceBuffer,
-    pub topk_ids: DeviceBuffer,
-    pub topk_w: DeviceBuffer,
-    pub expert_offsets: DeviceBuffer,
-    pub sorted_pairs: DeviceBuffer,
-    pub pair_pos: DeviceBuffer,
-    pub tiles: DeviceBuffer,
-    pub num_tiles: DeviceBuffer,
-    pub expert_gate_up: DeviceBuffer,
-    pub expert_act: DeviceBuffer,
-    pub expert_out: DeviceBuffer,
-    pub final_h: DeviceBuffer,
-    pub logits: DeviceBuffer,
-    pub meta: DeviceBuffer,
-    pub slots: DeviceBuffer,
-    pub part_o: DeviceBuffer,
-    pub part_lse: DeviceBuffer,
-    /// The decode kernels' split-arrival words: zeroed here, left zero by every launch.
-    pub sync: DeviceBuffer,
+    buffers: WorkspaceLayout<DeviceBuffer>,
+}
+
+impl std::ops::Deref for Workspace {
+    type Target = WorkspaceLayout<DeviceBuffer>;
+    fn deref(&self) -> &Self::Target {
+        &self.buffers
+    }
+}
+
+impl std::ops::DerefMut for Workspace {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.buffers
+    }
 }
 
 impl Workspace {
-    /// Bytes of every buffer, in field order (the one list, in `mlahost_engine::capacity`).
-    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> [u64; 31] {
+    /// Bytes of every buffer.
+    pub fn sizes(cfg: &ModelConfig, cap: Capacity) -> WorkspaceLayout<u64> {
         capacity::workspace_buffers(cfg, cap.tokens, cap.rows, cap.meta, cap.partial_rows)
     }
 
     pub fn new(gpu: &Arc<Gpu>, cfg: &ModelConfig, cap: Capacity) -> Result<Self> {
-        let mut bufs = Self::sizes(cfg, cap).into_iter().map(|b| DeviceBuffer::alloc(gpu, b as usize)).collect::<Result<Vec<_>>>()?.into_iter();
-        let mut next = || bufs.next().ok_or_else(|| crate::CudaError::launch("workspace", "buffer list too short"));
-        let ws = Self {
-            cap,
-            x: next()?,
-            h: next()?,
-            h32: next()?,
-            qa: next()?,
-            qa_n: next()?,
-            q_in: next()?,
-            kv: next()?,
-            q_full: next()?,
-            att: next()?,
-            lse: next()?,
-            ov: next()?,
-            gate_up: next()?,
-            act: next()?,
-            router: next()?,
-            topk_ids: next()?,
-            topk_w: next()?,
-            expert_offsets: next()?,
-            sorted_pairs: next()?,
-            pair_pos: next()?,
-            tiles: next()?,
-            num_tiles: next()?,
-            expert_gate_up: next()?,
-            expert_act: next()?,
-            expert_out: next()?,
-            final_h: next()?,
-            logits: next()?,
-            meta: next()?,
-            slots: next()?,
-            part_o: next()?,
-            part_lse: next()?,
-            sync: next()?,
-        };
-        ws.sync.fill_bytes(0)?;
-        Ok(ws)
+        let buffers = Self::sizes(cfg, cap).try_map(|bytes| DeviceBuffer::alloc(gpu, bytes as usize))?;
+        // The decode kernels' split-arrival words: zeroed here, left zero by every launch.
+        buffers.sync.fill_bytes(0)?;
+        Ok(Self { cap, buffers })
     }
 
     /// Grows the buffers when `need` exceeds the capacity; returns whether they moved.
@@ -149,7 +99,7 @@ mod tests {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
             let cfg = ModelConfig::from_file(&dir.join("config.json")).expect("config");
             for (t, s) in [(1, 1), (2048, 256), (8192, 64)] {
-                let ours: u64 = Workspace::sizes(&cfg, initial_capacity(t, s)).iter().sum();
+                let ours: u64 = Workspace::sizes(&cfg, initial_capacity(t, s)).named().into_iter().map(|(_, &b)| b).sum();
                 assert_eq!(ours, mlahost_engine::capacity::workspace_bytes(&cfg, t, s), "{name} at {t} tokens, {s} rows");
             }
         }
