@@ -112,7 +112,7 @@ def tokenizer_config(model_max_length: int) -> dict:
         "legacy": True,
         "model_max_length": model_max_length,
         "sp_model_kwargs": {},
-        "tokenizer_class": "LlamaTokenizerFast",
+        "tokenizer_class": "PreTrainedTokenizerFast",
         "chat_template": CHAT_TEMPLATE,
     }
 
