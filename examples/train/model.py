@@ -183,18 +183,17 @@ class Moe(nn.Module):
         self.experts = Experts(cfg)
         self.gate = Router(cfg)
         self.shared_experts = MLP(cfg["hidden_size"], cfg["moe_intermediate_size"] * cfg["n_shared_experts"])
-        self.aux_loss = None  # DeepSeek's sequence-wise balance loss of the last forward
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and DeepSeek's sequence-wise balance loss (1 when the load is even)."""
         b, t, h = x.shape
         scores, w, idx = self.gate(x.reshape(-1, h))
         mix = torch.zeros_like(scores).scatter(1, idx, w)
         out = self.experts(x.reshape(-1, h), mix).view(b, t, h) + self.shared_experts(x)
-        if self.training:
-            e, k = scores.shape[-1], idx.shape[-1]
-            load = F.one_hot(idx.view(b, t * k), e).float().mean(1) * e  # [B, E], 1 = balanced
-            self.aux_loss = (load * scores.view(b, t, e).mean(1)).sum(-1).mean()
-        return out
+        e, k = scores.shape[-1], idx.shape[-1]
+        load = F.one_hot(idx.view(b, t * k), e).float().mean(1) * e  # [B, E]: share of routed slots * E
+        aux = (load * scores.view(b, t, e).mean(1)).sum(-1).mean()
+        return out, aux
 
 
 class DecoderLayer(nn.Module):
@@ -206,9 +205,11 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        y = self.mlp(self.post_attention_layernorm(x))
+        y, aux = y if isinstance(y, tuple) else (y, None)
+        return x + y, aux
 
 
 class Backbone(nn.Module):
@@ -241,18 +242,21 @@ class DeepseekV2(nn.Module):
                 with torch.no_grad():
                     p.copy_(torch.randn(p.shape, generator=generator) * s)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, with_aux: bool = False):
+        """Logits [B, T, V]; with_aux: (logits, mean balance loss of the MoE layers)."""
         t = ids.shape[1]
         freqs = torch.arange(t, device=ids.device, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
         cos, sin = freqs.cos() * self.attention_factor, freqs.sin() * self.attention_factor
         x = self.model.embed_tokens(ids)
+        aux = []
         for layer in self.model.layers:
-            x = layer(x, cos, sin)
-        return self.lm_head(self.model.norm(x))
-
-    def aux_loss(self) -> torch.Tensor:
-        losses = [m.aux_loss for m in self.modules() if isinstance(m, Moe) and m.aux_loss is not None]
-        return torch.stack(losses).mean() if losses else torch.zeros(())
+            x, a = layer(x, cos, sin)
+            if a is not None:
+                aux.append(a)
+        logits = self.lm_head(self.model.norm(x))
+        if not with_aux:
+            return logits
+        return logits, (torch.stack(aux).mean() if aux else logits.new_zeros((), dtype=torch.float32))
 
 
 # --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the built-in English model (DeepSeek-V2 architecture) and export a hub checkpoint.
 
-    python3 examples/train/train.py --data .train/data --out OUT [--max-seconds 500] [--steps auto|N]
+    python3 examples/train/train.py --data .train/data --out OUT [--return-dir DIR]
+        [--max-seconds 480] [--steps auto|N] [--compile]
 
 Needs only torch (CUDA if present). Reads what tokenize_corpus.py wrote (token ids, tokenizer
 files, sample prompts) and writes:
@@ -9,7 +10,11 @@ files, sample prompts) and writes:
                  tokenizer.json, tokenizer_config.json
   OUT/loss.csv   step, tokens, lr, train loss (mean since the last row), held-out loss, seconds
   OUT/result.json  parameters, steps, held-out perplexity of the model and of the unigram
-                 baseline on the same tokens, greedy sample completions, timings
+                 baseline on the same tokens, greedy sample completions, timings, the config
+                 and the SHA-256 of model.safetensors
+With --return-dir DIR, loss.csv, result.json and model.safetensors cut into pieces of at most
+15 MiB (model.safetensors.partN) are also copied to DIR: a GPU machine's $OUT takes few files of
+at most 16 MiB. assemble.py puts the checkpoint back together.
 
 Deterministic for a given --steps (fixed seeds, deterministic algorithms; the data order comes
 from a seeded generator). --steps auto times the first steps and picks the number that fits
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -41,6 +47,7 @@ from model import DeepseekV2, hub_tensors  # noqa: E402
 
 # Time kept back from --max-seconds for the final evaluation, the samples and the export.
 RESERVE_S = 40.0
+PART_BYTES = 15 << 20
 
 
 def model_config(preset: str, vocab: int, seq: int) -> dict:
@@ -75,7 +82,7 @@ def model_config(preset: str, vocab: int, seq: int) -> dict:
         "pretraining_tp": 1,
         "ep_size": 1,
         "moe_layer_freq": 1,
-        "aux_loss_alpha": 0.001,
+        "aux_loss_alpha": 0.01,
         "seq_aux": True,
         **dims,
         "first_k_dense_replace": 1,
@@ -144,6 +151,26 @@ def heldout_nll(model, ids: torch.Tensor, seq: int, batch: int, device, autocast
         count += y.numel()
     model.train()
     return total, count, y_all.flatten()
+
+
+@torch.no_grad()
+def expert_load(model, x: torch.Tensor, autocast) -> dict[str, list[float]]:
+    """Share of routed slots each expert gets, per MoE layer, on a batch (1/E each is even)."""
+    picks, hooks = {}, []
+    for i, layer in enumerate(model.model.layers):
+        if hasattr(layer.mlp, "gate"):
+            def hook(mod, inp, out, i=i):
+                picks[i] = out[2].flatten()
+            hooks.append(layer.mlp.gate.register_forward_hook(hook))
+    model.eval()
+    with autocast():
+        model(x)
+    model.train()
+    for h in hooks:
+        h.remove()
+    e = model.cfg["n_routed_experts"]
+    return {f"layer{i}": [round(float(c), 4) for c in torch.bincount(p, minlength=e).float() / p.numel()]
+            for i, p in sorted(picks.items())}
 
 
 def unigram_nll(train_ids: torch.Tensor, targets: torch.Tensor, vocab: int) -> float:
@@ -236,7 +263,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", choices=["default", "tiny"], default="default")
     ap.add_argument("--steps", default="auto", help="optimizer steps, or auto (fit --max-seconds)")
-    ap.add_argument("--max-seconds", type=float, default=500.0, help="wall budget of the whole command")
+    ap.add_argument("--return-dir", type=Path, help="also copy the results here in small pieces")
+    ap.add_argument("--max-seconds", type=float, default=480.0, help="wall budget of the whole command")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the training step's forward")
     ap.add_argument("--max-epochs", type=float, default=12.0, help="cap for --steps auto")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq", type=int, default=512)
@@ -285,6 +314,7 @@ def main() -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if device.type == "cuda" else {}))
+    fwd = torch.compile(model) if args.compile else model  # evaluation and samples stay eager
     batches = Batches(train_ids, args.seq, args.batch, args.seed, device)
     alpha = cfg["aux_loss_alpha"]
     deadline = T0 + args.max_seconds - RESERVE_S
@@ -320,9 +350,9 @@ def main() -> None:
             g["lr"] = lr
         x, y = batches.next()
         with autocast():
-            logits = model(x)
+            logits, aux = fwd(x, with_aux=True)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        total = loss + alpha * model.aux_loss().to(loss.device)
+        total = loss + alpha * aux
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -352,6 +382,8 @@ def main() -> None:
     uni = unigram_nll(train_ids, targets, vocab)
     tokens_per_byte = meta["heldout"]["tokens"] / meta["heldout"]["bytes"]
 
+    n_eval = min(args.batch, (held_ids.numel() - 1) // args.seq)
+    load = expert_load(model, held_ids[:n_eval * args.seq].view(n_eval, args.seq).to(device), autocast)
     decode = decoder(args.data / "tokenizer.json")
     samples = []
     for p in json.loads((args.data / "prompts.json").read_text()):
@@ -360,6 +392,7 @@ def main() -> None:
         print(f"--- {p['text']!r}\n{samples[-1]['completion']}", flush=True)
 
     n_export = export(model, cfg, args.data, args.out / "model")
+    weights = (args.out / "model" / "model.safetensors").read_bytes()
     result = {
         "parameters": n_params,
         "exported_parameters": n_export,
@@ -375,13 +408,23 @@ def main() -> None:
         "heldout_perplexity": math.exp(nll),
         "unigram_perplexity": math.exp(uni),
         "heldout_bits_per_byte": nll / math.log(2) * tokens_per_byte,
+        "expert_load_heldout": load,
         "args": {k: str(v) for k, v in vars(args).items()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "samples": samples,
+        "config": cfg,
+        "model_safetensors_sha256": hashlib.sha256(weights).hexdigest(),
+        "model_safetensors_bytes": len(weights),
         "total_seconds": round(time.monotonic() - T0, 1),
     }
     (args.out / "result.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    if args.return_dir:
+        args.return_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("loss.csv", "result.json"):
+            (args.return_dir / name).write_bytes((args.out / name).read_bytes())
+        for i in range(0, len(weights), PART_BYTES):
+            (args.return_dir / f"model.safetensors.part{i // PART_BYTES}").write_bytes(weights[i:i + PART_BYTES])
     print(f"held-out perplexity {math.exp(nll):.2f} (unigram baseline {math.exp(uni):.2f}) over {cnt:,} tokens; "
           f"{step} steps in {train_seconds:.0f}s; total {time.monotonic() - T0:.0f}s", flush=True)
 
