@@ -20,6 +20,7 @@ tests the export and the math without a trained model.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import subprocess
 import sys
@@ -60,6 +61,8 @@ def check_weights(ref, state: dict[str, torch.Tensor]) -> int:
 def greedy_reference(ref, prompt: list[int], n: int) -> tuple[list[int], list[float]]:
     out = ref(input_ids=torch.tensor([prompt]), use_cache=True)
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    # transformers renamed past_key_values to cache; use whichever this version's forward names.
+    cache_arg = "cache" if "cache" in inspect.signature(ref.forward).parameters else "past_key_values"
     ids, margins = [], []
     for step in range(n):
         logits = out.logits[0, -1]
@@ -70,7 +73,7 @@ def greedy_reference(ref, prompt: list[int], n: int) -> tuple[list[int], list[fl
         if step == n - 1:
             break
         mask = torch.ones(1, len(prompt) + len(ids), dtype=torch.long)
-        out = ref(input_ids=torch.tensor([[nxt]]), attention_mask=mask, cache=cache, use_cache=True)
+        out = ref(input_ids=torch.tensor([[nxt]]), attention_mask=mask, use_cache=True, **{cache_arg: cache})
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
     return ids, margins
 
