@@ -275,6 +275,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--sample-tokens", type=int, default=40)
+    ap.add_argument("--heldout-windows", type=int, help="limit the final evaluation (quick CPU trials)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
@@ -374,10 +375,13 @@ def main() -> None:
                   + f" t {time.monotonic() - T0:.0f}s", flush=True)
             run_loss, run_n = 0.0, 0
     train_seconds = time.monotonic() - t_train
+    if run_n:  # the steps since the last row (a run stopped by --max-seconds)
+        writer.writerow([step, step * tokens_per_step, f"{lr:.3e}", f"{float(run_loss) / run_n:.4f}", "",
+                         f"{time.monotonic() - T0:.1f}"])
     log.close()
 
     # Final evaluation on the whole held-out split, against the unigram baseline on the same tokens.
-    tot, cnt, targets = heldout_nll(model, held_ids, args.seq, args.batch, device, autocast)
+    tot, cnt, targets = heldout_nll(model, held_ids, args.seq, args.batch, device, autocast, args.heldout_windows)
     nll = tot / cnt
     uni = unigram_nll(train_ids, targets, vocab)
     tokens_per_byte = meta["heldout"]["tokens"] / meta["heldout"]["bytes"]
