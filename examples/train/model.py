@@ -191,7 +191,8 @@ class Moe(nn.Module):
         mix = torch.zeros_like(scores).scatter(1, idx, w)
         out = self.experts(x.reshape(-1, h), mix).view(b, t, h) + self.shared_experts(x)
         e, k = scores.shape[-1], idx.shape[-1]
-        load = F.one_hot(idx.view(b, t * k), e).float().mean(1) * e  # [B, E]: share of routed slots * E
+        picked = torch.zeros_like(scores).scatter(1, idx, 1.0)  # one-hot of the top-k, no device sync
+        load = picked.view(b, t, e).mean(1) * (e / k)  # [B, E]: share of routed slots * E
         aux = (load * scores.view(b, t, e).mean(1)).sum(-1).mean()
         return out, aux
 
