@@ -2,7 +2,8 @@
 //! `mlahost plan` both call these functions, so the plan's answer is what serve allocates.
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{ModelConfig, TopkMethod};
+use crate::config::ModelConfig;
+use crate::shapes;
 use crate::kv_cache_dtype::KvCacheDtype;
 use crate::{EngineError, Result};
 use std::path::Path;
@@ -327,37 +328,10 @@ impl WeightCount {
 /// one f32 scale per 128x128 block). A matrix whose input width is not a multiple of 16 stays
 /// bf16 (the FP8 GEMM reads 16-byte chunks).
 pub fn fp8_linears(cfg: &ModelConfig) -> (u64, u64) {
-    let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
-    let (qk, v, d) = (cfg.qk_head_dim() as u64, cfg.v_head_dim as u64, cfg.latent_dim() as u64);
-    let mut mats: Vec<(u64, u64, u64)> = Vec::new(); // (rows, cols, count)
-    let layers = cfg.num_hidden_layers as u64;
-    match cfg.q_lora_rank {
-        Some(ql) => mats.extend([(ql as u64, h, layers), (heads * qk, ql as u64, layers)]),
-        None => mats.push((heads * qk, h, layers)),
-    }
-    mats.extend([(d, h, layers), (h, heads * v, layers)]);
-    let mlp = |inter: u64, count: u64| [(2 * inter, h, count), (h, inter, count)];
-    let moe_layers = (0..cfg.num_hidden_layers).filter(|&l| cfg.moe.is_some() && cfg.is_moe_layer(l)).count() as u64;
-    mats.extend(mlp(cfg.intermediate_size as u64, layers - moe_layers));
-    if let Some(m) = &cfg.moe {
-        let mi = m.moe_intermediate_size as u64;
-        // the routed experts are FP8 together or not at all (one grouped GEMM kind per layer)
-        if h % 16 == 0 && mi % 16 == 0 {
-            mats.extend(mlp(mi, moe_layers * m.n_routed_experts as u64));
-        }
-        if m.n_shared_experts > 0 {
-            mats.extend(mlp(mi * m.n_shared_experts as u64, moe_layers));
-        }
-    }
-    let (mut params, mut bytes) = (0, 0);
-    for (r, c, n) in mats {
-        if n == 0 || c % 16 != 0 {
-            continue;
-        }
-        params += r * c * n;
-        bytes += (r * c + r.div_ceil(128) * c.div_ceil(128) * 4) * n;
-    }
-    (params, bytes)
+    shapes::linears(cfg)
+        .iter()
+        .filter(|l| l.fp8)
+        .fold((0, 0), |(p, b), l| (p + l.rows * l.cols * l.count, b + shapes::linear_bytes(l.rows, l.cols, true) * l.count))
 }
 
 /// Counts the checkpoint's parameters from its headers, or from the config when the directory
@@ -372,29 +346,8 @@ pub fn count_weights(dir: &Path, cfg: &ModelConfig) -> Result<WeightCount> {
 
 /// Parameters the engine loads for `cfg` (the tensors `weights.rs` reads; no MTP layers).
 pub fn parameters_from_config(cfg: &ModelConfig) -> u64 {
-    let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
-    let (r, rope) = (cfg.kv_lora_rank as u64, cfg.qk_rope_head_dim as u64);
-    let (qk, nope, v) = (cfg.qk_head_dim() as u64, cfg.qk_nope_head_dim as u64, cfg.v_head_dim as u64);
-    let q = match cfg.q_lora_rank {
-        Some(ql) => h * ql as u64 + ql as u64 + ql as u64 * heads * qk,
-        None => h * heads * qk,
-    };
-    let attn = q + h * (r + rope) + r + r * heads * (nope + v) + heads * v * h;
-    let mlp = |inter: u64| 3 * h * inter;
-    let mut total = 0u64;
-    for layer in 0..cfg.num_hidden_layers {
-        total += 2 * h + attn;
-        total += match (&cfg.moe, cfg.is_moe_layer(layer)) {
-            (Some(m), true) => {
-                let e = m.n_routed_experts as u64;
-                let bias = if m.topk_method == TopkMethod::NoauxTc { e } else { 0 };
-                e * h + bias + (e + m.n_shared_experts as u64) * mlp(m.moe_intermediate_size as u64)
-            }
-            _ => mlp(cfg.intermediate_size as u64),
-        };
-    }
-    let vocab = cfg.vocab_size as u64 * h;
-    total + h + vocab * if cfg.tie_word_embeddings { 1 } else { 2 }
+    let linears: u64 = shapes::linears(cfg).iter().map(|l| l.rows * l.cols * l.count).sum();
+    linears + shapes::small_parameters(cfg) + shapes::embedding_parameters(cfg)
 }
 
 /// Cache bytes per token per layer: MLA's parts, and MHA / GQA-8 of the same shape in the same

@@ -32,6 +32,9 @@ pub enum EngineError {
     /// The latent cache or the weights do not fit the memory given.
     #[error("capacity: {0}")]
     Capacity(String),
+    /// A layout over several GPUs the model cannot be split into.
+    #[error("parallel layout: {0}")]
+    Layout(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
