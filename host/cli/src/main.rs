@@ -5,6 +5,7 @@ mod bench;
 mod generate;
 mod gpu_check;
 mod plan;
+mod plan_parallel;
 mod progress;
 mod serve;
 
@@ -53,7 +54,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(std::env::args_os().map(vllm_short_flag));
     if let Some(n) = cli.threads {
         if let Err(e) = rayon_threads(n) {
             eprintln!("error: {e}");
@@ -101,4 +102,13 @@ fn report(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// vLLM's single-dash multi-letter flags, which clap has no form for.
+fn vllm_short_flag(arg: std::ffi::OsString) -> std::ffi::OsString {
+    match arg.to_str() {
+        Some("-tp") => "--tensor-parallel-size".into(),
+        Some("-dp") => "--data-parallel-size".into(),
+        _ => arg,
+    }
 }

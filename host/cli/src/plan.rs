@@ -2,10 +2,12 @@
 //! a given context fit, from config.json and the safetensors headers only (no weights loaded,
 //! no tokenizer). The pool is sized by `mlahost_engine::capacity`, the code `serve` uses.
 
+use crate::plan_parallel::{self, GpuTarget};
 use crate::serve::parse_bytes;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlahost_engine::capacity::{self, human, GpuPlanInputs, KvFootprint};
+use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::{KvCacheDtypeArg, ModelConfig};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -22,9 +24,21 @@ pub struct PlanArgs {
     /// Memory of one GPU (141GB, 80GiB, or bytes).
     #[arg(long, default_value = "80GiB", value_parser = parse_bytes)]
     gpu_memory: u64,
-    /// GPUs, each running a full replica (MLA is data parallel).
+    /// GPUs: full replicas, or instances of --tensor-parallel-size x --data-parallel-size GPUs.
     #[arg(long, default_value_t = 1)]
     gpus: usize,
+    /// GPUs each instance splits its attention heads, dense MLPs and vocabulary over (vLLM's
+    /// flag; `-tp` works too).
+    #[arg(long, default_value_t = 1)]
+    tensor_parallel_size: usize,
+    /// Attention data-parallel groups inside one instance: each runs attention for its own
+    /// sequences and stores only their latents (`-dp` works too).
+    #[arg(long, default_value_t = 1)]
+    data_parallel_size: usize,
+    /// Spread whole routed experts over every GPU of the instance instead of slicing each
+    /// expert over the tensor-parallel ranks.
+    #[arg(long)]
+    enable_expert_parallel: bool,
     /// Share of each GPU's memory mlahost may use.
     #[arg(long, default_value_t = 0.92)]
     gpu_memory_utilization: f64,
@@ -80,6 +94,14 @@ fn plan(args: &PlanArgs) -> Result<Value> {
     if !cpu && (args.kv_cache_memory.is_some() || args.kv_cache_pages.is_some()) {
         bail!("--kv-cache-memory / --kv-cache-pages size the CPU pool (--device cpu); on a GPU the pool is what --gpu-memory leaves");
     }
+    let layout = ParallelLayout {
+        tensor_parallel: args.tensor_parallel_size,
+        data_parallel: args.data_parallel_size,
+        expert_parallel: args.enable_expert_parallel,
+    };
+    if cpu && layout != ParallelLayout::SINGLE {
+        bail!("--tensor-parallel-size, --data-parallel-size and --enable-expert-parallel plan GPUs (--device cuda)");
+    }
     let config_path = args.model.join("config.json");
     let cfg = ModelConfig::from_file(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let weights = capacity::count_weights(&args.model, &cfg)?;
@@ -89,6 +111,7 @@ fn plan(args: &PlanArgs) -> Result<Value> {
     let page_bytes = capacity::page_bytes(&cfg, dtype, args.page_size);
     let (layers, ctx) = (cfg.num_hidden_layers as u64, args.context as u64);
     let per_seq = |per_layer: usize| per_layer as u64 * layers * ctx;
+    let mut parallel = Value::Null;
     let pool = if cpu {
         let pages = capacity::cpu_pool_pages(&cfg, dtype, args.page_size, args.kv_cache_pages, args.kv_cache_memory)?;
         pool_json(Ok(page_bytes * pages as u64), None, None, page_bytes, args, 1)
@@ -101,6 +124,23 @@ fn plan(args: &PlanArgs) -> Result<Value> {
             weight_bytes: weights.gpu_bytes(&cfg, fp8),
             workspace_bytes: workspace,
         };
+        if args.gpus > 1 || layout != ParallelLayout::SINGLE {
+            let target = GpuTarget {
+                gpus: args.gpus,
+                gpu_memory: args.gpu_memory,
+                utilization: args.gpu_memory_utilization,
+                context: args.context,
+                page_size: args.page_size,
+                workspace_bytes: workspace,
+                fp8_weights: fp8,
+                kv_dtype: dtype,
+            };
+            layout.validate(&cfg, args.gpus)?;
+            parallel = json!({
+                "layouts": plan_parallel::compared_layouts(&cfg, layout, &target),
+                "simple_arithmetic": plan_parallel::simple_arithmetic(&cfg, weights.gpu_bytes(&cfg, fp8), &target),
+            });
+        }
         pool_json(gpu.kv_budget().map_err(|e| e.to_string()), Some(gpu.usable()), Some(workspace), page_bytes, args, args.gpus)
     };
     Ok(json!({
@@ -125,6 +165,7 @@ fn plan(args: &PlanArgs) -> Result<Value> {
             "gqa8_bytes": per_seq(fp.gqa8),
         },
         "pool": pool,
+        "parallel": parallel,
     }))
 }
 
@@ -205,7 +246,10 @@ fn render(r: &Value) -> String {
         line(format!("  workspace (estimate)    {}", human(n(&p["workspace_bytes"]))));
     }
     match p["reason"].as_str() {
-        Some(reason) => line(format!("  DOES NOT FIT: {reason}")),
+        Some(reason) => {
+            line(format!("  DOES NOT FIT: {reason}"));
+            line("  (one full replica per GPU; --tensor-parallel-size / --data-parallel-size spread one instance over several)".into());
+        }
         None => {
             line(format!("  KV budget               {}", human(n(&p["kv_budget_bytes"]))));
             line(format!("  pages                   {}", commas(n(&p["pages"]))));
@@ -215,6 +259,11 @@ fn render(r: &Value) -> String {
                 line(format!("  replicas                {} (one full replica per GPU: MLA scales data parallel)", n(&p["replicas"])));
                 line(format!("  sequences in all        {}", commas(n(&p["sequences"]))));
             }
+        }
+    }
+    if let Some(layouts) = r["parallel"]["layouts"].as_array() {
+        for l in plan_parallel::render(layouts, &r["parallel"]["simple_arithmetic"], n(&p["replicas"]) as usize, n(&s["context"]) as usize) {
+            line(l);
         }
     }
     o

@@ -158,3 +158,40 @@ fn plan_and_serve_reject_bad_flags() {
     let err = support::refuse_to_start(&["--model", fixture("tiny-v2-lite").to_str().unwrap(), "--kv-cache-memory", "10", "--kv-cache-dtype", "fp8"]);
     assert!(err.contains("holds no page"), "{err}");
 }
+
+#[test]
+fn plan_compares_layouts_over_several_gpus_with_vllm_flags() {
+    let dir = ConfigDir::new("v3-layouts", v3_config());
+    let r = plan(&dir.0, &["--gpus", "8", "--gpu-memory", "141GB", "--quantization", "fp8", "--context", "131072", "-tp", "2", "-dp", "4", "--enable-expert-parallel"]);
+    let layouts = r["parallel"]["layouts"].as_array().unwrap();
+    let names: Vec<&str> = layouts.iter().map(|l| l["layout"].as_str().unwrap()).collect();
+    assert_eq!(names, ["TP=2 x DP=4 + EP=8", "TP=8", "DP=8 + EP=8"]);
+    let by = |name: &str| layouts.iter().find(|l| l["layout"] == name).unwrap();
+    // every layout fits 141 GB cards in FP8; DP attention stores each sequence once, so it
+    // serves more sequences than plain TP although each GPU keeps more weights
+    for l in layouts {
+        assert_eq!(l["fits"], true, "{l}");
+    }
+    assert!(n(&by("DP=8 + EP=8")["weight_bytes_per_gpu"]) > n(&by("TP=8")["weight_bytes_per_gpu"]));
+    assert!(n(&by("DP=8 + EP=8")["sequences"]) > n(&by("TP=8")["sequences"]));
+    assert_eq!(n(&by("TP=8")["instances"]), 1);
+    assert_eq!(n(&by("DP=8 + EP=8")["collective_bytes_per_token"]["all_reduce"]), 0);
+    // the back-of-envelope figure is printed beside the table
+    let simple = &r["parallel"]["simple_arithmetic"];
+    assert!(simple["users"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn plan_refuses_layouts_the_model_cannot_take() {
+    let dir = ConfigDir::new("v3-bad-layouts", v3_config());
+    for (args, want) in [
+        (vec!["--gpus", "8", "-tp", "3"], "128 attention heads"),
+        (vec!["--gpus", "4", "-tp", "8"], "needs 8 GPUs"),
+        (vec!["--gpus", "8", "-tp", "2", "-dp", "3", "--enable-expert-parallel"], "256 routed experts"),
+        (vec!["--device", "cpu", "-tp", "2"], "plan GPUs"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mlahost")).args(["plan", "--model", dir.0.to_str().unwrap()]).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}

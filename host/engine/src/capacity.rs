@@ -76,8 +76,7 @@ impl GpuPlanInputs {
         let taken = self.weight_bytes.saturating_add(self.workspace_bytes);
         if taken >= usable {
             return Err(EngineError::Capacity(format!(
-                "weights ({}) + workspace ({}) = {} do not fit the usable GPU memory ({} = {} x {}); \
-                 MLA runs one full replica per GPU (data parallel), so each GPU must hold all the weights",
+                "weights ({}) + workspace ({}) = {} do not fit the usable GPU memory ({} = {} x {})",
                 human(self.weight_bytes),
                 human(self.workspace_bytes),
                 human(taken),
