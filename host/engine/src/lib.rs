@@ -10,6 +10,7 @@ mod error;
 pub mod kv_cache_dtype;
 pub mod model;
 pub mod rope;
+pub mod logits_processors;
 pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
