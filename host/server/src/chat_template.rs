@@ -23,16 +23,16 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` (already validated: role and string content each), with the
-    /// request's `chat_template_kwargs` as extra variables (they cannot replace the messages).
+    /// request's `chat_template_kwargs` as extra variables: as in transformers they may
+    /// replace the special tokens' strings, never the messages or the generation prompt.
     pub fn render(&self, messages: &[Value], add_generation_prompt: bool, kwargs: &Map<String, Value>) -> Result<String, ApiError> {
         let tmpl = self.env.get_template("chat").map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut ctx = kwargs.clone();
-        ctx.extend(json!({
-            "messages": messages,
-            "add_generation_prompt": add_generation_prompt,
-            "bos_token": self.bos_token,
-            "eos_token": self.eos_token,
-        }).as_object().cloned().unwrap_or_default());
+        let mut ctx = Map::new();
+        ctx.insert("bos_token".into(), json!(self.bos_token));
+        ctx.insert("eos_token".into(), json!(self.eos_token));
+        ctx.extend(kwargs.clone());
+        ctx.insert("messages".into(), json!(messages));
+        ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
         tmpl.render(ctx).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
     }
 }

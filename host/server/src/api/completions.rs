@@ -38,10 +38,11 @@ pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> R
     for (p, text) in prompts.into_iter().zip(texts) {
         let given = p.len();
         let req = finish_request(&common, p, state.model.config.vocab_size, state.max_model_len, DEFAULT_MAX_TOKENS)?;
-        // The echoed prompt: the text as given, or the token ids (or what truncation left) decoded.
+        // The echoed prompt: the text as given, or the token ids (or what truncation left)
+        // decoded as the echoed tokens are, special tokens included.
         let text = match text {
             Some(t) if req.prompt.len() == given => t,
-            _ => state.model.tokenizer.decode(&req.prompt, req.skip_special_tokens).unwrap_or_default(),
+            _ => state.model.tokenizer.decode(&req.prompt, false).unwrap_or_default(),
         };
         echoed.push((req.prompt.clone(), text));
         requests.extend(choices(&req, common.n));

@@ -98,7 +98,10 @@ pub fn stream_response(
             let scoring = common.scores_only();
             if !started[i] && matches!(ev, Event::Token(_) | Event::TrailingText(_) | Event::Finished { .. }) {
                 started[i] = true;
-                if let Some((c, extra)) = first_chunk(&state, &opts, i, &results[i], &mut echoed_len[i]) {
+                if let Some((c, mut extra)) = first_chunk(&state, &opts, i, &results[i], &mut echoed_len[i]) {
+                    if let (Some(e), Value::Object(u)) = (extra.as_object_mut(), running_usage(i, 0)) {
+                        e.extend(u);
+                    }
                     if tx.send(chunk(vec![c], extra)).is_err() {
                         return;
                     }
