@@ -11,6 +11,7 @@ pub mod kv_cache_dtype;
 pub mod model;
 pub mod parallel;
 pub mod rope;
+pub mod logits_processors;
 pub mod sampling;
 pub mod shapes;
 pub mod tensor;

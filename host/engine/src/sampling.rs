@@ -21,6 +21,17 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// CTRL/vLLM's: divide positive (multiply negative) logits of tokens seen in prompt or output.
     pub repetition_penalty: f32,
+    /// OpenAI's `logit_bias`: added to these tokens' logits (clamped to [-100, 100]).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// vLLM's `allowed_token_ids`: every other token is banned (None: all allowed).
+    pub allowed_token_ids: Option<Vec<u32>>,
+    /// vLLM's `bad_words`, tokenized: the last token of each sequence is banned whenever the
+    /// generated tokens end with the ones before it (a one-token word is always banned).
+    pub bad_words: Vec<Vec<u32>>,
+    /// Tokens in `min_tokens_banned` are banned until this many tokens are generated.
+    pub min_tokens: usize,
+    /// The request's stop tokens: `stop_token_ids` and, unless `ignore_eos`, the model's EOS.
+    pub min_tokens_banned: Vec<u32>,
 }
 
 impl Default for SamplingParams {
@@ -34,6 +45,11 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             repetition_penalty: 1.0,
+            logit_bias: Vec::new(),
+            allowed_token_ids: None,
+            bad_words: Vec::new(),
+            min_tokens: 0,
+            min_tokens_banned: Vec::new(),
         }
     }
 }
@@ -57,6 +73,12 @@ impl SamplingParams {
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
         }
+        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(format!("logit_bias of token {t} must be a finite number, got {b}"));
+        }
+        if self.allowed_token_ids.as_ref().is_some_and(Vec::is_empty) {
+            return Err("allowed_token_ids must not be empty".to_string());
+        }
         Ok(())
     }
 
@@ -68,6 +90,14 @@ impl SamplingParams {
 
     pub fn has_penalties(&self) -> bool {
         self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 || self.repetition_penalty != 1.0
+    }
+
+    /// Whether a logits processor (`crate::logits_processors`) changes the row before sampling.
+    pub fn has_logits_processors(&self) -> bool {
+        !self.logit_bias.is_empty()
+            || self.allowed_token_ids.is_some()
+            || !self.bad_words.is_empty()
+            || (self.min_tokens > 0 && !self.min_tokens_banned.is_empty())
     }
 }
 
@@ -158,6 +188,12 @@ pub fn apply_penalties(logits: &mut [f32], prompt: &[u32], output: &[u32], p: &S
     }
 }
 
+/// vLLM's rank of `token` in a logprob row: 1 + how many tokens are strictly more likely.
+pub fn token_rank(logprobs: &[f32], token: u32) -> usize {
+    let Some(&own) = logprobs.get(token as usize) else { return logprobs.len() };
+    1 + logprobs.iter().filter(|&&l| l > own).count()
+}
+
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
@@ -181,7 +217,13 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
         presence_penalty: _, // the three penalties: `apply_penalties`, before this
         frequency_penalty: _,
         repetition_penalty: _,
-    } = *p;
+        logit_bias: _, // the logits processors: `logits_processors::process_row`, before this
+        allowed_token_ids: _,
+        bad_words: _,
+        min_tokens: _,
+        min_tokens_banned: _,
+    } = p;
+    let (temperature, top_p, top_k, min_p) = (*temperature, *top_p, *top_k, *min_p);
     if p.is_greedy() {
         return argmax(logits);
     }

@@ -406,7 +406,9 @@ pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal:
 
 /// Device sampling against host sampling of the same logits: two GPU backends run the same
 /// batches; one returns logits (greedy argmax and log-softmax top-5 on the host), the other
-/// samples on the device. Greedy tokens must be identical and logprobs within 1e-4.
+/// samples on the device. Greedy tokens must be identical and logprobs within 1e-4. The second
+/// sequence has logits processors (`logit_bias`, `bad_words`): its row takes the device
+/// sampler's host path, and must match the host sampler on the same row.
 pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u64) -> Result<Check> {
     use mlahost_engine::sampling::{top_logprobs, Rng as HostRng, SamplingParams};
     use mlahost_engine::SampleRequest;
@@ -424,7 +426,14 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
         t.ensure_capacity(&mut alloc, s.len() + steps).map_err(EngineError::from)?;
         tables.push(t);
     }
-    let params = SamplingParams { temperature: 0.0, ..Default::default() };
+    let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
+    let favoured = rng.below(vocab) as u32;
+    let processed = SamplingParams {
+        logit_bias: vec![(favoured, 100.0)],
+        bad_words: vec![vec![favoured, favoured, favoured]],
+        ..greedy.clone()
+    };
+    let params = [greedy.clone(), processed, greedy];
     let mut rngs: Vec<HostRng> = (0..seqs.len()).map(|i| HostRng::seeded(i as u64)).collect();
     let (mut mismatches, mut max_err, mut rows) = (0usize, 0f64, 0usize);
     let mut done = vec![0usize; seqs.len()];
@@ -436,7 +445,8 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
         let mut requests: Vec<SampleRequest<'_>> = seqs
             .iter()
             .zip(rngs.iter_mut())
-            .map(|(s, r)| SampleRequest { params: &params, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r })
+            .zip(&params)
+            .map(|((s, r), p)| SampleRequest { params: p, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r })
             .collect();
         let got = device.forward_sampled(&batch, &mut requests)?.ok_or_else(|| mlahost_cuda::CudaError::launch("sample_rows", "the backend declined"))?;
         drop(requests);
@@ -445,6 +455,12 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
             let row = logits.last_of(i).unwrap_or(&[]);
             let lp = log_softmax(row);
             let (best, _) = margin(&lp);
+            let best = if params[i].has_logits_processors() {
+                let s = &seqs[i];
+                mlahost_engine::logits_processors::sample_row(row, &s[..1], &s[1..], &params[i], 0, &mut HostRng::seeded(0)).token
+            } else {
+                best
+            };
             mismatches += (g.token != best) as usize;
             max_err = max_err.max((g.logprob - lp[best as usize]).abs() as f64);
             for ((ti, tl), (hi, hl)) in g.top.iter().zip(top_logprobs(&lp, 5)) {

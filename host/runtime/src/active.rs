@@ -2,9 +2,10 @@
 //! detokenizer, event channel and timings.
 
 use crate::detokenizer::{Detokenizer, Step};
-use crate::request::{EngineRequest, Event, FinishReason, TokenEvent, Usage};
+use crate::request::{EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
 use crate::metrics::Metrics;
-use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, Rng};
+use mlahost_engine::logits_processors::{needs_processing, process_row};
+use mlahost_engine::sampling::{log_softmax, sample, token_rank, top_logprobs, Rng};
 use mlahost_engine::{DeviceSample, SampleRequest};
 use mlahost_engine::Tokenizer;
 use mlahost_plugins::SampleDecision;
@@ -23,12 +24,15 @@ pub struct Active {
     /// The sampled token's logprob and alternatives, kept from `sample` for `emit`.
     last_logprobs: Option<(f32, Vec<(u32, f32)>)>,
     scheduled: bool,
+    /// Prompt logprobs gathered so far (tokens 1.. in order), while the prompt is computed.
+    prompt_logprobs: Vec<PromptLogprob>,
+    prompt_logprobs_sent: bool,
 }
 
 impl Active {
     pub fn new(request: EngineRequest, events: UnboundedSender<Event>) -> Self {
         let rng = request.params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
-        let detok = Detokenizer::new(request.stop.clone());
+        let detok = Detokenizer::with_options(request.stop.clone(), request.include_stop_str_in_output, request.skip_special_tokens);
         let arrived = request.arrived;
         Self {
             request,
@@ -40,6 +44,30 @@ impl Active {
             stopped_by_string: false,
             last_logprobs: None,
             scheduled: false,
+            prompt_logprobs: Vec::new(),
+            prompt_logprobs_sent: false,
+        }
+    }
+
+    /// Records the prompt logprob that `row` (the logits at prompt position `pos`) gives the
+    /// next prompt token; positions already recorded (a recompute after preemption) are
+    /// skipped. Sends them all once the last one is in.
+    pub fn record_prompt_logprob(&mut self, pos: usize, row: &[f32], prompt: &[u32]) {
+        let Some(k) = self.request.prompt_logprobs else { return };
+        if pos == self.prompt_logprobs.len() && pos + 1 < prompt.len() {
+            let lp = log_softmax(row);
+            let token = prompt[pos + 1];
+            let logprob = lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+            self.prompt_logprobs.push(PromptLogprob { token, logprob, rank: token_rank(&lp, token), top: top_logprobs(&lp, k) });
+        }
+        self.send_prompt_logprobs_if_complete(prompt.len());
+    }
+
+    /// Sends the prompt logprobs once all `prompt_len - 1` are in (at once for a one-token prompt).
+    pub fn send_prompt_logprobs_if_complete(&mut self, prompt_len: usize) {
+        if self.request.prompt_logprobs.is_some() && !self.prompt_logprobs_sent && self.prompt_logprobs.len() + 1 >= prompt_len {
+            self.prompt_logprobs_sent = true;
+            let _ = self.events.send(Event::PromptLogprobs(std::mem::take(&mut self.prompt_logprobs)));
         }
     }
 
@@ -73,9 +101,10 @@ impl Active {
     }
 
     /// Picks the next token from this sequence's logits row, after a sampler plugin's
-    /// decision when the request chose one.
+    /// decision when the request chose one, then the request's logits processors and penalties.
     pub fn sample(&mut self, row: &[f32], tokens: &[u32], prompt_len: usize, plugin: Option<SampleDecision>) -> u32 {
         let p = &self.request.params;
+        let (prompt, output) = tokens.split_at(prompt_len);
         let token = match plugin {
             Some(SampleDecision::Token(t)) => t,
             Some(SampleDecision::Bias(biases)) => {
@@ -83,7 +112,7 @@ impl Active {
                 for (id, b) in biases {
                     row[id as usize] += b;
                 }
-                apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+                process_row(&mut row, prompt, output, p);
                 sample(&row, p, &mut self.rng)
             }
             Some(SampleDecision::Allow(bits)) if bits.iter().any(|w| *w != 0) => {
@@ -94,17 +123,17 @@ impl Active {
                         *l = f32::NEG_INFINITY;
                     }
                 }
-                apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+                process_row(&mut row, prompt, output, p);
                 sample(&row, p, &mut self.rng)
             }
-            _ if p.has_penalties() => {
+            _ if needs_processing(p) => {
                 let mut row = row.to_vec();
-                apply_penalties(&mut row, &tokens[..prompt_len], &tokens[prompt_len..], p);
+                process_row(&mut row, prompt, output, p);
                 sample(&row, p, &mut self.rng)
             }
             _ => sample(row, p, &mut self.rng),
         };
-        // Reported logprobs are the model's own distribution, before penalties and temperature.
+        // Reported logprobs are the model's own distribution, before processors and temperature.
         self.last_logprobs = self.request.logprobs.map(|k| {
             let lp = log_softmax(row);
             (lp[token as usize], top_logprobs(&lp, k))
@@ -131,11 +160,15 @@ impl Active {
                 t.ttft.observe(self.arrived.elapsed().as_secs_f64());
             }
         }
-        let is_eos = !self.request.ignore_eos && stop_ids.contains(&token);
-        let (text, stopped) = if is_eos {
+        // vLLM checks no stop condition before min_tokens are generated.
+        let armed = generated >= self.request.params.min_tokens;
+        let r = &self.request;
+        let is_eos = armed && ((!r.ignore_eos && stop_ids.contains(&token)) || r.stop_token_ids.contains(&token));
+        let (text, stopped) = if is_eos && !r.include_stop_str_in_output {
             (String::new(), false)
         } else {
-            match self.detok.push(tok, token) {
+            match self.detok.push(tok, token, armed) {
+                Step::Text(t) if is_eos => (t + &self.detok.flush(), false),
                 Step::Text(t) => (t, false),
                 Step::Stopped(t) => (t, true),
             }

@@ -117,14 +117,18 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
     pub fn add(&mut self, id: SeqId, request: EngineRequest, events: UnboundedSender<Event>) {
         if request.max_tokens == 0 {
             // Nothing to generate: answer without touching the scheduler.
-            let usage = Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0 };
+            let usage = Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0, cached_tokens: 0 };
             let _ = events.send(Event::Accepted);
             let _ = events.send(Event::Finished { reason: FinishReason::Length, usage });
             self.metrics.finished_length.fetch_add(1, Relaxed);
             return;
         }
         let max_total = (request.prompt.len() + request.max_tokens).min(self.max_model_len);
-        let seq = Sequence::new(id, request.prompt.clone(), request.priority).with_salt(request.salt).with_tenant(request.tenant);
+        let mut seq = Sequence::new(id, request.prompt.clone(), request.priority).with_salt(request.salt).with_tenant(request.tenant);
+        if request.prompt_logprobs.is_some() {
+            // Every prompt position's logits are wanted: none may come from the cache.
+            seq = seq.without_prefix_reuse();
+        }
         match self.scheduler.add(seq, max_total) {
             Ok(()) => {
                 let _ = events.send(Event::Accepted);
@@ -158,12 +162,13 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
             .map(|c| {
                 // The plan was made from these sequences a moment ago, on this thread.
                 let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
-                SeqChunk {
-                    tokens: &seq.tokens()[c.start..c.start + c.len],
-                    start_pos: c.start,
-                    block_table: seq.block_table(),
-                    logits: if c.samples { LogitsRequest::Last } else { LogitsRequest::None },
-                }
+                let wants_prompt_logprobs = self.active.get(&c.seq).is_some_and(|a| a.request.prompt_logprobs.is_some());
+                let logits = match (wants_prompt_logprobs && c.start < seq.prompt_len(), c.samples) {
+                    (true, _) => LogitsRequest::All,
+                    (false, true) => LogitsRequest::Last,
+                    (false, false) => LogitsRequest::None,
+                };
+                SeqChunk { tokens: &seq.tokens()[c.start..c.start + c.len], start_pos: c.start, block_table: seq.block_table(), logits }
             })
             .collect();
         let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, &mut *self.backend);
@@ -186,6 +191,9 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 let new_prompt = prefilled.min(seq.prompt_len()) - c.start;
                 self.metrics.prompt_tokens.fetch_add(new_prompt as u64, Relaxed);
             }
+        }
+        if let Some(logits) = &host_logits {
+            self.record_prompt_logprobs(&plan, logits);
         }
         let mut sampled = Vec::new();
         match (host_logits, device_samples) {
@@ -230,6 +238,23 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         }
     }
 
+    /// Prompt logprobs from the chunks that asked for every row's logits.
+    fn record_prompt_logprobs(&mut self, plan: &StepPlan, logits: &StepLogits) {
+        for (i, c) in plan.chunks.iter().enumerate() {
+            let (Some(seq), Some(active)) = (self.scheduler.get(c.seq), self.active.get_mut(&c.seq)) else { continue };
+            if active.request.prompt_logprobs.is_none() {
+                continue;
+            }
+            let prompt = &seq.tokens()[..seq.prompt_len()];
+            for j in 0..c.len {
+                if let Some(row) = logits.row_of(i, j) {
+                    active.record_prompt_logprob(c.start + j, row, prompt);
+                }
+            }
+            active.send_prompt_logprobs_if_complete(prompt.len());
+        }
+    }
+
     /// Calls each sampler plugin once for all of this step's sequences that chose it.
     /// Per sequence: a decision, or an error when the plugin failed and fails closed.
     fn plugin_decisions(&self, plan: &StepPlan, logits: &StepLogits) -> HashMap<SeqId, Result<SampleDecision, Failure>> {
@@ -258,7 +283,13 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                         presence_penalty: _,
                         frequency_penalty: _,
                         repetition_penalty: _,
-                    } = r.params;
+                        logit_bias: _, // the logits processors apply natively, after the plugin
+                        allowed_token_ids: _,
+                        bad_words: _,
+                        min_tokens: _,
+                        min_tokens_banned: _,
+                    } = &r.params;
+                    let (temperature, top_p, top_k, seed) = (*temperature, *top_p, *top_k, *seed);
                     Some(SampleSeq {
                         request_id: id,
                         params: SamplerParams {
@@ -322,6 +353,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         let usage = Usage {
             prompt_tokens: seq.as_ref().map_or(0, |s| s.prompt_len()),
             completion_tokens: seq.as_ref().map_or(0, |s| s.output().len()),
+            cached_tokens: seq.as_ref().map_or(0, |s| s.cached_tokens()),
         };
         active.close(reason, usage, &self.metrics);
     }
@@ -348,6 +380,10 @@ fn try_device_sampling(
     backend: &mut dyn Backend,
 ) -> Result<Option<Vec<DeviceSample>>, mlahost_engine::EngineError> {
     let sampling: Vec<SeqId> = plan.chunks.iter().filter(|c| c.samples).map(|c| c.seq).collect();
+    // Prompt logprobs need every row on the host.
+    if chunks.iter().any(|c| c.logits == LogitsRequest::All) {
+        return Ok(None);
+    }
     if sampling.is_empty() || !sampling.iter().all(|id| active.get(id).is_some_and(|a| a.request.sampler.is_none())) {
         return Ok(None);
     }

@@ -1,5 +1,5 @@
 //! Incremental detokenization that never splits a multi-byte character, and stop strings that
-//! are never emitted (text that could still become a stop string is held back).
+//! are emitted only when asked (text that could still become a stop string is held back).
 
 use mlahost_engine::Tokenizer;
 
@@ -11,25 +11,32 @@ pub struct Detokenizer {
     pending: String,
     stop: std::sync::Arc<[String]>,
     hold_back: usize,
+    /// Emit the stop string that matched (vLLM's `include_stop_str_in_output`).
+    include_stop: bool,
+    skip_special_tokens: bool,
 }
 
 pub enum Step {
     /// Text safe to release now.
     Text(String),
-    /// A stop string matched: release this text (before the stop string) and finish.
+    /// A stop string matched: release this text (up to the stop string, or through it when
+    /// asked) and finish.
     Stopped(String),
 }
 
 impl Detokenizer {
-    pub fn new(stop: std::sync::Arc<[String]>) -> Self {
+    pub fn with_options(stop: std::sync::Arc<[String]>, include_stop: bool, skip_special_tokens: bool) -> Self {
         let hold_back = stop.iter().map(|s| s.len()).max().unwrap_or(1).saturating_sub(1);
-        Self { tokens: Vec::new(), prefix_offset: 0, read_offset: 0, pending: String::new(), stop, hold_back }
+        Self { tokens: Vec::new(), prefix_offset: 0, read_offset: 0, pending: String::new(), stop, hold_back, include_stop, skip_special_tokens }
     }
 
-    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Step {
+    /// Adds a token; stop strings are looked for only when `check_stops` (vLLM skips them
+    /// until `min_tokens` are generated).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32, check_stops: bool) -> Step {
         self.tokens.push(id);
-        let prefix = tok.decode(&self.tokens[self.prefix_offset..self.read_offset], true).unwrap_or_default();
-        let full = tok.decode(&self.tokens[self.prefix_offset..], true).unwrap_or_default();
+        let skip = self.skip_special_tokens;
+        let prefix = tok.decode(&self.tokens[self.prefix_offset..self.read_offset], skip).unwrap_or_default();
+        let full = tok.decode(&self.tokens[self.prefix_offset..], skip).unwrap_or_default();
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
             if let Some(new) = full.get(prefix.len()..) {
                 self.pending.push_str(new);
@@ -37,8 +44,10 @@ impl Detokenizer {
             self.prefix_offset = self.read_offset;
             self.read_offset = self.tokens.len();
         }
-        if let Some(at) = self.stop.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
-            let before = self.pending[..at].to_string();
+        let first_stop = self.stop.iter().filter_map(|s| Some((self.pending.find(s.as_str())?, s.len()))).min();
+        if let Some((at, len)) = first_stop.filter(|_| check_stops) {
+            let end = if self.include_stop { at + len } else { at };
+            let before = self.pending[..end].to_string();
             self.pending.clear();
             return Step::Stopped(before);
         }
@@ -71,10 +80,10 @@ mod tests {
         let tok = tokenizer();
         let text = "Café naïve — 中文字符 and 日本語 🙂🚀 done";
         let ids = tok.encode(text, false).unwrap();
-        let mut d = Detokenizer::new(Vec::new().into());
+        let mut d = Detokenizer::with_options(Vec::new().into(), false, true);
         let mut out = String::new();
         for &id in &ids {
-            match d.push(&tok, id) {
+            match d.push(&tok, id, true) {
                 Step::Text(t) => {
                     assert!(!t.contains('\u{FFFD}'), "a piece split a character: {t:?}");
                     out.push_str(&t);
@@ -91,10 +100,10 @@ mod tests {
         let tok = tokenizer();
         let text = "The quick brown fox jumps over the lazy dog.";
         let ids = tok.encode(text, false).unwrap();
-        let mut d = Detokenizer::new(vec!["fox jumps".to_string()].into());
+        let mut d = Detokenizer::with_options(vec!["fox jumps".to_string()].into(), false, true);
         let mut out = String::new();
         for &id in &ids {
-            match d.push(&tok, id) {
+            match d.push(&tok, id, true) {
                 Step::Text(t) => out.push_str(&t),
                 Step::Stopped(t) => {
                     out.push_str(&t);
@@ -105,5 +114,25 @@ mod tests {
             assert!(!out.contains("fox"), "held-back text leaked: {out:?}");
         }
         panic!("the stop string was not found");
+    }
+
+    #[test]
+    fn stop_strings_can_be_included_or_deferred() {
+        let tok = tokenizer();
+        let ids = tok.encode("The quick brown fox jumps over the lazy dog.", false).unwrap();
+        let run = |include: bool, armed_after: usize| {
+            let mut d = Detokenizer::with_options(vec!["fox".to_string(), "dog".to_string()].into(), include, true);
+            let mut out = String::new();
+            for (i, &id) in ids.iter().enumerate() {
+                match d.push(&tok, id, i >= armed_after) {
+                    Step::Text(t) => out.push_str(&t),
+                    Step::Stopped(t) => return out + &t,
+                }
+            }
+            out + &d.flush()
+        };
+        assert_eq!(run(true, 0), "The quick brown fox");
+        let fox_at = (1..=ids.len()).find(|&n| tok.decode(&ids[..n], true).unwrap().contains("fox")).unwrap();
+        assert!(run(false, fox_at).ends_with("lazy "), "stops armed after `fox`: {:?}", run(false, fox_at));
     }
 }

@@ -15,6 +15,8 @@ pub mod handle;
 pub mod metrics;
 #[cfg(test)]
 mod panic_tests;
+#[cfg(test)]
+mod prompt_logprobs_tests;
 mod request;
 mod step_logits;
 
@@ -23,4 +25,4 @@ pub use crate::core::{EngineCore, SchedulerFactory, ServingCore};
 pub use error::RuntimeError;
 pub use generate::{generate, FinishReason as GenerateFinish, GenerateOutput, GenerateRequest};
 pub use handle::{spawn, EngineHandle};
-pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, TokenEvent, Usage};
+pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, PromptLogprob, TokenEvent, Usage};

@@ -9,11 +9,21 @@ pub struct EngineRequest {
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
     pub max_tokens: usize,
-    /// Strings that end generation; never emitted. Shared by a request's choices.
+    /// Strings that end generation; emitted only with `include_stop_str_in_output`. Shared by
+    /// a request's choices.
     pub stop: Arc<[String]>,
+    /// Token ids that end generation besides the model's EOS (vLLM's `stop_token_ids`).
+    pub stop_token_ids: Arc<[u32]>,
     pub ignore_eos: bool,
+    /// Emit the stop string or stop token's text that ended generation.
+    pub include_stop_str_in_output: bool,
+    /// Leave special tokens out of the generated text (vLLM's default: true).
+    pub skip_special_tokens: bool,
     /// Report the chosen token's logprob and this many alternatives (None: no logprobs).
     pub logprobs: Option<usize>,
+    /// Report each prompt token's logprob, rank and this many alternatives (None: not asked;
+    /// the whole prompt is then computed, never read from the prefix cache).
+    pub prompt_logprobs: Option<usize>,
     pub priority: i32,
     /// Prefix-cache salt: only requests with the same salt share cached pages.
     pub salt: u64,
@@ -34,8 +44,12 @@ impl EngineRequest {
             params,
             max_tokens,
             stop: Arc::from(Vec::new()),
+            stop_token_ids: Arc::from(Vec::new()),
             ignore_eos: false,
+            include_stop_str_in_output: false,
+            skip_special_tokens: true,
             logprobs: None,
+            prompt_logprobs: None,
             priority: 0,
             salt: 0,
             sampler: None,
@@ -68,6 +82,8 @@ impl FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens read from the prefix cache instead of computed.
+    pub cached_tokens: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -80,12 +96,25 @@ pub struct TokenEvent {
     pub top: Vec<(u32, f32)>,
 }
 
+/// One prompt token's logprob under the model given the tokens before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// 1 + how many tokens were more likely.
+    pub rank: usize,
+    /// The most likely tokens at that position, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The scheduler took the request.
     Accepted,
     /// The queue is full.
     Rejected(String),
+    /// Logprobs of prompt tokens 1.. (the first has no context), before any `Token`.
+    PromptLogprobs(Vec<PromptLogprob>),
     Token(TokenEvent),
     /// Text held back for stop-string matching, released at the end.
     TrailingText(String),

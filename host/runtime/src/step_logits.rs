@@ -23,6 +23,13 @@ impl StepLogits {
         (!rows.is_empty()).then(|| (rows.end - 1) * self.vocab..rows.end * self.vocab)
     }
 
+    /// Row `j` of sequence `seq`'s rows, if it has that many.
+    pub fn row_of(&self, seq: usize, j: usize) -> Option<&[f32]> {
+        let rows = self.rows.get(seq)?;
+        let r = rows.start + j;
+        (r < rows.end).then(|| &self.data[r * self.vocab..(r + 1) * self.vocab])
+    }
+
     pub fn last_of(&self, seq: usize) -> Option<&[f32]> {
         self.last_range(seq).map(|r| &self.data[r])
     }

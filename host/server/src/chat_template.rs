@@ -3,7 +3,7 @@
 
 use crate::api::error::ApiError;
 use minijinja::{Environment, Error, ErrorKind};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -22,17 +22,31 @@ impl ChatTemplate {
         Ok(Self { env, bos_token: bos_token.unwrap_or("").into(), eos_token: eos_token.unwrap_or("").into() })
     }
 
-    /// Renders `messages` (already validated: role and string content each).
-    pub fn render(&self, messages: &[Value], add_generation_prompt: bool) -> Result<String, ApiError> {
+    /// Renders `messages` (already validated: role and string content each), with the
+    /// request's `chat_template_kwargs` as extra variables: as in transformers they may
+    /// replace the special tokens' strings, never the messages or the generation prompt.
+    pub fn render(&self, messages: &[Value], add_generation_prompt: bool, kwargs: &Map<String, Value>) -> Result<String, ApiError> {
         let tmpl = self.env.get_template("chat").map_err(|e| ApiError::internal(e.to_string()))?;
-        let ctx = json!({
-            "messages": messages,
-            "add_generation_prompt": add_generation_prompt,
-            "bos_token": self.bos_token,
-            "eos_token": self.eos_token,
-        });
+        let mut ctx = Map::new();
+        ctx.insert("bos_token".into(), json!(self.bos_token));
+        ctx.insert("eos_token".into(), json!(self.eos_token));
+        ctx.extend(kwargs.clone());
+        ctx.insert("messages".into(), json!(messages));
+        ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
         tmpl.render(ctx).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
     }
+}
+
+/// `continue_final_message`: the rendered chat up to the end of the final message's content,
+/// so the model continues it (what transformers' `apply_chat_template` does).
+pub fn cut_after_final_message(rendered: &str, final_message: &str) -> Result<String, ApiError> {
+    let trimmed = final_message.trim();
+    let at = rendered.rfind(trimmed).ok_or_else(|| {
+        ApiError::invalid("continue_final_message", "the final message does not appear in the chat once the template is applied")
+    })?;
+    let lead = final_message.trim_start();
+    let end = if rendered[at..].starts_with(lead) { at + lead.len() } else { at + trimmed.len() };
+    Ok(rendered[..end].to_string())
 }
 
 /// Validates the messages and flattens content parts (`[{"type": "text", "text": ...}]`).

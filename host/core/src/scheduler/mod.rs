@@ -175,13 +175,16 @@ impl Scheduler {
         {
             let at = self.next_waiting();
             let id = self.waiting[at];
-            if self.cfg.prefix_caching && self.seqs[&id].num_computed == 0 {
+            let matched = self.cfg.prefix_caching && self.seqs[&id].reuse_prefix && self.seqs[&id].num_computed == 0;
+            if matched {
                 self.match_prefix(id);
             }
             let seq = &self.seqs[&id];
             let len = seq.pending().min(budget).min(cap);
             if !self.reserve(id, seq.num_computed + len) {
-                self.unmatch_prefix(id);
+                if matched {
+                    self.unmatch_prefix(id);
+                }
                 break;
             }
             self.waiting.remove(at);
@@ -304,6 +307,9 @@ impl Scheduler {
             seq.page_hashes.push(hash);
         }
         seq.num_computed = seq.page_hashes.len() * ps;
+        if !seq.charged {
+            seq.cached_tokens = seq.num_computed;
+        }
         self.prefix_hits += seq.num_computed as u64;
     }
 

@@ -32,6 +32,11 @@ pub struct Sequence {
     pub(crate) tenant: u32,
     /// Whether the prompt was charged to the tenant's counter (once, even if preempted).
     pub(crate) charged: bool,
+    /// Whether cached pages may stand in for computing the prompt (off when every prompt
+    /// position's logits are wanted).
+    pub(crate) reuse_prefix: bool,
+    /// Prompt tokens found in the prefix cache when the sequence was first admitted.
+    pub(crate) cached_tokens: usize,
 }
 
 impl Sequence {
@@ -50,7 +55,21 @@ impl Sequence {
             page_hashes: Vec::new(),
             tenant: 0,
             charged: false,
+            reuse_prefix: true,
+            cached_tokens: 0,
         }
+    }
+
+    /// Computes the whole prompt even where the prefix cache holds it (its pages are still
+    /// registered for others).
+    pub fn without_prefix_reuse(mut self) -> Self {
+        self.reuse_prefix = false;
+        self
+    }
+
+    /// Prompt tokens served from the prefix cache at the first admission.
+    pub fn cached_tokens(&self) -> usize {
+        self.cached_tokens
     }
 
     /// Sets the tenant whose fair share this sequence draws on.

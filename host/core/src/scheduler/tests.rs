@@ -152,6 +152,24 @@ fn run_to(s: &mut Scheduler, id: SeqId, n: usize) -> Vec<u32> {
 }
 
 #[test]
+fn cached_tokens_are_reported_and_a_sequence_can_refuse_the_cache() {
+    let mut s = sched(32, 4, 64, 8, 8);
+    let base: Vec<u32> = (100..113).collect();
+    s.add(Sequence::new(1, base.clone(), 0), 20).unwrap();
+    run_to(&mut s, 1, 3);
+    s.add(Sequence::new(2, base.clone(), 0).without_prefix_reuse(), 20).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.chunks[0], ScheduledChunk { seq: 2, start: 0, len: 13, samples: true }, "the whole prompt is computed");
+    assert_eq!(s.get(2).unwrap().cached_tokens(), 0);
+    s.commit(&plan, &[]);
+    s.remove(2);
+    s.add(Sequence::new(3, base.clone(), 0), 20).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.chunks[0].start, 12);
+    assert_eq!(s.get(3).unwrap().cached_tokens(), 12);
+}
+
+#[test]
 fn a_shared_prefix_skips_prefill_of_its_full_pages() {
     let mut s = sched(32, 4, 64, 8, 8);
     let base: Vec<u32> = (100..113).collect(); // 13 tokens: 3 full pages

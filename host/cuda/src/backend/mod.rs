@@ -338,8 +338,7 @@ impl CudaBackend {
         }
         self.run(batch)?;
         let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
-        let logits = crate::kernels::View::of(&ws.logits);
-        self.sampler.sample(&self.kernels, logits, self.cfg.vocab_size, requests).map(Some)
+        self.sampler.sample(&self.kernels, &ws.logits, self.cfg.vocab_size, requests).map(Some)
     }
 }
 

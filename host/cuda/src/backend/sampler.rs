@@ -1,11 +1,18 @@
 //! Sampling on the device after a forward pass: the logits rows stay on the GPU and only the
 //! tokens and the requested logprobs come back (4 + 8 * 21 bytes per row instead of 4 * vocab).
+//!
+//! A row whose request has logits processors (`logit_bias`, `allowed_token_ids`, `bad_words`,
+//! `min_tokens`) is the exception: the kernel has none of them, so that row alone is copied to
+//! the host and sampled by the engine's host sampler (`logits_processors::sample_row`, what the
+//! CPU engine runs), drawing from the request's generator as the CPU would. The kernel still
+//! runs over it as a greedy placeholder and its result is discarded.
 
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::sampling::{sample_rows, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::Result;
+use mlahost_engine::logits_processors::sample_row;
 use mlahost_engine::{DeviceSample, SampleRequest};
 use std::sync::Arc;
 
@@ -40,10 +47,16 @@ impl SamplerBuffers {
     }
 
     /// Samples `requests.len()` rows of `logits` (`[rows, vocab]` f32 on the device).
-    pub fn sample(&mut self, k: &Kernels, logits: View, vocab: usize, requests: &mut [SampleRequest<'_>]) -> Result<Vec<DeviceSample>> {
+    pub fn sample(&mut self, k: &Kernels, logits_buf: &DeviceBuffer, vocab: usize, requests: &mut [SampleRequest<'_>]) -> Result<Vec<DeviceSample>> {
+        let logits = View::of(logits_buf);
         let mut batch = SampleBatch::new();
-        for r in requests.iter_mut() {
-            batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng)?;
+        let on_host: Vec<bool> = requests.iter().map(|r| r.params.has_logits_processors()).collect();
+        for (r, &host) in requests.iter_mut().zip(&on_host) {
+            if host {
+                batch.push_placeholder();
+            } else {
+                batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng)?;
+            }
         }
         let rows = batch.rows();
         self.ensure(k.gpu(), rows, batch.penalties.len(), vocab)?;
@@ -63,15 +76,23 @@ impl SamplerBuffers {
         let lp: Vec<f32> = lps.to_vec(rows)?;
         let tids: Vec<i32> = top_ids.to_vec(rows * MAX_TOP_LOGPROBS)?;
         let tlps: Vec<f32> = top_lps.to_vec(rows * MAX_TOP_LOGPROBS)?;
-        Ok((0..rows)
-            .map(|r| {
-                let n = requests[r].top_logprobs;
-                DeviceSample {
-                    token: ids[r] as u32,
-                    logprob: lp[r],
-                    top: (0..n).map(|j| (tids[r * MAX_TOP_LOGPROBS + j] as u32, tlps[r * MAX_TOP_LOGPROBS + j])).collect(),
-                }
-            })
-            .collect())
+        let mut host_row = Vec::new();
+        let mut out = Vec::with_capacity(rows);
+        for (r, req) in requests.iter_mut().enumerate() {
+            let n = req.top_logprobs;
+            if on_host[r] {
+                host_row.resize(vocab, 0f32);
+                logits_buf.read(r * vocab * 4, &mut host_row)?;
+                let s = sample_row(&host_row, req.prompt, req.output, req.params, n, req.rng);
+                out.push(DeviceSample { token: s.token, logprob: s.logprob, top: s.top });
+                continue;
+            }
+            out.push(DeviceSample {
+                token: ids[r] as u32,
+                logprob: lp[r],
+                top: (0..n).map(|j| (tids[r * MAX_TOP_LOGPROBS + j] as u32, tlps[r * MAX_TOP_LOGPROBS + j])).collect(),
+            });
+        }
+        Ok(out)
     }
 }

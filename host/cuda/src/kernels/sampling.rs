@@ -99,9 +99,16 @@ impl SampleBatch {
         self.params.len()
     }
 
+    /// Adds a greedy row whose result the caller discards (a row sampled on the host); draws
+    /// nothing.
+    pub fn push_placeholder(&mut self) {
+        self.params.push(RowParams { penalty_offset: self.penalties.len().min(i32::MAX as usize) as i32, ..RowParams::default() });
+    }
+
     /// Adds a row for a sequence with these parameters, prompt and generated tokens, wanting
     /// `top_logprobs` alternatives. Draws the row's uniform number from `rng` when the row is
-    /// sampled (not greedy), exactly when the CPU's `sample` would draw one.
+    /// sampled (not greedy), exactly when the CPU's `sample` would draw one. A request with
+    /// logits processors is refused: the kernel has none, its row is sampled on the host.
     pub fn push_row(&mut self, p: &SamplingParams, prompt: &[u32], output: &[u32], top_logprobs: usize, rng: &mut Rng) -> Result<()> {
         if top_logprobs > MAX_TOP_LOGPROBS {
             return Err(CudaError::launch("sample_rows", format!("{top_logprobs} top logprobs asked, at most {MAX_TOP_LOGPROBS}")));
@@ -116,7 +123,19 @@ impl SampleBatch {
             presence_penalty,
             frequency_penalty,
             repetition_penalty,
-        } = *p;
+            // The logits processors: not in the kernel; such rows go to the host sampler
+            // (`backend::sampler`), and are refused here so none is ever skipped.
+            logit_bias: _,
+            allowed_token_ids: _,
+            bad_words: _,
+            min_tokens: _,
+            min_tokens_banned: _,
+        } = p;
+        let (temperature, top_p, top_k, min_p) = (*temperature, *top_p, *top_k, *min_p);
+        let (presence_penalty, frequency_penalty, repetition_penalty) = (*presence_penalty, *frequency_penalty, *repetition_penalty);
+        if p.has_logits_processors() {
+            return Err(CudaError::launch("sample_rows", "a row with logits processors must be sampled on the host"));
+        }
         let greedy = p.is_greedy();
         // f32 keeps 24 bits of the draw; stay below 1 after the rounding.
         let u = if greedy { 0.0 } else { (rng.next_f64() as f32).min(1.0 - f32::EPSILON / 2.0) };
@@ -229,5 +248,13 @@ mod tests {
         assert_eq!(b.params[1].u, r.next_f64() as f32);
         assert!(b.params.iter().all(|p| (0.0..1.0).contains(&p.u)));
         assert!(b.push_row(&greedy, &[], &[], 21, &mut rng).is_err());
+        // Logits processors are never silently dropped: the kernel row is refused, and a
+        // placeholder draws nothing.
+        let biased = SamplingParams { logit_bias: vec![(3, 1.0)], ..SamplingParams::default() };
+        let before = rng.clone().next_u64();
+        assert!(b.push_row(&biased, &[], &[], 0, &mut rng).is_err());
+        b.push_placeholder();
+        assert_eq!(rng.next_u64(), before);
+        assert_eq!(b.params.last().map(|p| (p.temperature, p.penalty_count)), Some((0.0, 0)));
     }
 }

@@ -1,9 +1,11 @@
 //! `POST /v1/completions`: a prompt as text, token ids, or a batch of either.
 
 use super::error::ApiError;
-use super::logprobs::completion_logprobs;
-use super::params::{attach_sampler, finish_request, parse_common, Fields, MAX_TOP_LOGPROBS};
-use super::run::{generate, Generated};
+use super::fields::{check_fields, Endpoint};
+use super::logits_fields::read_logits_fields;
+use super::logprobs::{completion_logprobs, concat_logprobs, echo_logprobs, vllm_prompt_logprobs};
+use super::params::{attach_sampler, finish_request, parse_common, Common, Fields, MAX_TOP_LOGPROBS};
+use super::run::{generate, ChoiceResult, Generated};
 use super::stream::StreamKind;
 use super::AppState;
 use mlahost_runtime::EngineRequest;
@@ -16,6 +18,7 @@ const DEFAULT_MAX_TOKENS: usize = 16;
 
 pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> Result<Reply, ApiError> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    check_fields(obj, Endpoint::Completions)?;
     let f = Fields(obj);
     let mut common = parse_common(&f, &["max_tokens"], &state.limits)?;
     state.check_model(common.model.as_deref())?;
@@ -25,32 +28,81 @@ pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> R
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),
         Some(_) => return Err(ApiError::invalid("logprobs", format!("`logprobs` must be in 0..={MAX_TOP_LOGPROBS}"))),
     };
+    read_logits_fields(&f, &state.model, Endpoint::Completions, &mut common)?;
     let prompts = parse_prompts(&state, f.get("prompt"))?;
     state.limits.check_prompts(prompts.len(), common.n)?;
-    let prompts = tokenize(&state, prompts).await?;
+    let texts: Vec<Option<String>> = prompts.iter().map(|p| if let Prompt::Text(t) = p { Some(t.clone()) } else { None }).collect();
+    let prompts = tokenize(&state, prompts, common.add_special_tokens.unwrap_or(true)).await?;
     let mut requests = Vec::new();
-    for p in prompts {
+    let mut echoed = Vec::new();
+    for (p, text) in prompts.into_iter().zip(texts) {
+        let given = p.len();
         let req = finish_request(&common, p, state.model.config.vocab_size, state.max_model_len, DEFAULT_MAX_TOKENS)?;
+        // The echoed prompt: the text as given, or the token ids (or what truncation left)
+        // decoded as the echoed tokens are, special tokens included.
+        let text = match text {
+            Some(t) if req.prompt.len() == given => t,
+            _ => state.model.tokenizer.decode(&req.prompt, false).unwrap_or_default(),
+        };
+        echoed.push((req.prompt.clone(), text));
         requests.extend(choices(&req, common.n));
     }
+    let echoed = Arc::new(echoed);
     let id = state.next_id("cmpl");
-    let results = match generate(&state, &tenant, requests, &common, StreamKind::Completion, &id).await? {
+    let kind = StreamKind::Completion(echoed.clone());
+    let results = match generate(&state, &tenant, requests, &common, kind, &id).await? {
         Generated::Streaming(reply) => return Ok(reply),
         Generated::Done(results) => results,
     };
-    let tok = &state.model.tokenizer;
     let choices: Vec<Value> = results
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let logprobs = common.request.logprobs.map(|_| completion_logprobs(tok, &r.tokens, common.return_token_ids, 0));
-            json!({"index": i, "text": r.text, "logprobs": logprobs, "finish_reason": r.finish.map(|f| f.as_str())})
+            let (prompt, text) = &echoed[i / common.n.max(1)];
+            let mut c = prompt_part(&state, &common, prompt, text, r);
+            let offset = c["text"].as_str().map_or(0, str::len);
+            let generated = common.request.logprobs.map(|_| completion_logprobs(&state.model.tokenizer, &r.tokens, common.tokens_as_ids, offset));
+            c["logprobs"] = match (c["logprobs"].take(), generated) {
+                (Value::Null, g) => json!(g),
+                (echo, Some(g)) => concat_logprobs(echo, &g),
+                (echo, None) => echo,
+            };
+            c["text"] = json!(format!("{}{}", c["text"].as_str().unwrap_or(""), r.text));
+            if common.return_token_ids {
+                c["token_ids"] = json!(r.tokens.iter().map(|t| t.id).collect::<Vec<_>>());
+            }
+            c["index"] = json!(i);
+            c["finish_reason"] = json!(r.finish.map(|f| f.as_str()));
+            c
         })
         .collect();
     Ok(Reply::Json(json!({
         "id": id, "object": "text_completion", "created": state.created, "model": state.served_model_name,
         "choices": choices, "usage": usage(&results, common.n),
     })))
+}
+
+/// What an echoing or scoring completion puts before its generated part: the prompt's text and
+/// logprobs (echo), vLLM's `prompt_logprobs`, and the prompt's ids (`return_token_ids`). The
+/// first chunk of a stream carries the same.
+pub fn prompt_part(state: &AppState, common: &Common, prompt: &[u32], text: &str, r: &ChoiceResult) -> Value {
+    let tok = &state.model.tokenizer;
+    let scored = r.prompt_logprobs.as_deref().unwrap_or(&[]);
+    let mut c = json!({"text": "", "logprobs": null});
+    if common.echo {
+        c["text"] = json!(text);
+        if let Some(k) = common.request.logprobs {
+            let (lp, _) = echo_logprobs(tok, prompt, scored, k, common.tokens_as_ids);
+            c["logprobs"] = lp;
+        }
+    }
+    if common.prompt_logprobs_field.is_some() {
+        c["prompt_logprobs"] = vllm_prompt_logprobs(tok, prompt, scored, common.tokens_as_ids);
+    }
+    if common.return_token_ids {
+        c["prompt_token_ids"] = json!(prompt);
+    }
+    c
 }
 
 /// `n` copies of a request; with a seed, choice j samples with seed + j so they differ.
@@ -66,10 +118,12 @@ pub fn choices(req: &EngineRequest, n: usize) -> Vec<EngineRequest> {
 
 /// Usage of a request whose results are `n` choices per prompt, prompt-major: each prompt
 /// counts once.
-pub fn usage(results: &[super::run::ChoiceResult], n: usize) -> Value {
+pub fn usage(results: &[ChoiceResult], n: usize) -> Value {
     let prompt: usize = results.iter().step_by(n.max(1)).map(|r| r.usage.prompt_tokens).sum();
+    let cached: usize = results.iter().step_by(n.max(1)).map(|r| r.usage.cached_tokens).sum();
     let completion: usize = results.iter().map(|r| r.usage.completion_tokens).sum();
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 /// One prompt as the request gave it: text (tokenized later, off the async workers) or ids.
@@ -119,7 +173,7 @@ fn parse_prompts(state: &AppState, v: Option<&Value>) -> Result<Vec<Prompt>, Api
 }
 
 /// Token ids of every prompt; large texts are encoded on the blocking pool.
-async fn tokenize(state: &Arc<AppState>, prompts: Vec<Prompt>) -> Result<Vec<Vec<u32>>, ApiError> {
+async fn tokenize(state: &Arc<AppState>, prompts: Vec<Prompt>, add_special_tokens: bool) -> Result<Vec<Vec<u32>>, ApiError> {
     let bytes = prompts.iter().map(|p| if let Prompt::Text(t) = p { t.len() } else { 0 }).sum();
     let state = state.clone();
     super::off_workers(bytes, move || {
@@ -127,7 +181,7 @@ async fn tokenize(state: &Arc<AppState>, prompts: Vec<Prompt>) -> Result<Vec<Vec
             .into_iter()
             .map(|p| match p {
                 Prompt::Ids(ids) => Ok(ids),
-                Prompt::Text(t) => state.model.tokenizer.encode(&t, true).map_err(|e| ApiError::invalid("prompt", e.to_string())),
+                Prompt::Text(t) => state.model.tokenizer.encode(&t, add_special_tokens).map_err(|e| ApiError::invalid("prompt", e.to_string())),
             })
             .collect()
     })

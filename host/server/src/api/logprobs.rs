@@ -1,6 +1,6 @@
 //! Log-probability objects in the two OpenAI shapes.
 
-use mlahost_runtime::TokenEvent;
+use mlahost_runtime::{PromptLogprob, TokenEvent};
 use mlahost_engine::Tokenizer;
 use serde_json::{json, Map, Value};
 
@@ -57,4 +57,66 @@ pub fn chat_logprobs(tok: &Tokenizer, tokens: &[TokenEvent], as_ids: bool) -> Va
         })
         .collect();
     json!({ "content": content })
+}
+
+/// vLLM's floor for reported logprobs (-inf is not JSON).
+fn clamp(lp: f32) -> f32 {
+    lp.max(-9999.0)
+}
+
+/// The prompt's part of an echoed completion's logprobs, as vLLM and OpenAI return it: every
+/// prompt token, the first with null logprob and alternatives; then the prompt token itself
+/// and its `k` best alternatives. Returns the object and the prompt text's length (the
+/// offset the generated tokens continue from).
+pub fn echo_logprobs(tok: &Tokenizer, prompt: &[u32], scored: &[PromptLogprob], k: usize, as_ids: bool) -> (Value, usize) {
+    let (mut texts, mut lps, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut at = 0;
+    for (i, &id) in prompt.iter().enumerate() {
+        let s = token_text(tok, id, as_ids);
+        offsets.push(at);
+        at += s.len();
+        match i.checked_sub(1).and_then(|j| scored.get(j)) {
+            Some(p) => {
+                lps.push(json!(clamp(p.logprob)));
+                let mut m = Map::new();
+                m.insert(s.clone(), json!(clamp(p.logprob)));
+                for (alt, lp) in p.top.iter().take(k) {
+                    m.insert(token_text(tok, *alt, as_ids), json!(clamp(*lp)));
+                }
+                tops.push(Value::Object(m));
+            }
+            None => {
+                lps.push(Value::Null);
+                tops.push(Value::Null);
+            }
+        }
+        texts.push(s);
+    }
+    (json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}), at)
+}
+
+/// Appends `more` (the generated tokens' logprobs) to the echoed prompt's.
+pub fn concat_logprobs(mut echoed: Value, more: &Value) -> Value {
+    for key in ["tokens", "token_logprobs", "top_logprobs", "text_offset"] {
+        if let (Some(a), Some(b)) = (echoed[key].as_array_mut(), more[key].as_array()) {
+            a.extend(b.iter().cloned());
+        }
+    }
+    echoed
+}
+
+/// vLLM's `prompt_logprobs`: null for the first prompt token, then per token an object of
+/// token id -> {logprob, rank, decoded_token} holding the prompt token and its best alternatives.
+pub fn vllm_prompt_logprobs(tok: &Tokenizer, prompt: &[u32], scored: &[PromptLogprob], as_ids: bool) -> Value {
+    let entry = |id: u32, lp: f32, rank: usize| json!({"logprob": clamp(lp), "rank": rank, "decoded_token": token_text(tok, id, as_ids)});
+    let mut out = vec![Value::Null];
+    for (p, _) in scored.iter().zip(prompt.iter().skip(1)) {
+        let mut m = Map::new();
+        m.insert(p.token.to_string(), entry(p.token, p.logprob, p.rank));
+        for (rank, (alt, lp)) in p.top.iter().enumerate() {
+            m.entry(alt.to_string()).or_insert_with(|| entry(*alt, *lp, rank + 1));
+        }
+        out.push(Value::Object(m));
+    }
+    Value::Array(out)
 }

@@ -5,6 +5,8 @@ pub mod admission;
 pub mod chat;
 pub mod completions;
 pub mod error;
+pub mod fields;
+pub mod logits_fields;
 pub mod logprobs;
 pub mod params;
 pub mod run;

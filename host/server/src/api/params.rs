@@ -1,5 +1,5 @@
-//! Reading the request fields both endpoints share, with 400s that name the field. Unknown
-//! fields are ignored.
+//! Reading the request fields both endpoints share, with 400s that name the field (which
+//! fields are honoured, refused or ignored: `fields.rs`).
 
 use super::error::ApiError;
 use mlahost_runtime::EngineRequest;
@@ -42,12 +42,26 @@ impl<'a> Fields<'a> {
 }
 
 /// What both endpoints agree on, before the prompt is known.
+#[derive(Clone)]
 pub struct Common {
     pub model: Option<String>,
     pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
+    /// `stream_options.continuous_usage_stats`: usage on every chunk.
+    pub continuous_usage_stats: bool,
+    /// vLLM's `return_tokens_as_token_ids`: tokens shown as `token_id:N`.
+    pub tokens_as_ids: bool,
+    /// vLLM's `return_token_ids`: prompt and generated token ids in the response.
     pub return_token_ids: bool,
+    /// Prompt (completions) or last assistant message (chat) before the generated text.
+    pub echo: bool,
+    /// Top alternatives per prompt position in vLLM's `prompt_logprobs` field (None: not asked).
+    pub prompt_logprobs_field: Option<usize>,
+    /// Keep only the last this-many prompt tokens (`truncate_prompt_tokens`; -1: the model length).
+    pub truncate_prompt_tokens: Option<usize>,
+    /// Tokenize text with the tokenizer's special tokens (BOS); None: the endpoint's default.
+    pub add_special_tokens: Option<bool>,
     pub request: EngineRequest,
     /// max_tokens as given (None: fill up to the model length, capped by the default).
     pub max_tokens: Option<usize>,
@@ -78,6 +92,12 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
         presence_penalty: f.f32_or("presence_penalty", 0.0)?,
         frequency_penalty: f.f32_or("frequency_penalty", 0.0)?,
         repetition_penalty: f.f32_or("repetition_penalty", 1.0)?,
+        // The logits processors are read with the tokenizer at hand (`logits_fields`).
+        logit_bias: Vec::new(),
+        allowed_token_ids: None,
+        bad_words: Vec::new(),
+        min_tokens: 0,
+        min_tokens_banned: Vec::new(),
     };
     if let Err(message) = params.validate() {
         let param = message.split_whitespace().next().unwrap_or("").to_string();
@@ -116,10 +136,21 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
         return Err(ApiError::invalid("stop", "stop strings must not be empty"));
     }
     limits.check_stops(&stop)?;
-    let include_usage = match f.get("stream_options") {
-        None => false,
-        Some(Value::Object(o)) => Fields(o).bool_or("include_usage", false)?,
+    let (include_usage, continuous_usage_stats) = match f.get("stream_options") {
+        None => (false, false),
+        Some(Value::Object(o)) => (Fields(o).bool_or("include_usage", false)?, Fields(o).bool_or("continuous_usage_stats", false)?),
         Some(_) => return Err(ApiError::invalid("stream_options", "`stream_options` must be an object")),
+    };
+    let prompt_logprobs_field = match f.int("prompt_logprobs")? {
+        None => None,
+        Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),
+        Some(_) => return Err(ApiError::invalid("prompt_logprobs", format!("`prompt_logprobs` must be in 0..={MAX_TOP_LOGPROBS}"))),
+    };
+    let truncate_prompt_tokens = match f.int("truncate_prompt_tokens")? {
+        None => None,
+        Some(-1) => Some(usize::MAX),
+        Some(k) if k >= 1 => Some(usize::try_from(k).unwrap_or(usize::MAX)),
+        Some(_) => return Err(ApiError::invalid("truncate_prompt_tokens", "`truncate_prompt_tokens` must be -1 or at least 1")),
     };
     let priority = f.int("priority")?.unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
     Ok(Common {
@@ -127,15 +158,25 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
         n,
         stream: f.bool_or("stream", false)?,
         include_usage,
-        return_token_ids: f.bool_or("return_tokens_as_token_ids", false)?,
+        continuous_usage_stats,
+        tokens_as_ids: f.bool_or("return_tokens_as_token_ids", false)?,
+        return_token_ids: f.bool_or("return_token_ids", false)?,
+        echo: f.bool_or("echo", false)?,
+        prompt_logprobs_field,
+        truncate_prompt_tokens,
+        add_special_tokens: f.get("add_special_tokens").map(|_| f.bool_or("add_special_tokens", true)).transpose()?,
         max_tokens,
         request: EngineRequest {
             prompt: Vec::new(),
             params,
             max_tokens: 0,
             stop: stop.into(),
+            stop_token_ids: Vec::new().into(),
             ignore_eos: f.bool_or("ignore_eos", false)?,
+            include_stop_str_in_output: f.bool_or("include_stop_str_in_output", false)?,
+            skip_special_tokens: f.bool_or("skip_special_tokens", true)?,
             logprobs: None,
+            prompt_logprobs: None,
             priority,
             salt: 0,
             sampler: None,
@@ -150,13 +191,24 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
 /// Checks a token-id prompt against the vocabulary and the model length; fixes max_tokens.
 pub fn finish_request(
     common: &Common,
-    prompt: Vec<u32>,
+    mut prompt: Vec<u32>,
     vocab: usize,
     max_model_len: usize,
     default_max_tokens: usize,
 ) -> Result<EngineRequest, ApiError> {
     if prompt.is_empty() {
         return Err(ApiError::invalid("prompt", "the prompt is empty"));
+    }
+    if let Some(keep) = common.truncate_prompt_tokens {
+        // vLLM's: the last `keep` tokens (-1: as many as the model takes with one to generate).
+        let keep = if keep == usize::MAX { max_model_len - 1 } else { keep };
+        if keep >= max_model_len {
+            return Err(ApiError::invalid(
+                "truncate_prompt_tokens",
+                format!("`truncate_prompt_tokens` ({keep}) must be below the model's maximum length of {max_model_len}"),
+            ));
+        }
+        prompt.drain(..prompt.len().saturating_sub(keep));
     }
     if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
         return Err(ApiError::invalid("prompt", format!("token id {bad} is outside the vocabulary (size {vocab})")));
@@ -179,8 +231,17 @@ pub fn finish_request(
     }
     let mut req = common.request.clone();
     req.prompt = prompt;
-    req.max_tokens = max_tokens;
+    // Scoring a prompt (max_tokens 0 with echo or prompt logprobs) still runs it: one token is
+    // generated and dropped from the response, as vLLM does.
+    req.max_tokens = if common.scores_only() { 1 } else { max_tokens };
     Ok(req)
+}
+
+impl Common {
+    /// max_tokens 0 with echo or prompt logprobs: the prompt is scored, nothing generated.
+    pub fn scores_only(&self) -> bool {
+        self.max_tokens == Some(0) && (self.echo || self.request.prompt_logprobs.is_some())
+    }
 }
 
 /// The request's `sampler` (a loaded sampler plugin's name) and its `sampler_config`.

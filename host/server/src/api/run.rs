@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::params::Common;
 use super::stream::{stream_response, StreamKind, StreamOptions};
 use super::AppState;
-use mlahost_runtime::{EngineHandle, EngineRequest, Event, FinishReason, TokenEvent, Usage};
+use mlahost_runtime::{EngineHandle, EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
 use super::Reply;
 use crate::replicas::InFlightGuard;
 use crate::tenants::Tenant;
@@ -63,6 +63,18 @@ pub struct ChoiceResult {
     pub tokens: Vec<TokenEvent>,
     pub finish: Option<FinishReason>,
     pub usage: Usage,
+    /// Logprobs of prompt tokens 1.. (when the request asked for them).
+    pub prompt_logprobs: Option<Vec<PromptLogprob>>,
+}
+
+impl ChoiceResult {
+    /// A scoring request's choice: the one token generated to run the prompt is dropped.
+    pub fn drop_generated(&mut self) {
+        self.text.clear();
+        self.tokens.clear();
+        self.usage.completion_tokens = 0;
+        self.finish = Some(FinishReason::Length);
+    }
 }
 
 /// Waits for every choice to finish (non-streaming responses).
@@ -77,6 +89,7 @@ pub async fn collect(mut sub: Submitted) -> Result<Vec<ChoiceResult>, ApiError> 
                     r.tokens.push(t);
                 }
                 Some(Event::TrailingText(t)) => r.text.push_str(&t),
+                Some(Event::PromptLogprobs(p)) => r.prompt_logprobs = Some(p),
                 Some(Event::Finished { reason, usage }) => {
                     r.finish = Some(reason);
                     r.usage = usage;
@@ -178,7 +191,10 @@ pub async fn generate(
     sub.in_flight = Some(guard);
     sub.tenant_load = Some(load);
     if !common.stream {
-        let results = collect(sub).await?;
+        let mut results = collect(sub).await?;
+        if common.scores_only() {
+            results.iter_mut().for_each(ChoiceResult::drop_generated);
+        }
         let completion: usize = results.iter().map(|r| r.usage.completion_tokens).sum();
         stats.prompt_tokens.fetch_add(prompt_tokens as u64, std::sync::atomic::Ordering::Relaxed);
         stats.generation_tokens.fetch_add(completion as u64, std::sync::atomic::Ordering::Relaxed);
@@ -188,14 +204,7 @@ pub async fn generate(
         }
         return Ok(Generated::Done(results));
     }
-    let opts = StreamOptions {
-        kind,
-        id: id.to_string(),
-        include_usage: common.include_usage,
-        token_ids_as_text: common.return_token_ids,
-        logprobs: common.request.logprobs.is_some(),
-        n: common.n,
-    };
+    let opts = StreamOptions { kind, id: id.to_string(), common: common.clone() };
     Ok(Generated::Streaming(stream_response(state.clone(), sub, opts, ticket, stats)))
 }
 

@@ -1,33 +1,47 @@
 //! Server-sent events for streaming responses, ending with `data: [DONE]`.
 
-use super::completions::usage;
-use super::logprobs::{chat_logprobs, completion_logprobs};
-use super::run::{merge, ChoiceResult, Submitted};
 use super::admission::Ticket;
+use super::completions::{prompt_part, usage};
+use super::logprobs::{chat_logprobs, completion_logprobs, vllm_prompt_logprobs};
+use super::params::Common;
+use super::run::{merge, ChoiceResult, Submitted};
 use super::AppState;
-use crate::metrics::TenantStats;
-use mlahost_runtime::Event;
 use super::Reply;
+use crate::metrics::TenantStats;
 use bytes::Bytes;
+use mlahost_runtime::{Event, FinishReason};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc::unbounded_channel;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a stream answers, with what its first chunk per choice repeats of the prompt.
+#[derive(Clone)]
 pub enum StreamKind {
-    Completion,
-    Chat,
+    /// Each prompt's token ids and the text an echo repeats.
+    Completion(Arc<Vec<(Vec<u32>, String)>>),
+    Chat(Arc<ChatPrompt>),
 }
 
-#[derive(Debug, Clone)]
+/// A chat's prompt ids and the last assistant message an `echo` repeats.
+pub struct ChatPrompt {
+    pub ids: Vec<u32>,
+    pub echo: Option<String>,
+}
+
+#[derive(Clone)]
 pub struct StreamOptions {
     pub kind: StreamKind,
     pub id: String,
-    pub include_usage: bool,
-    pub token_ids_as_text: bool,
-    pub logprobs: bool,
-    /// Choices per prompt (for usage).
-    pub n: usize,
+    pub common: Common,
+}
+
+impl StreamOptions {
+    fn prompt_ids(&self, choice: usize) -> &[u32] {
+        match &self.kind {
+            StreamKind::Completion(p) => p.get(choice / self.common.n.max(1)).map_or(&[], |p| &p.0),
+            StreamKind::Chat(c) => &c.ids,
+        }
+    }
 }
 
 pub fn stream_response(
@@ -41,21 +55,33 @@ pub fn stream_response(
     let (tx, rx) = unbounded_channel::<Bytes>();
     let mut events = merge(sub);
     tokio::spawn(async move {
+        let common = &opts.common;
         let object = match opts.kind {
-            StreamKind::Completion => "text_completion",
-            StreamKind::Chat => "chat.completion.chunk",
+            StreamKind::Completion(_) => "text_completion",
+            StreamKind::Chat(_) => "chat.completion.chunk",
         };
-        let chunk = |choices: Vec<Value>, usage: Option<Value>| {
+        let chunk = |choices: Vec<Value>, extra: Value| {
             let mut v = json!({"id": opts.id, "object": object, "created": state.created,
                 "model": state.served_model_name, "choices": choices});
-            if let Some(u) = usage {
-                v["usage"] = u;
+            if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+                v.extend(extra);
             }
             Bytes::from(format!("data: {v}\n\n"))
+        };
+        // `stream_options.continuous_usage_stats`: each chunk carries its choice's usage so far.
+        let running_usage = |i: usize, generated: usize| {
+            if !common.continuous_usage_stats {
+                return json!({});
+            }
+            let p = opts.prompt_ids(i).len();
+            json!({"usage": {"prompt_tokens": p, "completion_tokens": generated, "total_tokens": p + generated}})
         };
         let tok = &state.model.tokenizer;
         let mut results: Vec<ChoiceResult> = (0..n_choices).map(|_| ChoiceResult::default()).collect();
         let mut started = vec![false; n_choices];
+        // Bytes of echoed text before the generated text (completion logprobs' text_offset).
+        let mut echoed_len = vec![0usize; n_choices];
+        let mut generated = vec![0usize; n_choices];
         let mut finished = 0;
         while finished < n_choices {
             // A closed stream means the engine went away; the client sees no [DONE]. A closed
@@ -65,26 +91,51 @@ pub fn stream_response(
                 next = events.recv() => next,
             };
             let Some((i, ev)) = next else { return };
-            let (text, lp) = match ev {
+            if let Event::PromptLogprobs(p) = ev {
+                results[i].prompt_logprobs = Some(p);
+                continue;
+            }
+            let scoring = common.scores_only();
+            if !started[i] && matches!(ev, Event::Token(_) | Event::TrailingText(_) | Event::Finished { .. }) {
+                started[i] = true;
+                if let Some((c, mut extra)) = first_chunk(&state, &opts, i, &results[i], &mut echoed_len[i]) {
+                    if let (Some(e), Value::Object(u)) = (extra.as_object_mut(), running_usage(i, 0)) {
+                        e.extend(u);
+                    }
+                    if tx.send(chunk(vec![c], extra)).is_err() {
+                        return;
+                    }
+                }
+            }
+            let (text, lp, id) = match ev {
+                Event::Token(_) | Event::TrailingText(_) if scoring => continue,
                 Event::Token(t) => {
                     if let Some(tk) = ticket.as_mut() {
                         tk.completion_tokens += 1;
                     }
-                    let lp = opts.logprobs.then(|| match opts.kind {
-                        StreamKind::Completion => {
-                            completion_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text, results[i].text.len())
+                    generated[i] += 1;
+                    let lp = common.request.logprobs.map(|_| match opts.kind {
+                        StreamKind::Completion(_) => {
+                            let offset = echoed_len[i] + results[i].text.len();
+                            completion_logprobs(tok, std::slice::from_ref(&t), common.tokens_as_ids, offset)
                         }
-                        StreamKind::Chat => chat_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text),
+                        StreamKind::Chat(_) => chat_logprobs(tok, std::slice::from_ref(&t), common.tokens_as_ids),
                     });
-                    (t.text, lp)
+                    (t.text, lp, Some(t.id))
                 }
-                Event::TrailingText(t) => (t, None),
-                Event::Finished { reason, usage } => {
+                Event::TrailingText(t) => (t, None, None),
+                Event::Finished { reason, mut usage } => {
+                    let reason = if scoring {
+                        usage.completion_tokens = 0;
+                        FinishReason::Length
+                    } else {
+                        reason
+                    };
                     results[i].usage = usage;
                     results[i].finish = Some(reason);
                     finished += 1;
-                    let c = choice(opts.kind, i, "", None, Some(reason.as_str()), !started[i]);
-                    if tx.send(chunk(vec![c], None)).is_err() {
+                    let c = choice(&opts.kind, i, "", None, Some(reason.as_str()), false);
+                    if tx.send(chunk(vec![c], running_usage(i, usage.completion_tokens))).is_err() {
                         return;
                     }
                     continue;
@@ -95,41 +146,75 @@ pub fn stream_response(
                     let _ = tx.send(Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n")));
                     return;
                 }
-                Event::Accepted | Event::Rejected(_) => continue,
+                Event::Accepted | Event::Rejected(_) | Event::PromptLogprobs(_) => continue,
             };
-            if text.is_empty() && lp.is_none() {
+            if text.is_empty() && lp.is_none() && !(common.return_token_ids && id.is_some()) {
                 continue;
             }
             results[i].text.push_str(&text);
-            let c = choice(opts.kind, i, &text, lp, None, !started[i]);
-            started[i] = true;
-            if tx.send(chunk(vec![c], None)).is_err() {
+            let mut c = choice(&opts.kind, i, &text, lp, None, false);
+            if common.return_token_ids {
+                c["token_ids"] = json!(id.into_iter().collect::<Vec<_>>());
+            }
+            if tx.send(chunk(vec![c], running_usage(i, generated[i]))).is_err() {
                 return; // client gone: dropping `events` aborts the rest
             }
         }
-        let u = usage(&results, opts.n);
+        let u = usage(&results, common.n);
         let (p, c) = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
         stats.prompt_tokens.fetch_add(p, std::sync::atomic::Ordering::Relaxed);
         stats.generation_tokens.fetch_add(c, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = ticket.take() {
             t.settle(p as usize, c as usize, results_reason(&results));
         }
-        if opts.include_usage {
-            let _ = tx.send(chunk(vec![], Some(usage(&results, opts.n))));
+        if common.include_usage {
+            let _ = tx.send(chunk(vec![], json!({"usage": u})));
         }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
     });
     Reply::Sse(rx)
 }
 
+/// A choice's first chunk: the chat role (and an echoed message), or a completion's echoed
+/// prompt, prompt logprobs and prompt ids; with top-level fields for the chunk. None when a
+/// completion has nothing to put before its text.
+fn first_chunk(state: &AppState, opts: &StreamOptions, i: usize, r: &ChoiceResult, echoed_len: &mut usize) -> Option<(Value, Value)> {
+    let common = &opts.common;
+    match &opts.kind {
+        StreamKind::Completion(prompts) => {
+            if !(common.echo || common.prompt_logprobs_field.is_some() || common.return_token_ids) {
+                return None;
+            }
+            let (prompt, text) = prompts.get(i / common.n.max(1))?;
+            let mut c = prompt_part(state, common, prompt, text, r);
+            *echoed_len = c["text"].as_str().map_or(0, str::len);
+            c["index"] = json!(i);
+            c["finish_reason"] = Value::Null;
+            Some((c, json!({})))
+        }
+        StreamKind::Chat(chat) => {
+            let text = if common.echo { chat.echo.as_deref().unwrap_or("") } else { "" };
+            let mut extra = json!({});
+            if common.return_token_ids {
+                extra["prompt_token_ids"] = json!(chat.ids);
+            }
+            if common.prompt_logprobs_field.is_some() {
+                let scored = r.prompt_logprobs.as_deref().unwrap_or(&[]);
+                extra["prompt_logprobs"] = vllm_prompt_logprobs(&state.model.tokenizer, &chat.ids, scored, common.tokens_as_ids);
+            }
+            Some((choice(&opts.kind, i, text, None, None, true), extra))
+        }
+    }
+}
+
 fn results_reason(results: &[ChoiceResult]) -> &'static str {
     results.first().and_then(|r| r.finish).map_or("stop", |f| f.as_str())
 }
 
-fn choice(kind: StreamKind, index: usize, text: &str, logprobs: Option<Value>, finish: Option<&str>, first: bool) -> Value {
+fn choice(kind: &StreamKind, index: usize, text: &str, logprobs: Option<Value>, finish: Option<&str>, first: bool) -> Value {
     match kind {
-        StreamKind::Completion => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
-        StreamKind::Chat => {
+        StreamKind::Completion(_) => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
+        StreamKind::Chat(_) => {
             let mut delta = if finish.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
             if first {
                 delta["role"] = json!("assistant");

@@ -16,7 +16,7 @@ pub async fn tokenize(state: &Arc<AppState>, body: Value) -> Result<Value, ApiEr
     state.check_model(f.str("model")?)?;
     let ids = match (f.get("prompt"), f.get("messages")) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("messages", "give `prompt` or `messages`, not both")),
-        (None, Some(_)) => render_prompt(state, &f).await?,
+        (None, Some(_)) => render_prompt(state, &f, f.bool_or("add_special_tokens", false)?).await?.0,
         (Some(_), None) => {
             let text = f.str("prompt")?.ok_or_else(|| ApiError::invalid("prompt", "`prompt` must be a string"))?.to_string();
             state.check_prompt_bytes("prompt", text.len())?;
