@@ -105,3 +105,19 @@ fn collective_volume_follows_the_sharding() {
     assert_eq!((dp.all_reduce, dp.all_gather), (0, 0));
     assert_eq!(dp.all_to_all, 2 * 8 * h * 58);
 }
+
+#[test]
+fn kimi_k2_in_fp8_needs_two_h200_nodes_as_its_deployment_guide_says() {
+    let cfg = config("kimi-k2");
+    // 1.03 T parameters without the MTP layer; about 1.03 TB in FP8
+    let params = capacity::parameters_from_config(&cfg) as f64;
+    assert!((1.02e12..1.04e12).contains(&params), "{params}");
+    let usable_h200 = (141e9 * 0.92) as u64;
+    let per_gpu = |tp, dp, ep| layout(tp, dp, ep).weight_bytes_per_gpu(&cfg, true);
+    assert!(per_gpu(8, 1, false) > usable_h200, "{}", per_gpu(8, 1, false));
+    assert!(per_gpu(1, 8, true) > usable_h200);
+    // 16 GPUs (TP=16, or DP+EP over 16) leave over 40 GB per GPU for the latent cache
+    assert!(per_gpu(16, 1, false) + 40_000_000_000 < usable_h200, "{}", per_gpu(16, 1, false));
+    assert!(per_gpu(1, 16, true) + 40_000_000_000 < usable_h200, "{}", per_gpu(1, 16, true));
+    layout(16, 1, false).validate(&cfg, 16).unwrap();
+}
