@@ -19,6 +19,6 @@ pub use error::CoreError;
 pub use histogram::Histogram;
 pub use eviction::{EvictionCandidate, EvictionDecision, EvictionPolicy, LruPolicy};
 pub use prefix_index::PrefixIndex;
-pub use prefix_key::{page_hash, page_hashes, salt_of, salt_of_parts};
+pub use prefix_key::{page_hash, page_hashes, salt_of, salt_of_parts, PromptHashes};
 pub use router::{PrefixAwareRouter, ReplicaLoad, RoundRobinRouter, RouteDecision, RouteRequest, Router};
 pub use scheduler::{ScheduledChunk, Scheduler, SchedulerConfig, SchedulerStats, SeqId, SeqStatus, Sequence, StepPlan};

@@ -1,7 +1,7 @@
 //! The set of page hashes a replica has cached, readable from other threads so a router can
 //! estimate each replica's cached prefix for a prompt without asking its engine loop.
 
-use crate::prefix_key::page_hashes;
+use crate::prefix_key::PromptHashes;
 use std::collections::HashSet;
 use std::sync::RwLock;
 
@@ -36,10 +36,10 @@ impl PrefixIndex {
         self.len() == 0
     }
 
-    /// Leading tokens of `tokens` covered by cached full pages (hash chain only: an estimate
-    /// for routing; the scheduler re-checks tokens before reusing a page).
-    pub fn cached_prefix_tokens(&self, tokens: &[u32], page_size: usize, salt: u64) -> usize {
+    /// Leading prompt tokens covered by cached full pages (hash chain only: an estimate for
+    /// routing; the scheduler re-checks tokens before reusing a page).
+    pub fn cached_prefix_tokens(&self, prompt: &PromptHashes) -> usize {
         let set = self.hashes.read().unwrap_or_else(|p| p.into_inner());
-        page_hashes(tokens, page_size, salt).iter().take_while(|h| set.contains(h)).count() * page_size
+        prompt.hashes.iter().take_while(|h| set.contains(h)).count() * prompt.page_size
     }
 }

@@ -23,6 +23,33 @@ pub fn page_hashes(tokens: &[u32], page_size: usize, salt: u64) -> Vec<u64> {
     out
 }
 
+/// A prompt's page hashes, computed once after admission (when its salt is known) and read by
+/// the router (each replica's cached prefix) and the scheduler (prefix matching, registering):
+/// the chained hashes of the full pages of the prompt less its last token, which is always
+/// computed. The salt and page size they were made with travel along, so a scheduler with
+/// another page size, or a sequence with another salt, computes its own instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptHashes {
+    pub salt: u64,
+    pub page_size: usize,
+    pub hashes: std::sync::Arc<[u64]>,
+}
+
+impl PromptHashes {
+    pub fn of(prompt: &[u32], page_size: usize, salt: u64) -> Self {
+        let reusable = &prompt[..prompt.len().saturating_sub(1)];
+        Self { salt, page_size, hashes: page_hashes(reusable, page_size, salt).into() }
+    }
+
+    /// The hash of page `i`, when these hashes were made for `salt` and `page_size`.
+    pub fn get(&self, i: usize, salt: u64, page_size: usize) -> Option<u64> {
+        if self.salt != salt || self.page_size != page_size {
+            return None;
+        }
+        self.hashes.get(i).copied()
+    }
+}
+
 /// A salt from a string (a tenant id or a request's `cache_salt`); no salt is 0.
 pub fn salt_of(s: Option<&str>) -> u64 {
     match s {

@@ -125,6 +125,9 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         }
         let max_total = (request.prompt.len() + request.max_tokens).min(self.max_model_len);
         let mut seq = Sequence::new(id, request.prompt.clone(), request.priority).with_salt(request.salt).with_tenant(request.tenant);
+        if let Some(hashes) = &request.prompt_hashes {
+            seq = seq.with_prompt_hashes(hashes.clone());
+        }
         if request.prompt_logprobs.is_some() {
             // Every prompt position's logits are wanted: none may come from the cache.
             seq = seq.without_prefix_reuse();

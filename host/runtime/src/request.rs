@@ -1,5 +1,6 @@
 //! What the HTTP side sends the engine loop, and what comes back per request.
 
+use mlahost_core::PromptHashes;
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_plugins::Plugin;
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub struct EngineRequest {
     pub priority: i32,
     /// Prefix-cache salt: only requests with the same salt share cached pages.
     pub salt: u64,
+    /// The prompt's page hashes, computed once after admission for the router and the
+    /// scheduler (None: the scheduler computes them).
+    pub prompt_hashes: Option<PromptHashes>,
     /// A sampler plugin chosen by the request (`"sampler": name`), with its per-request config.
     pub sampler: Option<(Arc<Plugin>, String)>,
     /// The tenant's scheduler index (fair share) and its metrics.
@@ -52,6 +56,7 @@ impl EngineRequest {
             prompt_logprobs: None,
             priority: 0,
             salt: 0,
+            prompt_hashes: None,
             sampler: None,
             tenant: 0,
             tenant_stats: None,

@@ -4,7 +4,7 @@
 use crate::api::error::ApiError;
 use mlahost_runtime::EngineHandle;
 use crate::metrics::Metrics;
-use mlahost_core::{PrefixIndex, ReplicaLoad, RouteDecision, RouteRequest, Router};
+use mlahost_core::{PrefixIndex, PromptHashes, ReplicaLoad, RouteDecision, RouteRequest, Router};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ pub struct Replicas {
 
 impl Replicas {
     /// What the router sees of each replica for this prompt.
-    pub fn loads(&self, prompt: &[u32], salt: u64) -> Vec<ReplicaLoad> {
+    pub fn loads(&self, prompt: &PromptHashes) -> Vec<ReplicaLoad> {
         self.list
             .iter()
             .map(|r| {
@@ -59,8 +59,7 @@ impl Replicas {
                     running,
                     free_pages: total.saturating_sub(used),
                     cached_prefix_tokens: if self.prefix_caching {
-                        // Like the scheduler: the last prompt token is always computed.
-                        r.index.cached_prefix_tokens(&prompt[..prompt.len().saturating_sub(1)], self.page_size, salt)
+                        r.index.cached_prefix_tokens(prompt)
                     } else {
                         0
                     },
@@ -70,11 +69,11 @@ impl Replicas {
     }
 
     /// Picks the replica for a request.
-    pub fn route(&self, request: &RouteRequest<'_>, prompt: &[u32], salt: u64) -> Result<&Replica, ApiError> {
+    pub fn route(&self, request: &RouteRequest<'_>, prompt: &PromptHashes) -> Result<&Replica, ApiError> {
         if self.list.len() == 1 {
             return Ok(&self.list[0]);
         }
-        match self.router.route(request, &self.loads(prompt, salt)) {
+        match self.router.route(request, &self.loads(prompt)) {
             RouteDecision::Replica(i) => self.list.get(i).ok_or_else(|| ApiError::internal(format!("the router chose replica {i}, which does not exist"))),
             RouteDecision::Reject(reason) => Err(ApiError::overloaded(format!("the router refused the request: {reason}"))),
         }

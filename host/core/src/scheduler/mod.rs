@@ -9,7 +9,6 @@ mod sequence;
 pub use config::SchedulerConfig;
 pub use sequence::{SeqId, SeqStatus, Sequence};
 
-use crate::prefix_key::page_hash;
 use crate::{BlockAllocator, CoreError};
 use std::collections::HashMap;
 
@@ -299,8 +298,8 @@ impl Scheduler {
         self.prefix_queried += seq.tokens.len() as u64;
         seq.page_hashes.clear();
         for i in 0..max_pages {
+            let hash = seq.hash_of_page(i, ps);
             let tokens = &seq.tokens[i * ps..(i + 1) * ps];
-            let hash = page_hash(seq.page_hashes.last().copied(), seq.salt, tokens);
             let Some(page) = self.pages.lookup(hash, seq.salt, tokens) else { break };
             self.pages.acquire_cached(page);
             seq.table.push_owned(page);
@@ -329,8 +328,8 @@ impl Scheduler {
         let Some(seq) = self.seqs.get_mut(&id) else { return };
         while (seq.page_hashes.len() + 1) * ps <= seq.num_computed {
             let i = seq.page_hashes.len();
+            let hash = seq.hash_of_page(i, ps);
             let tokens = &seq.tokens[i * ps..(i + 1) * ps];
-            let hash = page_hash(seq.page_hashes.last().copied(), seq.salt, tokens);
             self.pages.register(seq.table.pages()[i], hash, seq.salt, i as u32, tokens);
             seq.page_hashes.push(hash);
         }

@@ -1,6 +1,6 @@
 //! One request's tokens and where its latent cache stands.
 
-use crate::BlockTable;
+use crate::{page_hash, BlockTable, PromptHashes};
 
 pub type SeqId = u64;
 
@@ -28,6 +28,8 @@ pub struct Sequence {
     pub(crate) salt: u64,
     /// Chained hashes of the leading full pages already matched or registered in the cache.
     pub(crate) page_hashes: Vec<u64>,
+    /// The prompt's page hashes as admission computed them (empty: computed here).
+    pub(crate) prompt_hashes: Option<PromptHashes>,
     /// The tenant, for fair scheduling (0 without tenants).
     pub(crate) tenant: u32,
     /// Whether the prompt was charged to the tenant's counter (once, even if preempted).
@@ -53,6 +55,7 @@ impl Sequence {
             preemptions: 0,
             salt: 0,
             page_hashes: Vec::new(),
+            prompt_hashes: None,
             tenant: 0,
             charged: false,
             reuse_prefix: true,
@@ -80,6 +83,20 @@ impl Sequence {
 
     pub fn tenant(&self) -> u32 {
         self.tenant
+    }
+
+    /// The prompt's page hashes, computed once for the router and the scheduler.
+    pub fn with_prompt_hashes(mut self, hashes: PromptHashes) -> Self {
+        self.prompt_hashes = Some(hashes);
+        self
+    }
+
+    /// The hash of full page `i` (chained on page `i - 1`'s, already in `page_hashes`).
+    pub(crate) fn hash_of_page(&self, i: usize, page_size: usize) -> u64 {
+        match self.prompt_hashes.as_ref().and_then(|h| h.get(i, self.salt, page_size)) {
+            Some(h) => h,
+            None => page_hash(self.page_hashes.last().copied(), self.salt, &self.tokens[i * page_size..(i + 1) * page_size]),
+        }
     }
 
     /// Sets the prefix-cache salt (from the tenant or the request's `cache_salt`).

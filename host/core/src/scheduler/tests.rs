@@ -354,3 +354,34 @@ fn a_long_prefill_shares_each_step_with_new_short_prompts() {
     s.add(seq(2, 4, 0), 8).unwrap();
     assert_eq!(step(&mut s, 1).chunks.len(), 1);
 }
+
+#[test]
+fn admission_computed_hashes_match_what_the_scheduler_computes_and_foreign_ones_are_ignored() {
+    let base: Vec<u32> = (100..113).collect(); // 13 tokens: 3 reusable full pages of 4
+    let hashes = crate::PromptHashes::of(&base, 4, 7);
+    assert_eq!(hashes.hashes.len(), 3);
+    // a sequence given the hashes finds the pages one registered without them, and vice versa
+    for (first, second) in [(None, Some(hashes.clone())), (Some(hashes.clone()), None)] {
+        let mut s = sched(32, 4, 64, 8, 8);
+        let with = |id, h: &Option<crate::PromptHashes>| {
+            let seq = Sequence::new(id, base.clone(), 0).with_salt(7);
+            match h {
+                Some(h) => seq.with_prompt_hashes(h.clone()),
+                None => seq,
+            }
+        };
+        s.add(with(1, &first), 20).unwrap();
+        run_to(&mut s, 1, 3);
+        s.add(with(2, &second), 20).unwrap();
+        assert_eq!(s.schedule().chunks[0].start, 12);
+        assert_eq!(s.get(2).unwrap().cached_tokens(), 12);
+    }
+    // hashes made for another salt or page size are not used: the scheduler hashes itself
+    for foreign in [crate::PromptHashes::of(&base, 4, 8), crate::PromptHashes::of(&base, 2, 7)] {
+        let mut s = sched(32, 4, 64, 8, 8);
+        s.add(Sequence::new(1, base.clone(), 0).with_salt(7), 20).unwrap();
+        run_to(&mut s, 1, 3);
+        s.add(Sequence::new(2, base.clone(), 0).with_salt(7).with_prompt_hashes(foreign), 20).unwrap();
+        assert_eq!(s.schedule().chunks[0].start, 12);
+    }
+}

@@ -179,6 +179,7 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
             prompt_logprobs: None,
             priority,
             salt: 0,
+            prompt_hashes: None,
             sampler: None,
             tenant: 0,
             tenant_stats: None,

@@ -8,7 +8,7 @@ use mlahost_runtime::{EngineHandle, EngineRequest, Event, FinishReason, PromptLo
 use super::Reply;
 use crate::replicas::InFlightGuard;
 use crate::tenants::Tenant;
-use mlahost_core::RouteRequest;
+use mlahost_core::{PromptHashes, RouteRequest};
 use std::sync::Arc;
 use mlahost_core::SeqId;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -176,16 +176,25 @@ pub async fn generate(
     // Priorities first, but never above the tenant's class.
     let priority = priority.min(tenant.config.max_priority);
     let salt = tenant.salt(common.cache_salt.as_deref());
+    // Each prompt's page hashes once, for the router and the scheduler (n choices share them).
+    let mut previous: Option<(Vec<u32>, PromptHashes)> = None;
     for r in &mut requests {
         r.priority = priority;
         r.salt = salt;
         r.tenant = tenant.index;
         r.tenant_stats = Some(stats.clone());
+        let hashes = match &previous {
+            Some((prompt, hashes)) if *prompt == r.prompt => hashes.clone(),
+            _ => PromptHashes::of(&r.prompt, state.replicas.page_size, salt),
+        };
+        r.prompt_hashes = Some(hashes.clone());
+        previous = Some((r.prompt.clone(), hashes));
     }
     stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let first = &requests[0];
     let route = RouteRequest { tenant: Some(&tenant.config.id), prompt_tokens: first.prompt.len(), priority, model: &state.served_model_name };
-    let replica = state.replicas.route(&route, &first.prompt, first.salt)?;
+    let first_hashes = first.prompt_hashes.clone().unwrap_or_else(|| PromptHashes::of(&first.prompt, state.replicas.page_size, salt));
+    let replica = state.replicas.route(&route, &first_hashes)?;
     let guard = replica.enter();
     let mut sub = submit_all(&replica.engine, requests).await?;
     sub.in_flight = Some(guard);
