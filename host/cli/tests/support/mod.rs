@@ -27,14 +27,25 @@ pub struct Server {
 
 impl Server {
     /// Starts `mlahost serve` on a free port with extra flags and waits until /health is 200.
+    /// Without `--model` it serves the tiny-v2-lite fixture under that name (the tests' numbers
+    /// are checked against its transformers goldens), not the built-in model.
     pub fn start(args: &[&str]) -> Server {
         Self::start_logging(args, "warn")
     }
 
     /// Like `start`, with the server's log filter (`MLAHOST_LOG`).
     pub fn start_logging(args: &[&str], filter: &str) -> Server {
+        let fixture_model = fixture("tiny-v2-lite").to_string_lossy().into_owned();
+        let mut defaults: Vec<&str> = Vec::new();
+        if !args.contains(&"--model") {
+            defaults.extend(["--model", &fixture_model]);
+            if !args.contains(&"--served-model-name") {
+                defaults.extend(["--served-model-name", "tiny-v2-lite"]);
+            }
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_mlahost"))
             .args(["serve", "--port", "0"])
+            .args(&defaults)
             .args(args)
             .env("MLAHOST_LOG", filter)
             .stderr(Stdio::piped())
