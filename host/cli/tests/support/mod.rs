@@ -37,7 +37,9 @@ impl Server {
     pub fn start_logging(args: &[&str], filter: &str) -> Server {
         let fixture_model = fixture("tiny-v2-lite").to_string_lossy().into_owned();
         let mut defaults: Vec<&str> = Vec::new();
-        if !args.contains(&"--model") {
+        // a model named by flag or as a positional checkpoint directory
+        let names_model = args.iter().any(|a| *a == "--model" || std::path::Path::new(a).join("config.json").is_file());
+        if !names_model {
             defaults.extend(["--model", &fixture_model]);
             if !args.contains(&"--served-model-name") {
                 defaults.extend(["--served-model-name", "tiny-v2-lite"]);
