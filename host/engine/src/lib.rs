@@ -13,6 +13,7 @@ pub mod rope;
 pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
+mod token_bytes;
 pub mod weights;
 
 pub use batch::{Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, SampleRequest, SeqChunk, TokenRoute};
@@ -20,4 +21,5 @@ pub use config::ModelConfig;
 pub use error::{EngineError, Result};
 pub use kv_cache_dtype::{KvCacheDtype, KvCacheDtypeArg};
 pub use model::LoadedModel;
+pub use token_bytes::TokenBytes;
 pub use tokenizer::Tokenizer;

@@ -197,6 +197,10 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                             self.fail(c.seq, failure);
                             continue;
                         }
+                        Some(Ok(SampleDecision::Fail(message))) => {
+                            self.fail(c.seq, Failure::plugin(format!("the sampler plugin ended the sequence: {message}")));
+                            continue;
+                        }
                         Some(Ok(d)) => Some(d),
                         None => None,
                     };
