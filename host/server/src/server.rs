@@ -260,7 +260,9 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         None => (default_model::materialize()?, default_model::NAME.to_string()),
     };
     // Plugins first: a bad one refuses the start before the weights are loaded.
-    let plugins = Arc::new(PluginHost::load(cfg.plugins.clone(), plugin_vocabulary(&dir)?)?);
+    let mut specs = cfg.plugins.clone();
+    crate::builtin_plugins::add_builtin(&mut specs)?;
+    let plugins = Arc::new(PluginHost::load(specs, plugin_vocabulary(&dir)?)?);
     if let Some(every) = cfg.plugin_watch {
         plugins.watch(every);
     }

@@ -19,6 +19,7 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
     let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"], &state.limits)?;
     state.check_model(common.model.as_deref())?;
     attach_sampler(&state, &f, &mut common)?;
+    super::structured::attach_structured(&state, &f, &mut common)?;
     let top = match f.int("top_logprobs")? {
         None => 0,
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => k as usize,

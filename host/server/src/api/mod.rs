@@ -9,6 +9,7 @@ pub mod logprobs;
 pub mod params;
 pub mod run;
 pub mod stream;
+pub mod structured;
 pub mod utility;
 
 use crate::chat_template::ChatTemplate;
