@@ -23,13 +23,15 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` (already validated: role and string content each).
-    pub fn render(&self, messages: &[Value], add_generation_prompt: bool) -> Result<String, ApiError> {
+    /// `tools` (the request's, when it has any) is the template's `tools` variable.
+    pub fn render(&self, messages: &[Value], add_generation_prompt: bool, tools: Option<&Value>) -> Result<String, ApiError> {
         let tmpl = self.env.get_template("chat").map_err(|e| ApiError::internal(e.to_string()))?;
         let ctx = json!({
             "messages": messages,
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
+            "tools": tools,
         });
         tmpl.render(ctx).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
     }

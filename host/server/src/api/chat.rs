@@ -20,6 +20,8 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
     state.check_model(common.model.as_deref())?;
     attach_sampler(&state, &f, &mut common)?;
     super::structured::attach_structured(&state, &f, &mut common)?;
+    let tools = super::tools::parse_tools(&f)?;
+    let tool_format = super::tool_calls::attach_tools(&state, tools.as_ref(), &mut common)?;
     let top = match f.int("top_logprobs")? {
         None => 0,
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => k as usize,
@@ -41,12 +43,8 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
         .enumerate()
         .map(|(i, r)| {
             let logprobs = common.request.logprobs.map(|_| chat_logprobs(tok, &r.tokens, common.return_token_ids));
-            json!({
-                "index": i,
-                "message": {"role": "assistant", "content": r.text},
-                "logprobs": logprobs,
-                "finish_reason": r.finish.map(|f| f.as_str()),
-            })
+            let (message, finish) = super::tool_calls::message(tool_format.as_ref(), &id, i, r, tok);
+            json!({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
         })
         .collect();
     Ok(Reply::Json(json!({
@@ -65,10 +63,11 @@ pub async fn render_prompt(state: &Arc<AppState>, f: &Fields<'_>) -> Result<Vec<
     let bytes: usize = messages.iter().filter_map(|m| m["content"].as_str()).map(str::len).sum();
     state.check_prompt_bytes("messages", bytes)?;
     let add_generation_prompt = f.bool_or("add_generation_prompt", true)?;
+    let tools = f.get("tools").cloned();
     let state = state.clone();
     super::off_workers(bytes, move || {
         let template = state.chat_template.as_ref().ok_or_else(|| ApiError::internal("no chat template"))?;
-        let text = template.render(&messages, add_generation_prompt)?;
+        let text = template.render(&messages, add_generation_prompt, tools.as_ref())?;
         state.model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))
     })
     .await
