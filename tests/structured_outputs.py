@@ -186,6 +186,63 @@ def openai_parse_checks(base, model):
     check("openai beta.chat.completions.parse round-trips a pydantic model", ok, detail)
 
 
+WEATHER = {"type": "object", "properties": {"city": {"enum": ["Paris", "Tokyo", "Lima"]},
+                                           "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                                           "units": {"enum": ["C", "F"]}},
+           "required": ["city", "days"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Forecast", "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "add", "parameters": {
+             "type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                              "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+             "required": ["a", "b"], "additionalProperties": False}}}]
+
+
+def tool_checks(base, model):
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    msgs = [{"role": "user", "content": "Weather in Paris for 3 days?"}]
+    problems, streamed_same = [], True
+    for seed in range(6):
+        choice = "required" if seed % 2 == 0 else {"type": "function", "function": {"name": "add"}}
+        r = client.chat.completions.create(model=model, messages=msgs, tools=TOOLS, tool_choice=choice,
+                                           max_tokens=300, seed=seed)
+        c = r.choices[0]
+        calls = c.message.tool_calls or []
+        if c.finish_reason != "tool_calls" or not calls:
+            problems.append((seed, c.finish_reason, c.message))
+            continue
+        for call in calls:
+            try:
+                jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+            except Exception as e:  # noqa: BLE001
+                problems.append((seed, str(e), call))
+        if isinstance(choice, dict) and [x.function.name for x in calls] != ["add"]:
+            problems.append((seed, "named choice not honoured", calls))
+        # The same request streamed: deltas reassembled the way OpenAI clients do.
+        acc, finish = {}, None
+        for chunk in client.chat.completions.create(model=model, messages=msgs, tools=TOOLS, tool_choice=choice,
+                                                    max_tokens=300, seed=seed, stream=True):
+            for ch in chunk.choices:
+                finish = ch.finish_reason or finish
+                for d in ch.delta.tool_calls or []:
+                    slot = acc.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+                    slot["id"] = d.id or slot["id"]
+                    if d.function is not None:
+                        slot["name"] += d.function.name or ""
+                        slot["arguments"] += d.function.arguments or ""
+        # Call ids are per response; each streamed call must have one.
+        got = [(acc[k]["name"], acc[k]["arguments"], bool(acc[k]["id"])) for k in sorted(acc)]
+        want = [(x.function.name, x.function.arguments, True) for x in calls]
+        streamed_same &= got == want and finish == "tool_calls"
+        if got != want:
+            problems.append((seed, "stream", got, want))
+    check("tool_choice required/named yields tool_calls whose arguments validate", not problems, problems[:2])
+    check("streamed tool_call deltas reassemble to the same calls", streamed_same, problems[:2])
+    status, raw = post(base, "/v1/chat/completions", {"model": model, "messages": msgs, "tools": TOOLS,
+                                                      "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+    check("a tool_choice naming an unknown function is a 400", status == 400 and json.loads(raw)["error"]["param"] == "tool_choice", raw)
+
+
 def batch_independence_checks(base, model):
     def plain(i):
         return {"model": model, "prompt": f"Plain {i} text", "max_tokens": 24, "seed": 100 + i, "temperature": 1.0,
@@ -215,6 +272,7 @@ def main() -> int:
     regex_and_choice_checks(base, args.model)
     invalid_checks(base, args.model)
     openai_parse_checks(base, args.model)
+    tool_checks(base, args.model)
     batch_independence_checks(base, args.model)
     failed = sum(1 for _, ok in checks if not ok)
     print(f"{len(checks) - failed} passed, {failed} failed")

@@ -33,7 +33,8 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
     let req = finish_request(&common, prompt, state.model.config.vocab_size, state.max_model_len, max_default)?;
     let requests = choices(&req, common.n);
     let id = state.next_id("chatcmpl");
-    let results = match generate(&state, &tenant, requests, &common, StreamKind::Chat, &id).await? {
+    let kind = tool_format.map_or(StreamKind::Chat, StreamKind::ChatTools);
+    let results = match generate(&state, &tenant, requests, &common, kind, &id).await? {
         Generated::Streaming(reply) => return Ok(reply),
         Generated::Done(results) => results,
     };

@@ -17,6 +17,8 @@ use tokio::sync::mpsc::unbounded_channel;
 pub enum StreamKind {
     Completion,
     Chat,
+    /// Chat with tools: calls in the model's format stream as `tool_calls` deltas.
+    ChatTools(super::tools::ToolFormat),
 }
 
 #[derive(Debug, Clone)]
@@ -43,8 +45,9 @@ pub fn stream_response(
     tokio::spawn(async move {
         let object = match opts.kind {
             StreamKind::Completion => "text_completion",
-            StreamKind::Chat => "chat.completion.chunk",
+            StreamKind::Chat | StreamKind::ChatTools(_) => "chat.completion.chunk",
         };
+        let mut tool_streams: Vec<super::tool_calls::ToolStream> = (0..n_choices).map(|_| Default::default()).collect();
         let chunk = |choices: Vec<Value>, usage: Option<Value>| {
             let mut v = json!({"id": opts.id, "object": object, "created": state.created,
                 "model": state.served_model_name, "choices": choices});
@@ -74,8 +77,24 @@ pub fn stream_response(
                         StreamKind::Completion => {
                             completion_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text, results[i].text.len())
                         }
-                        StreamKind::Chat => chat_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text),
+                        StreamKind::Chat | StreamKind::ChatTools(_) => chat_logprobs(tok, std::slice::from_ref(&t), opts.token_ids_as_text),
                     });
+                    if let StreamKind::ChatTools(format) = opts.kind {
+                        if let Some(deltas) = tool_streams[i].on_token(&format, t.id, tok, &opts.id, i) {
+                            for calls in deltas {
+                                let mut delta = json!({"tool_calls": calls});
+                                if !started[i] {
+                                    delta["role"] = json!("assistant");
+                                    started[i] = true;
+                                }
+                                let c = json!({"index": i, "delta": delta, "logprobs": null, "finish_reason": null});
+                                if tx.send(chunk(vec![c], None)).is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     (t.text, lp)
                 }
                 Event::TrailingText(t) => (t, None),
@@ -83,7 +102,7 @@ pub fn stream_response(
                     results[i].usage = usage;
                     results[i].finish = Some(reason);
                     finished += 1;
-                    let c = choice(opts.kind, i, "", None, Some(reason.as_str()), !started[i]);
+                    let c = choice(opts.kind, i, "", None, Some(tool_streams[i].finish_reason(reason.as_str())), !started[i]);
                     if tx.send(chunk(vec![c], None)).is_err() {
                         return;
                     }
@@ -129,7 +148,7 @@ fn results_reason(results: &[ChoiceResult]) -> &'static str {
 fn choice(kind: StreamKind, index: usize, text: &str, logprobs: Option<Value>, finish: Option<&str>, first: bool) -> Value {
     match kind {
         StreamKind::Completion => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
-        StreamKind::Chat => {
+        StreamKind::Chat | StreamKind::ChatTools(_) => {
             let mut delta = if finish.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
             if first {
                 delta["role"] = json!("assistant");

@@ -46,3 +46,42 @@ pub fn message(format: Option<&ToolFormat>, id: &str, index: usize, r: &ChoiceRe
     let finish = if finish == Some("stop") { Some("tool_calls") } else { finish };
     (json!({"role": "assistant", "content": content, "tool_calls": tool_calls_json(id, index, &calls)}), finish)
 }
+
+/// A streamed choice of a chat request with tools: text streams as content until the model
+/// opens a call block; then each call goes out when its end token arrives, as OpenAI streams
+/// them (a delta naming the call, then its arguments).
+#[derive(Default)]
+pub struct ToolStream {
+    ids: Vec<u32>,
+    in_calls: bool,
+    sent: usize,
+}
+
+impl ToolStream {
+    /// Takes one generated token: `None` to stream its text as content, or the `tool_calls`
+    /// deltas it completes (possibly none).
+    pub fn on_token(&mut self, format: &ToolFormat, id: u32, tok: &Tokenizer, response_id: &str, choice: usize) -> Option<Vec<Value>> {
+        self.ids.push(id);
+        if !self.in_calls && !format.opens_calls(id) {
+            return None;
+        }
+        self.in_calls = true;
+        if !format.ends_call(id) {
+            return Some(Vec::new());
+        }
+        let (_, calls) = format.parse(&self.ids, tok);
+        let all = tool_calls_json(response_id, choice, &calls);
+        let mut deltas = Vec::new();
+        for (k, call) in all.as_array().into_iter().flatten().enumerate().skip(self.sent) {
+            deltas.push(json!([{"index": k, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}]));
+            deltas.push(json!([{"index": k, "function": {"arguments": call["function"]["arguments"]}}]));
+        }
+        self.sent = calls.len();
+        Some(deltas)
+    }
+
+    /// The finish reason: "tool_calls" when calls were sent and the model stopped.
+    pub fn finish_reason(&self, reason: &'static str) -> &'static str {
+        if self.sent > 0 && reason == "stop" { "tool_calls" } else { reason }
+    }
+}

@@ -33,6 +33,7 @@ pub struct Tools {
 }
 
 /// The special tokens of the model family's tool-call format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ToolFormat {
     calls_begin: u32,
     calls_end: u32,
@@ -68,6 +69,16 @@ impl ToolFormat {
             g.push_str(&format!("a{i}: %json {}\n", compact(&t.parameters)));
         }
         g
+    }
+
+    /// Whether `id` opens the call block.
+    pub fn opens_calls(&self, id: u32) -> bool {
+        id == self.calls_begin
+    }
+
+    /// Whether `id` ends one call.
+    pub fn ends_call(&self, id: u32) -> bool {
+        id == self.call_end
     }
 
     /// The text before the first call, and each call's name and arguments; no calls when the
