@@ -63,6 +63,9 @@ impl Active {
             output: &tokens[prompt_len..],
             top_logprobs: request.logprobs.unwrap_or(0),
             rng,
+            // Masks reach the device sampler once the core computes them before the forward
+            // pass; today a constrained sequence takes the host path.
+            allowed: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! tokens and the requested logprobs come back (4 + 8 * 21 bytes per row instead of 4 * vocab).
 
 use crate::gpu::{DeviceBuffer, Gpu};
-use crate::kernels::sampling::{sample_rows, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
+use crate::kernels::sampling::{sample_rows, Masks, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::Result;
@@ -15,7 +15,7 @@ pub struct SamplerBuffers {
     rows: usize,
     penalties: usize,
     vocab: usize,
-    bufs: Option<[DeviceBuffer; 7]>,
+    bufs: Option<[DeviceBuffer; 8]>,
 }
 
 impl SamplerBuffers {
@@ -34,6 +34,7 @@ impl SamplerBuffers {
             a(rows * 4)?,
             a(rows * MAX_TOP_LOGPROBS * 4)?,
             a(rows * MAX_TOP_LOGPROBS * 4)?,
+            a(rows * vocab.div_ceil(64) * 8)?, // allow-sets of masked rows
         ]);
         (self.rows, self.penalties, self.vocab) = (rows, penalties, vocab);
         Ok(())
@@ -42,23 +43,31 @@ impl SamplerBuffers {
     /// Samples `requests.len()` rows of `logits` (`[rows, vocab]` f32 on the device).
     pub fn sample(&mut self, k: &Kernels, logits: View, vocab: usize, requests: &mut [SampleRequest<'_>]) -> Result<Vec<DeviceSample>> {
         let mut batch = SampleBatch::new();
+        if let Some(w) = requests.iter().filter_map(|r| r.allowed).find(|w| w.len() != vocab.div_ceil(64)) {
+            return Err(crate::CudaError::launch("sample_rows", format!("an allow-set of {} words for a vocabulary of {vocab}", w.len())));
+        }
         for r in requests.iter_mut() {
-            batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng)?;
+            batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng, r.allowed)?;
         }
         let rows = batch.rows();
         self.ensure(k.gpu(), rows, batch.penalties.len(), vocab)?;
-        let Some([params, penalties, work, tokens, lps, top_ids, top_lps]) = &self.bufs else {
+        let Some([params, penalties, work, tokens, lps, top_ids, top_lps, mask_bits]) = &self.bufs else {
             return Err(crate::CudaError::launch("sample_rows", "sampler buffers missing"));
         };
         params.write(0, &batch.params)?;
         penalties.write(0, &batch.penalties)?;
+        let masked_rows = batch.params.iter().filter(|p| p.mask_row >= 0).count();
+        if masked_rows > 0 {
+            mask_bits.write(0, &batch.masks)?;
+        }
+        let masks = Masks { bits: View::of(mask_bits), masked_rows, words: batch.mask_words };
         let out = SampleOut {
             tokens: View::of(tokens),
             token_logprobs: View::of(lps),
             top_ids: View::of(top_ids),
             top_logprobs: View::of(top_lps),
         };
-        sample_rows(k, logits, View::of(work), rows, vocab, View::of(params), View::of(penalties), batch.penalties.len(), &out)?;
+        sample_rows(k, logits, View::of(work), rows, vocab, View::of(params), View::of(penalties), batch.penalties.len(), &masks, &out)?;
         let ids: Vec<i32> = tokens.to_vec(rows)?;
         let lp: Vec<f32> = lps.to_vec(rows)?;
         let tids: Vec<i32> = top_ids.to_vec(rows * MAX_TOP_LOGPROBS)?;
