@@ -46,6 +46,13 @@ impl Grammar {
     }
 }
 
+impl Grammar {
+    /// Compiles (and caches) a constraint, as `check_config` does in the sandbox.
+    pub fn check_config_native(&mut self, config: &str) -> Result<(), String> {
+        self.sessions.fresh(config).map(|_| ())
+    }
+}
+
 impl Sampler for Grammar {
     fn init(_config: &str, vocab: Vocabulary) -> Result<Self, String> {
         Grammar::new(&vocab)
@@ -57,7 +64,7 @@ impl Sampler for Grammar {
     }
 
     fn check_config(&mut self, config: &str) -> Result<(), String> {
-        self.sessions.fresh(config).map(|_| ())
+        self.check_config_native(config)
     }
 }
 
