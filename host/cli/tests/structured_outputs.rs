@@ -45,3 +45,25 @@ fn a_json_schema_constrains_completions_without_python() {
         assert_eq!(out.as_object().unwrap().len(), 2, "{out}");
     }
 }
+
+#[test]
+fn a_grammar_that_overruns_its_deadline_fails_its_request_cleanly_and_no_other() {
+    // The grammar plugin again, with a 1 ms deadline: compiling a schema of a thousand
+    // properties cannot finish in it.
+    let file = std::env::temp_dir().join(format!("mlahost-grammar-deadline-{}.json", std::process::id()));
+    let entry = json!({"plugins": [{"path": support::plugin("grammar"), "name": "grammar", "failure_policy": "closed",
+                                    "deadline_ms": 1, "memory_mb": 256}]});
+    std::fs::write(&file, entry.to_string()).unwrap();
+    let server = Server::start(&["--plugins-file", file.to_str().unwrap()]);
+    let props: serde_json::Map<String, serde_json::Value> =
+        (0..1000).map(|i| (format!("p{i}"), json!({"enum": (0..20).map(|j| format!("v{i}_{j}")).collect::<Vec<_>>()}))).collect();
+    let schema = json!({"type": "object", "properties": props, "required": ["p0", "p999"]});
+    let (status, v) = server.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 8, "guided_json": schema}));
+    assert!((500..600).contains(&status), "{status} {v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("grammar plugin")) && v["error"]["code"] == status, "{v}");
+    assert!(server.metric("mlahost_plugin_timeouts_total") >= 1.0);
+    // Other requests are served as before.
+    let (status, v) = server.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 8, "ignore_eos": true}));
+    assert_eq!((status, v["usage"]["completion_tokens"].as_u64()), (200, Some(8)), "{v}");
+    let _ = std::fs::remove_file(file);
+}
