@@ -1,5 +1,5 @@
 //! Per-step mask cost of the grammar plugin in its sandbox, for a JSON schema at a 129,280-token
-//! vocabulary (the synthetic one of plugins/grammar/examples/synthetic_vocab.rs, so the figure
+//! vocabulary (the synthetic one of plugins/grammar/examples/common/synthetic_vocab.rs, so the figure
 //! compares with that crate's native `mask_cost` example): per sequence-step at batch 1 and 16.
 //!
 //!     plugins/build.sh
@@ -7,7 +7,7 @@
 //!
 //! (The guest is compiled by Cranelift either way; the dev profile builds wasmtime at opt-level 2.)
 
-#[path = "../../../plugins/grammar/examples/synthetic_vocab.rs"]
+#[path = "../../../plugins/grammar/examples/common/synthetic_vocab.rs"]
 mod synthetic_vocab;
 
 use mlahost_plugins::{PluginHost, PluginSpec, SampleDecision, SampleSeq, SamplerParams, Vocabulary};

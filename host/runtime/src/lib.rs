@@ -15,6 +15,7 @@ pub mod handle;
 pub mod metrics;
 #[cfg(test)]
 mod panic_tests;
+mod plugin_step;
 mod request;
 mod step_logits;
 

@@ -1,10 +1,10 @@
 //! Per-step mask cost of the grammar engine natively (no sandbox), for a JSON schema at a
-//! 129,280-token vocabulary (DeepSeek-V3's size; a synthetic vocabulary, see synthetic_vocab.rs).
+//! 129,280-token vocabulary (DeepSeek-V3's size; a synthetic vocabulary, see common/synthetic_vocab.rs).
 //! The in-sandbox figure comes from host/plugins/examples/grammar_mask_cost.rs.
 //!
 //!     cargo run --release --manifest-path plugins/Cargo.toml -p grammar --example mask_cost
 
-#[path = "synthetic_vocab.rs"]
+#[path = "common/synthetic_vocab.rs"]
 mod synthetic_vocab;
 
 use grammar::Grammar;
