@@ -9,7 +9,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Always this workspace's own target dir, whatever the caller's CARGO_TARGET_DIR says.
 export CARGO_TARGET_DIR="$here/target"
 target=wasm32-wasip2
-examples=(prefix_router tenant_quota pin_shared_prefixes no_repeat_ngram)
+examples=(prefix_router tenant_quota pin_shared_prefixes no_repeat_ngram grammar)
 hostile=(hostile_loop hostile_loop_router hostile_alloc hostile_init_trap hostile_hook_trap
          hostile_huge_sampler hostile_huge_router hostile_wrong_world sandbox_probe
          hostile_bad_evict hostile_sleep_sampler hostile_sleep_admission hostile_slow_init

@@ -10,6 +10,11 @@
 //     output_count > 0 get l -= frequency * count + presence (f32, no FMA contraction). Token
 //     ids outside [0, V) are ignored; ids must be distinct within a row. Penalized logits are
 //     written to `work` (a scratch copy of the row); `logits` is never modified.
+//   * Allow-sets (a grammar's mask; a row whose mask_row >= 0): bit i % 32 of word i / 32 of
+//     the row's `mask_words` words says whether token i may be chosen. A disallowed token's
+//     logit is -inf in the scratch row before penalties (which never raise it), exactly as
+//     the host masks a sampler plugin's allow-set before `apply_penalties`. Logprobs stay
+//     those of the raw row.
 //   * Greedy (temperature == 0 or top_k == 1): argmax of the penalized logits, ties to the
 //     lowest index (exactly `argmax`).
 //   * Otherwise (`sample`): w_i = exp((l_i - max) / T) with 1/T in f32; top-k keeps the k
@@ -41,7 +46,7 @@ struct SampleParams {
   int n_logprobs;            // 0..=20
   int pen_offset;            // this row's entries in the flat penalty list
   int pen_count;
-  int reserved;
+  int mask_row;              // -1: no allow-set
 };
 
 // Mirror of `PenaltyEntry` (8 bytes).
@@ -246,7 +251,8 @@ __device__ unsigned search_threshold(const Chunks& ch, Contrib contrib, double t
 
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     sample_rows(const float* __restrict__ logits, float* work, const SampleParams* __restrict__ params,
-                const PenaltyEntry* __restrict__ penalties, int n_penalties, int vocab, int* __restrict__ out_token,
+                const PenaltyEntry* __restrict__ penalties, int n_penalties,
+                const unsigned* __restrict__ allowed, int mask_words, int vocab, int* __restrict__ out_token,
                 float* __restrict__ out_logprob, int* __restrict__ top_ids, float* __restrict__ top_logprobs) {
   using namespace sampling;
   __shared__ Shared sh;
@@ -265,14 +271,17 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 
   int pen_begin = min(max(P.pen_offset, 0), n_penalties);
   int pen_end = min(pen_begin + max(P.pen_count, 0), n_penalties);
-  const bool pen = wk != nullptr && pen_end > pen_begin;
+  const unsigned* mask = allowed != nullptr && P.mask_row >= 0 && mask_words > 0 ? allowed + (i64)P.mask_row * mask_words : nullptr;
+  auto permitted = [&](int i) -> bool { return mask == nullptr || ((i >> 5) < mask_words && ((mask[i >> 5] >> (i & 31)) & 1u)); };
+  // A masked row is sampled from the scratch copy, like a penalized one.
+  const bool pen = wk != nullptr && (pen_end > pen_begin || mask != nullptr);
 
   // Pass 1: raw max and argmax (ties to the lowest index); the scratch copy when penalized.
   float bv = util::neg_inf();
   int bi = SAMPLE_INT_MAX;
   for (int i = ch.start + ch.lane; i < ch.end; i += 32) {
     float v = sanitize(x[i]);
-    if (pen) wk[i] = v;
+    if (pen) wk[i] = permitted(i) ? v : util::neg_inf();
     if (better(v, i, bv, bi)) { bv = v; bi = i; }
   }
   s_tmax[tid] = bv;
@@ -299,7 +308,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     __syncthreads();
     for (int e = pen_begin + tid; e < pen_end; e += blockDim.x) {
       PenaltyEntry pe = penalties[e];
-      if (pe.token < 0 || pe.token >= vocab) continue;
+      if (pe.token < 0 || pe.token >= vocab || !permitted(pe.token)) continue;
       float l = sanitize(x[pe.token]);
       float rep = P.repetition_penalty;
       if (rep != 1.f) l = l > 0.f ? l / rep : __fmul_rn(l, rep);

@@ -8,9 +8,7 @@
 // Generated code: documented by the WIT, not by rustdoc, and partly unused on purpose.
 #![allow(missing_docs, unused_imports, dead_code)]
 
-/// `sampler-plugin` (imports `logits-access`, exports `sampler`). `sample` is skipped here: its
-/// lifting comes from `sampler_abi` (see `build.rs`); the world's type, including `sample`,
-/// still comes from this module's export macro.
+/// `sampler-plugin` (imports `logits-access` and `vocabulary`, exports `sampler`).
 pub mod sampler {
     wit_bindgen::generate!({
         path: "../wit/plugin.wit",
@@ -18,20 +16,6 @@ pub mod sampler {
         runtime_path: "::mlahost_sdk::__private::wit_bindgen::rt",
         pub_export_macro: true,
         export_macro_name: "__mlahost_export_sampler_world",
-        skip: ["sample"],
-    });
-}
-
-/// The ABI twin of `sampler.sample`, generated from `$OUT_DIR/sampler-abi.wit` (see `build.rs`).
-/// Its export macro is never used: the sampler export macro calls its `sample` glue directly.
-pub mod sampler_abi {
-    wit_bindgen::generate!({
-        path: concat!(env!("OUT_DIR"), "/sampler-abi.wit"),
-        world: "sampler-abi",
-        runtime_path: "::mlahost_sdk::__private::wit_bindgen::rt",
-        pub_export_macro: true,
-        export_macro_name: "__mlahost_export_sampler_abi_world",
-        skip: ["init"],
     });
 }
 

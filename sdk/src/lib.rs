@@ -96,7 +96,7 @@ pub mod sampler;
 pub use admission::{Admission, Rejection, RequestInfo, Usage, Verdict};
 pub use prefix_policy::{Candidate, EvictionPlan, PrefixPolicy};
 pub use router::{ReplicaState, RequestSummary, Route, Router};
-pub use sampler::{Decision, Params, Sampler, SequenceView, TokenBias, TokenLogit, BAN};
+pub use sampler::{Decision, Params, Sampler, SequenceView, TokenBias, TokenLogit, Vocabulary, BAN};
 
 /// What the export macros expand to. Not public API: no stability promise.
 #[doc(hidden)]
@@ -106,7 +106,6 @@ pub mod __private {
     pub use crate::bindings::prefix_policy as prefix_policy_bindings;
     pub use crate::bindings::router as router_bindings;
     pub use crate::bindings::sampler as sampler_bindings;
-    pub use crate::bindings::sampler_abi::exports::mlahost_sdk::sampler_abi::sampler as sampler_twin;
     pub use crate::prefix_policy::glue::PrefixPolicyExport;
     pub use crate::router::glue::RouterExport;
     pub use crate::sampler::glue::SamplerExport;

@@ -38,9 +38,23 @@ fn tenant_quota_rejects_over_the_limit_with_retry_after() {
     assert_eq!(v["error"]["type"], "rate_limit_error");
 }
 
+/// A component built against mlahost:plugin@0.1.0 (by the SDK before 0.2.0), kept as a fixture.
+fn legacy(name: &str) -> String {
+    format!("{}/../plugins/tests/fixtures/v0.1.0/{name}.wasm", env!("CARGO_MANIFEST_DIR"))
+}
+
 #[test]
 fn no_repeat_ngram_sampler_removes_repeated_trigrams() {
-    let server = Server::start(&["--plugin", &format!("{}:{}", plugin("no_repeat_ngram"), r#"{"n": 3}"#)]);
+    removes_repeated_trigrams(&plugin("no_repeat_ngram"));
+}
+
+#[test]
+fn a_0_1_0_sampler_still_loads_and_works() {
+    removes_repeated_trigrams(&legacy("no_repeat_ngram"));
+}
+
+fn removes_repeated_trigrams(path: &str) {
+    let server = Server::start(&["--plugin", &format!("{path}:{}", r#"{"n": 3}"#)]);
     let trigrams = |t: &[u64]| -> (usize, usize) {
         let all: Vec<&[u64]> = t.windows(3).collect();
         (all.len(), all.iter().collect::<HashSet<_>>().len())
@@ -71,7 +85,16 @@ fn no_repeat_ngram_sampler_removes_repeated_trigrams() {
 
 #[test]
 fn prefix_router_keeps_shared_prefixes_together_and_is_called() {
-    let server = Server::start(&["--replicas", "2", "--page-size", "16", "--plugin", &plugin("prefix_router")]);
+    keeps_shared_prefixes_together(&plugin("prefix_router"));
+}
+
+#[test]
+fn a_0_1_0_router_still_loads_and_works() {
+    keeps_shared_prefixes_together(&legacy("prefix_router"));
+}
+
+fn keeps_shared_prefixes_together(path: &str) {
+    let server = Server::start(&["--replicas", "2", "--page-size", "16", "--plugin", path]);
     let prefix: Vec<u32> = (0..64).map(|i| (i * 13 + 5) % 1000).collect();
     for q in 0..6u32 {
         let prompt: Vec<u32> = prefix.iter().copied().chain([q + 100, q + 200]).collect();

@@ -232,10 +232,10 @@ fn fields_mlahost_does_not_implement_are_refused_by_name() {
     let refused = [
         ("/v1/completions", json!({"prompt": "x", "suffix": " the end"}), "suffix"),
         ("/v1/completions", json!({"prompt": "x", "best_of": 3}), "best_of"),
-        ("/v1/completions", json!({"prompt": "x", "guided_regex": "a+"}), "guided_regex"),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}), "response_format"),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools"),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "structured_outputs": {"json": {}}}), "structured_outputs"),
+        ("/v1/completions", json!({"prompt": "x", "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools"),
+        ("/v1/completions", json!({"prompt": "x", "guided_decoding_backend": "xgrammar"}), "guided_decoding_backend"),
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": false}), "parallel_tool_calls"),
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "structural_tag": {}}), "structural_tag"),
         ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "use_beam_search": true}), "use_beam_search"),
     ];
     for (path, body, field) in refused {

@@ -1,10 +1,11 @@
 //! GPU sampling (kernels/cuda/sampling.cu) against the CPU reference, `mlahost_engine::sampling`:
 //! greedy picks and ties, logprobs and top logprobs of the raw rows, penalties, the allowed sets
-//! of temperature/top-k/top-p/min-p, and the sampled distribution over a grid of uniforms.
+//! of temperature/top-k/top-p/min-p, grammar allow-sets, and the sampled distribution over a
+//! grid of uniforms.
 //! Fresh random logits every run (the seed is printed; MLAHOST_TEST_SEED replays one). Passes
 //! without doing anything on machines without a CUDA device.
 
-use mlahost_cuda::kernels::sampling::{sample_rows, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
+use mlahost_cuda::kernels::sampling::{sample_rows, Masks, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
 use mlahost_cuda::kernels::View;
 use mlahost_cuda::{CudaError, DeviceBuffer, Gpu, Kernels};
 use mlahost_engine::sampling::{apply_penalties, argmax, log_softmax, sample, top_logprobs, Rng, SamplingParams};
@@ -55,6 +56,9 @@ fn run(gpu: &Arc<Gpu>, k: &Kernels, logits: &[f32], vocab: usize, batch: &Sample
     let work = DeviceBuffer::alloc(gpu, rows * vocab * 4).unwrap();
     let params = DeviceBuffer::from_slice(gpu, &batch.params).unwrap();
     let penalties = DeviceBuffer::from_slice(gpu, &batch.penalties).unwrap();
+    let mask_bits = DeviceBuffer::from_slice(gpu, if batch.masks.is_empty() { &[0u32][..] } else { &batch.masks }).unwrap();
+    let masked_rows = batch.params.iter().filter(|p| p.mask_row >= 0).count();
+    let masks = Masks { bits: View::of(&mask_bits), masked_rows, words: batch.mask_words };
     let tokens = DeviceBuffer::alloc(gpu, rows * 4).unwrap();
     let logprobs = DeviceBuffer::alloc(gpu, rows * 4).unwrap();
     let top_ids = DeviceBuffer::alloc(gpu, rows * MAX_TOP_LOGPROBS * 4).unwrap();
@@ -68,7 +72,7 @@ fn run(gpu: &Arc<Gpu>, k: &Kernels, logits: &[f32], vocab: usize, batch: &Sample
         top_ids: View::of(&top_ids),
         top_logprobs: View::of(&top_lps),
     };
-    sample_rows(k, View::of(&d_logits), View::of(&work), rows, vocab, View::of(&params), View::of(&penalties), batch.penalties.len(), &out)
+    sample_rows(k, View::of(&d_logits), View::of(&work), rows, vocab, View::of(&params), View::of(&penalties), batch.penalties.len(), &masks, &out)
         .unwrap();
     gpu.synchronize().unwrap();
     let back: Vec<f32> = d_logits.to_vec(rows * vocab).unwrap();
@@ -149,7 +153,7 @@ fn greedy_and_logprobs(gpu: &Arc<Gpu>, k: &Kernels, rng: &mut XorShift) {
     let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
     let mut host_rng = Rng::seeded(1);
     for r in 0..rows {
-        batch.push_row(&greedy, &[], &[], r % (MAX_TOP_LOGPROBS + 1), &mut host_rng).unwrap();
+        batch.push_row(&greedy, &[], &[], r % (MAX_TOP_LOGPROBS + 1), &mut host_rng, None).unwrap();
     }
     let o = run(gpu, k, &logits, vocab, &batch);
     for r in 0..rows {
@@ -172,7 +176,7 @@ fn ties_and_non_finite(gpu: &Arc<Gpu>, k: &Kernels) {
     ] {
         let mut batch = SampleBatch::new();
         for _ in 0..rows.len() {
-            batch.push_row(&p, &[], &[], 7, &mut host_rng).unwrap();
+            batch.push_row(&p, &[], &[], 7, &mut host_rng, None).unwrap();
         }
         let o = run(gpu, k, &logits, 7, &batch);
         for i in [0, 1, 3] {
@@ -209,7 +213,7 @@ fn flat_rows(gpu: &Arc<Gpu>, k: &Kernels) {
     ] {
         let mut batch = SampleBatch::new();
         for r in 0..2 {
-            batch.push_row(&p, &[], &[], MAX_TOP_LOGPROBS, &mut host_rng).unwrap();
+            batch.push_row(&p, &[], &[], MAX_TOP_LOGPROBS, &mut host_rng, None).unwrap();
             // Near the top of the CDF (in index order): a cut one tie too late is caught.
             batch.params[r].u = 0.99999;
         }
@@ -243,7 +247,7 @@ fn penalties(gpu: &Arc<Gpu>, k: &Kernels, rng: &mut XorShift) {
     let mut host_rng = Rng::seeded(3);
     let mut batch = SampleBatch::new();
     for (prompt, output, p) in &seqs {
-        batch.push_row(p, prompt, output, 5, &mut host_rng).unwrap();
+        batch.push_row(p, prompt, output, 5, &mut host_rng, None).unwrap();
     }
     let o = run(gpu, k, &logits, vocab, &batch);
     let mut changed = 0;
@@ -259,7 +263,7 @@ fn penalties(gpu: &Arc<Gpu>, k: &Kernels, rng: &mut XorShift) {
     let mut batch = SampleBatch::new();
     let sampled: Vec<SamplingParams> = seqs.iter().map(|s| SamplingParams { temperature: 1.0, top_k: 20, ..s.2.clone() }).collect();
     for ((prompt, output, _), p) in seqs.iter().zip(&sampled) {
-        batch.push_row(p, prompt, output, 0, &mut host_rng).unwrap();
+        batch.push_row(p, prompt, output, 0, &mut host_rng, None).unwrap();
     }
     let o = run(gpu, k, &logits, vocab, &batch);
     for (r, ((prompt, output, _), p)) in seqs.iter().zip(&sampled).enumerate() {
@@ -292,12 +296,66 @@ fn allowed_sets(gpu: &Arc<Gpu>, k: &Kernels, rng: &mut XorShift) {
     let mut host_rng = Rng::seeded(5);
     let mut batch = SampleBatch::new();
     for p in &params {
-        batch.push_row(p, &[], &[], 0, &mut host_rng).unwrap();
+        batch.push_row(p, &[], &[], 0, &mut host_rng, None).unwrap();
     }
     let o = run(gpu, k, &logits, vocab, &batch);
     for (r, p) in params.iter().enumerate() {
         let set = allowed(&logits[r * vocab..][..vocab], p);
         assert!(set.iter().any(|a| a.0 as i32 == o.tokens[r]), "row {r} ({p:?}): {} outside {} allowed", o.tokens[r], set.len());
+    }
+}
+
+/// Grammar allow-sets at DeepSeek-V3's vocabulary: greedy picks the best allowed token of the
+/// penalized row, sampling stays inside the CPU's allowed set of the masked row, logprobs stay
+/// those of the raw row, and an unmasked row of the same batch is unaffected.
+fn masks(gpu: &Arc<Gpu>, k: &Kernels, rng: &mut XorShift) {
+    let (rows, vocab) = (40usize, 129_280usize);
+    let words = vocab.div_ceil(64);
+    let logits: Vec<f32> = (0..rows * vocab).map(|_| rng.range(-6.0, 6.0)).collect();
+    let mut cases = Vec::new();
+    for r in 0..rows {
+        let mut bits = vec![0u64; words];
+        let density = [16, 1000, vocab][r % 3];
+        for id in 0..vocab {
+            if rng.below(density) == 0 {
+                bits[id / 64] |= 1 << (id % 64);
+            }
+        }
+        let only = rng.below(vocab);
+        bits[only / 64] |= 1 << (only % 64); // never empty
+        let mask = (r % 5 != 4).then_some(bits);
+        let p = SamplingParams {
+            temperature: if r % 2 == 0 { 0.0 } else { 1.0 },
+            top_p: 0.9,
+            repetition_penalty: if r % 4 == 1 { 1.3 } else { 1.0 },
+            ..Default::default()
+        };
+        let prompt: Vec<u32> = (0..30).map(|_| rng.below(vocab) as u32).collect();
+        cases.push((mask, p, prompt));
+    }
+    let mut host_rng = Rng::seeded(7);
+    let mut batch = SampleBatch::new();
+    for (mask, p, prompt) in &cases {
+        batch.push_row(p, prompt, &[], 3, &mut host_rng, mask.as_deref()).unwrap();
+    }
+    let o = run(gpu, k, &logits, vocab, &batch);
+    for (r, (mask, p, prompt)) in cases.iter().enumerate() {
+        let raw = &logits[r * vocab..][..vocab];
+        let mut row = raw.to_vec();
+        if let Some(bits) = mask {
+            for (i, l) in row.iter_mut().enumerate() {
+                if bits[i / 64] >> (i % 64) & 1 == 0 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let row = penalized(&row, prompt, &[], p);
+        let ok: HashSet<u32> = allowed(&row, p).iter().map(|a| a.0).collect();
+        assert!(ok.contains(&(o.tokens[r] as u32)), "masked row {r} ({p:?}): {} outside the CPU's {} allowed", o.tokens[r], ok.len());
+        if p.temperature == 0.0 {
+            assert_eq!(o.tokens[r], argmax(&row) as i32, "masked greedy row {r}");
+        }
+        check_logprobs("masked (raw logprobs)", raw, r, 3, &o);
     }
 }
 
@@ -321,7 +379,7 @@ fn distribution(gpu: &Arc<Gpu>, k: &Kernels, rng: &mut XorShift) {
     for (p, prompt, output) in &cases {
         let mut batch = SampleBatch::new();
         for i in 0..n {
-            batch.push_row(p, prompt, output, 0, &mut host_rng).unwrap();
+            batch.push_row(p, prompt, output, 0, &mut host_rng, None).unwrap();
             batch.params[i].u = (i as f32 + 0.5) / n as f32;
         }
         let logits: Vec<f32> = (0..n).flat_map(|_| row.iter().copied()).collect();
@@ -360,5 +418,6 @@ fn gpu_sampling_matches_the_cpu() {
     flat_rows(&gpu, &k);
     penalties(&gpu, &k, &mut rng);
     allowed_sets(&gpu, &k, &mut rng);
+    masks(&gpu, &k, &mut rng);
     distribution(&gpu, &k, &mut rng);
 }

@@ -64,6 +64,10 @@ pub struct SampleRequest<'a> {
     pub top_logprobs: usize,
     /// The sequence's generator: a sampled row draws from it exactly when the host would.
     pub rng: &'a mut Rng,
+    /// Only these tokens may be chosen (a grammar's mask): bit `i % 64` of word `i / 64`.
+    /// Applied before penalties, as the host does with a sampler plugin's allow-set; the
+    /// reported logprobs stay those of the raw distribution.
+    pub allowed: Option<&'a [u64]>,
 }
 
 /// A token chosen on the device, with the logprobs of the model's own distribution (before

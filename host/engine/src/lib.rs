@@ -16,6 +16,7 @@ pub mod sampling;
 pub mod shapes;
 pub mod tensor;
 pub mod tokenizer;
+mod token_bytes;
 pub mod weights;
 
 pub use batch::{Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, RoutingTrace, SampleRequest, SeqChunk, TokenRoute};
@@ -23,4 +24,5 @@ pub use config::ModelConfig;
 pub use error::{EngineError, Result};
 pub use kv_cache_dtype::{KvCacheDtype, KvCacheDtypeArg};
 pub use model::LoadedModel;
+pub use token_bytes::TokenBytes;
 pub use tokenizer::Tokenizer;

@@ -87,6 +87,22 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special_tokens).map_err(|e| self.err(e))
     }
 
+    /// Ids of the added tokens marked special (control tokens such as BOS/EOS).
+    pub fn special_ids(&self) -> std::collections::HashSet<u32> {
+        self.inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect()
+    }
+
+    /// Whether token strings are GPT-2 byte-level (the decoder, or one of its steps, is
+    /// `ByteLevel`) rather than SentencePiece pieces.
+    pub fn is_byte_level(&self) -> bool {
+        self.inner.get_decoder().and_then(|d| serde_json::to_string(d).ok()).is_some_and(|d| d.contains("\"ByteLevel\""))
+    }
+
+    /// The id of a token given by its text (added tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }

@@ -408,7 +408,9 @@ pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal:
 /// batches; one returns logits (greedy argmax and log-softmax top-5 on the host), the other
 /// samples on the device. Greedy tokens must be identical and logprobs within 1e-4. The second
 /// sequence has logits processors (`logit_bias`, `bad_words`): its row takes the device
-/// sampler's host path, and must match the host sampler on the same row.
+/// sampler's host path, and must match the host sampler on the same row. The third carries a
+/// grammar-style allow-set (a random eighth of the vocabulary): its token must be the argmax
+/// over the allowed ids, its logprobs still the raw row's.
 pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u64) -> Result<Check> {
     use mlahost_engine::sampling::{top_logprobs, Rng as HostRng, SamplingParams};
     use mlahost_engine::SampleRequest;
@@ -437,7 +439,14 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
     let mut rngs: Vec<HostRng> = (0..seqs.len()).map(|i| HostRng::seeded(i as u64)).collect();
     let (mut mismatches, mut max_err, mut rows) = (0usize, 0f64, 0usize);
     let mut done = vec![0usize; seqs.len()];
+    let words = vocab.div_ceil(64);
     for _ in 0..steps {
+        let mut mask = vec![0u64; words];
+        for id in 0..vocab {
+            if rng.below(8) == 0 {
+                mask[id / 64] |= 1 << (id % 64);
+            }
+        }
         let spans: Vec<(usize, usize, usize)> = seqs.iter().enumerate().map(|(i, s)| (i, done[i], s.len())).collect();
         let pages_of: Vec<&[u32]> = tables.iter().map(|t| t.pages()).collect();
         let batch = make_batch(&spans, &seqs, &pages_of);
@@ -446,7 +455,8 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
             .iter()
             .zip(rngs.iter_mut())
             .zip(&params)
-            .map(|((s, r), p)| SampleRequest { params: p, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r })
+            .enumerate()
+            .map(|(i, ((s, r), p))| SampleRequest { params: p, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r, allowed: (i == 2).then_some(&mask[..]) })
             .collect();
         let got = device.forward_sampled(&batch, &mut requests)?.ok_or_else(|| mlahost_cuda::CudaError::launch("sample_rows", "the backend declined"))?;
         drop(requests);
@@ -454,13 +464,17 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
         for (i, g) in got.iter().enumerate() {
             let row = logits.last_of(i).unwrap_or(&[]);
             let lp = log_softmax(row);
-            let (best, _) = margin(&lp);
-            let best = if params[i].has_logits_processors() {
+            let (mut best, _) = margin(&lp);
+            if params[i].has_logits_processors() {
                 let s = &seqs[i];
-                mlahost_engine::logits_processors::sample_row(row, &s[..1], &s[1..], &params[i], 0, &mut HostRng::seeded(0)).token
-            } else {
-                best
-            };
+                best = mlahost_engine::logits_processors::sample_row(row, &s[..1], &s[1..], &params[i], 0, &mut HostRng::seeded(0)).token;
+            } else if i == 2 {
+                let allowed = |id: usize| mask[id / 64] >> (id % 64) & 1 == 1;
+                best = (0..lp.len()).filter(|&id| allowed(id)).fold(None, |b: Option<usize>, id| match b {
+                    Some(b) if lp[b] >= lp[id] => Some(b),
+                    _ => Some(id),
+                }).map_or(0, |id| id as u32);
+            }
             mismatches += (g.token != best) as usize;
             max_err = max_err.max((g.logprob - lp[best as usize]).abs() as f64);
             for ((ti, tl), (hi, hl)) in g.top.iter().zip(top_logprobs(&lp, 5)) {
@@ -476,7 +490,7 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
         }
     }
     Ok(Check {
-        name: format!("{} device sampling vs host sampling (greedy, top-5 logprobs)", model_name(model)),
+        name: format!("{} device sampling vs host sampling (greedy, top-5 logprobs, one masked row)", model_name(model)),
         error: if mismatches > 0 { f64::INFINITY } else { max_err },
         tolerance: 1e-4,
         detail: format!("{rows} rows over {steps} steps: {mismatches} token/top-id mismatches, logprob err {max_err:.1e}"),

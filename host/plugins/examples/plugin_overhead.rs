@@ -7,7 +7,7 @@
 
 use mlahost_core::ReplicaLoad;
 use mlahost_engine::sampling::{sample, Rng, SamplingParams};
-use mlahost_plugins::{AdmissionInfo, PluginHost, PluginKind, PluginSpec, SampleSeq, SamplerParams};
+use mlahost_plugins::{AdmissionInfo, PluginHost, PluginKind, PluginSpec, SampleSeq, SamplerParams, Vocabulary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let specs = args.iter().map(|a| PluginSpec::parse(a)).collect::<Result<Vec<_>, _>>()?;
-    let host = PluginHost::load(specs)?;
+    let host = PluginHost::load(specs, Vocabulary::empty())?;
     let mut rng = Rng::seeded(1);
     if let Some(sampler) = host.plugins.iter().find(|p| p.kind == PluginKind::Sampler) {
         println!("sampler `{}`, vocabulary {VOCAB}, {GENERATED} generated tokens per sequence", sampler.spec.name);

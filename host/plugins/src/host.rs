@@ -5,6 +5,7 @@ use crate::kind::PluginKind;
 use crate::plugin::Plugin;
 use crate::runtime::Runtime;
 use crate::spec::PluginSpec;
+use crate::vocab::Vocabulary;
 use crate::PluginError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +15,12 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    pub fn load(specs: Vec<PluginSpec>) -> Result<Self, PluginError> {
+    /// Loads every plugin; sampler plugins receive `vocab` (the model's) at `init`.
+    pub fn load(specs: Vec<PluginSpec>, vocab: Vocabulary) -> Result<Self, PluginError> {
         if specs.is_empty() {
             return Ok(Self { plugins: Vec::new() });
         }
-        let runtime = Runtime::new().map_err(|m| PluginError::Spec { spec: "runtime".into(), message: m })?;
+        let runtime = Runtime::new(vocab).map_err(|m| PluginError::Spec { spec: "runtime".into(), message: m })?;
         let mut plugins: Vec<Arc<Plugin>> = Vec::new();
         for spec in specs {
             if plugins.iter().any(|p| p.spec.name == spec.name) {

@@ -1,34 +1,21 @@
 //! Compiling a component into a prepared instance of its world, and building live instances
 //! from it: a fresh sandboxed store, instantiation and the plugin's `init`.
 
-use crate::bindings::{admission::AdmissionPlugin, prefix_policy::PrefixPolicyPlugin, router::RouterPlugin, sampler::SamplerPlugin};
-use crate::bindings::{admission::AdmissionPluginPre, prefix_policy::PrefixPolicyPluginPre, router::RouterPluginPre, sampler::SamplerPluginPre};
-use crate::kind::PluginKind;
+pub use crate::kind::{Bound, Pre};
+use crate::kind::{PluginKind, World};
 use crate::output::OutputLog;
 use crate::runtime::{ticks, Runtime};
 use crate::sandbox::Sandbox;
 use crate::spec::PluginSpec;
+use crate::vocab::Vocabulary;
 use crate::PluginError;
 use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
-/// `init` may take longer than a hook (a plugin may build tables from its config).
-pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
-
-pub enum Pre {
-    Sampler(SamplerPluginPre<Sandbox>),
-    Router(RouterPluginPre<Sandbox>),
-    PrefixPolicy(PrefixPolicyPluginPre<Sandbox>),
-    Admission(AdmissionPluginPre<Sandbox>),
-}
-
-pub enum Bound {
-    Sampler(SamplerPlugin),
-    Router(RouterPlugin),
-    PrefixPolicy(PrefixPolicyPlugin),
-    Admission(AdmissionPlugin),
-}
+/// `init` may take longer than a hook (a plugin may build tables from its config, or index
+/// the vocabulary).
+pub const INIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One initialized instance and its store.
 pub struct Live {
@@ -59,28 +46,21 @@ pub fn compile(runtime: &Runtime, spec: &PluginSpec) -> Result<(PluginKind, Pre,
     }
     let component = Component::new(&runtime.engine, &bytes).map_err(|e| load_err(spec, format!("not a valid component: {e:#}")))?;
     let exports: Vec<String> = component.component_type().exports(&runtime.engine).map(|(name, _)| name.to_string()).collect();
-    let kinds: Vec<PluginKind> = PluginKind::ALL.into_iter().filter(|k| exports.iter().any(|e| e == k.export_name())).collect();
-    let kind = match kinds.as_slice() {
-        [k] => *k,
+    let worlds: Vec<World> = World::ALL.iter().copied().filter(|w| exports.iter().any(|e| e == w.export_name())).collect();
+    let world = match worlds.as_slice() {
+        [w] => *w,
         [] => {
-            return Err(load_err(
-                spec,
-                format!("the component matches no mlahost plugin world (it exports {exports:?}; expected one of mlahost:plugin/{{sampler,router,prefix-policy,admission}}@0.1.0)"),
-            ))
+            let known: Vec<&str> = World::ALL.iter().map(|w| w.export_name()).collect();
+            return Err(load_err(spec, format!("the component matches no mlahost plugin world (it exports {exports:?}; expected one of {known:?})")));
         }
         _ => return Err(load_err(spec, format!("the component exports several plugin kinds {exports:?}; one per component"))),
     };
+    let kind = world.kind();
     let pre = runtime
         .linker
         .instantiate_pre(&component)
         .map_err(|e| load_err(spec, format!("its imports cannot be satisfied (only WASI and mlahost:plugin are provided): {e:#}")))?;
-    let typed = |e: wasmtime::Error| load_err(spec, format!("its exports do not match the {} world: {e:#}", kind.as_str()));
-    let pre = match kind {
-        PluginKind::Sampler => Pre::Sampler(SamplerPluginPre::new(pre).map_err(typed)?),
-        PluginKind::Router => Pre::Router(RouterPluginPre::new(pre).map_err(typed)?),
-        PluginKind::PrefixPolicy => Pre::PrefixPolicy(PrefixPolicyPluginPre::new(pre).map_err(typed)?),
-        PluginKind::Admission => Pre::Admission(AdmissionPluginPre::new(pre).map_err(typed)?),
-    };
+    let pre = Pre::new(world, pre).map_err(|e| load_err(spec, format!("its exports do not match the {} world: {e:#}", world.export_name())))?;
     Ok((kind, pre, stamp))
 }
 
@@ -94,25 +74,14 @@ pub fn classify(plugin: &str, hook: &'static str, e: wasmtime::Error, deadline: 
 }
 
 /// A fresh instance with its `init` run under the init deadline.
-pub fn build(engine: &wasmtime::Engine, pre: &Pre, spec: &PluginSpec, output: &OutputLog) -> Result<Live, PluginError> {
+pub fn build(engine: &wasmtime::Engine, pre: &Pre, spec: &PluginSpec, vocab: &Vocabulary, output: &OutputLog) -> Result<Live, PluginError> {
     let mut store = Store::new(engine, Sandbox::new(spec.memory_bytes));
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(ticks(INIT_DEADLINE));
     store.epoch_deadline_trap();
     let trap = |e: wasmtime::Error| classify(&spec.name, "instantiate", e, INIT_DEADLINE);
-    let bound = match pre {
-        Pre::Sampler(p) => Bound::Sampler(p.instantiate(&mut store).map_err(trap)?),
-        Pre::Router(p) => Bound::Router(p.instantiate(&mut store).map_err(trap)?),
-        Pre::PrefixPolicy(p) => Bound::PrefixPolicy(p.instantiate(&mut store).map_err(trap)?),
-        Pre::Admission(p) => Bound::Admission(p.instantiate(&mut store).map_err(trap)?),
-    };
-    let config = spec.config.as_str();
-    let init = match &bound {
-        Bound::Sampler(b) => b.mlahost_plugin_sampler().call_init(&mut store, config),
-        Bound::Router(b) => b.mlahost_plugin_router().call_init(&mut store, config),
-        Bound::PrefixPolicy(b) => b.mlahost_plugin_prefix_policy().call_init(&mut store, config),
-        Bound::Admission(b) => b.mlahost_plugin_admission().call_init(&mut store, config),
-    };
+    let bound = pre.instantiate(&mut store).map_err(trap)?;
+    let init = bound.init(&mut store, spec.config.as_str(), vocab);
     drain_output(&mut store, &spec.name, output);
     match init {
         Ok(Ok(())) => Ok(Live { store, bound }),

@@ -153,13 +153,13 @@ impl Plugin {
 fn start_version(runtime: &Arc<Runtime>, spec: &PluginSpec, stats: &Arc<PluginStats>, output: &Arc<OutputLog>) -> Result<(PluginKind, Version), PluginError> {
     let (kind, pre, stamp) = compile(runtime, spec)?;
     let started = Instant::now();
-    let first = build(&runtime.engine, &pre, spec, output)?;
+    let first = build(&runtime.engine, &pre, spec, &runtime.vocab, output)?;
     stats.init_seconds.observe(started.elapsed().as_secs_f64());
     let pool = Arc::new(Pool::new(spec.instances.unwrap_or(kind.default_instances()), first));
-    let (engine, pre, spec2, stats, output) = (runtime.engine.clone(), Arc::new(pre), spec.clone(), stats.clone(), output.clone());
+    let (engine, vocab, pre, spec2, stats, output) = (runtime.engine.clone(), runtime.vocab.clone(), Arc::new(pre), spec.clone(), stats.clone(), output.clone());
     let make = move || -> Result<Live, PluginError> {
         let started = Instant::now();
-        let built = build(&engine, &pre, &spec2, &output);
+        let built = build(&engine, &pre, &spec2, &vocab, &output);
         stats.init_seconds.observe(started.elapsed().as_secs_f64());
         if built.is_err() {
             stats.traps.fetch_add(1, Relaxed);

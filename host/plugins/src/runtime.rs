@@ -2,7 +2,8 @@
 //! per-call deadlines (a background thread ticks the epoch), one linker with WASI (fenced by
 //! each store's empty context) and the host side of `logits-access`.
 
-use crate::bindings::sampler::SamplerPlugin;
+use crate::bindings::{v1, v2};
+use crate::vocab::Vocabulary;
 use crate::sandbox::Sandbox;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,18 +16,21 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<Sandbox>,
+    /// What sampler plugins receive at `init`.
+    pub vocab: Arc<Vocabulary>,
 }
 
 impl Runtime {
-    pub fn new() -> Result<Arc<Self>, String> {
+    pub fn new(vocab: Vocabulary) -> Result<Arc<Self>, String> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
         let engine = Engine::new(&config).map_err(|e| format!("wasmtime engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("WASI linker: {e}"))?;
         crate::no_wait::shadow_monotonic_clock(&mut linker).map_err(|e| format!("WASI clock: {e}"))?;
-        SamplerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| format!("logits linker: {e}"))?;
-        let runtime = Arc::new(Self { engine, linker });
+        v2::sampler::SamplerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| format!("logits linker: {e}"))?;
+        v1::sampler::SamplerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| format!("logits 0.1.0 linker: {e}"))?;
+        let runtime = Arc::new(Self { engine, linker, vocab: Arc::new(vocab) });
         // The ticker holds only a weak reference: it stops when the runtime is dropped.
         let weak = Arc::downgrade(&runtime);
         std::thread::Builder::new()

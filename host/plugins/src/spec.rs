@@ -29,6 +29,10 @@ pub struct PluginSpec {
     pub deadline: Option<Duration>,
     /// Instances serving calls at once; None uses the kind's default.
     pub instances: Option<usize>,
+    /// A sampler that decides from the tokens alone (never reads the logits) and answers
+    /// only allow-sets, pass or fail: the host may call it before the forward pass and apply
+    /// its allow-sets on the device.
+    pub masks_only: bool,
 }
 
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
@@ -58,12 +62,21 @@ impl PluginSpec {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| "the plugin path has no file name".to_string())?
             .to_string();
-        Ok(Self { name, path, config, failure_policy: FailurePolicy::Open, memory_bytes: DEFAULT_MEMORY_BYTES, deadline: None, instances: None })
+        Ok(Self {
+            name,
+            path,
+            config,
+            failure_policy: FailurePolicy::Open,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            deadline: None,
+            instances: None,
+            masks_only: false,
+        })
     }
 
     /// A plugins file: `{"plugins": [{"path": "...", "name": "...", "config": <any JSON or
     /// string>, "failure_policy": "open"|"closed", "memory_mb": 64, "deadline_ms": 20,
-    /// "instances": 4}]}`.
+    /// "instances": 4, "masks_only": false}]}`.
     /// Relative paths are relative to the file.
     pub fn parse_file(file: &std::path::Path) -> Result<Vec<Self>, PluginError> {
         let spec = file.display().to_string();
@@ -98,6 +111,9 @@ impl PluginSpec {
                 if let Some(d) = e.get("deadline_ms") {
                     let ms = d.as_u64().filter(|&m| m > 0).ok_or_else(|| at("`deadline_ms` must be a positive integer"))?;
                     s.deadline = Some(Duration::from_millis(ms));
+                }
+                if let Some(m) = e.get("masks_only") {
+                    s.masks_only = m.as_bool().ok_or_else(|| at("`masks_only` must be true or false"))?;
                 }
                 if let Some(n) = e.get("instances") {
                     let n = n.as_u64().filter(|n| (1..=MAX_INSTANCES as u64).contains(n)).ok_or_else(|| at(&format!("`instances` must be in 1..={MAX_INSTANCES}")))?;

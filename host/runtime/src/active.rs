@@ -83,7 +83,8 @@ impl Active {
     }
 
     /// This sequence's request to a device-side sampler (see `Backend::forward_sampled`).
-    pub fn sample_request<'a>(&'a mut self, tokens: &'a [u32], prompt_len: usize) -> SampleRequest<'a> {
+    /// `allowed` is a masks-only sampler plugin's allow-set for this step.
+    pub fn sample_request<'a>(&'a mut self, tokens: &'a [u32], prompt_len: usize, allowed: Option<&'a [u64]>) -> SampleRequest<'a> {
         let Self { request, rng, .. } = self;
         SampleRequest {
             params: &request.params,
@@ -91,6 +92,7 @@ impl Active {
             output: &tokens[prompt_len..],
             top_logprobs: request.logprobs.unwrap_or(0),
             rng,
+            allowed,
         }
     }
 

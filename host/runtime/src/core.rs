@@ -7,12 +7,12 @@
 
 use crate::active::Active;
 use crate::metrics::Metrics;
+use crate::plugin_step;
 use crate::request::{EngineRequest, Event, Failure, FinishReason, Usage};
 use crate::step_logits::StepLogits;
 use mlahost_core::{CoreError, Scheduler, SeqId, Sequence, StepPlan};
-use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
-use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
+use mlahost_plugins::SampleDecision;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,6 +33,9 @@ pub struct EngineCore<M, B> {
     active: HashMap<SeqId, Active>,
     max_model_len: usize,
     metrics: Arc<Metrics>,
+    /// One vocabulary of zeros: the logits a masks-only sampler plugin is shown before the
+    /// forward pass.
+    zero_logits: Arc<Vec<f32>>,
 }
 
 /// The core a server replica runs on its own thread.
@@ -48,7 +51,8 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
     ) -> Result<Self, CoreError> {
         let scheduler = make_scheduler()?;
         metrics.pages_total.store(scheduler.stats().pages_total as u64, Relaxed);
-        Ok(Self { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics })
+        let zero_logits = Arc::new(vec![0.0; model.config.vocab_size]);
+        Ok(Self { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics, zero_logits })
     }
 
     pub fn has_work(&self) -> bool {
@@ -174,7 +178,10 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 SeqChunk { tokens: &seq.tokens()[c.start..c.start + c.len], start_pos: c.start, block_table: seq.block_table(), logits }
             })
             .collect();
-        let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, &mut *self.backend);
+        // Masks-only sampler plugins (grammars) decide before the forward pass: their
+        // allow-sets can be applied on the device.
+        let early = plugin_step::before_forward(&plan, &self.scheduler, &self.active, &self.zero_logits);
+        let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, &early, &mut *self.backend);
         let host_logits = match device_samples {
             Ok(Some(_)) => None,
             Ok(None) => match self.backend.forward(&chunks) {
@@ -201,11 +208,16 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         let mut sampled = Vec::new();
         match (host_logits, device_samples) {
             (Some(logits), _) => {
-                let mut decisions = self.plugin_decisions(&plan, &logits);
+                let mut decisions = plugin_step::after_forward(&plan, &self.scheduler, &self.active, &logits);
+                decisions.extend(early);
                 for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
                     let decision = match decisions.remove(&c.seq) {
                         Some(Err(failure)) => {
                             self.fail(c.seq, failure);
+                            continue;
+                        }
+                        Some(Ok(SampleDecision::Fail(message))) => {
+                            self.fail(c.seq, Failure::plugin(format!("the sampler plugin ended the sequence: {message}")));
                             continue;
                         }
                         Some(Ok(d)) => Some(d),
@@ -258,81 +270,6 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         }
     }
 
-    /// Calls each sampler plugin once for all of this step's sequences that chose it.
-    /// Per sequence: a decision, or an error when the plugin failed and fails closed.
-    fn plugin_decisions(&self, plan: &StepPlan, logits: &StepLogits) -> HashMap<SeqId, Result<SampleDecision, Failure>> {
-        let mut groups: HashMap<String, (Arc<Plugin>, Vec<(usize, SeqId)>)> = HashMap::new();
-        for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
-            if let Some((plugin, _)) = self.active.get(&c.seq).and_then(|a| a.request.sampler.as_ref()) {
-                groups.entry(plugin.spec.name.clone()).or_insert_with(|| (plugin.clone(), Vec::new())).1.push((i, c.seq));
-            }
-        }
-        let mut out = HashMap::new();
-        for (_, (plugin, members)) in groups {
-            let seqs: Vec<SampleSeq> = members
-                .iter()
-                .filter_map(|&(i, id)| {
-                    let (seq, active, row) = (self.scheduler.get(id)?, self.active.get(&id)?, logits.last_range(i)?);
-                    let r = &active.request;
-                    // Every field, by name: a new one does not compile until the plugin view
-                    // decides on it. Plugins see the sampling knobs; penalties apply natively
-                    // after a plugin's bias or allow-set.
-                    let SamplingParams {
-                        temperature,
-                        top_p,
-                        top_k,
-                        min_p: _,
-                        seed,
-                        presence_penalty: _,
-                        frequency_penalty: _,
-                        repetition_penalty: _,
-                        logit_bias: _, // the logits processors apply natively, after the plugin
-                        allowed_token_ids: _,
-                        bad_words: _,
-                        min_tokens: _,
-                        min_tokens_banned: _,
-                    } = &r.params;
-                    let (temperature, top_p, top_k, seed) = (*temperature, *top_p, *top_k, *seed);
-                    Some(SampleSeq {
-                        request_id: id,
-                        params: SamplerParams {
-                            temperature,
-                            top_p,
-                            top_k: top_k as u32,
-                            seed,
-                            max_tokens: r.max_tokens as u32,
-                            config: r.sampler.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
-                        },
-                        prompt_len: seq.prompt_len() as u32,
-                        generated: seq.output(),
-                        batch: &logits.data,
-                        row,
-                    })
-                })
-                .collect();
-            match plugin.sample(&seqs) {
-                Ok(ds) => {
-                    for (s, d) in seqs.iter().zip(ds) {
-                        out.insert(s.request_id, Ok(d));
-                    }
-                }
-                Err(e) => {
-                    for s in &seqs {
-                        let fallback = match plugin.spec.failure_policy {
-                            FailurePolicy::Open => {
-                                plugin.stats.fallbacks.fetch_add(1, Relaxed);
-                                Ok(SampleDecision::Pass)
-                            }
-                            FailurePolicy::Closed => Err(Failure::plugin(format!("sampler plugin failed: {e}"))),
-                        };
-                        out.insert(s.request_id, fallback);
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Ends one request with an error event.
     fn fail(&mut self, id: SeqId, failure: Failure) {
         if let Some(a) = self.active.remove(&id) {
@@ -374,12 +311,14 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
 }
 
 /// Runs the step on the backend's device sampler when every sampling sequence has its state
-/// here and none uses a sampler plugin; Ok(None) when not (nothing ran).
+/// here and either uses no sampler plugin or has its masks-only plugin's allow-set (or pass)
+/// from before the forward pass; Ok(None) when not (nothing ran).
 fn try_device_sampling(
     plan: &StepPlan,
     chunks: &[SeqChunk<'_>],
     scheduler: &Scheduler,
     active: &mut HashMap<SeqId, Active>,
+    early: &plugin_step::Decisions,
     backend: &mut dyn Backend,
 ) -> Result<Option<Vec<DeviceSample>>, mlahost_engine::EngineError> {
     let sampling: Vec<SeqId> = plan.chunks.iter().filter(|c| c.samples).map(|c| c.seq).collect();
@@ -387,14 +326,16 @@ fn try_device_sampling(
     if chunks.iter().any(|c| c.logits == LogitsRequest::All) {
         return Ok(None);
     }
-    if sampling.is_empty() || !sampling.iter().all(|id| active.get(id).is_some_and(|a| a.request.sampler.is_none())) {
+    let on_device = |id: &SeqId| active.get(id).is_some_and(|a| plugin_step::device_mask(*id, a, early).is_some());
+    if sampling.is_empty() || !sampling.iter().all(on_device) {
         return Ok(None);
     }
     let mut states: HashMap<SeqId, &mut Active> = active.iter_mut().map(|(id, a)| (*id, a)).collect();
     let mut requests = Vec::with_capacity(sampling.len());
     for id in &sampling {
         let (Some(seq), Some(active)) = (scheduler.get(*id), states.remove(id)) else { return Ok(None) };
-        requests.push(active.sample_request(seq.tokens(), seq.prompt_len()));
+        let Some(mask) = plugin_step::device_mask(*id, active, early) else { return Ok(None) };
+        requests.push(active.sample_request(seq.tokens(), seq.prompt_len(), mask));
     }
     backend.forward_sampled(chunks, &mut requests)
 }

@@ -39,6 +39,14 @@ impl Backend for EmulatedDeviceSampler {
             rows.zip(requests.iter_mut())
                 .map(|(row, r)| {
                     let mut penalized = row.to_vec();
+                    // An allow-set masks before the penalties, as the host applies one.
+                    if let Some(bits) = r.allowed {
+                        for (i, l) in penalized.iter_mut().enumerate() {
+                            if bits.get(i / 64).is_none_or(|w| w >> (i % 64) & 1 == 0) {
+                                *l = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
                     apply_penalties(&mut penalized, r.prompt, r.output, r.params);
                     let token = sample(&penalized, r.params, r.rng);
                     let lp = log_softmax(row);

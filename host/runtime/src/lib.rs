@@ -15,6 +15,7 @@ pub mod handle;
 pub mod metrics;
 #[cfg(test)]
 mod panic_tests;
+mod plugin_step;
 #[cfg(test)]
 mod prompt_logprobs_tests;
 mod request;

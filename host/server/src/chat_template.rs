@@ -24,8 +24,9 @@ impl ChatTemplate {
 
     /// Renders `messages` (already validated: role and string content each), with the
     /// request's `chat_template_kwargs` as extra variables: as in transformers they may
-    /// replace the special tokens' strings, never the messages or the generation prompt.
-    pub fn render(&self, messages: &[Value], add_generation_prompt: bool, kwargs: &Map<String, Value>) -> Result<String, ApiError> {
+    /// replace the special tokens' strings, never the messages, the tools or the generation
+    /// prompt. `tools` (the request's, when it has any) is the template's `tools` variable.
+    pub fn render(&self, messages: &[Value], add_generation_prompt: bool, kwargs: &Map<String, Value>, tools: Option<&Value>) -> Result<String, ApiError> {
         let tmpl = self.env.get_template("chat").map_err(|e| ApiError::internal(e.to_string()))?;
         let mut ctx = Map::new();
         ctx.insert("bos_token".into(), json!(self.bos_token));
@@ -33,6 +34,7 @@ impl ChatTemplate {
         ctx.extend(kwargs.clone());
         ctx.insert("messages".into(), json!(messages));
         ctx.insert("add_generation_prompt".into(), json!(add_generation_prompt));
+        ctx.insert("tools".into(), json!(tools));
         tmpl.render(ctx).map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
     }
 }

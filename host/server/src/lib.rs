@@ -3,6 +3,7 @@
 
 pub mod api;
 mod arrival;
+mod builtin_plugins;
 mod console;
 mod cors;
 mod chat_template;

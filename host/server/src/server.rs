@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use crate::replicas::{Replica, Replicas};
 use crate::tenants::Tenants;
 use mlahost_core::{BlockAllocator, PrefixAwareRouter, PrefixIndex, RoundRobinRouter, Router, Scheduler, SchedulerConfig};
-use mlahost_engine::{capacity, Backend, KvCacheDtype, LoadedModel};
-use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec};
+use mlahost_engine::{capacity, Backend, KvCacheDtype, LoadedModel, ModelConfig, TokenBytes, Tokenizer};
+use mlahost_plugins::{PluginEvictionPolicy, PluginHost, PluginKind, PluginRouter, PluginSpec, Vocabulary};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -242,14 +242,27 @@ fn loading_response(path: &str) -> Response<HttpBody> {
     error_response(&ApiError::overloaded("the model is still loading"))
 }
 
+/// The model's vocabulary as sampler plugins receive it: the tokenizer's tokens as bytes,
+/// padded to the model's vocabulary size, and its stop ids.
+fn plugin_vocabulary(dir: &std::path::Path) -> Result<Vocabulary, ServerError> {
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let mut eos = config.eos_token_ids.clone();
+    eos.extend(tokenizer.eos_token_id.filter(|e| !eos.contains(e)));
+    let t = TokenBytes::new(&tokenizer, config.vocab_size, eos);
+    Ok(Vocabulary::new(&t.tokens, t.special, t.eos))
+}
+
 /// Loads the model, sizes each replica's cache and starts their engine loops.
 fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::JoinHandle<()>>), ServerError> {
     let (dir, default_name) = match &cfg.model {
         Some(d) => (d.clone(), d.display().to_string()),
         None => (default_model::materialize()?, default_model::NAME.to_string()),
     };
-    // Plugins first: a bad one refuses the start before the model is loaded.
-    let plugins = Arc::new(PluginHost::load(cfg.plugins.clone())?);
+    // Plugins first: a bad one refuses the start before the weights are loaded.
+    let mut specs = cfg.plugins.clone();
+    crate::builtin_plugins::add_builtin(&mut specs)?;
+    let plugins = Arc::new(PluginHost::load(specs, plugin_vocabulary(&dir)?)?);
     if let Some(every) = cfg.plugin_watch {
         plugins.watch(every);
     }

@@ -4,7 +4,7 @@
 
 mod ngram;
 
-use mlahost_sdk::{Decision, Sampler, SequenceView};
+use mlahost_sdk::{Decision, Sampler, SequenceView, Vocabulary};
 pub use ngram::{banned_continuations, Config, RequestConfig};
 
 /// The plugin: its config, parsed once by `init`.
@@ -13,7 +13,7 @@ pub struct NoRepeatNgram {
 }
 
 impl Sampler for NoRepeatNgram {
-    fn init(config: &str) -> Result<Self, String> {
+    fn init(config: &str, _vocab: Vocabulary) -> Result<Self, String> {
         Ok(NoRepeatNgram {
             config: Config::parse(config)?,
         })
@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn one_decision_per_sequence() {
-        let mut s = NoRepeatNgram::init(r#"{"n": 2, "banned_ids": [99, 5, 1000]}"#).unwrap();
+        let mut s = NoRepeatNgram::init(r#"{"n": 2, "banned_ids": [99, 5, 1000]}"#, Vocabulary::default()).unwrap();
         let step = [
             seq(vec![1, 2, 1], ""),
             seq(vec![], r#"{"n": 0}"#),
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn pass_when_nothing_is_banned() {
-        let mut s = NoRepeatNgram::init("").unwrap();
+        let mut s = NoRepeatNgram::init("", Vocabulary::default()).unwrap();
         assert_eq!(
             s.sample(&[seq(vec![1, 2, 3], "")]).unwrap(),
             vec![Decision::Pass]

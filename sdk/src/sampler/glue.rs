@@ -1,17 +1,9 @@
 //! Between the generated `sampler-plugin` bindings and [`Sampler`]: not public API.
-//!
-//! `init` goes through the real bindings. `sample` goes through the ABI twin of `build.rs`
-//! (its `sequence.logits` lifted as the raw `u32` handle), because wit-bindgen cannot generate a
-//! compiling lift for a list of records holding a borrowed imported resource
-//! (bytecodealliance/wit-bindgen#811). A `borrow<logits>` and a `u32` share the canonical ABI, so
-//! the twin's glue is exactly what the real one would be; here the handle is wrapped in the real
-//! `Logits` type, lent to the views, and dropped before returning: dropping a borrowed handle
-//! ends the borrow, which the component model requires before the call returns.
 
-use super::{Decision, Params, Sampler, SequenceView};
-use crate::bindings::sampler::exports::mlahost::plugin::sampler as real;
+use super::{Decision, Params, Sampler, SequenceView, Vocabulary};
+use crate::bindings::sampler::exports::mlahost::plugin::sampler as wit;
 use crate::bindings::sampler::mlahost::plugin::logits_access::Logits;
-use crate::bindings::sampler_abi::exports::mlahost_sdk::sampler_abi::sampler as twin;
+use crate::bindings::sampler::mlahost::plugin::vocabulary::Vocab;
 use crate::state::{self, StateKey, NOT_INITIALISED};
 
 /// Implemented by the type that [`export_sampler!`](crate::export_sampler) declares: names the
@@ -23,27 +15,18 @@ pub trait SamplerExport: 'static {
     fn state() -> StateKey<Self::Plugin>;
 }
 
-impl<E: SamplerExport> real::Guest for E {
-    fn init(config: String) -> Result<(), String> {
-        state::init(E::state(), || E::Plugin::init(&config))
+impl<E: SamplerExport> wit::Guest for E {
+    fn init(config: String, vocab: Vocab) -> Result<(), String> {
+        let vocab = Vocabulary::from_parts(vocab.bytes, vocab.offsets, vocab.special, vocab.eos)?;
+        state::init(E::state(), || E::Plugin::init(&config, vocab))
     }
-}
 
-impl<E: SamplerExport> twin::Guest for E {
-    fn sample(step: Vec<twin::Sequence>) -> Result<Vec<twin::Decision>, String> {
-        // SAFETY: each `logits` is a handle the canonical ABI just lifted from a
-        // `borrow<logits>` argument of this call (the twin spells it `u32`): a live borrow
-        // handle in this instance's table, distinct per sequence, wrapped exactly once here and
-        // dropped (ending the borrow) before this function returns.
-        let handles: Vec<Logits> = step
-            .iter()
-            .map(|s| unsafe { Logits::from_handle(s.logits) })
-            .collect();
+    fn sample(step: Vec<wit::Sequence>, logits: &Logits) -> Result<Vec<wit::Decision>, String> {
         let n = step.len();
         let views: Vec<SequenceView<'_>> = step
             .into_iter()
-            .zip(&handles)
-            .map(|(s, h)| {
+            .enumerate()
+            .map(|(row, s)| {
                 let p = s.params;
                 let params = Params {
                     temperature: p.temperature,
@@ -53,14 +36,11 @@ impl<E: SamplerExport> twin::Guest for E {
                     max_tokens: p.max_tokens,
                     config: p.config,
                 };
-                SequenceView::from_host(s.request_id, params, s.prompt_len, s.generated, h)
+                SequenceView::from_host(s.request_id, params, s.prompt_len, s.generated, logits, row as u32)
             })
             .collect();
-        let result = state::with(E::state(), |plugin| plugin.sample(&views))
-            .unwrap_or_else(|| Err(NOT_INITIALISED.to_string()));
-        drop(views);
-        drop(handles);
-        let decisions = result?;
+        let decisions = state::with(E::state(), |plugin| plugin.sample(&views))
+            .unwrap_or_else(|| Err(NOT_INITIALISED.to_string()))?;
         if decisions.len() != n {
             return Err(format!(
                 "sampler returned {} decisions for {n} sequences (one per sequence, in order)",
@@ -69,21 +49,27 @@ impl<E: SamplerExport> twin::Guest for E {
         }
         Ok(decisions.into_iter().map(lower).collect())
     }
+
+    fn check_config(config: String) -> Result<(), String> {
+        state::with(E::state(), |plugin| plugin.check_config(&config))
+            .unwrap_or_else(|| Err(NOT_INITIALISED.to_string()))
+    }
 }
 
-fn lower(d: Decision) -> twin::Decision {
+fn lower(d: Decision) -> wit::Decision {
     match d {
-        Decision::Token(id) => twin::Decision::Token(id),
-        Decision::Bias(b) => twin::Decision::Bias(
+        Decision::Token(id) => wit::Decision::Token(id),
+        Decision::Bias(b) => wit::Decision::Bias(
             b.into_iter()
-                .map(|t| twin::TokenBias {
+                .map(|t| wit::TokenBias {
                     id: t.id,
                     bias: t.bias,
                 })
                 .collect(),
         ),
-        Decision::Allow(words) => twin::Decision::Allow(words),
-        Decision::Pass => twin::Decision::Pass,
+        Decision::Allow(words) => wit::Decision::Allow(words),
+        Decision::Pass => wit::Decision::Pass,
+        Decision::Fail(message) => wit::Decision::Fail(message),
     }
 }
 
@@ -91,12 +77,12 @@ fn lower(d: Decision) -> twin::Decision {
 /// in the plugin crate (a `cdylib` built for `wasm32-wasip2`).
 ///
 /// ```
-/// use mlahost_sdk::{Decision, Sampler, SequenceView};
+/// use mlahost_sdk::{Decision, Sampler, SequenceView, Vocabulary};
 ///
 /// struct Passthrough;
 ///
 /// impl Sampler for Passthrough {
-///     fn init(_config: &str) -> Result<Self, String> {
+///     fn init(_config: &str, _vocab: Vocabulary) -> Result<Self, String> {
 ///         Ok(Passthrough)
 ///     }
 ///     fn sample(&mut self, step: &[SequenceView<'_>]) -> Result<Vec<Decision>, String> {
@@ -127,32 +113,9 @@ macro_rules! export_sampler {
                 }
             }
 
-            // `init`, and the component type of the whole world (with `sample`).
             $crate::__private::sampler_bindings::__mlahost_export_sampler_world!(
                 MlahostSamplerExport with_types_in $crate::__private::sampler_bindings
             );
-
-            // `sample`, lifted by the ABI twin (see the SDK's sampler glue).
-            #[unsafe(export_name = "mlahost:plugin/sampler@0.1.0#sample")]
-            unsafe extern "C" fn mlahost_export_sample(arg0: *mut u8, arg1: usize) -> *mut u8 {
-                // SAFETY: called by the component's canonical ABI adapter with the flattened
-                // `list<sequence>` argument, as the twin's generated glue expects.
-                unsafe {
-                    $crate::__private::sampler_twin::_export_sample_cabi::<MlahostSamplerExport>(
-                        arg0, arg1,
-                    )
-                }
-            }
-
-            #[unsafe(export_name = "cabi_post_mlahost:plugin/sampler@0.1.0#sample")]
-            unsafe extern "C" fn mlahost_post_return_sample(arg0: *mut u8) {
-                // SAFETY: called once after `sample` returned `arg0`, to free what it lowered.
-                unsafe {
-                    $crate::__private::sampler_twin::__post_return_sample::<MlahostSamplerExport>(
-                        arg0,
-                    )
-                }
-            }
         };
     };
 }

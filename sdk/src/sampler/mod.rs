@@ -9,8 +9,10 @@
 
 pub(crate) mod glue;
 mod view;
+mod vocabulary;
 
 pub use view::SequenceView;
+pub use vocabulary::Vocabulary;
 
 /// A large negative bias: adding it to a logit bans the token (see [`Decision::ban`]).
 pub const BAN: f32 = -1e30;
@@ -19,13 +21,13 @@ pub const BAN: f32 = -1e30;
 /// and used by every later call.
 ///
 /// ```
-/// use mlahost_sdk::{Decision, Sampler, SequenceView};
+/// use mlahost_sdk::{Decision, Sampler, SequenceView, Vocabulary};
 ///
 /// /// Always emits the most likely token (greedy decoding), whatever the request asked for.
 /// struct Greedy;
 ///
 /// impl Sampler for Greedy {
-///     fn init(_config: &str) -> Result<Self, String> {
+///     fn init(_config: &str, _vocab: Vocabulary) -> Result<Self, String> {
 ///         Ok(Greedy)
 ///     }
 ///
@@ -38,15 +40,22 @@ pub const BAN: f32 = -1e30;
 /// ```
 pub trait Sampler: Sized + 'static {
     /// Makes the plugin from the text given after the plugin path on the command line
-    /// (`--plugin path.wasm:CONFIG`, `""` when none). Called once per instance, before any
-    /// [`sample`](Self::sample). An `Err` refuses the plugin at start-up (or keeps the previous
-    /// version on hot reload) with that message.
-    fn init(config: &str) -> Result<Self, String>;
+    /// (`--plugin path.wasm:CONFIG`, `""` when none) and the model's [`Vocabulary`]. Called
+    /// once per instance, before any [`sample`](Self::sample). An `Err` refuses the plugin at
+    /// start-up (or keeps the previous version on hot reload) with that message.
+    fn init(config: &str, vocab: Vocabulary) -> Result<Self, String>;
 
     /// Decides the next token of every sequence of `step`: exactly one [`Decision`] per
     /// sequence, in the same order. An `Err`, or a wrong number of decisions, is a failed call:
     /// the host applies the plugin's failure policy (fail-open samples natively).
     fn sample(&mut self, step: &[SequenceView<'_>]) -> Result<Vec<Decision>, String>;
+
+    /// Vets a request's `sampler_config` when the request arrives, before it is queued: an
+    /// `Err` refuses the request with HTTP 400 and this message. Accepts anything by default.
+    fn check_config(&mut self, config: &str) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
 }
 
 /// The request's sampling parameters.
@@ -97,6 +106,9 @@ pub enum Decision {
     Allow(Vec<u64>),
     /// Sample natively, unchanged.
     Pass,
+    /// This sequence cannot go on: its request fails with this message (the others of the
+    /// step are unaffected).
+    Fail(String),
 }
 
 impl Decision {

@@ -28,8 +28,9 @@ pub struct SequenceView<'a> {
 
 #[derive(Debug)]
 enum Source<'a> {
-    /// A borrowed host handle, valid for the current `sample` call.
-    Host(&'a Logits),
+    /// The step's borrowed host handle (valid for the current `sample` call) and this
+    /// sequence's row in it.
+    Host(&'a Logits, u32),
     /// Logits held in the guest (tests, or a plugin re-running its own logic).
     Local(Vec<f32>),
 }
@@ -41,13 +42,14 @@ impl<'a> SequenceView<'a> {
         prompt_len: u32,
         generated: Vec<u32>,
         logits: &'a Logits,
+        row: u32,
     ) -> Self {
         SequenceView {
             request_id,
             params,
             prompt_len,
             generated,
-            logits: Source::Host(logits),
+            logits: Source::Host(logits, row),
         }
     }
 
@@ -80,7 +82,7 @@ impl<'a> SequenceView<'a> {
     /// Number of logits (the model's vocabulary size).
     pub fn vocab_size(&self) -> u32 {
         match &self.logits {
-            Source::Host(h) => h.vocab_size(),
+            Source::Host(h, _) => h.vocab_size(),
             Source::Local(v) => v.len() as u32,
         }
     }
@@ -88,8 +90,8 @@ impl<'a> SequenceView<'a> {
     /// The `k` highest logits, best first (`k` is capped at 1024; ties: lower id first).
     pub fn top_k(&self, k: u32) -> Vec<TokenLogit> {
         match &self.logits {
-            Source::Host(h) => h
-                .top_k(k)
+            Source::Host(h, row) => h
+                .top_k(*row, k)
                 .into_iter()
                 .map(|t| TokenLogit {
                     id: t.id,
@@ -115,7 +117,7 @@ impl<'a> SequenceView<'a> {
     /// Logits of ids `start .. start + len` (`len` is capped at 65536; past the end is cut).
     pub fn read_range(&self, start: u32, len: u32) -> Vec<f32> {
         match &self.logits {
-            Source::Host(h) => h.read_range(start, len),
+            Source::Host(h, row) => h.read_range(*row, start, len),
             Source::Local(v) => {
                 let start = (start as usize).min(v.len());
                 let end = start
@@ -129,7 +131,7 @@ impl<'a> SequenceView<'a> {
     /// The id with the highest logit (the lowest such id on ties).
     pub fn argmax(&self) -> u32 {
         match &self.logits {
-            Source::Host(h) => h.argmax(),
+            Source::Host(h, row) => h.argmax(*row),
             Source::Local(v) => {
                 let mut best = 0usize;
                 for (i, x) in v.iter().enumerate() {
@@ -146,7 +148,7 @@ impl<'a> SequenceView<'a> {
     /// [`local`](Self::local) view, an id past the vocabulary gives `-inf`.
     pub fn logprobs(&self, ids: &[u32]) -> Vec<f32> {
         match &self.logits {
-            Source::Host(h) => h.logprobs(ids),
+            Source::Host(h, row) => h.logprobs(*row, ids),
             Source::Local(v) => {
                 let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let sum: f64 = v.iter().map(|&x| f64::from(x - max).exp()).sum();

@@ -8,11 +8,12 @@
 //! runs over it as a greedy placeholder and its result is discarded.
 
 use crate::gpu::{DeviceBuffer, Gpu};
-use crate::kernels::sampling::{sample_rows, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
+use crate::kernels::sampling::{sample_rows, Masks, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::Result;
-use mlahost_engine::logits_processors::sample_row;
+use mlahost_engine::logits_processors::{sample_row, HostSample};
+use mlahost_engine::sampling::{log_softmax, top_logprobs};
 use mlahost_engine::{DeviceSample, SampleRequest};
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub struct SamplerBuffers {
     rows: usize,
     penalties: usize,
     vocab: usize,
-    bufs: Option<[DeviceBuffer; 7]>,
+    bufs: Option<[DeviceBuffer; 8]>,
 }
 
 impl SamplerBuffers {
@@ -41,6 +42,7 @@ impl SamplerBuffers {
             a(rows * 4)?,
             a(rows * MAX_TOP_LOGPROBS * 4)?,
             a(rows * MAX_TOP_LOGPROBS * 4)?,
+            a(rows * vocab.div_ceil(64) * 8)?, // allow-sets of masked rows
         ]);
         (self.rows, self.penalties, self.vocab) = (rows, penalties, vocab);
         Ok(())
@@ -50,28 +52,36 @@ impl SamplerBuffers {
     pub fn sample(&mut self, k: &Kernels, logits_buf: &DeviceBuffer, vocab: usize, requests: &mut [SampleRequest<'_>]) -> Result<Vec<DeviceSample>> {
         let logits = View::of(logits_buf);
         let mut batch = SampleBatch::new();
+        if let Some(w) = requests.iter().filter_map(|r| r.allowed).find(|w| w.len() != vocab.div_ceil(64)) {
+            return Err(crate::CudaError::launch("sample_rows", format!("an allow-set of {} words for a vocabulary of {vocab}", w.len())));
+        }
         let on_host: Vec<bool> = requests.iter().map(|r| r.params.has_logits_processors()).collect();
         for (r, &host) in requests.iter_mut().zip(&on_host) {
             if host {
                 batch.push_placeholder();
             } else {
-                batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng)?;
+                batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng, r.allowed)?;
             }
         }
         let rows = batch.rows();
         self.ensure(k.gpu(), rows, batch.penalties.len(), vocab)?;
-        let Some([params, penalties, work, tokens, lps, top_ids, top_lps]) = &self.bufs else {
+        let Some([params, penalties, work, tokens, lps, top_ids, top_lps, mask_bits]) = &self.bufs else {
             return Err(crate::CudaError::launch("sample_rows", "sampler buffers missing"));
         };
         params.write(0, &batch.params)?;
         penalties.write(0, &batch.penalties)?;
+        let masked_rows = batch.params.iter().filter(|p| p.mask_row >= 0).count();
+        if masked_rows > 0 {
+            mask_bits.write(0, &batch.masks)?;
+        }
+        let masks = Masks { bits: View::of(mask_bits), masked_rows, words: batch.mask_words };
         let out = SampleOut {
             tokens: View::of(tokens),
             token_logprobs: View::of(lps),
             top_ids: View::of(top_ids),
             top_logprobs: View::of(top_lps),
         };
-        sample_rows(k, logits, View::of(work), rows, vocab, View::of(params), View::of(penalties), batch.penalties.len(), &out)?;
+        sample_rows(k, logits, View::of(work), rows, vocab, View::of(params), View::of(penalties), batch.penalties.len(), &masks, &out)?;
         let ids: Vec<i32> = tokens.to_vec(rows)?;
         let lp: Vec<f32> = lps.to_vec(rows)?;
         let tids: Vec<i32> = top_ids.to_vec(rows * MAX_TOP_LOGPROBS)?;
@@ -83,8 +93,19 @@ impl SamplerBuffers {
             if on_host[r] {
                 host_row.resize(vocab, 0f32);
                 logits_buf.read(r * vocab * 4, &mut host_row)?;
-                let s = sample_row(&host_row, req.prompt, req.output, req.params, n, req.rng);
-                out.push(DeviceSample { token: s.token, logprob: s.logprob, top: s.top });
+                let sample = match req.allowed {
+                    None => sample_row(&host_row, req.prompt, req.output, req.params, n, req.rng),
+                    Some(words) => {
+                        // the grammar's allow-set first, as the kernel applies it; the reported
+                        // logprobs stay the raw row's
+                        let allowed = |id: usize| words.get(id / 64).is_some_and(|w| w >> (id % 64) & 1 == 1);
+                        let masked: Vec<f32> = host_row.iter().enumerate().map(|(id, &x)| if allowed(id) { x } else { f32::NEG_INFINITY }).collect();
+                        let token = sample_row(&masked, req.prompt, req.output, req.params, 0, req.rng).token;
+                        let lp = log_softmax(&host_row);
+                        HostSample { token, logprob: lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY), top: top_logprobs(&lp, n) }
+                    }
+                };
+                out.push(DeviceSample { token: sample.token, logprob: sample.logprob, top: sample.top });
                 continue;
             }
             out.push(DeviceSample {

@@ -42,7 +42,8 @@ pub struct RowParams {
     /// This row's entries in the flat penalty list: `[penalty_offset, + penalty_count)`.
     pub penalty_offset: i32,
     pub penalty_count: i32,
-    pub reserved: i32,
+    /// This row's allow-set in the flat mask list (-1: every token allowed).
+    pub mask_row: i32,
 }
 
 impl Default for RowParams {
@@ -60,7 +61,7 @@ impl Default for RowParams {
             n_logprobs: 0,
             penalty_offset: 0,
             penalty_count: 0,
-            reserved: 0,
+            mask_row: -1,
         }
     }
 }
@@ -83,11 +84,14 @@ impl Pod for PenaltyEntry {}
 const _: () = assert!(std::mem::size_of::<RowParams>() == 48);
 const _: () = assert!(std::mem::size_of::<PenaltyEntry>() == 8);
 
-/// The host side of one launch: a `RowParams` per row and the flat penalty list.
+/// The host side of one launch: a `RowParams` per row, the flat penalty list and the masked
+/// rows' allow-sets (32-bit words, `mask_words` per masked row).
 #[derive(Debug, Clone, Default)]
 pub struct SampleBatch {
     pub params: Vec<RowParams>,
     pub penalties: Vec<PenaltyEntry>,
+    pub masks: Vec<u32>,
+    pub mask_words: usize,
 }
 
 impl SampleBatch {
@@ -109,7 +113,9 @@ impl SampleBatch {
     /// `top_logprobs` alternatives. Draws the row's uniform number from `rng` when the row is
     /// sampled (not greedy), exactly when the CPU's `sample` would draw one. A request with
     /// logits processors is refused: the kernel has none, its row is sampled on the host.
-    pub fn push_row(&mut self, p: &SamplingParams, prompt: &[u32], output: &[u32], top_logprobs: usize, rng: &mut Rng) -> Result<()> {
+    /// `allowed` (a bitset of 64-bit words over the vocabulary) restricts the row's choice;
+    /// every masked row of a batch must have the same number of words.
+    pub fn push_row(&mut self, p: &SamplingParams, prompt: &[u32], output: &[u32], top_logprobs: usize, rng: &mut Rng, allowed: Option<&[u64]>) -> Result<()> {
         if top_logprobs > MAX_TOP_LOGPROBS {
             return Err(CudaError::launch("sample_rows", format!("{top_logprobs} top logprobs asked, at most {MAX_TOP_LOGPROBS}")));
         }
@@ -156,6 +162,18 @@ impl SampleBatch {
             );
         }
         let count = self.penalties.len() - offset;
+        let mask_row = match allowed {
+            None => -1,
+            Some(words) => {
+                if self.mask_words != 0 && self.mask_words != 2 * words.len() {
+                    return Err(CudaError::launch("sample_rows", format!("masks of {} and {} words in one batch", self.mask_words / 2, words.len())));
+                }
+                self.mask_words = 2 * words.len();
+                let row = self.masks.len() / self.mask_words.max(1);
+                self.masks.extend(words.iter().flat_map(|&w| [w as u32, (w >> 32) as u32]));
+                i32::try_from(row).map_err(|_| CudaError::launch("sample_rows", "too many masked rows"))?
+            }
+        };
         let to_i32 = |v: usize, what: &str| {
             i32::try_from(v).map_err(|_| CudaError::launch("sample_rows", format!("{what} {v} does not fit in i32")))
         };
@@ -171,7 +189,7 @@ impl SampleBatch {
             n_logprobs: top_logprobs as i32,
             penalty_offset: to_i32(offset, "penalty offset")?,
             penalty_count: to_i32(count, "penalty count")?,
-            reserved: 0,
+            mask_row,
         });
         Ok(())
     }
@@ -187,10 +205,19 @@ pub struct SampleOut {
     pub top_logprobs: View,
 }
 
+/// The allow-sets of a launch: `masked_rows` rows of `words` 32-bit words on the device.
+#[derive(Debug, Clone, Copy)]
+pub struct Masks {
+    pub bits: View,
+    pub masked_rows: usize,
+    pub words: usize,
+}
+
 /// Samples one token per row of `logits [rows, vocab]` f32 with `params` (`rows` x
-/// `RowParams`) and the flat `penalties` list (`n_penalties` x `PenaltyEntry`). `work` is a
-/// `[rows, vocab]` f32 scratch the penalized rows are written to; it may be `View::NULL` when
-/// `n_penalties` is 0. `logits` is left unchanged.
+/// `RowParams`), the flat `penalties` list (`n_penalties` x `PenaltyEntry`) and the rows'
+/// allow-sets (`masks`, read for rows whose `mask_row` is set). `work` is a `[rows, vocab]`
+/// f32 scratch the penalized or masked rows are written to; it may be `View::NULL` when there
+/// are neither. `logits` is left unchanged.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_rows(
     k: &Kernels,
@@ -201,20 +228,26 @@ pub fn sample_rows(
     params: View,
     penalties: View,
     n_penalties: usize,
+    masks: &Masks,
     out: &SampleOut,
 ) -> Result<()> {
     const K: &str = "sample_rows";
     ensure(K, vocab > 0 && vocab <= i32::MAX as usize, || format!("vocabulary of {vocab}"))?;
     ensure(K, rows <= i32::MAX as usize && n_penalties <= i32::MAX as usize, || format!("{rows} rows, {n_penalties} penalty entries"))?;
+    ensure(K, masks.masked_rows == 0 || masks.words * 32 >= vocab, || format!("masks of {} words for a vocabulary of {vocab}", masks.words))?;
     let row_bytes = vocab * 4;
-    let work = if n_penalties > 0 { work.need(K, "work", rows * row_bytes)? } else { 0 };
+    let scratch = n_penalties > 0 || masks.masked_rows > 0;
+    let work = if scratch { work.need(K, "work", rows * row_bytes)? } else { 0 };
     let penalties = if n_penalties > 0 { penalties.need(K, "penalties", n_penalties * std::mem::size_of::<PenaltyEntry>())? } else { 0 };
+    let bits = if masks.masked_rows > 0 { masks.bits.need(K, "masks", masks.masked_rows * masks.words * 4)? } else { 0 };
     k.launch(K, (rows as u32, 1, 1), THREADS, 0, &[
         Arg::Ptr(logits.need(K, "logits", rows * row_bytes)?),
         Arg::Ptr(work),
         Arg::Ptr(params.need(K, "params", rows * std::mem::size_of::<RowParams>())?),
         Arg::Ptr(penalties),
         Arg::I32(n_penalties as i32),
+        Arg::Ptr(bits),
+        Arg::I32(if masks.masked_rows > 0 { masks.words as i32 } else { 0 }),
         Arg::I32(vocab as i32),
         Arg::Ptr(out.tokens.need(K, "tokens", rows * 4)?),
         Arg::Ptr(out.token_logprobs.need(K, "token logprobs", rows * 4)?),
@@ -232,11 +265,11 @@ mod tests {
         let mut b = SampleBatch::new();
         let mut rng = Rng::seeded(5);
         let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
-        b.push_row(&greedy, &[1, 2], &[3], 2, &mut rng).unwrap();
+        b.push_row(&greedy, &[1, 2], &[3], 2, &mut rng, None).unwrap();
         let pen = SamplingParams { presence_penalty: 0.5, repetition_penalty: 1.2, ..Default::default() };
-        b.push_row(&pen, &[7, 3, 7], &[3, 9, 3], 0, &mut rng).unwrap();
+        b.push_row(&pen, &[7, 3, 7], &[3, 9, 3], 0, &mut rng, None).unwrap();
         let only_output = SamplingParams { frequency_penalty: 0.1, ..Default::default() };
-        b.push_row(&only_output, &[4], &[5, 5], 0, &mut rng).unwrap();
+        b.push_row(&only_output, &[4], &[5, 5], 0, &mut rng, None).unwrap();
         assert_eq!(b.rows(), 3);
         assert_eq!((b.params[0].u, b.params[0].n_logprobs, b.params[0].penalty_count), (0.0, 2, 0));
         let e = |token, output_count| PenaltyEntry { token, output_count };
@@ -247,14 +280,27 @@ mod tests {
         let mut r = Rng::seeded(5);
         assert_eq!(b.params[1].u, r.next_f64() as f32);
         assert!(b.params.iter().all(|p| (0.0..1.0).contains(&p.u)));
-        assert!(b.push_row(&greedy, &[], &[], 21, &mut rng).is_err());
+        assert!(b.push_row(&greedy, &[], &[], 21, &mut rng, None).is_err());
         // Logits processors are never silently dropped: the kernel row is refused, and a
         // placeholder draws nothing.
         let biased = SamplingParams { logit_bias: vec![(3, 1.0)], ..SamplingParams::default() };
         let before = rng.clone().next_u64();
-        assert!(b.push_row(&biased, &[], &[], 0, &mut rng).is_err());
+        assert!(b.push_row(&biased, &[], &[], 0, &mut rng, None).is_err());
         b.push_placeholder();
         assert_eq!(rng.next_u64(), before);
         assert_eq!(b.params.last().map(|p| (p.temperature, p.penalty_count)), Some((0.0, 0)));
+    }
+
+    #[test]
+    fn masks_pack_into_32_bit_words_per_masked_row() {
+        let mut b = SampleBatch::new();
+        let mut rng = Rng::seeded(1);
+        let p = SamplingParams::default();
+        b.push_row(&p, &[], &[], 0, &mut rng, Some(&[0x1_0000_0002, 3])).unwrap();
+        b.push_row(&p, &[], &[], 0, &mut rng, None).unwrap();
+        b.push_row(&p, &[], &[], 0, &mut rng, Some(&[u64::MAX, 0])).unwrap();
+        assert_eq!(b.params.iter().map(|r| r.mask_row).collect::<Vec<_>>(), vec![0, -1, 1]);
+        assert_eq!((b.mask_words, b.masks.clone()), (4, vec![2, 1, 3, 0, u32::MAX, u32::MAX, 0, 0]));
+        assert!(b.push_row(&p, &[], &[], 0, &mut rng, Some(&[1])).is_err(), "one width per batch");
     }
 }

@@ -22,6 +22,9 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
     let mut common = parse_common(&f, &["max_completion_tokens", "max_tokens"], &state.limits)?;
     state.check_model(common.model.as_deref())?;
     attach_sampler(&state, &f, &mut common)?;
+    super::structured::attach_structured(&state, &f, &mut common)?;
+    let tools = super::tools::parse_tools(&f)?;
+    let tool_format = super::tool_calls::attach_tools(&state, tools.as_ref(), &mut common)?;
     let top = match f.int("top_logprobs")? {
         None => 0,
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => k as usize,
@@ -32,7 +35,7 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
     let (prompt, last_assistant) = render_prompt(&state, &f, common.add_special_tokens.unwrap_or(false)).await?;
     let max_default = state.max_model_len;
     let req = finish_request(&common, prompt, state.model.config.vocab_size, state.max_model_len, max_default)?;
-    let chat = std::sync::Arc::new(ChatPrompt { ids: req.prompt.clone(), echo: last_assistant });
+    let chat = std::sync::Arc::new(ChatPrompt { ids: req.prompt.clone(), echo: last_assistant, tools: tool_format });
     let requests = choices(&req, common.n);
     let id = state.next_id("chatcmpl");
     let results = match generate(&state, &tenant, requests, &common, StreamKind::Chat(chat.clone()), &id).await? {
@@ -47,12 +50,11 @@ pub async fn chat_completions(state: Arc<AppState>, tenant: Tenant, body: Value)
         .enumerate()
         .map(|(i, r)| {
             let logprobs = common.request.logprobs.map(|_| chat_logprobs(tok, &r.tokens, common.tokens_as_ids));
-            let mut c = json!({
-                "index": i,
-                "message": {"role": "assistant", "content": format!("{echoed}{}", r.text)},
-                "logprobs": logprobs,
-                "finish_reason": r.finish.map(|f| f.as_str()),
-            });
+            let (mut message, finish) = super::tool_calls::message(tool_format.as_ref(), &id, i, r, tok);
+            if let Some(content) = message["content"].as_str().filter(|_| !echoed.is_empty()) {
+                message["content"] = json!(format!("{echoed}{content}"));
+            }
+            let mut c = json!({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish});
             if common.return_token_ids {
                 c["token_ids"] = json!(r.tokens.iter().map(|t| t.id).collect::<Vec<_>>());
             }
@@ -93,11 +95,12 @@ pub async fn render_prompt(state: &Arc<AppState>, f: &Fields<'_>, add_special_to
         Some(Value::Object(o)) => o.clone(),
         Some(_) => return Err(ApiError::invalid("chat_template_kwargs", "`chat_template_kwargs` must be an object")),
     };
+    let tools = f.get("tools").cloned();
     let last = messages.last().filter(|m| m["role"] == "assistant").and_then(|m| m["content"].as_str()).map(str::to_string);
     let state = state.clone();
     super::off_workers(bytes, move || {
         let template = state.chat_template.as_ref().ok_or_else(|| ApiError::internal("no chat template"))?;
-        let mut text = template.render(&messages, add_generation_prompt, &kwargs)?;
+        let mut text = template.render(&messages, add_generation_prompt, &kwargs, tools.as_ref())?;
         if continue_final {
             let final_message = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("");
             text = crate::chat_template::cut_after_final_message(&text, final_message)?;

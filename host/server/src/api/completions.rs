@@ -23,6 +23,7 @@ pub async fn completions(state: Arc<AppState>, tenant: Tenant, body: Value) -> R
     let mut common = parse_common(&f, &["max_tokens"], &state.limits)?;
     state.check_model(common.model.as_deref())?;
     attach_sampler(&state, &f, &mut common)?;
+    super::structured::attach_structured(&state, &f, &mut common)?;
     common.request.logprobs = match f.int("logprobs")? {
         None => None,
         Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),

@@ -22,29 +22,26 @@ const COMMON: &[&str] = &[
     "logit_bias", "min_tokens", "stop_token_ids", "allowed_token_ids", "bad_words",
     "truncate_prompt_tokens", "include_stop_str_in_output", "skip_special_tokens",
     "add_special_tokens", "return_token_ids", "prompt_logprobs", "echo", "user",
+    // structured outputs (api/structured.rs)
+    "response_format", "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
 ];
 
 const COMPLETIONS: &[&str] = &["prompt"];
 
 const CHAT: &[&str] = &[
     "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt", "chat_template_kwargs",
-    "continue_final_message",
+    "continue_final_message", "tools", "tool_choice",
 ];
 
-/// Structured outputs and tool calling: refused until they are implemented. Turning one into a
-/// feature is removing it here and reading it in the endpoint.
+/// The structured-output and tool fields mlahost does not implement (the others are in `COMMON`
+/// and `CHAT`): tools on completions, the legacy function fields, one call at a time, vLLM's
+/// backend and whitespace knobs and structural tags.
 const STRUCTURED_OUTPUT: &[(&str, Harmless)] = &[
-    ("response_format", |v| v.get("type").and_then(Value::as_str) == Some("text")),
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| v.as_str() == Some("none")),
-    ("parallel_tool_calls", |_| false),
+    ("parallel_tool_calls", |v| v.as_bool() == Some(true)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("function_call", |v| v.as_str() == Some("none")),
-    ("structured_outputs", |_| false),
-    ("guided_json", |_| false),
-    ("guided_regex", |_| false),
-    ("guided_choice", |_| false),
-    ("guided_grammar", |_| false),
     ("guided_decoding_backend", |_| false),
     ("guided_whitespace_pattern", |_| false),
     ("structural_tag", |_| false),
@@ -117,9 +114,11 @@ mod tests {
         assert_eq!(check(json!({"prompt": "x", "suffix": "tail"}), Endpoint::Completions), Err("suffix".into()));
         assert!(check(json!({"prompt": "x", "suffix": "", "best_of": 1, "tools": []}), Endpoint::Completions).is_ok());
         assert_eq!(check(json!({"best_of": 2}), Endpoint::Completions), Err("best_of".into()));
-        assert_eq!(check(json!({"response_format": {"type": "json_object"}}), Endpoint::Chat), Err("response_format".into()));
-        assert_eq!(check(json!({"guided_json": {}}), Endpoint::Chat), Err("guided_json".into()));
-        assert!(check(json!({"response_format": {"type": "text"}, "tool_choice": "none"}), Endpoint::Chat).is_ok());
+        assert!(check(json!({"response_format": {"type": "json_object"}, "guided_json": {}}), Endpoint::Chat).is_ok());
+        assert!(check(json!({"tools": [{"type": "function"}], "tool_choice": "required"}), Endpoint::Chat).is_ok());
+        assert_eq!(check(json!({"prompt": "x", "tools": [{"type": "function"}]}), Endpoint::Completions), Err("tools".into()));
+        assert_eq!(check(json!({"parallel_tool_calls": false}), Endpoint::Chat), Err("parallel_tool_calls".into()));
+        assert_eq!(check(json!({"guided_decoding_backend": "xgrammar"}), Endpoint::Chat), Err("guided_decoding_backend".into()));
         // Every implemented field is implemented once; no field is both implemented and refused.
         let refused: Vec<&str> = STRUCTURED_OUTPUT.iter().chain(NOT_IMPLEMENTED).map(|(n, _)| *n).collect();
         for f in COMMON.iter().chain(COMPLETIONS).chain(CHAT) {

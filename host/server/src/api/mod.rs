@@ -11,6 +11,9 @@ pub mod logprobs;
 pub mod params;
 pub mod run;
 pub mod stream;
+pub mod structured;
+pub mod tool_calls;
+pub mod tools;
 pub mod utility;
 
 use crate::chat_template::ChatTemplate;

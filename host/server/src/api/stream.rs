@@ -22,10 +22,12 @@ pub enum StreamKind {
     Chat(Arc<ChatPrompt>),
 }
 
-/// A chat's prompt ids and the last assistant message an `echo` repeats.
+/// A chat's prompt ids, the last assistant message an `echo` repeats, and the model's
+/// tool-call format when the request has tools (calls then stream as `tool_calls` deltas).
 pub struct ChatPrompt {
     pub ids: Vec<u32>,
     pub echo: Option<String>,
+    pub tools: Option<super::tools::ToolFormat>,
 }
 
 #[derive(Clone)]
@@ -60,6 +62,11 @@ pub fn stream_response(
             StreamKind::Completion(_) => "text_completion",
             StreamKind::Chat(_) => "chat.completion.chunk",
         };
+        let tool_format = match &opts.kind {
+            StreamKind::Chat(chat) => chat.tools,
+            StreamKind::Completion(_) => None,
+        };
+        let mut tool_streams: Vec<super::tool_calls::ToolStream> = (0..n_choices).map(|_| Default::default()).collect();
         let chunk = |choices: Vec<Value>, extra: Value| {
             let mut v = json!({"id": opts.id, "object": object, "created": state.created,
                 "model": state.served_model_name, "choices": choices});
@@ -121,6 +128,17 @@ pub fn stream_response(
                         }
                         StreamKind::Chat(_) => chat_logprobs(tok, std::slice::from_ref(&t), common.tokens_as_ids),
                     });
+                    if let Some(format) = &tool_format {
+                        if let Some(deltas) = tool_streams[i].on_token(format, t.id, tok, &opts.id, i) {
+                            for calls in deltas {
+                                let c = json!({"index": i, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null});
+                                if tx.send(chunk(vec![c], running_usage(i, generated[i]))).is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     (t.text, lp, Some(t.id))
                 }
                 Event::TrailingText(t) => (t, None, None),
@@ -134,7 +152,7 @@ pub fn stream_response(
                     results[i].usage = usage;
                     results[i].finish = Some(reason);
                     finished += 1;
-                    let c = choice(&opts.kind, i, "", None, Some(reason.as_str()), false);
+                    let c = choice(&opts.kind, i, "", None, Some(tool_streams[i].finish_reason(reason.as_str())), false);
                     if tx.send(chunk(vec![c], running_usage(i, usage.completion_tokens))).is_err() {
                         return;
                     }

@@ -2,14 +2,14 @@
 //! `nan` (a NaN bias), `zero` (an all-zero allow bitset), `short` (a one-word bitset) or
 //! `token` (a token id past the vocabulary). Each must count as a failed call.
 
-use mlahost_sdk::{Decision, Sampler, SequenceView, TokenBias};
+use mlahost_sdk::{Decision, Sampler, SequenceView, TokenBias, Vocabulary};
 
 struct BadSampler {
     mode: String,
 }
 
 impl Sampler for BadSampler {
-    fn init(config: &str) -> Result<Self, String> {
+    fn init(config: &str, _vocab: Vocabulary) -> Result<Self, String> {
         let mode = config.trim().trim_matches('"').to_string();
         match mode.as_str() {
             "inf" | "nan" | "zero" | "short" | "token" => Ok(BadSampler { mode }),

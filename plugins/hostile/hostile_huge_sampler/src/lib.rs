@@ -2,14 +2,14 @@
 //! all bits set) whatever the vocabulary: the host must bound what it accepts (or the memory cap
 //! stops the guest first) and apply the failure policy. `init` succeeds.
 
-use mlahost_sdk::{Decision, Sampler, SequenceView};
+use mlahost_sdk::{Decision, Sampler, SequenceView, Vocabulary};
 
 const WORDS: usize = (64 << 20) / 8;
 
 struct Huge;
 
 impl Sampler for Huge {
-    fn init(_config: &str) -> Result<Self, String> {
+    fn init(_config: &str, _vocab: Vocabulary) -> Result<Self, String> {
         Ok(Huge)
     }
 

@@ -1,12 +1,12 @@
 //! A sampler whose `sample` never returns: the host's per-call deadline must stop it, drop the
 //! instance and apply the failure policy. `init` succeeds.
 
-use mlahost_sdk::{Decision, Sampler, SequenceView};
+use mlahost_sdk::{Decision, Sampler, SequenceView, Vocabulary};
 
 struct Loop;
 
 impl Sampler for Loop {
-    fn init(_config: &str) -> Result<Self, String> {
+    fn init(_config: &str, _vocab: Vocabulary) -> Result<Self, String> {
         Ok(Loop)
     }
 

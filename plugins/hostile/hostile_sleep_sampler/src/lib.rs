@@ -1,12 +1,12 @@
 //! A sampler that sleeps 20 s in `sample` (WASI clock subscription + poll, which no epoch
 //! deadline can interrupt): the host must not let it block the engine.
 
-use mlahost_sdk::{Decision, Sampler, SequenceView};
+use mlahost_sdk::{Decision, Sampler, SequenceView, Vocabulary};
 
 struct Sleepy;
 
 impl Sampler for Sleepy {
-    fn init(_config: &str) -> Result<Self, String> {
+    fn init(_config: &str, _vocab: Vocabulary) -> Result<Self, String> {
         Ok(Sleepy)
     }
 

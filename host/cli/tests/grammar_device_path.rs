@@ -1,0 +1,129 @@
+//! Grammar masks on the device-sampling path, without a GPU: the engine core calls the
+//! masks-only grammar plugin before the forward pass and hands its allow-sets to a backend that
+//! "samples on the device" (the host's sampler over its own logits, honouring the allow-set as
+//! the CUDA sampler does). The constrained output must hold its regex, every step must take
+//! the device path, and an unconstrained neighbour must get exactly the tokens it gets alone.
+
+mod support;
+
+use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
+use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
+use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, SamplingParams};
+use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
+use mlahost_plugins::{FailurePolicy, PluginHost, PluginSpec, Vocabulary};
+use mlahost_runtime::metrics::Metrics;
+use mlahost_runtime::{spawn, EngineCore, EngineRequest, Event};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const PAGES: usize = 64;
+const PAGE: usize = 16;
+
+struct EmulatedDeviceSampler {
+    inner: CpuBackend,
+    calls: Arc<AtomicUsize>,
+    masked_rows: Arc<AtomicUsize>,
+}
+
+impl Backend for EmulatedDeviceSampler {
+    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> mlahost_engine::Result<Logits> {
+        self.inner.forward(batch)
+    }
+
+    fn cache_geometry(&self) -> CacheGeometry {
+        self.inner.cache_geometry()
+    }
+
+    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let logits = self.inner.forward(batch)?;
+        let rows = (0..batch.len()).filter_map(|i| logits.last_of(i));
+        Ok(Some(
+            rows.zip(requests.iter_mut())
+                .map(|(row, r)| {
+                    let mut row2 = row.to_vec();
+                    if let Some(bits) = r.allowed {
+                        self.masked_rows.fetch_add(1, Ordering::Relaxed);
+                        for (i, l) in row2.iter_mut().enumerate() {
+                            if bits.get(i / 64).is_none_or(|w| w >> (i % 64) & 1 == 0) {
+                                *l = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                    apply_penalties(&mut row2, r.prompt, r.output, r.params);
+                    let token = sample(&row2, r.params, r.rng);
+                    let lp = log_softmax(row);
+                    DeviceSample { token, logprob: lp[token as usize], top: top_logprobs(&lp, r.top_logprobs) }
+                })
+                .collect(),
+        ))
+    }
+}
+
+fn model() -> Arc<LoadedModel> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v2-lite");
+    Arc::new(LoadedModel::load(&dir, None).expect("fixture"))
+}
+
+/// Runs the requests at once on an emulated device sampler; each one's generated text.
+fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<AtomicUsize>, masked: &Arc<AtomicUsize>) -> Vec<(Vec<u32>, String)> {
+    let geometry = CacheGeometry { num_pages: PAGES, page_size: PAGE };
+    let cpu = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: KvCacheDtype::F32 }).expect("backend");
+    let backend: Box<dyn Backend> = Box::new(EmulatedDeviceSampler { inner: cpu, calls: calls.clone(), masked_rows: masked.clone() });
+    let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
+    let core = EngineCore::new(model.clone(), backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core");
+    let (engine, join) = spawn(core).expect("loop");
+    let receivers: Vec<_> = requests.into_iter().map(|r| engine.submit(r).1).collect();
+    let out = receivers
+        .into_iter()
+        .map(|mut rx| {
+            let (mut ids, mut text) = (Vec::new(), String::new());
+            while let Some(e) = rx.blocking_recv() {
+                match e {
+                    Event::Token(t) => {
+                        ids.push(t.id);
+                        text.push_str(&t.text);
+                    }
+                    Event::TrailingText(t) => text.push_str(&t),
+                    Event::Finished { .. } => break,
+                    Event::Failed(f) => panic!("request failed: {}", f.detail),
+                    Event::Rejected(m) => panic!("rejected: {m}"),
+                    Event::Accepted | Event::PromptLogprobs(_) => {}
+                }
+            }
+            (ids, text)
+        })
+        .collect();
+    drop(engine);
+    join.join().expect("loop thread");
+    out
+}
+
+#[test]
+fn grammar_masks_are_applied_by_the_device_sampler_and_leave_neighbours_unchanged() {
+    let model = model();
+    let tokens = TokenBytes::new(&model.tokenizer, model.config.vocab_size, model.stop_token_ids());
+    let mut spec = PluginSpec::parse(&support::plugin("grammar")).expect("spec");
+    spec.failure_policy = FailurePolicy::Closed;
+    spec.masks_only = true;
+    spec.memory_bytes = 256 << 20;
+    let host = PluginHost::load(vec![spec], Vocabulary::new(&tokens.tokens, tokens.special, tokens.eos)).expect("grammar plugin");
+    let grammar = host.sampler("grammar").expect("loaded");
+    let plain = || EngineRequest {
+        ignore_eos: true,
+        ..EngineRequest::new(vec![1, 5, 9, 200, 31], SamplingParams { temperature: 0.9, seed: Some(3), ..Default::default() }, 12)
+    };
+    let constrained = EngineRequest {
+        sampler: Some((grammar, r#"{"type": "regex", "pattern": "[a-z]{3,6}-[0-9]{2}"}"#.to_string())),
+        ..EngineRequest::new(vec![7, 8, 9], SamplingParams { temperature: 1.0, seed: Some(5), ..Default::default() }, 40)
+    };
+    let (calls, masked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let alone = run(&model, vec![plain()], &calls, &masked);
+    let together = run(&model, vec![constrained, plain()], &calls, &masked);
+    let text = &together[0].1;
+    let ok = text.len() >= 6 && text.split_once('-').is_some_and(|(a, b)| (3..=6).contains(&a.len()) && a.bytes().all(|c| c.is_ascii_lowercase()) && b.len() == 2 && b.bytes().all(|c| c.is_ascii_digit()));
+    assert!(ok, "the constrained output breaks its regex: {text:?}");
+    assert_eq!(together[1].0, alone[0].0, "the unconstrained neighbour's tokens changed");
+    assert!(masked.load(Ordering::Relaxed) >= 3, "the allow-sets reached the device sampler ({} masked rows)", masked.load(Ordering::Relaxed));
+    assert!(calls.load(Ordering::Relaxed) >= 24, "every step took the device path ({} calls)", calls.load(Ordering::Relaxed));
+}
