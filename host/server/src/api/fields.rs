@@ -34,17 +34,21 @@ const CHAT: &[&str] = &[
 ];
 
 /// The structured-output and tool fields mlahost does not implement (the others are in `COMMON`
-/// and `CHAT`): tools on completions, the legacy function fields, one call at a time, vLLM's
-/// backend and whitespace knobs and structural tags.
+/// and `CHAT`): the legacy function fields, one call at a time, vLLM's backend and whitespace
+/// knobs and structural tags.
 const STRUCTURED_OUTPUT: &[(&str, Harmless)] = &[
-    ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
-    ("tool_choice", |v| v.as_str() == Some("none")),
     ("parallel_tool_calls", |v| v.as_bool() == Some(true)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("function_call", |v| v.as_str() == Some("none")),
     ("guided_decoding_backend", |_| false),
     ("guided_whitespace_pattern", |_| false),
     ("structural_tag", |_| false),
+];
+
+/// Chat's tool fields, which vLLM also accepts on completions: refused there.
+const TOOLS_ON_COMPLETIONS: &[(&str, Harmless)] = &[
+    ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
+    ("tool_choice", |v| v.as_str() == Some("none")),
 ];
 
 /// A value of a not-implemented field that asks for nothing (e.g. `best_of: 1`) passes.
@@ -79,15 +83,15 @@ const NOT_IMPLEMENTED: &[(&str, Harmless)] = &[
 
 /// Refuses fields this endpoint does not implement; logs the ones nobody defines.
 pub fn check_fields(obj: &Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiError> {
-    let own = match endpoint {
-        Endpoint::Completions => COMPLETIONS,
-        Endpoint::Chat => CHAT,
+    let (own, own_refused) = match endpoint {
+        Endpoint::Completions => (COMPLETIONS, TOOLS_ON_COMPLETIONS),
+        Endpoint::Chat => (CHAT, &[][..]),
     };
     for (name, value) in obj {
         if value.is_null() || COMMON.contains(&name.as_str()) || own.contains(&name.as_str()) {
             continue;
         }
-        let refused = STRUCTURED_OUTPUT.iter().chain(NOT_IMPLEMENTED).find(|(n, _)| n == name);
+        let refused = STRUCTURED_OUTPUT.iter().chain(NOT_IMPLEMENTED).chain(own_refused).find(|(n, _)| n == name);
         match refused {
             Some((_, harmless)) if harmless(value) => {}
             Some(_) => {
@@ -119,10 +123,12 @@ mod tests {
         assert_eq!(check(json!({"prompt": "x", "tools": [{"type": "function"}]}), Endpoint::Completions), Err("tools".into()));
         assert_eq!(check(json!({"parallel_tool_calls": false}), Endpoint::Chat), Err("parallel_tool_calls".into()));
         assert_eq!(check(json!({"guided_decoding_backend": "xgrammar"}), Endpoint::Chat), Err("guided_decoding_backend".into()));
-        // Every implemented field is implemented once; no field is both implemented and refused.
-        let refused: Vec<&str> = STRUCTURED_OUTPUT.iter().chain(NOT_IMPLEMENTED).map(|(n, _)| *n).collect();
-        for f in COMMON.iter().chain(COMPLETIONS).chain(CHAT) {
-            assert!(!refused.contains(f), "{f} is both implemented and refused");
+        // On each endpoint no field is both implemented and refused.
+        for (own, own_refused) in [(COMPLETIONS, TOOLS_ON_COMPLETIONS), (CHAT, &[][..])] {
+            let refused: Vec<&str> = STRUCTURED_OUTPUT.iter().chain(NOT_IMPLEMENTED).chain(own_refused).map(|(n, _)| *n).collect();
+            for f in COMMON.iter().chain(own) {
+                assert!(!refused.contains(f), "{f} is both implemented and refused");
+            }
         }
     }
 }
