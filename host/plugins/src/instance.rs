@@ -10,7 +10,6 @@ use crate::spec::PluginSpec;
 use crate::vocab::Vocabulary;
 use crate::PluginError;
 use std::time::{Duration, SystemTime};
-use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 /// `init` may take longer than a hook (a plugin may build tables from its config, or index
@@ -44,7 +43,7 @@ pub fn compile(runtime: &Runtime, spec: &PluginSpec) -> Result<(PluginKind, Pre,
     if bytes[4..8] == [1, 0, 0, 0] {
         return Err(load_err(spec, "a core WebAssembly module, not a component: build it for wasm32-wasip2"));
     }
-    let component = Component::new(&runtime.engine, &bytes).map_err(|e| load_err(spec, format!("not a valid component: {e:#}")))?;
+    let component = crate::compiled_cache::load_or_compile(&runtime.engine, &bytes).map_err(|e| load_err(spec, format!("not a valid component: {e:#}")))?;
     let exports: Vec<String> = component.component_type().exports(&runtime.engine).map(|(name, _)| name.to_string()).collect();
     let worlds: Vec<World> = World::ALL.iter().copied().filter(|w| exports.iter().any(|e| e == w.export_name())).collect();
     let world = match worlds.as_slice() {

@@ -7,6 +7,7 @@
 
 mod adapters;
 mod bindings;
+mod compiled_cache;
 mod error;
 mod hooks;
 mod hooks_sampler;
