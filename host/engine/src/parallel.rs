@@ -25,8 +25,12 @@ impl ParallelLayout {
         self.tensor_parallel * self.data_parallel
     }
 
-    /// vLLM-style name: `TP=8`, `DP=8 + EP=8`, `TP=2 x DP=4 + EP=8`.
+    /// vLLM-style name: `TP=8`, `DP=8 + EP=8`, `TP=2 x DP=4 + EP=8`; one GPU per instance is
+    /// `replica per GPU`.
     pub fn describe(&self) -> String {
+        if *self == Self::SINGLE {
+            return "replica per GPU".to_string();
+        }
         let mut parts = Vec::new();
         if self.tensor_parallel > 1 || self.data_parallel == 1 {
             parts.push(format!("TP={}", self.tensor_parallel));
