@@ -8,7 +8,8 @@ mod support;
 
 use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
-use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, SamplingParams};
+use mlahost_engine::logits_processors::sample_row;
+use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
 use mlahost_plugins::{FailurePolicy, PluginHost, PluginSpec, Vocabulary};
 use mlahost_runtime::metrics::Metrics;
@@ -41,19 +42,12 @@ impl Backend for EmulatedDeviceSampler {
         Ok(Some(
             rows.zip(requests.iter_mut())
                 .map(|(row, r)| {
-                    let mut row2 = row.to_vec();
-                    if let Some(bits) = r.allowed {
+                    if r.allowed.is_some() {
                         self.masked_rows.fetch_add(1, Ordering::Relaxed);
-                        for (i, l) in row2.iter_mut().enumerate() {
-                            if bits.get(i / 64).is_none_or(|w| w >> (i % 64) & 1 == 0) {
-                                *l = f32::NEG_INFINITY;
-                            }
-                        }
                     }
-                    apply_penalties(&mut row2, r.prompt, r.output, r.params);
-                    let token = sample(&row2, r.params, r.rng);
-                    let lp = log_softmax(row);
-                    DeviceSample { token, logprob: lp[token as usize], top: top_logprobs(&lp, r.top_logprobs) }
+                    // the host's own decision (allow-set, processors, penalties, draw)
+                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed, r.top_logprobs, r.rng);
+                    DeviceSample { token: s.token, logprob: s.logprob, top: s.top }
                 })
                 .collect(),
         ))

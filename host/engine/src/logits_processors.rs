@@ -71,6 +71,16 @@ pub fn process_row(row: &mut [f32], prompt: &[u32], output: &[u32], p: &Sampling
     apply_penalties(row, prompt, output, p);
 }
 
+/// Leaves only the allowed tokens (a grammar's allow-set: bit `i % 64` of word `i / 64`; ids past
+/// the words are not allowed) samplable.
+pub fn mask_to_allowed(row: &mut [f32], allowed: &[u64]) {
+    for (i, l) in row.iter_mut().enumerate() {
+        if allowed.get(i / 64).is_none_or(|w| w >> (i % 64) & 1 == 0) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// A token drawn on the host from a raw logits row, with its logprob and the `top` best
 /// alternatives of the model's own distribution (before processors, penalties and temperature).
 pub struct HostSample {
@@ -80,10 +90,14 @@ pub struct HostSample {
 }
 
 /// Samples `raw` for a sequence with `prompt` and `output` so far: the same decision the CPU
-/// engine loop makes. `top`: alternatives to report.
-pub fn sample_row(raw: &[f32], prompt: &[u32], output: &[u32], p: &SamplingParams, top: usize, rng: &mut Rng) -> HostSample {
-    let token = if needs_processing(p) {
+/// engine loop makes (the allow-set first, then the processors and penalties). `top`:
+/// alternatives to report.
+pub fn sample_row(raw: &[f32], prompt: &[u32], output: &[u32], p: &SamplingParams, allowed: Option<&[u64]>, top: usize, rng: &mut Rng) -> HostSample {
+    let token = if needs_processing(p) || allowed.is_some() {
         let mut row = raw.to_vec();
+        if let Some(bits) = allowed {
+            mask_to_allowed(&mut row, bits);
+        }
         process_row(&mut row, prompt, output, p);
         sample(&row, p, rng)
     } else {
@@ -102,12 +116,28 @@ mod tests {
     }
 
     #[test]
+    fn an_allow_set_is_applied_before_the_processors_and_logprobs_stay_raw() {
+        let raw = [3.0, 1.0, 2.0, 0.5];
+        let mut r = Rng::seeded(1);
+        // ids 1 and 3 allowed: the argmax among them, with the model's own logprob reported
+        let s = sample_row(&raw, &[], &[], &greedy(), Some(&[0b1010]), 1, &mut r);
+        assert_eq!((s.token, s.logprob, s.top[0].0), (1, log_softmax(&raw)[1], 0));
+        // a bias inside the allow-set still decides among the allowed ids
+        let p = SamplingParams { logit_bias: vec![(3, 5.0)], ..greedy() };
+        assert_eq!(sample_row(&raw, &[], &[], &p, Some(&[0b1010]), 0, &mut r).token, 3);
+        // ids past the words are not allowed
+        let mut row = vec![0.0; 70];
+        mask_to_allowed(&mut row, &[u64::MAX]);
+        assert!(row[63].is_finite() && row[64] == f32::NEG_INFINITY);
+    }
+
+    #[test]
     fn logit_bias_moves_the_argmax() {
         let raw = [3.0, 1.0, 2.0];
         let mut r = Rng::seeded(1);
-        assert_eq!(sample_row(&raw, &[], &[], &greedy(), 0, &mut r).token, 0);
+        assert_eq!(sample_row(&raw, &[], &[], &greedy(), None, 0, &mut r).token, 0);
         let p = SamplingParams { logit_bias: vec![(1, 5.0)], ..greedy() };
-        let s = sample_row(&raw, &[], &[], &p, 2, &mut r);
+        let s = sample_row(&raw, &[], &[], &p, None, 2, &mut r);
         assert_eq!(s.token, 1);
         // Reported logprobs are the model's, before the bias.
         let lp = log_softmax(&raw);
@@ -119,7 +149,7 @@ mod tests {
         let raw: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let p = SamplingParams { allowed_token_ids: Some(vec![5, 17, 33]), temperature: 1.5, ..Default::default() };
         let mut r = Rng::seeded(4);
-        let drawn: Vec<u32> = (0..300).map(|_| sample_row(&raw, &[], &[], &p, 0, &mut r).token).collect();
+        let drawn: Vec<u32> = (0..300).map(|_| sample_row(&raw, &[], &[], &p, None, 0, &mut r).token).collect();
         assert!(drawn.iter().all(|t| [5, 17, 33].contains(t)));
         assert!([5, 17, 33].iter().all(|t| drawn.contains(t)));
     }
@@ -140,7 +170,7 @@ mod tests {
         let raw = [0.0, 9.0, 1.0];
         let p = SamplingParams { min_tokens: 2, min_tokens_banned: vec![1], ..greedy() };
         let mut r = Rng::seeded(2);
-        assert_eq!(sample_row(&raw, &[], &[0], &p, 0, &mut r).token, 2);
-        assert_eq!(sample_row(&raw, &[], &[0, 2], &p, 0, &mut r).token, 1);
+        assert_eq!(sample_row(&raw, &[], &[0], &p, None, 0, &mut r).token, 2);
+        assert_eq!(sample_row(&raw, &[], &[0, 2], &p, None, 0, &mut r).token, 1);
     }
 }

@@ -467,7 +467,7 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
             let (mut best, _) = margin(&lp);
             if params[i].has_logits_processors() {
                 let s = &seqs[i];
-                best = mlahost_engine::logits_processors::sample_row(row, &s[..1], &s[1..], &params[i], 0, &mut HostRng::seeded(0)).token;
+                best = mlahost_engine::logits_processors::sample_row(row, &s[..1], &s[1..], &params[i], None, 0, &mut HostRng::seeded(0)).token;
             } else if i == 2 {
                 let allowed = |id: usize| mask[id / 64] >> (id % 64) & 1 == 1;
                 best = (0..lp.len()).filter(|&id| allowed(id)).fold(None, |b: Option<usize>, id| match b {

@@ -4,7 +4,7 @@
 use crate::detokenizer::{Detokenizer, Step};
 use crate::request::{EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
 use crate::metrics::Metrics;
-use mlahost_engine::logits_processors::{needs_processing, process_row};
+use mlahost_engine::logits_processors::{mask_to_allowed, needs_processing, process_row};
 use mlahost_engine::sampling::{log_softmax, sample, token_rank, top_logprobs, Rng};
 use mlahost_engine::{DeviceSample, SampleRequest};
 use mlahost_engine::Tokenizer;
@@ -119,12 +119,7 @@ impl Active {
             }
             Some(SampleDecision::Allow(bits)) if bits.iter().any(|w| *w != 0) => {
                 let mut row = row.to_vec();
-                for (i, l) in row.iter_mut().enumerate() {
-                    let allowed = bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1);
-                    if !allowed {
-                        *l = f32::NEG_INFINITY;
-                    }
-                }
+                mask_to_allowed(&mut row, &bits);
                 process_row(&mut row, prompt, output, p);
                 sample(&row, p, &mut self.rng)
             }

@@ -8,7 +8,8 @@ use crate::handle::spawn;
 use crate::metrics::Metrics;
 use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
-use mlahost_engine::sampling::{apply_penalties, log_softmax, sample, top_logprobs, SamplingParams};
+use mlahost_engine::logits_processors::sample_row;
+use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,19 +39,9 @@ impl Backend for EmulatedDeviceSampler {
         Ok(Some(
             rows.zip(requests.iter_mut())
                 .map(|(row, r)| {
-                    let mut penalized = row.to_vec();
-                    // An allow-set masks before the penalties, as the host applies one.
-                    if let Some(bits) = r.allowed {
-                        for (i, l) in penalized.iter_mut().enumerate() {
-                            if bits.get(i / 64).is_none_or(|w| w >> (i % 64) & 1 == 0) {
-                                *l = f32::NEG_INFINITY;
-                            }
-                        }
-                    }
-                    apply_penalties(&mut penalized, r.prompt, r.output, r.params);
-                    let token = sample(&penalized, r.params, r.rng);
-                    let lp = log_softmax(row);
-                    DeviceSample { token, logprob: lp[token as usize], top: top_logprobs(&lp, r.top_logprobs) }
+                    // the host's own decision (allow-set, processors, penalties, draw)
+                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed, r.top_logprobs, r.rng);
+                    DeviceSample { token: s.token, logprob: s.logprob, top: s.top }
                 })
                 .collect(),
         ))

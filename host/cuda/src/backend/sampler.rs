@@ -12,8 +12,7 @@ use crate::kernels::sampling::{sample_rows, Masks, PenaltyEntry, RowParams, Samp
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::Result;
-use mlahost_engine::logits_processors::{sample_row, HostSample};
-use mlahost_engine::sampling::{log_softmax, top_logprobs};
+use mlahost_engine::logits_processors::sample_row;
 use mlahost_engine::{DeviceSample, SampleRequest};
 use std::sync::Arc;
 
@@ -93,18 +92,7 @@ impl SamplerBuffers {
             if on_host[r] {
                 host_row.resize(vocab, 0f32);
                 logits_buf.read(r * vocab * 4, &mut host_row)?;
-                let sample = match req.allowed {
-                    None => sample_row(&host_row, req.prompt, req.output, req.params, n, req.rng),
-                    Some(words) => {
-                        // the grammar's allow-set first, as the kernel applies it; the reported
-                        // logprobs stay the raw row's
-                        let allowed = |id: usize| words.get(id / 64).is_some_and(|w| w >> (id % 64) & 1 == 1);
-                        let masked: Vec<f32> = host_row.iter().enumerate().map(|(id, &x)| if allowed(id) { x } else { f32::NEG_INFINITY }).collect();
-                        let token = sample_row(&masked, req.prompt, req.output, req.params, 0, req.rng).token;
-                        let lp = log_softmax(&host_row);
-                        HostSample { token, logprob: lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY), top: top_logprobs(&lp, n) }
-                    }
-                };
+                let sample = sample_row(&host_row, req.prompt, req.output, req.params, req.allowed, n, req.rng);
                 out.push(DeviceSample { token: sample.token, logprob: sample.logprob, top: sample.top });
                 continue;
             }
