@@ -6,25 +6,14 @@
 
 mod support;
 
-use std::process::Command;
 use support::{fixture, Server};
 
 #[test]
 fn lm_eval_loglikelihoods_match_transformers() {
-    let has = Command::new("python3").args(["-c", "import lm_eval, transformers"]).status().is_ok_and(|s| s.success());
-    if !has {
-        assert!(std::env::var("MLAHOST_CI").as_deref() != Ok("1"), "CI must install lm-eval: pip install 'lm-eval[api]' transformers");
-        eprintln!("skipped: python3 with `lm_eval` and `transformers` is not available (pip install 'lm-eval[api]' transformers)");
+    if !support::python_has("lm_eval, transformers", "'lm-eval[api]' transformers") {
         return;
     }
     let server = Server::start(&["--model", fixture("tiny-v2-lite").to_str().unwrap(), "--served-model-name", "tiny-v2-lite"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/lm_eval_check.py");
-    let out = Command::new("python3")
-        .args([script, "--base-url", &format!("http://{}", server.addr), "--model", "tiny-v2-lite"])
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "lm-eval's scores differ from transformers'");
+    let stdout = support::run_python_check("lm_eval_check.py", &server, "", "tiny-v2-lite", "lm-eval's scores against transformers'");
     assert!(stdout.contains("lm-eval check: 25 requests, 0 failures"));
 }

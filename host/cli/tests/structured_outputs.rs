@@ -6,26 +6,15 @@
 mod support;
 
 use serde_json::json;
-use std::process::Command;
 use support::Server;
 
 #[test]
 fn structured_outputs_hold_on_the_random_model() {
-    let has_packages = Command::new("python3").args(["-c", "import openai, jsonschema, pydantic"]).status().is_ok_and(|s| s.success());
-    if !has_packages {
-        assert!(std::env::var_os("CI").is_none(), "CI must install openai and jsonschema (pip install openai jsonschema)");
-        eprintln!("skipped: python3 with `openai` and `jsonschema` is not available");
+    if !support::python_has("openai, jsonschema, pydantic", "openai jsonschema") {
         return;
     }
     let server = Server::start(&["--served-model-name", "tiny-v2-lite"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/structured_outputs.py");
-    let out = Command::new("python3")
-        .args([script, "--base-url", &format!("http://{}", server.addr), "--model", "tiny-v2-lite"])
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the structured-output checks failed");
+    let stdout = support::run_python_check("structured_outputs.py", &server, "", "tiny-v2-lite", "the structured-output checks");
     assert!(stdout.contains(" passed, 0 failed"));
 }
 

@@ -282,3 +282,29 @@ pub fn refuse_to_start(args: &[&str]) -> String {
     assert!(!out.status.success(), "the server started");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
+
+/// Whether python3 imports `modules` (comma-separated). Where it does not, the caller skips with
+/// a note, except under MLAHOST_CI=1 (CI installs them: .ci/run), where this fails instead.
+pub fn python_has(modules: &str, install: &str) -> bool {
+    let ok = Command::new("python3").args(["-c", &format!("import {modules}")]).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var("MLAHOST_CI").as_deref() != Ok("1"), "CI must install {modules}: pip install {install}");
+        eprintln!("skipped: python3 with {modules} is not available (pip install {install})");
+    }
+    ok
+}
+
+/// Runs a check script of tests/ against `server` at `base_path` (e.g. "/v1") with a served model
+/// name; returns its stdout after checking it exited 0 (`what` names the checks in the message).
+pub fn run_python_check(script: &str, server: &Server, base_path: &str, model: &str, what: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests").join(script);
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--base-url", &format!("http://{}{base_path}", server.addr), "--model", model])
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed");
+    stdout
+}
