@@ -176,25 +176,25 @@ pub async fn generate(
     // Priorities first, but never above the tenant's class.
     let priority = priority.min(tenant.config.max_priority);
     let salt = tenant.salt(common.cache_salt.as_deref());
-    // Each prompt's page hashes once, for the router and the scheduler (n choices share them).
-    let mut previous: Option<(Vec<u32>, PromptHashes)> = None;
-    for r in &mut requests {
+    // Each prompt's page hashes once, for the router and the scheduler: a prompt's n choices
+    // are consecutive and share them.
+    for i in 0..requests.len() {
+        let hashes = match i.checked_sub(1).map(|p| &requests[p]) {
+            Some(prev) if prev.prompt == requests[i].prompt => prev.prompt_hashes.clone(),
+            _ => Some(PromptHashes::of(&requests[i].prompt, state.replicas.page_size, salt)),
+        };
+        let r = &mut requests[i];
         r.priority = priority;
         r.salt = salt;
         r.tenant = tenant.index;
         r.tenant_stats = Some(stats.clone());
-        let hashes = match &previous {
-            Some((prompt, hashes)) if *prompt == r.prompt => hashes.clone(),
-            _ => PromptHashes::of(&r.prompt, state.replicas.page_size, salt),
-        };
-        r.prompt_hashes = Some(hashes.clone());
-        previous = Some((r.prompt.clone(), hashes));
+        r.prompt_hashes = hashes;
     }
     stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let first = &requests[0];
     let route = RouteRequest { tenant: Some(&tenant.config.id), prompt_tokens: first.prompt.len(), priority, model: &state.served_model_name };
-    let first_hashes = first.prompt_hashes.clone().unwrap_or_else(|| PromptHashes::of(&first.prompt, state.replicas.page_size, salt));
-    let replica = state.replicas.route(&route, &first_hashes)?;
+    let first_hashes = first.prompt_hashes.as_ref().ok_or_else(|| ApiError::internal("no prompt hashes"))?;
+    let replica = state.replicas.route(&route, first_hashes)?;
     let guard = replica.enter();
     let mut sub = submit_all(&replica.engine, requests).await?;
     sub.in_flight = Some(guard);
