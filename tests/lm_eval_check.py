@@ -6,6 +6,11 @@ transformers on the same token ids.
 
     python3 tests/lm_eval_check.py --base-url http://127.0.0.1:8000 --model tiny-v2-lite
     python3 tests/lm_eval_check.py --make-golden      # needs torch; rewrites golden.json
+    python3 tests/lm_eval_check.py --direct --base-url URL --tolerance-per-token 0.05
+
+`--direct` sends the requests lm-eval's `local-completions` sends (the stored token ids, `echo`,
+`logprobs: 1`, `max_tokens: 0`) with the standard library only and scores them as lm-eval does:
+for a machine without lm-eval (the GPU machine), after the full check has passed on the CPU.
 
 The goldens (per request: lm-eval's context and continuation token ids, transformers'
 loglikelihood and is_greedy; and the accuracy) are computed by transformers from
@@ -168,17 +173,56 @@ def check(base_url: str, model: str, tolerance: float) -> int:
     return 1 if failures else 0
 
 
+def direct_check(base_url: str, model: str, tolerance: float) -> int:
+    import urllib.request
+
+    golden = json.loads(GOLDEN.read_text())
+    failures, results = [], []
+    for g in golden["requests"]:
+        ids = g["context_ids"] + g["continuation_ids"]
+        body = json.dumps({"model": model, "prompt": ids, "max_tokens": 0, "echo": True, "logprobs": 1, "temperature": 0}).encode()
+        req = urllib.request.Request(f"{base_url}/v1/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            lp = json.load(r)["choices"][0]["logprobs"]
+        n_ctx = len(g["context_ids"])
+        tokens, tops = lp["token_logprobs"][n_ctx:], lp["top_logprobs"][n_ctx:]
+        if len(tokens) != len(g["continuation_ids"]) or len(lp["token_logprobs"]) != len(ids):
+            failures.append(f"doc {g['doc']} {g['continuation']!r}: {len(lp['token_logprobs'])} echoed logprobs for {len(ids)} tokens")
+            continue
+        ll = sum(tokens)
+        # lm-eval's is_greedy: each continuation token is its position's top-1 alternative.
+        greedy = all(max(top.values()) <= tok + 1e-6 for tok, top in zip(tokens, tops))
+        results.append(dict(g, loglikelihood=ll))
+        if abs(ll - g["loglikelihood"]) > tolerance * len(tokens):
+            failures.append(f"doc {g['doc']} {g['continuation']!r}: server {ll:.6f}, transformers {g['loglikelihood']:.6f}")
+        if greedy != g["is_greedy"]:
+            failures.append(f"doc {g['doc']} {g['continuation']!r}: is_greedy {greedy}, transformers {g['is_greedy']}")
+        print(f"doc {g['doc']} {g['continuation']!r:16} server {ll:12.6f}  transformers {g['loglikelihood']:12.6f}")
+    docs = [json.loads(line) for line in (TASK_DIR / "data.jsonl").read_text().splitlines()]
+    acc = accuracy(docs, results, lambda r: r["loglikelihood"])
+    print(f"accuracy: server {acc}, transformers {golden['accuracy']}")
+    if abs(acc - golden["accuracy"]) > 1e-9:
+        failures.append(f"accuracy {acc} != {golden['accuracy']}")
+    for f in failures:
+        print("FAIL:", f)
+    print(f"direct check: {len(results)} requests, {len(failures)} failures")
+    return 1 if failures else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--model", default="tiny-v2-lite")
     p.add_argument("--make-golden", action="store_true")
+    p.add_argument("--direct", action="store_true", help="the same requests without lm-eval (standard library only)")
     p.add_argument("--tolerance-per-token", type=float, default=TOLERANCE_PER_TOKEN,
                    help="loglikelihood tolerance per continuation token (a bf16 GPU server needs more than the CPU's)")
     a = p.parse_args()
     if a.make_golden:
         make_golden()
         return 0
+    if a.direct:
+        return direct_check(a.base_url, a.model, a.tolerance_per_token)
     return check(a.base_url, a.model, a.tolerance_per_token)
 
 

@@ -12,6 +12,7 @@ pub mod model;
 pub mod parallel;
 pub mod rope;
 pub mod logits_processors;
+pub mod logprobs;
 pub mod sampling;
 pub mod shapes;
 pub mod tensor;

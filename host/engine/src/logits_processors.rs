@@ -3,7 +3,7 @@
 //! penalties. They change the row that is sampled from, never the reported logprobs. One host
 //! implementation serves the CPU engine and the rows a device sampler hands back to the host.
 
-use crate::sampling::{apply_penalties, log_softmax, sample, top_logprobs, Rng, SamplingParams};
+use crate::sampling::{apply_penalties, sample, Rng, SamplingParams};
 
 /// Applies the logits processors to `row` in place, given the tokens generated so far.
 pub fn apply_logits_processors(row: &mut [f32], output: &[u32], p: &SamplingParams) {
@@ -103,13 +103,14 @@ pub fn sample_row(raw: &[f32], prompt: &[u32], output: &[u32], p: &SamplingParam
     } else {
         sample(raw, p, rng)
     };
-    let lp = log_softmax(raw);
-    HostSample { token, logprob: lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY), top: top_logprobs(&lp, top) }
+    let lp = crate::logprobs::RowLogprobs::new(raw);
+    HostSample { token, logprob: lp.of(token), top: lp.top(top) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::log_softmax;
 
     fn greedy() -> SamplingParams {
         SamplingParams { temperature: 0.0, ..Default::default() }

@@ -143,25 +143,11 @@ impl Rng {
     }
 }
 
-/// log_softmax with f64 accumulation.
-pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
-    logits.iter().map(|&l| (l as f64 - lse) as f32).collect()
-}
+pub use crate::logprobs::log_softmax;
 
-/// The `k` most likely `(token, logprob)` pairs, best first (ties: lower id first).
+/// The `k` most likely `(token, logprob)` pairs of a logprob row, best first (ties: lower id first).
 pub fn top_logprobs(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
-    let k = k.min(idx.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let cmp = |a: &u32, b: &u32| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]).then(a.cmp(b));
-    idx.select_nth_unstable_by(k - 1, cmp);
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+    crate::logprobs::top_k(logprobs, k)
 }
 
 /// Applies the penalties to `logits` in place, given the prompt and the tokens generated so far.
@@ -190,18 +176,13 @@ pub fn apply_penalties(logits: &mut [f32], prompt: &[u32], output: &[u32], p: &S
 
 /// vLLM's rank of `token` in a logprob row: 1 + how many tokens are strictly more likely.
 pub fn token_rank(logprobs: &[f32], token: u32) -> usize {
-    let Some(&own) = logprobs.get(token as usize) else { return logprobs.len() };
-    1 + logprobs.iter().filter(|&&l| l > own).count()
+    crate::logprobs::rank(logprobs, token)
 }
 
+/// The first index of the largest logit (0 when every one is NaN).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
+    let max = crate::cpu::max_f32(logits);
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 
 /// Draws the next token, in time linear in the vocabulary (expected): weights are computed

@@ -5,7 +5,8 @@ use crate::detokenizer::{Detokenizer, Step};
 use crate::request::{EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
 use crate::metrics::Metrics;
 use mlahost_engine::logits_processors::{mask_to_allowed, needs_processing, process_row};
-use mlahost_engine::sampling::{log_softmax, sample, token_rank, top_logprobs, Rng};
+use mlahost_engine::logprobs::RowLogprobs;
+use mlahost_engine::sampling::{sample, Rng};
 use mlahost_engine::{DeviceSample, SampleRequest};
 use mlahost_engine::Tokenizer;
 use mlahost_plugins::SampleDecision;
@@ -55,10 +56,9 @@ impl Active {
     pub fn record_prompt_logprob(&mut self, pos: usize, row: &[f32], prompt: &[u32]) {
         let Some(k) = self.request.prompt_logprobs else { return };
         if pos == self.prompt_logprobs.len() && pos + 1 < prompt.len() {
-            let lp = log_softmax(row);
+            let lp = RowLogprobs::new(row);
             let token = prompt[pos + 1];
-            let logprob = lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
-            self.prompt_logprobs.push(PromptLogprob { token, logprob, rank: token_rank(&lp, token), top: top_logprobs(&lp, k) });
+            self.prompt_logprobs.push(PromptLogprob { token, logprob: lp.of(token), rank: lp.rank(token), top: lp.top(k) });
         }
         self.send_prompt_logprobs_if_complete(prompt.len());
     }
@@ -132,8 +132,8 @@ impl Active {
         };
         // Reported logprobs are the model's own distribution, before processors and temperature.
         self.last_logprobs = self.request.logprobs.map(|k| {
-            let lp = log_softmax(row);
-            (lp[token as usize], top_logprobs(&lp, k))
+            let lp = RowLogprobs::new(row);
+            (lp.of(token), lp.top(k))
         });
         token
     }

@@ -150,19 +150,14 @@ impl Attention<'_> {
         let mut o_lat = vec![0f32; heads * l * r];
         super::pool::for_each_chunk(&mut o_lat, r, &|i, o| {
             let (head, tok) = (i / l, i % l);
+            // The cached row is [c_kv | k_pe]: one dot against [q_lat | q_pe], pre-scaled.
             let q_pe = &q[tok * heads * qk + head * qk + nope..][..qk - nope];
             let ql = &q_lat[head][tok * r..(tok + 1) * r];
-            let pos = chunk.start_pos + tok;
-            let mut scores: Vec<f32> = (0..=pos)
-                .map(|j| {
-                    let lat = context.row(j);
-                    (lat.slice(0..r).dot(ql) + lat.slice(r..r + q_pe.len()).dot(q_pe)) * scale
-                })
-                .collect();
+            let query: Vec<f32> = ql.iter().chain(q_pe).map(|&x| x * scale).collect();
+            let mut scores = vec![0f32; chunk.start_pos + tok + 1];
+            context.dots(&query, &mut scores);
             softmax(&mut scores);
-            for (j, &p) in scores.iter().enumerate() {
-                context.row(j).slice(0..r).axpy(p, o);
-            }
+            context.weighted_sum(&scores, o);
         });
         let uv = |h: usize| h * (nope + v) + nope..h * (nope + v) + nope + v;
         let ys = linear_many(&(0..heads).map(|h| Lin::rows(&w.kv_b, uv(h), &o_lat[h * l * r..(h + 1) * l * r], l)).collect::<Vec<_>>());

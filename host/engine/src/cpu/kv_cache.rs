@@ -5,7 +5,7 @@
 
 use crate::batch::CacheGeometry;
 use crate::kv_cache_dtype::{decode_latent, encode_latent, row_bytes, KvCacheDtype};
-use super::kernels::{axpy_bf16, axpy_f32, dot_bf16, dot_f32};
+use super::kernels::{axpy4_bf16, axpy4_f32, axpy_bf16, axpy_f32, dot4_bf16, dot4_f32, dot_bf16, dot_f32};
 use mlahost_core::PageId;
 
 enum Slots {
@@ -76,6 +76,47 @@ impl<'a> Row<'a> {
 }
 
 impl Context<'_> {
+    /// `out[j] = q · row(j)` for positions `0..out.len()`, four rows per pass over `q` (the
+    /// query's length may be a prefix of the row's).
+    pub fn dots(&self, q: &[f32], out: &mut [f32]) {
+        let done = out.len() / 4 * 4;
+        let mut groups = out.chunks_exact_mut(4);
+        for (g, o) in (&mut groups).enumerate() {
+            let j = 4 * g;
+            match [self.row(j), self.row(j + 1), self.row(j + 2), self.row(j + 3)] {
+                [Row::F32(a), Row::F32(b), Row::F32(c), Row::F32(d)] => o.copy_from_slice(&dot4_f32(q, [a, b, c, d])),
+                [Row::Bf16(a), Row::Bf16(b), Row::Bf16(c), Row::Bf16(d)] => {
+                    o.copy_from_slice(&dot4_bf16(q, [a, b, c, d]))
+                }
+                rows => o.iter_mut().zip(rows).for_each(|(o, r)| *o = r.slice(0..q.len()).dot(q)),
+            }
+        }
+        for (j, o) in groups.into_remainder().iter_mut().enumerate() {
+            *o = self.row(done + j).slice(0..q.len()).dot(q);
+        }
+    }
+
+    /// `y += Σ_j p[j] row(j)[..y.len()]` over positions `0..p.len()`, one pass over `y` per
+    /// four rows.
+    pub fn weighted_sum(&self, p: &[f32], y: &mut [f32]) {
+        let n = y.len();
+        let groups = p.chunks_exact(4);
+        let rest = groups.remainder();
+        for (g, w) in groups.enumerate() {
+            let j = 4 * g;
+            let w = [w[0], w[1], w[2], w[3]];
+            match [self.row(j), self.row(j + 1), self.row(j + 2), self.row(j + 3)] {
+                [Row::F32(a), Row::F32(b), Row::F32(c), Row::F32(d)] => axpy4_f32(w, [a, b, c, d], y),
+                [Row::Bf16(a), Row::Bf16(b), Row::Bf16(c), Row::Bf16(d)] => axpy4_bf16(w, [a, b, c, d], y),
+                rows => rows.iter().zip(w).for_each(|(r, w)| r.slice(0..n).axpy(w, y)),
+            }
+        }
+        let done = p.len() - rest.len();
+        for (j, &w) in rest.iter().enumerate() {
+            self.row(done + j).slice(0..n).axpy(w, y);
+        }
+    }
+
     pub fn row(&self, pos: usize) -> Row<'_> {
         let at = |table: &[PageId], page: usize, dim: usize| (table[pos / page] as usize * page + pos % page) * dim;
         match self {

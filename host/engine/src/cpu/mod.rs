@@ -18,6 +18,7 @@ mod rope_at;
 pub use attention::AttentionMode;
 pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
+pub(crate) use kernels::{max_f32, sum_exp};
 
 use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, RoutingTrace, SeqChunk, TokenRoute};
 use crate::config::ModelConfig;
