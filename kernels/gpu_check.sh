@@ -3,7 +3,11 @@
 # toolchain, run the carried release binary's kernel checks, the end-to-end comparisons and the
 # benchmarks, and print one table at the end.
 #
-#   kernels/gpu_check.sh [checks] [bench] [e2e]        (default: checks bench)
+#   kernels/gpu_check.sh [checks] [bench] [e2e] [server]   (default: checks bench)
+#
+# server: the API's GPU paths on the tiny fixture: lm-eval's echo + logprobs requests against the
+# transformers goldens (tests/lm_eval_check.py --direct) and the structured-output checks
+# (tests/structured_outputs.py --stdlib-only: grammar allow-sets in the device sampler).
 #
 # BIN (default .bin/mlahost) is the release binary built on the development machine;
 # TOKENIZER_DIR (default .bin/tokenizer) holds the DeepSeek tokenizer for the random checkpoints;
@@ -69,6 +73,19 @@ if has checks && [ -d "$TESTS_DIR" ]; then
       note "| $(basename "$t") | FAILED: $(grep -E 'panicked|^test result' "$OUT/test_$(basename "$t").log" | head -3 | tr '\n' ' ') |"
     fi
   done
+fi
+
+if has server; then
+  "$BIN" serve --device cuda:0 --model tests/fixtures/tiny-v2-lite --served-model-name tiny-v2-lite --port 8013 > "$OUT/serve_api.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 240); do curl -sf http://127.0.0.1:8013/health > /dev/null && break; kill -0 $pid 2> /dev/null || break; sleep 0.5; done
+  note ""
+  note "## the API on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) (tiny-v2-lite)"
+  python3 tests/lm_eval_check.py --direct --base-url http://127.0.0.1:8013 --model tiny-v2-lite --tolerance-per-token 0.05 > "$OUT/lm_eval_direct.log" 2>&1 || status=1
+  note "| lm-eval's requests vs transformers | $(tail -1 "$OUT/lm_eval_direct.log") |"
+  python3 tests/structured_outputs.py --base-url http://127.0.0.1:8013 --model tiny-v2-lite --stdlib-only > "$OUT/structured.log" 2>&1 || status=1
+  note "| structured outputs | $(tail -1 "$OUT/structured.log"); $(grep -c '^FAIL' "$OUT/structured.log") FAIL lines |"
+  kill $pid; wait $pid 2> /dev/null
 fi
 
 if has e2e; then

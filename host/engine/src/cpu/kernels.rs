@@ -65,24 +65,27 @@ fn axpy_bf16_body<const FMA: bool>(alpha: f32, x: &[u16], y: &mut [f32]) {
     }
 }
 
-/// Four rows against one vector: four independent accumulator chains, the vector read once.
+/// Four rows against one vector: eight independent accumulator chains, the vector read once
+/// per four rows.
 #[inline(always)]
 fn dot4_body<const FMA: bool, T: Copy>(a: &[f32], rows: [&[T]; 4], widen: impl Fn(T) -> f32) -> [f32; 4] {
+    let n = a.len();
+    let [r0, r1, r2, r3] = rows.map(|r| &r[..n]);
     let mut acc = [[0f32; LANES]; 4];
-    let n = a.len() / LANES * LANES;
-    for c in (0..n).step_by(LANES) {
-        let x = &a[c..c + LANES];
-        for (acc, row) in acc.iter_mut().zip(rows) {
-            let y = &row[c..c + LANES];
-            for i in 0..LANES {
-                acc[i] = madd::<FMA>(x[i], widen(y[i]), acc[i]);
-            }
+    let chunks = a.chunks_exact(LANES).zip(r0.chunks_exact(LANES)).zip(r1.chunks_exact(LANES));
+    for (((x, y0), y1), (y2, y3)) in chunks.zip(r2.chunks_exact(LANES).zip(r3.chunks_exact(LANES))) {
+        for i in 0..LANES {
+            acc[0][i] = madd::<FMA>(x[i], widen(y0[i]), acc[0][i]);
+            acc[1][i] = madd::<FMA>(x[i], widen(y1[i]), acc[1][i]);
+            acc[2][i] = madd::<FMA>(x[i], widen(y2[i]), acc[2][i]);
+            acc[3][i] = madd::<FMA>(x[i], widen(y3[i]), acc[3][i]);
         }
     }
+    let done = n / LANES * LANES;
     let mut out = [0f32; 4];
-    for (o, (acc, row)) in out.iter_mut().zip(acc.iter().zip(rows)) {
-        let tail = (n..a.len()).fold(0f32, |t, i| madd::<FMA>(a[i], widen(row[i]), t));
-        *o = acc.iter().sum::<f32>() + tail;
+    for (k, row) in [r0, r1, r2, r3].into_iter().enumerate() {
+        let tail = (done..n).fold(0f32, |t, i| madd::<FMA>(a[i], widen(row[i]), t));
+        out[k] = acc[k].iter().sum::<f32>() + tail;
     }
     out
 }
@@ -90,13 +93,13 @@ fn dot4_body<const FMA: bool, T: Copy>(a: &[f32], rows: [&[T]; 4], widen: impl F
 /// `y += Σ p[k] rows[k]`: one pass over `y` for four rows.
 #[inline(always)]
 fn axpy4_body<const FMA: bool, T: Copy>(p: [f32; 4], rows: [&[T]; 4], y: &mut [f32], widen: impl Fn(T) -> f32) {
-    let rows = rows.map(|r| &r[..y.len()]);
-    for (i, yi) in y.iter_mut().enumerate() {
-        let mut v = *yi;
-        for k in 0..4 {
-            v = madd::<FMA>(p[k], widen(rows[k][i]), v);
-        }
-        *yi = v;
+    let n = y.len();
+    let [r0, r1, r2, r3] = rows.map(|r| &r[..n]);
+    for ((((yi, &x0), &x1), &x2), &x3) in y.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+        let v = madd::<FMA>(p[0], widen(x0), *yi);
+        let v = madd::<FMA>(p[1], widen(x1), v);
+        let v = madd::<FMA>(p[2], widen(x2), v);
+        *yi = madd::<FMA>(p[3], widen(x3), v);
     }
 }
 
