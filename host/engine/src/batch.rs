@@ -1,7 +1,7 @@
 //! The engine interface shared by the CPU and CUDA backends: one forward pass over a ragged
 //! batch, each sequence bringing its own new tokens, positions and block table.
 
-use crate::sampling::{Rng, SamplingParams};
+use crate::sampling_params::{Rng, SamplingParams};
 use crate::Result;
 use mlahost_core::PageId;
 use std::ops::Range;

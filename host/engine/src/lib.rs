@@ -14,6 +14,7 @@ pub mod rope;
 pub mod logits_processors;
 pub mod logprobs;
 pub mod sampling;
+pub mod sampling_params;
 pub mod shapes;
 pub mod tensor;
 pub mod tokenizer;
