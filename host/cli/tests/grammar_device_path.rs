@@ -13,7 +13,7 @@ use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
 use mlahost_plugins::{FailurePolicy, PluginHost, PluginSpec, Vocabulary};
 use mlahost_runtime::metrics::Metrics;
-use mlahost_runtime::{spawn, EngineCore, EngineRequest, Event};
+use mlahost_runtime::{spawn, ChoiceEvent, ChoiceText, EngineCore, EngineRequest, Event, TextOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -67,22 +67,31 @@ fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<Atomi
     let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
     let core = EngineCore::new(model.clone(), backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core");
     let (engine, join) = spawn(core).expect("loop");
-    let receivers: Vec<_> = requests.into_iter().map(|r| engine.submit(r).1).collect();
+    let receivers: Vec<_> = requests.into_iter().map(|r| engine.submit(vec![r]).1).collect();
     let out = receivers
         .into_iter()
         .map(|mut rx| {
-            let (mut ids, mut text) = (Vec::new(), String::new());
-            while let Some(e) = rx.blocking_recv() {
-                match e {
-                    Event::Token(t) => {
-                        ids.push(t.id);
-                        text.push_str(&t.text);
+            // The text as the server's front end makes it from the engine's token ids.
+            let (mut ids, mut text, mut choice) = (Vec::new(), String::new(), ChoiceText::new(&TextOptions::default(), 0));
+            while let Some((_, e)) = rx.blocking_recv() {
+                if let Event::Rejected(m) = &e {
+                    panic!("rejected: {m}");
+                }
+                let mut out = Vec::new();
+                let finished = choice.on_event(&model.tokenizer, e, &mut out).finished;
+                for c in out {
+                    match c {
+                        ChoiceEvent::Token(t) => {
+                            ids.push(t.id);
+                            text.push_str(&t.text);
+                        }
+                        ChoiceEvent::TrailingText(t) => text.push_str(&t),
+                        ChoiceEvent::Failed(f) => panic!("request failed: {}", f.detail),
+                        ChoiceEvent::Finished { .. } | ChoiceEvent::PromptLogprobs(_) => {}
                     }
-                    Event::TrailingText(t) => text.push_str(&t),
-                    Event::Finished { .. } => break,
-                    Event::Failed(f) => panic!("request failed: {}", f.detail),
-                    Event::Rejected(m) => panic!("rejected: {m}"),
-                    Event::Accepted | Event::PromptLogprobs(_) => {}
+                }
+                if finished {
+                    break;
                 }
             }
             (ids, text)

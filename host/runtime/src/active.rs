@@ -1,27 +1,23 @@
 //! Per-request state the engine loop keeps beside the scheduler's sequence: sampling state,
-//! detokenizer, event channel and timings.
+//! event sink and timings.
 
-use crate::detokenizer::{Detokenizer, Step};
-use crate::request::{EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
+use crate::events::EventSink;
+use crate::request::{EngineRequest, Event, FinishReason, PromptLogprob, SampledToken, Usage};
 use crate::metrics::Metrics;
 use mlahost_engine::logits_processors::{mask_to_allowed, needs_processing, process_row};
 use mlahost_engine::logprobs::RowLogprobs;
 use mlahost_engine::sampling::{sample, Rng};
 use mlahost_engine::{DeviceSample, SampleRequest};
-use mlahost_engine::Tokenizer;
 use mlahost_plugins::SampleDecision;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
 
 pub struct Active {
     pub request: EngineRequest,
-    pub events: UnboundedSender<Event>,
+    pub events: EventSink,
     rng: Rng,
-    detok: Detokenizer,
     arrived: Instant,
     first_token: Option<Instant>,
-    stopped_by_string: bool,
     /// The sampled token's logprob and alternatives, kept from `sample` for `emit`.
     last_logprobs: Option<(f32, Vec<(u32, f32)>)>,
     scheduled: bool,
@@ -31,18 +27,15 @@ pub struct Active {
 }
 
 impl Active {
-    pub fn new(request: EngineRequest, events: UnboundedSender<Event>) -> Self {
+    pub fn new(request: EngineRequest, events: EventSink) -> Self {
         let rng = request.params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
-        let detok = Detokenizer::with_options(request.stop.clone(), request.include_stop_str_in_output, request.skip_special_tokens);
         let arrived = request.arrived;
         Self {
             request,
             events,
             rng,
-            detok,
             arrived,
             first_token: None,
-            stopped_by_string: false,
             last_logprobs: None,
             scheduled: false,
             prompt_logprobs: Vec::new(),
@@ -67,7 +60,7 @@ impl Active {
     pub fn send_prompt_logprobs_if_complete(&mut self, prompt_len: usize) {
         if self.request.prompt_logprobs.is_some() && !self.prompt_logprobs_sent && self.prompt_logprobs.len() + 1 >= prompt_len {
             self.prompt_logprobs_sent = true;
-            let _ = self.events.send(Event::PromptLogprobs(std::mem::take(&mut self.prompt_logprobs)));
+            self.events.send(Event::PromptLogprobs(std::mem::take(&mut self.prompt_logprobs)));
         }
     }
 
@@ -138,18 +131,9 @@ impl Active {
         token
     }
 
-    /// Sends the token's event; returns why the request is finished, if it is.
-    #[allow(clippy::too_many_arguments)]
-    pub fn emit(
-        &mut self,
-        tok: &Tokenizer,
-        token: u32,
-        stop_ids: &[u32],
-        generated: usize,
-        total: usize,
-        max_model_len: usize,
-        metrics: &Metrics,
-    ) -> Option<FinishReason> {
+    /// Sends the token's event; returns why the request is finished, if it is. Stop strings
+    /// are the front end's (`output`); stop tokens and lengths are decided here.
+    pub fn emit(&mut self, token: u32, stop_ids: &[u32], generated: usize, total: usize, max_model_len: usize, metrics: &Metrics) -> Option<FinishReason> {
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
             metrics.ttft.observe(self.arrived.elapsed().as_secs_f64());
@@ -160,24 +144,11 @@ impl Active {
         // vLLM checks no stop condition before min_tokens are generated.
         let armed = generated >= self.request.params.min_tokens;
         let r = &self.request;
-        let is_eos = armed && ((!r.ignore_eos && stop_ids.contains(&token)) || r.stop_token_ids.contains(&token));
-        let (text, stopped) = if is_eos && !r.include_stop_str_in_output {
-            (String::new(), false)
-        } else {
-            match self.detok.push(tok, token, armed) {
-                Step::Text(t) if is_eos => (t + &self.detok.flush(), false),
-                Step::Text(t) => (t, false),
-                Step::Stopped(t) => (t, true),
-            }
-        };
+        let ends_sequence = armed && ((!r.ignore_eos && stop_ids.contains(&token)) || r.stop_token_ids.contains(&token));
         // Logprobs are only known for the token the engine just scored: the last logits.
         let (logprob, top) = self.last_logprobs.take().unwrap_or((0.0, Vec::new()));
-        let _ = self.events.send(Event::Token(TokenEvent { id: token, text, logprob, top }));
-        if stopped {
-            self.stopped_by_string = true;
-            return Some(FinishReason::Stop);
-        }
-        if is_eos {
+        self.events.send(Event::Token(SampledToken { id: token, logprob, top, ends_sequence }));
+        if ends_sequence {
             return Some(FinishReason::Stop);
         }
         if generated >= self.request.max_tokens || total >= max_model_len {
@@ -187,12 +158,6 @@ impl Active {
     }
 
     pub fn close(&mut self, reason: FinishReason, usage: Usage, metrics: &Metrics) {
-        if !self.stopped_by_string {
-            let rest = self.detok.flush();
-            if !rest.is_empty() {
-                let _ = self.events.send(Event::TrailingText(rest));
-            }
-        }
         let counter = match reason {
             FinishReason::Stop => &metrics.finished_stop,
             FinishReason::Length => &metrics.finished_length,
@@ -205,6 +170,6 @@ impl Active {
                 metrics.tpot.observe(first.elapsed().as_secs_f64() / (usage.completion_tokens - 1) as f64);
             }
         }
-        let _ = self.events.send(Event::Finished { reason, usage });
+        self.events.send(Event::Finished { reason, usage });
     }
 }

@@ -1,7 +1,8 @@
 //! The engine core of one replica: it owns the scheduler, the backend, per-request sampling
-//! state and stop decisions. `add` queues a request (its events go to the sender it gives),
-//! `step` runs one forward pass and emits what it produced, `abort` ends a request at any
-//! stage and returns its pages. A panic inside a step fails the requests in flight and
+//! state and stop decisions (stop tokens, lengths; stop strings are the front end's). `add`
+//! queues a request (its events go to the sink it gives), `step` runs one forward pass and
+//! emits the token ids it produced, `finish` ends a request at any stage (an abort, or a stop
+//! string the front end found) and returns its pages. A panic inside a step fails the requests in flight and
 //! rebuilds the scheduler and its page pool, so one bad step never takes the replica down.
 //! The server drives a core from its own thread (`handle`); `generate` drives one inline.
 
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedSender;
+use crate::events::EventSink;
 
 /// Builds a replica's scheduler (with its page pool, prefix index and eviction policy): once
 /// at start, and again after a step panicked.
@@ -66,7 +67,6 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
     /// Runs one step if there is work. False when a step panicked and the scheduler could not
     /// be rebuilt: the core cannot serve any more.
     pub fn step(&mut self) -> bool {
-        self.drop_disconnected();
         if self.scheduler.has_work() {
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_step()));
             if stepped.is_err() && !self.recover() {
@@ -85,9 +85,10 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         }
     }
 
-    /// Ends one request at any stage; its pages return.
-    pub fn abort(&mut self, id: SeqId) {
-        self.finish(id, FinishReason::Abort);
+    /// Ends one request at any stage with `reason` (an abort, or `Stop` for a stop string the
+    /// front end found); its pages return. Unknown (already finished) ids are ignored.
+    pub fn end(&mut self, id: SeqId, reason: FinishReason) {
+        self.finish(id, reason);
     }
 
     /// Empties the prefix cache of pages no request uses; returns how many went.
@@ -102,7 +103,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         self.metrics.engine_restarts.fetch_add(1, Relaxed);
         let failed = self.active.len();
         for (_, a) in self.active.drain() {
-            let _ = a.events.send(Event::Failed(Failure::engine("the engine step panicked")));
+            a.events.send(Event::Failed(Failure::engine("the engine step panicked")));
         }
         match (self.make_scheduler)() {
             Ok(s) => {
@@ -118,12 +119,12 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
     }
 
     /// Queues a request; `Accepted` or `Rejected` arrives on `events` at once.
-    pub fn add(&mut self, id: SeqId, request: EngineRequest, events: UnboundedSender<Event>) {
+    pub fn add(&mut self, id: SeqId, request: EngineRequest, events: EventSink) {
         if request.max_tokens == 0 {
             // Nothing to generate: answer without touching the scheduler.
             let usage = Usage { prompt_tokens: request.prompt.len(), completion_tokens: 0, cached_tokens: 0 };
-            let _ = events.send(Event::Accepted);
-            let _ = events.send(Event::Finished { reason: FinishReason::Length, usage });
+            events.send(Event::Accepted);
+            events.send(Event::Finished { reason: FinishReason::Length, usage });
             self.metrics.finished_length.fetch_add(1, Relaxed);
             return;
         }
@@ -138,20 +139,13 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         }
         match self.scheduler.add(seq, max_total) {
             Ok(()) => {
-                let _ = events.send(Event::Accepted);
+                events.send(Event::Accepted);
                 self.active.insert(id, Active::new(request, events));
             }
             Err(e) => {
                 self.metrics.requests_rejected.fetch_add(1, Relaxed);
-                let _ = events.send(Event::Rejected(e.to_string()));
+                events.send(Event::Rejected(e.to_string()));
             }
-        }
-    }
-
-    fn drop_disconnected(&mut self) {
-        let gone: Vec<SeqId> = self.active.iter().filter(|(_, a)| a.events.is_closed()).map(|(&id, _)| id).collect();
-        for id in gone {
-            self.finish(id, FinishReason::Abort);
         }
     }
 
@@ -243,10 +237,9 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         self.scheduler.commit(&plan, &sampled);
         let stop_ids = self.model.stop_token_ids();
         for (id, token) in sampled {
-            self.metrics.generation_tokens.fetch_add(1, Relaxed);
             let (Some(seq), Some(active)) = (self.scheduler.get(id), self.active.get_mut(&id)) else { continue };
             let (generated, total) = (seq.output().len(), seq.tokens().len());
-            let outcome = active.emit(&self.model.tokenizer, token, &stop_ids, generated, total, self.max_model_len, &self.metrics);
+            let outcome = active.emit(token, &stop_ids, generated, total, self.max_model_len, &self.metrics);
             if let Some(reason) = outcome {
                 self.finish(id, reason);
             }
@@ -274,7 +267,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
     fn fail(&mut self, id: SeqId, failure: Failure) {
         if let Some(a) = self.active.remove(&id) {
             tracing::warn!(request = id, cause = ?failure.cause, detail = %failure.detail, "request failed");
-            let _ = a.events.send(Event::Failed(failure));
+            a.events.send(Event::Failed(failure));
         }
         self.scheduler.remove(id);
     }

@@ -70,12 +70,12 @@ fn run(model: Arc<LoadedModel>, backend: Box<dyn Backend>) -> Vec<Vec<(u32, f32,
     };
     let sampled = SamplingParams { temperature: 0.9, top_p: 0.9, seed: Some(11), frequency_penalty: 0.4, ..Default::default() };
     let greedy = SamplingParams { temperature: 0.0, repetition_penalty: 1.3, ..Default::default() };
-    let receivers = [engine.submit(request(vec![1, 5, 9, 200, 31], sampled)).1, engine.submit(request(vec![7; 20], greedy)).1];
+    let receivers = [engine.submit(vec![request(vec![1, 5, 9, 200, 31], sampled)]).1, engine.submit(vec![request(vec![7; 20], greedy)]).1];
     let out = receivers
         .into_iter()
         .map(|mut rx| {
             let mut tokens = Vec::new();
-            while let Some(e) = rx.blocking_recv() {
+            while let Some((_, e)) = rx.blocking_recv() {
                 match e {
                     Event::Token(t) => tokens.push((t.id, t.logprob, t.top)),
                     Event::Finished { .. } | Event::Failed(_) | Event::Rejected(_) => break,

@@ -65,8 +65,9 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
         arrived: started,
         ..EngineRequest::new(req.prompt.clone(), req.sampling.clone(), req.max_tokens)
     };
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    core.add(1, request, events);
+    let (mut sinks, mut rx) = crate::events::event_stream(std::slice::from_ref(&request));
+    let sink = sinks.pop().ok_or_else(|| RuntimeError::Generation("no event sink".into()))?;
+    core.add(1, request, sink);
     let mut out = GenerateOutput {
         token_ids: Vec::new(),
         logprobs: Vec::new(),
@@ -77,7 +78,7 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
     };
     let mut first_token = None;
     loop {
-        while let Ok(event) = rx.try_recv() {
+        while let Some((_, event)) = rx.try_recv() {
             match event {
                 Event::Token(t) => {
                     first_token.get_or_insert_with(Instant::now);
@@ -96,7 +97,7 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
                 }
                 Event::Failed(f) => return Err(RuntimeError::Generation(f.detail)),
                 Event::Rejected(why) => return Err(RuntimeError::InvalidRequest(why)),
-                Event::Accepted | Event::TrailingText(_) | Event::PromptLogprobs(_) => {}
+                Event::Accepted | Event::PromptLogprobs(_) => {}
             }
         }
         if !core.has_work() {

@@ -1,17 +1,20 @@
 //! The server's side of an engine core: the core runs on its own thread, and async front
-//! ends talk to it through a cloneable handle over one command channel. A request whose event
-//! receiver is gone (client disconnected) is aborted at whatever stage it is in.
+//! ends talk to it through a cloneable handle over one command channel. A request's choices
+//! share one bounded event stream (`events`); it is ended by one path: `finish` (the front end
+//! found a stop string, or the client left and the request's owner was dropped).
 
 use crate::core::ServingCore;
-use crate::request::{EngineRequest, Event};
+use crate::metrics::Metrics;
+use crate::events::{event_stream, EngineEvents, EventSink};
+use crate::request::{EngineRequest, FinishReason};
 use mlahost_core::SeqId;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 enum Command {
-    Submit { id: SeqId, request: EngineRequest, events: UnboundedSender<Event> },
-    Abort(SeqId),
+    Submit { ids: Vec<SeqId>, requests: Vec<EngineRequest>, sinks: Vec<EventSink> },
+    Finish(SeqId, FinishReason),
     AbortAll,
     /// Drop every cached prefix page nobody uses; replies with how many went.
     ResetPrefixCache(tokio::sync::oneshot::Sender<usize>),
@@ -22,22 +25,31 @@ enum Command {
 pub struct EngineHandle {
     commands: UnboundedSender<Command>,
     next_id: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl EngineHandle {
-    /// Queues a request; its events arrive on the returned receiver, `Accepted` or `Rejected`
-    /// first. Dropping the receiver aborts the request.
-    pub fn submit(&self, request: EngineRequest) -> (SeqId, UnboundedReceiver<Event>) {
-        let id = self.next_id.fetch_add(1, Relaxed);
-        let (events, rx) = unbounded_channel();
-        if self.commands.send(Command::Submit { id, request, events }).is_err() {
-            // The loop is gone; the receiver sees a closed channel.
+    /// Queues a request's choices (one engine request each); their events arrive on one
+    /// stream tagged by choice index, `Accepted` or `Rejected` first for each. The caller ends
+    /// what it no longer wants with `finish` (the stream's closing alone does not).
+    pub fn submit(&self, requests: Vec<EngineRequest>) -> (Vec<SeqId>, EngineEvents) {
+        let ids: Vec<SeqId> = requests.iter().map(|_| self.next_id.fetch_add(1, Relaxed)).collect();
+        let (sinks, events) = event_stream(&requests);
+        if self.commands.send(Command::Submit { ids: ids.clone(), requests, sinks }).is_err() {
+            // The loop is gone; the stream sees its senders dropped and ends.
         }
-        (id, rx)
+        (ids, events)
     }
 
-    pub fn abort(&self, id: SeqId) {
-        let _ = self.commands.send(Command::Abort(id));
+    /// Ends a choice with `reason`: `Abort` (the client left) or `Stop` (a stop string).
+    pub fn finish(&self, id: SeqId, reason: FinishReason) {
+        let _ = self.commands.send(Command::Finish(id, reason));
+    }
+
+    /// The core's counters. Generated tokens are counted here by the front end as it takes
+    /// them (vLLM's rule): tokens the engine made after a stop string reached it are not.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Cancels everything in flight (used after the shutdown grace period).
@@ -56,7 +68,7 @@ impl EngineHandle {
 /// Starts a core's loop on its own thread. The loop ends when every handle is dropped.
 pub fn spawn(core: ServingCore) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = unbounded_channel();
-    let handle = EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(1)) };
+    let handle = EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(1)), metrics: core.metrics().clone() };
     let join = std::thread::Builder::new().name("engine-loop".into()).spawn(move || run(core, rx))?;
     Ok((handle, join))
 }
@@ -65,7 +77,7 @@ fn run(mut core: ServingCore, mut commands: UnboundedReceiver<Command>) {
     let metrics = core.metrics().clone();
     metrics.engine_alive.store(true, Relaxed);
     // Marks the engine dead however the loop ends, a panic included, so /health turns 503.
-    struct Alive(Arc<crate::metrics::Metrics>);
+    struct Alive(Arc<Metrics>);
     impl Drop for Alive {
         fn drop(&mut self) {
             self.0.engine_alive.store(false, Relaxed);
@@ -90,12 +102,15 @@ fn run(mut core: ServingCore, mut commands: UnboundedReceiver<Command>) {
 
 fn handle(core: &mut ServingCore, command: Command) {
     match command {
-        Command::Submit { id, request, events } => core.add(id, request, events),
-        Command::Abort(id) => core.abort(id),
+        Command::Submit { ids, requests, sinks } => {
+            for ((id, request), sink) in ids.into_iter().zip(requests).zip(sinks) {
+                core.add(id, request, sink);
+            }
+        }
+        Command::Finish(id, reason) => core.end(id, reason),
         Command::AbortAll => core.abort_all(),
         Command::ResetPrefixCache(reply) => {
             let _ = reply.send(core.reset_prefix_cache());
         }
     }
 }
-

@@ -1,6 +1,7 @@
 //! mlahost's engine runtime: one engine core per replica (scheduler, backend, sampling and
-//! stop decisions behind `add` / `step` / `abort`), the thread and channel handle the server
-//! drives it through, and the inline `generate` that the CLI, the tests and the GPU checks use.
+//! stop decisions behind `add` / `step` / `end`), the thread and channel handle the server
+//! drives it through, the front end's text side of a request (`output`), and the inline
+//! `generate` that the CLI, the tests and the GPU checks use.
 //! Every way of running the model goes through `EngineCore`.
 
 mod active;
@@ -10,9 +11,11 @@ mod detokenizer;
 #[cfg(test)]
 mod device_sampling_tests;
 mod error;
+pub mod events;
 pub mod generate;
 pub mod handle;
 pub mod metrics;
+pub mod output;
 #[cfg(test)]
 mod panic_tests;
 mod plugin_step;
@@ -26,4 +29,6 @@ pub use crate::core::{EngineCore, SchedulerFactory, ServingCore};
 pub use error::RuntimeError;
 pub use generate::{generate, FinishReason as GenerateFinish, GenerateOutput, GenerateRequest};
 pub use handle::{spawn, EngineHandle};
-pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, PromptLogprob, TokenEvent, Usage};
+pub use events::{EngineEvents, EventSink};
+pub use output::{ChoiceEvent, ChoiceText, TextOptions, TokenEvent};
+pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, PromptLogprob, SampledToken, Usage};

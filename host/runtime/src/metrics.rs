@@ -23,6 +23,7 @@ pub struct Metrics {
     /// Cache bytes per token over all layers, in the configured dtype.
     pub kv_cache_bytes_per_token: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Generated tokens the front end took (`EngineHandle::metrics`).
     pub generation_tokens: AtomicU64,
     pub preemptions: AtomicU64,
     pub requests_rejected: AtomicU64,

@@ -36,9 +36,9 @@ fn request(prompt: Vec<u32>) -> EngineRequest {
 }
 
 /// Tokens until the end, and whether the request failed (with which cause).
-fn drain(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, Option<FailureCause>) {
+fn drain(mut rx: crate::events::EngineEvents) -> (Vec<u32>, Option<FailureCause>) {
     let mut tokens = Vec::new();
-    while let Some(e) = rx.blocking_recv() {
+    while let Some((_, e)) = rx.blocking_recv() {
         match e {
             Event::Token(t) => tokens.push(t.id),
             Event::Failed(f) => return (tokens, Some(f.cause)),
@@ -66,11 +66,11 @@ fn a_panicking_step_fails_its_requests_and_the_loop_serves_on() {
     let backend: Box<dyn Backend> = Box::new(PanicsOnce { inner: cpu, calls });
     let core = EngineCore::new(model, backend, make, 1024, metrics.clone()).expect("core");
     let (engine, join) = spawn(core).expect("loop");
-    let (tokens, failed) = drain(engine.submit(request(vec![1, 2, 3])).1);
+    let (tokens, failed) = drain(engine.submit(vec![request(vec![1, 2, 3])]).1);
     assert_eq!(failed, Some(FailureCause::Engine), "the request in flight fails with an engine error");
     assert_eq!(tokens.len(), 2, "two steps ran before the panic");
     // The loop is alive, rebuilt once, and serves a fresh request whole.
-    let (tokens, failed) = drain(engine.submit(request(vec![1, 2, 3])).1);
+    let (tokens, failed) = drain(engine.submit(vec![request(vec![1, 2, 3])]).1);
     assert_eq!((tokens.len(), failed), (6, None));
     assert_eq!(builds.load(Relaxed), 2);
     assert_eq!(metrics.engine_restarts.load(Relaxed), 1);

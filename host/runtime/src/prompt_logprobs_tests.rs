@@ -49,9 +49,9 @@ fn run(model: Arc<LoadedModel>, budget: usize, requests: Vec<EngineRequest>) -> 
     let (engine, join) = spawn(core).expect("loop");
     let mut out = Vec::new();
     for r in requests {
-        let mut rx = engine.submit(r).1;
+        let mut rx = engine.submit(vec![r]).1;
         let (mut prompt_lp, mut usage, mut tokens) = (None, Usage::default(), 0);
-        while let Some(e) = rx.blocking_recv() {
+        while let Some((_, e)) = rx.blocking_recv() {
             match e {
                 Event::PromptLogprobs(p) => {
                     assert_eq!(tokens, 0, "prompt logprobs come before the first token");

@@ -1,4 +1,5 @@
-//! What the HTTP side sends the engine loop, and what comes back per request.
+//! What a front end sends the engine, and what the engine sends back per choice: token ids
+//! and their logprobs (the text is made in the front end, `output`).
 
 use mlahost_core::PromptHashes;
 use mlahost_engine::sampling::SamplingParams;
@@ -10,16 +11,9 @@ pub struct EngineRequest {
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
     pub max_tokens: usize,
-    /// Strings that end generation; emitted only with `include_stop_str_in_output`. Shared by
-    /// a request's choices.
-    pub stop: Arc<[String]>,
     /// Token ids that end generation besides the model's EOS (vLLM's `stop_token_ids`).
     pub stop_token_ids: Arc<[u32]>,
     pub ignore_eos: bool,
-    /// Emit the stop string or stop token's text that ended generation.
-    pub include_stop_str_in_output: bool,
-    /// Leave special tokens out of the generated text (vLLM's default: true).
-    pub skip_special_tokens: bool,
     /// Report the chosen token's logprob and this many alternatives (None: no logprobs).
     pub logprobs: Option<usize>,
     /// Report each prompt token's logprob, rank and this many alternatives (None: not asked;
@@ -47,11 +41,8 @@ impl EngineRequest {
             prompt,
             params,
             max_tokens,
-            stop: Arc::from(Vec::new()),
             stop_token_ids: Arc::from(Vec::new()),
             ignore_eos: false,
-            include_stop_str_in_output: false,
-            skip_special_tokens: true,
             logprobs: None,
             prompt_logprobs: None,
             priority: 0,
@@ -91,14 +82,15 @@ pub struct Usage {
     pub cached_tokens: usize,
 }
 
+/// A token the engine chose, with its logprob and alternatives.
 #[derive(Debug, Clone)]
-pub struct TokenEvent {
+pub struct SampledToken {
     pub id: u32,
-    /// Text this token completes (may be empty while a character or a possible stop string is
-    /// still incomplete).
-    pub text: String,
     pub logprob: f32,
     pub top: Vec<(u32, f32)>,
+    /// The token ended the sequence as an end-of-sequence or stop token (its text is shown
+    /// only with `include_stop_str_in_output`).
+    pub ends_sequence: bool,
 }
 
 /// One prompt token's logprob under the model given the tokens before it.
@@ -120,9 +112,7 @@ pub enum Event {
     Rejected(String),
     /// Logprobs of prompt tokens 1.. (the first has no context), before any `Token`.
     PromptLogprobs(Vec<PromptLogprob>),
-    Token(TokenEvent),
-    /// Text held back for stop-string matching, released at the end.
-    TrailingText(String),
+    Token(SampledToken),
     Finished { reason: FinishReason, usage: Usage },
     Failed(Failure),
 }

@@ -2,7 +2,7 @@
 //! fields are honoured, refused or ignored: `fields.rs`).
 
 use super::error::ApiError;
-use mlahost_runtime::EngineRequest;
+use mlahost_runtime::{EngineRequest, TextOptions};
 use crate::limits::RequestLimits;
 use mlahost_engine::sampling::SamplingParams;
 use serde_json::{Map, Value};
@@ -63,6 +63,8 @@ pub struct Common {
     /// Tokenize text with the tokenizer's special tokens (BOS); None: the endpoint's default.
     pub add_special_tokens: Option<bool>,
     pub request: EngineRequest,
+    /// How the choices' tokens become text (stop strings, special tokens).
+    pub text: TextOptions,
     /// max_tokens as given (None: fill up to the model length, capped by the default).
     pub max_tokens: Option<usize>,
     /// The request's `cache_salt`, combined with the tenant's.
@@ -170,11 +172,8 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
             prompt: Vec::new(),
             params,
             max_tokens: 0,
-            stop: stop.into(),
             stop_token_ids: Vec::new().into(),
             ignore_eos: f.bool_or("ignore_eos", false)?,
-            include_stop_str_in_output: f.bool_or("include_stop_str_in_output", false)?,
-            skip_special_tokens: f.bool_or("skip_special_tokens", true)?,
             logprobs: None,
             prompt_logprobs: None,
             priority,
@@ -184,6 +183,11 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
             tenant: 0,
             tenant_stats: None,
             arrived: crate::arrival::arrived(),
+        },
+        text: TextOptions {
+            stop: stop.into(),
+            include_stop_str_in_output: f.bool_or("include_stop_str_in_output", false)?,
+            skip_special_tokens: f.bool_or("skip_special_tokens", true)?,
         },
         cache_salt: f.str("cache_salt")?.map(str::to_string),
     })

@@ -1,57 +1,113 @@
-//! Submitting a request's choices to the engine loop and gathering their events.
+//! Submitting a request's choices to the engine loop and gathering their events: one event
+//! stream per request, the text of each choice made here (detokenization, stop strings), and
+//! one way to end a choice early (`EngineHandle::finish`: a stop string, or the request's
+//! owner dropped because the client left).
 
 use super::error::ApiError;
 use super::params::Common;
 use super::stream::{stream_response, StreamKind, StreamOptions};
 use super::AppState;
-use mlahost_runtime::{EngineHandle, EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
+use mlahost_runtime::{ChoiceEvent, ChoiceText, EngineEvents, EngineHandle, EngineRequest, Event, FinishReason, PromptLogprob, TokenEvent, Usage};
 use super::Reply;
 use crate::replicas::InFlightGuard;
 use crate::tenants::Tenant;
 use mlahost_core::{PromptHashes, RouteRequest};
+use mlahost_engine::LoadedModel;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use mlahost_core::SeqId;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-/// The engine requests of one HTTP request; aborted if dropped before they finish.
+/// The engine requests of one HTTP request; the unfinished ones are aborted if it is dropped.
 pub struct Submitted {
     handle: EngineHandle,
     /// Keeps the request counted against its replica's load until it ends.
     pub in_flight: Option<InFlightGuard>,
     /// Keeps the request counted against its tenant's limits until it ends.
     pub tenant_load: Option<TenantLoad>,
+    model: Arc<LoadedModel>,
     ids: Vec<SeqId>,
-    pub receivers: Vec<UnboundedReceiver<Event>>,
+    events: EngineEvents,
+    texts: Vec<ChoiceText>,
     done: Vec<bool>,
+    /// What the last engine event produced, not yet handed out.
+    ready: VecDeque<(usize, ChoiceEvent)>,
 }
 
 impl Drop for Submitted {
     fn drop(&mut self) {
         for (id, done) in self.ids.iter().zip(&self.done) {
             if !done {
-                self.handle.abort(*id);
+                self.handle.finish(*id, FinishReason::Abort);
             }
         }
     }
 }
 
-/// Queues every choice; all accepted or a 503 (the accepted ones are aborted).
-pub async fn submit_all(handle: &EngineHandle, requests: Vec<EngineRequest>) -> Result<Submitted, ApiError> {
-    let mut sub = Submitted { handle: handle.clone(), in_flight: None, tenant_load: None, ids: Vec::new(), receivers: Vec::new(), done: Vec::new() };
-    for r in requests {
-        let (id, rx) = handle.submit(r);
-        sub.ids.push(id);
-        sub.receivers.push(rx);
-        sub.done.push(false);
+impl Submitted {
+    pub fn choices(&self) -> usize {
+        self.ids.len()
     }
-    for i in 0..sub.receivers.len() {
-        match sub.receivers[i].recv().await {
-            Some(Event::Accepted) => {}
-            Some(Event::Rejected(reason)) => {
+
+    /// The next event of any choice, as the client sees it; None once every choice has
+    /// finished, or when the engine went away (the caller tells them apart by what it saw).
+    pub async fn next(&mut self) -> Option<(usize, ChoiceEvent)> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some(e);
+            }
+            if self.done.iter().all(|d| *d) {
+                return None;
+            }
+            let (i, event) = self.events.recv().await?;
+            self.take(i, event);
+        }
+    }
+
+    fn take(&mut self, i: usize, event: Event) {
+        let (Some(text), Some(&id)) = (self.texts.get_mut(i), self.ids.get(i)) else { return };
+        let mut out = Vec::new();
+        let outcome = text.on_event(&self.model.tokenizer, event, &mut out);
+        if outcome.token {
+            self.handle.metrics().generation_tokens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if outcome.stopped {
+            // A stop string: the engine ends the choice and reports its usage.
+            self.handle.finish(id, FinishReason::Stop);
+        }
+        if outcome.finished {
+            self.done[i] = true;
+        }
+        self.ready.extend(out.into_iter().map(|e| (i, e)));
+    }
+}
+
+/// Queues every choice; all accepted or a 503 (the accepted ones are aborted).
+pub async fn submit_all(state: &AppState, handle: &EngineHandle, requests: Vec<EngineRequest>, common: &Common) -> Result<Submitted, ApiError> {
+    let texts = requests.iter().map(|r| ChoiceText::new(&common.text, r.params.min_tokens)).collect();
+    let n = requests.len();
+    let (ids, events) = handle.submit(requests);
+    let mut sub = Submitted {
+        handle: handle.clone(),
+        in_flight: None,
+        tenant_load: None,
+        model: state.model.clone(),
+        ids,
+        events,
+        texts,
+        done: vec![false; n],
+        ready: VecDeque::new(),
+    };
+    let mut accepted = vec![false; n];
+    while accepted.iter().any(|a| !a) {
+        match sub.events.recv().await {
+            Some((i, Event::Accepted)) if i < n => accepted[i] = true,
+            Some((i, Event::Rejected(reason))) if i < n => {
                 sub.done[i] = true;
                 return Err(ApiError::overloaded(format!("the server is overloaded: {reason}")));
             }
-            _ => return Err(ApiError::overloaded("the engine is not running")),
+            // A fast choice's first events can arrive before a later choice's acceptance.
+            Some((i, event)) => sub.take(i, event),
+            None => return Err(ApiError::overloaded("the engine is not running")),
         }
     }
     Ok(sub)
@@ -79,73 +135,27 @@ impl ChoiceResult {
 
 /// Waits for every choice to finish (non-streaming responses).
 pub async fn collect(mut sub: Submitted) -> Result<Vec<ChoiceResult>, ApiError> {
-    let mut results = Vec::new();
-    for i in 0..sub.receivers.len() {
-        let mut r = ChoiceResult::default();
-        loop {
-            match sub.receivers[i].recv().await {
-                Some(Event::Token(t)) => {
-                    r.text.push_str(&t.text);
-                    r.tokens.push(t);
-                }
-                Some(Event::TrailingText(t)) => r.text.push_str(&t),
-                Some(Event::PromptLogprobs(p)) => r.prompt_logprobs = Some(p),
-                Some(Event::Finished { reason, usage }) => {
-                    r.finish = Some(reason);
-                    r.usage = usage;
-                    break;
-                }
-                Some(Event::Failed(f)) => return Err(ApiError::from_failure(&f)),
-                Some(Event::Accepted | Event::Rejected(_)) => {}
-                None => return Err(ApiError::internal("the engine stopped")),
+    let mut results: Vec<ChoiceResult> = (0..sub.choices()).map(|_| ChoiceResult::default()).collect();
+    let mut finished = 0;
+    while finished < results.len() {
+        let Some((i, event)) = sub.next().await else { return Err(ApiError::internal("the engine stopped")) };
+        let r = &mut results[i];
+        match event {
+            ChoiceEvent::Token(t) => {
+                r.text.push_str(&t.text);
+                r.tokens.push(t);
             }
+            ChoiceEvent::TrailingText(t) => r.text.push_str(&t),
+            ChoiceEvent::PromptLogprobs(p) => r.prompt_logprobs = Some(p),
+            ChoiceEvent::Finished { reason, usage } => {
+                r.finish = Some(reason);
+                r.usage = usage;
+                finished += 1;
+            }
+            ChoiceEvent::Failed(f) => return Err(ApiError::from_failure(&f)),
         }
-        sub.done[i] = true;
-        results.push(r);
     }
     Ok(results)
-}
-
-/// Merges the choices' events into one stream tagged by choice index. The stream ends when all
-/// choices finish; dropping it aborts what is still running.
-pub fn merge(mut sub: Submitted) -> UnboundedReceiver<(usize, Event)> {
-    let (tx, rx) = unbounded_channel();
-    let receivers = std::mem::take(&mut sub.receivers);
-    let n = receivers.len();
-    let (done_tx, mut done_rx) = unbounded_channel::<usize>();
-    for (i, mut events) in receivers.into_iter().enumerate() {
-        let (tx, done_tx) = (tx.clone(), done_tx.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => break,
-                    ev = events.recv() => match ev {
-                        Some(ev) => {
-                            let last = matches!(ev, Event::Finished { .. } | Event::Failed(_));
-                            if tx.send((i, ev)).is_err() { break; }
-                            if last { let _ = done_tx.send(i); break; }
-                        }
-                        None => break,
-                    },
-                }
-            }
-        });
-    }
-    // Keep the guard alive until every choice has finished or the client is gone.
-    tokio::spawn(async move {
-        let mut finished = 0;
-        loop {
-            tokio::select! {
-                _ = tx.closed() => break,
-                d = done_rx.recv() => match d {
-                    Some(i) => { sub.done[i] = true; finished += 1; if finished == n { break; } }
-                    None => break,
-                },
-            }
-        }
-        drop(sub);
-    });
-    rx
 }
 
 pub enum Generated {
@@ -196,7 +206,7 @@ pub async fn generate(
     let first_hashes = first.prompt_hashes.as_ref().ok_or_else(|| ApiError::internal("no prompt hashes"))?;
     let replica = state.replicas.route(&route, first_hashes)?;
     let guard = replica.enter();
-    let mut sub = submit_all(&replica.engine, requests).await?;
+    let mut sub = submit_all(state, &replica.engine, requests, common).await?;
     sub.in_flight = Some(guard);
     sub.tenant_load = Some(load);
     if !common.stream {

@@ -4,12 +4,12 @@ use super::admission::Ticket;
 use super::completions::{prompt_part, usage};
 use super::logprobs::{chat_logprobs, completion_logprobs, vllm_prompt_logprobs};
 use super::params::Common;
-use super::run::{merge, ChoiceResult, Submitted};
+use super::run::{ChoiceResult, Submitted};
 use super::AppState;
 use super::Reply;
 use crate::metrics::TenantStats;
 use bytes::Bytes;
-use mlahost_runtime::{Event, FinishReason};
+use mlahost_runtime::{ChoiceEvent, FinishReason};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc::unbounded_channel;
@@ -48,14 +48,13 @@ impl StreamOptions {
 
 pub fn stream_response(
     state: Arc<AppState>,
-    sub: Submitted,
+    mut sub: Submitted,
     opts: StreamOptions,
     mut ticket: Option<Ticket>,
     stats: Arc<TenantStats>,
 ) -> Reply {
-    let n_choices = sub.receivers.len();
+    let n_choices = sub.choices();
     let (tx, rx) = unbounded_channel::<Bytes>();
-    let mut events = merge(sub);
     tokio::spawn(async move {
         let common = &opts.common;
         let object = match opts.kind {
@@ -92,18 +91,18 @@ pub fn stream_response(
         let mut finished = 0;
         while finished < n_choices {
             // A closed stream means the engine went away; the client sees no [DONE]. A closed
-            // body means the client left: returning drops `events`, which aborts the requests.
+            // body means the client left: returning drops `sub`, which aborts the requests.
             let next = tokio::select! {
                 _ = tx.closed() => return,
-                next = events.recv() => next,
+                next = sub.next() => next,
             };
             let Some((i, ev)) = next else { return };
-            if let Event::PromptLogprobs(p) = ev {
+            if let ChoiceEvent::PromptLogprobs(p) = ev {
                 results[i].prompt_logprobs = Some(p);
                 continue;
             }
             let scoring = common.scores_only();
-            if !started[i] && matches!(ev, Event::Token(_) | Event::TrailingText(_) | Event::Finished { .. }) {
+            if !started[i] && matches!(ev, ChoiceEvent::Token(_) | ChoiceEvent::TrailingText(_) | ChoiceEvent::Finished { .. }) {
                 started[i] = true;
                 if let Some((c, mut extra)) = first_chunk(&state, &opts, i, &results[i], &mut echoed_len[i]) {
                     if let (Some(e), Value::Object(u)) = (extra.as_object_mut(), running_usage(i, 0)) {
@@ -115,8 +114,8 @@ pub fn stream_response(
                 }
             }
             let (text, lp, id) = match ev {
-                Event::Token(_) | Event::TrailingText(_) if scoring => continue,
-                Event::Token(t) => {
+                ChoiceEvent::Token(_) | ChoiceEvent::TrailingText(_) if scoring => continue,
+                ChoiceEvent::Token(t) => {
                     if let Some(tk) = ticket.as_mut() {
                         tk.completion_tokens += 1;
                     }
@@ -141,8 +140,8 @@ pub fn stream_response(
                     }
                     (t.text, lp, Some(t.id))
                 }
-                Event::TrailingText(t) => (t, None, None),
-                Event::Finished { reason, mut usage } => {
+                ChoiceEvent::TrailingText(t) => (t, None, None),
+                ChoiceEvent::Finished { reason, mut usage } => {
                     let reason = if scoring {
                         usage.completion_tokens = 0;
                         FinishReason::Length
@@ -158,13 +157,13 @@ pub fn stream_response(
                     }
                     continue;
                 }
-                Event::Failed(f) => {
+                ChoiceEvent::Failed(f) => {
                     // The stream ends like any other: an error event, then [DONE].
                     let err = super::error::ApiError::from_failure(&f).body();
                     let _ = tx.send(Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n")));
                     return;
                 }
-                Event::Accepted | Event::Rejected(_) | Event::PromptLogprobs(_) => continue,
+                ChoiceEvent::PromptLogprobs(_) => continue,
             };
             if text.is_empty() && lp.is_none() && !(common.return_token_ids && id.is_some()) {
                 continue;
@@ -175,7 +174,7 @@ pub fn stream_response(
                 c["token_ids"] = json!(id.into_iter().collect::<Vec<_>>());
             }
             if tx.send(chunk(vec![c], running_usage(i, generated[i]))).is_err() {
-                return; // client gone: dropping `events` aborts the rest
+                return; // client gone: dropping `sub` aborts the rest
             }
         }
         let u = usage(&results, common.n);
