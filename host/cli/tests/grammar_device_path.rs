@@ -11,9 +11,9 @@ use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
 use mlahost_engine::logits_processors::sample_row;
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
-use mlahost_plugins::{FailurePolicy, PluginHost, PluginSpec, Vocabulary};
+use mlahost_plugins::{FailurePolicy, Plugin, PluginHost, PluginSpec, Vocabulary};
 use mlahost_runtime::metrics::Metrics;
-use mlahost_runtime::{spawn, ChoiceEvent, ChoiceText, EngineCore, EngineRequest, Event, TextOptions};
+use mlahost_runtime::{spawn, ChoiceEvent, ChoiceText, EngineCore, EngineRequest, Event, SamplerChoice, TextOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -60,12 +60,12 @@ fn model() -> Arc<LoadedModel> {
 }
 
 /// Runs the requests at once on an emulated device sampler; each one's generated text.
-fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<AtomicUsize>, masked: &Arc<AtomicUsize>) -> Vec<(Vec<u32>, String)> {
+fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<AtomicUsize>, masked: &Arc<AtomicUsize>, samplers: &[Arc<Plugin>]) -> Vec<(Vec<u32>, String)> {
     let geometry = CacheGeometry { num_pages: PAGES, page_size: PAGE };
     let cpu = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: KvCacheDtype::F32 }).expect("backend");
     let backend: Box<dyn Backend> = Box::new(EmulatedDeviceSampler { inner: cpu, calls: calls.clone(), masked_rows: masked.clone() });
     let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
-    let core = EngineCore::new(model.clone(), backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core");
+    let core = EngineCore::new(model.clone(), backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core").with_samplers(samplers.to_vec());
     let (engine, join) = spawn(core).expect("loop");
     let receivers: Vec<_> = requests.into_iter().map(|r| engine.submit(vec![r]).1).collect();
     let out = receivers
@@ -111,18 +111,19 @@ fn grammar_masks_are_applied_by_the_device_sampler_and_leave_neighbours_unchange
     spec.masks_only = true;
     spec.memory_bytes = 256 << 20;
     let host = PluginHost::load(vec![spec], Vocabulary::new(&tokens.tokens, tokens.special, tokens.eos)).expect("grammar plugin");
-    let grammar = host.sampler("grammar").expect("loaded");
+    assert!(host.sampler("grammar").is_some(), "loaded");
+    let samplers = host.samplers();
     let plain = || EngineRequest {
         ignore_eos: true,
         ..EngineRequest::new(vec![1, 5, 9, 200, 31], SamplingParams { temperature: 0.9, seed: Some(3), ..Default::default() }, 12)
     };
     let constrained = EngineRequest {
-        sampler: Some((grammar, r#"{"type": "regex", "pattern": "[a-z]{3,6}-[0-9]{2}"}"#.to_string())),
+        sampler: Some(SamplerChoice { name: "grammar".into(), config: r#"{"type": "regex", "pattern": "[a-z]{3,6}-[0-9]{2}"}"#.into() }),
         ..EngineRequest::new(vec![7, 8, 9], SamplingParams { temperature: 1.0, seed: Some(5), ..Default::default() }, 40)
     };
     let (calls, masked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let alone = run(&model, vec![plain()], &calls, &masked);
-    let together = run(&model, vec![constrained, plain()], &calls, &masked);
+    let alone = run(&model, vec![plain()], &calls, &masked, &samplers);
+    let together = run(&model, vec![constrained, plain()], &calls, &masked, &samplers);
     let text = &together[0].1;
     let ok = text.len() >= 6 && text.split_once('-').is_some_and(|(a, b)| (3..=6).contains(&a.len()) && a.bytes().all(|c| c.is_ascii_lowercase()) && b.len() == 2 && b.bytes().all(|c| c.is_ascii_digit()));
     assert!(ok, "the constrained output breaks its regex: {text:?}");

@@ -77,6 +77,13 @@ fn keys_are_required_and_never_leak() {
     let (_, metrics) = server.get("/metrics");
     assert!(metrics.contains("mlahost_tenant_requests_total{tenant=\"alpha\"} 1"));
     assert!(!metrics.contains("key-alpha") && !metrics.contains(&hash("key-alpha")[7..]), "metrics never show keys");
+    // Queue time and time to first token are observed once per choice, with a stop string too.
+    let (status, _, _) = post(&server, Some("key-alpha"), &json!({"prompt": "hi", "max_tokens": 4, "n": 2, "stop": ["e"]}));
+    assert_eq!(status, 200);
+    let (_, metrics) = server.get("/metrics");
+    for name in ["mlahost_tenant_queue_time_seconds", "mlahost_tenant_time_to_first_token_seconds"] {
+        assert!(metrics.contains(&format!("{name}_count{{tenant=\"alpha\"}} 3")), "{name}: {metrics}");
+    }
 }
 
 #[test]

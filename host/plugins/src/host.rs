@@ -46,6 +46,11 @@ impl PluginHost {
         self.plugins.iter().find(|p| p.kind == kind).cloned()
     }
 
+    /// Every sampler plugin (an engine core resolves requests' choices among them).
+    pub fn samplers(&self) -> Vec<Arc<Plugin>> {
+        self.plugins.iter().filter(|p| p.kind == PluginKind::Sampler).cloned().collect()
+    }
+
     pub fn sampler(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.iter().find(|p| p.kind == PluginKind::Sampler && p.spec.name == name).cloned()
     }

@@ -8,12 +8,15 @@ use mlahost_engine::logits_processors::{mask_to_allowed, needs_processing, proce
 use mlahost_engine::logprobs::RowLogprobs;
 use mlahost_engine::sampling::{sample, Rng};
 use mlahost_engine::{DeviceSample, SampleRequest};
-use mlahost_plugins::SampleDecision;
+use mlahost_plugins::{Plugin, SampleDecision};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 pub struct Active {
     pub request: EngineRequest,
+    /// The request's sampler plugin, resolved by name when the core took the request.
+    pub sampler: Option<Arc<Plugin>>,
     pub events: EventSink,
     rng: Rng,
     arrived: Instant,
@@ -27,11 +30,12 @@ pub struct Active {
 }
 
 impl Active {
-    pub fn new(request: EngineRequest, events: EventSink) -> Self {
+    pub fn new(request: EngineRequest, sampler: Option<Arc<Plugin>>, events: EventSink) -> Self {
         let rng = request.params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         let arrived = request.arrived;
         Self {
             request,
+            sampler,
             events,
             rng,
             arrived,
@@ -64,14 +68,14 @@ impl Active {
         }
     }
 
-    /// Records the queue time (replica and tenant) the first time the request runs.
+    /// Records the replica's queue time the first time the request runs, and tells the front
+    /// end (which keeps the tenant's figures).
     pub fn mark_scheduled(&mut self, metrics: &Metrics) {
         if !self.scheduled {
             self.scheduled = true;
-            metrics.queue_time.observe(self.arrived.elapsed().as_secs_f64());
-            if let Some(t) = &self.request.tenant_stats {
-                t.queue_time.observe(self.arrived.elapsed().as_secs_f64());
-            }
+            let now = Instant::now();
+            metrics.queue_time.observe(now.duration_since(self.arrived).as_secs_f64());
+            self.events.send(Event::Scheduled(now));
         }
     }
 
@@ -137,9 +141,6 @@ impl Active {
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
             metrics.ttft.observe(self.arrived.elapsed().as_secs_f64());
-            if let Some(t) = &self.request.tenant_stats {
-                t.ttft.observe(self.arrived.elapsed().as_secs_f64());
-            }
         }
         // vLLM checks no stop condition before min_tokens are generated.
         let armed = generated >= self.request.params.min_tokens;

@@ -7,18 +7,18 @@
 //! The server drives a core from its own thread (`handle`); `generate` drives one inline.
 
 use crate::active::Active;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::plugin_step;
 use crate::request::{EngineRequest, Event, Failure, FinishReason, Usage};
 use crate::step_logits::StepLogits;
 use mlahost_core::{CoreError, Scheduler, SeqId, Sequence, StepPlan};
 use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
-use mlahost_plugins::SampleDecision;
+use mlahost_plugins::{Plugin, SampleDecision};
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use crate::events::EventSink;
 
 /// Builds a replica's scheduler (with its page pool, prefix index and eviction policy): once
 /// at start, and again after a step panicked.
@@ -34,6 +34,8 @@ pub struct EngineCore<M, B> {
     active: HashMap<SeqId, Active>,
     max_model_len: usize,
     metrics: Arc<Metrics>,
+    /// The sampler plugins requests may name (`EngineRequest::sampler`).
+    samplers: Vec<Arc<Plugin>>,
     /// One vocabulary of zeros: the logits a masks-only sampler plugin is shown before the
     /// forward pass.
     zero_logits: Arc<Vec<f32>>,
@@ -53,7 +55,13 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         let scheduler = make_scheduler()?;
         metrics.pages_total.store(scheduler.stats().pages_total as u64, Relaxed);
         let zero_logits = Arc::new(vec![0.0; model.config.vocab_size]);
-        Ok(Self { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics, zero_logits })
+        Ok(Self { model, backend, scheduler, make_scheduler, active: HashMap::new(), max_model_len, metrics, samplers: Vec::new(), zero_logits })
+    }
+
+    /// The sampler plugins requests may choose by name.
+    pub fn with_samplers(mut self, samplers: Vec<Arc<Plugin>>) -> Self {
+        self.samplers = samplers;
+        self
     }
 
     pub fn has_work(&self) -> bool {
@@ -137,10 +145,23 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
             // Every prompt position's logits are wanted: none may come from the cache.
             seq = seq.without_prefix_reuse();
         }
+        let sampler = match &request.sampler {
+            None => None,
+            Some(choice) => match self.samplers.iter().find(|p| p.spec.name == choice.name) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    // The front end checks names against the same plugins: only a caller
+                    // that skipped that check gets here.
+                    events.send(Event::Accepted);
+                    events.send(Event::Failed(Failure::plugin(format!("no sampler plugin named `{}` is loaded", choice.name))));
+                    return;
+                }
+            },
+        };
         match self.scheduler.add(seq, max_total) {
             Ok(()) => {
                 events.send(Event::Accepted);
-                self.active.insert(id, Active::new(request, events));
+                self.active.insert(id, Active::new(request, sampler, events));
             }
             Err(e) => {
                 self.metrics.requests_rejected.fetch_add(1, Relaxed);

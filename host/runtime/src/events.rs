@@ -1,6 +1,6 @@
 //! One bounded event stream per request: all of a request's choices (its n sequences) send
 //! on one channel, tagged by choice index. The bound is what a choice can send: `Accepted`,
-//! prompt logprobs, at most `max_tokens` tokens and one final event; so the engine's
+//! `Scheduled`, prompt logprobs, at most `max_tokens` tokens and one final event; so the engine's
 //! `try_send` never finds it full, and never waits on a slow client.
 
 use crate::request::{EngineRequest, Event};

@@ -97,7 +97,7 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
                 }
                 Event::Failed(f) => return Err(RuntimeError::Generation(f.detail)),
                 Event::Rejected(why) => return Err(RuntimeError::InvalidRequest(why)),
-                Event::Accepted | Event::PromptLogprobs(_) => {}
+                Event::Accepted | Event::Scheduled(_) | Event::PromptLogprobs(_) => {}
             }
         }
         if !core.has_work() {

@@ -31,4 +31,4 @@ pub use generate::{generate, FinishReason as GenerateFinish, GenerateOutput, Gen
 pub use handle::{spawn, EngineHandle};
 pub use events::{EngineEvents, EventSink};
 pub use output::{ChoiceEvent, ChoiceText, TextOptions, TokenEvent};
-pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, PromptLogprob, SampledToken, Usage};
+pub use request::{EngineRequest, Event, Failure, FailureCause, FinishReason, PromptLogprob, SampledToken, SamplerChoice, Usage};

@@ -83,13 +83,18 @@ impl ChoiceText {
         }
     }
 
+    /// Tokens taken so far (up to a stop string).
+    pub fn generated(&self) -> usize {
+        self.generated
+    }
+
     /// Turns one engine event into what the client sees (pushed to `out`).
     pub fn on_event(&mut self, tok: &Tokenizer, event: Event, out: &mut Vec<ChoiceEvent>) -> Outcome {
         if self.finished {
             return Outcome { finished: true, ..Outcome::default() };
         }
         match event {
-            Event::Accepted | Event::Rejected(_) => Outcome::default(),
+            Event::Accepted | Event::Rejected(_) | Event::Scheduled(_) => Outcome::default(),
             Event::PromptLogprobs(p) => {
                 out.push(ChoiceEvent::PromptLogprobs(p));
                 Outcome::default()

@@ -1,7 +1,7 @@
 //! A step that panics (a bug in a backend, a plugin adapter, the scheduler) fails only the
 //! requests in flight; the loop rebuilds its scheduler and page pool and serves the next ones.
 
-use crate::request::{EngineRequest, Event, FailureCause};
+use crate::request::{EngineRequest, Event, FailureCause, SamplerChoice};
 use crate::core::EngineCore;
 use crate::handle::spawn;
 use crate::metrics::Metrics;
@@ -75,6 +75,10 @@ fn a_panicking_step_fails_its_requests_and_the_loop_serves_on() {
     assert_eq!(builds.load(Relaxed), 2);
     assert_eq!(metrics.engine_restarts.load(Relaxed), 1);
     assert!(metrics.engine_alive.load(Relaxed));
+    // A sampler the core was not given fails that request alone, before it runs.
+    let unknown = EngineRequest { sampler: Some(SamplerChoice { name: "absent".into(), config: String::new() }), ..request(vec![1, 2, 3]) };
+    assert_eq!(drain(engine.submit(vec![unknown]).1), (Vec::new(), Some(FailureCause::Plugin)));
+    assert_eq!(drain(engine.submit(vec![request(vec![4, 5])]).1).0.len(), 6);
     drop(engine);
     join.join().expect("the loop thread ends cleanly");
 }

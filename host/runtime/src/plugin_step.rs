@@ -40,7 +40,7 @@ fn decide(
 ) -> Decisions {
     let mut groups: HashMap<String, (Arc<Plugin>, Vec<(usize, SeqId)>)> = HashMap::new();
     for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
-        if let Some((plugin, _)) = active.get(&c.seq).and_then(|a| a.request.sampler.as_ref()).filter(|(p, _)| which(p)) {
+        if let Some(plugin) = active.get(&c.seq).and_then(|a| a.sampler.as_ref()).filter(|p| which(p)) {
             groups.entry(plugin.spec.name.clone()).or_insert_with(|| (plugin.clone(), Vec::new())).1.push((i, c.seq));
         }
     }
@@ -78,7 +78,7 @@ fn decide(
                         top_k: top_k as u32,
                         seed,
                         max_tokens: r.max_tokens as u32,
-                        config: r.sampler.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+                        config: r.sampler.as_ref().map(|s| s.config.clone()).unwrap_or_default(),
                     },
                     prompt_len: seq.prompt_len() as u32,
                     generated: seq.output(),
@@ -122,7 +122,7 @@ fn decide(
 /// sampled on the device without one, `Some(Some(bits))` with one, `None` when it must take
 /// the host path (a plugin decides after the forward pass, or failed).
 pub fn device_mask<'a>(id: SeqId, active: &Active, early: &'a Decisions) -> Option<Option<&'a [u64]>> {
-    match (active.request.sampler.as_ref(), early.get(&id)) {
+    match (active.sampler.as_ref(), early.get(&id)) {
         (None, _) => Some(None),
         (Some(_), Some(Ok(SampleDecision::Allow(bits)))) => Some(Some(bits)),
         (Some(_), Some(Ok(SampleDecision::Pass))) => Some(None),

@@ -3,7 +3,6 @@
 
 use mlahost_core::PromptHashes;
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_plugins::Plugin;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -25,13 +24,20 @@ pub struct EngineRequest {
     /// The prompt's page hashes, computed once after admission for the router and the
     /// scheduler (None: the scheduler computes them).
     pub prompt_hashes: Option<PromptHashes>,
-    /// A sampler plugin chosen by the request (`"sampler": name`), with its per-request config.
-    pub sampler: Option<(Arc<Plugin>, String)>,
-    /// The tenant's scheduler index (fair share) and its metrics.
+    /// A sampler plugin chosen by the request, by name (the core resolves it among the
+    /// sampler plugins it was built with).
+    pub sampler: Option<SamplerChoice>,
+    /// The tenant's scheduler index (fair share).
     pub tenant: u32,
-    pub tenant_stats: Option<Arc<crate::metrics::TenantStats>>,
     /// When the HTTP layer received the request: latency clocks start here.
     pub arrived: std::time::Instant,
+}
+
+/// `"sampler": name` and its per-request `sampler_config`.
+#[derive(Debug, Clone)]
+pub struct SamplerChoice {
+    pub name: String,
+    pub config: String,
 }
 
 impl EngineRequest {
@@ -50,7 +56,6 @@ impl EngineRequest {
             prompt_hashes: None,
             sampler: None,
             tenant: 0,
-            tenant_stats: None,
             arrived: std::time::Instant::now(),
         }
     }
@@ -108,6 +113,8 @@ pub struct PromptLogprob {
 pub enum Event {
     /// The scheduler took the request.
     Accepted,
+    /// The request ran for the first time (its queue time ends here).
+    Scheduled(std::time::Instant),
     /// The queue is full.
     Rejected(String),
     /// Logprobs of prompt tokens 1.. (the first has no context), before any `Token`.

@@ -323,7 +323,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         let metrics = Arc::new(Metrics::new(&name, replica));
         metrics.kv_cache_tokens.store(capacity as u64, SeqCst);
         metrics.kv_cache_bytes_per_token.store(page_bytes / cfg.page_size as u64, SeqCst);
-        let core = EngineCore::new(model.clone(), backend, make_scheduler, max_model_len, metrics.clone())?;
+        let core = EngineCore::new(model.clone(), backend, make_scheduler, max_model_len, metrics.clone())?.with_samplers(plugins.samplers());
         let (engine, join) = mlahost_runtime::spawn(core)?;
         list.push(Replica { engine, metrics, index, in_flight: Default::default() });
         threads.push(join);

@@ -2,7 +2,7 @@
 //! fields are honoured, refused or ignored: `fields.rs`).
 
 use super::error::ApiError;
-use mlahost_runtime::{EngineRequest, TextOptions};
+use mlahost_runtime::{EngineRequest, SamplerChoice, TextOptions};
 use crate::limits::RequestLimits;
 use mlahost_engine::sampling::SamplingParams;
 use serde_json::{Map, Value};
@@ -181,7 +181,6 @@ pub fn parse_common(f: &Fields, max_tokens_keys: &[&str], limits: &RequestLimits
             prompt_hashes: None,
             sampler: None,
             tenant: 0,
-            tenant_stats: None,
             arrived: crate::arrival::arrived(),
         },
         text: TextOptions {
@@ -261,6 +260,6 @@ pub fn attach_sampler(state: &super::AppState, f: &Fields, common: &mut Common) 
         Some(Value::String(s)) => s.clone(),
         Some(v) => v.to_string(),
     };
-    common.request.sampler = Some((plugin, config));
+    common.request.sampler = Some(SamplerChoice { name: plugin.spec.name.clone(), config });
     Ok(())
 }

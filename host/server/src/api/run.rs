@@ -11,11 +11,12 @@ use mlahost_runtime::{ChoiceEvent, ChoiceText, EngineEvents, EngineHandle, Engin
 use super::Reply;
 use crate::replicas::InFlightGuard;
 use crate::tenants::Tenant;
-use mlahost_core::{PromptHashes, RouteRequest};
+use mlahost_core::{PromptHashes, RouteRequest, SeqId};
 use mlahost_engine::LoadedModel;
+use mlahost_runtime::metrics::TenantStats;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use mlahost_core::SeqId;
+use std::time::Instant;
 
 /// The engine requests of one HTTP request; the unfinished ones are aborted if it is dropped.
 pub struct Submitted {
@@ -24,6 +25,9 @@ pub struct Submitted {
     pub in_flight: Option<InFlightGuard>,
     /// Keeps the request counted against its tenant's limits until it ends.
     pub tenant_load: Option<TenantLoad>,
+    /// The tenant's queue-time and TTFT histograms, observed per choice as its events come.
+    pub tenant_stats: Option<Arc<TenantStats>>,
+    arrived: Instant,
     model: Arc<LoadedModel>,
     ids: Vec<SeqId>,
     events: EngineEvents,
@@ -65,10 +69,16 @@ impl Submitted {
 
     fn take(&mut self, i: usize, event: Event) {
         let (Some(text), Some(&id)) = (self.texts.get_mut(i), self.ids.get(i)) else { return };
+        if let (Event::Scheduled(at), Some(t)) = (&event, &self.tenant_stats) {
+            t.queue_time.observe(at.saturating_duration_since(self.arrived).as_secs_f64());
+        }
         let mut out = Vec::new();
         let outcome = text.on_event(&self.model.tokenizer, event, &mut out);
         if outcome.token {
             self.handle.metrics().generation_tokens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let (1, Some(t)) = (text.generated(), &self.tenant_stats) {
+                t.ttft.observe(self.arrived.elapsed().as_secs_f64());
+            }
         }
         if outcome.stopped {
             // A stop string: the engine ends the choice and reports its usage.
@@ -84,12 +94,15 @@ impl Submitted {
 /// Queues every choice; all accepted or a 503 (the accepted ones are aborted).
 pub async fn submit_all(state: &AppState, handle: &EngineHandle, requests: Vec<EngineRequest>, common: &Common) -> Result<Submitted, ApiError> {
     let texts = requests.iter().map(|r| ChoiceText::new(&common.text, r.params.min_tokens)).collect();
+    let arrived = requests.first().map_or_else(Instant::now, |r| r.arrived);
     let n = requests.len();
     let (ids, events) = handle.submit(requests);
     let mut sub = Submitted {
         handle: handle.clone(),
         in_flight: None,
         tenant_load: None,
+        tenant_stats: None,
+        arrived,
         model: state.model.clone(),
         ids,
         events,
@@ -197,7 +210,6 @@ pub async fn generate(
         r.priority = priority;
         r.salt = salt;
         r.tenant = tenant.index;
-        r.tenant_stats = Some(stats.clone());
         r.prompt_hashes = hashes;
     }
     stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -209,6 +221,7 @@ pub async fn generate(
     let mut sub = submit_all(state, &replica.engine, requests, common).await?;
     sub.in_flight = Some(guard);
     sub.tenant_load = Some(load);
+    sub.tenant_stats = Some(stats.clone());
     if !common.stream {
         let mut results = collect(sub).await?;
         if common.scores_only() {

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::params::{Common, Fields};
 use super::AppState;
 use crate::builtin_plugins::GRAMMAR;
+use mlahost_runtime::SamplerChoice;
 use serde_json::{json, Value};
 
 /// The request fields that ask for structured output, in the order they are read.
@@ -117,7 +118,7 @@ pub fn attach(state: &AppState, common: &mut Common, constraint: Constraint) -> 
             return Err(ApiError::overloaded("the grammar plugin failed while compiling the constraint (details are in the server log)"));
         }
     }
-    common.request.sampler = Some((plugin, config));
+    common.request.sampler = Some(SamplerChoice { name: plugin.spec.name.clone(), config });
     Ok(())
 }
 
