@@ -32,6 +32,34 @@ pub struct Operand {
     pub ld: usize,
 }
 
+/// `C[m, n] = A[m, k] · W^T + beta * C`: W row-major `[n, k]` (a linear layer), or `[k, n]`
+/// in a `Batch` with `w_kn`.
+#[derive(Debug, Clone, Copy)]
+pub struct Linear {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Operand,
+    pub w: Operand,
+    pub c: Operand,
+    pub beta: f32,
+}
+
+/// `count` GEMMs of one shape, each operand `stride_*` elements after the previous one's.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    pub stride_a: usize,
+    pub stride_w: usize,
+    pub stride_c: usize,
+    pub count: usize,
+    /// W is `[k, n]` instead of `[n, k]`.
+    pub w_kn: bool,
+}
+
+impl Batch {
+    const ONE: Self = Self { stride_a: 0, stride_w: 0, stride_c: 0, count: 1, w_kn: false };
+}
+
 pub struct Blas {
     handle: sys::cublasHandle_t,
     _workspace: DeviceBuffer,
@@ -61,29 +89,15 @@ impl Blas {
         Ok(Self { handle, _workspace: workspace, gpu: gpu.clone() })
     }
 
-    /// `C[m, n] = alpha * A[m, k] · W[n, k]^T + beta * C` (W row-major `[n, k]`, i.e. a linear layer).
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear(&self, m: usize, n: usize, k: usize, a: Operand, w: Operand, c: Operand, beta: f32) -> Result<()> {
-        self.batched(m, n, k, a, 0, w, 0, c, 0, 1, beta, false)
+    /// One `Linear`.
+    pub fn linear(&self, g: Linear) -> Result<()> {
+        self.batched(g, Batch::ONE)
     }
 
-    /// Strided batched form. `w_transposed = false`: W is `[n, k]` (linear); `true`: W is `[k, n]`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn batched(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: Operand,
-        stride_a: usize,
-        w: Operand,
-        stride_w: usize,
-        c: Operand,
-        stride_c: usize,
-        batch: usize,
-        beta: f32,
-        w_kn: bool,
-    ) -> Result<()> {
+    /// `b.count` `Linear`s of one shape at strided operands.
+    pub fn batched(&self, g: Linear, b: Batch) -> Result<()> {
+        let Linear { m, n, k, a, w, c, beta } = g;
+        let Batch { stride_a, stride_w, stride_c, count: batch, w_kn } = b;
         if m == 0 || n == 0 || batch == 0 {
             return Ok(());
         }

@@ -5,7 +5,7 @@
 //! Fresh random logits every run (the seed is printed; MLAHOST_TEST_SEED replays one). Passes
 //! without doing anything on machines without a CUDA device.
 
-use mlahost_cuda::kernels::sampling::{sample_rows, Masks, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
+use mlahost_cuda::kernels::sampling::{sample_rows, Masks, SampleBatch, SampleIn, SampleOut, MAX_TOP_LOGPROBS};
 use mlahost_cuda::kernels::View;
 use mlahost_cuda::{CudaError, DeviceBuffer, Gpu, Kernels};
 use mlahost_engine::sampling::{apply_penalties, argmax, log_softmax, sample, top_logprobs, Rng, SamplingParams};
@@ -72,8 +72,16 @@ fn run(gpu: &Arc<Gpu>, k: &Kernels, logits: &[f32], vocab: usize, batch: &Sample
         top_ids: View::of(&top_ids),
         top_logprobs: View::of(&top_lps),
     };
-    sample_rows(k, View::of(&d_logits), View::of(&work), rows, vocab, View::of(&params), View::of(&penalties), batch.penalties.len(), &masks, &out)
-        .unwrap();
+    let input = SampleIn {
+        logits: View::of(&d_logits),
+        work: View::of(&work),
+        rows,
+        vocab,
+        params: View::of(&params),
+        penalties: View::of(&penalties),
+        n_penalties: batch.penalties.len(),
+    };
+    sample_rows(k, &input, &masks, &out).unwrap();
     gpu.synchronize().unwrap();
     let back: Vec<f32> = d_logits.to_vec(rows * vocab).unwrap();
     assert!(back.iter().zip(logits).all(|(a, b)| a.to_bits() == b.to_bits()), "the logits were modified");

@@ -3,7 +3,7 @@
 //! weights rotate over enough copies that a step's weights do not sit in L2.
 
 use super::Rng;
-use mlahost_cuda::blas::{Blas, Dtype, Operand};
+use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
 use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
 use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
 use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
@@ -78,11 +78,13 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
             let splits = fp8::splits_for(m, n, kk, sms, part.bytes());
             let fp8_us = median_us(gpu, &|i| {
                 fp8::quant_act(k, v(&a16), false, act, m, kk)?;
-                fp8::gemm(k, act, Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) }, v(&out), OutMode::Bf16, v(&part), splits, m, n, kk)
+                let w = Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) };
+                fp8::gemm(k, fp8::Gemm { a: act, w, c: v(&out), mode: OutMode::Bf16, part: v(&part), splits, m, n, k: kk })
             })?;
             let bf16_us = median_us(gpu, &|i| {
                 let w = &w16[i % w16.len()];
-                blas.linear(m, n, kk, Operand { ptr: a16.ptr(), dtype: Dtype::Bf16, ld: kk }, Operand { ptr: w.ptr(), dtype: Dtype::Bf16, ld: kk }, Operand { ptr: out.ptr(), dtype: Dtype::Bf16, ld: n }, 0.0)
+                let op = |ptr, ld| Operand { ptr, dtype: Dtype::Bf16, ld };
+                blas.linear(Linear { m, n, k: kk, a: op(a16.ptr(), kk), w: op(w.ptr(), kk), c: op(out.ptr(), n), beta: 0.0 })
             })?;
             let flops = 2.0 * (m * n * kk) as f64;
             let gbps = (n * kk) as f64 / fp8_us * 1e-3;

@@ -9,7 +9,7 @@
 use super::{from_bf16, rel_err, round_bf16, bf16s, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
-use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch};
+use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped};
 use mlahost_cuda::kernels::View;
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::quant::quantize_blocks;
@@ -166,7 +166,8 @@ fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: O
     }
     let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::FP8_SPLIT_PARTIAL_BYTES as usize)?;
     let splits = if splits == 0 { fp8::splits_for(m, n, kdim, kern.gpu().info.multiprocessors as usize, part.bytes()) } else { splits };
-    fp8::gemm(kern, act, Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) }, v(&c), mode, v(&part), splits, m, n, kdim)?;
+    let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
+    fp8::gemm(kern, fp8::Gemm { a: act, w, c: v(&c), mode, part: v(&part), splits, m, n, k: kdim })?;
     let got = match mode {
         OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(m * n)?),
         _ => c.to_vec::<f32>(m * n)?,
@@ -206,7 +207,9 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<
     let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
     let c = buf(pairs * n * 4)?;
     c.fill_bytes(0xff)?;
-    fp8::grouped_gemm(kern, act, t, Some((v(&sorted), top_k)), Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) }, e, &d, pairs, v(&c), OutMode::F32, n, kdim)?;
+    let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
+    let g = Grouped { a: act, a_total_rows: t, a_rows: Some((v(&sorted), top_k)), w, experts: e, pairs, c: v(&c), n, k: kdim };
+    fp8::grouped_gemm(kern, &d, g, OutMode::F32)?;
     let got_sorted = c.to_vec::<f32>(pairs * n)?;
     let pos = ppos.to_vec::<i32>(pairs)?;
     // back to pair order, and each pair's operands: its token's row, its expert's weights

@@ -3,11 +3,11 @@
 //! and 64, shuffled physical pages.
 
 use super::{bf16s, from_bf16, max_abs, rel_err, round_bf16, Check, Rng};
-use mlahost_cuda::blas::{Blas, Dtype, Operand};
+use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
-use mlahost_cuda::kernels::layers::{self, cache_entry_bytes, RopeArgs};
-use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, RouteParams};
+use mlahost_cuda::kernels::layers::{self, cache_entry_bytes, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
+use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped, RouteParams};
 use mlahost_cuda::kernels::View;
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
@@ -347,7 +347,19 @@ fn cache_write(k: &Kernels, rng: &mut Rng, kv_lora: usize, rope: usize, fp8: boo
     let d_cache = DeviceBuffer::alloc(gpu, slots * entry)?;
     d_cache.fill_bytes(0)?;
     let rope_args = RopeArgs { inv_freq: v(&d_freq), attention_factor: af, rope_dim: rope, interleaved: true };
-    layers::latent_cache_write(k, v(&d_kv), v(&d_w), v(&d_pos), v(&d_slots), rope_args, v(&d_cache), slots, t, kv_lora, eps, fp8)?;
+    layers::latent_cache_write(k, CacheWrite {
+        kv: v(&d_kv),
+        norm_weight: v(&d_w),
+        pos: v(&d_pos),
+        slots: v(&d_slots),
+        rope: rope_args,
+        cache: v(&d_cache),
+        cache_slots: slots,
+        tokens: t,
+        kv_lora,
+        eps,
+        fp8,
+    })?;
     let got = d_cache.to_vec::<u8>(slots * entry)?;
     let (mut got_v, mut want_v) = (Vec::new(), Vec::new());
     let mut scale_err = 0f64;
@@ -393,7 +405,8 @@ fn norm_rope_act(k: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
     let (d_x, d_delta, d_w) = (DeviceBuffer::from_slice(gpu, &x)?, DeviceBuffer::from_slice(gpu, &delta)?, DeviceBuffer::from_slice(gpu, &w)?);
     let d_out = DeviceBuffer::alloc(gpu, rows * dim * 2)?;
     let d_out32 = DeviceBuffer::alloc(gpu, rows * dim * 4)?;
-    layers::rmsnorm_residual(k, v(&d_x), Some(v(&d_delta)), v(&d_w), v(&d_out), Some(v(&d_out32)), None, rows, dim, eps)?;
+    let norm = RmsNorm::rows(v(&d_x), v(&d_w), v(&d_out), rows, dim, eps);
+    layers::rmsnorm_residual(k, RmsNorm { delta: Some(v(&d_delta)), out_f32: Some(v(&d_out32)), ..norm })?;
     let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
     let mut want = Vec::new();
     for r in sum.chunks(dim) {
@@ -408,7 +421,8 @@ fn norm_rope_act(k: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
     out.push(Check { name: "rmsnorm_residual (bf16 out)".into(), error: rel_err(&got16, &want), tolerance: 8e-3, detail: format!("{rows}x{dim}"), informational: false });
     let pick: Vec<i32> = vec![5, 0, 32, 17];
     let d_rows = DeviceBuffer::from_slice(gpu, &pick)?;
-    layers::rmsnorm_residual(k, v(&d_x), None, v(&d_w), v(&d_out), Some(v(&d_out32)), Some((v(&d_rows), rows)), pick.len(), dim, eps)?;
+    let norm = RmsNorm::rows(v(&d_x), v(&d_w), v(&d_out), pick.len(), dim, eps);
+    layers::rmsnorm_residual(k, RmsNorm { out_f32: Some(v(&d_out32)), rows: Some((v(&d_rows), rows)), ..norm })?;
     let got = d_out32.to_vec::<f32>(pick.len() * dim)?;
     let want_rows: Vec<f32> = pick.iter().flat_map(|&r| want[r as usize * dim..(r as usize + 1) * dim].to_vec()).collect();
     out.push(Check { name: "rmsnorm gathered rows".into(), error: rel_err(&got, &want_rows), tolerance: 1e-5, detail: format!("rows {pick:?}"), informational: false });
@@ -422,7 +436,18 @@ fn norm_rope_act(k: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
     let d_o = DeviceBuffer::alloc(gpu, t * heads * dq * 2)?;
     d_o.fill_bytes(0x11)?;
     let args = RopeArgs { inv_freq: v(&d_f), attention_factor: 0.9, rope_dim: rope, interleaved: true };
-    layers::rope_query(k, v(&d_q), v(&d_o), v(&d_pos), args, t, heads, qk, nope, dq, kv_lora)?;
+    layers::rope_query(k, RopeQuery {
+        q: v(&d_q),
+        out: v(&d_o),
+        pos: v(&d_pos),
+        rope: args,
+        tokens: t,
+        heads,
+        q_stride: qk,
+        rope_offset: nope,
+        out_stride: dq,
+        out_offset: kv_lora,
+    })?;
     let got = d_o.to_vec::<u16>(t * heads * dq)?;
     let (mut g, mut wv, mut untouched) = (Vec::new(), Vec::new(), true);
     for ti in 0..t {
@@ -543,9 +568,11 @@ fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Res
     let (y, act, z) = (buf(pairs * 2 * inter * 2)?, buf(pairs * inter * 2)?, buf(pairs * hidden * 4)?);
     let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
     moe::moe_align(kern, v(&d_ids), pairs, e, &d)?;
-    moe::moe_gemm(kern, v(&d_h), t, Some((v(&sorted), k)), v(&d_gu), e, &d, pairs, v(&y), false, 2 * inter, hidden)?;
+    let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: v(&d_gu), experts: e, pairs, c: v(&y), n: 2 * inter, k: hidden };
+    moe::moe_gemm(kern, &d, gate_up, false)?;
     layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
-    moe::moe_gemm(kern, v(&act), pairs, None, v(&d_d), e, &d, pairs, v(&z), true, hidden, inter)?;
+    let down = Grouped { a: v(&act), a_total_rows: pairs, a_rows: None, w: v(&d_d), experts: e, pairs, c: v(&z), n: hidden, k: inter };
+    moe::moe_gemm(kern, &d, down, true)?;
     moe::moe_combine(kern, v(&z), v(&ppos), v(&d_w), v(&d_x), t, k, hidden)?;
     let got = d_x.to_vec::<f32>(t * hidden)?;
     let mut want = x0.clone();
@@ -581,7 +608,7 @@ fn gemm(blas: &Blas, k: &Kernels, rng: &mut Rng) -> Result<Check> {
     let c0 = rng.vec(m * n, 1.0);
     let (d_a, d_w, d_c) = (DeviceBuffer::from_slice(gpu, &bf16s(&a))?, DeviceBuffer::from_slice(gpu, &bf16s(&w))?, DeviceBuffer::from_slice(gpu, &c0)?);
     let op = |b: &DeviceBuffer, dtype, ld| Operand { ptr: b.ptr(), dtype, ld };
-    blas.linear(m, n, kk, op(&d_a, Dtype::Bf16, kk), op(&d_w, Dtype::Bf16, kk), op(&d_c, Dtype::F32, n), 1.0)?;
+    blas.linear(Linear { m, n, k: kk, a: op(&d_a, Dtype::Bf16, kk), w: op(&d_w, Dtype::Bf16, kk), c: op(&d_c, Dtype::F32, n), beta: 1.0 })?;
     let got = d_c.to_vec::<f32>(m * n)?;
     let want: Vec<f32> = (0..m * n)
         .map(|i| {

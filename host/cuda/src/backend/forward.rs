@@ -3,12 +3,12 @@
 use super::fp8_scratch::Fp8Scratch;
 use super::layout::BatchLayout;
 use super::workspace::Workspace;
-use crate::blas::{Blas, Dtype, Operand};
+use crate::blas::{Batch, Blas, Dtype, Linear, Operand};
 use crate::gpu::DeviceBuffer;
 use crate::kernels::fp8::{self, OutMode};
 use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
-use crate::kernels::layers::{self, RopeArgs};
-use crate::kernels::moe::{self, Dispatch, RouteParams};
+use crate::kernels::layers::{self, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
+use crate::kernels::moe::{self, Dispatch, Grouped, RouteParams};
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::weights::{GpuAttention, GpuFfn, GpuLayer, GpuMatrix, GpuMlp, GpuMoe, GpuQuery, GpuWeights};
@@ -68,29 +68,21 @@ impl Forward<'_> {
         if rows == 0 {
             return Ok(());
         }
-        layers::rmsnorm_residual(
-            self.k,
-            v(&ws.x),
-            None,
-            v(&self.w.norm),
-            v(&ws.final_h),
-            None,
-            Some((ws.meta_at(self.layout.rows_at), t)),
-            rows,
-            hidden,
-            cfg.rms_norm_eps,
-        )?;
-        self.blas.linear(rows, cfg.vocab_size, hidden, bf16(&ws.final_h, hidden), weight(&self.w.lm_head), f32op(&ws.logits, cfg.vocab_size), 0.0)
+        let gathered = Some((ws.meta_at(self.layout.rows_at), t));
+        layers::rmsnorm_residual(self.k, RmsNorm { rows: gathered, ..RmsNorm::rows(v(&ws.x), v(&self.w.norm), v(&ws.final_h), rows, hidden, cfg.rms_norm_eps) })?;
+        let (n, k) = (cfg.vocab_size, hidden);
+        self.blas.linear(Linear { m: rows, n, k, a: bf16(&ws.final_h, k), w: weight(&self.w.lm_head), c: f32op(&ws.logits, n), beta: 0.0 })
     }
 
     fn layer(&self, l: usize, layer: &GpuLayer) -> Result<()> {
         let (cfg, ws, t) = (self.cfg, self.ws, self.layout.tokens);
         let hidden = cfg.hidden_size;
         let moe = matches!(layer.ffn, GpuFfn::Moe(_));
-        layers::rmsnorm_residual(self.k, v(&ws.x), None, v(&layer.input_norm), v(&ws.h), None, None, t, hidden, cfg.rms_norm_eps)?;
+        layers::rmsnorm_residual(self.k, RmsNorm::rows(v(&ws.x), v(&layer.input_norm), v(&ws.h), t, hidden, cfg.rms_norm_eps))?;
         self.attention(l, &layer.attn)?;
         let h32 = moe.then(|| v(&ws.h32));
-        layers::rmsnorm_residual(self.k, v(&ws.x), None, v(&layer.post_attention_norm), v(&ws.h), h32, None, t, hidden, cfg.rms_norm_eps)?;
+        let norm = RmsNorm::rows(v(&ws.x), v(&layer.post_attention_norm), v(&ws.h), t, hidden, cfg.rms_norm_eps);
+        layers::rmsnorm_residual(self.k, RmsNorm { out_f32: h32, ..norm })?;
         match &layer.ffn {
             GpuFfn::Dense(m) => self.mlp(m, t),
             GpuFfn::Moe(m) => self.moe(l, m),
@@ -105,7 +97,7 @@ impl Forward<'_> {
             (Some(fw), Some(q)) => {
                 fp8::quant_act(self.k, v(a), false, q.act(), m, k)?;
                 let splits = fp8::splits_for(m, n, k, self.num_sms, q.part.bytes());
-                fp8::gemm(self.k, q.act(), fw, v(c), mode, v(&q.part), splits, m, n, k)
+                fp8::gemm(self.k, fp8::Gemm { a: q.act(), w: fw, c: v(c), mode, part: v(&q.part), splits, m, n, k })
             }
             (Some(_), None) => Err(crate::CudaError::launch("fp8_gemm", "FP8 weights without the FP8 scratch")),
             (None, _) => {
@@ -114,7 +106,7 @@ impl Forward<'_> {
                     OutMode::F32 => (f32op(c, n), 0.0),
                     OutMode::F32Add => (f32op(c, n), 1.0),
                 };
-                self.blas.linear(m, n, k, bf16(a, k), weight(w), out, beta)
+                self.blas.linear(Linear { m, n, k, a: bf16(a, k), w: weight(w), c: out, beta })
             }
         }
     }
@@ -138,7 +130,7 @@ impl Forward<'_> {
             GpuQuery::LowRank { a: wa, norm, b: wb } => {
                 let r = wa.rows;
                 self.linear(t, &ws.h, wa, &ws.qa, OutMode::F32)?;
-                layers::rmsnorm_residual(k, v(&ws.qa), None, v(norm), v(&ws.qa_n), None, None, t, r, LATENT_NORM_EPS)?;
+                layers::rmsnorm_residual(k, RmsNorm::rows(v(&ws.qa), v(norm), v(&ws.qa_n), t, r, LATENT_NORM_EPS))?;
                 self.linear(t, &ws.qa_n, wb, &ws.q_in, OutMode::Bf16)?;
             }
         }
@@ -147,24 +139,37 @@ impl Forward<'_> {
         let pos = self.ws.meta_at(self.layout.pos_at);
         let cache = v(&self.cache[l]);
         let slots = self.geometry.num_pages * self.geometry.page_size;
-        layers::latent_cache_write(k, v(&ws.kv), v(&a.kv_a_norm), pos, v(&ws.slots), self.rope(), cache, slots, t, kv_lora, LATENT_NORM_EPS, self.fp8)?;
+        layers::latent_cache_write(k, CacheWrite {
+            kv: v(&ws.kv),
+            norm_weight: v(&a.kv_a_norm),
+            pos,
+            slots: v(&ws.slots),
+            rope: self.rope(),
+            cache,
+            cache_slots: slots,
+            tokens: t,
+            kv_lora,
+            eps: LATENT_NORM_EPS,
+            fp8: self.fp8,
+        })?;
         // absorbed query: q_lat[t, h] = q_nope[t, h] · W_UK[h]  (W_UK[h] = kv_b rows h*(nope+v) .. +nope)
         let per_head = (nope + vd) * kv_lora;
         self.blas.batched(
-            t,
-            kv_lora,
-            nope,
-            bf16(&ws.q_in, heads * qk),
-            qk,
-            weight(&a.kv_b),
-            per_head,
-            bf16(&ws.q_full, heads * d),
-            d,
-            heads,
-            0.0,
-            true,
+            Linear { m: t, n: kv_lora, k: nope, a: bf16(&ws.q_in, heads * qk), w: weight(&a.kv_b), c: bf16(&ws.q_full, heads * d), beta: 0.0 },
+            Batch { stride_a: qk, stride_w: per_head, stride_c: d, count: heads, w_kn: true },
         )?;
-        layers::rope_query(k, v(&ws.q_in), v(&ws.q_full), pos, self.rope(), t, heads, qk, nope, d, kv_lora)?;
+        layers::rope_query(k, RopeQuery {
+            q: v(&ws.q_in),
+            out: v(&ws.q_full),
+            pos,
+            rope: self.rope(),
+            tokens: t,
+            heads,
+            q_stride: qk,
+            rope_offset: nope,
+            out_stride: d,
+            out_offset: kv_lora,
+        })?;
         // attention over the latent cache
         let scale = cfg.softmax_scale();
         if self.layout.fast.is_empty() {
@@ -218,19 +223,10 @@ impl Forward<'_> {
             decode::mla_decode(k, &io, &shape, &launch.plan)?;
         }
         // values: ov[t, h] = W_UV[h] · o_lat[t, h], then o_proj added into the residual
+        let w_uv = Operand { ptr: a.kv_b.buf.ptr() + (nope * kv_lora * 2) as u64, dtype: Dtype::Bf16, ld: kv_lora };
         self.blas.batched(
-            t,
-            vd,
-            kv_lora,
-            bf16(&ws.att, heads * kv_lora),
-            kv_lora,
-            Operand { ptr: a.kv_b.buf.ptr() + (nope * kv_lora * 2) as u64, dtype: Dtype::Bf16, ld: kv_lora },
-            per_head,
-            bf16(&ws.ov, heads * vd),
-            vd,
-            heads,
-            0.0,
-            false,
+            Linear { m: t, n: vd, k: kv_lora, a: bf16(&ws.att, heads * kv_lora), w: w_uv, c: bf16(&ws.ov, heads * vd), beta: 0.0 },
+            Batch { stride_a: kv_lora, stride_w: per_head, stride_c: vd, count: heads, w_kn: false },
         )?;
         self.linear(t, &ws.ov, &a.o, &ws.x, OutMode::F32Add)
     }
@@ -249,7 +245,8 @@ impl Forward<'_> {
         let mc = cfg.moe.as_ref().ok_or_else(|| crate::CudaError::launch("moe", "MoE weights without MoE config"))?;
         let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
         let pairs = t * top_k;
-        self.blas.linear(t, e, hidden, f32op(&ws.h32, hidden), Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden }, f32op(&ws.router, e), 0.0)?;
+        let router = Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden };
+        self.blas.linear(Linear { m: t, n: e, k: hidden, a: f32op(&ws.h32, hidden), w: router, c: f32op(&ws.router, e), beta: 0.0 })?;
         let params = RouteParams::from_config(mc);
         moe::moe_route(k, v(&ws.router), m.bias.as_ref().map(v), v(&ws.topk_ids), v(&ws.topk_w), t, &params)?;
         if let Some(log) = self.route_log {
@@ -264,20 +261,26 @@ impl Forward<'_> {
             tile_rows: moe::tile_rows_for(t),
         };
         moe::moe_align(k, v(&ws.topk_ids), pairs, e, &d)?;
+        // The first GEMM gathers each pair's token row; the second reads pairs in sorted order.
+        let gathered = Some((v(&ws.sorted_pairs), top_k));
         match (&m.scales, self.quant) {
             (Some((gu_s, down_s)), Some(q)) => {
                 let w = |codes: &DeviceBuffer, scales: &DeviceBuffer| fp8::Fp8Weight { codes: v(codes), scales: v(scales) };
                 fp8::quant_act(k, v(&ws.h), false, q.act(), t, hidden)?;
-                fp8::grouped_gemm(k, q.act(), t, Some((v(&ws.sorted_pairs), top_k)), w(&m.gate_up, gu_s), e, &d, pairs, v(&ws.expert_gate_up), OutMode::Bf16, 2 * inter, hidden)?;
+                let gate_up = Grouped { a: q.act(), a_total_rows: t, a_rows: gathered, w: w(&m.gate_up, gu_s), experts: e, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
+                fp8::grouped_gemm(k, &d, gate_up, OutMode::Bf16)?;
                 layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
                 fp8::quant_act(k, v(&ws.expert_act), false, q.act(), pairs, inter)?;
-                fp8::grouped_gemm(k, q.act(), pairs, None, w(&m.down, down_s), e, &d, pairs, v(&ws.expert_out), OutMode::F32, hidden, inter)?;
+                let down = Grouped { a: q.act(), a_total_rows: pairs, a_rows: None, w: w(&m.down, down_s), experts: e, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
+                fp8::grouped_gemm(k, &d, down, OutMode::F32)?;
             }
             (Some(_), None) => return Err(crate::CudaError::launch("fp8_grouped_gemm", "FP8 experts without the FP8 scratch")),
             (None, _) => {
-                moe::moe_gemm(k, v(&ws.h), t, Some((v(&ws.sorted_pairs), top_k)), v(&m.gate_up), e, &d, pairs, v(&ws.expert_gate_up), false, 2 * inter, hidden)?;
+                let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: e, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
+                moe::moe_gemm(k, &d, gate_up, false)?;
                 layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
-                moe::moe_gemm(k, v(&ws.expert_act), pairs, None, v(&m.down), e, &d, pairs, v(&ws.expert_out), true, hidden, inter)?;
+                let down = Grouped { a: v(&ws.expert_act), a_total_rows: pairs, a_rows: None, w: v(&m.down), experts: e, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
+                moe::moe_gemm(k, &d, down, true)?;
             }
         }
         moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(&ws.x), t, top_k, hidden)?;

@@ -8,7 +8,7 @@
 //! runs over it as a greedy placeholder and its result is discarded.
 
 use crate::gpu::{DeviceBuffer, Gpu};
-use crate::kernels::sampling::{sample_rows, Masks, PenaltyEntry, RowParams, SampleBatch, SampleOut, MAX_TOP_LOGPROBS};
+use crate::kernels::sampling::{sample_rows, Masks, PenaltyEntry, RowParams, SampleBatch, SampleIn, SampleOut, MAX_TOP_LOGPROBS};
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::Result;
@@ -80,7 +80,16 @@ impl SamplerBuffers {
             top_ids: View::of(top_ids),
             top_logprobs: View::of(top_lps),
         };
-        sample_rows(k, logits, View::of(work), rows, vocab, View::of(params), View::of(penalties), batch.penalties.len(), &masks, &out)?;
+        let input = SampleIn {
+            logits,
+            work: View::of(work),
+            rows,
+            vocab,
+            params: View::of(params),
+            penalties: View::of(penalties),
+            n_penalties: batch.penalties.len(),
+        };
+        sample_rows(k, &input, &masks, &out)?;
         let ids: Vec<i32> = tokens.to_vec(rows)?;
         let lp: Vec<f32> = lps.to_vec(rows)?;
         let tids: Vec<i32> = top_ids.to_vec(rows * MAX_TOP_LOGPROBS)?;

@@ -81,10 +81,24 @@ pub fn splits_for(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usiz
     kb.div_ceil(per)
 }
 
-/// Dense `C[m, n] (mode) A · W^T`; `part` receives split-k partials (f32) when `splits > 1`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(kern: &Kernels, a: Fp8Act, w: Fp8Weight, c: View, mode: OutMode, part: View, splits: usize, m: usize, n: usize, k: usize) -> Result<()> {
+/// A dense FP8 GEMM: `C[m, n] (mode) A · W^T`; `part` receives split-k partials (f32) when
+/// `splits > 1` (`splits_for`).
+#[derive(Debug, Clone, Copy)]
+pub struct Gemm {
+    pub a: Fp8Act,
+    pub w: Fp8Weight,
+    pub c: View,
+    pub mode: OutMode,
+    pub part: View,
+    pub splits: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
     const K: &str = "fp8_gemm";
+    let Gemm { a, w, c, mode, part, splits, m, n, k } = g;
     check_gpu(kern, K)?;
     ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
     if m == 0 {
@@ -128,24 +142,11 @@ pub fn gemm(kern: &Kernels, a: Fp8Act, w: Fp8Weight, c: View, mode: OutMode, par
     Ok(())
 }
 
-/// Grouped over experts: `C[p, :n] = A[row(p)] · W[e(p)]^T` on `moe_align`'s tile list (16- or
-/// 64-row tiles, `tile_rows`); `a_rows = Some((sorted_pairs, top_k))` gathers token rows.
-#[allow(clippy::too_many_arguments)]
-pub fn grouped_gemm(
-    kern: &Kernels,
-    a: Fp8Act,
-    a_total_rows: usize,
-    a_rows: Option<(View, usize)>,
-    w: Fp8Weight,
-    experts: usize,
-    d: &super::moe::Dispatch,
-    pairs: usize,
-    c: View,
-    mode: OutMode,
-    n: usize,
-    k: usize,
-) -> Result<()> {
+/// `Grouped` over experts with FP8 operands, on `moe_align`'s tile list (16- or 64-row tiles,
+/// `tile_rows`); `c` is written in `mode` (never accumulated).
+pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Grouped<Fp8Act, Fp8Weight>, mode: OutMode) -> Result<()> {
     const K: &str = "fp8_grouped_gemm";
+    let super::moe::Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
     check_gpu(kern, K)?;
     ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
     ensure(K, mode != OutMode::F32Add, || "grouped outputs are written, not accumulated".into())?;

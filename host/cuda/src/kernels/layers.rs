@@ -14,22 +14,34 @@ pub struct RopeArgs {
     pub interleaved: bool,
 }
 
-/// For each output row r: `x[src] += delta[src]` (when given), `out[r] = rmsnorm(x[src]) * weight`
-/// with src = rows[r] (or r). `out_f32` optionally receives the f32 values too.
-#[allow(clippy::too_many_arguments)]
-pub fn rmsnorm_residual(
-    k: &Kernels,
-    x: View,
-    delta: Option<View>,
-    weight: View,
-    out: View,
-    out_f32: Option<View>,
-    rows: Option<(View, usize)>,
-    n_rows: usize,
-    dim: usize,
-    eps: f32,
-) -> Result<()> {
+/// `rmsnorm_residual`'s operands: for each output row r, `x[src] += delta[src]` (when given),
+/// `out[r] = rmsnorm(x[src]) * weight` (bf16) with src = rows[r] (or r); `out_f32` optionally
+/// receives the f32 values too.
+#[derive(Debug, Clone, Copy)]
+pub struct RmsNorm {
+    /// f32 `[rows, dim]` (the residual stream when `delta` is given).
+    pub x: View,
+    pub delta: Option<View>,
+    pub weight: View,
+    pub out: View,
+    pub out_f32: Option<View>,
+    /// Gathered source rows (device i32) and how many rows `x` has.
+    pub rows: Option<(View, usize)>,
+    pub n_rows: usize,
+    pub dim: usize,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    /// `out[r] = rmsnorm(x[r]) * weight` for `n_rows` rows, nothing else.
+    pub fn rows(x: View, weight: View, out: View, n_rows: usize, dim: usize, eps: f32) -> Self {
+        Self { x, delta: None, weight, out, out_f32: None, rows: None, n_rows, dim, eps }
+    }
+}
+
+pub fn rmsnorm_residual(k: &Kernels, p: RmsNorm) -> Result<()> {
     const K: &str = "rmsnorm_residual";
+    let RmsNorm { x, delta, weight, out, out_f32, rows, n_rows, dim, eps } = p;
     let src_rows = match rows {
         Some((_, total)) => total,
         None => n_rows,
@@ -46,23 +58,27 @@ pub fn rmsnorm_residual(
     ])
 }
 
-/// Rotates each head's rope part of `q` ([T, heads, q_stride] bf16, rope part at `rope_offset`)
-/// into `out[t, h, out_offset ..]` ([T, heads, out_stride] bf16).
-#[allow(clippy::too_many_arguments)]
-pub fn rope_query(
-    k: &Kernels,
-    q: View,
-    out: View,
-    pos: View,
-    rope: RopeArgs,
-    tokens: usize,
-    heads: usize,
-    q_stride: usize,
-    rope_offset: usize,
-    out_stride: usize,
-    out_offset: usize,
-) -> Result<()> {
+/// `rope_query`'s operands: each head's rope part of `q` ([tokens, heads, q_stride] bf16, rope
+/// part at `rope_offset`) is rotated into `out[t, h, out_offset ..]` ([tokens, heads,
+/// out_stride] bf16).
+#[derive(Debug, Clone, Copy)]
+pub struct RopeQuery {
+    pub q: View,
+    pub out: View,
+    /// Each token's position (device i32).
+    pub pos: View,
+    pub rope: RopeArgs,
+    pub tokens: usize,
+    pub heads: usize,
+    pub q_stride: usize,
+    pub rope_offset: usize,
+    pub out_stride: usize,
+    pub out_offset: usize,
+}
+
+pub fn rope_query(k: &Kernels, p: RopeQuery) -> Result<()> {
     const K: &str = "rope_query";
+    let RopeQuery { q, out, pos, rope, tokens, heads, q_stride, rope_offset, out_stride, out_offset } = p;
     ensure(K, rope.rope_dim % 2 == 0 && rope_offset + rope.rope_dim <= q_stride && out_offset + rope.rope_dim <= out_stride, || {
         format!("rope {} at {rope_offset} does not fit strides {q_stride}/{out_stride}", rope.rope_dim)
     })?;
@@ -93,23 +109,30 @@ pub fn cache_entry_bytes(kv_lora: usize, rope: usize, fp8: bool) -> usize {
     }
 }
 
-/// Normalizes c_kv, rotates k_pe and stores both at `slots[t]` of one layer's cache.
-#[allow(clippy::too_many_arguments)]
-pub fn latent_cache_write(
-    k: &Kernels,
-    kv: View,
-    norm_w: View,
-    pos: View,
-    slots: View,
-    rope: RopeArgs,
-    cache: View,
-    cache_slots: usize,
-    tokens: usize,
-    kv_lora: usize,
-    eps: f32,
-    fp8: bool,
-) -> Result<()> {
+/// `latent_cache_write`'s operands: each token's c_kv (f32 `kv[t, ..kv_lora]`) is normalized,
+/// its k_pe (`kv[t, kv_lora..]`) rotated, and both stored at `slots[t]` of one layer's cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheWrite {
+    pub kv: View,
+    pub norm_weight: View,
+    /// Each token's position (device i32).
+    pub pos: View,
+    /// Each token's cache slot (device i64).
+    pub slots: View,
+    pub rope: RopeArgs,
+    pub cache: View,
+    /// Slots the layer's cache holds.
+    pub cache_slots: usize,
+    pub tokens: usize,
+    pub kv_lora: usize,
+    pub eps: f32,
+    /// The cache stores the fp8 layout (`cache_entry_bytes`).
+    pub fp8: bool,
+}
+
+pub fn latent_cache_write(k: &Kernels, p: CacheWrite) -> Result<()> {
     const K: &str = "latent_cache_write";
+    let CacheWrite { kv, norm_weight: norm_w, pos, slots, rope, cache, cache_slots, tokens, kv_lora, eps, fp8 } = p;
     let d = kv_lora + rope.rope_dim;
     ensure(K, d <= 1024 && kv_lora <= 2048, || format!("latent width {d} is over the kernel's 1024"))?;
     let args = [

@@ -124,23 +124,27 @@ pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, d: &Dispa
     ])
 }
 
-/// `C[p, :n] = A[row(p), :k] · W[e(p)]^T` over the dispatched pairs; W is `[E, n, k]` bf16.
-/// `a_rows = Some((sorted_pairs, top_k))` gathers token rows; None reads A in sorted order.
-#[allow(clippy::too_many_arguments)]
-pub fn moe_gemm(
-    kern: &Kernels,
-    a: View,
-    a_total_rows: usize,
-    a_rows: Option<(View, usize)>,
-    w: View,
-    experts: usize,
-    d: &Dispatch,
-    pairs: usize,
-    c: View,
-    c_f32: bool,
-    n: usize,
-    k: usize,
-) -> Result<()> {
+/// A grouped GEMM over `moe_align`'s dispatched pairs: `C[p, :n] = A[row(p), :k] · W[e(p)]^T`.
+/// `A` and `W` are bf16 `View`s (`moe_gemm`) or FP8 codes with scales (`fp8::grouped_gemm`).
+#[derive(Debug, Clone, Copy)]
+pub struct Grouped<A, W> {
+    pub a: A,
+    /// Rows `a` holds.
+    pub a_total_rows: usize,
+    /// `Some((sorted_pairs, top_k))` gathers token rows; None reads `a` in sorted pair order.
+    pub a_rows: Option<(View, usize)>,
+    /// `[experts, n, k]`.
+    pub w: W,
+    pub experts: usize,
+    pub pairs: usize,
+    pub c: View,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// `Grouped` with bf16 operands; `c` is f32 when `c_f32`, else bf16.
+pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: bool) -> Result<()> {
+    let Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
     let skinny = d.tile_rows == SKINNY_TILE_ROWS;
     let (name, smem): (&'static str, u32) = if skinny { ("moe_gemm_skinny", SKINNY_SMEM) } else { ("moe_gemm", 0) };
     const K: &str = "moe_gemm";

@@ -213,25 +213,26 @@ pub struct Masks {
     pub words: usize,
 }
 
-/// Samples one token per row of `logits [rows, vocab]` f32 with `params` (`rows` x
-/// `RowParams`), the flat `penalties` list (`n_penalties` x `PenaltyEntry`) and the rows'
-/// allow-sets (`masks`, read for rows whose `mask_row` is set). `work` is a `[rows, vocab]`
-/// f32 scratch the penalized or masked rows are written to; it may be `View::NULL` when there
-/// are neither. `logits` is left unchanged.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_rows(
-    k: &Kernels,
-    logits: View,
-    work: View,
-    rows: usize,
-    vocab: usize,
-    params: View,
-    penalties: View,
-    n_penalties: usize,
-    masks: &Masks,
-    out: &SampleOut,
-) -> Result<()> {
+/// What `sample_rows` reads: `logits [rows, vocab]` f32 (left unchanged), `params` (`rows` x
+/// `RowParams`) and the flat `penalties` list (`n_penalties` x `PenaltyEntry`). `work` is a
+/// `[rows, vocab]` f32 scratch the penalized or masked rows are written to; it may be
+/// `View::NULL` when there are neither.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleIn {
+    pub logits: View,
+    pub work: View,
+    pub rows: usize,
+    pub vocab: usize,
+    pub params: View,
+    pub penalties: View,
+    pub n_penalties: usize,
+}
+
+/// Samples one token per row of `input`, with the rows' allow-sets (`masks`, read for rows
+/// whose `mask_row` is set), into `out`.
+pub fn sample_rows(k: &Kernels, input: &SampleIn, masks: &Masks, out: &SampleOut) -> Result<()> {
     const K: &str = "sample_rows";
+    let SampleIn { logits, work, rows, vocab, params, penalties, n_penalties } = *input;
     ensure(K, vocab > 0 && vocab <= i32::MAX as usize, || format!("vocabulary of {vocab}"))?;
     ensure(K, rows <= i32::MAX as usize && n_penalties <= i32::MAX as usize, || format!("{rows} rows, {n_penalties} penalty entries"))?;
     ensure(K, masks.masked_rows == 0 || masks.words * 32 >= vocab, || format!("masks of {} words for a vocabulary of {vocab}", masks.words))?;
