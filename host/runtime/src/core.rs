@@ -1,9 +1,10 @@
 //! The engine core of one replica: it owns the scheduler, the backend, per-request sampling
 //! state and stop decisions (stop tokens, lengths; stop strings are the front end's). `add`
 //! queues a request (its events go to the sink it gives), `step` runs one forward pass and
-//! emits the token ids it produced, `finish` ends a request at any stage (an abort, or a stop
-//! string the front end found) and returns its pages. A panic inside a step fails the requests in flight and
-//! rebuilds the scheduler and its page pool, so one bad step never takes the replica down.
+//! emits the token ids it produced, `end` ends a request at any stage (an abort, or a stop
+//! string the front end found) and returns its pages. A panic inside a step fails the requests
+//! in flight and rebuilds the scheduler and its page pool, so one bad step never takes the
+//! replica down.
 //! The server drives a core from its own thread (`handle`); `generate` drives one inline.
 
 use crate::active::Active;
