@@ -35,6 +35,9 @@ pub enum EngineError {
     /// A layout over several GPUs the model cannot be split into.
     #[error("parallel layout: {0}")]
     Layout(String),
+    /// A collective between the ranks of a model spread over several devices failed.
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod capacity;
 pub mod checkpoint;
+pub mod comm;
 pub mod config;
 pub mod cpu;
 mod error;
@@ -16,6 +17,7 @@ pub mod logprobs;
 pub mod sampling;
 pub mod sampling_params;
 pub mod shapes;
+pub mod shard;
 pub mod tensor;
 pub mod tokenizer;
 mod token_bytes;

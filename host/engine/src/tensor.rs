@@ -44,6 +44,18 @@ impl Matrix {
         Matrix { rows: count, cols: self.cols, data }
     }
 
+    /// Columns `start..start + count` of every row as their own matrix (a row-parallel shard).
+    pub fn cols_slice(&self, start: usize, count: usize) -> Matrix {
+        fn pick<T: Copy>(d: &[T], cols: usize, start: usize, count: usize) -> Vec<T> {
+            d.chunks_exact(cols).flat_map(|row| &row[start..start + count]).copied().collect()
+        }
+        let data = match &self.data {
+            Storage::F32(d) => Storage::F32(pick(d, self.cols, start, count)),
+            Storage::Bf16(d) => Storage::Bf16(pick(d, self.cols, start, count)),
+        };
+        Matrix { rows: self.rows, cols: count, data }
+    }
+
     pub fn to_f32_vec(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
         for r in 0..self.rows {

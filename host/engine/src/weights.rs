@@ -33,6 +33,9 @@ pub struct Moe {
     /// Router `[experts, hidden]`, in f32 as transformers keeps it.
     pub router: Matrix,
     pub score_bias: Option<Vec<f32>>,
+    /// Experts `first_expert..first_expert + experts.len()`: all of them, unless expert
+    /// parallelism spread them over several ranks (`shard`).
+    pub first_expert: usize,
     pub experts: Vec<Mlp>,
     pub shared: Option<Mlp>,
 }
@@ -152,11 +155,11 @@ fn load_moe(ckpt: &Checkpoint, cfg: &ModelConfig, p: &str) -> Result<Moe> {
         0 => None,
         n => Some(load_mlp(ckpt, cfg, &format!("{p}.shared_experts"), m.moe_intermediate_size * n)?),
     };
-    Ok(Moe { router, score_bias, experts, shared })
+    Ok(Moe { router, score_bias, first_expert: 0, experts, shared })
 }
 
 /// Stacks two matrices with the same width; mixed storage is widened to f32.
-fn vstack(a: Matrix, b: Matrix) -> Matrix {
+pub(crate) fn vstack(a: Matrix, b: Matrix) -> Matrix {
     let rows = a.rows + b.rows;
     let cols = a.cols;
     let data = match (a.data, b.data) {

@@ -14,13 +14,16 @@ mod moe;
 mod ops;
 mod pool;
 mod rope_at;
+mod tensor_parallel;
 
 pub use attention::AttentionMode;
 pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
+pub use tensor_parallel::CpuTensorParallel;
 pub(crate) use kernels::{max_f32, sum_exp};
 
 use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, RoutingTrace, SeqChunk, TokenRoute};
+use crate::comm::Communicator;
 use crate::config::ModelConfig;
 use crate::kv_cache_dtype::KvCacheDtype;
 use crate::rope::Rope;
@@ -53,18 +56,34 @@ pub struct CpuBackend {
     follow: Option<(Vec<Vec<TokenRoute>>, f32)>,
     /// Per layer, W_UK^T of `kv_b_proj` (`attention::uk_transposed`), for the absorbed form.
     uk_t: Arc<Vec<Matrix>>,
+    /// Set for one rank of a tensor-parallel group (`shard`): its partial attention and MLP
+    /// outputs are summed with the other ranks', its vocabulary's logits gathered.
+    comm: Option<Arc<dyn Communicator>>,
 }
 
 impl CpuBackend {
     /// Weights are shared so several replicas (or test backends) can run one loaded model.
     pub fn new(cfg: ModelConfig, weights: Arc<ModelWeights>, opts: CpuOptions) -> Result<Self> {
+        if weights.lm_head.rows != cfg.vocab_size {
+            return Err(EngineError::Layout(format!("lm_head has {} rows for a vocabulary of {}: a shard needs its group", weights.lm_head.rows, cfg.vocab_size)));
+        }
+        Self::build(cfg, weights, opts, None)
+    }
+
+    /// One rank of a tensor-parallel group: `cfg` and `weights` are its share (`shard::shard`),
+    /// `comm` its end of the group's collectives.
+    pub fn rank(cfg: ModelConfig, weights: Arc<ModelWeights>, opts: CpuOptions, comm: Arc<dyn Communicator>) -> Result<Self> {
+        Self::build(cfg, weights, opts, Some(comm))
+    }
+
+    fn build(cfg: ModelConfig, weights: Arc<ModelWeights>, opts: CpuOptions, comm: Option<Arc<dyn Communicator>>) -> Result<Self> {
         if opts.geometry.page_size == 0 {
             return Err(EngineError::InvalidRequest("page size must be at least 1".into()));
         }
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
         let (heads, nope, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
         let uk_t = Arc::new(weights.layers.iter().map(|l| attention::uk_transposed(&l.attn.kv_b, heads, nope, v)).collect());
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t })
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm })
     }
 
     /// From now on, record each token's routing at every MoE layer (`Backend::routing`) and take
@@ -128,7 +147,10 @@ impl CpuBackend {
         for (l, layer) in w.layers.iter().enumerate() {
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.input_norm, cfg.rms_norm_eps);
-            let a = attn.forward(l, &layer.attn, &h, &mut self.cache);
+            let mut a = attn.forward(l, &layer.attn, &h, &mut self.cache);
+            if let Some(c) = &self.comm {
+                c.all_reduce_sum(&mut a)?;
+            }
             x.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.post_attention_norm, cfg.rms_norm_eps);
@@ -149,6 +171,10 @@ impl CpuBackend {
                 // Loading refuses MoE weights without MoE config fields; kept as an error, not a panic.
                 (FeedForward::Moe(_), None) => return Err(EngineError::config("n_routed_experts", "an MoE layer needs the MoE fields")),
             };
+            let mut f = f;
+            if let Some(c) = &self.comm {
+                c.all_reduce_sum(&mut f)?;
+            }
             x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         }
         self.routing = routing;
@@ -168,7 +194,10 @@ impl CpuBackend {
         }
         let n_rows = picked.len() / hidden;
         ops::rms_norm_rows(&mut picked, &w.norm, cfg.rms_norm_eps);
-        let data = ops::linear(&picked, n_rows, &w.lm_head);
+        let mut data = ops::linear(&picked, n_rows, &w.lm_head);
+        if let Some(c) = &self.comm {
+            data = tensor_parallel::gather_vocab(c.as_ref(), &data, n_rows, cfg.vocab_size)?;
+        }
         Ok(Logits { vocab: cfg.vocab_size, data, rows })
     }
 }

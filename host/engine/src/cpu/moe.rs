@@ -176,12 +176,14 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
             per_expert[e].push((tok, w));
         }
     }
-    let active: Vec<usize> = (0..per_expert.len()).filter(|&e| !per_expert[e].is_empty()).collect();
+    // Under expert parallelism this rank runs only its own experts; the ranks' outputs are summed.
+    let local = m.first_expert..m.first_expert + m.experts.len();
+    let active: Vec<usize> = local.filter(|&e| !per_expert[e].is_empty()).collect();
     let gathered: Vec<Vec<f32>> = active
         .iter()
         .map(|&e| per_expert[e].iter().flat_map(|&(tok, _)| &x[tok * hidden..(tok + 1) * hidden]).copied().collect())
         .collect();
-    let mut mlps: Vec<(&Mlp, &[f32], usize)> = active.iter().zip(&gathered).map(|(&e, xs)| (&m.experts[e], &xs[..], per_expert[e].len())).collect();
+    let mut mlps: Vec<(&Mlp, &[f32], usize)> = active.iter().zip(&gathered).map(|(&e, xs)| (&m.experts[e - m.first_expert], &xs[..], per_expert[e].len())).collect();
     if let Some(shared) = &m.shared {
         mlps.push((shared, x, t));
     }
