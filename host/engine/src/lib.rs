@@ -11,6 +11,7 @@ mod error;
 pub mod kv_cache_dtype;
 pub mod model;
 pub mod parallel;
+pub mod rendezvous;
 pub mod rope;
 pub mod logits_processors;
 pub mod logprobs;
