@@ -10,7 +10,7 @@ use mlahost_engine::sampling::SamplingParams;
 use mlahost_cuda::profile::Phase;
 use mlahost_cuda::quant::WeightQuant;
 use mlahost_cuda::Device;
-use mlahost_engine::{CacheGeometry, KvCacheDtypeArg, LoadedModel};
+use mlahost_engine::{CacheGeometry, KvCacheDtypeArg, LoadFormat, LoadedModel};
 use mlahost_runtime::{BackendFactory, BackendOptions};
 use serde_json::json;
 use std::path::PathBuf;
@@ -58,6 +58,9 @@ pub struct GenerateArgs {
     /// Latent-cache element type: auto (f32 on the CPU), f32, bf16 or fp8 (e4m3 with scales).
     #[arg(long, default_value = "auto", value_parser = parse_kv_dtype)]
     kv_cache_dtype: KvCacheDtypeArg,
+    /// auto (the directory's safetensors) or dummy (weights generated from config.json).
+    #[arg(long, default_value = "auto", value_parser = parse_load_format)]
+    load_format: LoadFormat,
     /// Where the model runs: cpu, or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: Device,
@@ -72,6 +75,10 @@ pub struct GenerateArgs {
     /// and print the time per prefill and per decode step by kernel on stderr.
     #[arg(long)]
     profile_kernels: bool,
+}
+
+pub fn parse_load_format(s: &str) -> Result<LoadFormat, String> {
+    LoadFormat::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn parse_kv_dtype(s: &str) -> Result<KvCacheDtypeArg, String> {
@@ -92,7 +99,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--page-size must be at least 1");
     }
     let load_started = Instant::now();
-    let model = LoadedModel::load(&args.model, Some(Arc::new(LoadBar::new())))
+    let model = LoadedModel::load_as(&args.model, args.load_format, Some(Arc::new(LoadBar::new())))
         .with_context(|| format!("loading {}", args.model.display()))?;
     let load_seconds = load_started.elapsed().as_secs_f64();
     let prompt = match (&args.prompt, &args.prompt_ids) {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlahost_core::SchedulerConfig;
-use mlahost_engine::KvCacheDtypeArg;
+use mlahost_engine::{KvCacheDtypeArg, LoadFormat};
 use mlahost_plugins::PluginSpec;
 use mlahost_server::{serve, Guard, HttpLimits, LoadProgressHook, RequestLimits, RouterChoice, ServeConfig};
 use std::path::PathBuf;
@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// The checkpoint directory, as vLLM's `serve MODEL` (same as --model).
     #[arg(value_name = "MODEL", conflicts_with = "model")]
     model_arg: Option<PathBuf>,
+    /// auto (the directory's safetensors) or dummy (weights generated from config.json: the
+    /// model's shapes, memory and speed without its files; the text is noise).
+    #[arg(long, default_value = "auto", value_parser = crate::generate::parse_load_format)]
+    load_format: LoadFormat,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -247,8 +251,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &model {
         check_model_dir(dir)?;
     }
+    if args.load_format == LoadFormat::Dummy && model.is_none() {
+        bail!("--load-format dummy needs --model DIR (its config.json and tokenizer)");
+    }
     let cfg = ServeConfig {
         model,
+        load_format: args.load_format,
         host: args.host,
         port: args.port,
         page_size: args.page_size,

@@ -72,3 +72,27 @@ fn bad_input_is_a_clear_error() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn dummy_load_format_runs_from_config_and_tokenizer_alone() {
+    let dir = std::env::temp_dir().join(format!("mlahost-dummy-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("tiny-v2").join(f), dir.join(f)).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let run = |format: &str| mlahost(&["generate", "--model", d, "--load-format", format, "--prompt", "hello", "--max-tokens", "4", "--ignore-eos", "--json"]);
+    let out = run("dummy");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 4);
+    // the same weights on every load: the same greedy tokens
+    let again: Value = serde_json::from_slice(&run("dummy").stdout).unwrap();
+    assert_eq!(again["token_ids"], v["token_ids"]);
+    let missing = run("auto");
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("no model.safetensors"));
+    let unknown = run("pt");
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("expected auto, safetensors or dummy"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -157,6 +157,12 @@ impl Uploader<'_> {
     }
 
     fn moe(&mut self, m: &Moe) -> Result<GpuMoe> {
+        if m.first_expert != 0 || m.experts.len() != m.router.rows {
+            // The grouped GEMMs index experts by the router's ids.
+            return Err(crate::CudaError::Engine(mlahost_engine::EngineError::Layout(
+                "an expert-parallel shard (some experts only) cannot run on the CUDA backend yet".into(),
+            )));
+        }
         let inter = m.experts.first().map_or(0, |e| e.down.cols);
         let (gate_up, gate_up_scales) = self.experts(m, |e| &e.gate_up)?;
         let (down, down_scales) = self.experts(m, |e| &e.down)?;

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod comm;
 pub mod config;
 pub mod cpu;
+pub mod dummy_weights;
 mod error;
 pub mod kv_cache_dtype;
 pub mod model;
@@ -28,6 +29,6 @@ pub use batch::{Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, Rou
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};
 pub use kv_cache_dtype::{KvCacheDtype, KvCacheDtypeArg};
-pub use model::LoadedModel;
+pub use model::{LoadFormat, LoadedModel};
 pub use token_bytes::TokenBytes;
 pub use tokenizer::Tokenizer;

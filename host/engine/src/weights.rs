@@ -1,10 +1,34 @@
 //! The model's parameters, loaded by their hub names and checked against the config's shapes.
 
 use crate::checkpoint::Checkpoint;
-use crate::config::ModelConfig;
+use crate::config::{Fp8Blocks, ModelConfig};
 use crate::tensor::{Matrix, Storage};
 use crate::Result;
 use rayon::prelude::*;
+
+/// Where the weights come from, tensor by tensor, by their hub names: a checkpoint's files, or
+/// generated values (`--load-format dummy`).
+pub trait TensorSource: Sync {
+    fn contains(&self, name: &str) -> bool;
+    /// A vector (or any-shape tensor) of floats.
+    fn load_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// A linear layer's `[rows, cols]` weight (FP8 ones dequantized with their block scales).
+    fn load_matrix(&self, name: &str, rows: usize, cols: usize, fp8: Option<Fp8Blocks>) -> Result<Matrix>;
+}
+
+impl TensorSource for Checkpoint {
+    fn contains(&self, name: &str) -> bool {
+        Checkpoint::contains(self, name)
+    }
+
+    fn load_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Checkpoint::load_f32(self, name, shape)
+    }
+
+    fn load_matrix(&self, name: &str, rows: usize, cols: usize, fp8: Option<Fp8Blocks>) -> Result<Matrix> {
+        Checkpoint::load_matrix(self, name, rows, cols, fp8)
+    }
+}
 
 pub enum QueryProj {
     /// `q_proj` (V2-Lite): hidden -> heads * qk_head_dim.
@@ -60,13 +84,13 @@ pub struct ModelWeights {
 }
 
 impl ModelWeights {
-    pub fn load(ckpt: &Checkpoint, cfg: &ModelConfig) -> Result<Self> {
+    pub fn load(src: &dyn TensorSource, cfg: &ModelConfig) -> Result<Self> {
         let h = cfg.hidden_size;
-        let embed = ckpt.load_matrix("model.embed_tokens.weight", cfg.vocab_size, h, None)?;
-        let layers = (0..cfg.num_hidden_layers).map(|i| load_layer(ckpt, cfg, i)).collect::<Result<Vec<_>>>()?;
-        let norm = ckpt.load_f32("model.norm.weight", &[h])?;
-        let lm_head = if ckpt.contains("lm_head.weight") || !cfg.tie_word_embeddings {
-            ckpt.load_matrix("lm_head.weight", cfg.vocab_size, h, None)?
+        let embed = src.load_matrix("model.embed_tokens.weight", cfg.vocab_size, h, None)?;
+        let layers = (0..cfg.num_hidden_layers).map(|i| load_layer(src, cfg, i)).collect::<Result<Vec<_>>>()?;
+        let norm = src.load_f32("model.norm.weight", &[h])?;
+        let lm_head = if src.contains("lm_head.weight") || !cfg.tie_word_embeddings {
+            src.load_matrix("lm_head.weight", cfg.vocab_size, h, None)?
         } else {
             embed.clone()
         };
@@ -90,70 +114,70 @@ impl ModelWeights {
     }
 }
 
-fn load_layer(ckpt: &Checkpoint, cfg: &ModelConfig, i: usize) -> Result<LayerWeights> {
+fn load_layer(src: &dyn TensorSource, cfg: &ModelConfig, i: usize) -> Result<LayerWeights> {
     let p = format!("model.layers.{i}");
     let h = cfg.hidden_size;
     let ffn = if cfg.is_moe_layer(i) {
-        FeedForward::Moe(load_moe(ckpt, cfg, &format!("{p}.mlp"))?)
+        FeedForward::Moe(load_moe(src, cfg, &format!("{p}.mlp"))?)
     } else {
-        FeedForward::Dense(load_mlp(ckpt, cfg, &format!("{p}.mlp"), cfg.intermediate_size)?)
+        FeedForward::Dense(load_mlp(src, cfg, &format!("{p}.mlp"), cfg.intermediate_size)?)
     };
     Ok(LayerWeights {
-        input_norm: ckpt.load_f32(&format!("{p}.input_layernorm.weight"), &[h])?,
-        post_attention_norm: ckpt.load_f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-        attn: load_attention(ckpt, cfg, &format!("{p}.self_attn"))?,
+        input_norm: src.load_f32(&format!("{p}.input_layernorm.weight"), &[h])?,
+        post_attention_norm: src.load_f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+        attn: load_attention(src, cfg, &format!("{p}.self_attn"))?,
         ffn,
     })
 }
 
-fn load_attention(ckpt: &Checkpoint, cfg: &ModelConfig, p: &str) -> Result<AttentionWeights> {
+fn load_attention(src: &dyn TensorSource, cfg: &ModelConfig, p: &str) -> Result<AttentionWeights> {
     let (h, heads, fp8) = (cfg.hidden_size, cfg.num_attention_heads, cfg.fp8);
     let q_out = heads * cfg.qk_head_dim();
     let q = match cfg.q_lora_rank {
-        None => QueryProj::Direct(ckpt.load_matrix(&format!("{p}.q_proj.weight"), q_out, h, fp8)?),
+        None => QueryProj::Direct(src.load_matrix(&format!("{p}.q_proj.weight"), q_out, h, fp8)?),
         Some(r) => QueryProj::LowRank {
-            a: ckpt.load_matrix(&format!("{p}.q_a_proj.weight"), r, h, fp8)?,
-            norm: ckpt.load_f32(&format!("{p}.q_a_layernorm.weight"), &[r])?,
-            b: ckpt.load_matrix(&format!("{p}.q_b_proj.weight"), q_out, r, fp8)?,
+            a: src.load_matrix(&format!("{p}.q_a_proj.weight"), r, h, fp8)?,
+            norm: src.load_f32(&format!("{p}.q_a_layernorm.weight"), &[r])?,
+            b: src.load_matrix(&format!("{p}.q_b_proj.weight"), q_out, r, fp8)?,
         },
     };
     Ok(AttentionWeights {
         q,
-        kv_a: ckpt.load_matrix(&format!("{p}.kv_a_proj_with_mqa.weight"), cfg.latent_dim(), h, fp8)?,
-        kv_a_norm: ckpt.load_f32(&format!("{p}.kv_a_layernorm.weight"), &[cfg.kv_lora_rank])?,
-        kv_b: ckpt.load_matrix(
+        kv_a: src.load_matrix(&format!("{p}.kv_a_proj_with_mqa.weight"), cfg.latent_dim(), h, fp8)?,
+        kv_a_norm: src.load_f32(&format!("{p}.kv_a_layernorm.weight"), &[cfg.kv_lora_rank])?,
+        kv_b: src.load_matrix(
             &format!("{p}.kv_b_proj.weight"),
             heads * (cfg.qk_nope_head_dim + cfg.v_head_dim),
             cfg.kv_lora_rank,
             fp8,
         )?,
-        o: ckpt.load_matrix(&format!("{p}.o_proj.weight"), h, heads * cfg.v_head_dim, fp8)?,
+        o: src.load_matrix(&format!("{p}.o_proj.weight"), h, heads * cfg.v_head_dim, fp8)?,
     })
 }
 
-fn load_mlp(ckpt: &Checkpoint, cfg: &ModelConfig, p: &str, inter: usize) -> Result<Mlp> {
+fn load_mlp(src: &dyn TensorSource, cfg: &ModelConfig, p: &str, inter: usize) -> Result<Mlp> {
     let h = cfg.hidden_size;
-    let gate = ckpt.load_matrix(&format!("{p}.gate_proj.weight"), inter, h, cfg.fp8)?;
-    let up = ckpt.load_matrix(&format!("{p}.up_proj.weight"), inter, h, cfg.fp8)?;
-    Ok(Mlp { gate_up: vstack(gate, up), down: ckpt.load_matrix(&format!("{p}.down_proj.weight"), h, inter, cfg.fp8)? })
+    let gate = src.load_matrix(&format!("{p}.gate_proj.weight"), inter, h, cfg.fp8)?;
+    let up = src.load_matrix(&format!("{p}.up_proj.weight"), inter, h, cfg.fp8)?;
+    Ok(Mlp { gate_up: vstack(gate, up), down: src.load_matrix(&format!("{p}.down_proj.weight"), h, inter, cfg.fp8)? })
 }
 
-fn load_moe(ckpt: &Checkpoint, cfg: &ModelConfig, p: &str) -> Result<Moe> {
+fn load_moe(src: &dyn TensorSource, cfg: &ModelConfig, p: &str) -> Result<Moe> {
     let m = cfg.moe.as_ref().ok_or_else(|| crate::EngineError::config("n_routed_experts", "an MoE layer needs the MoE fields"))?;
     let e = m.n_routed_experts;
-    let router = Matrix::from_f32(e, cfg.hidden_size, ckpt.load_f32(&format!("{p}.gate.weight"), &[e, cfg.hidden_size])?);
+    let router = Matrix::from_f32(e, cfg.hidden_size, src.load_f32(&format!("{p}.gate.weight"), &[e, cfg.hidden_size])?);
     let bias_name = format!("{p}.gate.e_score_correction_bias");
     let score_bias = match m.topk_method {
-        crate::config::TopkMethod::NoauxTc => Some(ckpt.load_f32(&bias_name, &[e])?),
+        crate::config::TopkMethod::NoauxTc => Some(src.load_f32(&bias_name, &[e])?),
         _ => None,
     };
     let experts = (0..e)
         .into_par_iter()
-        .map(|j| load_mlp(ckpt, cfg, &format!("{p}.experts.{j}"), m.moe_intermediate_size))
+        .map(|j| load_mlp(src, cfg, &format!("{p}.experts.{j}"), m.moe_intermediate_size))
         .collect::<Result<Vec<_>>>()?;
     let shared = match m.n_shared_experts {
         0 => None,
-        n => Some(load_mlp(ckpt, cfg, &format!("{p}.shared_experts"), m.moe_intermediate_size * n)?),
+        n => Some(load_mlp(src, cfg, &format!("{p}.shared_experts"), m.moe_intermediate_size * n)?),
     };
     Ok(Moe { router, score_bias, first_expert: 0, experts, shared })
 }

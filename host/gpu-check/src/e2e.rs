@@ -312,6 +312,7 @@ pub fn bf16_weights(w: &ModelWeights) -> ModelWeights {
                 FeedForward::Moe(m) => FeedForward::Moe(Moe {
                     router: m.router.clone(),
                     score_bias: m.score_bias.clone(),
+                    first_expert: m.first_expert,
                     experts: m.experts.iter().map(round_mlp).collect(),
                     shared: m.shared.as_ref().map(round_mlp),
                 }),

@@ -32,6 +32,8 @@ use tokio::sync::{watch, Semaphore};
 pub struct ServeConfig {
     /// None serves the built-in default model.
     pub model: Option<PathBuf>,
+    /// The directory's safetensors, or weights generated from its config.json (`dummy`).
+    pub load_format: mlahost_engine::LoadFormat,
     pub host: String,
     pub port: u16,
     pub page_size: usize,
@@ -270,7 +272,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         Some(path) => Some(Arc::new(Tenants::load(path).map_err(ServerError::Config)?)),
         None => None,
     };
-    let model = Arc::new(LoadedModel::load(&dir, cfg.load_progress.as_ref().map(|p| p.0.clone()))?);
+    let model = Arc::new(LoadedModel::load_as(&dir, cfg.load_format, cfg.load_progress.as_ref().map(|p| p.0.clone()))?);
     let name = cfg.served_model_name.clone().unwrap_or(default_name);
     let c = &model.config;
     if cfg.page_size == 0 {
