@@ -53,17 +53,7 @@ __device__ __forceinline__ void combine(const u16* __restrict__ part_o, const fl
   const int d = (MLA_DV / gridDim.z) * blockIdx.z + 4 * sub;
   const u16* po = part_o + ((i64)s0 * rows_total + r) * MLA_DV + d;
   const i64 sstride = (i64)rows_total * MLA_DV;
-  // dev probes (timing only, wrong output): what reading the partials costs (NO_LOAD), and what
-  // reading half of them costs (HALF_LOAD: the first 256 dims)
-#if defined(COMBINE_PROBE_NO_LOAD)
-  const bool reads = false;
-#elif defined(COMBINE_PROBE_HALF_LOAD)
-  const bool reads = d < MLA_DV / 2;
-#else
-  constexpr bool reads = true;
-#endif
   auto load_part = [&](int s) {  // 4 bf16 -> f32
-    if (!reads) return make_float4(0.f, 0.f, 0.f, (float)s);
     const uint2 v = __ldcg(reinterpret_cast<const uint2*>(po + s * sstride));  // L2: written by a grid that may still run
     return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16),
                        __uint_as_float(v.y & 0xffff0000u));

@@ -167,15 +167,6 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   TilePages pages0, pages1;
   if (wg == 1) pages0 = tile_pages(blockIdx.y * a.chunk, 0), pages1 = tile_pages(blockIdx.y * a.chunk, 1);
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
-  // dev probes (timing only, wrong output): what loading Q costs (NO_Q), and what one L2 read of
-  // each Q block for a pair of splits (multicast) could save (HALF_Q: odd splits skip it)
-#if defined(R64_PROBE_NO_Q)
-  constexpr bool copies_q = false;
-#elif defined(R64_PROBE_HALF_Q)
-  const bool copies_q = (blockIdx.y & 1) == 0;
-#else
-  constexpr bool copies_q = true;
-#endif
   {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
     const int qr = tid >> 3, qu = tid & 7;
 #pragma unroll
@@ -186,7 +177,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = qu + 8 * m;
-        if (copies_q) cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
+        cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
       }
     }
   }
@@ -197,15 +188,6 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     return;
   }
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
-  // dev probes (timing only, wrong output): what loading the cache costs (NO_TILE), and what one
-  // L2 read of each tile for both row blocks (multicast) could save (HALF_TILE: odd blocks skip it)
-#if defined(R64_PROBE_NO_TILE)
-  constexpr bool copies_tile = false;
-#elif defined(R64_PROBE_HALF_TILE)
-  const bool copies_tile = (blockIdx.x & 1) == 0;
-#else
-  constexpr bool copies_tile = true;
-#endif
   auto load_tile = [&](int t, const TilePages& pg) {
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
 #pragma unroll
@@ -216,7 +198,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
 #pragma unroll
       for (int m = 0; m < 9; ++m) {
         const int c = ld_unit + 8 * m;
-        if (copies_tile) cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+        cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
       }
     }
   };
@@ -403,19 +385,10 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   // the output or this split's partial, both bf16: 64 units of 8 dims per row
   u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV
                            : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
-  // dev probes (timing only, wrong output): what the partial stores cost (NO_STORE), and what
-  // half of them cost (HALF_STORE: the first 256 dims of each row)
-#if defined(R64_PROBE_HALF_STORE)
-  constexpr int units_per_row = 32;
-#else
-  constexpr int units_per_row = 64;
-#endif
-#ifndef R64_PROBE_NO_STORE
-  for (int u = tid; u < nrows * units_per_row; u += MLA_THREADS) {
-    const int rl = u >> (units_per_row == 64 ? 6 : 5), d = (u & (units_per_row - 1)) * 8;
+  for (int u = tid; u < nrows * 64; u += MLA_THREADS) {
+    const int rl = u >> 6, d = (u & 63) * 8;
     *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
   }
-#endif
   if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, sm[tid], sl[tid]);
   split_arrive(a, w, 64);
   R64_MARK(8);  // epilogue
