@@ -10,7 +10,7 @@ use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
 use mlahost_engine::logits_processors::sample_row;
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
+use mlahost_engine::{AllowSet, Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
 use mlahost_plugins::{FailurePolicy, Plugin, PluginHost, PluginSpec, Vocabulary};
 use mlahost_runtime::metrics::Metrics;
 use mlahost_runtime::{spawn, ChoiceEvent, ChoiceText, EngineCore, EngineRequest, Event, SamplerChoice, TextOptions};
@@ -24,6 +24,8 @@ struct EmulatedDeviceSampler {
     inner: CpuBackend,
     calls: Arc<AtomicUsize>,
     masked_rows: Arc<AtomicUsize>,
+    /// Rows whose allow-set was still being computed when the forward pass started.
+    pending_rows: Arc<AtomicUsize>,
 }
 
 impl Backend for EmulatedDeviceSampler {
@@ -42,11 +44,14 @@ impl Backend for EmulatedDeviceSampler {
         Ok(Some(
             rows.zip(requests.iter_mut())
                 .map(|(row, r)| {
-                    if r.allowed.is_some() {
+                    if matches!(r.allowed, AllowSet::Pending(_)) {
+                        self.pending_rows.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if r.allowed.get().is_some() {
                         self.masked_rows.fetch_add(1, Ordering::Relaxed);
                     }
                     // the host's own decision (allow-set, processors, penalties, draw)
-                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed, r.top_logprobs, r.rng);
+                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed.get(), r.top_logprobs, r.rng);
                     DeviceSample { token: s.token, logprob: s.logprob, top: s.top }
                 })
                 .collect(),
@@ -59,11 +64,24 @@ fn model() -> Arc<LoadedModel> {
     Arc::new(LoadedModel::load(&dir, None).expect("fixture"))
 }
 
-/// Runs the requests at once on an emulated device sampler; each one's generated text.
-fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<AtomicUsize>, masked: &Arc<AtomicUsize>, samplers: &[Arc<Plugin>]) -> Vec<(Vec<u32>, String)> {
+#[derive(Default)]
+struct Counts {
+    calls: Arc<AtomicUsize>,
+    masked: Arc<AtomicUsize>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// Runs the requests at once on an emulated device sampler; each one's generated tokens and
+/// text, or why it failed.
+fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, counts: &Counts, samplers: &[Arc<Plugin>]) -> Vec<Result<(Vec<u32>, String), String>> {
     let geometry = CacheGeometry { num_pages: PAGES, page_size: PAGE };
     let cpu = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: KvCacheDtype::F32 }).expect("backend");
-    let backend: Box<dyn Backend> = Box::new(EmulatedDeviceSampler { inner: cpu, calls: calls.clone(), masked_rows: masked.clone() });
+    let backend: Box<dyn Backend> = Box::new(EmulatedDeviceSampler {
+        inner: cpu,
+        calls: counts.calls.clone(),
+        masked_rows: counts.masked.clone(),
+        pending_rows: counts.pending.clone(),
+    });
     let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
     let core = EngineCore::new(model.clone(), backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core").with_samplers(samplers.to_vec());
     let (engine, join) = spawn(core).expect("loop");
@@ -86,7 +104,7 @@ fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<Atomi
                             text.push_str(&t.text);
                         }
                         ChoiceEvent::TrailingText(t) => text.push_str(&t),
-                        ChoiceEvent::Failed(f) => panic!("request failed: {}", f.detail),
+                        ChoiceEvent::Failed(f) => return Err(f.detail),
                         ChoiceEvent::Finished { .. } | ChoiceEvent::PromptLogprobs(_) => {}
                     }
                 }
@@ -94,7 +112,7 @@ fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, calls: &Arc<Atomi
                     break;
                 }
             }
-            (ids, text)
+            Ok((ids, text))
         })
         .collect();
     drop(engine);
@@ -121,13 +139,26 @@ fn grammar_masks_are_applied_by_the_device_sampler_and_leave_neighbours_unchange
         sampler: Some(SamplerChoice { name: "grammar".into(), config: r#"{"type": "regex", "pattern": "[a-z]{3,6}-[0-9]{2}"}"#.into() }),
         ..EngineRequest::new(vec![7, 8, 9], SamplingParams { temperature: 1.0, seed: Some(5), ..Default::default() }, 40)
     };
-    let (calls, masked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let alone = run(&model, vec![plain()], &calls, &masked, &samplers);
-    let together = run(&model, vec![constrained, plain()], &calls, &masked, &samplers);
+    // A constraint the grammar cannot compile fails its own sequence while the device samples
+    // it; the token drawn for it is dropped.
+    let broken = EngineRequest {
+        sampler: Some(SamplerChoice { name: "grammar".into(), config: r#"{"type": "regex", "pattern": "[unclosed"}"#.into() }),
+        ..EngineRequest::new(vec![4, 4, 2], SamplingParams { temperature: 1.0, seed: Some(6), ..Default::default() }, 10)
+    };
+    let counts = Counts::default();
+    let alone = run(&model, vec![plain()], &counts, &samplers);
+    let together = run(&model, vec![constrained, broken, plain()], &counts, &samplers);
+    let (calls, masked, pending) = (&counts.calls, &counts.masked, &counts.pending);
+    let failed = together[1].as_ref().expect_err("the broken constraint fails its request");
+    assert!(failed.contains("grammar"), "{failed}");
+    let together: Vec<(Vec<u32>, String)> = [&together[0], &together[2]].iter().map(|r| r.as_ref().expect("served").clone()).collect();
+    let alone = alone[0].as_ref().expect("served");
     let text = &together[0].1;
     let ok = text.len() >= 6 && text.split_once('-').is_some_and(|(a, b)| (3..=6).contains(&a.len()) && a.bytes().all(|c| c.is_ascii_lowercase()) && b.len() == 2 && b.bytes().all(|c| c.is_ascii_digit()));
     assert!(ok, "the constrained output breaks its regex: {text:?}");
-    assert_eq!(together[1].0, alone[0].0, "the unconstrained neighbour's tokens changed");
+    assert_eq!(together[1].0, alone.0, "the unconstrained neighbour's tokens changed");
+    // The allow-sets were computed while the forward pass ran, and waited for by the sampler.
+    assert!(pending.load(Ordering::Relaxed) >= masked.load(Ordering::Relaxed), "masks came through pending slots");
     assert!(masked.load(Ordering::Relaxed) >= 3, "the allow-sets reached the device sampler ({} masked rows)", masked.load(Ordering::Relaxed));
     assert!(calls.load(Ordering::Relaxed) >= 24, "every step took the device path ({} calls)", calls.load(Ordering::Relaxed));
 }

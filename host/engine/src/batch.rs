@@ -67,7 +67,29 @@ pub struct SampleRequest<'a> {
     /// Only these tokens may be chosen (a grammar's mask): bit `i % 64` of word `i / 64`.
     /// Applied before penalties, as the host does with a sampler plugin's allow-set; the
     /// reported logprobs stay those of the raw distribution.
-    pub allowed: Option<&'a [u64]>,
+    pub allowed: AllowSet<'a>,
+}
+
+/// A sequence's allow-set for one step: known when the step starts, or being computed on
+/// another thread (a grammar plugin) while the forward pass runs, and waited for only when the
+/// sampler needs it.
+#[derive(Debug, Clone, Copy)]
+pub enum AllowSet<'a> {
+    Ready(Option<&'a [u64]>),
+    /// Filled once by the thread computing it (None: no mask); `get` blocks until then.
+    Pending(&'a std::sync::OnceLock<Option<Vec<u64>>>),
+}
+
+impl<'a> AllowSet<'a> {
+    pub const NONE: Self = Self::Ready(None);
+
+    /// The allow-set, waiting for a pending one.
+    pub fn get(&self) -> Option<&'a [u64]> {
+        match *self {
+            Self::Ready(a) => a,
+            Self::Pending(slot) => slot.wait().as_deref(),
+        }
+    }
 }
 
 /// A token chosen on the device, with the logprobs of the model's own distribution (before

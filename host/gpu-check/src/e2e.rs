@@ -19,7 +19,7 @@ use mlahost_engine::tensor::{Matrix, Storage};
 use mlahost_engine::weights::{AttentionWeights, FeedForward, LayerWeights, Mlp, ModelWeights, Moe, QueryProj};
 use std::sync::Arc;
 use mlahost_engine::sampling::log_softmax;
-use mlahost_engine::{Backend, CacheGeometry, RoutingTrace, EngineError, KvCacheDtype, LoadedModel, LogitsRequest, SeqChunk, TokenRoute};
+use mlahost_engine::{AllowSet, Backend, CacheGeometry, RoutingTrace, EngineError, KvCacheDtype, LoadedModel, LogitsRequest, SeqChunk, TokenRoute};
 
 pub const NEAR_TIE: f64 = 0.05;
 
@@ -457,7 +457,7 @@ pub fn device_sampling_matches_host(model: &LoadedModel, ordinal: usize, seed: u
             .zip(rngs.iter_mut())
             .zip(&params)
             .enumerate()
-            .map(|(i, ((s, r), p))| SampleRequest { params: p, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r, allowed: (i == 2).then_some(&mask[..]) })
+            .map(|(i, ((s, r), p))| SampleRequest { params: p, prompt: &s[..1], output: &s[1..], top_logprobs: 5, rng: r, allowed: AllowSet::Ready((i == 2).then_some(&mask[..])) })
             .collect();
         let got = device.forward_sampled(&batch, &mut requests)?.ok_or_else(|| mlahost_cuda::CudaError::launch("sample_rows", "the backend declined"))?;
         drop(requests);

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use mlahost_engine::logits_processors::{mask_to_allowed, needs_processing, process_row};
 use mlahost_engine::logprobs::RowLogprobs;
 use mlahost_engine::sampling::{sample, Rng};
-use mlahost_engine::{DeviceSample, SampleRequest};
+use mlahost_engine::{AllowSet, DeviceSample, SampleRequest};
 use mlahost_plugins::{Plugin, SampleDecision};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -80,8 +80,8 @@ impl Active {
     }
 
     /// This sequence's request to a device-side sampler (see `Backend::forward_sampled`).
-    /// `allowed` is a masks-only sampler plugin's allow-set for this step.
-    pub fn sample_request<'a>(&'a mut self, tokens: &'a [u32], prompt_len: usize, allowed: Option<&'a [u64]>) -> SampleRequest<'a> {
+    /// `allowed` is a masks-only sampler plugin's allow-set for this step (maybe still pending).
+    pub fn sample_request<'a>(&'a mut self, tokens: &'a [u32], prompt_len: usize, allowed: AllowSet<'a>) -> SampleRequest<'a> {
         let Self { request, rng, .. } = self;
         SampleRequest {
             params: &request.params,

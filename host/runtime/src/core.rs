@@ -14,12 +14,12 @@ use crate::plugin_step;
 use crate::request::{EngineRequest, Event, Failure, FinishReason, Usage};
 use crate::step_logits::StepLogits;
 use mlahost_core::{CoreError, Scheduler, SeqId, Sequence, StepPlan};
-use mlahost_engine::{Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
+use mlahost_engine::{AllowSet, Backend, DeviceSample, LoadedModel, LogitsRequest, SeqChunk};
 use mlahost_plugins::{Plugin, SampleDecision};
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Builds a replica's scheduler (with its page pool, prefix index and eviction policy): once
 /// at start, and again after a step panicked.
@@ -194,10 +194,9 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 SeqChunk { tokens: &seq.tokens()[c.start..c.start + c.len], start_pos: c.start, block_table: seq.block_table(), logits }
             })
             .collect();
-        // Masks-only sampler plugins (grammars) decide before the forward pass: their
+        // Masks-only sampler plugins (grammars) decide while the forward pass runs: their
         // allow-sets can be applied on the device.
-        let early = plugin_step::before_forward(&plan, &self.scheduler, &self.active, &self.zero_logits);
-        let device_samples = try_device_sampling(&plan, &chunks, &self.scheduler, &mut self.active, &early, &mut *self.backend);
+        let (early, device_samples) = forward_with_early_plugins(&plan, &chunks, &self.scheduler, &mut self.active, &self.zero_logits, &mut *self.backend);
         let host_logits = match device_samples {
             Ok(Some(_)) => None,
             Ok(None) => match self.backend.forward(&chunks) {
@@ -248,7 +247,21 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 }
             }
             (None, Ok(Some(samples))) => {
+                let mut early = early;
                 for (c, s) in plan.chunks.iter().filter(|c| c.samples).zip(samples) {
+                    // A plugin that failed or ended its sequence while the device sampled it
+                    // (unmasked): the token is dropped with the sequence.
+                    match early.remove(&c.seq) {
+                        Some(Err(failure)) => {
+                            self.fail(c.seq, failure);
+                            continue;
+                        }
+                        Some(Ok(SampleDecision::Fail(message))) => {
+                            self.fail(c.seq, Failure::plugin(format!("the sampler plugin ended the sequence: {message}")));
+                            continue;
+                        }
+                        _ => {}
+                    }
                     if let Some(active) = self.active.get_mut(&c.seq) {
                         sampled.push((c.seq, active.accept_device_sample(s)));
                     }
@@ -325,23 +338,83 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
     }
 }
 
+/// Runs the masks-only sampler plugins of the plan on their own thread while the backend
+/// runs the forward pass and, where it can, samples on the device (waiting for a
+/// sequence's allow-set only when its row is sampled). The plugins' decisions, and the
+/// device's samples (`Ok(None)`: the backend declined; the logits are for the host).
+fn forward_with_early_plugins(
+    plan: &StepPlan,
+    chunks: &[SeqChunk<'_>],
+    scheduler: &Scheduler,
+    active: &mut HashMap<SeqId, Active>,
+    zero_logits: &Arc<Vec<f32>>,
+    backend: &mut dyn Backend,
+) -> (plugin_step::Decisions, DeviceResult) {
+    let calls = plugin_step::before_forward(plan, scheduler, active, zero_logits);
+    let slots: MaskSlots = calls.sequences().map(|id| (id, OnceLock::new())).collect();
+    if calls.is_empty() {
+        return (plugin_step::Decisions::new(), try_device_sampling(plan, chunks, scheduler, active, &slots, backend));
+    }
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            // Every slot is filled however the calls end, so no sampler waits forever.
+            let _fill = FillRemaining(&slots);
+            let decisions = calls.call();
+            for (id, d) in &decisions {
+                if let (Some(slot), Ok(SampleDecision::Allow(bits))) = (slots.get(id), d) {
+                    let _ = slot.set(Some(bits.clone()));
+                }
+            }
+            decisions
+        });
+        let samples = try_device_sampling(plan, chunks, scheduler, active, &slots, backend);
+        let decisions = worker.join().unwrap_or_else(|_| {
+            slots.keys().map(|&id| (id, Err(Failure::plugin("the sampler plugin's call panicked".to_string())))).collect()
+        });
+        (decisions, samples)
+    })
+}
+
+type DeviceResult = Result<Option<Vec<DeviceSample>>, mlahost_engine::EngineError>;
+
+/// Per sequence with a masks-only sampler plugin, its allow-set for this step once the plugin's
+/// thread has it (None: no mask, or the plugin failed).
+type MaskSlots = HashMap<SeqId, OnceLock<Option<Vec<u64>>>>;
+
+struct FillRemaining<'a>(&'a MaskSlots);
+
+impl Drop for FillRemaining<'_> {
+    fn drop(&mut self) {
+        for slot in self.0.values() {
+            let _ = slot.set(None);
+        }
+    }
+}
+
 /// Runs the step on the backend's device sampler when every sampling sequence has its state
-/// here and either uses no sampler plugin or has its masks-only plugin's allow-set (or pass)
-/// from before the forward pass; Ok(None) when not (nothing ran).
+/// here and either uses no sampler plugin or a masks-only one (whose allow-set `slots` will
+/// hold); Ok(None) when not (nothing ran).
 fn try_device_sampling(
     plan: &StepPlan,
     chunks: &[SeqChunk<'_>],
     scheduler: &Scheduler,
     active: &mut HashMap<SeqId, Active>,
-    early: &plugin_step::Decisions,
+    slots: &MaskSlots,
     backend: &mut dyn Backend,
-) -> Result<Option<Vec<DeviceSample>>, mlahost_engine::EngineError> {
+) -> DeviceResult {
     let sampling: Vec<SeqId> = plan.chunks.iter().filter(|c| c.samples).map(|c| c.seq).collect();
     // Prompt logprobs need every row on the host.
     if chunks.iter().any(|c| c.logits == LogitsRequest::All) {
         return Ok(None);
     }
-    let on_device = |id: &SeqId| active.get(id).is_some_and(|a| plugin_step::device_mask(*id, a, early).is_some());
+    // No plugin, or a masks-only one whose calls are under way; a plugin that reads the
+    // logits needs them on the host.
+    let mask_of = |id: &SeqId, a: &Active| match (&a.sampler, slots.get(id)) {
+        (None, _) => Some(AllowSet::NONE),
+        (Some(_), Some(slot)) => Some(AllowSet::Pending(slot)),
+        (Some(_), None) => None,
+    };
+    let on_device = |id: &SeqId| active.get(id).is_some_and(|a| mask_of(id, a).is_some());
     if sampling.is_empty() || !sampling.iter().all(on_device) {
         return Ok(None);
     }
@@ -349,7 +422,7 @@ fn try_device_sampling(
     let mut requests = Vec::with_capacity(sampling.len());
     for id in &sampling {
         let (Some(seq), Some(active)) = (scheduler.get(*id), states.remove(id)) else { return Ok(None) };
-        let Some(mask) = plugin_step::device_mask(*id, active, early) else { return Ok(None) };
+        let Some(mask) = mask_of(id, active) else { return Ok(None) };
         requests.push(active.sample_request(seq.tokens(), seq.prompt_len(), mask));
     }
     backend.forward_sampled(chunks, &mut requests)

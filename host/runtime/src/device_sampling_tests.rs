@@ -40,7 +40,7 @@ impl Backend for EmulatedDeviceSampler {
             rows.zip(requests.iter_mut())
                 .map(|(row, r)| {
                     // the host's own decision (allow-set, processors, penalties, draw)
-                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed, r.top_logprobs, r.rng);
+                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed.get(), r.top_logprobs, r.rng);
                     DeviceSample { token: s.token, logprob: s.logprob, top: s.top }
                 })
                 .collect(),

@@ -1,7 +1,8 @@
 //! Sampler plugins within an engine step: which sequences each plugin decides for, and when.
-//! A plugin marked `masks_only` (it never reads logits; the built-in grammar) is called before
-//! the forward pass, so its allow-sets can go to a device sampler with the logits left on the
-//! device; the others are called after it, with the step's logits.
+//! A plugin marked `masks_only` (it never reads logits; the built-in grammar) is called on its
+//! own thread while the forward pass runs (the mask for step t+1 depends only on the tokens up
+//! to t), so its allow-sets can go to a device sampler with the logits left on the device; the
+//! others are called after the forward pass, with the step's logits.
 
 use crate::active::Active;
 use crate::request::Failure;
@@ -16,116 +17,124 @@ use std::sync::Arc;
 
 pub type Decisions = HashMap<SeqId, Result<SampleDecision, Failure>>;
 
-/// Calls every masks-only plugin for its sampling sequences of the plan. Their logits view is
-/// a row of zeros (`zeros`, one vocabulary long): such a plugin does not read it.
-pub fn before_forward(plan: &StepPlan, scheduler: &Scheduler, active: &HashMap<SeqId, Active>, zeros: &Arc<Vec<f32>>) -> Decisions {
+/// The masks-only plugins' calls for the plan's sampling sequences. Their logits view is a row
+/// of zeros (`zeros`, one vocabulary long): such a plugin does not read it. Prepared on the
+/// engine thread, so the calls can run on another while the forward pass does.
+pub fn before_forward<'a>(plan: &StepPlan, scheduler: &'a Scheduler, active: &HashMap<SeqId, Active>, zeros: &'a Arc<Vec<f32>>) -> PluginCalls<'a> {
     let row = 0..zeros.len();
-    decide(plan, scheduler, active, zeros, |_| Some(row.clone()), |p| p.spec.masks_only)
+    prepare(plan, scheduler, active, zeros, |_| Some(row.clone()), |p| p.spec.masks_only)
 }
 
 /// Calls every other sampler plugin with the step's logits.
 pub fn after_forward(plan: &StepPlan, scheduler: &Scheduler, active: &HashMap<SeqId, Active>, logits: &StepLogits) -> Decisions {
-    decide(plan, scheduler, active, &logits.data, |i| logits.last_range(i), |p| !p.spec.masks_only)
+    prepare(plan, scheduler, active, &logits.data, |i| logits.last_range(i), |p| !p.spec.masks_only).call()
 }
 
-/// One call per plugin (chosen by `which`) with all of its sequences in the plan; per
-/// sequence, a decision or, when the plugin failed and fails closed, an error.
-fn decide(
+/// One call per plugin with all of its sequences in a plan, ready to run.
+pub struct PluginCalls<'a> {
+    groups: Vec<(Arc<Plugin>, Vec<SampleSeq<'a>>)>,
+}
+
+/// Groups the plan's sampling sequences by their sampler plugin (those `which` picks) and reads
+/// what each call needs from the scheduler and the requests.
+fn prepare<'a>(
     plan: &StepPlan,
-    scheduler: &Scheduler,
+    scheduler: &'a Scheduler,
     active: &HashMap<SeqId, Active>,
-    batch: &Arc<Vec<f32>>,
+    batch: &'a Arc<Vec<f32>>,
     row_of: impl Fn(usize) -> Option<Range<usize>>,
     which: impl Fn(&Plugin) -> bool,
-) -> Decisions {
-    let mut groups: HashMap<String, (Arc<Plugin>, Vec<(usize, SeqId)>)> = HashMap::new();
+) -> PluginCalls<'a> {
+    let mut groups: Vec<(Arc<Plugin>, Vec<SampleSeq<'a>>)> = Vec::new();
     for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
-        if let Some(plugin) = active.get(&c.seq).and_then(|a| a.sampler.as_ref()).filter(|p| which(p)) {
-            groups.entry(plugin.spec.name.clone()).or_insert_with(|| (plugin.clone(), Vec::new())).1.push((i, c.seq));
+        let Some(a) = active.get(&c.seq) else { continue };
+        let Some(plugin) = a.sampler.as_ref().filter(|p| which(p)) else { continue };
+        let (Some(seq), Some(row)) = (scheduler.get(c.seq), row_of(i)) else { continue };
+        let r = &a.request;
+        // Every field, by name: a new one does not compile until the plugin view decides on
+        // it. Plugins see the sampling knobs; penalties apply natively after a plugin's bias
+        // or allow-set.
+        let SamplingParams {
+            temperature,
+            top_p,
+            top_k,
+            min_p: _,
+            seed,
+            presence_penalty: _,
+            frequency_penalty: _,
+            repetition_penalty: _,
+            logit_bias: _, // the logits processors apply natively, after the plugin
+            allowed_token_ids: _,
+            bad_words: _,
+            min_tokens: _,
+            min_tokens_banned: _,
+        } = &r.params;
+        let s = SampleSeq {
+            request_id: c.seq,
+            params: SamplerParams {
+                temperature: *temperature,
+                top_p: *top_p,
+                top_k: *top_k as u32,
+                seed: *seed,
+                max_tokens: r.max_tokens as u32,
+                config: r.sampler.as_ref().map(|s| s.config.clone()).unwrap_or_default(),
+            },
+            prompt_len: seq.prompt_len() as u32,
+            generated: seq.output(),
+            batch,
+            row,
+        };
+        match groups.iter_mut().find(|(p, _)| p.spec.name == plugin.spec.name) {
+            Some((_, seqs)) => seqs.push(s),
+            None => groups.push((plugin.clone(), vec![s])),
         }
     }
-    let mut out = HashMap::new();
-    for (_, (plugin, members)) in groups {
-        let seqs: Vec<SampleSeq> = members
-            .iter()
-            .filter_map(|&(i, id)| {
-                let (seq, active, row) = (scheduler.get(id)?, active.get(&id)?, row_of(i)?);
-                let r = &active.request;
-                // Every field, by name: a new one does not compile until the plugin view
-                // decides on it. Plugins see the sampling knobs; penalties apply natively
-                // after a plugin's bias or allow-set.
-                let SamplingParams {
-                    temperature,
-                    top_p,
-                    top_k,
-                    min_p: _,
-                    seed,
-                    presence_penalty: _,
-                    frequency_penalty: _,
-                    repetition_penalty: _,
-                    logit_bias: _, // the logits processors apply natively, after the plugin
-                    allowed_token_ids: _,
-                    bad_words: _,
-                    min_tokens: _,
-                    min_tokens_banned: _,
-                } = &r.params;
-                let (temperature, top_p, top_k, seed) = (*temperature, *top_p, *top_k, *seed);
-                Some(SampleSeq {
-                    request_id: id,
-                    params: SamplerParams {
-                        temperature,
-                        top_p,
-                        top_k: top_k as u32,
-                        seed,
-                        max_tokens: r.max_tokens as u32,
-                        config: r.sampler.as_ref().map(|s| s.config.clone()).unwrap_or_default(),
-                    },
-                    prompt_len: seq.prompt_len() as u32,
-                    generated: seq.output(),
-                    batch,
-                    row,
-                })
-            })
-            .collect();
-        let result = plugin.sample(&seqs).and_then(|ds| {
-            // A masks-only plugin that answers anything but allow-sets, pass or fail breaks
-            // its promise: that is an invalid result.
-            match ds.iter().find(|d| plugin.spec.masks_only && matches!(d, SampleDecision::Token(_) | SampleDecision::Bias(_))) {
-                Some(d) => Err(mlahost_plugins::PluginError::BadResult { plugin: plugin.spec.name.clone(), hook: "sample", message: format!("a masks-only sampler answered {d:?}") }),
-                None => Ok(ds),
-            }
-        });
-        match result {
-            Ok(ds) => {
-                for (s, d) in seqs.iter().zip(ds) {
-                    out.insert(s.request_id, Ok(d));
-                }
-            }
-            Err(e) => {
-                for s in &seqs {
-                    let fallback = match plugin.spec.failure_policy {
-                        FailurePolicy::Open => {
-                            plugin.stats.fallbacks.fetch_add(1, Relaxed);
-                            Ok(SampleDecision::Pass)
-                        }
-                        FailurePolicy::Closed => Err(Failure::plugin(format!("sampler plugin failed: {e}"))),
-                    };
-                    out.insert(s.request_id, fallback);
-                }
-            }
-        }
-    }
-    out
+    PluginCalls { groups }
 }
 
-/// The allow-set a device sampler applies for `id`: `Some(None)` when the sequence may be
-/// sampled on the device without one, `Some(Some(bits))` with one, `None` when it must take
-/// the host path (a plugin decides after the forward pass, or failed).
-pub fn device_mask<'a>(id: SeqId, active: &Active, early: &'a Decisions) -> Option<Option<&'a [u64]>> {
-    match (active.sampler.as_ref(), early.get(&id)) {
-        (None, _) => Some(None),
-        (Some(_), Some(Ok(SampleDecision::Allow(bits)))) => Some(Some(bits)),
-        (Some(_), Some(Ok(SampleDecision::Pass))) => Some(None),
-        _ => None,
+impl PluginCalls<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The sequences these calls decide for.
+    pub fn sequences(&self) -> impl Iterator<Item = SeqId> + '_ {
+        self.groups.iter().flat_map(|(_, seqs)| seqs.iter().map(|s| s.request_id))
+    }
+
+    /// Runs each plugin once over its sequences; per sequence, a decision or, when the plugin
+    /// failed and fails closed, an error.
+    pub fn call(self) -> Decisions {
+        let mut out = HashMap::new();
+        for (plugin, seqs) in self.groups {
+            let result = plugin.sample(&seqs).and_then(|ds| {
+                // A masks-only plugin that answers anything but allow-sets, pass or fail breaks
+                // its promise: that is an invalid result.
+                match ds.iter().find(|d| plugin.spec.masks_only && matches!(d, SampleDecision::Token(_) | SampleDecision::Bias(_))) {
+                    Some(d) => Err(mlahost_plugins::PluginError::BadResult { plugin: plugin.spec.name.clone(), hook: "sample", message: format!("a masks-only sampler answered {d:?}") }),
+                    None => Ok(ds),
+                }
+            });
+            match result {
+                Ok(ds) => {
+                    for (s, d) in seqs.iter().zip(ds) {
+                        out.insert(s.request_id, Ok(d));
+                    }
+                }
+                Err(e) => {
+                    for s in &seqs {
+                        let fallback = match plugin.spec.failure_policy {
+                            FailurePolicy::Open => {
+                                plugin.stats.fallbacks.fetch_add(1, Relaxed);
+                                Ok(SampleDecision::Pass)
+                            }
+                            FailurePolicy::Closed => Err(Failure::plugin(format!("sampler plugin failed: {e}"))),
+                        };
+                        out.insert(s.request_id, fallback);
+                    }
+                }
+            }
+        }
+        out
     }
 }

@@ -51,7 +51,9 @@ impl SamplerBuffers {
     pub fn sample(&mut self, k: &Kernels, logits_buf: &DeviceBuffer, vocab: usize, requests: &mut [SampleRequest<'_>]) -> Result<Vec<DeviceSample>> {
         let logits = View::of(logits_buf);
         let mut batch = SampleBatch::new();
-        if let Some(w) = requests.iter().filter_map(|r| r.allowed).find(|w| w.len() != vocab.div_ceil(64)) {
+        // A pending allow-set (a grammar plugin still computing it while the forward pass ran)
+        // is waited for here, after the forward's launches.
+        if let Some(w) = requests.iter().filter_map(|r| r.allowed.get()).find(|w| w.len() != vocab.div_ceil(64)) {
             return Err(crate::CudaError::launch("sample_rows", format!("an allow-set of {} words for a vocabulary of {vocab}", w.len())));
         }
         let on_host: Vec<bool> = requests.iter().map(|r| r.params.has_logits_processors()).collect();
@@ -59,7 +61,7 @@ impl SamplerBuffers {
             if host {
                 batch.push_placeholder();
             } else {
-                batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng, r.allowed)?;
+                batch.push_row(r.params, r.prompt, r.output, r.top_logprobs, r.rng, r.allowed.get())?;
             }
         }
         let rows = batch.rows();
@@ -101,7 +103,7 @@ impl SamplerBuffers {
             if on_host[r] {
                 host_row.resize(vocab, 0f32);
                 logits_buf.read(r * vocab * 4, &mut host_row)?;
-                let sample = sample_row(&host_row, req.prompt, req.output, req.params, req.allowed, n, req.rng);
+                let sample = sample_row(&host_row, req.prompt, req.output, req.params, req.allowed.get(), n, req.rng);
                 out.push(DeviceSample { token: sample.token, logprob: sample.logprob, top: sample.top });
                 continue;
             }
