@@ -171,6 +171,31 @@ pub async fn collect(mut sub: Submitted) -> Result<Vec<ChoiceResult>, ApiError> 
     Ok(results)
 }
 
+/// What admission decided for a request, the same for all its choices: the stage between a
+/// validated request (`params`) and what the engine receives.
+struct Admitted {
+    priority: i32,
+    /// The prefix-cache salt: the tenant's and the request's `cache_salt` together.
+    salt: u64,
+    /// The tenant's scheduler index (fair share).
+    tenant: u32,
+}
+
+impl Admitted {
+    /// Completes the choices for the engine, each prompt's page hashes made once (for the
+    /// router and the scheduler): a prompt's n choices are consecutive and share them.
+    fn apply(&self, requests: &mut [EngineRequest], page_size: usize) {
+        for i in 0..requests.len() {
+            let hashes = match i.checked_sub(1).map(|p| &requests[p]) {
+                Some(prev) if prev.prompt == requests[i].prompt => prev.prompt_hashes.clone(),
+                _ => Some(PromptHashes::of(&requests[i].prompt, page_size, self.salt)),
+            };
+            let r = &mut requests[i];
+            (r.priority, r.salt, r.tenant, r.prompt_hashes) = (self.priority, self.salt, self.tenant, hashes);
+        }
+    }
+}
+
 pub enum Generated {
     Streaming(Reply),
     Done(Vec<ChoiceResult>),
@@ -196,25 +221,16 @@ pub async fn generate(
     };
     let load = TenantLoad::enter(state, tenant, prompt_tokens + max_tokens, requests.len()).map_err(refused)?;
     let (ticket, priority) = super::admission::admit(state, tenant, prompt_tokens, max_tokens, first.priority).map_err(refused)?;
-    // Priorities first, but never above the tenant's class.
-    let priority = priority.min(tenant.config.max_priority);
-    let salt = tenant.salt(common.cache_salt.as_deref());
-    // Each prompt's page hashes once, for the router and the scheduler: a prompt's n choices
-    // are consecutive and share them.
-    for i in 0..requests.len() {
-        let hashes = match i.checked_sub(1).map(|p| &requests[p]) {
-            Some(prev) if prev.prompt == requests[i].prompt => prev.prompt_hashes.clone(),
-            _ => Some(PromptHashes::of(&requests[i].prompt, state.replicas.page_size, salt)),
-        };
-        let r = &mut requests[i];
-        r.priority = priority;
-        r.salt = salt;
-        r.tenant = tenant.index;
-        r.prompt_hashes = hashes;
-    }
+    let admitted = Admitted {
+        // Priorities first, but never above the tenant's class.
+        priority: priority.min(tenant.config.max_priority),
+        salt: tenant.salt(common.cache_salt.as_deref()),
+        tenant: tenant.index,
+    };
+    admitted.apply(&mut requests, state.replicas.page_size);
     stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let first = &requests[0];
-    let route = RouteRequest { tenant: Some(&tenant.config.id), prompt_tokens: first.prompt.len(), priority, model: &state.served_model_name };
+    let route = RouteRequest { tenant: Some(&tenant.config.id), prompt_tokens: first.prompt.len(), priority: admitted.priority, model: &state.served_model_name };
     let first_hashes = first.prompt_hashes.as_ref().ok_or_else(|| ApiError::internal("no prompt hashes"))?;
     let replica = state.replicas.route(&route, first_hashes)?;
     let guard = replica.enter();
