@@ -163,13 +163,17 @@ def check(base_url: str, model: str, tolerance: float) -> int:
             print(f"doc {s['doc_id']} {cont!r:16} lm-eval {ll:12.6f}  transformers {g['loglikelihood']:12.6f}")
     if seen != len(golden["requests"]):
         failures.append(f"lm-eval scored {seen} requests, the golden has {len(golden['requests'])}")
-    acc = results["results"][TASK]["acc,none"]
-    print(f"accuracy: lm-eval {acc}, transformers {golden['accuracy']}")
+    return report("lm-eval", results["results"][TASK]["acc,none"], golden, seen, failures)
+
+
+def report(who: str, acc: float, golden: dict, requests: int, failures: list) -> int:
+    """Prints the accuracy beside transformers' and every failure; the exit status."""
+    print(f"accuracy: {who} {acc}, transformers {golden['accuracy']}")
     if abs(acc - golden["accuracy"]) > 1e-9:
         failures.append(f"accuracy {acc} != {golden['accuracy']}")
     for f in failures:
         print("FAIL:", f)
-    print(f"lm-eval check: {seen} requests, {len(failures)} failures")
+    print(f"{who} check: {requests} requests, {len(failures)} failures")
     return 1 if failures else 0
 
 
@@ -199,14 +203,7 @@ def direct_check(base_url: str, model: str, tolerance: float) -> int:
             failures.append(f"doc {g['doc']} {g['continuation']!r}: is_greedy {greedy}, transformers {g['is_greedy']}")
         print(f"doc {g['doc']} {g['continuation']!r:16} server {ll:12.6f}  transformers {g['loglikelihood']:12.6f}")
     docs = [json.loads(line) for line in (TASK_DIR / "data.jsonl").read_text().splitlines()]
-    acc = accuracy(docs, results, lambda r: r["loglikelihood"])
-    print(f"accuracy: server {acc}, transformers {golden['accuracy']}")
-    if abs(acc - golden["accuracy"]) > 1e-9:
-        failures.append(f"accuracy {acc} != {golden['accuracy']}")
-    for f in failures:
-        print("FAIL:", f)
-    print(f"direct check: {len(results)} requests, {len(failures)} failures")
-    return 1 if failures else 0
+    return report("server", accuracy(docs, results, lambda r: r["loglikelihood"]), golden, len(results), failures)
 
 
 def main() -> int:

@@ -226,18 +226,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 let mut decisions = plugin_step::after_forward(&plan, &self.scheduler, &self.active, &logits);
                 decisions.extend(early);
                 for (i, c) in plan.chunks.iter().enumerate().filter(|(_, c)| c.samples) {
-                    let decision = match decisions.remove(&c.seq) {
-                        Some(Err(failure)) => {
-                            self.fail(c.seq, failure);
-                            continue;
-                        }
-                        Some(Ok(SampleDecision::Fail(message))) => {
-                            self.fail(c.seq, Failure::plugin(format!("the sampler plugin ended the sequence: {message}")));
-                            continue;
-                        }
-                        Some(Ok(d)) => Some(d),
-                        None => None,
-                    };
+                    let Some(decision) = self.unless_failed(c.seq, decisions.remove(&c.seq)) else { continue };
                     let (Some(row), Some(seq), Some(active)) =
                         (logits.last_of(i), self.scheduler.get(c.seq), self.active.get_mut(&c.seq))
                     else {
@@ -251,16 +240,8 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                 for (c, s) in plan.chunks.iter().filter(|c| c.samples).zip(samples) {
                     // A plugin that failed or ended its sequence while the device sampled it
                     // (unmasked): the token is dropped with the sequence.
-                    match early.remove(&c.seq) {
-                        Some(Err(failure)) => {
-                            self.fail(c.seq, failure);
-                            continue;
-                        }
-                        Some(Ok(SampleDecision::Fail(message))) => {
-                            self.fail(c.seq, Failure::plugin(format!("the sampler plugin ended the sequence: {message}")));
-                            continue;
-                        }
-                        _ => {}
+                    if self.unless_failed(c.seq, early.remove(&c.seq)).is_none() {
+                        continue;
                     }
                     if let Some(active) = self.active.get_mut(&c.seq) {
                         sampled.push((c.seq, active.accept_device_sample(s)));
@@ -278,6 +259,22 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
             if let Some(reason) = outcome {
                 self.finish(id, reason);
             }
+        }
+    }
+
+    /// A sampler plugin's decision for `id`, or None after failing the sequence (the plugin
+    /// failed closed, or ended it).
+    fn unless_failed(&mut self, id: SeqId, decision: Option<Result<SampleDecision, Failure>>) -> Option<Option<SampleDecision>> {
+        match decision {
+            Some(Err(failure)) => {
+                self.fail(id, failure);
+                None
+            }
+            Some(Ok(SampleDecision::Fail(message))) => {
+                self.fail(id, Failure::plugin(format!("the sampler plugin ended the sequence: {message}")));
+                None
+            }
+            d => Some(d.and_then(Result::ok)),
         }
     }
 
