@@ -4,13 +4,16 @@
 use mlahost_cuda::Gpu;
 use mlahost_cuda::quant::WeightQuant;
 use mlahost_cuda::{CudaBackend, CudaSettings, Device};
-use mlahost_engine::cpu::{AttentionMode, CpuOptions};
+use mlahost_engine::cpu::{AttentionMode, CpuOptions, CpuTensorParallel};
+use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::{capacity, Backend, CacheGeometry, LoadedModel};
 use mlahost_runtime::{BackendFactory, BackendOptions, RuntimeError};
 use std::sync::{Arc, Mutex};
 
 pub struct DeviceBackends {
     pub device: Device,
+    /// One model over several ranks: on the CPU a group of threads (`CpuTensorParallel`).
+    pub layout: ParallelLayout,
     /// CPU: absorbed, unabsorbed or chosen per step.
     pub attention: AttentionMode,
     /// CUDA: share of each GPU's memory for weights, workspace and the latent cache.
@@ -28,6 +31,7 @@ impl DeviceBackends {
     pub fn new(device: Device) -> Self {
         Self {
             device,
+            layout: ParallelLayout::SINGLE,
             attention: AttentionMode::Auto,
             gpu_memory_utilization: 0.92,
             cuda_graphs: true,
@@ -45,8 +49,16 @@ impl BackendFactory for DeviceBackends {
             Device::Cpu => {
                 let num_pages = capacity::cpu_pool_pages(c, o.kv_dtype, o.page_size, o.kv_cache_pages, o.kv_cache_memory)?;
                 let geometry = CacheGeometry { num_pages, page_size: o.page_size };
-                Ok(Box::new(model.cpu_backend(CpuOptions { geometry, attention: self.attention, kv_dtype: o.kv_dtype })?))
+                let opts = CpuOptions { geometry, attention: self.attention, kv_dtype: o.kv_dtype };
+                if self.layout != ParallelLayout::SINGLE {
+                    return Ok(Box::new(CpuTensorParallel::new(c, &model.weights, self.layout, opts)?));
+                }
+                Ok(Box::new(model.cpu_backend(opts)?))
             }
+            Device::Cuda(_) if self.layout != ParallelLayout::SINGLE => Err(RuntimeError::InvalidRequest(format!(
+                "{} on GPUs needs the NCCL ranks, which are not built yet: plan the layout with `mlahost plan`, check the split on the CPU",
+                self.layout.describe()
+            ))),
             Device::Cuda(first_gpu) => {
                 let settings = CudaSettings {
                     first_gpu,

@@ -6,6 +6,7 @@ use clap::Args;
 use crate::backends::DeviceBackends;
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_runtime::generate::{generate, FinishReason, GenerateRequest};
+use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_cuda::profile::Phase;
 use mlahost_cuda::quant::WeightQuant;
@@ -61,6 +62,17 @@ pub struct GenerateArgs {
     /// auto (the directory's safetensors) or dummy (weights generated from config.json).
     #[arg(long, default_value = "auto", value_parser = parse_load_format)]
     load_format: LoadFormat,
+    /// Ranks the model is split over (vLLM's flag; `-tp` works too). On the CPU the ranks run
+    /// as threads of this process: the reference the GPU split is checked against, not a way
+    /// to run faster.
+    #[arg(long, default_value_t = 1)]
+    tensor_parallel_size: usize,
+    /// Spread whole routed experts over the ranks instead of slicing each one.
+    #[arg(long)]
+    enable_expert_parallel: bool,
+    /// Attention data-parallel groups (`-dp`): only 1 is built so far.
+    #[arg(long, default_value_t = 1)]
+    data_parallel_size: usize,
     /// Where the model runs: cpu, or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: Device,
@@ -122,7 +134,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.profile_kernels && args.device == Device::Cpu {
         bail!("--profile-kernels times GPU kernels: give --device cuda:N");
     }
+    let layout = ParallelLayout {
+        tensor_parallel: args.tensor_parallel_size,
+        data_parallel: args.data_parallel_size,
+        expert_parallel: args.enable_expert_parallel,
+    };
     let factory = DeviceBackends {
+        layout,
         attention: args.attention,
         gpu_memory_utilization: 0.9,
         cuda_graphs: !args.enforce_eager,

@@ -96,3 +96,33 @@ fn dummy_load_format_runs_from_config_and_tokenizer_alone() {
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("expected auto, safetensors or dummy"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tensor_parallel_ranks_on_the_cpu_generate_the_whole_models_tokens() {
+    let dir = fixture("tiny-v3-fp8");
+    let d = dir.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", d, "--prompt", "the latent cache", "--max-tokens", "10", "--ignore-eos", "--top-logprobs", "2", "--json"];
+        args.extend_from_slice(extra);
+        mlahost(&args)
+    };
+    let json = |out: std::process::Output| -> Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let whole = json(run(&[]));
+    for extra in [&["-tp", "2"][..], &["--tensor-parallel-size", "4", "--enable-expert-parallel"]] {
+        let split = json(run(extra));
+        assert_eq!(split["token_ids"], whole["token_ids"], "{extra:?}");
+        for (a, b) in split["logprobs"].as_array().unwrap().iter().zip(whole["logprobs"].as_array().unwrap()) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-3, "{extra:?}: logprob {a} vs {b}");
+        }
+    }
+    let refused = |extra: &[&str], why: &str| {
+        let out = run(extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{extra:?}: {err}");
+    };
+    refused(&["-tp", "3"], "4 attention heads do not split evenly over --tensor-parallel-size 3");
+    refused(&["-tp", "2", "-dp", "2"], "data-parallel attention is not built");
+}
