@@ -4,7 +4,7 @@
 
 use super::kv_cache::LatentCache;
 use super::rope_at::RopeAt;
-use super::ops::{linear, linear_many, rms_norm, rms_norm_rows, softmax, Lin};
+use super::ops::{fp8_input, linear, linear_many, rms_norm, rms_norm_rows, softmax, Lin};
 use super::kernels::{axpy_f32, dot_f32};
 use crate::batch::SeqChunk;
 use crate::config::ModelConfig;
@@ -45,6 +45,8 @@ pub struct Attention<'a> {
     pub slots: &'a [TokenSlot],
     /// Per layer, `uk_transposed` of its `kv_b_proj`.
     pub uk_t: &'a [Matrix],
+    /// Round the inputs of the FP8-on-GPU projections as the GPU does (`ops::fp8_input`).
+    pub fp8_activations: bool,
 }
 
 /// Per head `W_UK^T` (`[kv_lora, nope]`, heads stacked): the absorbed query `q_lat = W_UK^T
@@ -84,12 +86,14 @@ impl Attention<'_> {
             QueryProj::Direct(m) => m,
             QueryProj::LowRank { a, .. } => a,
         };
-        let mut both = linear_many(&[Lin::new(first, x, t), Lin::new(&w.kv_a, x, t)]);
+        let fp8 = self.fp8_activations;
+        let (xq, xkv) = (fp8_input(fp8, x, first), fp8_input(fp8, x, &w.kv_a));
+        let mut both = linear_many(&[Lin::new(first, &xq, t), Lin::new(&w.kv_a, &xkv, t)]);
         let mut kv = both.pop().unwrap_or_default();
         let mut q = both.pop().unwrap_or_default();
         if let QueryProj::LowRank { norm, b, .. } = &w.q {
             rms_norm_rows(&mut q, norm, LATENT_NORM_EPS);
-            q = linear(&q, t, b);
+            q = linear(&fp8_input(fp8, &q, b), t, b);
         }
         for ((tok, row), kv_row) in q.chunks_mut(heads * qk).enumerate().zip(kv.chunks_mut(cfg.latent_dim())) {
             let slot = self.slots[tok];
@@ -115,7 +119,7 @@ impl Attention<'_> {
                 self.unabsorbed(layer, w, chunk, q_rows, cache, rows);
             }
         }
-        linear(&out, t, &w.o)
+        linear(&fp8_input(self.fp8_activations, &out, &w.o), t, &w.o)
     }
 
     fn use_absorbed(&self, chunk: &SeqChunk) -> bool {

@@ -19,6 +19,7 @@ mod tensor_parallel;
 pub use attention::AttentionMode;
 pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
+pub use ops::fp8_round_rows;
 pub use tensor_parallel::CpuTensorParallel;
 pub(crate) use kernels::{max_f32, sum_exp};
 
@@ -59,6 +60,8 @@ pub struct CpuBackend {
     /// Set for one rank of a tensor-parallel group (`shard`): its partial attention and MLP
     /// outputs are summed with the other ranks', its vocabulary's logits gathered.
     comm: Option<Arc<dyn Communicator>>,
+    /// Set by `emulate_fp8_activations`.
+    fp8_activations: bool,
 }
 
 impl CpuBackend {
@@ -83,13 +86,20 @@ impl CpuBackend {
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
         let (heads, nope, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
         let uk_t = Arc::new(weights.layers.iter().map(|l| attention::uk_transposed(&l.attn.kv_b, heads, nope, v)).collect());
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm })
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm, fp8_activations: false })
     }
 
     /// From now on, record each token's routing at every MoE layer (`Backend::routing`) and take
     /// `Backend::follow_routing`; off by default, so serving pays for neither.
     pub fn record_routes(&mut self) {
         self.record_routes = true;
+    }
+
+    /// From now on, round the inputs of every linear layer a GPU keeps in FP8 as that GPU does
+    /// (bf16, then e4m3 per token per 128 channels: `ops::fp8_input`): the CPU reference for a
+    /// GPU running FP8 weights, given the same (dequantized) weights.
+    pub fn emulate_fp8_activations(&mut self) {
+        self.fp8_activations = true;
     }
 
     pub fn kv_cache_dtype(&self) -> KvCacheDtype {
@@ -141,7 +151,7 @@ impl CpuBackend {
         for (tok, row) in batch.iter().flat_map(|c| c.tokens).zip(x.chunks_mut(hidden)) {
             w.embed.row_into(*tok as usize, row);
         }
-        let attn = Attention { cfg, rope: &self.rope, mode: self.attention, chunks: batch, chunk_offsets: &offsets, slots: &slots, uk_t: &self.uk_t };
+        let attn = Attention { cfg, rope: &self.rope, mode: self.attention, chunks: batch, chunk_offsets: &offsets, slots: &slots, uk_t: &self.uk_t, fp8_activations: self.fp8_activations };
         let mut routing = Vec::with_capacity(w.layers.len());
         let follow = self.follow.take();
         for (l, layer) in w.layers.iter().enumerate() {
@@ -157,14 +167,14 @@ impl CpuBackend {
             let f = match (&layer.ffn, &cfg.moe) {
                 (FeedForward::Dense(m), _) => {
                     routing.push(Vec::new());
-                    moe::mlp(m, &h, t)
+                    moe::mlp(m, &h, t, self.fp8_activations)
                 }
                 (FeedForward::Moe(m), Some(mc)) => {
                     let tracking = moe::RouteTracking {
                         record: self.record_routes,
                         follow: follow.as_ref().and_then(|(r, within)| r.get(l).map(|r| (r.as_slice(), *within))),
                     };
-                    let (f, routes) = moe::moe(m, mc, &h, t, hidden, tracking);
+                    let (f, routes) = moe::moe(m, mc, &h, t, hidden, tracking, self.fp8_activations);
                     routing.push(routes);
                     f
                 }

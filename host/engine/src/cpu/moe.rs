@@ -1,14 +1,16 @@
 //! Mixture-of-experts feed-forward: routing (V2 softmax greedy / group-limited, V3 sigmoid
 //! noaux_tc), expert MLPs over the tokens routed to them, and the shared experts.
 
-use super::ops::{linear, linear_many, silu_mul, Lin};
+use super::ops::{fp8_input, linear, linear_many, silu_mul, Lin};
 use crate::config::{MoeConfig, TopkMethod};
 use crate::weights::{Mlp, Moe};
 use crate::TokenRoute;
 
-pub fn mlp(m: &Mlp, x: &[f32], t: usize) -> Vec<f32> {
-    let gate_up = linear(x, t, &m.gate_up);
-    linear(&silu_mul(&gate_up, m.gate_up.rows / 2), t, &m.down)
+/// `fp8`: round the inputs as the GPU does for FP8 weights (`ops::fp8_input`).
+pub fn mlp(m: &Mlp, x: &[f32], t: usize, fp8: bool) -> Vec<f32> {
+    let gate_up = linear(&fp8_input(fp8, x, &m.gate_up), t, &m.gate_up);
+    let act = silu_mul(&gate_up, m.gate_up.rows / 2);
+    linear(&fp8_input(fp8, &act, &m.down), t, &m.down)
 }
 
 /// How `route` records and steers: off for serving; the end-to-end checks record each token's
@@ -168,7 +170,7 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 /// Routed experts (each over the tokens routed to it) plus the shared experts, every expert's
 /// gate/up in one parallel op and every down projection in a second; also each token's own
 /// routing where `tracking` records it (`route`).
-pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>) -> (Vec<f32>, Vec<TokenRoute>) {
+pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: bool) -> (Vec<f32>, Vec<TokenRoute>) {
     let (routes, routing) = route(m, cfg, x, t, tracking);
     let mut per_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_routed_experts];
     for (tok, choices) in routes.iter().enumerate() {
@@ -187,7 +189,7 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
     if let Some(shared) = &m.shared {
         mlps.push((shared, x, t));
     }
-    let ys = mlp_many(&mlps);
+    let ys = mlp_many(&mlps, fp8);
     let mut out = vec![0f32; t * hidden];
     for (&e, y) in active.iter().zip(&ys) {
         for (i, &(tok, w)) in per_expert[e].iter().enumerate() {
@@ -206,9 +208,10 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
 }
 
 /// Several SiLU-gated MLPs, each over its own rows: gate/up of all in one op, down in another.
-fn mlp_many(mlps: &[(&Mlp, &[f32], usize)]) -> Vec<Vec<f32>> {
-    let gate_up = linear_many(&mlps.iter().map(|&(m, x, t)| Lin::new(&m.gate_up, x, t)).collect::<Vec<_>>());
-    let acts: Vec<Vec<f32>> = mlps.iter().zip(&gate_up).map(|(&(m, _, _), gu)| silu_mul(gu, m.gate_up.rows / 2)).collect();
+fn mlp_many(mlps: &[(&Mlp, &[f32], usize)], fp8: bool) -> Vec<Vec<f32>> {
+    let inputs: Vec<_> = mlps.iter().map(|&(m, x, _)| fp8_input(fp8, x, &m.gate_up)).collect();
+    let gate_up = linear_many(&mlps.iter().zip(&inputs).map(|(&(m, _, t), x)| Lin::new(&m.gate_up, x, t)).collect::<Vec<_>>());
+    let acts: Vec<_> = mlps.iter().zip(&gate_up).map(|(&(m, _, _), gu)| fp8_input(fp8, &silu_mul(gu, m.gate_up.rows / 2), &m.down).into_owned()).collect();
     linear_many(&mlps.iter().zip(&acts).map(|(&(m, _, t), a)| Lin::new(&m.down, a, t)).collect::<Vec<_>>())
 }
 

@@ -8,6 +8,38 @@ use super::pool;
 /// Multiply-adds below which a matmul stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 15;
 
+/// Channels per activation scale of the GPU's FP8 linears.
+const FP8_ACT_BLOCK: usize = 128;
+
+/// A linear layer's input as the GPU hands it to an FP8 weight (`fp8_quant_act`), when `on` and
+/// the GPU keeps `w` in FP8 (input width a multiple of 16): rounded to bf16 (the activation
+/// buffer's type), then per row per 128 channels scaled by amax/448, rounded to e4m3 and scaled
+/// back. Otherwise `x` as it is. The CPU reference of a GPU running FP8 weights uses it.
+pub fn fp8_input<'a>(on: bool, x: &'a [f32], w: &Matrix) -> std::borrow::Cow<'a, [f32]> {
+    if !on || w.cols % 16 != 0 {
+        return std::borrow::Cow::Borrowed(x);
+    }
+    std::borrow::Cow::Owned(fp8_round_rows(x, w.cols))
+}
+
+/// `x` (rows of `cols`) through bf16 and per-128-channel e4m3 with an amax/448 scale.
+pub fn fp8_round_rows(x: &[f32], cols: usize) -> Vec<f32> {
+    use crate::checkpoint::{bf16_to_f32, f32_to_bf16, f8e4m3_to_f32};
+    use crate::kv_cache_dtype::f32_to_f8e4m3;
+    let mut out: Vec<f32> = x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect();
+    for row in out.chunks_mut(cols) {
+        for block in row.chunks_mut(FP8_ACT_BLOCK) {
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if amax == 0.0 {
+                continue;
+            }
+            let scale = amax / 448.0;
+            block.iter_mut().for_each(|v| *v = f8e4m3_to_f32(f32_to_f8e4m3(*v / scale)) * scale);
+        }
+    }
+    out
+}
+
 /// `x [t, k] @ w[n, k]^T -> [t, n]` (a linear layer without bias).
 pub fn linear(x: &[f32], t: usize, w: &Matrix) -> Vec<f32> {
     linear_many(&[Lin::new(w, x, t)]).pop().unwrap_or_default()
