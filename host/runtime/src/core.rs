@@ -196,13 +196,10 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
             .collect();
         // Masks-only sampler plugins (grammars) decide while the forward pass runs: their
         // allow-sets can be applied on the device.
-        let (early, device_samples) = forward_with_early_plugins(&plan, &chunks, &self.scheduler, &mut self.active, &self.zero_logits, &mut *self.backend);
-        let host_logits = match device_samples {
-            Ok(Some(_)) => None,
-            Ok(None) => match self.backend.forward(&chunks) {
-                Ok(l) => Some(StepLogits::from(l)),
-                Err(e) => return self.fail_plan(&plan, &e.to_string()),
-            },
+        let (early, output) = forward_with_early_plugins(&plan, &chunks, &self.scheduler, &mut self.active, &self.zero_logits, &mut *self.backend);
+        let (host_logits, device_samples) = match output {
+            Ok(StepOutput::Host(l)) => (Some(StepLogits::from(l)), None),
+            Ok(StepOutput::Device(s)) => (None, Some(s)),
             Err(e) => return self.fail_plan(&plan, &e.to_string()),
         };
         drop(chunks);
@@ -235,7 +232,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                     sampled.push((c.seq, active.sample(row, seq.tokens(), seq.prompt_len(), decision)));
                 }
             }
-            (None, Ok(Some(samples))) => {
+            (None, Some(samples)) => {
                 let mut early = early;
                 for (c, s) in plan.chunks.iter().filter(|c| c.samples).zip(samples) {
                     // A plugin that failed or ended its sequence while the device sampled it
@@ -248,7 +245,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
                     }
                 }
             }
-            (None, _) => {}
+            (None, None) => {}
         }
         self.scheduler.commit(&plan, &sampled);
         let stop_ids = self.model.stop_token_ids();
@@ -337,8 +334,8 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
 
 /// Runs the masks-only sampler plugins of the plan on their own thread while the backend
 /// runs the forward pass and, where it can, samples on the device (waiting for a
-/// sequence's allow-set only when its row is sampled). The plugins' decisions, and the
-/// device's samples (`Ok(None)`: the backend declined; the logits are for the host).
+/// sequence's allow-set only when its row is sampled); where it cannot, the logits come back
+/// for the host. The plugins' decisions and the step's output.
 fn forward_with_early_plugins(
     plan: &StepPlan,
     chunks: &[SeqChunk<'_>],
@@ -346,11 +343,17 @@ fn forward_with_early_plugins(
     active: &mut HashMap<SeqId, Active>,
     zero_logits: &Arc<Vec<f32>>,
     backend: &mut dyn Backend,
-) -> (plugin_step::Decisions, DeviceResult) {
+) -> (plugin_step::Decisions, Result<StepOutput, mlahost_engine::EngineError>) {
     let calls = plugin_step::before_forward(plan, scheduler, active, zero_logits);
     let slots: MaskSlots = calls.sequences().map(|id| (id, OnceLock::new())).collect();
+    let mut run = || -> Result<StepOutput, mlahost_engine::EngineError> {
+        match try_device_sampling(plan, chunks, scheduler, active, &slots, backend)? {
+            Some(samples) => Ok(StepOutput::Device(samples)),
+            None => backend.forward(chunks).map(StepOutput::Host),
+        }
+    };
     if calls.is_empty() {
-        return (plugin_step::Decisions::new(), try_device_sampling(plan, chunks, scheduler, active, &slots, backend));
+        return (plugin_step::Decisions::new(), run());
     }
     std::thread::scope(|s| {
         let worker = s.spawn(|| {
@@ -364,12 +367,18 @@ fn forward_with_early_plugins(
             }
             decisions
         });
-        let samples = try_device_sampling(plan, chunks, scheduler, active, &slots, backend);
+        let output = run();
         let decisions = worker.join().unwrap_or_else(|_| {
             slots.keys().map(|&id| (id, Err(Failure::plugin("the sampler plugin's call panicked".to_string())))).collect()
         });
-        (decisions, samples)
+        (decisions, output)
     })
+}
+
+/// What a step's forward pass gave: tokens sampled on the device, or the logits.
+enum StepOutput {
+    Device(Vec<DeviceSample>),
+    Host(mlahost_engine::Logits),
 }
 
 type DeviceResult = Result<Option<Vec<DeviceSample>>, mlahost_engine::EngineError>;
