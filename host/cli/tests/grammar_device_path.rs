@@ -1,87 +1,37 @@
 //! Grammar masks on the device-sampling path, without a GPU: the engine core calls the
-//! masks-only grammar plugin before the forward pass and hands its allow-sets to a backend that
+//! masks-only grammar plugin while the forward pass runs and hands its allow-sets to a backend that
 //! "samples on the device" (the host's sampler over its own logits, honouring the allow-set as
 //! the CUDA sampler does). The constrained output must hold its regex, every step must take
 //! the device path, and an unconstrained neighbour must get exactly the tokens it gets alone.
 
 mod support;
+#[path = "../../runtime/src/emulated_device.rs"]
+mod emulated_device;
 
 use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
-use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
-use mlahost_engine::logits_processors::sample_row;
+use emulated_device::{DeviceCounts, EmulatedDeviceSampler};
+use mlahost_engine::cpu::{AttentionMode, CpuOptions};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_engine::{AllowSet, Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk, TokenBytes};
+use mlahost_engine::{Backend, CacheGeometry, KvCacheDtype, LoadedModel, TokenBytes};
 use mlahost_plugins::{FailurePolicy, Plugin, PluginHost, PluginSpec, Vocabulary};
 use mlahost_runtime::metrics::Metrics;
 use mlahost_runtime::{spawn, ChoiceEvent, ChoiceText, EngineCore, EngineRequest, Event, SamplerChoice, TextOptions};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const PAGES: usize = 64;
 const PAGE: usize = 16;
-
-struct EmulatedDeviceSampler {
-    inner: CpuBackend,
-    calls: Arc<AtomicUsize>,
-    masked_rows: Arc<AtomicUsize>,
-    /// Rows whose allow-set was still being computed when the forward pass started.
-    pending_rows: Arc<AtomicUsize>,
-}
-
-impl Backend for EmulatedDeviceSampler {
-    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> mlahost_engine::Result<Logits> {
-        self.inner.forward(batch)
-    }
-
-    fn cache_geometry(&self) -> CacheGeometry {
-        self.inner.cache_geometry()
-    }
-
-    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let logits = self.inner.forward(batch)?;
-        let rows = (0..batch.len()).filter_map(|i| logits.last_of(i));
-        Ok(Some(
-            rows.zip(requests.iter_mut())
-                .map(|(row, r)| {
-                    if matches!(r.allowed, AllowSet::Pending(_)) {
-                        self.pending_rows.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if r.allowed.get().is_some() {
-                        self.masked_rows.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // the host's own decision (allow-set, processors, penalties, draw)
-                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed.get(), r.top_logprobs, r.rng);
-                    DeviceSample { token: s.token, logprob: s.logprob, top: s.top }
-                })
-                .collect(),
-        ))
-    }
-}
 
 fn model() -> Arc<LoadedModel> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v2-lite");
     Arc::new(LoadedModel::load(&dir, None).expect("fixture"))
 }
 
-#[derive(Default)]
-struct Counts {
-    calls: Arc<AtomicUsize>,
-    masked: Arc<AtomicUsize>,
-    pending: Arc<AtomicUsize>,
-}
-
 /// Runs the requests at once on an emulated device sampler; each one's generated tokens and
 /// text, or why it failed.
-fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, counts: &Counts, samplers: &[Arc<Plugin>]) -> Vec<Result<(Vec<u32>, String), String>> {
+fn run(model: &Arc<LoadedModel>, requests: Vec<EngineRequest>, counts: &DeviceCounts, samplers: &[Arc<Plugin>]) -> Vec<Result<(Vec<u32>, String), String>> {
     let geometry = CacheGeometry { num_pages: PAGES, page_size: PAGE };
     let cpu = model.cpu_backend(CpuOptions { geometry, attention: AttentionMode::Auto, kv_dtype: KvCacheDtype::F32 }).expect("backend");
-    let backend: Box<dyn Backend> = Box::new(EmulatedDeviceSampler {
-        inner: cpu,
-        calls: counts.calls.clone(),
-        masked_rows: counts.masked.clone(),
-        pending_rows: counts.pending.clone(),
-    });
+    let backend: Box<dyn Backend> = Box::new(EmulatedDeviceSampler { inner: cpu, counts: counts.clone() });
     let make = Box::new(|| Scheduler::new(SchedulerConfig::default(), BlockAllocator::new(PAGES, PAGE)?));
     let core = EngineCore::new(model.clone(), backend, make, 1024, Arc::new(Metrics::new("test", 0))).expect("core").with_samplers(samplers.to_vec());
     let (engine, join) = spawn(core).expect("loop");
@@ -145,10 +95,10 @@ fn grammar_masks_are_applied_by_the_device_sampler_and_leave_neighbours_unchange
         sampler: Some(SamplerChoice { name: "grammar".into(), config: r#"{"type": "regex", "pattern": "[unclosed"}"#.into() }),
         ..EngineRequest::new(vec![4, 4, 2], SamplingParams { temperature: 1.0, seed: Some(6), ..Default::default() }, 10)
     };
-    let counts = Counts::default();
+    let counts = DeviceCounts::default();
     let alone = run(&model, vec![plain()], &counts, &samplers);
     let together = run(&model, vec![constrained, broken, plain()], &counts, &samplers);
-    let (calls, masked, pending) = (&counts.calls, &counts.masked, &counts.pending);
+    let (calls, masked, pending) = (DeviceCounts::get(&counts.calls), DeviceCounts::get(&counts.masked_rows), DeviceCounts::get(&counts.pending_rows));
     let failed = together[1].as_ref().expect_err("the broken constraint fails its request");
     assert!(failed.contains("grammar"), "{failed}");
     let together: Vec<(Vec<u32>, String)> = [&together[0], &together[2]].iter().map(|r| r.as_ref().expect("served").clone()).collect();
@@ -158,7 +108,7 @@ fn grammar_masks_are_applied_by_the_device_sampler_and_leave_neighbours_unchange
     assert!(ok, "the constrained output breaks its regex: {text:?}");
     assert_eq!(together[1].0, alone.0, "the unconstrained neighbour's tokens changed");
     // The allow-sets were computed while the forward pass ran, and waited for by the sampler.
-    assert!(pending.load(Ordering::Relaxed) >= masked.load(Ordering::Relaxed), "masks came through pending slots");
-    assert!(masked.load(Ordering::Relaxed) >= 3, "the allow-sets reached the device sampler ({} masked rows)", masked.load(Ordering::Relaxed));
-    assert!(calls.load(Ordering::Relaxed) >= 24, "every step took the device path ({} calls)", calls.load(Ordering::Relaxed));
+    assert!(pending >= masked, "masks came through pending slots");
+    assert!(masked >= 3, "the allow-sets reached the device sampler ({} masked rows)", masked);
+    assert!(calls >= 24, "every step took the device path ({} calls)", calls);
 }

@@ -337,20 +337,25 @@ pub(crate) fn model_name(model: &LoadedModel) -> String {
     model.dir.file_name().map_or("model".into(), |n| n.to_string_lossy().to_string())
 }
 
+/// Random prompts of 1 to 150 tokens (seeded), and the cache pages they need for `steps` more.
+pub fn random_cases(seed: u64, vocab: usize, steps: usize, page_size: usize) -> (Vec<Case>, usize) {
+    let mut rng = super::Rng::new(seed);
+    let lens = [1usize, 7, 64, 65, 150];
+    let cases = lens
+        .iter()
+        .map(|&n| Case { prompt: (0..n).map(|_| rng.below(vocab) as u32).collect(), forced: None, margins: None, chosen_logprobs: None })
+        .collect();
+    let pages = lens.iter().map(|l| (l + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
+    (cases, pages)
+}
+
 /// GPU against the CPU engine holding the same bf16 weights and the same cache format, so the
 /// comparison isolates the GPU's computation: random prompts (1 to 150 tokens, prefilled in
 /// two chunks), then batched decodes. With an fp8 cache the row is a measurement: a latent
 /// computed in bf16 on one side and f32 on the other can round to a neighbouring e4m3 code,
 /// which moves the two runs apart by the cache's own quantization step.
 pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize, strict: bool) -> Result<Check> {
-    let mut rng = super::Rng::new(seed);
-    let vocab = model.config.vocab_size;
-    let lens = [1usize, 7, 64, 65, 150];
-    let cases: Vec<Case> = lens
-        .iter()
-        .map(|&n| Case { prompt: (0..n).map(|_| rng.below(vocab) as u32).collect(), forced: None, margins: None, chosen_logprobs: None })
-        .collect();
-    let pages = lens.iter().map(|l| (l + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
+    let (cases, pages) = random_cases(seed, model.config.vocab_size, steps, page_size);
     let mut gpu = gpu_backend(model, ordinal, page_size, pages, kv_dtype)?;
     gpu.record_routes()?;
     let mut cpu = cpu_reference(model, pages, page_size, kv_dtype)?;

@@ -7,7 +7,7 @@
 //! quantize activations, the random test models' small margins turned the quantization into
 //! different greedy paths: 67-92% agreement on the first H100 run.)
 
-use super::e2e::{self, lockstep, model_name, Case};
+use super::e2e::{self, lockstep, model_name};
 use super::Check;
 use mlahost_cuda::quant::{quantize_blocks, WeightQuant, BLOCK};
 use mlahost_cuda::Result;
@@ -65,14 +65,7 @@ pub fn fp8_weights(w: &ModelWeights) -> ModelWeights {
 
 /// GPU with FP8 weights (`--quantization fp8`, or an FP8 checkpoint as it is) against the CPU.
 pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dtype: KvCacheDtype, seed: u64, steps: usize) -> Result<Check> {
-    let mut rng = super::Rng::new(seed ^ 0xf8);
-    let vocab = model.config.vocab_size;
-    let lens = [1usize, 7, 64, 65, 150];
-    let cases: Vec<Case> = lens
-        .iter()
-        .map(|&n| Case { prompt: (0..n).map(|_| rng.below(vocab) as u32).collect(), forced: None, margins: None, chosen_logprobs: None })
-        .collect();
-    let pages = lens.iter().map(|l| (l + steps).div_ceil(page_size) + 1).sum::<usize>() + 4;
+    let (cases, pages) = e2e::random_cases(seed ^ 0xf8, model.config.vocab_size, steps, page_size);
     let mut gpu = e2e::gpu_backend_quant(model, ordinal, page_size, pages, kv_dtype, true, WeightQuant::Fp8)?;
     gpu.record_routes()?;
     let planned = mlahost_engine::capacity::fp8_linears(&model.config).1;

@@ -8,45 +8,13 @@ use crate::handle::spawn;
 use crate::metrics::Metrics;
 use mlahost_core::{BlockAllocator, Scheduler, SchedulerConfig};
 use mlahost_engine::cpu::{AttentionMode, CpuBackend, CpuOptions};
-use mlahost_engine::logits_processors::sample_row;
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_engine::{Backend, CacheGeometry, DeviceSample, KvCacheDtype, LoadedModel, Logits, SampleRequest, SeqChunk};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::emulated_device::{DeviceCounts, EmulatedDeviceSampler};
+use mlahost_engine::{Backend, CacheGeometry, KvCacheDtype, LoadedModel};
 use std::sync::Arc;
 
 const PAGES: usize = 64;
 const PAGE: usize = 16;
-
-/// Samples "on the device" by running the host sampler over its own logits.
-struct EmulatedDeviceSampler {
-    inner: CpuBackend,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Backend for EmulatedDeviceSampler {
-    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> mlahost_engine::Result<Logits> {
-        self.inner.forward(batch)
-    }
-
-    fn cache_geometry(&self) -> CacheGeometry {
-        self.inner.cache_geometry()
-    }
-
-    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let logits = self.inner.forward(batch)?;
-        let rows = (0..batch.len()).filter_map(|i| logits.last_of(i));
-        Ok(Some(
-            rows.zip(requests.iter_mut())
-                .map(|(row, r)| {
-                    // the host's own decision (allow-set, processors, penalties, draw)
-                    let s = sample_row(row, r.prompt, r.output, r.params, r.allowed.get(), r.top_logprobs, r.rng);
-                    DeviceSample { token: s.token, logprob: s.logprob, top: s.top }
-                })
-                .collect(),
-        ))
-    }
-}
 
 fn model() -> Arc<LoadedModel> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v2-lite");
@@ -94,9 +62,10 @@ fn run(model: Arc<LoadedModel>, backend: Box<dyn Backend>) -> Vec<Vec<(u32, f32,
 fn device_sampling_path_gives_the_host_paths_tokens_and_logprobs() {
     let model = model();
     let host = run(model.clone(), Box::new(cpu(&model)));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let device = run(model.clone(), Box::new(EmulatedDeviceSampler { inner: cpu(&model), calls: calls.clone() }));
+    let counts = DeviceCounts::default();
+    let device = run(model.clone(), Box::new(EmulatedDeviceSampler { inner: cpu(&model), counts: counts.clone() }));
+    let calls = DeviceCounts::get(&counts.calls);
     assert_eq!(host.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10]);
     assert_eq!(host, device, "same tokens, logprobs and alternatives on both paths");
-    assert!(calls.load(Ordering::Relaxed) >= 10, "the loop sampled through the backend ({} calls)", calls.load(Ordering::Relaxed));
+    assert!(calls >= 10, "the loop sampled through the backend ({calls} calls)");
 }

@@ -10,6 +10,8 @@ pub mod core;
 mod detokenizer;
 #[cfg(test)]
 mod device_sampling_tests;
+#[cfg(test)]
+mod emulated_device;
 mod error;
 pub mod events;
 pub mod generate;
