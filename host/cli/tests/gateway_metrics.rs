@@ -92,6 +92,19 @@ fn endpoint_picker_reads_every_family_per_pod_and_per_replica() {
     let generated = picked(&m, "vllm:generation_tokens_total", "counter").1;
     assert_eq!(generated, 32.0, "4 requests x 8 tokens");
     assert_eq!(m["vllm:time_to_first_token_seconds"].kind, "histogram");
+    // Histograms: the pod's series (no engine label) first, the sum of the replicas' series.
+    for name in ["vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds"] {
+        for suffix in ["_count", "_bucket{model_name=\"m\",le=\"+Inf\"}"] {
+            let series: Vec<(bool, f64)> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}{}", suffix.split('{').next().unwrap())) && (!suffix.contains('{') || l.contains("le=\"+Inf\"")))
+                .map(|l| (l.contains("engine="), l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()))
+                .collect();
+            assert!(series.len() == 3 && !series[0].0 && series[1].0 && series[2].0, "{name}{suffix}: pod then 2 replicas: {series:?}");
+            assert_eq!(series[0].1, series[1].1 + series[2].1, "{name}{suffix}: pod = sum of replicas");
+            assert_eq!(series[0].1, 4.0, "{name}{suffix}: 4 requests");
+        }
+    }
     // The mlahost families are still there.
     assert!(m.contains_key("mlahost_num_requests_running"));
 }

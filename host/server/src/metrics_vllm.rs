@@ -4,7 +4,8 @@
 //! Every gauge and counter has a pod series first (summed over replicas, no `engine` label),
 //! then one series per replica (`engine="i"`, as vLLM labels its data-parallel engines). The
 //! picker takes the first series of a family whose labels match, so it reads the pod total;
-//! a PromQL sum must select `engine=""` or `engine!=""`, not both. Histograms are per replica.
+//! a PromQL sum must select `engine=""` or `engine!=""`, not both. Histograms too: the pod's
+//! buckets, sum and count first, then each replica's.
 
 use crate::metrics::{Histogram, Metrics};
 use std::fmt::Write;
@@ -93,6 +94,8 @@ pub fn render(out: &mut String, replicas: &[Arc<Metrics>], info: &VllmInfo) {
     ];
     for (name, help, get) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let all: Vec<&Histogram> = replicas.iter().map(|m| get(m)).collect();
+        Histogram::render_merged(&all, out, name, &pod);
         for m in replicas {
             get(m).render_series(out, name, &engine(m));
         }
