@@ -2,7 +2,7 @@
 //! bandwidth over the latent bytes read, TFLOP/s, beside the device-to-device copy bandwidth
 //! measured in the same run. Input sets rotate so small shapes are not served from L2.
 
-use super::{bf16s, Rng};
+use super::{bf16s, v, Rng};
 use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
 use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
 use mlahost_cuda::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
@@ -26,9 +26,6 @@ pub struct BenchRow {
     pub tflops: f64,
 }
 
-fn v(b: &DeviceBuffer) -> View {
-    View::of(b)
-}
 
 /// Times one decode shape: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
 /// or an fp8 cache; one row per plan (`None`: the heuristic's; (kernel, chunk): a fixed one),

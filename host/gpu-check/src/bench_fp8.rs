@@ -2,12 +2,11 @@
 //! --bench-fp8`): the FP8 time includes quantizing the activations (as in the forward pass);
 //! weights rotate over enough copies that a step's weights do not sit in L2.
 
-use super::Rng;
+use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
 use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
 use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
 use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
-use mlahost_cuda::kernels::View;
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
 use std::fmt::Write;
@@ -26,9 +25,6 @@ pub const V3_SHAPES: [(&str, usize, usize); 8] = [
 ];
 pub const BATCHES: [usize; 5] = [1, 16, 64, 256, 4096];
 
-fn v(b: &DeviceBuffer) -> View {
-    View::of(b)
-}
 
 /// Median µs of one `launch(i)` (i cycles the weight copies), from CUDA-graph replays.
 fn median_us(gpu: &Arc<Gpu>, launch: &dyn Fn(usize) -> Result<()>) -> Result<f64> {

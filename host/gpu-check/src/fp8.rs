@@ -6,20 +6,16 @@
 //! GEMM error: per output, |gpu - ref| / sum_k |a_k w_k| (the scale a sum's rounding is
 //! relative to, robust to the seven decades of scales), the maximum over the outputs.
 
-use super::{from_bf16, rel_err, round_bf16, bf16s, Check, Rng};
+use super::{bf16s, from_bf16, rel_err, round_bf16, v, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
 use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped};
-use mlahost_cuda::kernels::View;
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::quant::quantize_blocks;
 use mlahost_cuda::Result;
 use mlahost_engine::checkpoint::f8e4m3_to_f32;
 use mlahost_engine::kv_cache_dtype::f32_to_f8e4m3;
 
-fn v(b: &DeviceBuffer) -> View {
-    View::of(b)
-}
 
 /// f32 outputs: tensor-core fp8 sums within a 128 block, promoted to f32.
 const TOL_F32: f64 = 1e-3;

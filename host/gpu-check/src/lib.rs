@@ -8,10 +8,16 @@ pub mod e2e;
 pub mod e2e_fp8;
 pub mod fp8;
 pub mod kernels;
+mod kernels_moe;
 pub mod profile;
 pub mod runner;
 
 use std::fmt::Write;
+
+/// A device buffer as a launcher operand.
+fn v(b: &mlahost_cuda::gpu::DeviceBuffer) -> mlahost_cuda::kernels::View {
+    mlahost_cuda::kernels::View::of(b)
+}
 
 /// One check's outcome: the measured error against its tolerance.
 #[derive(Debug, Clone)]
