@@ -19,16 +19,12 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Sends an event; false when the receiver is gone. A full channel would be a broken bound
-    /// (see the module): the event is dropped and the error logged.
-    pub fn send(&self, event: Event) -> bool {
-        match self.tx.try_send((self.choice, event)) {
-            Ok(()) => true,
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                tracing::error!(choice = self.choice, "a request's event stream is full: its bound is wrong");
-                false
-            }
+    /// Sends an event. A receiver that is gone will end the request itself (its owner's drop
+    /// finishes it); a full channel would be a broken bound (see the module): the event is
+    /// dropped and the error logged.
+    pub fn send(&self, event: Event) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = self.tx.try_send((self.choice, event)) {
+            tracing::error!(choice = self.choice, "a request's event stream is full: its bound is wrong");
         }
     }
 }

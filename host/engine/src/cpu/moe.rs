@@ -211,7 +211,17 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
 fn mlp_many(mlps: &[(&Mlp, &[f32], usize)], fp8: bool) -> Vec<Vec<f32>> {
     let inputs: Vec<_> = mlps.iter().map(|&(m, x, _)| fp8_input(fp8, x, &m.gate_up)).collect();
     let gate_up = linear_many(&mlps.iter().zip(&inputs).map(|(&(m, _, t), x)| Lin::new(&m.gate_up, x, t)).collect::<Vec<_>>());
-    let acts: Vec<_> = mlps.iter().zip(&gate_up).map(|(&(m, _, _), gu)| fp8_input(fp8, &silu_mul(gu, m.gate_up.rows / 2), &m.down).into_owned()).collect();
+    let acts: Vec<Vec<f32>> = mlps
+        .iter()
+        .zip(&gate_up)
+        .map(|(&(m, _, _), gu)| {
+            let act = silu_mul(gu, m.gate_up.rows / 2);
+            match fp8_input(fp8, &act, &m.down) {
+                std::borrow::Cow::Owned(rounded) => rounded,
+                std::borrow::Cow::Borrowed(_) => act,
+            }
+        })
+        .collect();
     linear_many(&mlps.iter().zip(&acts).map(|(&(m, _, t), a)| Lin::new(&m.down, a, t)).collect::<Vec<_>>())
 }
 
