@@ -164,7 +164,7 @@ impl CpuBackend {
             x.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.post_attention_norm, cfg.rms_norm_eps);
-            let f = match (&layer.ffn, &cfg.moe) {
+            let mut f = match (&layer.ffn, &cfg.moe) {
                 (FeedForward::Dense(m), _) => {
                     routing.push(Vec::new());
                     moe::mlp(m, &h, t, self.fp8_activations)
@@ -181,7 +181,6 @@ impl CpuBackend {
                 // Loading refuses MoE weights without MoE config fields; kept as an error, not a panic.
                 (FeedForward::Moe(_), None) => return Err(EngineError::config("n_routed_experts", "an MoE layer needs the MoE fields")),
             };
-            let mut f = f;
             if let Some(c) = &self.comm {
                 c.all_reduce_sum(&mut f)?;
             }
