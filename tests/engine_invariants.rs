@@ -5,7 +5,7 @@
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_engine::sampling::Rng;
 use mlahost_engine::{Backend, LogitsRequest, RoutingTrace, SeqChunk};
-use mlahost_tests::{all_logits, backend, fresh_seed, load, max_abs_diff, pages_for, random_tokens, FIXTURES};
+use mlahost_tests::{all_logits, backend, decode_logits_from, fresh_seed, load, max_abs_diff, pages_for, random_tokens, FIXTURES};
 
 /// f32 sums in a different order (absorbed vs expanded, batch shapes): logits are O(10).
 const TOL: f32 = 2e-4;
@@ -22,7 +22,7 @@ fn absorbed_and_unabsorbed_attention_agree() {
             let pages = pages_for(&b, tokens.len());
             // A 30-token prefill and then single-token steps exercise both shapes of chunk.
             let mut logits = all_logits(&mut b, &tokens[..30], 0, 30, &pages);
-            let rest = all_logits_from(&mut b, &tokens, 30, &pages);
+            let rest = decode_logits_from(&mut b, &tokens, 30, &pages);
             logits.extend(rest);
             results.push(logits);
         }
@@ -30,16 +30,6 @@ fn absorbed_and_unabsorbed_attention_agree() {
         let d2 = max_abs_diff(&results[0], &results[2]);
         assert!(d1 < TOL && d2 < TOL, "{fixture}: absorbed vs unabsorbed {d1}, vs auto {d2}");
     }
-}
-
-/// Single-token steps from `start` to the end, as decoding does.
-fn all_logits_from(b: &mut dyn Backend, tokens: &[u32], start: usize, pages: &[u32]) -> Vec<f32> {
-    let mut out = Vec::new();
-    for pos in start..tokens.len() {
-        let seq = SeqChunk { tokens: &tokens[pos..pos + 1], start_pos: pos, block_table: pages, logits: LogitsRequest::All };
-        out.extend(b.forward(&[seq]).unwrap().data);
-    }
-    out
 }
 
 #[test]

@@ -73,6 +73,16 @@ pub fn all_logits(backend: &mut dyn Backend, tokens: &[u32], from: usize, chunk:
     out
 }
 
+/// Single-token steps from `start` to the end, as decoding does.
+pub fn decode_logits_from(b: &mut dyn Backend, tokens: &[u32], start: usize, pages: &[u32]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for pos in start..tokens.len() {
+        let seq = SeqChunk { tokens: &tokens[pos..pos + 1], start_pos: pos, block_table: pages, logits: LogitsRequest::All };
+        out.extend(b.forward(&[seq]).unwrap().data);
+    }
+    out
+}
+
 /// Pages for `tokens` tokens from a fresh allocator over the whole cache.
 pub fn pages_for(backend: &dyn Backend, tokens: usize) -> Vec<u32> {
     let geo = backend.cache_geometry();

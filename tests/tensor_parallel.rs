@@ -8,7 +8,7 @@ use mlahost_engine::cpu::{AttentionMode, CpuOptions, CpuTensorParallel};
 use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::sampling::{argmax, Rng};
 use mlahost_engine::{Backend, CacheGeometry, KvCacheDtype, LogitsRequest, SeqChunk};
-use mlahost_tests::{all_logits, backend, fresh_seed, load, max_abs_diff, pages_for, random_tokens, FIXTURES};
+use mlahost_tests::{all_logits, backend, decode_logits_from, fresh_seed, load, max_abs_diff, pages_for, random_tokens, FIXTURES};
 
 /// The ranks add the same products in a different order (per-rank partial sums, then the
 /// all-reduce), as the absorbed and expanded attention forms do: the same bound.
@@ -25,10 +25,7 @@ fn options(num_pages: usize, page_size: usize) -> CpuOptions {
 /// A 25-token prefill, then single-token steps: every position's logits.
 fn prefill_then_decode(b: &mut dyn Backend, tokens: &[u32], pages: &[u32]) -> Vec<f32> {
     let mut out = all_logits(b, &tokens[..25], 0, 25, pages);
-    for pos in 25..tokens.len() {
-        let seq = SeqChunk { tokens: &tokens[pos..pos + 1], start_pos: pos, block_table: pages, logits: LogitsRequest::All };
-        out.extend(b.forward(&[seq]).expect("forward").data);
-    }
+    out.extend(decode_logits_from(b, tokens, 25, pages));
     out
 }
 
