@@ -263,3 +263,26 @@ fn streaming_chat_with_usage_and_sigterm_exits_cleanly() {
     assert!(exit.success(), "{exit:?}");
     let _ = s.flush();
 }
+
+#[test]
+fn serving_over_cpu_ranks_gives_the_goldens() {
+    // tiny-v2: 4 heads over 2 ranks, 16 routed experts spread 8 per rank; requests sent at once
+    // share steps, so the ranks run ragged batches.
+    let name = "tiny-v2";
+    let server = Server::start(&["--model", fixture(name).to_str().unwrap(), "-tp", "2", "--enable-expert-parallel"]);
+    let g = golden(name);
+    let cases = g["cases"].as_array().unwrap();
+    std::thread::scope(|s| {
+        for case in cases {
+            let server = &server;
+            s.spawn(move || {
+                let want = ids_of(&case["greedy_ids"]);
+                let prompt: Vec<u32> = case["prompt_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+                let n = comparable(&support_margins(case));
+                assert_eq!(greedy(server, &prompt, want.len())[..n], want[..n], "{name}/{} over 2 ranks", case["name"]);
+            });
+        }
+    });
+    let err = support::refuse_to_start(&["--model", fixture(name).to_str().unwrap(), "-tp", "3"]);
+    assert!(err.contains("4 attention heads do not split evenly over --tensor-parallel-size 3"), "{err}");
+}
