@@ -4,7 +4,7 @@
 use mlahost_cuda::Gpu;
 use mlahost_cuda::quant::WeightQuant;
 use mlahost_cuda::{CudaBackend, CudaSettings, Device};
-use mlahost_engine::cpu::{AttentionMode, CpuOptions, CpuTensorParallel};
+use mlahost_engine::cpu::{AttentionMode, CpuOptions, CpuRankGroup};
 use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::{capacity, Backend, CacheGeometry, LoadedModel};
 use mlahost_runtime::{BackendFactory, BackendOptions, RuntimeError};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 pub struct DeviceBackends {
     pub device: Device,
-    /// One model over several ranks: on the CPU a group of threads (`CpuTensorParallel`).
+    /// One model over several ranks: on the CPU a group of threads (`CpuRankGroup`).
     pub layout: ParallelLayout,
     /// CPU: absorbed, unabsorbed or chosen per step.
     pub attention: AttentionMode,
@@ -51,7 +51,7 @@ impl BackendFactory for DeviceBackends {
                 let geometry = CacheGeometry { num_pages, page_size: o.page_size };
                 let opts = CpuOptions { geometry, attention: self.attention, kv_dtype: o.kv_dtype };
                 if self.layout != ParallelLayout::SINGLE {
-                    return Ok(Box::new(CpuTensorParallel::new(c, &model.weights, self.layout, opts)?));
+                    return Ok(Box::new(CpuRankGroup::new(c, &model.weights, self.layout, opts)?));
                 }
                 Ok(Box::new(model.cpu_backend(opts)?))
             }

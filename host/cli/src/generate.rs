@@ -70,7 +70,9 @@ pub struct GenerateArgs {
     /// Spread whole routed experts over the ranks instead of slicing each one.
     #[arg(long)]
     enable_expert_parallel: bool,
-    /// Attention data-parallel groups (`-dp`): only 1 is built so far.
+    /// Attention data-parallel groups (`-dp`): each runs attention for its own sequences and
+    /// stores only their latents; with --enable-expert-parallel the routed experts are spread
+    /// over every rank of the instance.
     #[arg(long, default_value_t = 1)]
     data_parallel_size: usize,
     /// Where the model runs: cpu, or cuda:N.
@@ -151,7 +153,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let options = BackendOptions {
         replica: 0,
         page_size: args.page_size,
-        kv_cache_pages: Some(geometry.num_pages),
+        // Under data-parallel attention each group's cache must hold the whole sequence.
+        kv_cache_pages: Some(geometry.num_pages * args.data_parallel_size.max(1)),
         kv_cache_memory: None,
         kv_dtype,
         max_batched_tokens: prompt.len(),

@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// Spread whole routed experts over the ranks instead of slicing each one.
     #[arg(long)]
     enable_expert_parallel: bool,
-    /// Attention data-parallel groups (`-dp`): only 1 is built so far.
+    /// Attention data-parallel groups (`-dp`): each runs attention for its own sequences and
+    /// stores only their latents (the scheduler keeps each sequence in one group's pages).
     #[arg(long, default_value_t = 1)]
     data_parallel_size: usize,
     #[arg(long, default_value = "127.0.0.1")]

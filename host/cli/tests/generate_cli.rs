@@ -111,7 +111,7 @@ fn tensor_parallel_ranks_on_the_cpu_generate_the_whole_models_tokens() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let whole = json(run(&[]));
-    for extra in [&["-tp", "2"][..], &["--tensor-parallel-size", "4", "--enable-expert-parallel"]] {
+    for extra in [&["-tp", "2"][..], &["--tensor-parallel-size", "4", "--enable-expert-parallel"], &["-tp", "2", "-dp", "2", "--enable-expert-parallel"]] {
         let split = json(run(extra));
         assert_eq!(split["token_ids"], whole["token_ids"], "{extra:?}");
         for (a, b) in split["logprobs"].as_array().unwrap().iter().zip(whole["logprobs"].as_array().unwrap()) {
@@ -124,5 +124,5 @@ fn tensor_parallel_ranks_on_the_cpu_generate_the_whole_models_tokens() {
         assert!(!out.status.success() && err.contains(why), "{extra:?}: {err}");
     };
     refused(&["-tp", "3"], "4 attention heads do not split evenly over --tensor-parallel-size 3");
-    refused(&["-tp", "2", "-dp", "2"], "data-parallel attention is not built");
+    refused(&["-dp", "3", "--enable-expert-parallel"], "routed experts do not split evenly over 3 expert-parallel ranks");
 }

@@ -266,10 +266,10 @@ fn streaming_chat_with_usage_and_sigterm_exits_cleanly() {
 
 #[test]
 fn serving_over_cpu_ranks_gives_the_goldens() {
-    // tiny-v2: 4 heads over 2 ranks, 16 routed experts spread 8 per rank; requests sent at once
-    // share steps, so the ranks run ragged batches.
+    // tiny-v2: two attention groups of 2 ranks (4 heads, 2 per rank), 16 routed experts spread
+    // 4 per rank; requests sent at once share steps and spread over the groups' page pools.
     let name = "tiny-v2";
-    let server = Server::start(&["--model", fixture(name).to_str().unwrap(), "-tp", "2", "--enable-expert-parallel"]);
+    let server = Server::start(&["--model", fixture(name).to_str().unwrap(), "-tp", "2", "-dp", "2", "--enable-expert-parallel"]);
     let g = golden(name);
     let cases = g["cases"].as_array().unwrap();
     std::thread::scope(|s| {
@@ -279,7 +279,7 @@ fn serving_over_cpu_ranks_gives_the_goldens() {
                 let want = ids_of(&case["greedy_ids"]);
                 let prompt: Vec<u32> = case["prompt_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
                 let n = comparable(&support_margins(case));
-                assert_eq!(greedy(server, &prompt, want.len())[..n], want[..n], "{name}/{} over 2 ranks", case["name"]);
+                assert_eq!(greedy(server, &prompt, want.len())[..n], want[..n], "{name}/{} over 2 x 2 ranks", case["name"]);
             });
         }
     });

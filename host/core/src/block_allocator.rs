@@ -25,6 +25,8 @@ struct CachedPage {
 /// count, and are evicted (LRU by default) only when free pages run out.
 pub struct BlockAllocator {
     page_size: usize,
+    /// The first page id this pool hands out (its pages are `base .. base + num_pages`).
+    base: PageId,
     ref_counts: Vec<u32>,
     /// Pages holding nothing.
     free: Vec<PageId>,
@@ -43,17 +45,33 @@ pub struct BlockAllocator {
 
 impl BlockAllocator {
     pub fn new(num_pages: usize, page_size: usize) -> Result<Self, CoreError> {
+        Self::with_base(num_pages, page_size, 0)
+    }
+
+    /// `pools` pools of `num_pages / pools` pages each over one id space, the pool `i` holding
+    /// ids from `i * num_pages / pools`: one per data-parallel attention rank, each rank's
+    /// latents in its own pages.
+    pub fn split(num_pages: usize, page_size: usize, pools: usize) -> Result<Vec<Self>, CoreError> {
+        if pools == 0 || num_pages % pools != 0 {
+            return Err(CoreError::InvalidGeometry(format!("{num_pages} pages do not split into {pools} equal pools")));
+        }
+        let per = num_pages / pools;
+        (0..pools).map(|i| Self::with_base(per, page_size, (i * per) as PageId)).collect()
+    }
+
+    fn with_base(num_pages: usize, page_size: usize, base: PageId) -> Result<Self, CoreError> {
         if page_size == 0 {
             return Err(CoreError::InvalidGeometry("page size must be at least 1".into()));
         }
-        if num_pages > PageId::MAX as usize {
+        if num_pages + base as usize > PageId::MAX as usize {
             return Err(CoreError::InvalidGeometry(format!("{num_pages} pages is too many")));
         }
         Ok(Self {
             page_size,
+            base,
             ref_counts: vec![0; num_pages],
             // Lowest ids are handed out first: pop from the back of a reversed list.
-            free: (0..num_pages as PageId).rev().collect(),
+            free: (base..base + num_pages as PageId).rev().collect(),
             evictable: BTreeMap::new(),
             evictable_at: vec![None; num_pages],
             cached: vec![None; num_pages],
@@ -119,7 +137,8 @@ impl BlockAllocator {
             pages.extend(self.evict(n - pages.len()));
         }
         for &p in &pages {
-            self.ref_counts[p as usize] = 1;
+            let at = self.slot(p);
+            self.ref_counts[at] = 1;
         }
         self.used += n;
         Ok(pages)
@@ -139,10 +158,11 @@ impl BlockAllocator {
         *count -= 1;
         if *count == 0 {
             self.used -= 1;
-            if self.cached[page as usize].is_some() {
+            if self.cached[self.slot(page)].is_some() {
                 let stamp = self.tick();
                 self.evictable.insert(stamp, page);
-                self.evictable_at[page as usize] = Some(stamp);
+                let at = self.slot(page);
+                self.evictable_at[at] = Some(stamp);
             } else {
                 self.free.push(page);
             }
@@ -151,19 +171,19 @@ impl BlockAllocator {
     }
 
     pub fn ref_count(&self, page: PageId) -> u32 {
-        self.ref_counts.get(page as usize).copied().unwrap_or(0)
+        self.ref_counts.get(self.slot(page)).copied().unwrap_or(0)
     }
 
     /// The cached page with this hash and exactly these tokens and salt, if any.
     pub fn lookup(&self, hash: u64, salt: u64, tokens: &[u32]) -> Option<PageId> {
         let &page = self.by_hash.get(&hash)?;
-        let c = self.cached[page as usize].as_ref()?;
+        let c = self.cached.get(self.slot(page))?.as_ref()?;
         (c.salt == salt && *c.tokens == *tokens).then_some(page)
     }
 
     /// Takes an owner on a cached page found by `lookup` (reviving it if unowned).
     pub fn acquire_cached(&mut self, page: PageId) {
-        let p = page as usize;
+        let p = self.slot(page);
         if let Some(stamp) = self.evictable_at[p].take() {
             self.evictable.remove(&stamp);
             self.used += 1;
@@ -177,7 +197,7 @@ impl BlockAllocator {
     /// Registers a full, computed page in the prefix cache. False when an identical page is
     /// already cached (this one then stays private to its sequence).
     pub fn register(&mut self, page: PageId, hash: u64, salt: u64, depth: u32, tokens: &[u32]) -> bool {
-        let p = page as usize;
+        let p = self.slot(page);
         if self.by_hash.contains_key(&hash) || self.cached.get(p).is_none_or(|c| c.is_some()) || self.ref_counts[p] == 0 {
             return false;
         }
@@ -196,6 +216,7 @@ impl BlockAllocator {
 
     /// Removes `n` unowned cached pages from the cache and returns them.
     fn evict(&mut self, n: usize) -> Vec<PageId> {
+        let base = self.base;
         let victims: Vec<PageId> = match &mut self.policy {
             None => self.evictable.values().take(n).copied().collect(),
             Some(policy) => {
@@ -203,13 +224,13 @@ impl BlockAllocator {
                     .evictable
                     .iter()
                     .map(|(&stamp, &page)| {
-                        let c = self.cached[page as usize].as_ref().expect("evictable pages are cached");
+                        let c = self.cached[slot_in(base, page)].as_ref().expect("evictable pages are cached");
                         EvictionCandidate { page, salt: c.salt, last_used: stamp, hits: c.hits, depth: c.depth }
                     })
                     .collect();
                 let decision = policy.decide(&candidates, n);
                 // A policy may name any id; only unowned cached pages can go.
-                let is_candidate = |p: &PageId| self.evictable_at.get(*p as usize).is_some_and(Option::is_some);
+                let is_candidate = |p: &PageId| self.evictable_at.get(slot_in(base, *p)).is_some_and(Option::is_some);
                 let mut chosen: Vec<PageId> = Vec::with_capacity(n);
                 let push = |p: PageId, chosen: &mut Vec<PageId>| {
                     if chosen.len() < n && is_candidate(&p) && !chosen.contains(&p) {
@@ -238,7 +259,7 @@ impl BlockAllocator {
 
     /// Takes an unowned cached page out of the prefix cache (the caller reuses or frees it).
     fn uncache(&mut self, page: PageId) {
-        let p = page as usize;
+        let p = self.slot(page);
         if let Some(stamp) = self.evictable_at[p].take() {
             self.evictable.remove(&stamp);
         }
@@ -261,12 +282,29 @@ impl BlockAllocator {
         pages.len()
     }
 
+    /// Where `page` is in this pool's tables; past their end for a page of another pool.
+    fn slot(&self, page: PageId) -> usize {
+        slot_in(self.base, page)
+    }
+
+    /// Whether `page` is one of this pool's.
+    pub fn owns(&self, page: PageId) -> bool {
+        self.slot(page) < self.ref_counts.len()
+    }
+
     fn count_mut(&mut self, page: PageId) -> Result<&mut u32, CoreError> {
-        match self.ref_counts.get_mut(page as usize) {
+        let at = self.slot(page);
+        match self.ref_counts.get_mut(at) {
             Some(c) if *c > 0 => Ok(c),
             _ => Err(CoreError::PageNotAllocated(page)),
         }
     }
+}
+
+/// `page`'s index in the tables of the pool starting at `base`; past their end for a page of
+/// another pool.
+fn slot_in(base: PageId, page: PageId) -> usize {
+    page.wrapping_sub(base) as usize
 }
 
 #[cfg(test)]

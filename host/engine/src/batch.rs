@@ -107,6 +107,12 @@ pub trait Backend: Send {
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits>;
     fn cache_geometry(&self) -> CacheGeometry;
 
+    /// Page pools the scheduler must keep each sequence inside (`BlockAllocator::split`): one
+    /// per data-parallel attention group, whose ranks hold only their pool's latents.
+    fn cache_pools(&self) -> usize {
+        1
+    }
+
     /// Runs `batch` and samples one token for each sequence that asked for `Last` logits (in
     /// batch order, one request each), on the device, so the logits never leave it. `Ok(None)`
     /// when the backend cannot: nothing ran, call `forward` and sample on the host.

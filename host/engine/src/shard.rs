@@ -15,23 +15,24 @@ use crate::weights::{vstack, AttentionWeights, FeedForward, LayerWeights, Mlp, M
 use crate::{EngineError, Result};
 use std::ops::Range;
 
-/// Rank `rank`'s config and weights under `layout` (tensor parallel, optionally with expert
-/// parallelism over the same ranks; data-parallel attention is refused here).
+/// Rank `rank`'s config and weights under `layout`: tensor parallel over the ranks of its
+/// attention group (`rank % tensor_parallel` of them), with the routed experts spread whole over
+/// every rank of the instance under expert parallelism, or sliced like the dense MLP over the
+/// group's ranks without it. With data-parallel attention the groups are ranks
+/// `g * tensor_parallel ..`; each holds the attention, the dense and shared MLPs and the
+/// vocabulary split over its own ranks.
 pub fn shard(cfg: &ModelConfig, w: &ModelWeights, layout: ParallelLayout, rank: usize) -> Result<(ModelConfig, ModelWeights)> {
-    if layout.data_parallel != 1 {
-        return Err(EngineError::Layout("data-parallel attention is not built into the engine yet: use --data-parallel-size 1".into()));
+    let (tp, world) = (layout.tensor_parallel, layout.world());
+    layout.validate(cfg, world)?;
+    if rank >= world {
+        return Err(EngineError::Layout(format!("rank {rank} of an instance of {world}")));
     }
-    let tp = layout.tensor_parallel;
-    layout.validate(cfg, tp)?;
-    if rank >= tp {
-        return Err(EngineError::Layout(format!("rank {rank} of a group of {tp}")));
-    }
-    let part = Part { rank, of: tp };
+    let part = Part { rank: rank % tp, of: tp };
     let mut rank_cfg = cfg.clone();
     rank_cfg.num_attention_heads = cfg.num_attention_heads / tp;
     rank_cfg.intermediate_size = cfg.intermediate_size / tp;
     let experts = match (&mut rank_cfg.moe, layout.expert_parallel) {
-        (Some(m), true) => Experts::Spread(part.range(m.n_routed_experts)),
+        (Some(m), true) => Experts::Spread(Part { rank, of: world }.range(m.n_routed_experts)),
         (Some(m), false) => {
             m.moe_intermediate_size /= tp;
             Experts::Sliced

@@ -102,7 +102,7 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
 
     /// Empties the prefix cache of pages no request uses; returns how many went.
     pub fn reset_prefix_cache(&mut self) -> usize {
-        self.scheduler.pages_mut().drop_unused_cached()
+        self.scheduler.pools_mut().iter_mut().map(|p| p.drop_unused_cached()).sum()
     }
 
     /// After a panicked step: every request in flight fails (its state may be half-updated),

@@ -56,7 +56,8 @@ pub fn generate(model: &LoadedModel, backend: &mut (dyn Backend + 'static), req:
         prefix_caching: false,
         ..SchedulerConfig::default()
     };
-    let make = Box::new(move || Scheduler::new(scheduler, BlockAllocator::new(geo.num_pages, geo.page_size)?));
+    let pools = backend.cache_pools();
+    let make = Box::new(move || Scheduler::with_pools(scheduler, BlockAllocator::split(geo.num_pages, geo.page_size, pools)?));
     let mut core = EngineCore::new(model, backend, make, total, Arc::new(Metrics::new("generate", 0)))?;
     let started = Instant::now();
     let request = EngineRequest {

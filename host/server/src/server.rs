@@ -299,9 +299,11 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         backends.push(cfg.backends.build(&model, &options).map_err(|e| ServerError::Config(e.to_string()))?);
     }
     let num_pages = backends.iter().map(|b| b.cache_geometry().num_pages).min().unwrap_or(0);
+    // Data-parallel attention: one pool per attention group, and a sequence lives in one.
+    let pools = backends.first().map_or(1, |b| b.cache_pools());
     let page_bytes = capacity::page_bytes(c, dtype, cfg.page_size);
     let capacity = num_pages * cfg.page_size;
-    let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity);
+    let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity / pools);
     tracing::info!(
         replicas = cfg.replicas,
         device = %cfg.backends.describe(),
@@ -321,7 +323,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     let mut threads = Vec::new();
     for (replica, backend) in backends.into_iter().enumerate() {
         let index = Arc::new(PrefixIndex::new());
-        let make_scheduler = scheduler_factory(cfg, num_pages, index.clone(), &plugins);
+        let make_scheduler = scheduler_factory(cfg, num_pages, pools, index.clone(), &plugins);
         let metrics = Arc::new(Metrics::new(&name, replica));
         metrics.kv_cache_tokens.store(capacity as u64, SeqCst);
         metrics.kv_cache_bytes_per_token.store(page_bytes / cfg.page_size as u64, SeqCst);
@@ -359,14 +361,16 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
 
 /// A replica's scheduler over a fresh page pool, its prefix index emptied and the prefix
 /// policy plugin (if any) installed: at start, and again if an engine step panics.
-fn scheduler_factory(cfg: &ServeConfig, num_pages: usize, index: Arc<PrefixIndex>, plugins: &Arc<PluginHost>) -> SchedulerFactory {
+fn scheduler_factory(cfg: &ServeConfig, num_pages: usize, pools: usize, index: Arc<PrefixIndex>, plugins: &Arc<PluginHost>) -> SchedulerFactory {
     let (scheduler, page_size, policy) = (cfg.scheduler, cfg.page_size, plugins.single(PluginKind::PrefixPolicy));
     Box::new(move || {
-        let mut s = Scheduler::new(scheduler, BlockAllocator::new(num_pages, page_size)?)?;
+        let mut s = Scheduler::with_pools(scheduler, BlockAllocator::split(num_pages, page_size, pools)?)?;
         index.clear();
-        s.pages_mut().set_shared_index(index.clone());
-        if let Some(p) = &policy {
-            s.pages_mut().set_eviction_policy(Box::new(PluginEvictionPolicy { plugin: p.clone() }));
+        for pool in s.pools_mut() {
+            pool.set_shared_index(index.clone());
+            if let Some(p) = &policy {
+                pool.set_eviction_policy(Box::new(PluginEvictionPolicy { plugin: p.clone() }));
+            }
         }
         Ok(s)
     })

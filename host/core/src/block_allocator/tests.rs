@@ -167,3 +167,18 @@ fn reset_drops_unused_cached_pages_and_keeps_those_in_use() {
     assert_eq!(a.lookup(2, 0, &[3, 4]), None);
     assert_eq!(a.lookup(1, 0, &[1, 2]), Some(p[0]));
 }
+
+#[test]
+fn split_pools_hand_out_their_own_ids_and_refuse_others() {
+    let mut pools = BlockAllocator::split(8, 4, 2).unwrap();
+    let a = pools[0].allocate(4).unwrap();
+    let b = pools[1].allocate(4).unwrap();
+    assert_eq!(a, [0, 1, 2, 3]);
+    assert_eq!(b, [4, 5, 6, 7]);
+    assert!(pools[0].owns(3) && !pools[0].owns(4) && pools[1].owns(4));
+    assert!(pools[0].release(5).is_err(), "a page of another pool");
+    assert_eq!(pools[1].ref_count(1), 0);
+    pools[1].release(6).unwrap();
+    assert_eq!(pools[1].allocate(1).unwrap(), [6]);
+    assert!(BlockAllocator::split(9, 4, 2).is_err(), "9 pages do not split in two");
+}

@@ -1,7 +1,10 @@
 //! Continuous batching for one engine replica: each step takes running sequences first (decodes
 //! and unfinished prefills), then admits waiting ones, all within a token budget; prompts are
 //! prefilled in chunks; when pages run out the lowest-ranked running sequence is preempted and
-//! later recomputed from its tokens, so its output does not change.
+//! later recomputed from its tokens, so its output does not change. With data-parallel
+//! attention the pages are several pools, one per attention rank: each sequence takes all its
+//! pages from one pool, chosen at admission (the longest cached prefix, else the most free
+//! pages), and a pool that runs out preempts only its own sequences.
 
 mod config;
 mod sequence;
@@ -51,7 +54,8 @@ pub struct SchedulerStats {
 
 pub struct Scheduler {
     cfg: SchedulerConfig,
-    pages: BlockAllocator,
+    /// One pool per data-parallel attention rank (one without), over one page id space.
+    pools: Vec<BlockAllocator>,
     seqs: HashMap<SeqId, Sequence>,
     /// Kept sorted by rank (priority, then arrival).
     waiting: Vec<SeqId>,
@@ -66,12 +70,21 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig, pages: BlockAllocator) -> Result<Self, CoreError> {
+        Self::with_pools(cfg, vec![pages])
+    }
+
+    /// A scheduler over several page pools (`BlockAllocator::split`) of equal size.
+    pub fn with_pools(cfg: SchedulerConfig, pools: Vec<BlockAllocator>) -> Result<Self, CoreError> {
         if cfg.max_num_batched_tokens == 0 || cfg.max_num_seqs == 0 {
             return Err(CoreError::InvalidGeometry("token budget and sequence cap must be positive".into()));
         }
+        let Some(first) = pools.first() else { return Err(CoreError::InvalidGeometry("no page pool".into())) };
+        if pools.iter().any(|p| p.num_pages() != first.num_pages() || p.page_size() != first.page_size()) {
+            return Err(CoreError::InvalidGeometry("page pools of different sizes".into()));
+        }
         Ok(Self {
             cfg,
-            pages,
+            pools,
             seqs: HashMap::new(),
             waiting: Vec::new(),
             running: Vec::new(),
@@ -91,9 +104,10 @@ impl Scheduler {
         if seq.tokens.is_empty() {
             return Err(CoreError::EmptySequence(seq.id));
         }
-        let needed = self.pages.pages_for(max_total_tokens.max(seq.tokens.len()));
-        if needed > self.pages.num_pages() {
-            return Err(CoreError::OutOfPages { needed, free: self.pages.num_free(), total: self.pages.num_pages() });
+        let pool = &self.pools[0];
+        let needed = pool.pages_for(max_total_tokens.max(seq.tokens.len()));
+        if needed > pool.num_pages() {
+            return Err(CoreError::OutOfPages { needed, free: pool.num_free(), total: pool.num_pages() });
         }
         if self.seqs.contains_key(&seq.id) {
             return Err(CoreError::DuplicateSequence(seq.id));
@@ -120,19 +134,23 @@ impl Scheduler {
         SchedulerStats {
             waiting: self.waiting.len(),
             running: self.running.len(),
-            pages_used: self.pages.num_used(),
-            pages_total: self.pages.num_pages(),
+            pages_used: self.pools.iter().map(BlockAllocator::num_used).sum(),
+            pages_total: self.pools.iter().map(BlockAllocator::num_pages).sum(),
             preemptions: self.preemptions,
             prefix_queried_tokens: self.prefix_queried,
             prefix_hit_tokens: self.prefix_hits,
-            prefix_evictions: self.pages.evictions(),
-            prefix_cached_pages: self.pages.num_cached(),
+            prefix_evictions: self.pools.iter().map(BlockAllocator::evictions).sum(),
+            prefix_cached_pages: self.pools.iter().map(BlockAllocator::num_cached).sum(),
         }
     }
 
-    /// The page pool, e.g. to install an eviction policy or a shared prefix index.
-    pub fn pages_mut(&mut self) -> &mut BlockAllocator {
-        &mut self.pages
+    /// The page pools, e.g. to install an eviction policy or a shared prefix index in each.
+    pub fn pools_mut(&mut self) -> &mut [BlockAllocator] {
+        &mut self.pools
+    }
+
+    pub fn pools(&self) -> &[BlockAllocator] {
+        &self.pools
     }
 
     /// Plans the next forward pass.
@@ -149,7 +167,7 @@ impl Scheduler {
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
-            let len = seq.pending().min(budget).min(cap);
+            let (len, pool) = (seq.pending().min(budget).min(cap), seq.pool);
             let end = seq.num_computed + len;
             if self.reserve(id, end) {
                 plan.chunks.push(self.chunk(id, len));
@@ -157,14 +175,12 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            // Out of pages: preempt the lowest-ranked running sequence (possibly this one).
-            let victim = *self.running.last().expect("running is not empty");
+            // Out of pages: preempt the lowest-ranked running sequence of this pool (possibly
+            // this one, which leaves `i` on the next).
+            let victim = *self.running.iter().rev().find(|r| self.seqs[*r].pool == pool).expect("this sequence runs in its pool");
             self.preempt(victim);
             plan.preempted.push(victim);
             plan.chunks.retain(|c| c.seq != victim);
-            if victim == id {
-                break;
-            }
         }
         // After a preemption, pages are short: admitting now would only thrash.
         while plan.preempted.is_empty()
@@ -175,6 +191,7 @@ impl Scheduler {
             let at = self.next_waiting();
             let id = self.waiting[at];
             let matched = self.cfg.prefix_caching && self.seqs[&id].reuse_prefix && self.seqs[&id].num_computed == 0;
+            self.choose_pool(id, matched);
             if matched {
                 self.match_prefix(id);
             }
@@ -246,7 +263,7 @@ impl Scheduler {
         let mut seq = self.seqs.remove(&id)?;
         self.waiting.retain(|&w| w != id);
         self.running.retain(|&r| r != id);
-        seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
+        seq.table.release_all(&mut self.pools[seq.pool]).expect("a sequence's pages are allocated");
         Some(seq)
     }
 
@@ -289,19 +306,47 @@ impl Scheduler {
         *c = c.max(floor);
     }
 
+    /// Picks the pool a sequence being admitted takes its pages from: the one caching the
+    /// longest run of its leading pages, else the one with the most pages free (the lowest
+    /// index on a tie).
+    fn choose_pool(&mut self, id: SeqId, match_prefix: bool) {
+        if self.pools.len() == 1 {
+            return;
+        }
+        let seq = &self.seqs[&id];
+        let ps = self.pools[0].page_size();
+        let cached = |pool: &BlockAllocator| {
+            if !match_prefix {
+                return 0;
+            }
+            let mut previous = None;
+            (0..(seq.tokens.len() - 1) / ps)
+                .take_while(|&i| {
+                    let hash = seq.hash_of_page_after(i, ps, previous);
+                    previous = Some(hash);
+                    pool.lookup(hash, seq.salt, &seq.tokens[i * ps..(i + 1) * ps]).is_some()
+                })
+                .count()
+        };
+        let best = (0..self.pools.len()).max_by_key(|&p| (cached(&self.pools[p]), self.pools[p].num_free(), std::cmp::Reverse(p)));
+        let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        seq.pool = best.unwrap_or(0);
+    }
+
     /// Reuses the longest run of cached pages at the start of a fresh sequence. At least the
     /// last prompt token is always computed (its logits pick the first output token).
     fn match_prefix(&mut self, id: SeqId) {
-        let ps = self.pages.page_size();
+        let ps = self.pools[0].page_size();
         let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        let pages = &mut self.pools[seq.pool];
         let max_pages = (seq.tokens.len() - 1) / ps;
         self.prefix_queried += seq.tokens.len() as u64;
         seq.page_hashes.clear();
         for i in 0..max_pages {
             let hash = seq.hash_of_page(i, ps);
             let tokens = &seq.tokens[i * ps..(i + 1) * ps];
-            let Some(page) = self.pages.lookup(hash, seq.salt, tokens) else { break };
-            self.pages.acquire_cached(page);
+            let Some(page) = pages.lookup(hash, seq.salt, tokens) else { break };
+            pages.acquire_cached(page);
             seq.table.push_owned(page);
             seq.page_hashes.push(hash);
         }
@@ -317,20 +362,21 @@ impl Scheduler {
         let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
         self.prefix_hits -= seq.num_computed as u64;
         self.prefix_queried -= seq.tokens.len() as u64;
-        seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
+        seq.table.release_all(&mut self.pools[seq.pool]).expect("a sequence's pages are allocated");
         seq.page_hashes.clear();
         seq.num_computed = 0;
     }
 
     /// Registers every full, computed page of `id` that is not in the cache yet.
     fn register_full_pages(&mut self, id: SeqId) {
-        let ps = self.pages.page_size();
+        let ps = self.pools[0].page_size();
         let Some(seq) = self.seqs.get_mut(&id) else { return };
+        let pages = &mut self.pools[seq.pool];
         while (seq.page_hashes.len() + 1) * ps <= seq.num_computed {
             let i = seq.page_hashes.len();
             let hash = seq.hash_of_page(i, ps);
             let tokens = &seq.tokens[i * ps..(i + 1) * ps];
-            self.pages.register(seq.table.pages()[i], hash, seq.salt, i as u32, tokens);
+            pages.register(seq.table.pages()[i], hash, seq.salt, i as u32, tokens);
             seq.page_hashes.push(hash);
         }
     }
@@ -343,14 +389,14 @@ impl Scheduler {
     /// Grows `id`'s block table to cover `tokens` positions; false when pages are short.
     fn reserve(&mut self, id: SeqId, tokens: usize) -> bool {
         let seq = self.seqs.get_mut(&id).expect("scheduled sequence exists");
-        seq.table.ensure_capacity(&mut self.pages, tokens).is_ok()
+        seq.table.ensure_capacity(&mut self.pools[seq.pool], tokens).is_ok()
     }
 
     /// Frees a running sequence's pages and queues it again to recompute its tokens.
     fn preempt(&mut self, id: SeqId) {
         self.running.retain(|&r| r != id);
         let seq = self.seqs.get_mut(&id).expect("preempted sequence exists");
-        seq.table.release_all(&mut self.pages).expect("a sequence's pages are allocated");
+        seq.table.release_all(&mut self.pools[seq.pool]).expect("a sequence's pages are allocated");
         seq.num_computed = 0;
         seq.page_hashes.clear();
         seq.status = SeqStatus::Waiting;

@@ -39,6 +39,8 @@ pub struct Sequence {
     pub(crate) reuse_prefix: bool,
     /// Prompt tokens found in the prefix cache when the sequence was first admitted.
     pub(crate) cached_tokens: usize,
+    /// The page pool (data-parallel attention rank) its pages come from, chosen at admission.
+    pub(crate) pool: usize,
 }
 
 impl Sequence {
@@ -60,6 +62,7 @@ impl Sequence {
             charged: false,
             reuse_prefix: true,
             cached_tokens: 0,
+            pool: 0,
         }
     }
 
@@ -93,9 +96,14 @@ impl Sequence {
 
     /// The hash of full page `i` (chained on page `i - 1`'s, already in `page_hashes`).
     pub(crate) fn hash_of_page(&self, i: usize, page_size: usize) -> u64 {
+        self.hash_of_page_after(i, page_size, self.page_hashes.last().copied())
+    }
+
+    /// The hash of full page `i` given page `i - 1`'s (`None` for the first).
+    pub(crate) fn hash_of_page_after(&self, i: usize, page_size: usize, previous: Option<u64>) -> u64 {
         match self.prompt_hashes.as_ref().and_then(|h| h.get(i, self.salt, page_size)) {
             Some(h) => h,
-            None => page_hash(self.page_hashes.last().copied(), self.salt, &self.tokens[i * page_size..(i + 1) * page_size]),
+            None => page_hash(previous, self.salt, &self.tokens[i * page_size..(i + 1) * page_size]),
         }
     }
 
@@ -123,6 +131,11 @@ impl Sequence {
 
     pub fn status(&self) -> SeqStatus {
         self.status
+    }
+
+    /// The page pool (data-parallel attention rank) holding its latents.
+    pub fn pool(&self) -> usize {
+        self.pool
     }
 
     pub fn preemptions(&self) -> u32 {

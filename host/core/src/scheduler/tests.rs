@@ -385,3 +385,70 @@ fn admission_computed_hashes_match_what_the_scheduler_computes_and_foreign_ones_
         assert_eq!(s.schedule().chunks[0].start, 12);
     }
 }
+
+fn pooled(pages: usize, pools: usize, page_size: usize, budget: usize) -> Scheduler {
+    let cfg = SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: 16, max_queued_requests: 16, ..SchedulerConfig::default() };
+    Scheduler::with_pools(cfg, BlockAllocator::split(pages, page_size, pools).unwrap()).unwrap()
+}
+
+/// Every sequence's pages lie in its pool's id range (pool `i` holds `i * per ..`).
+fn assert_pages_in_pools(s: &Scheduler, ids: &[SeqId], per: u32) {
+    for &id in ids {
+        let Some(seq) = s.get(id) else { continue };
+        for &p in seq.block_table() {
+            assert_eq!(p / per, seq.pool() as u32, "sequence {id} has page {p} outside pool {}", seq.pool());
+        }
+    }
+}
+
+#[test]
+fn pools_spread_sequences_and_keep_each_in_its_own_pages() {
+    // 2 pools of 4 pages of 4 tokens.
+    let mut s = pooled(8, 2, 4, 64);
+    for id in 1..=4 {
+        s.add(seq(id, 6, 0), 12).unwrap();
+    }
+    step(&mut s, 0);
+    let pools: Vec<usize> = (1..=4).map(|id| s.get(id).unwrap().pool()).collect();
+    assert_eq!(pools, [0, 1, 0, 1], "each admission takes the pool with the most free pages");
+    assert_pages_in_pools(&s, &[1, 2, 3, 4], 4);
+    assert_eq!(s.pools().iter().map(|p| p.num_used()).collect::<Vec<_>>(), [4, 4]);
+    assert_eq!(s.stats().pages_total, 8);
+    // Both pools are full; growing past 8 tokens preempts inside the pool that ran out only.
+    for n in 1..3 {
+        let plan = step(&mut s, n);
+        assert!(plan.preempted.is_empty());
+    }
+    let plan = step(&mut s, 3);
+    assert!(!plan.preempted.is_empty(), "9 tokens need a third page");
+    for victim in &plan.preempted {
+        let pool = s.get(*victim).unwrap().pool();
+        assert!(plan.chunks.iter().all(|c| c.seq != *victim), "a preempted sequence does not run");
+        assert!(plan.chunks.iter().any(|c| s.get(c.seq).unwrap().pool() == pool), "its pool's other sequence keeps running");
+    }
+    assert_pages_in_pools(&s, &[1, 2, 3, 4], 4);
+}
+
+#[test]
+fn a_cached_prefix_draws_its_sequence_to_that_pool() {
+    // 2 pools of 8 pages of 4 tokens.
+    let mut s = pooled(16, 2, 4, 64);
+    let prompt: Vec<u32> = (100..110).collect(); // 2 full pages and a partial one
+    s.add(Sequence::new(2, prompt.clone(), 0), 12).unwrap(); // pool 0 (tie)
+    s.add(seq(7, 17, 0), 20).unwrap(); // 5 pages: pool 1
+    s.add(seq(8, 13, 0), 16).unwrap(); // 4 pages: pool 0 (5 free against 3)
+    step(&mut s, 0);
+    assert_eq!([2, 7, 8].map(|id| s.get(id).unwrap().pool()), [0, 1, 0]);
+    s.remove(2);
+    s.remove(7);
+    // pool 1 is all free, pool 0 has 4 free pages of which 2 cache the prompt's prefix
+    s.add(Sequence::new(3, prompt, 0), 12).unwrap();
+    let plan = s.schedule();
+    assert_eq!(s.get(3).unwrap().pool(), 0);
+    assert_eq!(plan.chunks.iter().find(|c| c.seq == 3).unwrap().start, 8, "two cached pages reused");
+    assert_pages_in_pools(&s, &[3, 8], 8);
+    // without the prefix, a sequence goes where pages are free
+    s.add(seq(9, 3, 0), 4).unwrap();
+    s.schedule();
+    assert_eq!(s.get(9).unwrap().pool(), 1);
+}

@@ -2,6 +2,7 @@
 //! reference the CUDA backend is checked against and the default without a GPU.
 
 mod attention;
+mod dp_experts;
 mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx512;
@@ -20,7 +21,7 @@ pub use attention::AttentionMode;
 pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
 pub use ops::fp8_round_rows;
-pub use tensor_parallel::CpuTensorParallel;
+pub use tensor_parallel::CpuRankGroup;
 pub(crate) use kernels::{max_f32, sum_exp};
 
 use crate::batch::{Backend, CacheGeometry, Logits, LogitsRequest, RoutingTrace, SeqChunk, TokenRoute};
@@ -62,6 +63,9 @@ pub struct CpuBackend {
     comm: Option<Arc<dyn Communicator>>,
     /// Set by `emulate_fp8_activations`.
     fp8_activations: bool,
+    /// Set for a rank under data-parallel attention with expert parallelism: its routed
+    /// experts run over every attention group's tokens (`dp_experts`).
+    expert_group: Option<dp_experts::ExpertGroup>,
 }
 
 impl CpuBackend {
@@ -86,7 +90,12 @@ impl CpuBackend {
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
         let (heads, nope, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
         let uk_t = Arc::new(weights.layers.iter().map(|l| attention::uk_transposed(&l.attn.kv_b, heads, nope, v)).collect());
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm, fp8_activations: false })
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm, fp8_activations: false, expert_group: None })
+    }
+
+    /// Makes this rank's routed experts serve every attention group of the instance.
+    fn join_expert_group(&mut self, group: dp_experts::ExpertGroup) {
+        self.expert_group = Some(group);
     }
 
     /// From now on, record each token's routing at every MoE layer (`Backend::routing`) and take
@@ -165,6 +174,14 @@ impl CpuBackend {
             let mut h = x.clone();
             ops::rms_norm_rows(&mut h, &layer.post_attention_norm, cfg.rms_norm_eps);
             let mut f = match (&layer.ffn, &cfg.moe) {
+                (FeedForward::Moe(m), Some(mc)) if self.expert_group.is_some() => {
+                    // Summed over the instance and the group already.
+                    routing.push(Vec::new());
+                    let group = self.expert_group.as_ref().ok_or_else(|| EngineError::Collective("no expert group".into()))?;
+                    let f = dp_experts::moe_over_groups(group, self.comm.as_deref(), m, mc, &h, t, hidden, self.fp8_activations)?;
+                    x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
+                    continue;
+                }
                 (FeedForward::Dense(m), _) => {
                     routing.push(Vec::new());
                     moe::mlp(m, &h, t, self.fp8_activations)

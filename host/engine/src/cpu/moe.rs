@@ -171,6 +171,17 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 /// gate/up in one parallel op and every down projection in a second; also each token's own
 /// routing where `tracking` records it (`route`).
 pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: bool) -> (Vec<f32>, Vec<TokenRoute>) {
+    experts(m, cfg, x, t, hidden, tracking, fp8, true)
+}
+
+/// The routed experts alone (data-parallel attention runs them over every group's tokens and
+/// the shared experts over its own).
+pub fn routed(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, fp8: bool) -> Vec<f32> {
+    experts(m, cfg, x, t, hidden, RouteTracking::default(), fp8, false).0
+}
+
+#[allow(clippy::too_many_arguments)]
+fn experts(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: bool, with_shared: bool) -> (Vec<f32>, Vec<TokenRoute>) {
     let (routes, routing) = route(m, cfg, x, t, tracking);
     let mut per_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_routed_experts];
     for (tok, choices) in routes.iter().enumerate() {
@@ -186,7 +197,8 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
         .map(|&e| per_expert[e].iter().flat_map(|&(tok, _)| &x[tok * hidden..(tok + 1) * hidden]).copied().collect())
         .collect();
     let mut mlps: Vec<(&Mlp, &[f32], usize)> = active.iter().zip(&gathered).map(|(&e, xs)| (&m.experts[e - m.first_expert], &xs[..], per_expert[e].len())).collect();
-    if let Some(shared) = &m.shared {
+    let shared = m.shared.as_ref().filter(|_| with_shared);
+    if let Some(shared) = shared {
         mlps.push((shared, x, t));
     }
     let ys = mlp_many(&mlps, fp8);
@@ -199,7 +211,7 @@ pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
             }
         }
     }
-    if m.shared.is_some() {
+    if shared.is_some() {
         if let Some(y) = ys.last() {
             out.iter_mut().zip(y).for_each(|(o, s)| *o += s);
         }

@@ -1,66 +1,138 @@
-//! A tensor-parallel group of CPU ranks in one process: the reference the device split is
+//! The ranks of one model instance as threads of this process: the reference a device split is
 //! checked against, and the test that a shard's arithmetic matches the whole model. Each rank
-//! holds its share of the weights (`shard`) and its own latent cache (under plain tensor
-//! parallelism every rank stores every latent: MLA's cache has no head dimension to split), runs
-//! the same batch on its own thread, and meets the others at each collective. It is a test
-//! backend, not a way to serve faster: the ranks share one machine's cores.
+//! holds its share of the weights (`shard`) and its own latent cache, runs on its own thread
+//! and meets the others at each collective. Under plain tensor parallelism every rank gets the
+//! whole batch and stores every latent (MLA's cache has no head dimension to split). Under
+//! data-parallel attention the cache's page ids are split into one pool per attention group
+//! (the scheduler keeps each sequence in one pool): a group runs attention only for the
+//! sequences whose pages it holds, and stores only their latents. It is a test backend, not a
+//! way to serve faster: the ranks share one machine's cores.
 
+use super::dp_experts::ExpertGroup;
 use super::{CpuBackend, CpuOptions};
-use crate::batch::{Backend, CacheGeometry, Logits, SeqChunk};
+use crate::batch::{validate_batch, Backend, CacheGeometry, Logits, SeqChunk};
 use crate::comm::{Communicator, LocalGroup};
 use crate::config::ModelConfig;
 use crate::parallel::ParallelLayout;
 use crate::shard::{shard, vocab_range};
 use crate::weights::ModelWeights;
 use crate::{EngineError, Result};
+use mlahost_core::PageId;
 use std::sync::Arc;
 
-pub struct CpuTensorParallel {
+pub struct CpuRankGroup {
     ranks: Vec<CpuBackend>,
+    /// Each rank's end of its attention group's collectives (the instance's, without DP).
     comms: Vec<Arc<dyn Communicator>>,
+    /// Under data-parallel attention with expert parallelism, each rank's end of the instance's.
+    expert_comms: Vec<Arc<dyn Communicator>>,
+    layout: ParallelLayout,
+    vocab: usize,
 }
 
-impl CpuTensorParallel {
-    /// `layout.tensor_parallel` ranks of the model, each with a cache of `opts.geometry`.
+impl CpuRankGroup {
+    /// The ranks of `layout`. Their caches together hold `opts.geometry`'s pages: every rank all
+    /// of them without data-parallel attention; with it, each group an equal share (pages that
+    /// do not divide evenly are left out).
     pub fn new(cfg: &ModelConfig, weights: &ModelWeights, layout: ParallelLayout, opts: CpuOptions) -> Result<Self> {
-        let comms: Vec<Arc<dyn Communicator>> = LocalGroup::new(layout.tensor_parallel).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
+        let (tp, dp) = (layout.tensor_parallel, layout.data_parallel);
+        layout.validate(cfg, layout.world())?;
+        let per_group = opts.geometry.num_pages / dp;
+        if per_group == 0 {
+            return Err(EngineError::Layout(format!("{} cache pages cannot be shared by {dp} attention groups", opts.geometry.num_pages)));
+        }
+        let rank_opts = CpuOptions { geometry: CacheGeometry { num_pages: per_group, ..opts.geometry }, ..opts };
+        let comms: Vec<Arc<dyn Communicator>> = (0..dp).flat_map(|_| LocalGroup::new(tp)).map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
+        let spread = dp > 1 && layout.expert_parallel;
+        let expert_comms: Vec<Arc<dyn Communicator>> = match spread {
+            true => LocalGroup::new(layout.world()).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect(),
+            false => Vec::new(),
+        };
         let ranks = comms
             .iter()
             .enumerate()
             .map(|(rank, comm)| {
                 let (rank_cfg, rank_weights) = shard(cfg, weights, layout, rank)?;
-                CpuBackend::rank(rank_cfg, Arc::new(rank_weights), opts, comm.clone())
+                let mut b = CpuBackend::rank(rank_cfg, Arc::new(rank_weights), rank_opts, comm.clone())?;
+                if let Some(all) = expert_comms.get(rank) {
+                    b.join_expert_group(ExpertGroup { comm: all.clone(), group: rank / tp, leader: rank % tp == 0 });
+                }
+                Ok(b)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { ranks, comms })
+        Ok(Self { ranks, comms, expert_comms, layout, vocab: cfg.vocab_size })
     }
 
     /// Weight bytes each rank holds.
     pub fn rank_weight_bytes(&self) -> Vec<usize> {
         self.ranks.iter().map(|r| r.weights.bytes()).collect()
     }
-}
 
-impl Backend for CpuTensorParallel {
-    fn cache_geometry(&self) -> CacheGeometry {
-        self.ranks[0].cache_geometry()
+    /// Pages each rank's cache holds.
+    pub fn rank_cache_pages(&self) -> Vec<usize> {
+        self.ranks.iter().map(|r| r.cache_geometry().num_pages).collect()
     }
 
-    /// Every rank runs the batch; they end with the same logits, rank 0's are returned. A rank
-    /// that fails or panics releases the others (the group is then unusable).
+    /// Pages each attention group's cache holds.
+    fn pages_per_group(&self) -> usize {
+        self.ranks[0].cache_geometry().num_pages
+    }
+
+    /// Per attention group, the batch's sequences it serves: their index in `batch` and their
+    /// block table in the group's own page ids.
+    fn split_by_group(&self, batch: &[SeqChunk<'_>]) -> Result<Vec<Vec<(usize, Vec<PageId>)>>> {
+        let (per, ps) = (self.pages_per_group(), self.ranks[0].cache_geometry().page_size);
+        let mut groups = vec![Vec::new(); self.layout.data_parallel];
+        for (i, c) in batch.iter().enumerate() {
+            let used = &c.block_table[..(c.start_pos + c.tokens.len()).div_ceil(ps)];
+            let group = used.first().map_or(0, |&p| p as usize / per);
+            if used.iter().any(|&p| p as usize / per != group) {
+                return Err(EngineError::InvalidBatch(format!("sequence {i}: its pages span attention groups of {per} pages")));
+            }
+            let base = (group * per) as PageId;
+            groups[group].push((i, c.block_table.iter().map(|p| p.wrapping_sub(base)).collect()));
+        }
+        Ok(groups)
+    }
+}
+
+impl Backend for CpuRankGroup {
+    fn cache_geometry(&self) -> CacheGeometry {
+        let g = self.ranks[0].cache_geometry();
+        CacheGeometry { num_pages: g.num_pages * self.layout.data_parallel, ..g }
+    }
+
+    fn cache_pools(&self) -> usize {
+        self.layout.data_parallel
+    }
+
+    /// Every rank runs its group's share of the batch (an empty one too: the collectives need
+    /// every rank); the logits come from each group's first rank, in batch order. A rank that
+    /// fails or panics releases the others (the ranks are then unusable).
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
-        let comms = &self.comms;
+        validate_batch(batch, self.vocab, self.cache_geometry())?;
+        let groups = self.split_by_group(batch)?;
+        let sub: Vec<Vec<SeqChunk<'_>>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(i, table)| SeqChunk { block_table: table, ..batch[*i] }).collect())
+            .collect();
+        let tp = self.layout.tensor_parallel;
+        let (comms, expert_comms) = (&self.comms, &self.expert_comms);
         let results: Vec<Result<Logits>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .ranks
                 .iter_mut()
-                .zip(comms)
-                .map(|(rank, comm)| {
+                .enumerate()
+                .map(|(rank, backend)| {
+                    let chunks = &sub[rank / tp];
                     s.spawn(move || {
-                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rank.forward(batch)))
+                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.forward(chunks)))
                             .unwrap_or_else(|_| Err(EngineError::Collective("a rank panicked".into())));
                         if out.is_err() {
-                            comm.abandon();
+                            comms[rank].abandon();
+                            if let Some(c) = expert_comms.get(rank) {
+                                c.abandon();
+                            }
                         }
                         out
                     })
@@ -68,16 +140,32 @@ impl Backend for CpuTensorParallel {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(EngineError::Collective("a rank thread died".into())))).collect()
         });
-        let mut first = None;
-        for r in results {
-            match (r, &first) {
-                (Err(e), _) => return Err(e),
-                (Ok(l), None) => first = Some(l),
-                (Ok(_), Some(_)) => {}
+        let mut leaders = Vec::with_capacity(groups.len());
+        for (rank, r) in results.into_iter().enumerate() {
+            let logits = r?;
+            if rank % tp == 0 {
+                leaders.push(logits);
             }
         }
-        first.ok_or_else(|| EngineError::Collective("a group without ranks".into()))
+        Ok(merge_in_batch_order(&groups, leaders, batch.len(), self.vocab))
     }
+}
+
+/// One `Logits` for the whole batch from each group's logits over its own sequences.
+fn merge_in_batch_order(groups: &[Vec<(usize, Vec<PageId>)>], per_group: Vec<Logits>, n: usize, vocab: usize) -> Logits {
+    let mut out = Logits { vocab, data: Vec::new(), rows: vec![0..0; n] };
+    let mut parts: Vec<(usize, usize, usize)> = Vec::new(); // (batch index, group, index in group)
+    for (g, members) in groups.iter().enumerate() {
+        parts.extend(members.iter().enumerate().map(|(j, (i, _))| (*i, g, j)));
+    }
+    parts.sort_unstable();
+    for (i, g, j) in parts {
+        let rows = per_group[g].rows[j].clone();
+        let start = out.data.len() / vocab;
+        out.data.extend_from_slice(&per_group[g].data[rows.start * vocab..rows.end * vocab]);
+        out.rows[i] = start..start + rows.len();
+    }
+    out
 }
 
 /// Rows of vocabulary-parallel logits (`local`: `rows` x this rank's vocabulary range) made
