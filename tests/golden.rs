@@ -4,7 +4,7 @@
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_runtime::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_tests::{backend, floats, golden, ids, load, FIXTURES};
+use mlahost_tests::{backend, floats, golden, ids, load, BUILT_IN, FIXTURES};
 use serde_json::Value;
 
 /// transformers' own top-2 margin below which its greedy choice is a coin toss.
@@ -51,37 +51,55 @@ fn check_case(fixture: &str, model: &mlahost_engine::LoadedModel, case: &Value, 
     comparable
 }
 
+/// Every golden case of one checkpoint, greedy and log-probabilities.
+fn check_greedy(fixture: &str) {
+    let model = load(fixture);
+    let g = golden(fixture);
+    let cases: Vec<&Value> = g["cases"].as_array().unwrap().iter().chain(g["chat_cases"].as_array().unwrap()).collect();
+    assert!(cases.len() >= 6, "{fixture}: too few golden cases");
+    let mut compared = 0;
+    for (i, case) in cases.iter().enumerate() {
+        // Vary the page size across cases; the invariance tests pin it down separately.
+        let page_size = [64, 16, 1][i % 3];
+        compared += check_case(fixture, &model, case, page_size);
+    }
+    // The comparison must not be vacuous: the goldens have few near-ties.
+    assert!(compared >= cases.len() * 12, "{fixture}: only {compared} steps compared");
+    eprintln!("{fixture}: {compared} greedy steps matched across {} cases", cases.len());
+}
+
+/// The tokenizer's ids and decoded text against AutoTokenizer's, and the chat template's presence.
+fn check_tokenizer(fixture: &str) {
+    let model = load(fixture);
+    for case in golden(fixture)["tokenizer_cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected = ids(&case["ids"]);
+        assert_eq!(model.tokenizer.encode(text, true).unwrap(), expected, "{fixture}: encoding {text:?}");
+        let decoded = model.tokenizer.decode(&expected[1..], false).unwrap();
+        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "{fixture}: decoding {text:?}");
+    }
+    assert!(model.tokenizer.chat_template.as_deref().is_some_and(|t| t.contains("add_generation_prompt")));
+    assert_eq!(model.tokenizer.bos_token_id, model.config.bos_token_id);
+}
+
 #[test]
 fn greedy_continuations_match_transformers() {
     for fixture in FIXTURES {
-        let model = load(fixture);
-        let g = golden(fixture);
-        let cases: Vec<&Value> = g["cases"].as_array().unwrap().iter().chain(g["chat_cases"].as_array().unwrap()).collect();
-        assert!(cases.len() >= 6, "{fixture}: too few golden cases");
-        let mut compared = 0;
-        for (i, case) in cases.iter().enumerate() {
-            // Vary the page size across cases; the invariance tests pin it down separately.
-            let page_size = [64, 16, 1][i % 3];
-            compared += check_case(fixture, &model, case, page_size);
-        }
-        // The comparison must not be vacuous: the goldens have few near-ties.
-        assert!(compared >= cases.len() * 12, "{fixture}: only {compared} steps compared");
-        eprintln!("{fixture}: {compared} greedy steps matched across {} cases", cases.len());
+        check_greedy(fixture);
     }
 }
 
 #[test]
 fn tokenizer_matches_transformers() {
     for fixture in FIXTURES {
-        let model = load(fixture);
-        for case in golden(fixture)["tokenizer_cases"].as_array().unwrap() {
-            let text = case["text"].as_str().unwrap();
-            let expected = ids(&case["ids"]);
-            assert_eq!(model.tokenizer.encode(text, true).unwrap(), expected, "{fixture}: encoding {text:?}");
-            let decoded = model.tokenizer.decode(&expected[1..], false).unwrap();
-            assert_eq!(decoded, case["decoded"].as_str().unwrap(), "{fixture}: decoding {text:?}");
-        }
-        assert!(model.tokenizer.chat_template.as_deref().is_some_and(|t| t.contains("add_generation_prompt")));
-        assert_eq!(model.tokenizer.bos_token_id, model.config.bos_token_id);
+        check_tokenizer(fixture);
     }
+}
+
+/// The trained model `serve` runs by default: the same checks on a model whose weights are not
+/// random (sharper distributions, real routing), with its own BPE vocabulary.
+#[test]
+fn the_built_in_model_matches_transformers() {
+    check_greedy(BUILT_IN);
+    check_tokenizer(BUILT_IN);
 }
