@@ -1,4 +1,5 @@
-// activation.cu — SiLU-and-mul of a stacked [gate | up] projection, and the embedding lookup.
+// activation.cu — SiLU-and-mul of a stacked [gate | up] projection, the embedding lookup, and the
+// emulated ranks' slot sum.
 #include "util.cuh"
 
 // gate_up: [rows, 2 * inter] bf16 (gate first); out: [rows, inter] bf16 = silu(gate) * up.
@@ -17,4 +18,14 @@ extern "C" __global__ void embedding(const int* __restrict__ tokens, const u16* 
   int t = blockIdx.x;
   const u16* row = table + (i64)tokens[t] * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) x[(i64)t * dim + i] = util::bf16_to_f32(row[i]);
+}
+
+// out[i] = sum over s of slots[s * n + i], s in order (so every rank adds in the same order and
+// holds the same bits): the emulated ranks' all-reduce on one GPU.
+extern "C" __global__ void sum_slots(const float* __restrict__ slots, float* __restrict__ out, int world, int n) {
+  for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) {
+    float s = slots[k];
+    for (int r = 1; r < world; ++r) s += slots[(i64)r * n + k];
+    out[k] = s;
+  }
 }

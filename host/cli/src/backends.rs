@@ -3,7 +3,7 @@
 
 use mlahost_cuda::Gpu;
 use mlahost_cuda::quant::WeightQuant;
-use mlahost_cuda::{CudaBackend, CudaSettings, Device};
+use mlahost_cuda::{CudaBackend, CudaRankGroup, CudaSettings, Device};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions, CpuRankGroup};
 use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::{capacity, Backend, CacheGeometry, LoadedModel};
@@ -42,6 +42,12 @@ impl DeviceBackends {
     }
 }
 
+impl DeviceBackends {
+    fn settings(&self, first_gpu: usize) -> CudaSettings {
+        CudaSettings { first_gpu, gpu_memory_utilization: self.gpu_memory_utilization, cuda_graphs: self.cuda_graphs, quantization: self.quantization }
+    }
+}
+
 impl BackendFactory for DeviceBackends {
     fn build(&self, model: &LoadedModel, o: &BackendOptions) -> Result<Box<dyn Backend>, RuntimeError> {
         let c = &model.config;
@@ -55,17 +61,17 @@ impl BackendFactory for DeviceBackends {
                 }
                 Ok(Box::new(model.cpu_backend(opts)?))
             }
-            Device::Cuda(_) if self.layout != ParallelLayout::SINGLE => Err(RuntimeError::InvalidRequest(format!(
-                "{} on GPUs needs the NCCL ranks, which are not built yet: plan the layout with `mlahost plan`, check the split on the CPU",
-                self.layout.describe()
-            ))),
+            Device::Cuda(first_gpu) if self.layout != ParallelLayout::SINGLE => {
+                let ranks = CudaRankGroup::from_options(model, &self.settings(first_gpu), o, self.layout).map_err(mlahost_engine::EngineError::from)?;
+                if self.profile {
+                    let gpu = ranks.leader().gpu();
+                    gpu.set_profiling(true);
+                    self.profiled.lock().unwrap_or_else(|p| p.into_inner()).push(gpu);
+                }
+                Ok(Box::new(ranks))
+            }
             Device::Cuda(first_gpu) => {
-                let settings = CudaSettings {
-                    first_gpu,
-                    gpu_memory_utilization: self.gpu_memory_utilization,
-                    cuda_graphs: self.cuda_graphs,
-                    quantization: self.quantization,
-                };
+                let settings = self.settings(first_gpu);
                 let backend = CudaBackend::from_options(model, &settings, o)
                     .map_err(mlahost_engine::EngineError::from)?;
                 if self.profile {

@@ -13,6 +13,8 @@ pub enum CudaError {
     Blas { context: String, message: String },
     #[error("kernel {kernel}: {message}")]
     Launch { kernel: &'static str, message: String },
+    #[error("NCCL: {context}: {message}")]
+    Nccl { context: String, message: String },
     #[error("out of GPU memory: {0}")]
     OutOfMemory(String),
     #[error(transparent)]

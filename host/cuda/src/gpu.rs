@@ -140,6 +140,19 @@ impl Gpu {
         unsafe { result::stream::synchronize(self.stream) }.ctx("cuStreamSynchronize (an earlier kernel may have failed)")
     }
 
+    /// Queues a copy of `bytes` from device address `src` to `dst` on this GPU's stream. Both
+    /// must be live allocations of this device's context (`DeviceBuffer::ptr` plus an offset).
+    pub fn copy_device(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        // SAFETY: the caller passes ranges inside live allocations of this context.
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream) }.ctx("cuMemcpyDtoDAsync")
+    }
+
+    /// Queues zeroing `bytes` at device address `ptr` (inside a live allocation of this context).
+    pub fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        // SAFETY: the caller passes a range inside a live allocation of this context.
+        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream) }.ctx("cuMemsetD8Async")
+    }
+
     /// (free, total) device memory in bytes.
     pub fn mem_info(&self) -> Result<(u64, u64)> {
         self.bind()?;

@@ -5,6 +5,7 @@
 //! `Gpu::open` returns `CudaError::Unavailable` on machines without a driver.
 
 pub mod blas;
+pub mod collective;
 pub mod compile;
 mod device;
 mod error;
@@ -12,6 +13,7 @@ pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod module;
+pub mod nccl;
 pub mod profile;
 pub mod quant;
 pub mod sources;
@@ -22,5 +24,5 @@ pub use module::{Arg, Kernels};
 pub mod backend;
 pub mod weights;
 
-pub use backend::{CudaBackend, CudaOptions, CudaSettings};
+pub use backend::{CudaBackend, CudaOptions, CudaRankGroup, CudaSettings, RankDevices};
 pub use device::Device;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_fp8;
 pub mod e2e;
 pub mod e2e_fp8;
+pub mod e2e_tp;
 pub mod fp8;
 pub mod kernels;
 mod kernels_moe;

@@ -1,7 +1,7 @@
 //! The whole GPU check as one call (`mlahost gpu-check`): kernels, end to end, and optionally
 //! the decode benchmark.
 
-use super::{bench, e2e, e2e_fp8, kernels, profile, report, Check};
+use super::{bench, e2e, e2e_fp8, e2e_tp, kernels, profile, report, Check};
 use mlahost_cuda::{blas::Blas, Gpu, Kernels, Result};
 use mlahost_engine::{KvCacheDtype, LoadedModel};
 use std::path::PathBuf;
@@ -112,6 +112,12 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));
         one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, strict));
         one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
+        for tp in [2, 4] {
+            one(format!("{name} TP={tp} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, o.seed, 24));
+        }
+        if name == "tiny-v2-lite" {
+            one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
+        }
     }
     for dir in &o.models {
         let model = load(dir)?;
@@ -120,6 +126,9 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, true));
         }
         one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
+        if !o.fp8_only {
+            one(format!("{} TP=2 emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, 2, o.seed, 16));
+        }
     }
     Ok(out)
 }

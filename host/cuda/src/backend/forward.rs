@@ -4,7 +4,8 @@ use super::fp8_scratch::Fp8Scratch;
 use super::layout::BatchLayout;
 use super::workspace::Workspace;
 use crate::blas::{Batch, Blas, Dtype, Linear, Operand};
-use crate::gpu::DeviceBuffer;
+use crate::collective::DeviceCollective;
+use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::fp8::{self, OutMode};
 use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
 use crate::kernels::layers::{self, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
@@ -34,6 +35,16 @@ pub struct Forward<'a> {
     /// The FP8 linears' scratch (present when the weights are FP8).
     pub quant: Option<&'a Fp8Scratch>,
     pub num_sms: usize,
+    /// Set for one rank of a tensor-parallel group: its attention and MLP outputs are partial
+    /// sums over its heads and MLP columns, summed with the other ranks' into the residual.
+    pub tp: Option<TpRank<'a>>,
+}
+
+/// A rank's collectives and the GPU its stream belongs to.
+#[derive(Clone, Copy)]
+pub struct TpRank<'a> {
+    pub coll: &'a dyn DeviceCollective,
+    pub gpu: &'a std::sync::Arc<Gpu>,
 }
 
 /// The expert ids of every MoE layer of the last forward, `[layer][token capacity][top-k]` i32
@@ -83,9 +94,29 @@ impl Forward<'_> {
         let h32 = moe.then(|| v(&ws.h32));
         let norm = RmsNorm::rows(v(&ws.x), v(&layer.post_attention_norm), v(&ws.h), t, hidden, cfg.rms_norm_eps);
         layers::rmsnorm_residual(self.k, RmsNorm { out_f32: h32, ..norm })?;
+        self.begin_partial()?;
         match &layer.ffn {
-            GpuFfn::Dense(m) => self.mlp(m, t),
-            GpuFfn::Moe(m) => self.moe(l, m),
+            GpuFfn::Dense(m) => self.mlp(m, t)?,
+            GpuFfn::Moe(m) => self.moe(l, m)?,
+        }
+        self.end_partial()
+    }
+
+    /// Before a rank adds its partial output into the residual: every rank but 0 starts from
+    /// zero, so summing the ranks' residuals (`end_partial`) adds the residual once and every
+    /// rank's part. Nothing reads the residual between the two (the norm before them did).
+    fn begin_partial(&self) -> Result<()> {
+        match self.tp {
+            Some(tp) if tp.coll.rank() != 0 => tp.gpu.zero(self.ws.x.ptr(), self.layout.tokens * self.cfg.hidden_size * 4),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ranks' residuals summed in place on every rank.
+    fn end_partial(&self) -> Result<()> {
+        match self.tp {
+            Some(tp) => tp.coll.all_reduce_sum(self.k, tp.gpu, v(&self.ws.x), self.layout.tokens * self.cfg.hidden_size),
+            None => Ok(()),
         }
     }
 
@@ -228,7 +259,9 @@ impl Forward<'_> {
             Linear { m: t, n: vd, k: kv_lora, a: bf16(&ws.att, heads * kv_lora), w: w_uv, c: bf16(&ws.ov, heads * vd), beta: 0.0 },
             Batch { stride_a: kv_lora, stride_w: per_head, stride_c: vd, count: heads, w_kn: false },
         )?;
-        self.linear(t, &ws.ov, &a.o, &ws.x, OutMode::F32Add)
+        self.begin_partial()?;
+        self.linear(t, &ws.ov, &a.o, &ws.x, OutMode::F32Add)?;
+        self.end_partial()
     }
 
     /// Dense SiLU MLP over the first `t` rows of `h`, added into the residual.

@@ -5,11 +5,13 @@
 mod forward;
 mod fp8_scratch;
 mod layout;
+mod ranks;
 mod sampler;
 mod settings;
 pub mod workspace;
 
 use crate::blas::Blas;
+use crate::collective::DeviceCollective;
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::decode::{DecodeTarget, FAST_KV_LORA, FAST_ROPE};
 use crate::kernels::layers::cache_entry_bytes;
@@ -30,6 +32,7 @@ use crate::profile::Phase;
 use std::collections::HashMap;
 use std::sync::Arc;
 use workspace::{Capacity, Workspace};
+pub use ranks::{CudaRankGroup, RankDevices};
 pub use settings::CudaSettings;
 
 pub use workspace::initial_capacity;
@@ -75,6 +78,8 @@ pub struct CudaBackend {
     route_log: Option<forward::RouteLog>,
     /// The last forward's sequences in device order: (batch index, tokens).
     routed: Vec<(usize, usize)>,
+    /// Set for one rank of a tensor-parallel group (`CudaRankGroup`).
+    collective: Option<Arc<dyn DeviceCollective>>,
 }
 
 // SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
@@ -95,6 +100,14 @@ impl CudaBackend {
 
     /// As `new`, with the linear layers' storage chosen by `quant` (`--quantization`).
     pub fn with_quantization(cfg: ModelConfig, host_weights: &ModelWeights, opts: CudaOptions, quant: WeightQuant) -> Result<Self> {
+        Self::build(cfg, host_weights, opts, quant, None, true)
+    }
+
+    /// One rank's backend over its shard (`cfg`, `host_weights`); warmed up separately, with
+    /// the other ranks (`warm_up`), since the warm-up steps meet at the collectives. Ranks whose
+    /// collectives cannot be captured run every step eagerly.
+    pub(crate) fn build(cfg: ModelConfig, host_weights: &ModelWeights, mut opts: CudaOptions, quant: WeightQuant, collective: Option<Arc<dyn DeviceCollective>>, warm: bool) -> Result<Self> {
+        opts.cuda_graphs &= collective.as_ref().is_none_or(|c| c.capturable());
         if opts.page_size == 0 {
             return Err(CudaError::Engine(EngineError::InvalidRequest("page size must be at least 1".into())));
         }
@@ -177,8 +190,11 @@ impl CudaBackend {
             sampler: Default::default(),
             route_log: None,
             routed: Vec::new(),
+            collective,
         };
-        backend.warm_up(opts.max_batched_tokens)?;
+        if warm {
+            backend.warm_up(opts.max_batched_tokens)?;
+        }
         Ok(backend)
     }
 
@@ -187,7 +203,7 @@ impl CudaBackend {
     /// a V2-Lite prefill's GEMMs, measured on the H200), which the first request would otherwise wait
     /// for, and the decode step captures its graph. The latents written there are overwritten
     /// before anything reads them: a page is written position by position as a sequence fills it.
-    fn warm_up(&mut self, max_batched_tokens: usize) -> Result<()> {
+    pub(crate) fn warm_up(&mut self, max_batched_tokens: usize) -> Result<()> {
         let capacity = self.geometry.num_pages * self.geometry.page_size;
         let tokens = max_batched_tokens.min(capacity.saturating_sub(1));
         if tokens == 0 {
@@ -301,6 +317,7 @@ impl CudaBackend {
             route_log: self.route_log.as_ref(),
             quant: self.fp8_scratch.as_ref(),
             num_sms: self.decode_target.num_sms,
+            tp: self.collective.as_deref().map(|coll| forward::TpRank { coll, gpu: &self.gpu }),
         };
         self.gpu.profile_forward(if decode_only(batch) { Phase::Decode } else { Phase::Prefill });
         match bucket {
@@ -328,12 +345,23 @@ impl CudaBackend {
         Ok(Logits { vocab, data, rows: layout.row_ranges })
     }
 
-    fn forward_sampled_checked(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> Result<Option<Vec<DeviceSample>>> {
-        // One request per `Last` row and nothing the kernel cannot do; checked before any
-        // generator is drawn from, so a refusal leaves the host path exactly as it was.
+    /// Runs the batch and leaves its logits on the device (a tensor-parallel rank other than
+    /// the one whose logits are read).
+    pub(crate) fn forward_discarding(&mut self, batch: &[SeqChunk<'_>]) -> Result<()> {
+        self.run(batch).map(|_| ())
+    }
+
+    /// One request per `Last` row and nothing the sampling kernel cannot do.
+    pub(crate) fn samples_on_device(batch: &[SeqChunk<'_>], requests: &[SampleRequest<'_>]) -> bool {
         let rows = batch.iter().filter(|c| c.logits == LogitsRequest::Last).count();
         let all = batch.iter().any(|c| c.logits == LogitsRequest::All);
-        if all || rows != requests.len() || requests.iter().any(|r| r.top_logprobs > MAX_TOP_LOGPROBS) {
+        !all && rows == requests.len() && requests.iter().all(|r| r.top_logprobs <= MAX_TOP_LOGPROBS)
+    }
+
+    fn forward_sampled_checked(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> Result<Option<Vec<DeviceSample>>> {
+        // Checked before any generator is drawn from, so a refusal leaves the host path
+        // exactly as it was.
+        if !Self::samples_on_device(batch, requests) {
             return Ok(None);
         }
         self.run(batch)?;

@@ -1,7 +1,8 @@
 //! The one place a `CudaOptions` is filled in: from the engine-wide `BackendOptions` that every
 //! front end passes its backend factory, plus the GPU settings of the command line.
 
-use super::{CudaBackend, CudaOptions};
+use super::{CudaBackend, CudaOptions, CudaRankGroup, RankDevices};
+use mlahost_engine::parallel::ParallelLayout;
 use crate::quant::WeightQuant;
 use crate::Result;
 use mlahost_engine::LoadedModel;
@@ -23,19 +24,33 @@ pub struct CudaSettings {
 impl CudaBackend {
     /// Builds replica `options.replica`'s backend on its GPU.
     pub fn from_options(model: &LoadedModel, settings: &CudaSettings, options: &BackendOptions) -> Result<Self> {
-        let c = &model.config;
-        let fp8 = settings.quantization.fp8_for(c.fp8.is_some());
-        let cuda = CudaOptions {
-            ordinal: settings.first_gpu + options.replica,
-            page_size: options.page_size,
-            num_pages: options.kv_cache_pages,
-            gpu_memory_utilization: settings.gpu_memory_utilization,
-            kv_dtype: options.kv_dtype,
-            max_batched_tokens: options.max_batched_tokens,
-            max_seqs: options.max_seqs,
-            planned_weight_bytes: options.planned_weights.map(|w| w.gpu_bytes(c, fp8)),
-            cuda_graphs: settings.cuda_graphs,
-        };
-        Self::with_quantization(c.clone(), &model.weights, cuda, settings.quantization)
+        let cuda = cuda_options(model, settings, options, settings.first_gpu + options.replica);
+        Self::with_quantization(model.config.clone(), &model.weights, cuda, settings.quantization)
+    }
+}
+
+impl CudaRankGroup {
+    /// Replica `options.replica`'s ranks on GPUs `first_gpu + replica * world ..`, over NCCL.
+    pub fn from_options(model: &LoadedModel, settings: &CudaSettings, options: &BackendOptions, layout: ParallelLayout) -> Result<Self> {
+        let first_gpu = settings.first_gpu + options.replica * layout.world();
+        // a rank's weights are its shard's, not the planned whole model's
+        let cuda = CudaOptions { planned_weight_bytes: None, ..cuda_options(model, settings, options, first_gpu) };
+        Self::new(&model.config, &model.weights, layout, cuda, settings.quantization, RankDevices::Nccl { first_gpu })
+    }
+}
+
+fn cuda_options(model: &LoadedModel, settings: &CudaSettings, options: &BackendOptions, ordinal: usize) -> CudaOptions {
+    let c = &model.config;
+    let fp8 = settings.quantization.fp8_for(c.fp8.is_some());
+    CudaOptions {
+        ordinal,
+        page_size: options.page_size,
+        num_pages: options.kv_cache_pages,
+        gpu_memory_utilization: settings.gpu_memory_utilization,
+        kv_dtype: options.kv_dtype,
+        max_batched_tokens: options.max_batched_tokens,
+        max_seqs: options.max_seqs,
+        planned_weight_bytes: options.planned_weights.map(|w| w.gpu_bytes(c, fp8)),
+        cuda_graphs: settings.cuda_graphs,
     }
 }

@@ -1,0 +1,181 @@
+//! One model over several ranks on GPUs: tensor parallelism with one `CudaBackend` per rank,
+//! each over its shard (`shard::shard`: its heads, MLP and expert columns), each on its own
+//! thread, meeting at two sums per layer (`collective`). Every rank keeps the whole vocabulary
+//! (lm_head and embeddings), so each computes the whole logits and rank 0's are read or sampled;
+//! a vocabulary split (and its gather) is not built yet, nor expert parallelism or
+//! data-parallel attention on GPUs.
+
+use super::{CudaBackend, CudaOptions};
+use crate::collective::{DeviceCollective, EmulatedCollective, NcclCollective};
+use crate::gpu::Gpu;
+use crate::quant::WeightQuant;
+use crate::{nccl, CudaError, Result};
+use mlahost_engine::batch::{Backend, CacheGeometry, Logits, SeqChunk};
+use mlahost_engine::comm::{Communicator, LocalGroup};
+use mlahost_engine::config::ModelConfig;
+use mlahost_engine::parallel::ParallelLayout;
+use mlahost_engine::shard::shard;
+use mlahost_engine::weights::ModelWeights;
+use mlahost_engine::{DeviceSample, EngineError, RoutingTrace, SampleRequest, TokenRoute};
+use std::sync::Arc;
+
+/// Where the ranks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankDevices {
+    /// Rank r on `cuda:first_gpu + r`, summing through NCCL.
+    Nccl { first_gpu: usize },
+    /// Every rank on `cuda:gpu`, summing through staged copies: the check of a split where only
+    /// one GPU is lent (steps run eagerly; never a serving default).
+    EmulatedOnOneGpu { gpu: usize },
+}
+
+pub struct CudaRankGroup {
+    ranks: Vec<CudaBackend>,
+    collectives: Vec<Arc<dyn DeviceCollective>>,
+    /// The handles the NCCL ranks joined with: they keep each GPU's primary context (which the
+    /// communicators live in) retained, whatever the backends do with theirs.
+    _joined_on: Vec<Arc<Gpu>>,
+}
+
+/// Runs `f(rank, item)` for every item on its own thread; the results in rank order. A rank
+/// that fails or panics is abandoned (so the emulated ranks waiting for it stop waiting).
+fn on_each<T: Send, R: Send>(items: Vec<T>, collectives: &[Arc<dyn DeviceCollective>], f: impl Fn(usize, T) -> Result<R> + Sync) -> Vec<Result<R>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .map(|(rank, item)| {
+                let f = &f;
+                s.spawn(move || {
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(rank, item)))
+                        .unwrap_or_else(|_| Err(CudaError::launch("rank", "a rank panicked")));
+                    if out.is_err() {
+                        if let Some(c) = collectives.get(rank) {
+                            c.abandon();
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(CudaError::launch("rank", "a rank thread died")))).collect()
+    })
+}
+
+fn all<R>(results: Vec<Result<R>>) -> Result<Vec<R>> {
+    results.into_iter().collect()
+}
+
+impl CudaRankGroup {
+    /// The ranks of `layout` (plain tensor parallelism) over `devices`. `opts.ordinal` is
+    /// ignored (the devices say where each rank runs); the emulation divides
+    /// `gpu_memory_utilization` among its ranks where `num_pages` is not given.
+    pub fn new(cfg: &ModelConfig, weights: &ModelWeights, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
+        if layout.data_parallel != 1 || layout.expert_parallel {
+            return Err(CudaError::Engine(EngineError::Layout(format!(
+                "{} on GPUs is not built yet: tensor parallelism only (without --enable-expert-parallel or --data-parallel-size); the CPU runs every layout",
+                layout.describe()
+            ))));
+        }
+        let world = layout.tensor_parallel;
+        let shards = (0..world)
+            .map(|rank| {
+                let (rank_cfg, mut rank_weights) = shard(cfg, weights, layout, rank)?;
+                // every rank computes the whole logits (no vocabulary gather yet)
+                rank_weights.lm_head = weights.lm_head.clone();
+                Ok((rank_cfg, rank_weights))
+            })
+            .collect::<mlahost_engine::Result<Vec<_>>>()?;
+        let mut joined_on = Vec::new();
+        let (collectives, ordinal): (Vec<Arc<dyn DeviceCollective>>, Box<dyn Fn(usize) -> usize + Sync>) = match devices {
+            RankDevices::Nccl { first_gpu } => {
+                let id = nccl::unique_id()?;
+                // every rank's join blocks until all have joined: one thread each
+                let joined = on_each((0..world).collect(), &[], |rank, _| {
+                    let gpu = Gpu::open(first_gpu + rank)?;
+                    let coll = NcclCollective::join(&gpu, &id, rank, world)?;
+                    Ok((Arc::new(coll) as Arc<dyn DeviceCollective>, gpu))
+                });
+                let (colls, gpus) = all(joined)?.into_iter().unzip();
+                joined_on = gpus;
+                (colls, Box::new(move |rank| first_gpu + rank))
+            }
+            RankDevices::EmulatedOnOneGpu { gpu } => {
+                let host: Vec<Arc<dyn Communicator>> = LocalGroup::new(world).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
+                let colls = EmulatedCollective::group(host).into_iter().map(|c| Arc::new(c) as Arc<dyn DeviceCollective>).collect();
+                (colls, Box::new(move |_| gpu))
+            }
+        };
+        let emulated = matches!(devices, RankDevices::EmulatedOnOneGpu { .. });
+        let rank_opts = |rank: usize| CudaOptions {
+            ordinal: ordinal(rank),
+            gpu_memory_utilization: if emulated { opts.gpu_memory_utilization / world as f64 } else { opts.gpu_memory_utilization },
+            ..opts
+        };
+        // Built one by one (uploads and allocations need no peer), then warmed up together.
+        let mut ranks = Vec::with_capacity(world);
+        for (rank, (rank_cfg, rank_weights)) in shards.into_iter().enumerate() {
+            ranks.push(CudaBackend::build(rank_cfg, &rank_weights, rank_opts(rank), quant, Some(collectives[rank].clone()), false)?);
+        }
+        let pages: Vec<usize> = ranks.iter().map(|r| r.geometry.num_pages).collect();
+        let fewest = pages.iter().copied().min().unwrap_or(0);
+        if pages.iter().any(|&p| p != fewest) {
+            return Err(CudaError::OutOfMemory(format!("the ranks' caches differ ({pages:?} pages): give --kv-cache-pages or equal GPUs")));
+        }
+        let warm = on_each(ranks.iter_mut().collect(), &collectives, |_, r: &mut CudaBackend| r.warm_up(opts.max_batched_tokens));
+        all(warm)?;
+        Ok(Self { ranks, collectives, _joined_on: joined_on })
+    }
+
+    /// Rank 0's backend (its GPU, weights and profile).
+    pub fn leader(&self) -> &CudaBackend {
+        &self.ranks[0]
+    }
+
+    fn run_all(&mut self, batch: &[SeqChunk<'_>], requests: Option<&mut [SampleRequest<'_>]>) -> Result<(Option<Logits>, Option<Vec<DeviceSample>>)> {
+        let mut requests = requests;
+        let jobs: Vec<(&mut CudaBackend, Option<&mut [SampleRequest<'_>]>)> =
+            self.ranks.iter_mut().enumerate().map(|(rank, r)| (r, if rank == 0 { requests.take() } else { None })).collect();
+        let sampling = jobs[0].1.is_some();
+        let results = on_each(jobs, &self.collectives, |rank, (r, req)| match (rank, req) {
+            (0, Some(req)) => r.forward_sampled_checked(batch, req).map(|s| (None, s)),
+            (0, None) if !sampling => r.forward_checked(batch).map(|l| (Some(l), None)),
+            _ => r.forward_discarding(batch).map(|_| (None, None)),
+        });
+        let mut first = None;
+        for (rank, r) in results.into_iter().enumerate() {
+            let out = r?;
+            if rank == 0 {
+                first = Some(out);
+            }
+        }
+        first.ok_or_else(|| CudaError::launch("rank", "a group without ranks"))
+    }
+}
+
+impl Backend for CudaRankGroup {
+    fn forward(&mut self, batch: &[SeqChunk<'_>]) -> mlahost_engine::Result<Logits> {
+        let (logits, _) = self.run_all(batch, None).map_err(EngineError::from)?;
+        logits.ok_or_else(|| EngineError::Collective("rank 0 returned no logits".into()))
+    }
+
+    fn cache_geometry(&self) -> CacheGeometry {
+        self.ranks[0].geometry
+    }
+
+    fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
+        // decided before any rank runs, so all run or none does
+        if !CudaBackend::samples_on_device(batch, requests) {
+            return Ok(None);
+        }
+        let (_, samples) = self.run_all(batch, Some(requests)).map_err(EngineError::from)?;
+        Ok(samples)
+    }
+}
+
+/// Routing is not recorded across ranks (the end-to-end checks compare logits).
+impl RoutingTrace for CudaRankGroup {
+    fn routing(&self) -> mlahost_engine::Result<Option<Vec<Vec<TokenRoute>>>> {
+        Ok(None)
+    }
+}

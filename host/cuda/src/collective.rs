@@ -1,0 +1,119 @@
+//! The device side of a rank's collectives: its partial residual stream summed with the other
+//! ranks' in place, on the rank's stream. Two implementations: NCCL (one GPU per rank; the
+//! calls are captured into the decode graphs like kernels), and an emulation that runs several
+//! ranks on ONE GPU, so a split can be checked against one device where only one GPU is lent.
+//! The emulation stages every rank's buffer in shared device memory and meets the other ranks
+//! on the host between copies and sums, so its steps run eagerly; it is a test backend.
+
+use crate::gpu::{DeviceBuffer, Gpu};
+use crate::kernels::View;
+use crate::module::{Arg, Kernels};
+use crate::nccl::NcclComm;
+use crate::{CudaError, Result};
+use mlahost_engine::comm::Communicator;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// One rank's end of its group's sums.
+pub trait DeviceCollective: Send + Sync {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    /// `count` f32 at `buf` (on `gpu`) replaced by their sum over the ranks, in the same bits on
+    /// every rank.
+    fn all_reduce_sum(&self, k: &Kernels, gpu: &Arc<Gpu>, buf: View, count: usize) -> Result<()>;
+    /// Whether the calls may be captured into a CUDA graph.
+    fn capturable(&self) -> bool;
+    /// Tells the other ranks this one failed, so none waits for it forever (emulation only:
+    /// NCCL ranks that lose a peer fail their own calls).
+    fn abandon(&self) {}
+}
+
+pub struct NcclCollective {
+    comm: NcclComm,
+    rank: usize,
+    world: usize,
+}
+
+impl NcclCollective {
+    /// Joins group `id` (`nccl::unique_id` on rank 0) on `gpu`; blocks until every rank joins.
+    pub fn join(gpu: &Gpu, id: &[u8], rank: usize, world: usize) -> Result<Self> {
+        gpu.bind()?;
+        Ok(Self { comm: NcclComm::join(id, rank, world)?, rank, world })
+    }
+}
+
+impl DeviceCollective for NcclCollective {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.world
+    }
+    fn all_reduce_sum(&self, _k: &Kernels, gpu: &Arc<Gpu>, buf: View, count: usize) -> Result<()> {
+        let ptr = buf.need("all_reduce", "buf", count * 4)?;
+        self.comm.all_reduce_sum_f32(ptr, count, gpu.stream.cast())
+    }
+    fn capturable(&self) -> bool {
+        true
+    }
+}
+
+/// Ranks on one GPU: each copies its buffer into its slot of a shared staging buffer, they meet,
+/// each sums every slot (in rank order) into its own buffer, they meet again.
+pub struct EmulatedCollective {
+    host: Arc<dyn Communicator>,
+    staging: Arc<Mutex<Option<DeviceBuffer>>>,
+}
+
+impl EmulatedCollective {
+    /// The `world` ranks' ends (rank 0 first), meeting through `host` (one `LocalGroup`).
+    pub fn group(host: Vec<Arc<dyn Communicator>>) -> Vec<Self> {
+        let staging = Arc::new(Mutex::new(None));
+        host.into_iter().map(|h| Self { host: h, staging: staging.clone() }).collect()
+    }
+
+    fn meet(&self) -> Result<()> {
+        self.host.all_reduce_sum(&mut []).map_err(CudaError::Engine)
+    }
+}
+
+impl DeviceCollective for EmulatedCollective {
+    fn rank(&self) -> usize {
+        self.host.rank()
+    }
+    fn world(&self) -> usize {
+        self.host.world()
+    }
+
+    fn all_reduce_sum(&self, k: &Kernels, gpu: &Arc<Gpu>, buf: View, count: usize) -> Result<()> {
+        let (rank, world) = (self.rank(), self.world());
+        let bytes = count * 4;
+        let ptr = buf.need("all_reduce", "buf", bytes)?;
+        // every rank is done with the staging buffer (each synchronised before leaving the last sum)
+        self.meet()?;
+        let staging_ptr = {
+            let mut s = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+            if rank == 0 && s.as_ref().is_none_or(|b| b.bytes() < world * bytes) {
+                *s = None; // free the old one first
+                *s = Some(DeviceBuffer::alloc(gpu, world * bytes)?);
+            }
+            drop(s);
+            self.meet()?;
+            let s = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+            s.as_ref().map(DeviceBuffer::ptr).ok_or_else(|| CudaError::launch("all_reduce", "no staging buffer"))?
+        };
+        gpu.copy_device(staging_ptr + (rank * bytes) as u64, ptr, bytes)?;
+        gpu.synchronize()?;
+        self.meet()?;
+        let blocks = count.div_ceil(256).clamp(1, 65535) as u32;
+        k.launch("sum_slots", (blocks, 1, 1), 256, 0, &[Arg::Ptr(staging_ptr), Arg::Ptr(ptr), Arg::I32(world as i32), Arg::I32(count as i32)])?;
+        gpu.synchronize()
+    }
+
+    fn capturable(&self) -> bool {
+        false
+    }
+
+    fn abandon(&self) {
+        self.host.abandon();
+    }
+}

@@ -1,0 +1,66 @@
+//! Tensor parallelism on one GPU: the model split over 2 or 4 ranks that run as threads on the
+//! same GPU and sum through staged copies (`RankDevices::EmulatedOnOneGpu`) against the whole
+//! model on that GPU, teacher-forced (greedy agreement and mean |delta logprob| of the fed
+//! token); and the NCCL path with one rank against no communicator (the same logits, bit for
+//! bit: a one-rank sum changes nothing).
+
+use super::e2e::{self, lockstep, model_name};
+use super::Check;
+use mlahost_cuda::quant::WeightQuant;
+use mlahost_cuda::{CudaOptions, CudaRankGroup, RankDevices, Result};
+use mlahost_engine::parallel::ParallelLayout;
+use mlahost_engine::{KvCacheDtype, LoadedModel};
+
+/// Bounds of the split rows: the ranks add the same bf16 products in another order (per-rank
+/// partial sums of o_proj and the MLPs, then the sum over ranks), so the whole model's bounds
+/// for the same weights apply (`e2e::MIN_AGREEMENT`, `e2e::MAX_MEAN_DIFF_STRICT`).
+pub const MIN_AGREEMENT: f64 = e2e::MIN_AGREEMENT;
+pub const MAX_MEAN_DIFF: f64 = e2e::MAX_MEAN_DIFF_STRICT;
+
+fn rank_options(ordinal: usize, page_size: usize, num_pages: usize) -> CudaOptions {
+    CudaOptions {
+        ordinal,
+        page_size,
+        num_pages: Some(num_pages),
+        gpu_memory_utilization: 0.9,
+        kv_dtype: KvCacheDtype::Bf16,
+        max_batched_tokens: 1024,
+        max_seqs: 16,
+        planned_weight_bytes: None,
+        cuda_graphs: true,
+    }
+}
+
+/// `tp` emulated ranks on GPU `ordinal` against the whole model there.
+pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, seed: u64, steps: usize) -> Result<Check> {
+    let page_size = 64;
+    let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp), model.config.vocab_size, steps, page_size);
+    let layout = ParallelLayout { tensor_parallel: tp, data_parallel: 1, expert_parallel: false };
+    let devices = RankDevices::EmulatedOnOneGpu { gpu: ordinal };
+    let mut ranks = CudaRankGroup::new(&model.config, &model.weights, layout, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices)?;
+    let mut whole = e2e::gpu_backend(model, ordinal, page_size, pages, KvCacheDtype::Bf16)?;
+    let a = lockstep(&mut ranks, &mut whole, &cases, steps, true)?;
+    let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
+    let ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
+    let mut c = e2e::to_check(format!("{} TP={tp} emulated on one GPU vs the whole model", model_name(model)), &a, false);
+    c.error = if ok { a.all_mean_diff } else { f64::INFINITY };
+    c.tolerance = MAX_MEAN_DIFF;
+    c.detail = format!("{}; bounds: agreement >= {MIN_AGREEMENT}, mean <= {MAX_MEAN_DIFF}", c.detail);
+    Ok(c)
+}
+
+/// The NCCL ranks with a world of one on GPU `ordinal` against no communicator: equal logits.
+pub fn nccl_single_rank(model: &LoadedModel, ordinal: usize, seed: u64, steps: usize) -> Result<Check> {
+    let page_size = 64;
+    let (cases, pages) = e2e::random_cases(seed ^ 0x1cc1, model.config.vocab_size, steps, page_size);
+    let devices = RankDevices::Nccl { first_gpu: ordinal };
+    let mut one = CudaRankGroup::new(&model.config, &model.weights, ParallelLayout::SINGLE, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices)?;
+    let mut plain = e2e::gpu_backend(model, ordinal, page_size, pages, KvCacheDtype::Bf16)?;
+    let a = lockstep(&mut one, &mut plain, &cases, steps, true)?;
+    let mut c = e2e::to_check(format!("{} NCCL with one rank vs no communicator", model_name(model)), &a, false);
+    let equal = a.all_agree == a.all_steps && a.max_logprob_diff == 0.0;
+    c.error = if equal { 0.0 } else { f64::INFINITY };
+    c.tolerance = 0.0;
+    c.detail = format!("{}; must be equal", c.detail);
+    Ok(c)
+}
