@@ -104,6 +104,9 @@ fn collective_volume_follows_the_sharding() {
     let dp = layout(1, 8, true).collective_bytes_per_token(&cfg);
     assert_eq!((dp.all_reduce, dp.all_gather), (0, 0));
     assert_eq!(dp.all_to_all, 2 * 8 * h * 58);
+    // without expert parallelism every group runs its own tokens through its own experts
+    let groups = layout(2, 4, false).collective_bytes_per_token(&cfg);
+    assert_eq!((groups.all_reduce, groups.all_to_all), (2 * h * layers, 0));
 }
 
 #[test]

@@ -124,18 +124,14 @@ impl ParallelLayout {
             // vocab-parallel lm_head: each rank's logits shard is gathered (f32)
             v.all_gather = cfg.vocab_size as u64 * 4;
         }
-        if dp > 1 && moe_layers > 0 {
+        if dp > 1 && moe_layers > 0 && self.expert_parallel {
+            // a token's hidden state goes to the ranks of its k experts and k outputs come back
+            // (the dispatch a device runs; the CPU reference gathers every group's tokens instead)
             let k = cfg.moe.as_ref().map_or(0, |m| m.num_experts_per_tok) as u64;
-            if self.expert_parallel {
-                // a token's hidden state goes to the ranks of its k experts and k outputs come back
-                v.all_to_all = 2 * k * h * moe_layers;
-            } else {
-                // experts replicated per group and sliced over TP: gather every group's tokens
-                // for the MoE and scatter the outputs back
-                v.all_gather += h * moe_layers;
-                v.all_reduce += h * moe_layers;
-            }
+            v.all_to_all = 2 * k * h * moe_layers;
         }
+        // Without expert parallelism each attention group holds every expert (sliced over its
+        // tensor-parallel ranks) and runs its own tokens: nothing crosses groups.
         // EP inside one TP group needs nothing more: the MoE input is on every rank already and
         // the MLP's all-reduce combines the experts' outputs.
         v
