@@ -12,7 +12,8 @@
 //  moe_gemm_skinny  the same over tiles of <= 16 rows (decode: a few tokens per expert), where
 //                streaming the weights is all the work: 16x128 tiles, 64-wide k steps, 4 stages
 //                (48 KB of weights in flight per CTA instead of 16).
-//  moe_combine   x[t] += sum_j w[t, j] * Z[pos(t, j)]  (f32 residual stream)
+//  moe_combine   x[t] += sum_j w[t, j] * Z[pos(t, j)]  (f32 residual stream; pairs of experts
+//                another rank holds are skipped)
 #include "util.cuh"
 
 // ------------------------------------------------------------------------------------------------
@@ -126,10 +127,14 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restri
 #define MOE_STAGES 3
 #define MOE_LDS (MOE_BK + 8)
 
+// Under expert parallelism a rank holds experts [e_first, e_first + e_local) only: tiles are made
+// for those (their expert index local, as the weights are stacked) and the other pairs get
+// pair_pos -1, which moe_combine skips (the ranks' partial sums are added afterwards).
 extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restrict__ topk_ids, int pairs, int n_exp,
                                                              int* __restrict__ expert_offsets, int* __restrict__ sorted_pairs,
                                                              int* __restrict__ pair_pos, int* __restrict__ tiles,
-                                                             int* __restrict__ num_tiles, int tile_rows) {
+                                                             int* __restrict__ num_tiles, int tile_rows, int e_first,
+                                                             int e_local) {
   __shared__ int counts[ROUTE_MAX_E], cursor[ROUTE_MAX_E];
   for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
   __syncthreads();
@@ -140,8 +145,9 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
     for (int e = 0; e < n_exp; e++) {
       expert_offsets[e] = off;
       cursor[e] = off;
-      for (int s = 0; s < counts[e]; s += tile_rows) {
-        tiles[3 * nt] = e;
+      bool local = e >= e_first && e < e_first + e_local;
+      for (int s = 0; local && s < counts[e]; s += tile_rows) {
+        tiles[3 * nt] = e - e_first;
         tiles[3 * nt + 1] = off + s;
         tiles[3 * nt + 2] = min(tile_rows, counts[e] - s);
         nt++;
@@ -153,9 +159,10 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
   }
   __syncthreads();
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    int pos = atomicAdd(&cursor[topk_ids[p]], 1);
+    int e = topk_ids[p];
+    int pos = atomicAdd(&cursor[e], 1);
     sorted_pairs[pos] = p;
-    pair_pos[p] = pos;
+    pair_pos[p] = (e >= e_first && e < e_first + e_local) ? pos : -1;
   }
 }
 
@@ -375,7 +382,10 @@ extern "C" __global__ void moe_combine(const float* __restrict__ z, const int* _
   int t = blockIdx.x;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     float acc = 0.f;
-    for (int j = 0; j < k; j++) acc += topk_w[(i64)t * k + j] * z[(i64)pair_pos[t * k + j] * dim + i];
+    for (int j = 0; j < k; j++) {
+      int pos = pair_pos[t * k + j];
+      if (pos >= 0) acc += topk_w[(i64)t * k + j] * z[(i64)pos * dim + i];
+    }
     x[(i64)t * dim + i] += acc;
   }
 }

@@ -54,13 +54,16 @@ pub struct GpuMoe {
     /// `[E, hidden]` f32 (routing is decided in f32, as on the CPU).
     pub router: DeviceBuffer,
     pub bias: Option<DeviceBuffer>,
-    /// `[E, 2 * inter, hidden]` bf16 or e4m3.
+    /// `[L, 2 * inter, hidden]` bf16 or e4m3, for the L experts this GPU holds (`local`).
     pub gate_up: DeviceBuffer,
-    /// `[E, hidden, inter]` bf16 or e4m3.
+    /// `[L, hidden, inter]` bf16 or e4m3.
     pub down: DeviceBuffer,
-    /// FP8 block scales `[E, ceil(2 inter/128), ceil(hidden/128)]` and `[E, ceil(hidden/128), ceil(inter/128)]`.
+    /// FP8 block scales `[L, ceil(2 inter/128), ceil(hidden/128)]` and `[L, ceil(hidden/128), ceil(inter/128)]`.
     pub scales: Option<(DeviceBuffer, DeviceBuffer)>,
     pub inter: usize,
+    /// The router's expert ids whose weights are here: all of them, or an expert-parallel
+    /// rank's share.
+    pub local: std::ops::Range<usize>,
     pub shared: Option<GpuMlp>,
 }
 
@@ -157,11 +160,13 @@ impl Uploader<'_> {
     }
 
     fn moe(&mut self, m: &Moe) -> Result<GpuMoe> {
-        if m.first_expert != 0 || m.experts.len() != m.router.rows {
-            // The grouped GEMMs index experts by the router's ids.
-            return Err(crate::CudaError::Engine(mlahost_engine::EngineError::Layout(
-                "an expert-parallel shard (some experts only) cannot run on the CUDA backend yet".into(),
-            )));
+        if m.experts.is_empty() || m.first_expert + m.experts.len() > m.router.rows {
+            return Err(crate::CudaError::Engine(mlahost_engine::EngineError::Layout(format!(
+                "experts {}..{} of a router over {}",
+                m.first_expert,
+                m.first_expert + m.experts.len(),
+                m.router.rows
+            ))));
         }
         let inter = m.experts.first().map_or(0, |e| e.down.cols);
         let (gate_up, gate_up_scales) = self.experts(m, |e| &e.gate_up)?;
@@ -173,6 +178,7 @@ impl Uploader<'_> {
             down,
             scales: gate_up_scales.zip(down_scales),
             inter,
+            local: m.first_expert..m.first_expert + m.experts.len(),
             shared: m.shared.as_ref().map(|s| self.mlp(s)).transpose()?,
         })
     }

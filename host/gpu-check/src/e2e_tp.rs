@@ -1,4 +1,4 @@
-//! Tensor parallelism on one GPU: the model split over 2 or 4 ranks that run as threads on the
+//! Tensor (and expert) parallelism on one GPU: the model split over 2 or 4 ranks that run as threads on the
 //! same GPU and sum through staged copies (`RankDevices::EmulatedOnOneGpu`) against the whole
 //! model on that GPU, teacher-forced (greedy agreement and mean |delta logprob| of the fed
 //! token); and the NCCL path with one rank against no communicator (the same logits, bit for
@@ -31,18 +31,20 @@ fn rank_options(ordinal: usize, page_size: usize, num_pages: usize) -> CudaOptio
     }
 }
 
-/// `tp` emulated ranks on GPU `ordinal` against the whole model there.
-pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, seed: u64, steps: usize) -> Result<Check> {
+/// `tp` emulated ranks on GPU `ordinal` (the routed experts sliced, or spread whole with `ep`)
+/// against the whole model there.
+pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
     let page_size = 64;
-    let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp), model.config.vocab_size, steps, page_size);
-    let layout = ParallelLayout { tensor_parallel: tp, data_parallel: 1, expert_parallel: false };
+    let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp) ^ ep as u64, model.config.vocab_size, steps, page_size);
+    let layout = ParallelLayout { tensor_parallel: tp, data_parallel: 1, expert_parallel: ep };
     let devices = RankDevices::EmulatedOnOneGpu { gpu: ordinal };
     let mut ranks = CudaRankGroup::new(&model.config, &model.weights, layout, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices)?;
     let mut whole = e2e::gpu_backend(model, ordinal, page_size, pages, KvCacheDtype::Bf16)?;
     let a = lockstep(&mut ranks, &mut whole, &cases, steps, true)?;
     let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
     let ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
-    let mut c = e2e::to_check(format!("{} TP={tp} emulated on one GPU vs the whole model", model_name(model)), &a, false);
+    let what = if ep { format!("TP={tp} EP={tp}") } else { format!("TP={tp}") };
+    let mut c = e2e::to_check(format!("{} {what} emulated on one GPU vs the whole model", model_name(model)), &a, false);
     c.error = if ok { a.all_mean_diff } else { f64::INFINITY };
     c.tolerance = MAX_MEAN_DIFF;
     c.detail = format!("{}; bounds: agreement >= {MIN_AGREEMENT}, mean <= {MAX_MEAN_DIFF}", c.detail);

@@ -199,7 +199,7 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<
     let d_ids = DeviceBuffer::from_slice(gpu, &ids)?;
     let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
     let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
-    moe::moe_align(kern, v(&d_ids), pairs, e, &d)?;
+    moe::moe_align(kern, v(&d_ids), pairs, e, 0..e, &d)?;
     let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
     let c = buf(pairs * n * 4)?;
     c.fill_bytes(0xff)?;

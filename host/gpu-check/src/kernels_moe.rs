@@ -91,7 +91,7 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: us
     let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
     let (y, act, z) = (buf(pairs * 2 * inter * 2)?, buf(pairs * inter * 2)?, buf(pairs * hidden * 4)?);
     let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
-    moe::moe_align(kern, v(&d_ids), pairs, e, &d)?;
+    moe::moe_align(kern, v(&d_ids), pairs, e, 0..e, &d)?;
     let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: v(&d_gu), experts: e, pairs, c: v(&y), n: 2 * inter, k: hidden };
     moe::moe_gemm(kern, &d, gate_up, false)?;
     layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;

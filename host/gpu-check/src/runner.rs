@@ -112,8 +112,8 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));
         one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, strict));
         one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
-        for tp in [2, 4] {
-            one(format!("{name} TP={tp} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, o.seed, 24));
+        for (tp, ep) in [(2, false), (4, false), (2, true)] {
+            one(format!("{name} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 24));
         }
         if name == "tiny-v2-lite" {
             one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
@@ -127,7 +127,7 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         }
         one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
         if !o.fp8_only {
-            one(format!("{} TP=2 emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, 2, o.seed, 16));
+            one(format!("{} TP=2 emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, 2, false, o.seed, 16));
         }
     }
     Ok(out)

@@ -293,26 +293,27 @@ impl Forward<'_> {
             num_tiles: v(&ws.num_tiles),
             tile_rows: moe::tile_rows_for(t),
         };
-        moe::moe_align(k, v(&ws.topk_ids), pairs, e, &d)?;
+        moe::moe_align(k, v(&ws.topk_ids), pairs, e, m.local.clone(), &d)?;
+        let held = m.local.len();
         // The first GEMM gathers each pair's token row; the second reads pairs in sorted order.
         let gathered = Some((v(&ws.sorted_pairs), top_k));
         match (&m.scales, self.quant) {
             (Some((gu_s, down_s)), Some(q)) => {
                 let w = |codes: &DeviceBuffer, scales: &DeviceBuffer| fp8::Fp8Weight { codes: v(codes), scales: v(scales) };
                 fp8::quant_act(k, v(&ws.h), false, q.act(), t, hidden)?;
-                let gate_up = Grouped { a: q.act(), a_total_rows: t, a_rows: gathered, w: w(&m.gate_up, gu_s), experts: e, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
+                let gate_up = Grouped { a: q.act(), a_total_rows: t, a_rows: gathered, w: w(&m.gate_up, gu_s), experts: held, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
                 fp8::grouped_gemm(k, &d, gate_up, OutMode::Bf16)?;
                 layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
                 fp8::quant_act(k, v(&ws.expert_act), false, q.act(), pairs, inter)?;
-                let down = Grouped { a: q.act(), a_total_rows: pairs, a_rows: None, w: w(&m.down, down_s), experts: e, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
+                let down = Grouped { a: q.act(), a_total_rows: pairs, a_rows: None, w: w(&m.down, down_s), experts: held, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
                 fp8::grouped_gemm(k, &d, down, OutMode::F32)?;
             }
             (Some(_), None) => return Err(crate::CudaError::launch("fp8_grouped_gemm", "FP8 experts without the FP8 scratch")),
             (None, _) => {
-                let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: e, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
+                let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: held, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
                 moe::moe_gemm(k, &d, gate_up, false)?;
                 layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
-                let down = Grouped { a: v(&ws.expert_act), a_total_rows: pairs, a_rows: None, w: v(&m.down), experts: e, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
+                let down = Grouped { a: v(&ws.expert_act), a_total_rows: pairs, a_rows: None, w: v(&m.down), experts: held, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
                 moe::moe_gemm(k, &d, down, true)?;
             }
         }

@@ -2,8 +2,9 @@
 //! each over its shard (`shard::shard`: its heads, MLP and expert columns), each on its own
 //! thread, meeting at two sums per layer (`collective`). Every rank keeps the whole vocabulary
 //! (lm_head and embeddings), so each computes the whole logits and rank 0's are read or sampled;
-//! a vocabulary split (and its gather) is not built yet, nor expert parallelism or
-//! data-parallel attention on GPUs.
+//! with `--enable-expert-parallel` each rank holds whole experts (its share) and runs only the
+//! pairs routed to them, the sum over ranks combining the experts. A vocabulary split (and its
+//! gather) is not built yet, nor data-parallel attention on GPUs.
 
 use super::{CudaBackend, CudaOptions};
 use crate::collective::{DeviceCollective, EmulatedCollective, NcclCollective};
@@ -71,9 +72,9 @@ impl CudaRankGroup {
     /// ignored (the devices say where each rank runs); the emulation divides
     /// `gpu_memory_utilization` among its ranks where `num_pages` is not given.
     pub fn new(cfg: &ModelConfig, weights: &ModelWeights, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
-        if layout.data_parallel != 1 || layout.expert_parallel {
+        if layout.data_parallel != 1 {
             return Err(CudaError::Engine(EngineError::Layout(format!(
-                "{} on GPUs is not built yet: tensor parallelism only (without --enable-expert-parallel or --data-parallel-size); the CPU runs every layout",
+                "{} on GPUs is not built yet: tensor parallelism (with or without --enable-expert-parallel) only; the CPU runs every layout",
                 layout.describe()
             ))));
         }

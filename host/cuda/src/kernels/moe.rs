@@ -107,9 +107,12 @@ pub struct Dispatch {
     pub tile_rows: usize,
 }
 
-pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, d: &Dispatch) -> Result<()> {
+/// Sorts the pairs by expert and lists the GEMM tiles of the experts in `local` (all of them
+/// without expert parallelism; tile expert indices relative to `local.start`).
+pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, local: std::ops::Range<usize>, d: &Dispatch) -> Result<()> {
     const K: &str = "moe_align";
     ensure(K, experts <= 1024, || "at most 1024 experts".into())?;
+    ensure(K, local.end <= experts && !local.is_empty(), || format!("local experts {local:?} of {experts}"))?;
     ensure(K, d.tile_rows == TILE_ROWS || d.tile_rows == SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
     k.launch(K, (1, 1, 1), 1024, 0, &[
         Arg::Ptr(ids.need(K, "ids", pairs * 4)?),
@@ -121,6 +124,8 @@ pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, d: &Dispa
         Arg::Ptr(d.tiles.need(K, "tiles", max_tiles(pairs, experts, d.tile_rows) * 3 * 4)?),
         Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
         Arg::I32(d.tile_rows as i32),
+        Arg::I32(local.start as i32),
+        Arg::I32(local.len() as i32),
     ])
 }
 
@@ -170,7 +175,7 @@ pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: boo
     ])
 }
 
-/// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]`.
+/// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]` over the pairs with a position (this rank's experts).
 pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize) -> Result<()> {
     const K: &str = "moe_combine";
     k.launch(K, (tokens as u32, 1, 1), 256, 0, &[
