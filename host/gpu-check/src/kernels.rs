@@ -85,8 +85,8 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         Ok(v) => out.extend(v),
         Err(e) => out.push(failed("moe_route", e)),
     }
-    for (tokens, tile_rows) in [(150, moe::TILE_ROWS), (150, moe::SKINNY_TILE_ROWS), (5, moe::SKINNY_TILE_ROWS)] {
-        out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, tile_rows).unwrap_or_else(|e| failed("moe experts", e)));
+    for (tokens, tile_rows, ranks) in [(150, moe::TILE_ROWS, 1), (150, moe::SKINNY_TILE_ROWS, 1), (5, moe::SKINNY_TILE_ROWS, 1), (150, moe::TILE_ROWS, 3), (5, moe::SKINNY_TILE_ROWS, 4)] {
+        out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, tile_rows, ranks).unwrap_or_else(|e| failed("moe experts", e)));
     }
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     out.extend(super::fp8::run_all(k, &mut rng));

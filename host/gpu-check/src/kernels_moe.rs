@@ -68,8 +68,10 @@ pub(crate) fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
 }
 
 /// Dispatch + grouped GEMMs + combine against per-token expert MLPs, in tiles of `tile_rows`
-/// (64: `moe_gemm`; 16: `moe_gemm_skinny`, whose k = 96 ends in a zero-filled half step).
-pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<Check> {
+/// (64: `moe_gemm`; 16: `moe_gemm_skinny`, whose k = 96 ends in a zero-filled half step). With
+/// `ranks` > 1 the experts are spread as expert parallelism spreads them: each rank's share
+/// runs on its own (its weights only, the other pairs skipped) and adds into the same output.
+pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, ranks: usize) -> Result<Check> {
     let gpu = kern.gpu();
     let (e, k, hidden, inter) = (12usize, 3usize, 256usize, 96usize);
     let h = round_bf16(&rng.vec(t * hidden, 1.0));
@@ -91,13 +93,18 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: us
     let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
     let (y, act, z) = (buf(pairs * 2 * inter * 2)?, buf(pairs * inter * 2)?, buf(pairs * hidden * 4)?);
     let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
-    moe::moe_align(kern, v(&d_ids), pairs, e, 0..e, &d)?;
-    let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: v(&d_gu), experts: e, pairs, c: v(&y), n: 2 * inter, k: hidden };
-    moe::moe_gemm(kern, &d, gate_up, false)?;
-    layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
-    let down = Grouped { a: v(&act), a_total_rows: pairs, a_rows: None, w: v(&d_d), experts: e, pairs, c: v(&z), n: hidden, k: inter };
-    moe::moe_gemm(kern, &d, down, true)?;
-    moe::moe_combine(kern, v(&z), v(&ppos), v(&d_w), v(&d_x), t, k, hidden)?;
+    for r in 0..ranks {
+        let local = r * e / ranks..(r + 1) * e / ranks;
+        let held = local.len();
+        moe::moe_align(kern, v(&d_ids), pairs, e, local.clone(), &d)?;
+        let (gu_w, d_w_) = (v(&d_gu).at(local.start * 2 * inter * hidden * 2), v(&d_d).at(local.start * hidden * inter * 2));
+        let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: gu_w, experts: held, pairs, c: v(&y), n: 2 * inter, k: hidden };
+        moe::moe_gemm(kern, &d, gate_up, false)?;
+        layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
+        let down = Grouped { a: v(&act), a_total_rows: pairs, a_rows: None, w: d_w_, experts: held, pairs, c: v(&z), n: hidden, k: inter };
+        moe::moe_gemm(kern, &d, down, true)?;
+        moe::moe_combine(kern, v(&z), v(&ppos), v(&d_w), v(&d_x), t, k, hidden)?;
+    }
     let got = d_x.to_vec::<f32>(t * hidden)?;
     let mut want = x0.clone();
     for ti in 0..t {
@@ -118,7 +125,7 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: us
     let delta_got: Vec<f32> = got.iter().zip(&x0).map(|(a, b)| a - b).collect();
     let delta_want: Vec<f32> = want.iter().zip(&x0).map(|(a, b)| a - b).collect();
     Ok(Check {
-        name: format!("moe align + grouped gemm ({tile_rows}-row tiles) + combine"),
+        name: format!("moe align + grouped gemm ({tile_rows}-row tiles) + combine{}", if ranks > 1 { format!(", experts over {ranks} ranks") } else { String::new() }),
         error: rel_err(&delta_got, &delta_want),
         tolerance: 1e-2,
         detail: format!("{t} tokens, {e} experts (one unused), top {k}, {hidden}->{inter}"), informational: false })
