@@ -6,7 +6,6 @@ use clap::Args;
 use crate::backends::DeviceBackends;
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_runtime::generate::{generate, FinishReason, GenerateRequest};
-use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::sampling::SamplingParams;
 use mlahost_cuda::profile::Phase;
 use mlahost_cuda::quant::WeightQuant;
@@ -62,19 +61,8 @@ pub struct GenerateArgs {
     /// auto (the directory's safetensors) or dummy (weights generated from config.json).
     #[arg(long, default_value = "auto", value_parser = parse_load_format)]
     load_format: LoadFormat,
-    /// Ranks the model is split over (vLLM's flag; `-tp` works too). On the CPU the ranks run
-    /// as threads of this process: the reference the GPU split is checked against, not a way
-    /// to run faster.
-    #[arg(long, default_value_t = 1)]
-    tensor_parallel_size: usize,
-    /// Spread whole routed experts over the ranks instead of slicing each one.
-    #[arg(long)]
-    enable_expert_parallel: bool,
-    /// Attention data-parallel groups (`-dp`): each runs attention for its own sequences and
-    /// stores only their latents; with --enable-expert-parallel the routed experts are spread
-    /// over every rank of the instance.
-    #[arg(long, default_value_t = 1)]
-    data_parallel_size: usize,
+    #[command(flatten)]
+    parallel: crate::parallel_args::ParallelArgs,
     /// Where the model runs: cpu, or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: Device,
@@ -136,11 +124,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.profile_kernels && args.device == Device::Cpu {
         bail!("--profile-kernels times GPU kernels: give --device cuda:N");
     }
-    let layout = ParallelLayout {
-        tensor_parallel: args.tensor_parallel_size,
-        data_parallel: args.data_parallel_size,
-        expert_parallel: args.enable_expert_parallel,
-    };
+    let layout = args.parallel.layout();
     let factory = DeviceBackends {
         layout,
         attention: args.attention,
@@ -154,7 +138,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         replica: 0,
         page_size: args.page_size,
         // Under data-parallel attention each group's cache must hold the whole sequence.
-        kv_cache_pages: Some(geometry.num_pages * args.data_parallel_size.max(1)),
+        kv_cache_pages: Some(geometry.num_pages * layout.data_parallel.max(1)),
         kv_cache_memory: None,
         kv_dtype,
         max_batched_tokens: prompt.len(),

@@ -5,6 +5,7 @@ mod bench;
 mod generate;
 mod gpu_check;
 mod plan;
+mod parallel_args;
 mod plan_parallel;
 mod progress;
 mod serve;

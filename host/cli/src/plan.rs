@@ -27,18 +27,8 @@ pub struct PlanArgs {
     /// GPUs: full replicas, or instances of --tensor-parallel-size x --data-parallel-size GPUs.
     #[arg(long, default_value_t = 1)]
     gpus: usize,
-    /// GPUs each instance splits its attention heads, dense MLPs and vocabulary over (vLLM's
-    /// flag; `-tp` works too).
-    #[arg(long, default_value_t = 1)]
-    tensor_parallel_size: usize,
-    /// Attention data-parallel groups inside one instance: each runs attention for its own
-    /// sequences and stores only their latents (`-dp` works too).
-    #[arg(long, default_value_t = 1)]
-    data_parallel_size: usize,
-    /// Spread whole routed experts over every GPU of the instance instead of slicing each
-    /// expert over the tensor-parallel ranks.
-    #[arg(long)]
-    enable_expert_parallel: bool,
+    #[command(flatten)]
+    parallel: crate::parallel_args::ParallelArgs,
     /// Share of each GPU's memory mlahost may use.
     #[arg(long, default_value_t = 0.92)]
     gpu_memory_utilization: f64,
@@ -94,11 +84,7 @@ fn plan(args: &PlanArgs) -> Result<Value> {
     if !cpu && (args.kv_cache_memory.is_some() || args.kv_cache_pages.is_some()) {
         bail!("--kv-cache-memory / --kv-cache-pages size the CPU pool (--device cpu); on a GPU the pool is what --gpu-memory leaves");
     }
-    let layout = ParallelLayout {
-        tensor_parallel: args.tensor_parallel_size,
-        data_parallel: args.data_parallel_size,
-        expert_parallel: args.enable_expert_parallel,
-    };
+    let layout = args.parallel.layout();
     if cpu && layout != ParallelLayout::SINGLE {
         bail!("--tensor-parallel-size, --data-parallel-size and --enable-expert-parallel plan GPUs (--device cuda)");
     }

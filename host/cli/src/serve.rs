@@ -3,7 +3,6 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mlahost_core::SchedulerConfig;
-use mlahost_engine::parallel::ParallelLayout;
 use mlahost_engine::{KvCacheDtypeArg, LoadFormat};
 use mlahost_plugins::PluginSpec;
 use mlahost_server::{serve, Guard, HttpLimits, LoadProgressHook, RequestLimits, RouterChoice, ServeConfig};
@@ -22,17 +21,8 @@ pub struct ServeArgs {
     /// model's shapes, memory and speed without its files; the text is noise).
     #[arg(long, default_value = "auto", value_parser = crate::generate::parse_load_format)]
     load_format: LoadFormat,
-    /// Ranks the model is split over (vLLM's flag; `-tp` works too). On the CPU the ranks run
-    /// as threads of this process (the reference of the device split); GPUs need the NCCL ranks.
-    #[arg(long, default_value_t = 1)]
-    tensor_parallel_size: usize,
-    /// Spread whole routed experts over the ranks instead of slicing each one.
-    #[arg(long)]
-    enable_expert_parallel: bool,
-    /// Attention data-parallel groups (`-dp`): each runs attention for its own sequences and
-    /// stores only their latents (the scheduler keeps each sequence in one group's pages).
-    #[arg(long, default_value_t = 1)]
-    data_parallel_size: usize,
+    #[command(flatten)]
+    parallel: crate::parallel_args::ParallelArgs,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -293,11 +283,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         plugin_watch: (args.plugin_watch_ms > 0).then(|| Duration::from_millis(args.plugin_watch_ms)),
         tenants: args.tenants,
         backends: std::sync::Arc::new(crate::backends::DeviceBackends {
-            layout: ParallelLayout {
-                tensor_parallel: args.tensor_parallel_size,
-                data_parallel: args.data_parallel_size,
-                expert_parallel: args.enable_expert_parallel,
-            },
+            layout: args.parallel.layout(),
             gpu_memory_utilization: args.gpu_memory_utilization,
             cuda_graphs: !args.enforce_eager,
             quantization: args.quantization,
