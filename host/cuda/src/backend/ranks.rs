@@ -90,14 +90,15 @@ impl CudaRankGroup {
         let mut joined_on = Vec::new();
         let (collectives, ordinal): (Vec<Arc<dyn DeviceCollective>>, Box<dyn Fn(usize) -> usize + Sync>) = match devices {
             RankDevices::Nccl { first_gpu } => {
+                // every GPU opened first: a missing one is an error here, not a rank waiting
+                // forever for a peer that never joins
+                let gpus = (0..world).map(|rank| Gpu::open(first_gpu + rank)).collect::<Result<Vec<_>>>()?;
                 let id = nccl::unique_id()?;
                 // every rank's join blocks until all have joined: one thread each
-                let joined = on_each((0..world).collect(), &[], |rank, _| {
-                    let gpu = Gpu::open(first_gpu + rank)?;
-                    let coll = NcclCollective::join(&gpu, &id, rank, world)?;
-                    Ok((Arc::new(coll) as Arc<dyn DeviceCollective>, gpu))
+                let joined = on_each(gpus.clone(), &[], |rank, gpu| {
+                    NcclCollective::join(&gpu, &id, rank, world).map(|c| Arc::new(c) as Arc<dyn DeviceCollective>)
                 });
-                let (colls, gpus) = all(joined)?.into_iter().unzip();
+                let colls = all(joined)?;
                 joined_on = gpus;
                 (colls, Box::new(move |rank| first_gpu + rank))
             }
