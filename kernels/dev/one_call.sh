@@ -5,7 +5,8 @@
 # decode benchmark and the structured-output throughput at 0/50/100% constrained.
 #
 # Carry `.train/data` and `.bin/carry` (mlahost.gz, tests.tgz, tokenizer.tgz: compressed so the
-# working tree stays under the device's 64 MiB). TRAIN_S, CHECK_S, BENCH_S bound the steps.
+# working tree stays under the device's 64 MiB). TRAIN_S, CHECK_S, BENCH_S bound the steps;
+# BENCH_S=0 stops after the checks.
 set -u
 if [ -d .bin/carry ]; then
   mkdir -p .bin/run && gunzip -c .bin/carry/mlahost.gz > .bin/run/mlahost && chmod +x .bin/run/mlahost
@@ -24,6 +25,7 @@ echo "checks rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/checks.log"
 wait $TRAIN
 tail -22 "$OUT/train.log"
 sed -n '/==== summary/,$p' "$OUT/checks.log" | head -90; tail -1 "$OUT/checks.log"
+[ "${BENCH_S:-100}" = 0 ] && { echo "end at $(( $(date +%s) - T0 )) s (no benchmarks)"; exit 0; }
 echo "bench at $(( $(date +%s) - T0 )) s"
 OUT="$OUT/bench" timeout "${BENCH_S:-100}" kernels/gpu_check.sh bench > "$OUT/bench.log" 2>&1; echo "bench rc $?"
 sed -n '/==== summary/,$p' "$OUT/bench.log" | head -40
