@@ -4,7 +4,7 @@
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_runtime::generate::{generate, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_tests::{backend, floats, golden, ids, load, FIXTURES};
+use mlahost_tests::{backend, floats, golden, ids, load, BUILT_IN, FIXTURES};
 use serde_json::Value;
 
 /// transformers' own top-2 margin below which its greedy choice is a coin toss.
@@ -94,4 +94,12 @@ fn tokenizer_matches_transformers() {
     for fixture in FIXTURES {
         check_tokenizer(fixture);
     }
+}
+
+/// The trained model `serve` runs by default: the same checks on a model whose weights are not
+/// random (sharper distributions, real routing), with its own BPE vocabulary.
+#[test]
+fn the_built_in_model_matches_transformers() {
+    check_greedy(BUILT_IN);
+    check_tokenizer(BUILT_IN);
 }

@@ -10,6 +10,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 pub const FIXTURES: [&str; 3] = ["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"];
+/// The trained English model `serve` runs when no --model is given (examples/train).
+pub const BUILT_IN: &str = "english-18m";
 
 /// The fixtures beside this crate, or under $MLAHOST_FIXTURES (test binaries carried to a GPU
 /// machine run from another checkout).

@@ -1,26 +1,34 @@
-//! The built-in default model: the tiny DeepSeek-V2-Lite-shaped test checkpoint, compiled into
-//! the binary so `mlahost serve` works on a fresh machine with no download.
+//! The built-in default model: a small DeepSeek-V2-architecture model trained by the project on
+//! freely licensed English text (examples/train), compiled into the binary so `mlahost serve`
+//! answers in English on a fresh machine with no download.
 
 use std::path::PathBuf;
 
-macro_rules! fixture_file {
+macro_rules! model_file {
     ($name:literal) => {
-        ($name, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-v2-lite/", $name)) as &[u8])
+        ($name, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/english-18m/", $name)) as &[u8])
     };
 }
 
-const FILES: [(&str, &[u8]); 4] = [
-    fixture_file!("config.json"),
-    fixture_file!("model.safetensors"),
-    fixture_file!("tokenizer.json"),
-    fixture_file!("tokenizer_config.json"),
+const FILES: [(&str, &[u8]); 5] = [
+    model_file!("config.json"),
+    model_file!("generation_config.json"),
+    model_file!("model.safetensors"),
+    model_file!("tokenizer.json"),
+    model_file!("tokenizer_config.json"),
 ];
 
-pub const NAME: &str = "tiny-v2-lite";
+pub const NAME: &str = "english-18m";
+
+/// FNV-1a over every file: a rebuilt binary with other weights gets its own directory instead of
+/// reusing a stale one of the same version.
+fn content_key() -> u64 {
+    FILES.iter().flat_map(|(name, bytes)| name.as_bytes().iter().chain(bytes.iter())).fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
 
 /// Writes the files once under the temp directory and returns that checkpoint directory.
 pub fn materialize() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("mlahost-default-model-{}", env!("CARGO_PKG_VERSION")));
+    let dir = std::env::temp_dir().join(format!("mlahost-{NAME}-{:016x}", content_key()));
     std::fs::create_dir_all(&dir)?;
     for (name, bytes) in FILES {
         let path = dir.join(name);
