@@ -112,7 +112,7 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));
         one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, strict));
         one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
-        for (tp, ep) in [(2, false), (4, false), (2, true)] {
+        for (tp, ep) in [(2, false), (4, false), (2, true), (4, true)] {
             one(format!("{name} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 24));
         }
         if name == "tiny-v2-lite" {

@@ -79,6 +79,16 @@ impl CudaRankGroup {
             ))));
         }
         let world = layout.tensor_parallel;
+        if let (Some(m), false) = (&cfg.moe, layout.expert_parallel) {
+            let per_rank = m.moe_intermediate_size / world;
+            if per_rank % crate::kernels::moe::TILE_K != 0 {
+                return Err(CudaError::Engine(EngineError::Layout(format!(
+                    "the routed experts' width {} sliced over {world} ranks leaves {per_rank} columns each, and the GPU's grouped GEMM needs a multiple of {}: use --enable-expert-parallel or fewer ranks",
+                    m.moe_intermediate_size,
+                    crate::kernels::moe::TILE_K
+                ))));
+            }
+        }
         let shards = (0..world)
             .map(|rank| {
                 let (rank_cfg, mut rank_weights) = shard(cfg, weights, layout, rank)?;

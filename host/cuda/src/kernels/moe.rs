@@ -14,7 +14,8 @@ pub const SKINNY_TILE_ROWS: usize = mlahost_engine::capacity::MOE_MIN_TILE_ROWS 
 /// (mostly from L2, as the tiles run together).
 pub const SKINNY_MAX_TOKENS: usize = 64;
 const TILE_COLS: usize = 128;
-const TILE_K: usize = 32;
+/// The grouped GEMM's k step: an expert's inner width must be a multiple of it.
+pub const TILE_K: usize = 32;
 const SKINNY_SMEM: u32 = 4 * (16 + 128) * 72 * 2; // moe.cu SKINNY_SMEM
 
 /// Routing parameters (mirror of the engine's MoE config).
