@@ -83,3 +83,21 @@ pub fn against_cpu(model: &LoadedModel, ordinal: usize, page_size: usize, kv_dty
     c.detail = format!("{}; FP8 linears on the GPU {held} B, planned {planned} B; bounds: agreement >= {MIN_AGREEMENT}, mean <= {MAX_MEAN_DIFF}", c.detail);
     Ok(c)
 }
+
+/// The FP8-weight row of `model` cut to its first 1, 2, ... layers (informational): the depth
+/// at which the FP8 path parts from its reference, to find which layer kind (the dense first
+/// layer, the first MoE layer, ...) brings the difference.
+pub fn by_depth(model: &LoadedModel, ordinal: usize, seed: u64, steps: usize) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for depth in 1..model.config.num_hidden_layers {
+        let (mut cfg, mut weights) = mlahost_engine::shard::shard(&model.config, &model.weights, mlahost_engine::parallel::ParallelLayout::SINGLE, 0)?;
+        cfg.num_hidden_layers = depth;
+        weights.layers.truncate(depth);
+        let cut = LoadedModel { config: cfg, weights: Arc::new(weights), ..LoadedModel::load(&model.dir, None)? };
+        let mut c = against_cpu(&cut, ordinal, 64, KvCacheDtype::Bf16, seed, steps)?;
+        c.name = format!("{} first {depth} layer(s): {}", model_name(model), c.name);
+        c.informational = true;
+        out.push(c);
+    }
+    Ok(out)
+}

@@ -96,6 +96,10 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         let model = load(&dir)?;
         if o.fp8_only {
             one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
+            match e2e_fp8::by_depth(&model, o.ordinal, o.seed, 24) {
+                Ok(rows) => rows.into_iter().for_each(|c| one(c.name.clone(), Ok(c))),
+                Err(e) => one(format!("{name} fp8 weights by depth"), Err(e)),
+            }
             continue;
         }
         let golden: serde_json::Value = std::fs::read_to_string(dir.join("golden.json"))
