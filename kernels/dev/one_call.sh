@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Everything a session needs from one device call, for when device time is short: the default
-# model's training run in the background (examples/train), the correctness checks beside it
-# (kernels/gpu_check.sh checks server: they do not time anything), then alone on the GPU the
-# decode benchmark and the structured-output throughput at 0/50/100% constrained.
+# Everything a session needs from one device call, for when device time is short: the
+# correctness checks (kernels/gpu_check.sh checks server), then the decode benchmark and the
+# structured-output throughput at 0/50/100% constrained. TRAIN_S=N also trains the default model
+# (examples/train) for N seconds in the background beside the checks (they time nothing, but
+# share the GPU's memory: the server and plan-vs-serve steps then cannot start).
 #
-# Carry `.train/data` and `.bin/carry` (mlahost.gz, tests.tgz, tokenizer.tgz: compressed so the
-# working tree stays under the device's 64 MiB). TRAIN_S, CHECK_S, BENCH_S bound the steps;
+# Carry `.bin/carry` (mlahost.gz, tests.tgz, tokenizer.tgz: compressed so the working tree stays
+# under the device's 64 MiB), and `.train/data` to train. TRAIN_S, CHECK_S, BENCH_S bound the steps;
 # BENCH_S=0 stops after the checks.
 set -u
+# What comes back from the device is limited in file count: everything under $OUT is packed into
+# one archive in 12 MB pieces at exit (cat results.tgz.part* | tar xz).
+pack() {
+  ( cd "$OUT" && tar czf /tmp/results.tgz --exclude='results.tgz.part*' . && find . -mindepth 1 -maxdepth 1 ! -name 'results.tgz.part*' -exec rm -rf {} + \
+    && split -b 12M /tmp/results.tgz results.tgz.part )
+}
+trap pack EXIT
 if [ -d .bin/carry ]; then
   mkdir -p .bin/run && gunzip -c .bin/carry/mlahost.gz > .bin/run/mlahost && chmod +x .bin/run/mlahost
   tar xzf .bin/carry/tests.tgz -C .bin && tar xzf .bin/carry/tokenizer.tgz -C .bin
@@ -16,16 +24,18 @@ source kernels/dev/gpu_env.sh
 export BIN=.bin/run/mlahost TESTS_DIR=.bin/tests
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 T0=$(date +%s)
-mkdir -p "$OUT/train"
-( PYTHONUNBUFFERED=1 python3 examples/train/train.py --data .train/data --out /tmp/run --return-dir "$OUT/train" --max-seconds "${TRAIN_S:-300}" > "$OUT/train.log" 2>&1
-  echo "train rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/train.log" ) &
-TRAIN=$!
+TRAIN=""
+if [ "${TRAIN_S:-0}" != 0 ]; then
+  mkdir -p "$OUT/train"
+  ( PYTHONUNBUFFERED=1 python3 examples/train/train.py --data .train/data --out /tmp/run --return-dir "$OUT/train" --max-seconds "$TRAIN_S" > "$OUT/train.log" 2>&1
+    echo "train rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/train.log" ) &
+  TRAIN=$!
+fi
 timeout "${CHECK_S:-260}" kernels/gpu_check.sh checks server > "$OUT/checks.log" 2>&1
 echo "checks rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/checks.log"
-wait $TRAIN
-tail -22 "$OUT/train.log"
+if [ -n "$TRAIN" ]; then wait "$TRAIN"; tail -22 "$OUT/train.log"; fi
 sed -n '/==== summary/,$p' "$OUT/checks.log" | head -90; tail -1 "$OUT/checks.log"
-[ "${BENCH_S:-100}" = 0 ] && { echo "end at $(( $(date +%s) - T0 )) s (no benchmarks)"; exit 0; }
+if [ "${BENCH_S:-100}" = 0 ]; then echo "end at $(( $(date +%s) - T0 )) s (no benchmarks)"; exit 0; fi
 echo "bench at $(( $(date +%s) - T0 )) s"
 OUT="$OUT/bench" timeout "${BENCH_S:-100}" kernels/gpu_check.sh bench > "$OUT/bench.log" 2>&1; echo "bench rc $?"
 sed -n '/==== summary/,$p' "$OUT/bench.log" | head -40
