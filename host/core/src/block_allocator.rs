@@ -223,9 +223,9 @@ impl BlockAllocator {
                 let candidates: Vec<EvictionCandidate> = self
                     .evictable
                     .iter()
-                    .map(|(&stamp, &page)| {
-                        let c = self.cached[slot_in(base, page)].as_ref().expect("evictable pages are cached");
-                        EvictionCandidate { page, salt: c.salt, last_used: stamp, hits: c.hits, depth: c.depth }
+                    .filter_map(|(&stamp, &page)| {
+                        let c = self.cached.get(slot_in(base, page))?.as_ref()?;
+                        Some(EvictionCandidate { page, salt: c.salt, last_used: stamp, hits: c.hits, depth: c.depth })
                     })
                     .collect();
                 let decision = policy.decide(&candidates, n);

@@ -179,12 +179,17 @@ impl<M: Deref<Target = LoadedModel>, B: DerefMut<Target = dyn Backend>> EngineCo
         }
         // With no sampler plugin in this step, a backend that samples on the device (CUDA)
         // keeps the logits there; otherwise (or when it declines) they come back for the host.
+        // The plan was made from these sequences a moment ago, on this thread; were one missing,
+        // the step is skipped (its pages stay reserved for the next plan) rather than run half.
+        let Some(seqs) = plan.chunks.iter().map(|c| self.scheduler.get(c.seq)).collect::<Option<Vec<_>>>() else {
+            tracing::error!(chunks = plan.chunks.len(), "a planned sequence is missing; step skipped");
+            return;
+        };
         let chunks: Vec<SeqChunk> = plan
             .chunks
             .iter()
-            .map(|c| {
-                // The plan was made from these sequences a moment ago, on this thread.
-                let seq = self.scheduler.get(c.seq).expect("scheduled sequence exists");
+            .zip(seqs)
+            .map(|(c, seq)| {
                 let wants_prompt_logprobs = self.active.get(&c.seq).is_some_and(|a| a.request.prompt_logprobs.is_some());
                 let logits = match (wants_prompt_logprobs && c.start < seq.prompt_len(), c.samples) {
                     (true, _) => LogitsRequest::All,

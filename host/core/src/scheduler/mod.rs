@@ -177,7 +177,7 @@ impl Scheduler {
             }
             // Out of pages: preempt the lowest-ranked running sequence of this pool (possibly
             // this one, which leaves `i` on the next).
-            let victim = *self.running.iter().rev().find(|r| self.seqs[*r].pool == pool).expect("this sequence runs in its pool");
+            let victim = self.running.iter().rev().copied().find(|r| self.seqs[r].pool == pool).unwrap_or(id);
             self.preempt(victim);
             plan.preempted.push(victim);
             plan.chunks.retain(|c| c.seq != victim);
@@ -204,7 +204,7 @@ impl Scheduler {
                 break;
             }
             self.waiting.remove(at);
-            let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+            let Some(seq) = self.seqs.get_mut(&id) else { break };
             seq.status = SeqStatus::Running;
             if !seq.charged {
                 // Prompt tokens are charged once, at admission.
@@ -263,7 +263,7 @@ impl Scheduler {
         let mut seq = self.seqs.remove(&id)?;
         self.waiting.retain(|&w| w != id);
         self.running.retain(|&r| r != id);
-        seq.table.release_all(&mut self.pools[seq.pool]).expect("a sequence's pages are allocated");
+        give_back(&mut seq.table, &mut self.pools[seq.pool]);
         Some(seq)
     }
 
@@ -329,7 +329,7 @@ impl Scheduler {
                 .count()
         };
         let best = (0..self.pools.len()).max_by_key(|&p| (cached(&self.pools[p]), self.pools[p].num_free(), std::cmp::Reverse(p)));
-        let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        let Some(seq) = self.seqs.get_mut(&id) else { return };
         seq.pool = best.unwrap_or(0);
     }
 
@@ -337,7 +337,7 @@ impl Scheduler {
     /// last prompt token is always computed (its logits pick the first output token).
     fn match_prefix(&mut self, id: SeqId) {
         let ps = self.pools[0].page_size();
-        let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        let Some(seq) = self.seqs.get_mut(&id) else { return };
         let pages = &mut self.pools[seq.pool];
         let max_pages = (seq.tokens.len() - 1) / ps;
         self.prefix_queried += seq.tokens.len() as u64;
@@ -359,10 +359,10 @@ impl Scheduler {
 
     /// Gives back the pages `match_prefix` took when the sequence could not be admitted.
     fn unmatch_prefix(&mut self, id: SeqId) {
-        let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+        let Some(seq) = self.seqs.get_mut(&id) else { return };
         self.prefix_hits -= seq.num_computed as u64;
         self.prefix_queried -= seq.tokens.len() as u64;
-        seq.table.release_all(&mut self.pools[seq.pool]).expect("a sequence's pages are allocated");
+        give_back(&mut seq.table, &mut self.pools[seq.pool]);
         seq.page_hashes.clear();
         seq.num_computed = 0;
     }
@@ -388,15 +388,15 @@ impl Scheduler {
 
     /// Grows `id`'s block table to cover `tokens` positions; false when pages are short.
     fn reserve(&mut self, id: SeqId, tokens: usize) -> bool {
-        let seq = self.seqs.get_mut(&id).expect("scheduled sequence exists");
+        let Some(seq) = self.seqs.get_mut(&id) else { return false };
         seq.table.ensure_capacity(&mut self.pools[seq.pool], tokens).is_ok()
     }
 
     /// Frees a running sequence's pages and queues it again to recompute its tokens.
     fn preempt(&mut self, id: SeqId) {
         self.running.retain(|&r| r != id);
-        let seq = self.seqs.get_mut(&id).expect("preempted sequence exists");
-        seq.table.release_all(&mut self.pools[seq.pool]).expect("a sequence's pages are allocated");
+        let Some(seq) = self.seqs.get_mut(&id) else { return };
+        give_back(&mut seq.table, &mut self.pools[seq.pool]);
         seq.num_computed = 0;
         seq.page_hashes.clear();
         seq.status = SeqStatus::Waiting;
@@ -410,6 +410,13 @@ impl Scheduler {
         let at = self.waiting.partition_point(|w| self.seqs[w].rank() <= rank);
         self.waiting.insert(at, id);
     }
+}
+
+/// Returns a sequence's pages to its pool. A page the pool does not count as allocated would be
+/// a bookkeeping bug: debug builds stop on it; a server skips the page rather than stop serving.
+fn give_back(table: &mut crate::BlockTable, pool: &mut BlockAllocator) {
+    let freed = table.release_all(pool);
+    debug_assert!(freed.is_ok(), "{freed:?}");
 }
 
 #[cfg(test)]

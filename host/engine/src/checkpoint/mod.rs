@@ -123,7 +123,7 @@ impl Checkpoint {
         let (info, bytes) = self.bytes(name)?;
         Self::check_shape(name, info, shape)?;
         match info.dtype {
-            DType::F32 => Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()),
+            DType::F32 => Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
             DType::Bf16 => Ok(u16s(bytes).map(bf16_to_f32).collect()),
             DType::F16 => Ok(u16s(bytes).map(f16_to_f32).collect()),
             _ => Err(EngineError::tensor(name, format!("dtype {} is not supported here (F32, BF16 or F16)", info.dtype_name))),

@@ -51,7 +51,9 @@ fn parse_header(path: &Path, data: &[u8]) -> Result<HashMap<String, TensorInfo>>
     if data.len() < 8 {
         return Err(bad(format!("file is {} bytes, too short for the 8-byte header length", data.len())));
     }
-    let header_len = u64::from_le_bytes(data[..8].try_into().expect("8 bytes")) as usize;
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&data[..8]);
+    let header_len = u64::from_le_bytes(len_bytes) as usize;
     let data_start = 8usize.checked_add(header_len).filter(|&e| e <= data.len()).ok_or_else(|| {
         bad(format!("header of {header_len} bytes runs past the end of the {}-byte file (truncated?)", data.len()))
     })?;
