@@ -111,7 +111,10 @@ impl Backend for CpuRankGroup {
     /// fails or panics releases the others (the ranks are then unusable).
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
         validate_batch(batch, self.vocab, self.cache_geometry())?;
-        let groups = self.split_by_group(batch)?;
+        // One attention group runs the batch as it is: no page ids to translate, no logits to
+        // reorder.
+        let single = self.layout.data_parallel == 1;
+        let groups = if single { Vec::new() } else { self.split_by_group(batch)? };
         let sub: Vec<Vec<SeqChunk<'_>>> = groups
             .iter()
             .map(|g| g.iter().map(|(i, table)| SeqChunk { block_table: table, ..batch[*i] }).collect())
@@ -124,7 +127,7 @@ impl Backend for CpuRankGroup {
                 .iter_mut()
                 .enumerate()
                 .map(|(rank, backend)| {
-                    let chunks = &sub[rank / tp];
+                    let chunks: &[SeqChunk<'_>] = if single { batch } else { &sub[rank / tp] };
                     s.spawn(move || {
                         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.forward(chunks)))
                             .unwrap_or_else(|_| Err(EngineError::Collective("a rank panicked".into())));
@@ -140,12 +143,15 @@ impl Backend for CpuRankGroup {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(EngineError::Collective("a rank thread died".into())))).collect()
         });
-        let mut leaders = Vec::with_capacity(groups.len());
+        let mut leaders = Vec::with_capacity(self.layout.data_parallel);
         for (rank, r) in results.into_iter().enumerate() {
             let logits = r?;
             if rank % tp == 0 {
                 leaders.push(logits);
             }
+        }
+        if single {
+            return leaders.pop().ok_or_else(|| EngineError::Collective("a group without ranks".into()));
         }
         Ok(merge_in_batch_order(&groups, leaders, batch.len(), self.vocab))
     }
