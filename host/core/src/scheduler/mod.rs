@@ -315,18 +315,15 @@ impl Scheduler {
         }
         let seq = &self.seqs[&id];
         let ps = self.pools[0].page_size();
-        let cached = |pool: &BlockAllocator| {
-            if !match_prefix {
-                return 0;
+        // the prompt's leading page hashes, chained once for every pool's lookup
+        let mut hashes: Vec<u64> = Vec::new();
+        if match_prefix {
+            for i in 0..(seq.tokens.len() - 1) / ps {
+                hashes.push(seq.hash_of_page_after(i, ps, hashes.last().copied()));
             }
-            let mut previous = None;
-            (0..(seq.tokens.len() - 1) / ps)
-                .take_while(|&i| {
-                    let hash = seq.hash_of_page_after(i, ps, previous);
-                    previous = Some(hash);
-                    pool.lookup(hash, seq.salt, &seq.tokens[i * ps..(i + 1) * ps]).is_some()
-                })
-                .count()
+        }
+        let cached = |pool: &BlockAllocator| {
+            hashes.iter().enumerate().take_while(|&(i, &h)| pool.lookup(h, seq.salt, &seq.tokens[i * ps..(i + 1) * ps]).is_some()).count()
         };
         let best = (0..self.pools.len()).max_by_key(|&p| (cached(&self.pools[p]), self.pools[p].num_free(), std::cmp::Reverse(p)));
         let Some(seq) = self.seqs.get_mut(&id) else { return };
