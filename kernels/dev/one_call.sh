@@ -5,9 +5,11 @@
 # (examples/train) for N seconds in the background beside the checks (they time nothing, but
 # share the GPU's memory: the server and plan-vs-serve steps then cannot start).
 #
-# Carry `.bin/carry` (mlahost.gz, tests.tgz, tokenizer.tgz: compressed so the working tree stays
-# under the device's 64 MiB), and `.train/data` to train. TRAIN_S, CHECK_S, BENCH_S bound the steps;
-# BENCH_S=0 stops after the checks.
+# Carry `.bin/carry` (mlahost.xz: a release build with `--no-default-features`, which leaves the
+# built-in model out; tests.tgz, tokenizer.tgz: compressed so the working tree stays under the
+# device's 64 MiB), and `.train/data` to train. TRAIN_S, CHECK_S, BENCH_S bound the steps;
+# BENCH_S=0 stops after the checks, CHECK_S=0 skips them; FP8_S=N ends with `kernels/gpu_fp8.sh
+# quick` (the FP8 kernel checks, the fixtures' FP8 rows by depth, the FP8 GEMM benchmark).
 set -u
 # What comes back from the device is limited in file count: everything under $OUT is packed into
 # one archive in 12 MB pieces at exit (cat results.tgz.part* | tar xz).
@@ -17,7 +19,7 @@ pack() {
 }
 trap pack EXIT
 if [ -d .bin/carry ]; then
-  mkdir -p .bin/run && gunzip -c .bin/carry/mlahost.gz > .bin/run/mlahost && chmod +x .bin/run/mlahost
+  mkdir -p .bin/run && python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.bin/carry/mlahost.xz'), open('.bin/run/mlahost', 'wb'))" && chmod +x .bin/run/mlahost
   tar xzf .bin/carry/tests.tgz -C .bin && tar xzf .bin/carry/tokenizer.tgz -C .bin
 fi
 source kernels/dev/gpu_env.sh
@@ -31,10 +33,12 @@ if [ "${TRAIN_S:-0}" != 0 ]; then
     echo "train rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/train.log" ) &
   TRAIN=$!
 fi
-timeout "${CHECK_S:-260}" kernels/gpu_check.sh checks server > "$OUT/checks.log" 2>&1
-echo "checks rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/checks.log"
+if [ "${CHECK_S:-260}" != 0 ]; then
+  timeout "${CHECK_S:-260}" kernels/gpu_check.sh checks server > "$OUT/checks.log" 2>&1
+  echo "checks rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/checks.log"
+fi
 if [ -n "$TRAIN" ]; then wait "$TRAIN"; tail -22 "$OUT/train.log"; fi
-sed -n '/==== summary/,$p' "$OUT/checks.log" | head -90; tail -1 "$OUT/checks.log"
+[ -f "$OUT/checks.log" ] && { sed -n '/==== summary/,$p' "$OUT/checks.log" | head -90; tail -1 "$OUT/checks.log"; }
 if [ "${BENCH_S:-100}" = 0 ]; then echo "end at $(( $(date +%s) - T0 )) s (no benchmarks)"; exit 0; fi
 echo "bench at $(( $(date +%s) - T0 )) s"
 OUT="$OUT/bench" timeout "${BENCH_S:-100}" kernels/gpu_check.sh bench > "$OUT/bench.log" 2>&1; echo "bench rc $?"
@@ -45,4 +49,9 @@ pid=$!
 for _ in $(seq 1 120); do curl -sf http://127.0.0.1:8014/health > /dev/null && break; kill -0 $pid 2> /dev/null || break; sleep 1; done
 timeout 90 python3 examples/bench/structured_throughput.py --base-url http://127.0.0.1:8014 --batch 64 --tokens 128 2>&1 | tee "$OUT/structured.txt"
 kill $pid; wait $pid 2> /dev/null
+if [ "${FP8_S:-0}" != 0 ]; then
+  echo "fp8 quick at $(( $(date +%s) - T0 )) s"
+  OUT="$OUT/fp8" QUICK_S="$FP8_S" kernels/gpu_fp8.sh quick; echo "fp8 rc $?"
+  grep -E "FP8|depth|fp8" "$OUT/fp8/quick.log" | grep -v "^| fp8_gemm\|^| fp8 grouped\|^| fp8_quant" | head -40
+fi
 echo "end at $(( $(date +%s) - T0 )) s"

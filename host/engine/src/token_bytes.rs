@@ -15,11 +15,14 @@ pub struct TokenBytes {
 }
 
 impl TokenBytes {
-    /// `model_vocab` is the model's vocabulary size (its logits), at least the tokenizer's.
-    pub fn new(tokenizer: &Tokenizer, model_vocab: usize, eos: Vec<u32>) -> Self {
+    /// One entry per logit: `model_vocab` is the model's vocabulary size. Usually the tokenizer
+    /// has fewer ids (the model pads its embedding); ids it has past the model's vocabulary can
+    /// never be sampled and are left out, so a plugin's allow-set is always logits-sized.
+    pub fn new(tokenizer: &Tokenizer, model_vocab: usize, mut eos: Vec<u32>) -> Self {
         let decoder = if tokenizer.is_byte_level() { byte_decoder() } else { HashMap::new() };
         let special_ids = tokenizer.special_ids();
-        let n = model_vocab.max(tokenizer.vocab_size());
+        let n = model_vocab;
+        eos.retain(|&id| (id as usize) < n);
         let mut tokens = Vec::with_capacity(n);
         let mut special = Vec::new();
         for id in 0..n as u32 {
@@ -85,5 +88,21 @@ mod tests {
         let sp = HashMap::new();
         assert_eq!(token_to_bytes("<0x0A>", &sp), b"\n");
         assert_eq!(token_to_bytes("\u{2581}hello", &sp), b" hello");
+    }
+
+    /// The vocabulary has one entry per logit whichever of the tokenizer and the model is larger.
+    #[test]
+    fn the_vocabulary_is_logits_sized() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-v2-lite");
+        let tok = Tokenizer::from_dir(&dir).expect("tokenizer");
+        let n = tok.vocab_size();
+        let last = n as u32 - 1;
+        let smaller = TokenBytes::new(&tok, n - 10, vec![1, last]);
+        assert_eq!(smaller.tokens.len(), n - 10);
+        assert_eq!(smaller.eos, vec![1]);
+        assert!(smaller.special.iter().all(|&id| (id as usize) < n - 10));
+        let larger = TokenBytes::new(&tok, n + 7, vec![1]);
+        assert_eq!(larger.tokens.len(), n + 7);
+        assert!((n as u32..n as u32 + 7).all(|id| larger.special.contains(&id) && larger.tokens[id as usize].is_empty()));
     }
 }

@@ -42,7 +42,14 @@ pub enum SampleDecision {
 
 impl Plugin {
     pub fn sample(&self, seqs: &[SampleSeq<'_>]) -> Result<Vec<SampleDecision>, PluginError> {
-        let decisions = self.call("sample", |store, bound| match bound {
+        self.sample_in_lane(None, seqs)
+    }
+
+    /// As `sample`, on the instance that served `lane` last when it is free: a step's
+    /// sequences split into fixed lanes run on several instances at once, each keeping its
+    /// requests' state.
+    pub fn sample_in_lane(&self, lane: Option<usize>, seqs: &[SampleSeq<'_>]) -> Result<Vec<SampleDecision>, PluginError> {
+        let decisions = self.call_in_lane(lane, "sample", |store, bound| match bound {
             Bound::SamplerV2(b) => {
                 use v2::sampler::exports::mlahost::plugin::sampler as wit;
                 let Some(batch) = seqs.first().map(|s| s.batch.clone()) else { return Ok(Ok(Vec::new())) };

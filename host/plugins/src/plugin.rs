@@ -59,20 +59,30 @@ impl Plugin {
     /// Runs one hook on a pooled instance under the plugin's deadline. On a trap, overrun or
     /// host-side panic the instance is dropped; a standby serves the next call.
     pub fn call<R>(&self, hook: &'static str, f: impl FnOnce(&mut Store<Sandbox>, &Bound) -> wasmtime::Result<R>) -> Result<R, PluginError> {
+        self.call_in_lane(None, hook, f)
+    }
+
+    /// As `call`, preferring the instance that served `lane` last (`pool.rs`).
+    pub fn call_in_lane<R>(&self, lane: Option<usize>, hook: &'static str, f: impl FnOnce(&mut Store<Sandbox>, &Bound) -> wasmtime::Result<R>) -> Result<R, PluginError> {
         // WASI's synchronous host calls run on tokio: on a runtime worker thread they must
         // first move off the async scheduler.
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.call_here(hook, f))
+                tokio::task::block_in_place(|| self.call_here(lane, hook, f))
             }
-            _ => self.call_here(hook, f),
+            _ => self.call_here(lane, hook, f),
         }
     }
 
-    fn call_here<R>(&self, hook: &'static str, f: impl FnOnce(&mut Store<Sandbox>, &Bound) -> wasmtime::Result<R>) -> Result<R, PluginError> {
+    /// Instances this plugin may keep serving at once.
+    pub fn max_instances(&self) -> usize {
+        self.spec.instances.unwrap_or(self.kind.default_instances())
+    }
+
+    fn call_here<R>(&self, lane: Option<usize>, hook: &'static str, f: impl FnOnce(&mut Store<Sandbox>, &Bound) -> wasmtime::Result<R>) -> Result<R, PluginError> {
         let version = self.version();
         let deadline = self.deadline();
-        let Some(mut live) = version.pool.take(deadline) else {
+        let Some(mut live) = version.pool.take(lane, deadline) else {
             let e = PluginError::Busy { plugin: self.spec.name.clone(), hook, waited_ms: deadline.as_millis() as u64 };
             self.count_failure(&e);
             return Err(e);
@@ -84,7 +94,7 @@ impl Plugin {
         drain_output(&mut live.store, &self.spec.name, &self.output);
         let err = match result {
             Ok(Ok(r)) => {
-                self.recycle(&version, live);
+                self.recycle(&version, live, lane);
                 return Ok(r);
             }
             Ok(Err(e)) => classify(&self.spec.name, hook, e, deadline),
@@ -99,12 +109,12 @@ impl Plugin {
 
     /// Returns a healthy instance to the pool, or retires it once its output buffer is nearly
     /// full (a standby replaces it).
-    fn recycle(&self, version: &Version, live: Live) {
+    fn recycle(&self, version: &Version, live: Live, lane: Option<usize>) {
         if live.store.data().output_nearly_full() {
             drop(live);
             version.pool.discard();
         } else {
-            version.pool.give_back(live);
+            version.pool.give_back(live, lane);
         }
     }
 

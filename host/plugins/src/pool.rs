@@ -1,7 +1,10 @@
 //! A plugin version's instances. Up to `size` serve calls; beside them pre-initialized
 //! standbys wait, built off the request path by a background thread, so an instance dropped
 //! after a trap is replaced at once and `init` never runs on a request's path. A caller waits
-//! for a free instance at most the hook's deadline; then the call fails as busy.
+//! for a free instance at most the hook's deadline; then the call fails as busy. A caller may
+//! name a lane (a fixed share of the requests): it gets back the instance that served that
+//! lane last when it is free, so per-request state inside a plugin (a grammar's matcher) stays
+//! warm when several instances serve one step in parallel.
 
 use crate::instance::Live;
 use std::sync::{Condvar, Mutex, MutexGuard, Weak};
@@ -14,7 +17,8 @@ pub struct Pool {
 }
 
 struct State {
-    idle: Vec<Live>,
+    /// Free instances, each with the lane it served last.
+    idle: Vec<(Live, Option<usize>)>,
     standby: Vec<Live>,
     /// Instances serving calls: the idle ones plus those lent to a call.
     in_service: usize,
@@ -24,7 +28,7 @@ struct State {
 impl Pool {
     /// A pool whose first instance (already initialized) serves at once.
     pub fn new(size: usize, first: Live) -> Self {
-        let state = State { idle: vec![first], standby: Vec::new(), in_service: 1, building: 0 };
+        let state = State { idle: vec![(first, None)], standby: Vec::new(), in_service: 1, building: 0 };
         Self { state: Mutex::new(state), changed: Condvar::new(), size: size.max(1) }
     }
 
@@ -32,13 +36,16 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A free instance, waiting at most `wait` for one.
-    pub fn take(&self, wait: Duration) -> Option<Live> {
+    /// A free instance, waiting at most `wait` for one: the one that last served `lane` when it
+    /// is free, else any.
+    pub fn take(&self, lane: Option<usize>, wait: Duration) -> Option<Live> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock();
         loop {
-            if let Some(live) = st.idle.pop() {
-                return Some(live);
+            let same_lane = lane.and_then(|l| st.idle.iter().position(|(_, last)| *last == Some(l)));
+            let pick = same_lane.or_else(|| st.idle.iter().position(|(_, last)| last.is_none())).or(st.idle.len().checked_sub(1));
+            if let Some(i) = pick {
+                return Some(st.idle.swap_remove(i).0);
             }
             if st.in_service < self.size {
                 if let Some(live) = st.standby.pop() {
@@ -55,8 +62,8 @@ impl Pool {
         }
     }
 
-    pub fn give_back(&self, live: Live) {
-        self.lock().idle.push(live);
+    pub fn give_back(&self, live: Live, lane: Option<usize>) {
+        self.lock().idle.push((live, lane));
         self.changed.notify_all();
     }
 

@@ -9,7 +9,7 @@ use crate::request::Failure;
 use crate::step_logits::StepLogits;
 use mlahost_core::{Scheduler, SeqId, StepPlan};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_plugins::{FailurePolicy, Plugin, SampleDecision, SampleSeq, SamplerParams};
+use mlahost_plugins::{FailurePolicy, Plugin, PluginError, SampleDecision, SampleSeq, SamplerParams};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -102,39 +102,82 @@ impl PluginCalls<'_> {
         self.groups.iter().flat_map(|(_, seqs)| seqs.iter().map(|s| s.request_id))
     }
 
-    /// Runs each plugin once over its sequences; per sequence, a decision or, when the plugin
+    /// Runs each plugin over its sequences; per sequence, a decision or, when the plugin
     /// failed and fails closed, an error.
     pub fn call(self) -> Decisions {
         let mut out = HashMap::new();
         for (plugin, seqs) in self.groups {
-            let result = plugin.sample(&seqs).and_then(|ds| {
-                // A masks-only plugin that answers anything but allow-sets, pass or fail breaks
-                // its promise: that is an invalid result.
-                match ds.iter().find(|d| plugin.spec.masks_only && matches!(d, SampleDecision::Token(_) | SampleDecision::Bias(_))) {
-                    Some(d) => Err(mlahost_plugins::PluginError::BadResult { plugin: plugin.spec.name.clone(), hook: "sample", message: format!("a masks-only sampler answered {d:?}") }),
-                    None => Ok(ds),
-                }
-            });
-            match result {
-                Ok(ds) => {
-                    for (s, d) in seqs.iter().zip(ds) {
-                        out.insert(s.request_id, Ok(d));
+            for (ids, result) in run_in_lanes(&plugin, seqs) {
+                match result {
+                    Ok(ds) => {
+                        for (&id, d) in ids.iter().zip(ds) {
+                            out.insert(id, Ok(d));
+                        }
                     }
-                }
-                Err(e) => {
-                    for s in &seqs {
-                        let fallback = match plugin.spec.failure_policy {
-                            FailurePolicy::Open => {
-                                plugin.stats.fallbacks.fetch_add(1, Relaxed);
-                                Ok(SampleDecision::Pass)
-                            }
-                            FailurePolicy::Closed => Err(Failure::plugin(format!("sampler plugin failed: {e}"))),
-                        };
-                        out.insert(s.request_id, fallback);
+                    Err(e) => {
+                        for &id in &ids {
+                            let fallback = match plugin.spec.failure_policy {
+                                FailurePolicy::Open => {
+                                    plugin.stats.fallbacks.fetch_add(1, Relaxed);
+                                    Ok(SampleDecision::Pass)
+                                }
+                                FailurePolicy::Closed => Err(Failure::plugin(format!("sampler plugin failed: {e}"))),
+                            };
+                            out.insert(id, fallback);
+                        }
                     }
                 }
             }
         }
         out
+    }
+}
+
+type LaneResult = (Vec<SeqId>, Result<Vec<SampleDecision>, PluginError>);
+
+/// A masks-only plugin's sequences split into fixed lanes (request id modulo its instance
+/// count), one call per lane on its own instance, in parallel: a mask costs about a
+/// millisecond per sequence at a 129k vocabulary, so a batch of 64 in one call would outlast
+/// the forward pass it should hide behind. A request stays in its lane, and so on the
+/// instance that holds its matcher. Other samplers get one call for all of their sequences.
+fn run_in_lanes(plugin: &Plugin, seqs: Vec<SampleSeq<'_>>) -> Vec<LaneResult> {
+    let width = plugin.max_instances() as u64;
+    if !plugin.spec.masks_only || width == 1 {
+        let result = checked_sample(plugin, None, &seqs);
+        return vec![(seqs.iter().map(|s| s.request_id).collect(), result)];
+    }
+    let mut split: Vec<Vec<SampleSeq<'_>>> = (0..width).map(|_| Vec::new()).collect();
+    for s in seqs {
+        split[(s.request_id % width) as usize].push(s);
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = split
+            .into_iter()
+            .enumerate()
+            .filter(|(_, lane)| !lane.is_empty())
+            .map(|(k, lane)| {
+                let ids: Vec<SeqId> = lane.iter().map(|s| s.request_id).collect();
+                (ids, scope.spawn(move || checked_sample(plugin, Some(k), &lane)))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(ids, h)| {
+                let result = h.join().unwrap_or_else(|_| {
+                    Err(PluginError::BadResult { plugin: plugin.spec.name.clone(), hook: "sample", message: "the call's thread panicked".into() })
+                });
+                (ids, result)
+            })
+            .collect()
+    })
+}
+
+/// One call; a masks-only plugin that answers anything but allow-sets, pass or fail breaks its
+/// promise: that is an invalid result.
+fn checked_sample(plugin: &Plugin, lane: Option<usize>, seqs: &[SampleSeq<'_>]) -> Result<Vec<SampleDecision>, PluginError> {
+    let ds = plugin.sample_in_lane(lane, seqs)?;
+    match ds.iter().find(|d| plugin.spec.masks_only && matches!(d, SampleDecision::Token(_) | SampleDecision::Bias(_))) {
+        Some(d) => Err(PluginError::BadResult { plugin: plugin.spec.name.clone(), hook: "sample", message: format!("a masks-only sampler answered {d:?}") }),
+        None => Ok(ds),
     }
 }

@@ -5,6 +5,9 @@
 use mlahost_plugins::{FailurePolicy, PluginSpec};
 use std::time::Duration;
 
+/// Most grammar instances computing one step's masks at once.
+const GRAMMAR_LANES: usize = 8;
+
 /// The name requests and the structured-output fields use.
 pub const GRAMMAR: &str = "grammar";
 
@@ -31,8 +34,10 @@ pub fn add_builtin(specs: &mut Vec<PluginSpec>) -> std::io::Result<()> {
     spec.failure_policy = FailurePolicy::Closed;
     spec.memory_bytes = 1 << 30;
     spec.deadline = Some(Duration::from_millis(2000));
-    // It never reads logits: its masks can be computed before the forward pass.
+    // It never reads logits: its masks can be computed before the forward pass, by one
+    // instance per lane of the step's sequences (`runtime::plugin_step`), a core each.
     spec.masks_only = true;
+    spec.instances = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, GRAMMAR_LANES));
     specs.push(spec);
     Ok(())
 }

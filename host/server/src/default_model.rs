@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "built-in-model")]
 macro_rules! model_file {
     ($name:literal) => {
         ($name, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/english-18m/", $name)) as &[u8])
     };
 }
 
+#[cfg(feature = "built-in-model")]
 const FILES: [(&str, &[u8]); 5] = [
     model_file!("config.json"),
     model_file!("generation_config.json"),
@@ -17,6 +19,10 @@ const FILES: [(&str, &[u8]); 5] = [
     model_file!("tokenizer.json"),
     model_file!("tokenizer_config.json"),
 ];
+
+/// A build without the `built-in-model` feature (a GPU machine's binary) has no files.
+#[cfg(not(feature = "built-in-model"))]
+const FILES: [(&str, &[u8]); 0] = [];
 
 pub const NAME: &str = "english-18m";
 
@@ -28,6 +34,9 @@ fn content_key() -> u64 {
 
 /// Writes the files once under the temp directory and returns that checkpoint directory.
 pub fn materialize() -> std::io::Result<PathBuf> {
+    if FILES.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "this build has no built-in model (built without the `built-in-model` feature): pass --model DIR"));
+    }
     let dir = std::env::temp_dir().join(format!("mlahost-{NAME}-{:016x}", content_key()));
     std::fs::create_dir_all(&dir)?;
     for (name, bytes) in FILES {
