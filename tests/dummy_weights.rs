@@ -54,13 +54,13 @@ fn dummy_weights_take_the_real_shapes_from_the_config_alone() {
         assert!(refused.contains("no model.safetensors"), "without files the default format refuses: {refused}");
         let a = LoadedModel::load_as(&scratch.dir, LoadFormat::Dummy, None).expect("dummy load");
         let b = LoadedModel::load_as(&scratch.dir, LoadFormat::Dummy, None).expect("dummy load");
-        assert_eq!(shapes(&a.weights), shapes(&real.weights), "{fixture}");
-        let kv_b = a.weights.layers[0].attn.kv_b.to_f32_vec();
-        assert_eq!(kv_b, b.weights.layers[0].attn.kv_b.to_f32_vec(), "{fixture}: the same values on every load");
-        assert_ne!(kv_b, real.weights.layers[0].attn.kv_b.to_f32_vec());
+        assert_eq!(shapes(&a.weights().expect("weights")), shapes(&real.weights().expect("weights")), "{fixture}");
+        let kv_b = a.weights().expect("weights").layers[0].attn.kv_b.to_f32_vec();
+        assert_eq!(kv_b, b.weights().expect("weights").layers[0].attn.kv_b.to_f32_vec(), "{fixture}: the same values on every load");
+        assert_ne!(kv_b, real.weights().expect("weights").layers[0].attn.kv_b.to_f32_vec());
         let std = (kv_b.iter().map(|x| (x * x) as f64).sum::<f64>() / kv_b.len() as f64).sqrt();
         assert!((0.018..0.022).contains(&std), "{fixture}: standard deviation {std}, transformers initialises 0.02");
-        assert!(a.weights.layers.iter().all(|l| l.input_norm.iter().all(|&x| x == 1.0)), "norms start at 1");
+        assert!(a.weights().expect("weights").layers.iter().all(|l| l.input_norm.iter().all(|&x| x == 1.0)), "norms start at 1");
         // The model runs: finite logits over the whole vocabulary.
         let mut cpu = backend(&a, 4, 16, AttentionMode::Auto);
         let pages = pages_for(&cpu, 20);

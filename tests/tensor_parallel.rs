@@ -39,10 +39,10 @@ fn ranks_reproduce_the_whole_model_with_experts_sliced_or_spread() {
         let mut whole = backend(&model, 8, 16, AttentionMode::Auto);
         let pages = pages_for(&whole, tokens.len());
         let reference = prefill_then_decode(&mut whole, &tokens, &pages);
-        let whole_bytes = model.weights.bytes();
+        let whole_bytes = model.weights().expect("weights").bytes();
         for tp in [2, 4] {
             for ep in [false, true] {
-                let mut group = CpuRankGroup::new(&model.config, &model.weights, layout(tp, ep), options(8, 16)).expect("group");
+                let mut group = CpuRankGroup::new(&model.config, &model.weights().expect("weights"), layout(tp, ep), options(8, 16)).expect("group");
                 let bytes = group.rank_weight_bytes();
                 assert!(bytes.iter().all(|&b| b < whole_bytes), "{fixture} TP={tp} EP={ep}: a rank holds {bytes:?} of {whole_bytes} bytes");
                 let got = prefill_then_decode(&mut group, &tokens, &pages);
@@ -63,7 +63,7 @@ fn a_ragged_batch_through_the_group_matches_the_whole_model() {
     let vocab = model.config.vocab_size;
     let (a, b) = (random_tokens(&mut rng, 30, vocab), random_tokens(&mut rng, 12, vocab));
     let mut whole = backend(&model, 8, 16, AttentionMode::Auto);
-    let mut group = CpuRankGroup::new(&model.config, &model.weights, layout(2, true), options(8, 16)).expect("group");
+    let mut group = CpuRankGroup::new(&model.config, &model.weights().expect("weights"), layout(2, true), options(8, 16)).expect("group");
     let (pa, pb) = (vec![0, 1], vec![4]);
     let mut outputs = Vec::new();
     for backend in [&mut whole as &mut dyn Backend, &mut group] {
@@ -84,7 +84,7 @@ fn a_ragged_batch_through_the_group_matches_the_whole_model() {
 #[test]
 fn layouts_the_model_cannot_take_are_refused_with_the_reason() {
     let model = load("tiny-v2-lite");
-    let refuse = |l: ParallelLayout| match CpuRankGroup::new(&model.config, &model.weights, l, options(4, 16)) {
+    let refuse = |l: ParallelLayout| match CpuRankGroup::new(&model.config, &model.weights().expect("weights"), l, options(4, 16)) {
         Ok(_) => panic!("{l:?} was accepted"),
         Err(e) => e.to_string(),
     };
@@ -133,7 +133,7 @@ fn data_parallel_attention_groups_reproduce_the_whole_model() {
         let reference = three_steps(&mut whole, &a, &b, &c);
         for (tp, dp, ep) in [(1, 2, true), (2, 2, true), (1, 2, false), (2, 2, false), (1, 4, true)] {
             let l = ParallelLayout { tensor_parallel: tp, data_parallel: dp, expert_parallel: ep };
-            let mut ranks = CpuRankGroup::new(&model.config, &model.weights, l, options(8, 16)).expect("ranks");
+            let mut ranks = CpuRankGroup::new(&model.config, &model.weights().expect("weights"), l, options(8, 16)).expect("ranks");
             assert_eq!(ranks.cache_pools(), dp);
             assert_eq!(ranks.cache_geometry().num_pages, 8, "the groups' pages add up to the pool");
             assert!(ranks.rank_cache_pages().iter().all(|&p| p == 8 / dp), "each rank stores only its group's pages");
@@ -149,7 +149,7 @@ fn data_parallel_attention_groups_reproduce_the_whole_model() {
 fn a_sequence_must_keep_to_one_attention_group() {
     let model = load("tiny-v2-lite");
     let l = ParallelLayout { tensor_parallel: 1, data_parallel: 2, expert_parallel: true };
-    let mut ranks = CpuRankGroup::new(&model.config, &model.weights, l, options(8, 16)).expect("ranks");
+    let mut ranks = CpuRankGroup::new(&model.config, &model.weights().expect("weights"), l, options(8, 16)).expect("ranks");
     let tokens: Vec<u32> = (1..30).collect();
     let err = ranks.forward(&[SeqChunk { tokens: &tokens, start_pos: 0, block_table: &[3, 4], logits: LogitsRequest::Last }]).unwrap_err();
     assert!(err.to_string().contains("span attention groups"), "{err}");

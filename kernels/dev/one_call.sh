@@ -8,7 +8,8 @@
 # Carry `.bin/carry` (mlahost.xz: a release build with `--no-default-features`, which leaves the
 # built-in model out; tests.tgz, tokenizer.tgz: compressed so the working tree stays under the
 # device's 64 MiB), and `.train/data` to train. TRAIN_S, CHECK_S, BENCH_S bound the steps;
-# BENCH_S=0 stops after the checks, CHECK_S=0 skips them; FP8_S=N ends with `kernels/gpu_fp8.sh
+# BENCH_S=0 skips the decode benchmark, STRUCT_S=0 the structured-output throughput, CHECK_S=0
+# the checks; FP8_S=N ends with `kernels/gpu_fp8.sh
 # quick` (the FP8 kernel checks, the fixtures' FP8 rows by depth, the FP8 GEMM benchmark).
 set -u
 # What comes back from the device is limited in file count: everything under $OUT is packed into
@@ -39,16 +40,19 @@ if [ "${CHECK_S:-260}" != 0 ]; then
 fi
 if [ -n "$TRAIN" ]; then wait "$TRAIN"; tail -22 "$OUT/train.log"; fi
 [ -f "$OUT/checks.log" ] && { sed -n '/==== summary/,$p' "$OUT/checks.log" | head -90; tail -1 "$OUT/checks.log"; }
-if [ "${BENCH_S:-100}" = 0 ]; then echo "end at $(( $(date +%s) - T0 )) s (no benchmarks)"; exit 0; fi
-echo "bench at $(( $(date +%s) - T0 )) s"
-OUT="$OUT/bench" timeout "${BENCH_S:-100}" kernels/gpu_check.sh bench > "$OUT/bench.log" 2>&1; echo "bench rc $?"
-sed -n '/==== summary/,$p' "$OUT/bench.log" | head -40
+if [ "${BENCH_S:-100}" != 0 ]; then
+  echo "bench at $(( $(date +%s) - T0 )) s"
+  OUT="$OUT/bench" timeout "${BENCH_S:-100}" kernels/gpu_check.sh bench > "$OUT/bench.log" 2>&1; echo "bench rc $?"
+  sed -n '/==== summary/,$p' "$OUT/bench.log" | head -40
+fi
+if [ "${STRUCT_S:-90}" != 0 ]; then
 echo "structured outputs at $(( $(date +%s) - T0 )) s"
 "$BIN" serve --device cuda:0 --model "$WORK/v2-lite-3l" --port 8014 > "$OUT/serve_structured.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 120); do curl -sf http://127.0.0.1:8014/health > /dev/null && break; kill -0 $pid 2> /dev/null || break; sleep 1; done
-timeout 90 python3 examples/bench/structured_throughput.py --base-url http://127.0.0.1:8014 --batch 64 --tokens 128 2>&1 | tee "$OUT/structured.txt"
+timeout "${STRUCT_S:-90}" python3 examples/bench/structured_throughput.py --base-url http://127.0.0.1:8014 --batch 64 --tokens 128 2>&1 | tee "$OUT/structured.txt"
 kill $pid; wait $pid 2> /dev/null
+fi
 if [ "${FP8_S:-0}" != 0 ]; then
   echo "fp8 quick at $(( $(date +%s) - T0 )) s"
   OUT="$OUT/fp8" QUICK_S="$FP8_S" kernels/gpu_fp8.sh quick; echo "fp8 rc $?"

@@ -57,7 +57,7 @@ impl BackendFactory for DeviceBackends {
                 let geometry = CacheGeometry { num_pages, page_size: o.page_size };
                 let opts = CpuOptions { geometry, attention: self.attention, kv_dtype: o.kv_dtype };
                 if self.layout != ParallelLayout::SINGLE {
-                    return Ok(Box::new(CpuRankGroup::new(c, &model.weights, self.layout, opts)?));
+                    return Ok(Box::new(CpuRankGroup::new(c, &*model.weights()?, self.layout, opts)?));
                 }
                 Ok(Box::new(model.cpu_backend(opts)?))
             }

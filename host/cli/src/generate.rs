@@ -101,9 +101,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--page-size must be at least 1");
     }
     let load_started = Instant::now();
-    let model = LoadedModel::load_as(&args.model, args.load_format, Some(Arc::new(LoadBar::new())))
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let load_seconds = load_started.elapsed().as_secs_f64();
+    let bar: Arc<dyn mlahost_engine::model::LoadProgress> = Arc::new(LoadBar::new());
+    // The CPU engine holds the whole model; a GPU backend streams it a layer at a time.
+    let model = match args.device {
+        Device::Cpu => LoadedModel::load_as(&args.model, args.load_format, Some(bar)),
+        Device::Cuda(_) => LoadedModel::open(&args.model, args.load_format, Some(bar)),
+    }
+    .with_context(|| format!("loading {}", args.model.display()))?;
     let prompt = match (&args.prompt, &args.prompt_ids) {
         (Some(text), _) => model.tokenizer.encode(text, true)?,
         (None, Some(ids)) => ids.clone(),
@@ -146,6 +150,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         planned_weights: None,
     };
     let mut backend = factory.build(&model, &options)?;
+    // the checkpoint read (on a GPU, streamed into the backend) and the backend's start-up
+    let load_seconds = load_started.elapsed().as_secs_f64();
     let profiled_gpu = factory.profiled.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let request = GenerateRequest {
         prompt: prompt.clone(),

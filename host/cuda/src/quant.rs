@@ -24,8 +24,9 @@ impl WeightQuant {
     /// Whether linears are stored in FP8 for a checkpoint that is (`checkpoint_fp8`) or is not fp8.
     pub fn fp8_for(self, checkpoint_fp8: bool) -> bool {
         match self {
-            // FP8 checkpoints stay bf16 until the FP8 path has passed its GPU checks
-            Self::Auto => checkpoint_fp8 && false,
+            // an FP8 checkpoint's weights stay as the file stores them (a GPU without FP8
+            // tensor cores falls back to bf16: `CudaBackend::build`)
+            Self::Auto => checkpoint_fp8,
             Self::Bf16 => false,
             Self::Fp8 => true,
         }

@@ -7,13 +7,13 @@
 use crate::gpu::{DeviceBuffer, Gpu, Pod};
 use crate::kernels::fp8::Fp8Weight;
 use crate::kernels::View;
-use crate::quant::quantize_blocks;
+use crate::quant::{quantize_blocks, BLOCK};
 use crate::Result;
 use mlahost_engine::checkpoint::f32_to_bf16;
 use mlahost_engine::config::{ModelConfig, RopeLayout};
 use mlahost_engine::rope::Rope;
 use mlahost_engine::tensor::{Matrix, Storage};
-use mlahost_engine::weights::{FeedForward, ModelWeights, Mlp, Moe, QueryProj};
+use mlahost_engine::weights::{FeedForward, LayerWeights, ModelEnds, ModelWeights, Mlp, Moe, QueryProj, TensorSource};
 use std::sync::Arc;
 
 /// A row-major `[rows, cols]` matrix on the device: bf16, or e4m3 codes with `scales`
@@ -98,6 +98,19 @@ fn bf16_data(m: &Matrix) -> std::borrow::Cow<'_, [u16]> {
     match &m.data {
         Storage::Bf16(d) => std::borrow::Cow::Borrowed(d),
         Storage::F32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| f32_to_bf16(x)).collect()),
+        Storage::Fp8(_) => std::borrow::Cow::Owned(m.to_f32_vec().iter().map(|&x| f32_to_bf16(x)).collect()),
+    }
+}
+
+/// `m` in the GPU's FP8 block format: the checkpoint's own codes and scales when it kept them
+/// in 128 x 128 blocks, else quantized here from its values.
+fn fp8_blocks(m: &Matrix) -> (std::borrow::Cow<'_, [u8]>, std::borrow::Cow<'_, [f32]>) {
+    match &m.data {
+        Storage::Fp8(f) if (f.block_rows, f.block_cols) == (BLOCK, BLOCK) => (std::borrow::Cow::Borrowed(&f.codes), std::borrow::Cow::Borrowed(&f.scales)),
+        _ => {
+            let (codes, scales) = quantize_blocks(&m.to_f32_vec(), m.rows, m.cols);
+            (std::borrow::Cow::Owned(codes), std::borrow::Cow::Owned(scales))
+        }
     }
 }
 
@@ -124,7 +137,7 @@ impl Uploader<'_> {
         if !self.fp8 || m.cols % 16 != 0 {
             return self.matrix(m); // the FP8 GEMM reads 16-byte chunks of each row
         }
-        let (codes, scales) = quantize_blocks(&m.to_f32_vec(), m.rows, m.cols);
+        let (codes, scales) = fp8_blocks(m);
         let before = self.bytes;
         let out = GpuMatrix { buf: self.buf(&codes)?, rows: m.rows, cols: m.cols, scales: Some(self.buf(&scales)?) };
         self.fp8_bytes += self.bytes - before;
@@ -148,8 +161,7 @@ impl Uploader<'_> {
         }
         let (mut codes, mut scales) = (Vec::with_capacity(count), Vec::new());
         for e in &m.experts {
-            let w = pick(e);
-            let (c, s) = quantize_blocks(&w.to_f32_vec(), w.rows, w.cols);
+            let (c, s) = fp8_blocks(pick(e));
             codes.extend_from_slice(&c);
             scales.extend_from_slice(&s);
         }
@@ -184,46 +196,86 @@ impl Uploader<'_> {
     }
 }
 
-impl GpuWeights {
-    /// `fp8`: store the linear layers in block-scaled FP8 (quantized here from the host copy).
-    pub fn upload(gpu: &Arc<Gpu>, cfg: &ModelConfig, w: &ModelWeights, fp8: bool) -> Result<Self> {
-        let mut up = Uploader { gpu, bytes: 0, fp8, fp8_bytes: 0 };
-        let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
-            let q = match &l.attn.q {
-                QueryProj::Direct(m) => GpuQuery::Direct(up.linear(m)?),
-                QueryProj::LowRank { a, norm, b } => GpuQuery::LowRank { a: up.linear(a)?, norm: up.buf(norm)?, b: up.linear(b)? },
-            };
-            let attn = GpuAttention {
-                q,
-                kv_a: up.linear(&l.attn.kv_a)?,
-                kv_a_norm: up.buf(&l.attn.kv_a_norm)?,
-                kv_b: up.matrix(&l.attn.kv_b)?,
-                o: up.linear(&l.attn.o)?,
-            };
-            let ffn = match &l.ffn {
-                FeedForward::Dense(m) => GpuFfn::Dense(up.mlp(m)?),
-                FeedForward::Moe(m) => GpuFfn::Moe(up.moe(m)?),
-            };
-            layers.push(GpuLayer {
-                input_norm: up.buf(&l.input_norm)?,
-                post_attention_norm: up.buf(&l.post_attention_norm)?,
-                attn,
-                ffn,
-            });
-        }
+impl Uploader<'_> {
+    fn layer(&mut self, l: &LayerWeights) -> Result<GpuLayer> {
+        let q = match &l.attn.q {
+            QueryProj::Direct(m) => GpuQuery::Direct(self.linear(m)?),
+            QueryProj::LowRank { a, norm, b } => GpuQuery::LowRank { a: self.linear(a)?, norm: self.buf(norm)?, b: self.linear(b)? },
+        };
+        let attn = GpuAttention {
+            q,
+            kv_a: self.linear(&l.attn.kv_a)?,
+            kv_a_norm: self.buf(&l.attn.kv_a_norm)?,
+            kv_b: self.matrix(&l.attn.kv_b)?,
+            o: self.linear(&l.attn.o)?,
+        };
+        let ffn = match &l.ffn {
+            FeedForward::Dense(m) => GpuFfn::Dense(self.mlp(m)?),
+            FeedForward::Moe(m) => GpuFfn::Moe(self.moe(m)?),
+        };
+        Ok(GpuLayer { input_norm: self.buf(&l.input_norm)?, post_attention_norm: self.buf(&l.post_attention_norm)?, attn, ffn })
+    }
+
+    fn finish(mut self, cfg: &ModelConfig, layers: Vec<GpuLayer>, ends: &ModelEnds) -> Result<GpuWeights> {
         let rope = Rope::new(cfg);
-        Ok(Self {
-            embed: up.matrix(&w.embed)?,
+        Ok(GpuWeights {
+            embed: self.matrix(&ends.embed)?,
             layers,
-            norm: up.buf(&w.norm)?,
-            lm_head: up.matrix(&w.lm_head)?,
-            inv_freq: up.buf(rope.inv_freq())?,
+            norm: self.buf(&ends.norm)?,
+            lm_head: self.matrix(&ends.lm_head)?,
+            inv_freq: self.buf(rope.inv_freq())?,
             attention_factor: rope.attention_factor(),
             rope_interleaved: rope.layout() == RopeLayout::Interleaved,
-            bytes: up.bytes,
-            fp8,
-            fp8_bytes: up.fp8_bytes,
+            bytes: self.bytes,
+            fp8: self.fp8,
+            fp8_bytes: self.fp8_bytes,
         })
+    }
+}
+
+/// Builds one GPU's weights a layer at a time, so a loader can hand each layer over (and drop
+/// its host copy) before reading the next.
+pub struct WeightsBuilder<'a> {
+    up: Uploader<'a>,
+    layers: Vec<GpuLayer>,
+}
+
+impl<'a> WeightsBuilder<'a> {
+    /// `fp8`: store the linear layers in block-scaled FP8 (the checkpoint's blocks when it
+    /// kept them, quantized here otherwise).
+    pub fn new(gpu: &'a Arc<Gpu>, fp8: bool) -> Self {
+        Self { up: Uploader { gpu, bytes: 0, fp8, fp8_bytes: 0 }, layers: Vec::new() }
+    }
+
+    pub fn push_layer(&mut self, l: &LayerWeights) -> Result<()> {
+        let layer = self.up.layer(l)?;
+        self.layers.push(layer);
+        Ok(())
+    }
+
+    pub fn finish(self, cfg: &ModelConfig, ends: &ModelEnds) -> Result<GpuWeights> {
+        self.up.finish(cfg, self.layers, ends)
+    }
+}
+
+impl GpuWeights {
+    /// From the whole model in host memory.
+    pub fn upload(gpu: &Arc<Gpu>, cfg: &ModelConfig, w: &ModelWeights, fp8: bool) -> Result<Self> {
+        let mut b = WeightsBuilder::new(gpu, fp8);
+        for l in &w.layers {
+            b.push_layer(l)?;
+        }
+        // the ends are small beside the layers: a copy keeps one finishing path
+        let ends = ModelEnds { embed: w.embed.clone(), norm: w.norm.clone(), lm_head: w.lm_head.clone() };
+        b.finish(cfg, &ends)
+    }
+
+    /// Read from `src` a layer at a time (host memory holds one layer, not the model).
+    pub fn stream(gpu: &Arc<Gpu>, cfg: &ModelConfig, src: &dyn TensorSource, fp8: bool) -> Result<Self> {
+        let mut b = WeightsBuilder::new(gpu, fp8);
+        for i in 0..cfg.num_hidden_layers {
+            b.push_layer(&ModelWeights::load_layer(src, cfg, i)?)?;
+        }
+        b.finish(cfg, &ModelEnds::load(src, cfg)?)
     }
 }

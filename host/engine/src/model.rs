@@ -5,16 +5,20 @@ use crate::config::ModelConfig;
 use crate::cpu::{CpuBackend, CpuOptions};
 use crate::dummy_weights::DummyWeights;
 use crate::tokenizer::Tokenizer;
-use crate::weights::ModelWeights;
+use crate::weights::{ModelWeights, TensorSource};
 use crate::{EngineError, Result};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct LoadedModel {
     pub dir: PathBuf,
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
-    pub weights: Arc<ModelWeights>,
+    pub format: LoadFormat,
+    /// The whole model in host memory, loaded on first use (`weights`): the CPU engine and the
+    /// checks need it; a GPU backend streams its share from `source` instead.
+    host: Mutex<Option<Arc<ModelWeights>>>,
+    progress: Option<Arc<dyn LoadProgress>>,
 }
 
 /// Where the weights come from (vLLM's `--load-format`).
@@ -46,11 +50,21 @@ pub trait LoadProgress: Send + Sync {
 }
 
 impl LoadedModel {
+    /// Config, tokenizer and weights (in host memory).
     pub fn load(dir: &Path, progress: Option<Arc<dyn LoadProgress>>) -> Result<Self> {
         Self::load_as(dir, LoadFormat::Safetensors, progress)
     }
 
+    /// As `load`, from `format`.
     pub fn load_as(dir: &Path, format: LoadFormat, progress: Option<Arc<dyn LoadProgress>>) -> Result<Self> {
+        let model = Self::open(dir, format, progress)?;
+        model.weights()?;
+        Ok(model)
+    }
+
+    /// Config and tokenizer only; the weights are read when a backend asks (`weights`, or
+    /// `source` for a loader that streams them).
+    pub fn open(dir: &Path, format: LoadFormat, progress: Option<Arc<dyn LoadProgress>>) -> Result<Self> {
         if !dir.is_dir() {
             return Err(EngineError::Io {
                 path: dir.into(),
@@ -59,30 +73,64 @@ impl LoadedModel {
         }
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let tokenizer = Tokenizer::from_dir(dir)?;
-        if format == LoadFormat::Dummy {
-            let weights = ModelWeights::load(&DummyWeights { seed: 0 }, &config)?;
-            if let Some(p) = &progress {
-                p.start(0);
-                p.finish();
-            }
-            return Ok(Self { dir: dir.into(), config, tokenizer, weights: Arc::new(weights) });
+        if format == LoadFormat::Safetensors {
+            Checkpoint::open(dir)?; // a missing or unreadable checkpoint is refused here
         }
-        let mut ckpt = Checkpoint::open(dir)?;
-        if let Some(p) = &progress {
+        Ok(Self { dir: dir.into(), config, tokenizer, format, host: Mutex::new(None), progress })
+    }
+
+    /// A model whose weights are already in memory (e.g. a check's edited copy).
+    pub fn with_weights(dir: &Path, config: ModelConfig, tokenizer: Tokenizer, weights: Arc<ModelWeights>) -> Self {
+        Self { dir: dir.into(), config, tokenizer, format: LoadFormat::Safetensors, host: Mutex::new(Some(weights)), progress: None }
+    }
+
+    /// The whole model in host memory (FP8 weights dequantized), loaded once.
+    pub fn weights(&self) -> Result<Arc<ModelWeights>> {
+        let mut host = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = host.as_ref() {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(ModelWeights::load(self.source(false)?.as_ref(), &self.config)?);
+        if let Some(p) = &self.progress {
+            p.finish();
+        }
+        *host = Some(w.clone());
+        Ok(w)
+    }
+
+    /// The weights if they are in host memory already.
+    pub fn loaded_weights(&self) -> Option<Arc<ModelWeights>> {
+        self.host.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Where the weights come from, tensor by tensor: the checkpoint (FP8 weights as stored
+    /// when `keep_fp8`, else dequantized) or generated values. Reports to the progress bar.
+    pub fn source(&self, keep_fp8: bool) -> Result<Box<dyn TensorSource>> {
+        if self.format == LoadFormat::Dummy {
+            if let Some(p) = &self.progress {
+                p.start(0);
+            }
+            return Ok(Box::new(DummyWeights { seed: 0 }));
+        }
+        let mut ckpt = Checkpoint::open(&self.dir)?.keep_fp8(keep_fp8);
+        if let Some(p) = &self.progress {
             p.start(ckpt.total_bytes());
             let p2 = p.clone();
             let f: ProgressFn = Box::new(move |b| p2.advance(b));
             ckpt.set_progress(f);
         }
-        let weights = ModelWeights::load(&ckpt, &config)?;
-        if let Some(p) = &progress {
+        Ok(Box::new(ckpt))
+    }
+
+    /// Tells the progress bar the weights are in (after a streaming loader's last tensor).
+    pub fn finish_progress(&self) {
+        if let Some(p) = &self.progress {
             p.finish();
         }
-        Ok(Self { dir: dir.into(), config, tokenizer, weights: Arc::new(weights) })
     }
 
     pub fn cpu_backend(&self, opts: CpuOptions) -> Result<CpuBackend> {
-        CpuBackend::new(self.config.clone(), self.weights.clone(), opts)
+        CpuBackend::new(self.config.clone(), self.weights()?, opts)
     }
 
     /// Token ids that end generation: the config's, plus the tokenizer's EOS.

@@ -22,33 +22,59 @@ use std::ops::Range;
 /// `g * tensor_parallel ..`; each holds the attention, the dense and shared MLPs and the
 /// vocabulary split over its own ranks.
 pub fn shard(cfg: &ModelConfig, w: &ModelWeights, layout: ParallelLayout, rank: usize) -> Result<(ModelConfig, ModelWeights)> {
-    let (tp, world) = (layout.tensor_parallel, layout.world());
-    layout.validate(cfg, world)?;
-    if rank >= world {
-        return Err(EngineError::Layout(format!("rank {rank} of an instance of {world}")));
-    }
-    let part = Part { rank: rank % tp, of: tp };
-    let mut rank_cfg = cfg.clone();
-    rank_cfg.num_attention_heads = cfg.num_attention_heads / tp;
-    rank_cfg.intermediate_size = cfg.intermediate_size / tp;
-    let experts = match (&mut rank_cfg.moe, layout.expert_parallel) {
-        (Some(m), true) => Experts::Spread(Part { rank, of: world }.range(m.n_routed_experts)),
-        (Some(m), false) => {
-            m.moe_intermediate_size /= tp;
-            Experts::Sliced
-        }
-        (None, _) => Experts::Sliced,
-    };
-    let heads = Heads { part, count: cfg.num_attention_heads, qk: cfg.qk_head_dim(), kv_b: cfg.qk_nope_head_dim + cfg.v_head_dim, v: cfg.v_head_dim };
-    let layers = w.layers.iter().map(|l| shard_layer(l, &heads, part, &experts)).collect();
-    let vocab = part.uneven_range(cfg.vocab_size);
+    let plan = RankShard::plan(cfg, layout, rank)?;
     let weights = ModelWeights {
         embed: w.embed.clone(),
-        layers,
+        layers: w.layers.iter().map(|l| plan.layer(l)).collect(),
         norm: w.norm.clone(),
-        lm_head: w.lm_head.rows_slice(vocab.start, vocab.len()),
+        lm_head: plan.lm_head(&w.lm_head),
     };
-    Ok((rank_cfg, weights))
+    Ok((plan.cfg, weights))
+}
+
+/// How one rank's share is cut, layer by layer, so a loader can shard each layer as it reads
+/// it (the whole model never in memory at once).
+pub struct RankShard {
+    /// The rank's config: its heads and MLP widths.
+    pub cfg: ModelConfig,
+    heads: Heads,
+    part: Part,
+    experts: Experts,
+    vocab: Range<usize>,
+}
+
+impl RankShard {
+    pub fn plan(cfg: &ModelConfig, layout: ParallelLayout, rank: usize) -> Result<Self> {
+        let (tp, world) = (layout.tensor_parallel, layout.world());
+        layout.validate(cfg, world)?;
+        if rank >= world {
+            return Err(EngineError::Layout(format!("rank {rank} of an instance of {world}")));
+        }
+        let part = Part { rank: rank % tp, of: tp };
+        let mut rank_cfg = cfg.clone();
+        rank_cfg.num_attention_heads = cfg.num_attention_heads / tp;
+        rank_cfg.intermediate_size = cfg.intermediate_size / tp;
+        let experts = match (&mut rank_cfg.moe, layout.expert_parallel) {
+            (Some(m), true) => Experts::Spread(Part { rank, of: world }.range(m.n_routed_experts)),
+            (Some(m), false) => {
+                m.moe_intermediate_size /= tp;
+                Experts::Sliced
+            }
+            (None, _) => Experts::Sliced,
+        };
+        let heads = Heads { part, count: cfg.num_attention_heads, qk: cfg.qk_head_dim(), kv_b: cfg.qk_nope_head_dim + cfg.v_head_dim, v: cfg.v_head_dim };
+        Ok(Self { cfg: rank_cfg, heads, part, experts, vocab: part.uneven_range(cfg.vocab_size) })
+    }
+
+    /// The rank's share of one layer.
+    pub fn layer(&self, l: &LayerWeights) -> LayerWeights {
+        shard_layer(l, &self.heads, self.part, &self.experts)
+    }
+
+    /// The rank's vocabulary rows of the lm_head.
+    pub fn lm_head(&self, m: &Matrix) -> Matrix {
+        m.rows_slice(self.vocab.start, self.vocab.len())
+    }
 }
 
 /// The vocabulary rows rank `rank` of `tp` computes logits for (the last rank's may be fewer).

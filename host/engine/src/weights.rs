@@ -2,7 +2,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Fp8Blocks, ModelConfig};
-use crate::tensor::{Matrix, Storage};
+use crate::tensor::Matrix;
 use crate::Result;
 use rayon::prelude::*;
 
@@ -76,6 +76,27 @@ pub struct LayerWeights {
     pub ffn: FeedForward,
 }
 
+/// The parameters outside the layers: the embedding, the final norm and the lm_head.
+pub struct ModelEnds {
+    pub embed: Matrix,
+    pub norm: Vec<f32>,
+    pub lm_head: Matrix,
+}
+
+impl ModelEnds {
+    pub fn load(src: &dyn TensorSource, cfg: &ModelConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let embed = src.load_matrix("model.embed_tokens.weight", cfg.vocab_size, h, None)?;
+        let norm = src.load_f32("model.norm.weight", &[h])?;
+        let lm_head = if src.contains("lm_head.weight") || !cfg.tie_word_embeddings {
+            src.load_matrix("lm_head.weight", cfg.vocab_size, h, None)?
+        } else {
+            embed.clone()
+        };
+        Ok(Self { embed, norm, lm_head })
+    }
+}
+
 pub struct ModelWeights {
     pub embed: Matrix,
     pub layers: Vec<LayerWeights>,
@@ -85,16 +106,14 @@ pub struct ModelWeights {
 
 impl ModelWeights {
     pub fn load(src: &dyn TensorSource, cfg: &ModelConfig) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let embed = src.load_matrix("model.embed_tokens.weight", cfg.vocab_size, h, None)?;
+        let ModelEnds { embed, norm, lm_head } = ModelEnds::load(src, cfg)?;
         let layers = (0..cfg.num_hidden_layers).map(|i| load_layer(src, cfg, i)).collect::<Result<Vec<_>>>()?;
-        let norm = src.load_f32("model.norm.weight", &[h])?;
-        let lm_head = if src.contains("lm_head.weight") || !cfg.tie_word_embeddings {
-            src.load_matrix("lm_head.weight", cfg.vocab_size, h, None)?
-        } else {
-            embed.clone()
-        };
         Ok(Self { embed, layers, norm, lm_head })
+    }
+
+    /// Layer `i` alone, for loaders that move each layer on as they read it.
+    pub fn load_layer(src: &dyn TensorSource, cfg: &ModelConfig, i: usize) -> Result<LayerWeights> {
+        load_layer(src, cfg, i)
     }
 
     pub fn bytes(&self) -> usize {
@@ -182,21 +201,7 @@ fn load_moe(src: &dyn TensorSource, cfg: &ModelConfig, p: &str) -> Result<Moe> {
     Ok(Moe { router, score_bias, first_expert: 0, experts, shared })
 }
 
-/// Stacks two matrices with the same width; mixed storage is widened to f32.
+/// Stacks two matrices with the same width (`Matrix::stacked_over`).
 pub(crate) fn vstack(a: Matrix, b: Matrix) -> Matrix {
-    let rows = a.rows + b.rows;
-    let cols = a.cols;
-    let data = match (a.data, b.data) {
-        (Storage::Bf16(mut x), Storage::Bf16(y)) => {
-            x.extend_from_slice(&y);
-            Storage::Bf16(x)
-        }
-        (x, y) => {
-            let widen = |s: Storage, r: usize| Matrix { rows: r, cols, data: s }.to_f32_vec();
-            let mut v = widen(x, a.rows);
-            v.extend(widen(y, b.rows));
-            Storage::F32(v)
-        }
-    };
-    Matrix { rows, cols, data }
+    a.stacked_over(b)
 }

@@ -281,6 +281,7 @@ pub(super) fn round(m: &Matrix) -> Matrix {
     match &m.data {
         Storage::Bf16(_) => m.clone(),
         Storage::F32(d) => Matrix { rows: m.rows, cols: m.cols, data: Storage::Bf16(d.iter().map(|&x| f32_to_bf16(x)).collect()) },
+        Storage::Fp8(_) => round(&m.widened()),
     }
 }
 
@@ -328,7 +329,7 @@ pub fn weights_are_bf16(w: &ModelWeights) -> bool {
 }
 
 fn cpu_reference(model: &LoadedModel, pages: usize, page_size: usize, kv_dtype: KvCacheDtype) -> Result<CpuBackend> {
-    let weights = Arc::new(bf16_weights(&model.weights));
+    let weights = Arc::new(bf16_weights(&*model.weights()?));
     let opts = CpuOptions { geometry: CacheGeometry { num_pages: pages, page_size }, attention: AttentionMode::Auto, kv_dtype };
     Ok(CpuBackend::new(model.config.clone(), weights, opts)?)
 }
@@ -401,7 +402,7 @@ pub fn against_goldens(model: &LoadedModel, golden: &serde_json::Value, ordinal:
         Some(o) => (lockstep(&mut gpu_backend(model, o, page_size, pages, KvCacheDtype::Bf16)?, &mut reference, &cases, steps, false)?, "GPU"),
         None => (lockstep(&mut cpu_reference(model, pages, page_size, KvCacheDtype::F32)?, &mut reference, &cases, steps, false)?, "CPU with bf16-rounded weights"),
     };
-    let exact = weights_are_bf16(&model.weights);
+    let exact = weights_are_bf16(&*model.weights()?);
     let mut c = to_check(format!("{} {who} vs transformers goldens, page {page_size}", model_name(model)), &a, exact);
     // Where the checkpoint is f16 or fp8, the GPU's bf16 weights are not transformers' weights:
     // the row is a measurement beside the CPU-with-rounded-weights row, and "GPU vs CPU (same

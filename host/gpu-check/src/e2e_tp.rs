@@ -38,7 +38,7 @@ pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, ep: b
     let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp) ^ ep as u64, model.config.vocab_size, steps, page_size);
     let layout = ParallelLayout { tensor_parallel: tp, data_parallel: 1, expert_parallel: ep };
     let devices = RankDevices::EmulatedOnOneGpu { gpu: ordinal };
-    let mut ranks = match CudaRankGroup::new(&model.config, &model.weights, layout, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices) {
+    let mut ranks = match CudaRankGroup::new(&model.config, &*model.weights()?, layout, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices) {
         // a layout the GPU kernels cannot take (the tiny fixtures' 64-wide experts over 4 ranks)
         // is refused at start, as `serve` refuses it: recorded, not a failure
         Err(mlahost_cuda::CudaError::Engine(mlahost_engine::EngineError::Layout(why))) => {
@@ -63,7 +63,7 @@ pub fn nccl_single_rank(model: &LoadedModel, ordinal: usize, seed: u64, steps: u
     let page_size = 64;
     let (cases, pages) = e2e::random_cases(seed ^ 0x1cc1, model.config.vocab_size, steps, page_size);
     let devices = RankDevices::Nccl { first_gpu: ordinal };
-    let mut one = CudaRankGroup::new(&model.config, &model.weights, ParallelLayout::SINGLE, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices)?;
+    let mut one = CudaRankGroup::new(&model.config, &*model.weights()?, ParallelLayout::SINGLE, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices)?;
     let mut plain = e2e::gpu_backend(model, ordinal, page_size, pages, KvCacheDtype::Bf16)?;
     let a = lockstep(&mut one, &mut plain, &cases, steps, true)?;
     let mut c = e2e::to_check(format!("{} NCCL with one rank vs no communicator", model_name(model)), &a, false);

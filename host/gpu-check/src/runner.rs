@@ -96,6 +96,8 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         let model = load(&dir)?;
         if o.fp8_only {
             one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
+            one(format!("{name} fp8 rounding floor"), e2e_fp8::rounding_floor(&model, 64, o.seed, 24));
+            one(format!("{name} fp8 streamed from the file"), e2e_fp8::streamed_equals_uploaded(&model, o.ordinal, o.seed));
             match e2e_fp8::by_depth(&model, o.ordinal, o.seed, 24) {
                 Ok(rows) => rows.into_iter().for_each(|c| one(c.name.clone(), Ok(c))),
                 Err(e) => one(format!("{name} fp8 weights by depth"), Err(e)),
@@ -110,7 +112,7 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             one(format!("{name} goldens"), e2e::against_goldens(&model, &golden, Some(o.ordinal), page));
         }
         one(format!("{name} cpu-bf16 goldens"), e2e::against_goldens(&model, &golden, None, 64));
-        let strict = e2e::weights_are_bf16(&model.weights);
+        let strict = model.weights().is_ok_and(|w| e2e::weights_are_bf16(&w));
         one(format!("{name} device sampling"), e2e::device_sampling_matches_host(&model, o.ordinal, o.seed));
         one(format!("{name} kernel profile"), profile::profile_leaves_the_run_unchanged(&model, o.ordinal, o.seed));
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));

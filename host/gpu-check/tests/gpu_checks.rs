@@ -40,9 +40,24 @@ fn backend_matches_cpu_and_goldens() {
         let model = LoadedModel::load(&mlahost_tests::fixture_dir(name), None).expect("fixture");
         let golden = mlahost_tests::golden(name);
         checks.push(e2e::against_goldens(&model, &golden, Some(0), 16).expect("goldens"));
-        checks.push(e2e::against_cpu(&model, 0, 64, KvCacheDtype::Bf16, seed, 16, e2e::weights_are_bf16(&model.weights)).expect("cpu"));
+        checks.push(e2e::against_cpu(&model, 0, 64, KvCacheDtype::Bf16, seed, 16, e2e::weights_are_bf16(&model.weights().expect("weights"))).expect("cpu"));
     }
     let (ok, table) = report(&format!("end to end (seed {seed})"), &checks);
     println!("{table}");
     assert!(ok, "{table}");
+}
+
+/// The FP8 rows' floor, on the CPU alone (it runs on CI): two honest FP8 references, one with
+/// its FP8 inputs moved below bf16's resolution, part measurably (the rounding is a step
+/// function) but stay close; the figures are printed for the performance page.
+#[test]
+fn fp8_rounding_floor_is_measurable_on_the_cpu() {
+    let (_, seed) = Rng::fresh();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    for name in ["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"] {
+        let model = LoadedModel::load(&root.join(name), None).expect("fixture");
+        let c = mlahost_gpu_check::e2e_fp8::rounding_floor(&model, 64, seed, 24).expect("floor");
+        println!("{name} (seed {seed}): {}", c.detail);
+        assert!(c.error > 0.0 && c.error < 1.0, "{name}: the jittered reference must differ, a little: {}", c.detail);
+    }
 }

@@ -272,7 +272,9 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         Some(path) => Some(Arc::new(Tenants::load(path).map_err(ServerError::Config)?)),
         None => None,
     };
-    let model = Arc::new(LoadedModel::load_as(&dir, cfg.load_format, cfg.load_progress.as_ref().map(|p| p.0.clone()))?);
+    // Config and tokenizer now; the weights when the backends are built (a CPU replica shares
+    // one host copy, a GPU replica streams its own a layer at a time).
+    let model = Arc::new(LoadedModel::open(&dir, cfg.load_format, cfg.load_progress.as_ref().map(|p| p.0.clone()))?);
     let name = cfg.served_model_name.clone().unwrap_or(default_name);
     let c = &model.config;
     if cfg.page_size == 0 {

@@ -22,7 +22,7 @@ use crate::{CudaError, Result};
 use layout::BatchLayout;
 use mlahost_engine::batch::{Backend, CacheGeometry, Logits, LogitsRequest, SeqChunk};
 use mlahost_engine::config::ModelConfig;
-use mlahost_engine::weights::ModelWeights;
+use mlahost_engine::weights::{ModelWeights, TensorSource};
 use mlahost_engine::capacity::{self, GpuPlanInputs};
 use crate::kernels::sampling::MAX_TOP_LOGPROBS;
 use mlahost_engine::{DeviceSample, EngineError, KvCacheDtype, RoutingTrace, SampleRequest, TokenRoute};
@@ -91,6 +91,16 @@ fn decode_only(batch: &[SeqChunk<'_>]) -> bool {
     batch.iter().all(|c| c.tokens.len() == 1 && c.logits == LogitsRequest::Last)
 }
 
+/// Where a backend's weights come from.
+pub(crate) enum WeightsFrom<'a> {
+    /// The whole model (or a rank's shard) in host memory.
+    Host(&'a ModelWeights),
+    /// Read layer by layer from a checkpoint or generator.
+    Stream(&'a dyn TensorSource),
+    /// Already on this GPU (a rank group's loader shards each layer for every rank).
+    Uploaded(GpuWeights),
+}
+
 impl CudaBackend {
     /// Linear layers stored as the checkpoint suggests (`WeightQuant::Auto`: FP8 checkpoints
     /// stay FP8, others bf16).
@@ -100,13 +110,13 @@ impl CudaBackend {
 
     /// As `new`, with the linear layers' storage chosen by `quant` (`--quantization`).
     pub fn with_quantization(cfg: ModelConfig, host_weights: &ModelWeights, opts: CudaOptions, quant: WeightQuant) -> Result<Self> {
-        Self::build(cfg, host_weights, opts, quant, None, true)
+        Self::build(cfg, WeightsFrom::Host(host_weights), opts, quant, None, true)
     }
 
     /// One rank's backend over its shard (`cfg`, `host_weights`); warmed up separately, with
     /// the other ranks (`warm_up`), since the warm-up steps meet at the collectives. Ranks whose
     /// collectives cannot be captured run every step eagerly.
-    pub(crate) fn build(cfg: ModelConfig, host_weights: &ModelWeights, mut opts: CudaOptions, quant: WeightQuant, collective: Option<Arc<dyn DeviceCollective>>, warm: bool) -> Result<Self> {
+    pub(crate) fn build(cfg: ModelConfig, from: WeightsFrom<'_>, mut opts: CudaOptions, quant: WeightQuant, collective: Option<Arc<dyn DeviceCollective>>, warm: bool) -> Result<Self> {
         opts.cuda_graphs &= collective.as_ref().is_none_or(|c| c.capturable());
         if opts.page_size == 0 {
             return Err(CudaError::Engine(EngineError::InvalidRequest("page size must be at least 1".into())));
@@ -124,14 +134,24 @@ impl CudaBackend {
         let kernels = Kernels::load(&gpu)?;
         let decode_target = DecodeTarget::of(&gpu);
         let blas = Blas::new(&gpu)?;
-        let fp8_weights = quant.fp8_for(cfg.fp8.is_some());
+        let mut fp8_weights = quant.fp8_for(cfg.fp8.is_some());
+        if fp8_weights && quant == WeightQuant::Auto && gpu.info.compute_capability < (8, 9) {
+            tracing::warn!(arch = %gpu.arch(), "FP8 checkpoint on a GPU without FP8 tensor cores: its weights are widened to bf16");
+            fp8_weights = false;
+            opts.planned_weight_bytes = None; // the plan counted FP8 bytes
+        }
         if fp8_weights && gpu.info.compute_capability < (8, 9) {
             return Err(CudaError::Unavailable(format!(
                 "FP8 weights need fp8 tensor cores (sm_89 or newer); this GPU is sm_{}{}: pass --quantization bf16",
                 gpu.info.compute_capability.0, gpu.info.compute_capability.1
             )));
         }
-        let weights = GpuWeights::upload(&gpu, &cfg, host_weights, fp8_weights)?;
+        let weights = match from {
+            WeightsFrom::Host(w) => GpuWeights::upload(&gpu, &cfg, w, fp8_weights)?,
+            WeightsFrom::Stream(src) => GpuWeights::stream(&gpu, &cfg, src, fp8_weights)?,
+            WeightsFrom::Uploaded(w) if w.fp8 == fp8_weights => w,
+            WeightsFrom::Uploaded(_) => return Err(CudaError::launch("weights", "uploaded in another storage than chosen")),
+        };
         let mut workspace = None;
         Workspace::ensure(&mut workspace, &gpu, &cfg, workspace::initial_capacity(opts.max_batched_tokens, opts.max_seqs))?;
         let mut scratch = None;

@@ -6,7 +6,8 @@
 //! pairs routed to them, the sum over ranks combining the experts. A vocabulary split (and its
 //! gather) is not built yet, nor data-parallel attention on GPUs.
 
-use super::{CudaBackend, CudaOptions};
+use super::{CudaBackend, CudaOptions, WeightsFrom};
+use crate::weights::{GpuWeights, WeightsBuilder};
 use crate::collective::{DeviceCollective, EmulatedCollective, NcclCollective};
 use crate::gpu::Gpu;
 use crate::quant::WeightQuant;
@@ -15,8 +16,8 @@ use mlahost_engine::batch::{Backend, CacheGeometry, Logits, SeqChunk};
 use mlahost_engine::comm::{Communicator, LocalGroup};
 use mlahost_engine::config::ModelConfig;
 use mlahost_engine::parallel::ParallelLayout;
-use mlahost_engine::shard::shard;
-use mlahost_engine::weights::ModelWeights;
+use mlahost_engine::shard::RankShard;
+use mlahost_engine::weights::{ModelEnds, ModelWeights, TensorSource};
 use mlahost_engine::{DeviceSample, EngineError, RoutingTrace, SampleRequest, TokenRoute};
 use std::sync::Arc;
 
@@ -72,6 +73,16 @@ impl CudaRankGroup {
     /// ignored (the devices say where each rank runs); the emulation divides
     /// `gpu_memory_utilization` among its ranks where `num_pages` is not given.
     pub fn new(cfg: &ModelConfig, weights: &ModelWeights, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
+        Self::load(cfg, ModelSource::Host(weights), layout, opts, quant, devices)
+    }
+
+    /// As `new`, reading the model from `src` a layer at a time: each layer is read once and
+    /// every rank's share of it goes to that rank's GPU before the next is read.
+    pub fn stream(cfg: &ModelConfig, src: &dyn TensorSource, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
+        Self::load(cfg, ModelSource::Stream(src), layout, opts, quant, devices)
+    }
+
+    fn load(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
         if layout.data_parallel != 1 {
             return Err(CudaError::Engine(EngineError::Layout(format!(
                 "{} on GPUs is not built yet: tensor parallelism (with or without --enable-expert-parallel) only; the CPU runs every layout",
@@ -89,14 +100,6 @@ impl CudaRankGroup {
                 ))));
             }
         }
-        let shards = (0..world)
-            .map(|rank| {
-                let (rank_cfg, mut rank_weights) = shard(cfg, weights, layout, rank)?;
-                // every rank computes the whole logits (no vocabulary gather yet)
-                rank_weights.lm_head = weights.lm_head.clone();
-                Ok((rank_cfg, rank_weights))
-            })
-            .collect::<mlahost_engine::Result<Vec<_>>>()?;
         let mut joined_on = Vec::new();
         let (collectives, ordinal): (Vec<Arc<dyn DeviceCollective>>, Box<dyn Fn(usize) -> usize + Sync>) = match devices {
             RankDevices::Nccl { first_gpu } => {
@@ -125,9 +128,10 @@ impl CudaRankGroup {
             ..opts
         };
         // Built one by one (uploads and allocations need no peer), then warmed up together.
+        let shards = rank_weights(cfg, source, layout, quant, &|rank| ordinal(rank))?;
         let mut ranks = Vec::with_capacity(world);
         for (rank, (rank_cfg, rank_weights)) in shards.into_iter().enumerate() {
-            ranks.push(CudaBackend::build(rank_cfg, &rank_weights, rank_opts(rank), quant, Some(collectives[rank].clone()), false)?);
+            ranks.push(CudaBackend::build(rank_cfg, WeightsFrom::Uploaded(rank_weights), rank_opts(rank), quant, Some(collectives[rank].clone()), false)?);
         }
         let pages: Vec<usize> = ranks.iter().map(|r| r.geometry.num_pages).collect();
         let fewest = pages.iter().copied().min().unwrap_or(0);
@@ -190,4 +194,42 @@ impl RoutingTrace for CudaRankGroup {
     fn routing(&self) -> mlahost_engine::Result<Option<Vec<Vec<TokenRoute>>>> {
         Ok(None)
     }
+}
+
+/// The whole model, in host memory or to be read layer by layer.
+pub enum ModelSource<'a> {
+    Host(&'a ModelWeights),
+    Stream(&'a dyn TensorSource),
+}
+
+/// Every rank's config and weights on its GPU (`ordinal(rank)`): each layer of `source` cut
+/// for every rank (`RankShard`) and uploaded before the next is read. Every rank holds the
+/// whole lm_head and computes the whole logits (no vocabulary gather yet).
+fn rank_weights(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, quant: WeightQuant, ordinal: &dyn Fn(usize) -> usize) -> Result<Vec<(ModelConfig, GpuWeights)>> {
+    let world = layout.world();
+    let plans = (0..world).map(|rank| RankShard::plan(cfg, layout, rank)).collect::<mlahost_engine::Result<Vec<_>>>()?;
+    let gpus = (0..world).map(|rank| Gpu::open(ordinal(rank))).collect::<Result<Vec<_>>>()?;
+    // as `CudaBackend::build` decides: an FP8 checkpoint on GPUs without FP8 tensor cores is
+    // widened to bf16 under `auto`
+    let no_fp8_cores = gpus.iter().any(|g| g.info.compute_capability < (8, 9));
+    let fp8 = quant.fp8_for(cfg.fp8.is_some()) && !(quant == WeightQuant::Auto && no_fp8_cores);
+    let mut builders: Vec<WeightsBuilder<'_>> = gpus.iter().map(|g| WeightsBuilder::new(g, fp8)).collect();
+    for i in 0..cfg.num_hidden_layers {
+        let read;
+        let layer = match source {
+            ModelSource::Host(w) => &w.layers[i],
+            ModelSource::Stream(src) => {
+                read = ModelWeights::load_layer(src, cfg, i)?;
+                &read
+            }
+        };
+        for (plan, b) in plans.iter().zip(&mut builders) {
+            b.push_layer(&plan.layer(layer))?;
+        }
+    }
+    let ends = match source {
+        ModelSource::Host(w) => ModelEnds { embed: w.embed.clone(), norm: w.norm.clone(), lm_head: w.lm_head.clone() },
+        ModelSource::Stream(src) => ModelEnds::load(src, cfg)?,
+    };
+    plans.into_iter().zip(builders).map(|(plan, b)| Ok((plan.cfg.clone(), b.finish(&plan.cfg, &ends)?))).collect()
 }

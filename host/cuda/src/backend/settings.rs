@@ -1,7 +1,7 @@
 //! The one place a `CudaOptions` is filled in: from the engine-wide `BackendOptions` that every
 //! front end passes its backend factory, plus the GPU settings of the command line.
 
-use super::{CudaBackend, CudaOptions, CudaRankGroup, RankDevices};
+use super::{CudaBackend, CudaOptions, CudaRankGroup, RankDevices, WeightsFrom};
 use mlahost_engine::parallel::ParallelLayout;
 use crate::quant::WeightQuant;
 use crate::Result;
@@ -25,7 +25,15 @@ impl CudaBackend {
     /// Builds replica `options.replica`'s backend on its GPU.
     pub fn from_options(model: &LoadedModel, settings: &CudaSettings, options: &BackendOptions) -> Result<Self> {
         let cuda = cuda_options(model, settings, options, settings.first_gpu + options.replica);
-        Self::with_quantization(model.config.clone(), &model.weights, cuda, settings.quantization)
+        let c = &model.config;
+        if let Some(w) = model.loaded_weights() {
+            return Self::with_quantization(c.clone(), &w, cuda, settings.quantization);
+        }
+        // read a layer at a time; FP8 weights reach the GPU as the file stores them
+        let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
+        let backend = Self::build(c.clone(), WeightsFrom::Stream(src.as_ref()), cuda, settings.quantization, None, true);
+        model.finish_progress();
+        backend
     }
 }
 
@@ -35,7 +43,15 @@ impl CudaRankGroup {
         let first_gpu = settings.first_gpu + options.replica * layout.world();
         // a rank's weights are its shard's, not the planned whole model's
         let cuda = CudaOptions { planned_weight_bytes: None, ..cuda_options(model, settings, options, first_gpu) };
-        Self::new(&model.config, &model.weights, layout, cuda, settings.quantization, RankDevices::Nccl { first_gpu })
+        let devices = RankDevices::Nccl { first_gpu };
+        let c = &model.config;
+        if let Some(w) = model.loaded_weights() {
+            return Self::new(c, &w, layout, cuda, settings.quantization, devices);
+        }
+        let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
+        let group = Self::stream(c, src.as_ref(), layout, cuda, settings.quantization, devices);
+        model.finish_progress();
+        group
     }
 }
 

@@ -8,7 +8,7 @@ pub use dtype::{bf16_to_f32, f16_to_f32, f32_to_bf16, f8e4m3_to_f32, DType};
 pub use safetensors::TensorInfo;
 
 use crate::config::Fp8Blocks;
-use crate::tensor::{Matrix, Storage};
+use crate::tensor::{Fp8Data, Matrix, Storage};
 use crate::{EngineError, Result};
 use safetensors::SafetensorsFile;
 use serde_json::Value;
@@ -22,6 +22,8 @@ pub struct Checkpoint {
     /// Tensor name -> index into `files`.
     location: HashMap<String, usize>,
     progress: Option<ProgressFn>,
+    /// Hand FP8 weights over as stored (codes and block scales) rather than dequantized.
+    keep_fp8: bool,
 }
 
 impl Checkpoint {
@@ -33,7 +35,7 @@ impl Checkpoint {
         } else if single_path.exists() {
             let file = SafetensorsFile::open(&single_path)?;
             let location = file.tensors.keys().map(|k| (k.clone(), 0)).collect();
-            Ok(Self { files: vec![file], location, progress: None })
+            Ok(Self { files: vec![file], location, progress: None, keep_fp8: false })
         } else {
             Err(EngineError::Io {
                 path: dir.into(),
@@ -71,12 +73,19 @@ impl Checkpoint {
             }
             location.insert(tensor.clone(), id);
         }
-        Ok(Self { files, location, progress: None })
+        Ok(Self { files, location, progress: None, keep_fp8: false })
     }
 
     /// Called with the byte size of each tensor as it is loaded (for a progress bar).
     pub fn set_progress(&mut self, f: ProgressFn) {
         self.progress = Some(f);
+    }
+
+    /// FP8 weights come out of `load_matrix` as stored (`Storage::Fp8`: the file's codes and
+    /// `weight_scale_inv`), for a GPU that keeps them so; by default they are dequantized.
+    pub fn keep_fp8(mut self, keep: bool) -> Self {
+        self.keep_fp8 = keep;
+        self
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -144,6 +153,11 @@ impl Checkpoint {
                 let blocks = fp8.ok_or_else(|| {
                     EngineError::tensor(name, "is F8_E4M3 but config.json declares no fp8 quantization_config")
                 })?;
+                if self.keep_fp8 {
+                    let (codes, scales) = self.load_fp8_raw(name, rows, cols, blocks)?;
+                    let data = Fp8Data { codes, scales, block_rows: blocks.block_rows, block_cols: blocks.block_cols };
+                    return Ok(Matrix { rows, cols, data: Storage::Fp8(data) });
+                }
                 self.load_fp8(name, rows, cols, blocks)
             }
             _ => Ok(Matrix::from_f32(rows, cols, self.load_f32(name, &[rows, cols])?)),

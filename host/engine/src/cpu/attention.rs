@@ -4,7 +4,7 @@
 
 use super::kv_cache::LatentCache;
 use super::rope_at::RopeAt;
-use super::ops::{fp8_input, linear, linear_many, rms_norm, rms_norm_rows, softmax, Lin};
+use super::ops::{fp8_input, linear, linear_many, rms_norm, rms_norm_rows, softmax, Fp8Inputs, Lin};
 use super::kernels::{axpy_f32, dot_f32};
 use crate::batch::SeqChunk;
 use crate::config::ModelConfig;
@@ -46,7 +46,7 @@ pub struct Attention<'a> {
     /// Per layer, `uk_transposed` of its `kv_b_proj`.
     pub uk_t: &'a [Matrix],
     /// Round the inputs of the FP8-on-GPU projections as the GPU does (`ops::fp8_input`).
-    pub fp8_activations: bool,
+    pub fp8_activations: Fp8Inputs,
 }
 
 /// Per head `W_UK^T` (`[kv_lora, nope]`, heads stacked): the absorbed query `q_lat = W_UK^T
@@ -58,6 +58,7 @@ pub fn uk_transposed(kv_b: &Matrix, heads: usize, nope: usize, v: usize) -> Matr
     let data = match &kv_b.data {
         Storage::F32(s) => Storage::F32(transpose_heads(s, heads, nope, r, src)),
         Storage::Bf16(s) => Storage::Bf16(transpose_heads(s, heads, nope, r, src)),
+        Storage::Fp8(_) => return uk_transposed(&kv_b.widened(), heads, nope, v),
     };
     Matrix { rows: heads * r, cols: nope, data }
 }

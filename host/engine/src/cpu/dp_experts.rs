@@ -5,6 +5,7 @@
 //! are summed over the instance and each group keeps its own rows. The shared experts stay with
 //! the group (sliced over its tensor-parallel ranks) and run over its own tokens only.
 
+use super::ops::Fp8Inputs;
 use super::moe;
 use crate::comm::Communicator;
 use crate::config::MoeConfig;
@@ -25,7 +26,7 @@ pub struct ExpertGroup {
 /// The MoE output for this group's `t` tokens `h` (complete: summed over the instance and the
 /// group). `group_comm` is the group's tensor-parallel communicator (none for one rank).
 #[allow(clippy::too_many_arguments)]
-pub fn moe_over_groups(g: &ExpertGroup, group_comm: Option<&dyn Communicator>, m: &Moe, cfg: &MoeConfig, h: &[f32], t: usize, hidden: usize, fp8: bool) -> Result<Vec<f32>> {
+pub fn moe_over_groups(g: &ExpertGroup, group_comm: Option<&dyn Communicator>, m: &Moe, cfg: &MoeConfig, h: &[f32], t: usize, hidden: usize, fp8: Fp8Inputs) -> Result<Vec<f32>> {
     let (mine, count): (&[f32], &[f32]) = if g.leader { (h, &[t as f32]) } else { (&[], &[]) };
     let all = g.comm.all_gather(mine)?;
     let counts: Vec<usize> = g.comm.all_gather(count)?.iter().map(|&c| c as usize).collect();

@@ -20,7 +20,7 @@ mod tensor_parallel;
 pub use attention::AttentionMode;
 pub use isa::{set_kernel_isa, Isa};
 pub use moe::route_logits;
-pub use ops::fp8_round_rows;
+pub use ops::{fp8_round_rows, Fp8Inputs};
 pub use tensor_parallel::CpuRankGroup;
 pub(crate) use kernels::{max_f32, sum_exp};
 
@@ -62,7 +62,7 @@ pub struct CpuBackend {
     /// outputs are summed with the other ranks', its vocabulary's logits gathered.
     comm: Option<Arc<dyn Communicator>>,
     /// Set by `emulate_fp8_activations`.
-    fp8_activations: bool,
+    fp8_activations: Fp8Inputs,
     /// Set for a rank under data-parallel attention with expert parallelism: its routed
     /// experts run over every attention group's tokens (`dp_experts`).
     expert_group: Option<dp_experts::ExpertGroup>,
@@ -90,7 +90,7 @@ impl CpuBackend {
         let cache = LatentCache::new(cfg.num_hidden_layers, cfg.kv_lora_rank, cfg.latent_dim(), opts.kv_dtype, opts.geometry);
         let (heads, nope, v) = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
         let uk_t = Arc::new(weights.layers.iter().map(|l| attention::uk_transposed(&l.attn.kv_b, heads, nope, v)).collect());
-        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm, fp8_activations: false, expert_group: None })
+        Ok(Self { rope: Rope::new(&cfg), cfg, weights, cache, attention: opts.attention, routing: Vec::new(), record_routes: false, follow: None, uk_t, comm, fp8_activations: Fp8Inputs::Exact, expert_group: None })
     }
 
     /// Makes this rank's routed experts serve every attention group of the instance.
@@ -108,7 +108,14 @@ impl CpuBackend {
     /// (bf16, then e4m3 per token per 128 channels: `ops::fp8_input`): the CPU reference for a
     /// GPU running FP8 weights, given the same (dequantized) weights.
     pub fn emulate_fp8_activations(&mut self) {
-        self.fp8_activations = true;
+        self.fp8_activations = Fp8Inputs::Rounded;
+    }
+
+    /// As `emulate_fp8_activations`, with every rounded input first moved below bf16's
+    /// resolution (`Fp8Inputs::Jittered`): a second honest reference, to measure how far two
+    /// FP8 runs part by rounding alone.
+    pub fn emulate_fp8_activations_jittered(&mut self) {
+        self.fp8_activations = Fp8Inputs::Jittered;
     }
 
     pub fn kv_cache_dtype(&self) -> KvCacheDtype {

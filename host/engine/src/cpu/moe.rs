@@ -1,13 +1,13 @@
 //! Mixture-of-experts feed-forward: routing (V2 softmax greedy / group-limited, V3 sigmoid
 //! noaux_tc), expert MLPs over the tokens routed to them, and the shared experts.
 
-use super::ops::{fp8_input, linear, linear_many, silu_mul, Lin};
+use super::ops::{fp8_input, linear, linear_many, silu_mul, Fp8Inputs, Lin};
 use crate::config::{MoeConfig, TopkMethod};
 use crate::weights::{Mlp, Moe};
 use crate::TokenRoute;
 
 /// `fp8`: round the inputs as the GPU does for FP8 weights (`ops::fp8_input`).
-pub fn mlp(m: &Mlp, x: &[f32], t: usize, fp8: bool) -> Vec<f32> {
+pub fn mlp(m: &Mlp, x: &[f32], t: usize, fp8: Fp8Inputs) -> Vec<f32> {
     let gate_up = linear(&fp8_input(fp8, x, &m.gate_up), t, &m.gate_up);
     let act = silu_mul(&gate_up, m.gate_up.rows / 2);
     linear(&fp8_input(fp8, &act, &m.down), t, &m.down)
@@ -170,18 +170,18 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 /// Routed experts (each over the tokens routed to it) plus the shared experts, every expert's
 /// gate/up in one parallel op and every down projection in a second; also each token's own
 /// routing where `tracking` records it (`route`).
-pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: bool) -> (Vec<f32>, Vec<TokenRoute>) {
+pub fn moe(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: Fp8Inputs) -> (Vec<f32>, Vec<TokenRoute>) {
     experts(m, cfg, x, t, hidden, tracking, fp8, true)
 }
 
 /// The routed experts alone (data-parallel attention runs them over every group's tokens and
 /// the shared experts over its own).
-pub fn routed(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, fp8: bool) -> Vec<f32> {
+pub fn routed(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, fp8: Fp8Inputs) -> Vec<f32> {
     experts(m, cfg, x, t, hidden, RouteTracking::default(), fp8, false).0
 }
 
 #[allow(clippy::too_many_arguments)]
-fn experts(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: bool, with_shared: bool) -> (Vec<f32>, Vec<TokenRoute>) {
+fn experts(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, tracking: RouteTracking<'_>, fp8: Fp8Inputs, with_shared: bool) -> (Vec<f32>, Vec<TokenRoute>) {
     let (routes, routing) = route(m, cfg, x, t, tracking);
     let mut per_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_routed_experts];
     for (tok, choices) in routes.iter().enumerate() {
@@ -220,7 +220,7 @@ fn experts(m: &Moe, cfg: &MoeConfig, x: &[f32], t: usize, hidden: usize, trackin
 }
 
 /// Several SiLU-gated MLPs, each over its own rows: gate/up of all in one op, down in another.
-fn mlp_many(mlps: &[(&Mlp, &[f32], usize)], fp8: bool) -> Vec<Vec<f32>> {
+fn mlp_many(mlps: &[(&Mlp, &[f32], usize)], fp8: Fp8Inputs) -> Vec<Vec<f32>> {
     let inputs: Vec<_> = mlps.iter().map(|&(m, x, _)| fp8_input(fp8, x, &m.gate_up)).collect();
     let gate_up = linear_many(&mlps.iter().zip(&inputs).map(|(&(m, _, t), x)| Lin::new(&m.gate_up, x, t)).collect::<Vec<_>>());
     let acts: Vec<Vec<f32>> = mlps

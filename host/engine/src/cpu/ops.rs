@@ -11,15 +11,41 @@ const PARALLEL_WORK: usize = 1 << 15;
 /// Channels per activation scale of the GPU's FP8 linears.
 const FP8_ACT_BLOCK: usize = 128;
 
-/// A linear layer's input as the GPU hands it to an FP8 weight (`fp8_quant_act`), when `on` and
-/// the GPU keeps `w` in FP8 (input width a multiple of 16): rounded to bf16 (the activation
-/// buffer's type), then per row per 128 channels scaled by amax/448, rounded to e4m3 and scaled
-/// back. Otherwise `x` as it is. The CPU reference of a GPU running FP8 weights uses it.
-pub fn fp8_input<'a>(on: bool, x: &'a [f32], w: &Matrix) -> std::borrow::Cow<'a, [f32]> {
-    if !on || w.cols % 16 != 0 {
+/// What the CPU does to the input of a linear layer a GPU keeps in FP8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fp8Inputs {
+    /// Nothing: the exact model.
+    #[default]
+    Exact,
+    /// Rounded as the GPU's `fp8_quant_act` rounds it: the reference of a GPU running FP8.
+    Rounded,
+    /// As `Rounded`, after moving every value by 2^-9 of itself (up or down by a hash of its
+    /// index), below bf16's resolution: how far two honest FP8 runs part when their upstream
+    /// arithmetic differs by rounding alone (the floor a GPU-vs-CPU comparison cannot beat).
+    Jittered,
+}
+
+/// A linear layer's input as the GPU hands it to an FP8 weight (`fp8_quant_act`), when `mode`
+/// asks and the GPU keeps `w` in FP8 (input width a multiple of 16): rounded to bf16 (the
+/// activation buffer's type), then per row per 128 channels scaled by amax/448, rounded to
+/// e4m3 and scaled back. Otherwise `x` as it is.
+pub fn fp8_input<'a>(mode: Fp8Inputs, x: &'a [f32], w: &Matrix) -> std::borrow::Cow<'a, [f32]> {
+    if mode == Fp8Inputs::Exact || w.cols % 16 != 0 {
         return std::borrow::Cow::Borrowed(x);
     }
+    if mode == Fp8Inputs::Jittered {
+        let moved: Vec<f32> = x.iter().enumerate().map(|(i, &v)| v * (1.0 + jitter_sign(i) * 2f32.powi(-9))).collect();
+        return std::borrow::Cow::Owned(fp8_round_rows(&moved, w.cols));
+    }
     std::borrow::Cow::Owned(fp8_round_rows(x, w.cols))
+}
+
+/// +1 or -1 from a hash of `i` (splitmix64's finaliser).
+fn jitter_sign(i: usize) -> f32 {
+    let mut z = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    if (z ^ (z >> 31)) & 1 == 0 { 1.0 } else { -1.0 }
 }
 
 /// `x` (rows of `cols`) through bf16 and per-128-channel e4m3 with an amax/448 scale.
@@ -89,6 +115,16 @@ pub fn linear_many(jobs: &[Lin<'_>]) -> Vec<Vec<f32>> {
         match &jobs[j].w.data {
             Storage::Bf16(d) => rows_bf16(&acts[j], d, rows, out),
             Storage::F32(d) => rows_f32(&acts[j], d, rows, out),
+            // FP8 weights reach the CPU only when a loader kept them as stored: each part's
+            // rows are dequantized (exactly) into f32 and multiplied as f32 weights.
+            Storage::Fp8(_) => {
+                let w = jobs[j].w;
+                let mut local = vec![0f32; rows.len() * w.cols];
+                for (i, r) in rows.clone().enumerate() {
+                    w.row_into(r, &mut local[i * w.cols..(i + 1) * w.cols]);
+                }
+                rows_f32(&acts[j], &local, 0..rows.len(), out)
+            }
         }
     };
     if work < PARALLEL_WORK {
