@@ -56,6 +56,9 @@ for c in 1 16 64; do
   "$BIN" bench --url "http://127.0.0.1:$PORT" --input-len 1024 --output-len 256 --num-prompts $n --concurrency $c \
     --extra-body '{"ignore_eos": true}' --json "$OUT/serve_c$c.json" > "$OUT/bench_c$c.log" 2>&1 || status=1
 done
+# the built-in grammar plugin's cost on the real model: 0/50/100% of a batch of 64 constrained
+echo "## structured outputs on the whole model ($CARD)"
+timeout "${STRUCT_S:-120}" python3 examples/bench/structured_throughput.py --base-url "http://127.0.0.1:$PORT" --batch 64 --tokens 128 | tee "$OUT/structured.txt" || status=1
 kill $SERVER; wait $SERVER 2> /dev/null
 python3 - "$OUT" "$MODEL/config.json" <<'PY'
 import json, sys

@@ -33,6 +33,6 @@ pub use hooks_sampler::{SampleDecision, SampleSeq, SamplerParams};
 pub use host::PluginHost;
 pub use kind::PluginKind;
 pub use plugin::Plugin;
-pub use spec::{FailurePolicy, PluginSpec, DEFAULT_MEMORY_BYTES};
+pub use spec::{FailurePolicy, PluginSpec, DEFAULT_MEMORY_BYTES, MAX_INSTANCES};
 pub use stats::PluginStats;
 pub use vocab::Vocabulary;
