@@ -6,6 +6,7 @@ use mlahost_cuda::quant::WeightQuant;
 use mlahost_cuda::{CudaBackend, CudaRankGroup, CudaSettings, Device};
 use mlahost_engine::cpu::{AttentionMode, CpuOptions, CpuRankGroup};
 use mlahost_engine::parallel::ParallelLayout;
+use mlahost_engine::rendezvous::NodeGroup;
 use mlahost_engine::{capacity, Backend, CacheGeometry, LoadedModel};
 use mlahost_runtime::{BackendFactory, BackendOptions, RuntimeError};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ pub struct DeviceBackends {
     /// CUDA: time every kernel (the GPU handles are kept for the report).
     pub profile: bool,
     pub profiled: Mutex<Vec<Arc<Gpu>>>,
+    /// CUDA: this host's place when one instance spans several (`--nnodes`).
+    pub nodes: Option<NodeGroup>,
 }
 
 impl DeviceBackends {
@@ -38,6 +41,7 @@ impl DeviceBackends {
             quantization: WeightQuant::Auto,
             profile: false,
             profiled: Mutex::new(Vec::new()),
+            nodes: None,
         }
     }
 }
@@ -61,8 +65,13 @@ impl BackendFactory for DeviceBackends {
                 }
                 Ok(Box::new(model.cpu_backend(opts)?))
             }
-            Device::Cuda(first_gpu) if self.layout != ParallelLayout::SINGLE => {
-                let ranks = CudaRankGroup::from_options(model, &self.settings(first_gpu), o, self.layout).map_err(mlahost_engine::EngineError::from)?;
+            Device::Cuda(first_gpu) if self.layout != ParallelLayout::SINGLE || self.nodes.is_some() => {
+                let settings = self.settings(first_gpu);
+                let ranks = match &self.nodes {
+                    Some(g) => CudaRankGroup::from_options_across_nodes(model, &settings, o, self.layout, g),
+                    None => CudaRankGroup::from_options(model, &settings, o, self.layout),
+                }
+                .map_err(mlahost_engine::EngineError::from)?;
                 if self.profile {
                     let gpu = ranks.leader().gpu();
                     gpu.set_profiling(true);

@@ -8,6 +8,7 @@ mod plan;
 mod parallel_args;
 mod plan_parallel;
 mod progress;
+mod nodes;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -23,6 +23,8 @@ pub struct ServeArgs {
     load_format: LoadFormat,
     #[command(flatten)]
     parallel: crate::parallel_args::ParallelArgs,
+    #[command(flatten)]
+    nodes: crate::nodes::NodeArgs,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -256,6 +258,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.load_format == LoadFormat::Dummy && model.is_none() {
         bail!("--load-format dummy needs --model DIR (its config.json and tokenizer)");
     }
+    let nodes = args.nodes.group(args.device, args.parallel.layout(), args.replicas)?;
+    if nodes.is_some() && model.is_none() {
+        bail!("--nnodes needs --model DIR on every node");
+    }
+    let kv_cache_dtype = args.kv_cache_dtype.resolve(args.device == mlahost_cuda::Device::Cpu);
+    let backends = std::sync::Arc::new(crate::backends::DeviceBackends {
+        layout: args.parallel.layout(),
+        gpu_memory_utilization: args.gpu_memory_utilization,
+        cuda_graphs: !args.enforce_eager,
+        quantization: args.quantization,
+        nodes: nodes.clone(),
+        ..crate::backends::DeviceBackends::new(args.device)
+    });
+    if let (Some(g), Some(dir)) = (nodes.as_ref().filter(|g| g.node_rank > 0), &model) {
+        // the options node 0's server gives its backend (the rendezvous compares them)
+        let options = mlahost_runtime::BackendOptions {
+            replica: 0,
+            page_size: args.page_size,
+            kv_cache_pages: args.kv_cache_pages,
+            kv_cache_memory: args.kv_cache_memory,
+            kv_dtype: kv_cache_dtype,
+            max_batched_tokens: args.max_num_batched_tokens,
+            max_seqs: args.max_num_seqs,
+            planned_weights: None,
+        };
+        return crate::nodes::follow(dir, args.load_format, &backends, &options, g);
+    }
     let cfg = ServeConfig {
         model,
         load_format: args.load_format,
@@ -264,7 +293,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         page_size: args.page_size,
         kv_cache_pages: args.kv_cache_pages,
         kv_cache_memory: args.kv_cache_memory,
-        kv_cache_dtype: args.kv_cache_dtype.resolve(args.device == mlahost_cuda::Device::Cpu),
+        kv_cache_dtype,
         max_model_len: args.max_model_len,
         served_model_name: args.served_model_name,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
@@ -282,13 +311,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         plugins,
         plugin_watch: (args.plugin_watch_ms > 0).then(|| Duration::from_millis(args.plugin_watch_ms)),
         tenants: args.tenants,
-        backends: std::sync::Arc::new(crate::backends::DeviceBackends {
-            layout: args.parallel.layout(),
-            gpu_memory_utilization: args.gpu_memory_utilization,
-            cuda_graphs: !args.enforce_eager,
-            quantization: args.quantization,
-            ..crate::backends::DeviceBackends::new(args.device)
-        }),
+        backends,
         guard,
         http,
         load_progress: Some(LoadProgressHook(std::sync::Arc::new(crate::progress::LoadBar::new()))),

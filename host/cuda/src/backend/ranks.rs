@@ -16,7 +16,9 @@ use mlahost_engine::batch::{Backend, CacheGeometry, Logits, SeqChunk};
 use mlahost_engine::comm::{Communicator, LocalGroup};
 use mlahost_engine::config::ModelConfig;
 use mlahost_engine::parallel::ParallelLayout;
+use mlahost_engine::rendezvous::{rendezvous, NodeGroup};
 use mlahost_engine::shard::RankShard;
+use mlahost_engine::step_link::{StepFollower, StepLeader};
 use mlahost_engine::weights::{ModelEnds, ModelWeights, TensorSource};
 use mlahost_engine::{DeviceSample, EngineError, RoutingTrace, SampleRequest, TokenRoute};
 use std::sync::Arc;
@@ -37,6 +39,26 @@ pub struct CudaRankGroup {
     /// The handles the NCCL ranks joined with: they keep each GPU's primary context (which the
     /// communicators live in) retained, whatever the backends do with theirs.
     _joined_on: Vec<Arc<Gpu>>,
+    /// Over several nodes: node 0 sends each step on, the others receive them.
+    link: Option<Link>,
+}
+
+enum Link {
+    Leader(StepLeader),
+    Follower(StepFollower),
+}
+
+/// How long node 0 waits for the other nodes (and they for it) at the rendezvous and the step
+/// link: a model load on each comes first.
+const LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// What every node of an instance must agree on: the model's shape, the layout and the options
+/// that decide the warm-up steps and the cache (they meet at the same collectives).
+fn fingerprint(cfg: &ModelConfig, layout: ParallelLayout, opts: &CudaOptions, quant: WeightQuant) -> String {
+    format!(
+        "{} layers x {} hidden, vocab {}, {layout:?}, page {}, max batched {}, max seqs {}, kv {:?}, weights {quant}, graphs {}",
+        cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, opts.page_size, opts.max_batched_tokens, opts.max_seqs, opts.kv_dtype, opts.cuda_graphs
+    )
 }
 
 /// Runs `f(rank, item)` for every item on its own thread; the results in rank order. A rank
@@ -73,16 +95,39 @@ impl CudaRankGroup {
     /// ignored (the devices say where each rank runs); the emulation divides
     /// `gpu_memory_utilization` among its ranks where `num_pages` is not given.
     pub fn new(cfg: &ModelConfig, weights: &ModelWeights, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
-        Self::load(cfg, ModelSource::Host(weights), layout, opts, quant, devices)
+        Self::load(cfg, ModelSource::Host(weights), layout, opts, quant, devices, None)
+    }
+
+    /// This node's ranks of an instance spread over `nodes.nnodes` hosts (`--nnodes`): global
+    /// ranks `node_rank * local ..`, on GPUs `first_gpu ..`, meeting the other nodes' ranks
+    /// through NCCL (its id handed out by node 0 at the rendezvous). Node 0 then sends every
+    /// step to the others (`step_link`); another node runs `follow` instead of serving.
+    pub fn across_nodes(cfg: &ModelConfig, src: &dyn TensorSource, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, first_gpu: usize, nodes: &NodeGroup) -> Result<Self> {
+        Self::load(cfg, ModelSource::Stream(src), layout, opts, quant, RankDevices::Nccl { first_gpu }, Some(nodes))
+    }
+
+    /// A follower node's life: run every step node 0 sends, until node 0 closes the link.
+    pub fn follow(&mut self) -> Result<usize> {
+        let Some(Link::Follower(link)) = self.link.as_mut() else {
+            return Err(CudaError::launch("follow", "only a node other than node 0 follows"));
+        };
+        let mut steps = 0;
+        while let Some(batch) = link.next()? {
+            let chunks = batch.chunks();
+            let results = on_each(self.ranks.iter_mut().collect(), &self.collectives, |_, r: &mut CudaBackend| r.forward_discarding(&chunks));
+            all(results)?;
+            steps += 1;
+        }
+        Ok(steps)
     }
 
     /// As `new`, reading the model from `src` a layer at a time: each layer is read once and
     /// every rank's share of it goes to that rank's GPU before the next is read.
     pub fn stream(cfg: &ModelConfig, src: &dyn TensorSource, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
-        Self::load(cfg, ModelSource::Stream(src), layout, opts, quant, devices)
+        Self::load(cfg, ModelSource::Stream(src), layout, opts, quant, devices, None)
     }
 
-    fn load(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices) -> Result<Self> {
+    fn load(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices, nodes: Option<&NodeGroup>) -> Result<Self> {
         if layout.data_parallel != 1 {
             return Err(CudaError::Engine(EngineError::Layout(format!(
                 "{} on GPUs is not built yet: tensor parallelism (with or without --enable-expert-parallel) only; the CPU runs every layout",
@@ -90,6 +135,20 @@ impl CudaRankGroup {
             ))));
         }
         let world = layout.tensor_parallel;
+        // this node's ranks: all of them, or its share of an instance over several nodes
+        let (local, first_rank) = match nodes {
+            Some(g) => {
+                g.validate()?;
+                if world % g.nnodes != 0 {
+                    return Err(CudaError::Engine(EngineError::Layout(format!("{world} ranks do not split evenly over {} nodes", g.nnodes))));
+                }
+                if matches!(devices, RankDevices::EmulatedOnOneGpu { .. }) {
+                    return Err(CudaError::Engine(EngineError::Layout("emulated ranks run in one process".into())));
+                }
+                (world / g.nnodes, g.node_rank * (world / g.nnodes))
+            }
+            None => (world, 0),
+        };
         if let (Some(m), false) = (&cfg.moe, layout.expert_parallel) {
             let per_rank = m.moe_intermediate_size / world;
             if per_rank % crate::kernels::moe::TILE_K != 0 {
@@ -105,11 +164,15 @@ impl CudaRankGroup {
             RankDevices::Nccl { first_gpu } => {
                 // every GPU opened first: a missing one is an error here, not a rank waiting
                 // forever for a peer that never joins
-                let gpus = (0..world).map(|rank| Gpu::open(first_gpu + rank)).collect::<Result<Vec<_>>>()?;
-                let id = nccl::unique_id()?;
+                let gpus = (0..local).map(|i| Gpu::open(first_gpu + i)).collect::<Result<Vec<_>>>()?;
+                let id = match nodes {
+                    // node 0 makes the id and hands it to the others, who must run the same thing
+                    Some(g) => rendezvous(g, &fingerprint(cfg, layout, &opts, quant), || nccl::unique_id().map_err(EngineError::from), LINK_TIMEOUT)?,
+                    None => nccl::unique_id()?,
+                };
                 // every rank's join blocks until all have joined: one thread each
-                let joined = on_each(gpus.clone(), &[], |rank, gpu| {
-                    NcclCollective::join(&gpu, &id, rank, world).map(|c| Arc::new(c) as Arc<dyn DeviceCollective>)
+                let joined = on_each(gpus.clone(), &[], |i, gpu| {
+                    NcclCollective::join(&gpu, &id, first_rank + i, world).map(|c| Arc::new(c) as Arc<dyn DeviceCollective>)
                 });
                 let colls = all(joined)?;
                 joined_on = gpus;
@@ -128,8 +191,13 @@ impl CudaRankGroup {
             ..opts
         };
         // Built one by one (uploads and allocations need no peer), then warmed up together.
-        let shards = rank_weights(cfg, source, layout, quant, &|rank| ordinal(rank))?;
-        let mut ranks = Vec::with_capacity(world);
+        let link = match nodes {
+            Some(g) if g.node_rank == 0 => Some(Link::Leader(StepLeader::accept(g, LINK_TIMEOUT)?)),
+            Some(g) => Some(Link::Follower(StepFollower::connect(g, LINK_TIMEOUT)?)),
+            None => None,
+        };
+        let shards = rank_weights(cfg, source, layout, quant, first_rank..first_rank + local, &|i| ordinal(i))?;
+        let mut ranks = Vec::with_capacity(local);
         for (rank, (rank_cfg, rank_weights)) in shards.into_iter().enumerate() {
             ranks.push(CudaBackend::build(rank_cfg, WeightsFrom::Uploaded(rank_weights), rank_opts(rank), quant, Some(collectives[rank].clone()), false)?);
         }
@@ -138,9 +206,17 @@ impl CudaRankGroup {
         if pages.iter().any(|&p| p != fewest) {
             return Err(CudaError::OutOfMemory(format!("the ranks' caches differ ({pages:?} pages): give --kv-cache-pages or equal GPUs")));
         }
+        let mut link = link;
+        // node 0's block tables must fit every node's cache: all use the fewest pages any has
+        let agreed = match link.as_mut() {
+            Some(Link::Leader(l)) => l.agree_min(fewest as u32)? as usize,
+            Some(Link::Follower(f)) => f.agree_min(fewest as u32)? as usize,
+            None => fewest,
+        };
+        ranks.iter_mut().for_each(|r| r.geometry.num_pages = agreed);
         let warm = on_each(ranks.iter_mut().collect(), &collectives, |_, r: &mut CudaBackend| r.warm_up(opts.max_batched_tokens));
         all(warm)?;
-        Ok(Self { ranks, collectives, _joined_on: joined_on })
+        Ok(Self { ranks, collectives, _joined_on: joined_on, link })
     }
 
     /// Rank 0's backend (its GPU, weights and profile).
@@ -149,6 +225,9 @@ impl CudaRankGroup {
     }
 
     fn run_all(&mut self, batch: &[SeqChunk<'_>], requests: Option<&mut [SampleRequest<'_>]>) -> Result<(Option<Logits>, Option<Vec<DeviceSample>>)> {
+        if let Some(Link::Leader(link)) = self.link.as_mut() {
+            link.send(batch)?;
+        }
         let mut requests = requests;
         let jobs: Vec<(&mut CudaBackend, Option<&mut [SampleRequest<'_>]>)> =
             self.ranks.iter_mut().enumerate().map(|(rank, r)| (r, if rank == 0 { requests.take() } else { None })).collect();
@@ -202,13 +281,12 @@ pub enum ModelSource<'a> {
     Stream(&'a dyn TensorSource),
 }
 
-/// Every rank's config and weights on its GPU (`ordinal(rank)`): each layer of `source` cut
-/// for every rank (`RankShard`) and uploaded before the next is read. Every rank holds the
+/// The config and weights of global ranks `ranks`, the i-th on GPU `ordinal(i)`: each layer of
+/// `source` cut for every one of them (`RankShard`) and uploaded before the next is read. Every rank holds the
 /// whole lm_head and computes the whole logits (no vocabulary gather yet).
-fn rank_weights(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, quant: WeightQuant, ordinal: &dyn Fn(usize) -> usize) -> Result<Vec<(ModelConfig, GpuWeights)>> {
-    let world = layout.world();
-    let plans = (0..world).map(|rank| RankShard::plan(cfg, layout, rank)).collect::<mlahost_engine::Result<Vec<_>>>()?;
-    let gpus = (0..world).map(|rank| Gpu::open(ordinal(rank))).collect::<Result<Vec<_>>>()?;
+fn rank_weights(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, quant: WeightQuant, ranks: std::ops::Range<usize>, ordinal: &dyn Fn(usize) -> usize) -> Result<Vec<(ModelConfig, GpuWeights)>> {
+    let plans = ranks.clone().map(|rank| RankShard::plan(cfg, layout, rank)).collect::<mlahost_engine::Result<Vec<_>>>()?;
+    let gpus = (0..ranks.len()).map(|i| Gpu::open(ordinal(i))).collect::<Result<Vec<_>>>()?;
     // as `CudaBackend::build` decides: an FP8 checkpoint on GPUs without FP8 tensor cores is
     // widened to bf16 under `auto`
     let no_fp8_cores = gpus.iter().any(|g| g.info.compute_capability < (8, 9));

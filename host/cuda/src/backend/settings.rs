@@ -5,6 +5,7 @@ use super::{CudaBackend, CudaOptions, CudaRankGroup, RankDevices, WeightsFrom};
 use mlahost_engine::parallel::ParallelLayout;
 use crate::quant::WeightQuant;
 use crate::Result;
+use mlahost_engine::rendezvous::NodeGroup;
 use mlahost_engine::LoadedModel;
 use mlahost_runtime::BackendOptions;
 
@@ -50,6 +51,19 @@ impl CudaRankGroup {
         }
         let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
         let group = Self::stream(c, src.as_ref(), layout, cuda, settings.quantization, devices);
+        model.finish_progress();
+        group
+    }
+}
+
+impl CudaRankGroup {
+    /// This node's ranks of an instance over several hosts (`--nnodes`): its share of
+    /// `layout`'s ranks on GPUs `first_gpu ..`, the weights streamed from the checkpoint.
+    pub fn from_options_across_nodes(model: &LoadedModel, settings: &CudaSettings, options: &BackendOptions, layout: ParallelLayout, nodes: &NodeGroup) -> Result<Self> {
+        let cuda = CudaOptions { planned_weight_bytes: None, ..cuda_options(model, settings, options, settings.first_gpu) };
+        let c = &model.config;
+        let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
+        let group = Self::across_nodes(c, src.as_ref(), layout, cuda, settings.quantization, settings.first_gpu, nodes);
         model.finish_progress();
         group
     }
