@@ -133,7 +133,10 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         }
         one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
         if !o.fp8_only {
-            one(format!("{} TP=2 emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, 2, false, o.seed, 16));
+            // the node's layouts on one GPU: heads, MLPs and experts split 2, 4 and 8 ways
+            for (tp, ep) in [(2, false), (4, false), (8, false), (2, true), (4, true), (8, true)] {
+                one(format!("{} TP={tp} EP={ep} emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 16));
+            }
         }
     }
     Ok(out)
