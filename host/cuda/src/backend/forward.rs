@@ -82,7 +82,23 @@ impl Forward<'_> {
         let gathered = Some((ws.meta_at(self.layout.rows_at), t));
         layers::rmsnorm_residual(self.k, RmsNorm { rows: gathered, ..RmsNorm::rows(v(&ws.x), v(&self.w.norm), v(&ws.final_h), rows, hidden, cfg.rms_norm_eps) })?;
         let (n, k) = (cfg.vocab_size, hidden);
-        self.blas.linear(Linear { m: rows, n, k, a: bf16(&ws.final_h, k), w: weight(&self.w.lm_head), c: f32op(&ws.logits, n), beta: 0.0 })
+        match self.tp {
+            // Vocabulary-parallel lm_head: each rank writes its rows' logits into its columns of
+            // a zeroed buffer and the sum over the ranks assembles the whole (x + 0 is exact).
+            Some(tp) if self.w.lm_head.rows < n => {
+                let own = mlahost_engine::shard::vocab_range(n, tp.coll.rank(), tp.coll.world());
+                if own.len() != self.w.lm_head.rows {
+                    return Err(crate::CudaError::launch("lm_head", "this rank's vocabulary rows do not match its share"));
+                }
+                tp.gpu.zero(ws.logits.ptr(), rows * n * 4)?;
+                let c = Operand { ptr: ws.logits.ptr() + (own.start * 4) as u64, dtype: Dtype::F32, ld: n };
+                if !own.is_empty() {
+                    self.blas.linear(Linear { m: rows, n: own.len(), k, a: bf16(&ws.final_h, k), w: weight(&self.w.lm_head), c, beta: 0.0 })?;
+                }
+                tp.coll.all_reduce_sum(self.k, tp.gpu, v(&ws.logits), rows * n)
+            }
+            _ => self.blas.linear(Linear { m: rows, n, k, a: bf16(&ws.final_h, k), w: weight(&self.w.lm_head), c: f32op(&ws.logits, n), beta: 0.0 }),
+        }
     }
 
     fn layer(&self, l: usize, layer: &GpuLayer) -> Result<()> {

@@ -1,10 +1,12 @@
 //! One model over several ranks on GPUs: tensor parallelism with one `CudaBackend` per rank,
 //! each over its shard (`shard::shard`: its heads, MLP and expert columns), each on its own
-//! thread, meeting at two sums per layer (`collective`). Every rank keeps the whole vocabulary
-//! (lm_head and embeddings), so each computes the whole logits and rank 0's are read or sampled;
-//! with `--enable-expert-parallel` each rank holds whole experts (its share) and runs only the
-//! pairs routed to them, the sum over ranks combining the experts. A vocabulary split (and its
-//! gather) is not built yet, nor data-parallel attention on GPUs.
+//! thread, meeting at two sums per layer (`collective`). The lm_head is split by vocabulary rows:
+//! each rank writes its rows' logits into its columns and one more sum assembles them, so rank
+//! 0 reads or samples the whole logits (the embedding stays whole on every rank); with
+//! `--enable-expert-parallel` each rank holds whole experts (its share) and runs only the pairs
+//! routed to them, the sum over ranks combining the experts. Data-parallel attention on GPUs is
+//! not built yet. Over several hosts (`across_nodes`) node 0 sends every step to the others
+//! (`step_link`).
 
 use super::{CudaBackend, CudaOptions, WeightsFrom};
 use crate::weights::{GpuWeights, WeightsBuilder};
@@ -282,8 +284,8 @@ pub enum ModelSource<'a> {
 }
 
 /// The config and weights of global ranks `ranks`, the i-th on GPU `ordinal(i)`: each layer of
-/// `source` cut for every one of them (`RankShard`) and uploaded before the next is read. Every rank holds the
-/// whole lm_head and computes the whole logits (no vocabulary gather yet).
+/// `source` cut for every one of them (`RankShard`) and uploaded before the next is read, the
+/// lm_head cut by vocabulary rows; the embedding stays whole on every rank.
 fn rank_weights(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, quant: WeightQuant, ranks: std::ops::Range<usize>, ordinal: &dyn Fn(usize) -> usize) -> Result<Vec<(ModelConfig, GpuWeights)>> {
     let plans = ranks.clone().map(|rank| RankShard::plan(cfg, layout, rank)).collect::<mlahost_engine::Result<Vec<_>>>()?;
     let gpus = (0..ranks.len()).map(|i| Gpu::open(ordinal(i))).collect::<Result<Vec<_>>>()?;
@@ -309,5 +311,13 @@ fn rank_weights(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayo
         ModelSource::Host(w) => ModelEnds { embed: w.embed.clone(), norm: w.norm.clone(), lm_head: w.lm_head.clone() },
         ModelSource::Stream(src) => ModelEnds::load(src, cfg)?,
     };
-    plans.into_iter().zip(builders).map(|(plan, b)| Ok((plan.cfg.clone(), b.finish(&plan.cfg, &ends)?))).collect()
+    plans
+        .into_iter()
+        .zip(builders)
+        .map(|(plan, b)| {
+            // each rank computes its vocabulary rows' logits (`Forward::run` sums them whole)
+            let rank_ends = ModelEnds { embed: ends.embed.clone(), norm: ends.norm.clone(), lm_head: plan.lm_head(&ends.lm_head) };
+            Ok((plan.cfg.clone(), b.finish(&plan.cfg, &rank_ends)?))
+        })
+        .collect()
 }
