@@ -5,6 +5,7 @@
 //! `Gpu::open` returns `CudaError::Unavailable` on machines without a driver.
 
 pub mod blas;
+pub mod blas_lt;
 pub mod collective;
 pub mod compile;
 mod device;

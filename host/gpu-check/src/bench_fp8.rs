@@ -4,6 +4,7 @@
 
 use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
+use mlahost_cuda::blas_lt::{BlockScaledFp8, Fp8Matmul};
 use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
 use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
 use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
@@ -46,7 +47,9 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
     let sms = gpu.info.multiprocessors as usize;
     let mut s = format!("{} | copy {copy:.0} GB/s | FP8 = activation quantization + block-scaled GEMM (+ split-k reduce)\n", gpu.info.name);
-    s += "| shape | n x k | M | splits | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    // cuBLASLt's block-scaled FP8 matmul beside ours (None where it is not available)
+    let lt = BlockScaledFp8::new(gpu).map_err(|e| s += &format!("cuBLASLt block-scaled fp8: {e}\n")).ok();
+    s += "| shape | n x k | M | splits | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | cuBLASLt fp8 µs | cuBLASLt / bf16 speed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let max_m = *BATCHES.iter().max().unwrap_or(&1);
     let max_k = V3_SHAPES.iter().map(|s| s.2).max().unwrap_or(1);
     let max_n = V3_SHAPES.iter().map(|s| s.1).max().unwrap_or(1);
@@ -82,11 +85,22 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
                 let op = |ptr, ld| Operand { ptr, dtype: Dtype::Bf16, ld };
                 blas.linear(Linear { m, n, k: kk, a: op(a16.ptr(), kk), w: op(w.ptr(), kk), c: op(out.ptr(), n), beta: 0.0 })
             })?;
+            let lt_us = lt.as_ref().map(|lt| {
+                median_us(gpu, &|i| {
+                    fp8::quant_act(k, v(&a16), false, act, m, kk)?;
+                    lt.matmul(&Fp8Matmul { m, n, k: kk, x: q.ptr(), x_scales: qs.ptr(), w: codes[i % copies].ptr(), w_scales: scales.ptr(), out: out.ptr() })
+                })
+            });
+            let (lt_cell, lt_ratio) = match lt_us {
+                Some(Ok(us)) => (format!("{us:.1}"), format!("{:.2}x", bf16_us / us)),
+                Some(Err(e)) => (format!("error: {e}"), String::new()),
+                None => ("n/a".into(), String::new()),
+            };
             let flops = 2.0 * (m * n * kk) as f64;
             let gbps = (n * kk) as f64 / fp8_us * 1e-3;
             let _ = writeln!(
                 s,
-                "| {name} | {n} x {kk} | {m} | {splits} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% |",
+                "| {name} | {n} x {kk} | {m} | {splits} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% | {lt_cell} | {lt_ratio} |",
                 bf16_us / fp8_us,
                 flops / fp8_us * 1e-6,
                 100.0 * gbps / copy

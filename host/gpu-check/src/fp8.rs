@@ -103,6 +103,7 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
     for &(t, tile_rows) in &[(1usize, 16usize), (7, 16), (64, 16), (300, 64)] {
         one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows));
     }
+    out.extend(super::fp8_lt::run_all(k, rng));
     out
 }
 

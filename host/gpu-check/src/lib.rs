@@ -8,6 +8,7 @@ pub mod e2e;
 pub mod e2e_fp8;
 pub mod e2e_tp;
 pub mod fp8;
+pub mod fp8_lt;
 pub mod kernels;
 mod kernels_moe;
 pub mod profile;
