@@ -2,7 +2,7 @@
 //! of f32, exact), FP8 kept as stored when a GPU loader asks for it (e4m3 codes with block
 //! scales, which the GPU keeps as they are), everything else widened to f32.
 
-use crate::checkpoint::f8e4m3_to_f32;
+use crate::checkpoint::dtype::f8e4m3_to_f32;
 
 #[derive(Debug, Clone)]
 pub enum Storage {
