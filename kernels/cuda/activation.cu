@@ -1,5 +1,5 @@
-// activation.cu — SiLU-and-mul of a stacked [gate | up] projection, the embedding lookup, and the
-// emulated ranks' slot sum.
+// activation.cu — SiLU-and-mul of a stacked [gate | up] projection, the embedding lookup, the
+// emulated ranks' slot sum, and the element-wise cast and add of the data-parallel MoE exchange.
 #include "util.cuh"
 
 // gate_up: [rows, 2 * inter] bf16 (gate first); out: [rows, inter] bf16 = silu(gate) * up.
@@ -28,4 +28,15 @@ extern "C" __global__ void sum_slots(const float* __restrict__ slots, float* __r
     for (int r = 1; r < world; ++r) s += slots[(i64)r * n + k];
     out[k] = s;
   }
+}
+
+// dst[i] = bf16(src[i]): under data-parallel attention, the MoE input gathered from every
+// attention group (f32) as the bf16 expert GEMMs read it.
+extern "C" __global__ void f32_to_bf16_rows(const float* __restrict__ src, u16* __restrict__ dst, int n) {
+  for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) dst[k] = util::f32_to_bf16(src[k]);
+}
+
+// dst[i] += src[i]: a group's rows of the routed experts' output added into its residual.
+extern "C" __global__ void add_f32(float* __restrict__ dst, const float* __restrict__ src, int n) {
+  for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) dst[k] += src[k];
 }

@@ -1,6 +1,7 @@
 //! The mlahost engine: DeepSeek-V2/V3 (and Kimi-K2) checkpoints in the hub's format, their
 //! tokenizer, and the MLA forward pass over a ragged batch and a paged latent cache.
 
+pub mod attention_groups;
 pub mod batch;
 pub mod capacity;
 pub mod checkpoint;

@@ -34,15 +34,21 @@ fn rank_options(ordinal: usize, page_size: usize, num_pages: usize) -> CudaOptio
 /// `tp` emulated ranks on GPU `ordinal` (the routed experts sliced, or spread whole with `ep`)
 /// against the whole model there.
 pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
+    split_against_whole_dp(model, ordinal, tp, 1, ep, seed, steps)
+}
+
+/// As `split_against_whole`, with `dp` data-parallel attention groups of `tp` ranks each (each
+/// group holds its own sequences' pages; with `ep` the MoE layers exchange rows across groups).
+pub fn split_against_whole_dp(model: &LoadedModel, ordinal: usize, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
     let page_size = 64;
-    let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp) ^ ep as u64, model.config.vocab_size, steps, page_size);
-    let layout = ParallelLayout { tensor_parallel: tp, data_parallel: 1, expert_parallel: ep };
+    let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp) ^ ep as u64 ^ (dp as u64) << 9, model.config.vocab_size, steps, page_size);
+    let layout = ParallelLayout { tensor_parallel: tp, data_parallel: dp, expert_parallel: ep };
     let devices = RankDevices::EmulatedOnOneGpu { gpu: ordinal };
     let mut ranks = match CudaRankGroup::new(&model.config, &*model.weights()?, layout, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices) {
         // a layout the GPU kernels cannot take (the tiny fixtures' 64-wide experts over 4 ranks)
         // is refused at start, as `serve` refuses it: recorded, not a failure
         Err(mlahost_cuda::CudaError::Engine(mlahost_engine::EngineError::Layout(why))) => {
-            return Ok(Check { name: format!("{} TP={tp} EP={ep}", model_name(model)), error: 0.0, tolerance: 0.0, detail: format!("refused at start: {why}"), informational: true });
+            return Ok(Check { name: format!("{} TP={tp} DP={dp} EP={ep}", model_name(model)), error: 0.0, tolerance: 0.0, detail: format!("refused at start: {why}"), informational: true });
         }
         other => other?,
     };
@@ -50,7 +56,12 @@ pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, ep: b
     let a = lockstep(&mut ranks, &mut whole, &cases, steps, true)?;
     let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
     let ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
-    let what = if ep { format!("TP={tp} EP={tp}") } else { format!("TP={tp}") };
+    let what = match (dp, ep) {
+        (1, true) => format!("TP={tp} EP={tp}"),
+        (1, false) => format!("TP={tp}"),
+        (_, true) => format!("DP={dp} x TP={tp} attention, EP={} experts", dp * tp),
+        (_, false) => format!("DP={dp} x TP={tp}"),
+    };
     let mut c = e2e::to_check(format!("{} {what} emulated on one GPU vs the whole model", model_name(model)), &a, false);
     c.error = if ok { a.all_mean_diff } else { f64::INFINITY };
     c.tolerance = MAX_MEAN_DIFF;

@@ -121,6 +121,10 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         for (tp, ep) in [(2, false), (4, false), (2, true), (4, true)] {
             one(format!("{name} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 24));
         }
+        // data-parallel attention: groups of 1 and 2 ranks, the experts exchanged or per group
+        for (tp, dp, ep) in [(1, 2, true), (2, 2, true), (1, 2, false)] {
+            one(format!("{name} DP={dp} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, ep, o.seed, 24));
+        }
         if name == "tiny-v2-lite" {
             one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
         }
@@ -136,6 +140,10 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             // the node's layouts on one GPU: heads, MLPs and experts split 2, 4 and 8 ways
             for (tp, ep) in [(2, false), (4, false), (8, false), (2, true), (4, true), (8, true)] {
                 one(format!("{} TP={tp} EP={ep} emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 16));
+            }
+            // the node's data-parallel layouts: 8 attention groups of 1 rank, 4 of 2, experts over all
+            for (tp, dp) in [(1, 8), (2, 4), (1, 2)] {
+                one(format!("{} DP={dp} TP={tp} EP emulated", dir.display()), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, true, o.seed, 16));
             }
         }
     }

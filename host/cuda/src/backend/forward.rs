@@ -38,6 +38,9 @@ pub struct Forward<'a> {
     /// Set for one rank of a tensor-parallel group: its attention and MLP outputs are partial
     /// sums over its heads and MLP columns, summed with the other ranks' into the residual.
     pub tp: Option<TpRank<'a>>,
+    /// Set under data-parallel attention with expert parallelism: the MoE layers exchange rows
+    /// with the other attention groups (`forward_dp`).
+    pub dp: Option<super::forward_dp::DpMoe<'a>>,
 }
 
 /// A rank's collectives and the GPU its stream belongs to.
@@ -113,7 +116,10 @@ impl Forward<'_> {
         self.begin_partial()?;
         match &layer.ffn {
             GpuFfn::Dense(m) => self.mlp(m, t)?,
-            GpuFfn::Moe(m) => self.moe(l, m)?,
+            GpuFfn::Moe(m) => match self.dp {
+                Some(dp) => self.moe_dp(l, m, dp)?,
+                None => self.moe(l, m)?,
+            },
         }
         self.end_partial()
     }
@@ -281,7 +287,7 @@ impl Forward<'_> {
     }
 
     /// Dense SiLU MLP over the first `t` rows of `h`, added into the residual.
-    fn mlp(&self, m: &GpuMlp, t: usize) -> Result<()> {
+    pub(super) fn mlp(&self, m: &GpuMlp, t: usize) -> Result<()> {
         let ws = self.ws;
         let inter = m.down.cols;
         self.linear(t, &ws.h, &m.gate_up, &ws.gate_up, OutMode::Bf16)?;
@@ -290,7 +296,19 @@ impl Forward<'_> {
     }
 
     fn moe(&self, l: usize, m: &GpuMoe) -> Result<()> {
-        let (cfg, ws, t, k) = (self.cfg, self.ws, self.layout.tokens, self.k);
+        self.routed(l, m, self.layout.tokens, &self.ws.x, None)?;
+        if let Some(shared) = &m.shared {
+            self.mlp(shared, self.layout.tokens)?;
+        }
+        Ok(())
+    }
+
+    /// The routed experts this GPU holds over `t` rows of `ws.h32` (f32, for the router) and
+    /// `ws.h` (bf16, for the experts), their weighted outputs added into `out` (`[t, hidden]`
+    /// f32), which `zero_first` (its GPU) clears just before (it may be `ws.h32` itself: the
+    /// router has read it by then).
+    pub(super) fn routed(&self, l: usize, m: &GpuMoe, t: usize, out: &DeviceBuffer, zero_first: Option<&std::sync::Arc<Gpu>>) -> Result<()> {
+        let (cfg, ws, k) = (self.cfg, self.ws, self.k);
         let mc = cfg.moe.as_ref().ok_or_else(|| crate::CudaError::launch("moe", "MoE weights without MoE config"))?;
         let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
         let pairs = t * top_k;
@@ -333,10 +351,9 @@ impl Forward<'_> {
                 moe::moe_gemm(k, &d, down, true)?;
             }
         }
-        moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(&ws.x), t, top_k, hidden)?;
-        if let Some(shared) = &m.shared {
-            self.mlp(shared, t)?;
+        if let Some(gpu) = zero_first {
+            gpu.zero(out.ptr(), t * hidden * 4)?;
         }
-        Ok(())
+        moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(out), t, top_k, hidden)
     }
 }

@@ -3,9 +3,11 @@
 //! accumulate); attention reads the paged latent cache with the kernels of kernels/cuda.
 
 mod forward;
+mod forward_dp;
 mod fp8_scratch;
 mod layout;
 mod ranks;
+mod ranks_dp;
 mod sampler;
 mod settings;
 pub mod workspace;
@@ -80,6 +82,9 @@ pub struct CudaBackend {
     routed: Vec<(usize, usize)>,
     /// Set for one rank of a tensor-parallel group (`CudaRankGroup`).
     collective: Option<Arc<dyn DeviceCollective>>,
+    /// Set under data-parallel attention with expert parallelism: the instance-wide group the
+    /// MoE layers exchange rows through (`forward_dp`).
+    expert_exchange: Option<Arc<dyn DeviceCollective>>,
 }
 
 // SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
@@ -89,6 +94,16 @@ unsafe impl Send for CudaBackend {}
 /// Whether every sequence of the batch adds one token and wants only its last logits.
 fn decode_only(batch: &[SeqChunk<'_>]) -> bool {
     batch.iter().all(|c| c.tokens.len() == 1 && c.logits == LogitsRequest::Last)
+}
+
+/// A rank's place in one step of data-parallel attention (`forward_dp`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DpStep {
+    /// The step's tokens over every attention group, and where this rank's group's start.
+    pub total: usize,
+    pub offset: usize,
+    /// The group's first rank.
+    pub leader: bool,
 }
 
 /// Where a backend's weights come from.
@@ -211,6 +226,7 @@ impl CudaBackend {
             route_log: None,
             routed: Vec::new(),
             collective,
+            expert_exchange: None,
         };
         if warm {
             backend.warm_up(opts.max_batched_tokens)?;
@@ -292,10 +308,18 @@ impl CudaBackend {
 
     /// Runs the batch; its logits rows are left in the workspace (batch order).
     fn run(&mut self, batch: &[SeqChunk<'_>]) -> Result<BatchLayout> {
-        mlahost_engine::batch::validate_batch(batch, self.cfg.vocab_size, self.geometry)?;
+        self.run_with(batch, None)
+    }
+
+    /// `dp`: this rank's place in a step of data-parallel attention groups (eager: the graphs
+    /// would bake in the other groups' token counts); its batch may be empty.
+    fn run_with(&mut self, batch: &[SeqChunk<'_>], dp: Option<DpStep>) -> Result<BatchLayout> {
+        if !batch.is_empty() {
+            mlahost_engine::batch::validate_batch(batch, self.cfg.vocab_size, self.geometry)?;
+        }
         self.gpu.bind()?;
         let heads = self.cfg.num_attention_heads;
-        let bucket = self.graph_bucket(batch);
+        let bucket = if dp.is_some() { None } else { self.graph_bucket(batch) };
         let layout = BatchLayout::new(
             batch,
             self.geometry.page_size,
@@ -305,8 +329,9 @@ impl CudaBackend {
             self.fp8,
             bucket,
         );
+        let moe_rows = layout.tokens.max(dp.map_or(0, |d| d.total));
         let need = Capacity {
-            tokens: layout.tokens,
+            tokens: moe_rows,
             rows: layout.logit_rows.max(1),
             meta: layout.meta.len(),
             partial_rows: layout.max_partial_slots(heads),
@@ -314,11 +339,11 @@ impl CudaBackend {
         if Workspace::ensure(&mut self.workspace, &self.gpu, &self.cfg, need)? {
             self.graphs.clear(); // captured addresses are gone
         }
-        if self.weights.fp8 && fp8_scratch::Fp8Scratch::ensure(&mut self.fp8_scratch, &self.gpu, &self.cfg, layout.tokens)? {
+        if self.weights.fp8 && fp8_scratch::Fp8Scratch::ensure(&mut self.fp8_scratch, &self.gpu, &self.cfg, moe_rows)? {
             self.graphs.clear();
         }
         if self.route_log.is_some() {
-            self.grow_route_log(layout.tokens)?;
+            self.grow_route_log(moe_rows)?;
             self.routed = layout.order.iter().map(|&i| (i, batch[i].tokens.len())).collect();
         }
         let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
@@ -338,6 +363,11 @@ impl CudaBackend {
             quant: self.fp8_scratch.as_ref(),
             num_sms: self.decode_target.num_sms,
             tp: self.collective.as_deref().map(|coll| forward::TpRank { coll, gpu: &self.gpu }),
+            dp: match (dp, self.expert_exchange.as_deref()) {
+                (Some(d), Some(world)) => Some(forward_dp::DpMoe { world, gpu: &self.gpu, total: d.total, offset: d.offset, leader: d.leader }),
+                (Some(_), None) => return Err(CudaError::launch("forward", "a data-parallel step on a rank without the expert exchange")),
+                (None, _) => None,
+            },
         };
         self.gpu.profile_forward(if decode_only(batch) { Phase::Decode } else { Phase::Prefill });
         match bucket {
@@ -350,6 +380,10 @@ impl CudaBackend {
                 }
                 self.graphs.get(&key).ok_or_else(|| CudaError::launch("graph", "missing"))?.launch()?;
             }
+            None if batch.is_empty() => match f.dp {
+                Some(dp) => f.exchange_only(dp)?,
+                None => return Err(CudaError::launch("forward", "an empty batch outside a data-parallel step")),
+            },
             None => f.run()?,
         }
         self.gpu.profile_collect()?;
@@ -358,6 +392,20 @@ impl CudaBackend {
 
     fn forward_checked(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
         let layout = self.run(batch)?;
+        self.read_logits(layout)
+    }
+
+    /// One rank's part of a data-parallel step (`dp`): its group's sequences (maybe none), and
+    /// their logits when `read` (a group's first rank).
+    pub(crate) fn forward_dp(&mut self, batch: &[SeqChunk<'_>], dp: DpStep, read: bool) -> Result<Option<Logits>> {
+        let layout = self.run_with(batch, Some(dp))?;
+        if !read || batch.is_empty() {
+            return Ok(None);
+        }
+        self.read_logits(layout).map(Some)
+    }
+
+    fn read_logits(&self, layout: BatchLayout) -> Result<Logits> {
         let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
         let vocab = self.cfg.vocab_size;
         let mut data = vec![0f32; layout.logit_rows * vocab];

@@ -4,9 +4,11 @@
 //! each rank writes its rows' logits into its columns and one more sum assembles them, so rank
 //! 0 reads or samples the whole logits (the embedding stays whole on every rank); with
 //! `--enable-expert-parallel` each rank holds whole experts (its share) and runs only the pairs
-//! routed to them, the sum over ranks combining the experts. Data-parallel attention on GPUs is
-//! not built yet. Over several hosts (`across_nodes`) node 0 sends every step to the others
-//! (`step_link`).
+//! routed to them, the sum over ranks combining the experts. With data-parallel attention the
+//! ranks form groups of `--tensor-parallel-size`, each holding its own sequences' pages
+//! (`ranks_dp`), and under expert parallelism the MoE layers exchange rows across the groups
+//! through an instance-wide collective (`forward_dp`). Over several hosts (`across_nodes`) node
+//! 0 sends every step to the others (`step_link`).
 
 use super::{CudaBackend, CudaOptions, WeightsFrom};
 use crate::weights::{GpuWeights, WeightsBuilder};
@@ -36,8 +38,10 @@ pub enum RankDevices {
 }
 
 pub struct CudaRankGroup {
-    ranks: Vec<CudaBackend>,
-    collectives: Vec<Arc<dyn DeviceCollective>>,
+    pub(super) ranks: Vec<CudaBackend>,
+    /// Per rank, the collectives it takes part in (abandoned when it fails).
+    pub(super) collectives: Vec<Vec<Arc<dyn DeviceCollective>>>,
+    pub(super) layout: ParallelLayout,
     /// The handles the NCCL ranks joined with: they keep each GPU's primary context (which the
     /// communicators live in) retained, whatever the backends do with theirs.
     _joined_on: Vec<Arc<Gpu>>,
@@ -65,7 +69,7 @@ fn fingerprint(cfg: &ModelConfig, layout: ParallelLayout, opts: &CudaOptions, qu
 
 /// Runs `f(rank, item)` for every item on its own thread; the results in rank order. A rank
 /// that fails or panics is abandoned (so the emulated ranks waiting for it stop waiting).
-fn on_each<T: Send, R: Send>(items: Vec<T>, collectives: &[Arc<dyn DeviceCollective>], f: impl Fn(usize, T) -> Result<R> + Sync) -> Vec<Result<R>> {
+pub(super) fn on_each<T: Send, R: Send>(items: Vec<T>, collectives: &[Vec<Arc<dyn DeviceCollective>>], f: impl Fn(usize, T) -> Result<R> + Sync) -> Vec<Result<R>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .into_iter()
@@ -76,9 +80,7 @@ fn on_each<T: Send, R: Send>(items: Vec<T>, collectives: &[Arc<dyn DeviceCollect
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(rank, item)))
                         .unwrap_or_else(|_| Err(CudaError::launch("rank", "a rank panicked")));
                     if out.is_err() {
-                        if let Some(c) = collectives.get(rank) {
-                            c.abandon();
-                        }
+                        collectives.get(rank).into_iter().flatten().for_each(|c| c.abandon());
                     }
                     out
                 })
@@ -88,7 +90,7 @@ fn on_each<T: Send, R: Send>(items: Vec<T>, collectives: &[Arc<dyn DeviceCollect
     })
 }
 
-fn all<R>(results: Vec<Result<R>>) -> Result<Vec<R>> {
+pub(super) fn all<R>(results: Vec<Result<R>>) -> Result<Vec<R>> {
     results.into_iter().collect()
 }
 
@@ -130,13 +132,13 @@ impl CudaRankGroup {
     }
 
     fn load(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayout, opts: CudaOptions, quant: WeightQuant, devices: RankDevices, nodes: Option<&NodeGroup>) -> Result<Self> {
-        if layout.data_parallel != 1 {
-            return Err(CudaError::Engine(EngineError::Layout(format!(
-                "{} on GPUs is not built yet: tensor parallelism (with or without --enable-expert-parallel) only; the CPU runs every layout",
-                layout.describe()
-            ))));
+        let (tp, dp) = (layout.tensor_parallel, layout.data_parallel);
+        if dp > 1 && nodes.is_some() {
+            return Err(CudaError::Engine(EngineError::Layout("data-parallel attention across hosts is not built yet: one host's GPUs".into())));
         }
-        let world = layout.tensor_parallel;
+        // the routed experts exchange rows across attention groups when spread over all ranks
+        let exchange = dp > 1 && layout.expert_parallel;
+        let world = layout.world();
         // this node's ranks: all of them, or its share of an instance over several nodes
         let (local, first_rank) = match nodes {
             Some(g) => {
@@ -152,44 +154,61 @@ impl CudaRankGroup {
             None => (world, 0),
         };
         if let (Some(m), false) = (&cfg.moe, layout.expert_parallel) {
-            let per_rank = m.moe_intermediate_size / world;
+            let per_rank = m.moe_intermediate_size / tp;
             if per_rank % crate::kernels::moe::TILE_K != 0 {
                 return Err(CudaError::Engine(EngineError::Layout(format!(
-                    "the routed experts' width {} sliced over {world} ranks leaves {per_rank} columns each, and the GPU's grouped GEMM needs a multiple of {}: use --enable-expert-parallel or fewer ranks",
+                    "the routed experts' width {} sliced over {tp} ranks leaves {per_rank} columns each, and the GPU's grouped GEMM needs a multiple of {}: use --enable-expert-parallel or fewer ranks",
                     m.moe_intermediate_size,
                     crate::kernels::moe::TILE_K
                 ))));
             }
         }
         let mut joined_on = Vec::new();
-        let (collectives, ordinal): (Vec<Arc<dyn DeviceCollective>>, Box<dyn Fn(usize) -> usize + Sync>) = match devices {
+        // per rank: its attention group's collective (tensor-parallel sums; none for a group of
+        // one under data-parallel attention) and the instance-wide one of the expert exchange
+        type Colls = Vec<Option<Arc<dyn DeviceCollective>>>;
+        let (groups, worlds, ordinal): (Colls, Colls, Box<dyn Fn(usize) -> usize + Sync>) = match devices {
             RankDevices::Nccl { first_gpu } => {
                 // every GPU opened first: a missing one is an error here, not a rank waiting
                 // forever for a peer that never joins
                 let gpus = (0..local).map(|i| Gpu::open(first_gpu + i)).collect::<Result<Vec<_>>>()?;
-                let id = match nodes {
+                let group_ids = match nodes {
                     // node 0 makes the id and hands it to the others, who must run the same thing
-                    Some(g) => rendezvous(g, &fingerprint(cfg, layout, &opts, quant), || nccl::unique_id().map_err(EngineError::from), LINK_TIMEOUT)?,
-                    None => nccl::unique_id()?,
+                    Some(g) => vec![rendezvous(g, &fingerprint(cfg, layout, &opts, quant), || nccl::unique_id().map_err(EngineError::from), LINK_TIMEOUT)?],
+                    None => (0..dp).map(|_| nccl::unique_id()).collect::<Result<Vec<_>>>()?,
                 };
-                // every rank's join blocks until all have joined: one thread each
+                let world_id = if exchange { Some(nccl::unique_id()?) } else { None };
+                // every rank's join blocks until all of its group have joined: one thread each
                 let joined = on_each(gpus.clone(), &[], |i, gpu| {
-                    NcclCollective::join(&gpu, &id, first_rank + i, world).map(|c| Arc::new(c) as Arc<dyn DeviceCollective>)
+                    let rank = first_rank + i;
+                    let group = if dp > 1 && tp == 1 { None } else { Some(Arc::new(NcclCollective::join(&gpu, &group_ids[rank / tp], rank % tp, tp)?) as Arc<dyn DeviceCollective>) };
+                    let world_coll = match &world_id {
+                        Some(id) => Some(Arc::new(NcclCollective::join(&gpu, id, rank, world)?) as Arc<dyn DeviceCollective>),
+                        None => None,
+                    };
+                    Ok((group, world_coll))
                 });
-                let colls = all(joined)?;
+                let (g, w): (Colls, Colls) = all(joined)?.into_iter().unzip();
                 joined_on = gpus;
-                (colls, Box::new(move |rank| first_gpu + rank))
+                (g, w, Box::new(move |rank| first_gpu + rank))
             }
             RankDevices::EmulatedOnOneGpu { gpu } => {
-                let host: Vec<Arc<dyn Communicator>> = LocalGroup::new(world).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
-                let colls = EmulatedCollective::group(host).into_iter().map(|c| Arc::new(c) as Arc<dyn DeviceCollective>).collect();
-                (colls, Box::new(move |_| gpu))
+                let emulate = |n: usize| -> Vec<Arc<dyn DeviceCollective>> {
+                    let host: Vec<Arc<dyn Communicator>> = LocalGroup::new(n).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect();
+                    EmulatedCollective::group(host).into_iter().map(|c| Arc::new(c) as Arc<dyn DeviceCollective>).collect()
+                };
+                let g: Colls = if dp > 1 && tp == 1 { vec![None; world] } else { (0..dp).flat_map(|_| emulate(tp)).map(Some).collect() };
+                let w: Colls = if exchange { emulate(world).into_iter().map(Some).collect() } else { vec![None; world] };
+                (g, w, Box::new(move |_| gpu))
             }
         };
+        let collectives: Vec<Vec<Arc<dyn DeviceCollective>>> = groups.iter().zip(&worlds).map(|(g, w)| g.iter().chain(w).cloned().collect()).collect();
         let emulated = matches!(devices, RankDevices::EmulatedOnOneGpu { .. });
         let rank_opts = |rank: usize| CudaOptions {
             ordinal: ordinal(rank),
             gpu_memory_utilization: if emulated { opts.gpu_memory_utilization / world as f64 } else { opts.gpu_memory_utilization },
+            // a data-parallel step depends on the other groups' tokens: eager
+            cuda_graphs: opts.cuda_graphs && dp == 1,
             ..opts
         };
         // Built one by one (uploads and allocations need no peer), then warmed up together.
@@ -201,7 +220,9 @@ impl CudaRankGroup {
         let shards = rank_weights(cfg, source, layout, quant, first_rank..first_rank + local, &|i| ordinal(i))?;
         let mut ranks = Vec::with_capacity(local);
         for (rank, (rank_cfg, rank_weights)) in shards.into_iter().enumerate() {
-            ranks.push(CudaBackend::build(rank_cfg, WeightsFrom::Uploaded(rank_weights), rank_opts(rank), quant, Some(collectives[rank].clone()), false)?);
+            let mut r = CudaBackend::build(rank_cfg, WeightsFrom::Uploaded(rank_weights), rank_opts(rank), quant, groups[rank].clone(), false)?;
+            r.expert_exchange = worlds[rank].clone();
+            ranks.push(r);
         }
         let pages: Vec<usize> = ranks.iter().map(|r| r.geometry.num_pages).collect();
         let fewest = pages.iter().copied().min().unwrap_or(0);
@@ -218,7 +239,7 @@ impl CudaRankGroup {
         ranks.iter_mut().for_each(|r| r.geometry.num_pages = agreed);
         let warm = on_each(ranks.iter_mut().collect(), &collectives, |_, r: &mut CudaBackend| r.warm_up(opts.max_batched_tokens));
         all(warm)?;
-        Ok(Self { ranks, collectives, _joined_on: joined_on, link })
+        Ok(Self { ranks, collectives, _joined_on: joined_on, link, layout })
     }
 
     /// Rank 0's backend (its GPU, weights and profile).
@@ -252,17 +273,28 @@ impl CudaRankGroup {
 
 impl Backend for CudaRankGroup {
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> mlahost_engine::Result<Logits> {
+        if self.layout.data_parallel > 1 {
+            return self.run_groups(batch).map_err(EngineError::from);
+        }
         let (logits, _) = self.run_all(batch, None).map_err(EngineError::from)?;
         logits.ok_or_else(|| EngineError::Collective("rank 0 returned no logits".into()))
     }
 
+    /// Under data-parallel attention each group's ranks hold its own pages: the instance has
+    /// the groups' pages end to end, one pool per group.
     fn cache_geometry(&self) -> CacheGeometry {
-        self.ranks[0].geometry
+        let g = self.ranks[0].geometry;
+        CacheGeometry { num_pages: g.num_pages * self.layout.data_parallel, ..g }
+    }
+
+    fn cache_pools(&self) -> usize {
+        self.layout.data_parallel
     }
 
     fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
-        // decided before any rank runs, so all run or none does
-        if !CudaBackend::samples_on_device(batch, requests) {
+        // decided before any rank runs, so all run or none does; data-parallel steps sample on
+        // the host
+        if self.layout.data_parallel > 1 || !CudaBackend::samples_on_device(batch, requests) {
             return Ok(None);
         }
         let (_, samples) = self.run_all(batch, Some(requests)).map_err(EngineError::from)?;

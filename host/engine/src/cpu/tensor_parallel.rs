@@ -10,6 +10,7 @@
 
 use super::dp_experts::ExpertGroup;
 use super::{CpuBackend, CpuOptions};
+use crate::attention_groups::{merge_in_batch_order, split_by_group};
 use crate::batch::{validate_batch, Backend, CacheGeometry, Logits, SeqChunk};
 use crate::comm::{Communicator, LocalGroup};
 use crate::config::ModelConfig;
@@ -78,21 +79,9 @@ impl CpuRankGroup {
         self.ranks[0].cache_geometry().num_pages
     }
 
-    /// Per attention group, the batch's sequences it serves: their index in `batch` and their
-    /// block table in the group's own page ids.
+    /// Per attention group, the batch's sequences it serves (`attention_groups`).
     fn split_by_group(&self, batch: &[SeqChunk<'_>]) -> Result<Vec<Vec<(usize, Vec<PageId>)>>> {
-        let (per, ps) = (self.pages_per_group(), self.ranks[0].cache_geometry().page_size);
-        let mut groups = vec![Vec::new(); self.layout.data_parallel];
-        for (i, c) in batch.iter().enumerate() {
-            let used = &c.block_table[..(c.start_pos + c.tokens.len()).div_ceil(ps)];
-            let group = used.first().map_or(0, |&p| p as usize / per);
-            if used.iter().any(|&p| p as usize / per != group) {
-                return Err(EngineError::InvalidBatch(format!("sequence {i}: its pages span attention groups of {per} pages")));
-            }
-            let base = (group * per) as PageId;
-            groups[group].push((i, c.block_table.iter().map(|p| p.wrapping_sub(base)).collect()));
-        }
-        Ok(groups)
+        split_by_group(batch, self.layout.data_parallel, self.pages_per_group(), self.ranks[0].cache_geometry().page_size)
     }
 }
 
@@ -157,22 +146,6 @@ impl Backend for CpuRankGroup {
     }
 }
 
-/// One `Logits` for the whole batch from each group's logits over its own sequences.
-fn merge_in_batch_order(groups: &[Vec<(usize, Vec<PageId>)>], per_group: Vec<Logits>, n: usize, vocab: usize) -> Logits {
-    let mut out = Logits { vocab, data: Vec::new(), rows: vec![0..0; n] };
-    let mut parts: Vec<(usize, usize, usize)> = Vec::new(); // (batch index, group, index in group)
-    for (g, members) in groups.iter().enumerate() {
-        parts.extend(members.iter().enumerate().map(|(j, (i, _))| (*i, g, j)));
-    }
-    parts.sort_unstable();
-    for (i, g, j) in parts {
-        let rows = per_group[g].rows[j].clone();
-        let start = out.data.len() / vocab;
-        out.data.extend_from_slice(&per_group[g].data[rows.start * vocab..rows.end * vocab]);
-        out.rows[i] = start..start + rows.len();
-    }
-    out
-}
 
 /// Rows of vocabulary-parallel logits (`local`: `rows` x this rank's vocabulary range) made
 /// whole: every rank's shard gathered and laid out row by row.
