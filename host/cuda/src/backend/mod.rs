@@ -347,8 +347,11 @@ impl CudaBackend {
             self.routed = layout.order.iter().map(|&i| (i, batch[i].tokens.len())).collect();
         }
         let ws = self.workspace.as_ref().ok_or_else(|| CudaError::launch("forward", "no workspace"))?;
-        ws.meta.write(0, &layout.meta)?;
-        ws.slots.write(0, &layout.slots)?;
+        if !layout.meta.is_empty() {
+            // (an empty data-parallel share has none)
+            ws.meta.write(0, &layout.meta)?;
+            ws.slots.write(0, &layout.slots)?;
+        }
         let f = forward::Forward {
             cfg: &self.cfg,
             k: &self.kernels,
