@@ -107,6 +107,11 @@ fn endpoint_picker_reads_every_family_per_pod_and_per_replica() {
     }
     // The mlahost families are still there.
     assert!(m.contains_key("mlahost_num_requests_running"));
+    // How the weights are stored on each device (the CPU keeps the checkpoint's bf16).
+    let (labels, value) = picked(&m, "mlahost_weights_info", "gauge");
+    assert_eq!(*value, 1.0);
+    assert_eq!((labels["device"].as_str(), labels["linears"].as_str(), labels["embeddings"].as_str()), ("cpu", "bf16", "bf16"), "{labels:?}");
+    assert!(picked(&m, "mlahost_weight_bytes", "gauge").1 > 1.0e5, "a device's weight bytes");
 }
 
 #[test]

@@ -27,6 +27,17 @@ pub struct SeqChunk<'a> {
     pub logits: LogitsRequest,
 }
 
+/// How a backend holds the model's weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightStorage {
+    /// The linear layers' element type: `bf16`, `f32`, or `fp8_e4m3` (128 x 128 block scales).
+    pub linears: &'static str,
+    /// The embeddings and lm_head's.
+    pub embeddings: &'static str,
+    /// Bytes of weights on one device (one rank's share under a split).
+    pub bytes: u64,
+}
+
 /// Logits rows for the sequences that asked for them, f32 `[rows, vocab]`.
 #[derive(Debug, Clone, Default)]
 pub struct Logits {
@@ -111,6 +122,12 @@ pub trait Backend: Send {
     /// per data-parallel attention group, whose ranks hold only their pool's latents.
     fn cache_pools(&self) -> usize {
         1
+    }
+
+    /// How this backend stores the model's weights (per device, for one rank of a group), for
+    /// the start-up log and /metrics. None where it does not say.
+    fn weight_storage(&self) -> Option<WeightStorage> {
+        None
     }
 
     /// Runs `batch` and samples one token for each sequence that asked for `Last` logits (in

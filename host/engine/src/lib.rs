@@ -27,7 +27,7 @@ pub mod tokenizer;
 mod token_bytes;
 pub mod weights;
 
-pub use batch::{AllowSet, Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, RoutingTrace, SampleRequest, SeqChunk, TokenRoute};
+pub use batch::{AllowSet, Backend, CacheGeometry, DeviceSample, Logits, LogitsRequest, RoutingTrace, SampleRequest, SeqChunk, TokenRoute, WeightStorage};
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};
 pub use kv_cache_dtype::{KvCacheDtype, KvCacheDtypeArg};

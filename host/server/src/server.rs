@@ -303,6 +303,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
     let num_pages = backends.iter().map(|b| b.cache_geometry().num_pages).min().unwrap_or(0);
     // Data-parallel attention: one pool per attention group, and a sequence lives in one.
     let pools = backends.first().map_or(1, |b| b.cache_pools());
+    let stored = backends.first().and_then(|b| b.weight_storage());
     let page_bytes = capacity::page_bytes(c, dtype, cfg.page_size);
     let capacity = num_pages * cfg.page_size;
     let max_model_len = cfg.max_model_len.unwrap_or(c.max_position_embeddings).min(c.max_position_embeddings).min(capacity / pools);
@@ -319,6 +320,9 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         pool_pages = num_pages,
         pool_tokens = capacity,
         pool_bytes = page_bytes * num_pages as u64,
+        weight_linears = stored.as_ref().map_or("unknown", |w| w.linears),
+        weight_embeddings = stored.as_ref().map_or("unknown", |w| w.embeddings),
+        weight_bytes_per_device = stored.as_ref().map_or(0, |w| w.bytes),
         "latent cache per replica"
     );
     let mut list = Vec::new();
@@ -353,6 +357,7 @@ fn start_engine(cfg: &ServeConfig) -> Result<(Arc<AppState>, Vec<std::thread::Jo
         max_num_batched_tokens: cfg.scheduler.max_num_batched_tokens,
         max_num_seqs: cfg.scheduler.max_num_seqs,
         prefix_caching: cfg.scheduler.prefix_caching,
+        weights: stored,
     };
     let state = Arc::new(state);
     if watch_tenants {

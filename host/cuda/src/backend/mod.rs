@@ -446,6 +446,10 @@ impl Backend for CudaBackend {
         self.forward_checked(batch).map_err(EngineError::from)
     }
 
+    fn weight_storage(&self) -> Option<mlahost_engine::WeightStorage> {
+        Some(mlahost_engine::WeightStorage { linears: if self.weights.fp8 { "fp8_e4m3" } else { "bf16" }, embeddings: "bf16", bytes: self.weights.bytes })
+    }
+
     fn cache_geometry(&self) -> CacheGeometry {
         self.geometry
     }

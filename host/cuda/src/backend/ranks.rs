@@ -291,6 +291,11 @@ impl Backend for CudaRankGroup {
         self.layout.data_parallel
     }
 
+    /// Rank 0's (the ranks' shares differ by a few experts at most).
+    fn weight_storage(&self) -> Option<mlahost_engine::WeightStorage> {
+        self.ranks[0].weight_storage()
+    }
+
     fn forward_sampled(&mut self, batch: &[SeqChunk<'_>], requests: &mut [SampleRequest<'_>]) -> mlahost_engine::Result<Option<Vec<DeviceSample>>> {
         // decided before any rank runs, so all run or none does; data-parallel steps sample on
         // the host

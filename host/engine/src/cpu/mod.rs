@@ -132,6 +132,17 @@ impl Backend for CpuBackend {
         self.cache.geometry()
     }
 
+    /// The weights as the checkpoint stores them (bf16 kept, others widened to f32).
+    fn weight_storage(&self) -> Option<crate::batch::WeightStorage> {
+        let dtype = |m: &crate::tensor::Matrix| match m.data {
+            crate::tensor::Storage::Bf16(_) => "bf16",
+            crate::tensor::Storage::F32(_) => "f32",
+            crate::tensor::Storage::Fp8(_) => "fp8_e4m3",
+        };
+        let linears = self.weights.layers.first().map_or("none", |l| dtype(&l.attn.o));
+        Some(crate::batch::WeightStorage { linears, embeddings: dtype(&self.weights.embed), bytes: self.weights.bytes() as u64 })
+    }
+
     fn forward(&mut self, batch: &[SeqChunk<'_>]) -> Result<Logits> {
         crate::batch::validate_batch(batch, self.cfg.vocab_size, self.cache.geometry())?;
         // The team's workers stay hot (spinning, not parked) through the whole pass, so the

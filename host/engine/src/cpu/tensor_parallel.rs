@@ -91,6 +91,10 @@ impl Backend for CpuRankGroup {
         CacheGeometry { num_pages: g.num_pages * self.layout.data_parallel, ..g }
     }
 
+    fn weight_storage(&self) -> Option<crate::batch::WeightStorage> {
+        self.ranks.first().and_then(|r| r.weight_storage())
+    }
+
     fn cache_pools(&self) -> usize {
         self.layout.data_parallel
     }

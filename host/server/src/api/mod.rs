@@ -57,6 +57,8 @@ pub struct ServeInfo {
     pub max_num_batched_tokens: usize,
     pub max_num_seqs: usize,
     pub prefix_caching: bool,
+    /// How the backends store the weights (per device), for /metrics.
+    pub weights: Option<mlahost_engine::WeightStorage>,
 }
 
 pub struct AppState {
