@@ -71,3 +71,23 @@ fn dummy_weights_take_the_real_shapes_from_the_config_alone() {
     }
     assert!(LoadFormat::parse("pt").unwrap_err().to_string().contains("expected auto, safetensors or dummy"));
 }
+
+/// A config with FP8 blocks gets FP8 dummy linears, as its checkpoint would: kept as e4m3 codes
+/// and block scales for a GPU that stores them, the same values dequantized for the CPU.
+#[test]
+fn an_fp8_config_gets_fp8_dummy_linears_with_the_same_values_kept_or_not() {
+    let scratch = ScratchCheckpoint::copy_of("tiny-v3-fp8", "dummy-fp8");
+    let model = LoadedModel::open(&scratch.dir, LoadFormat::Dummy, None).expect("open");
+    let cfg = &model.config;
+    assert!(cfg.fp8.is_some(), "the fixture declares FP8 blocks");
+    let (kept, widened) = (model.source(true).expect("source"), model.source(false).expect("source"));
+    let (k, w) = (ModelWeights::load_layer(kept.as_ref(), cfg, 1).expect("layer"), ModelWeights::load_layer(widened.as_ref(), cfg, 1).expect("layer"));
+    assert!(matches!(k.attn.o.data, mlahost_engine::tensor::Storage::Fp8(_)), "kept as codes");
+    assert!(matches!(w.attn.o.data, mlahost_engine::tensor::Storage::F32(_)), "dequantized for the CPU");
+    assert_eq!(k.attn.o.to_f32_vec(), w.attn.o.to_f32_vec());
+    let o = w.attn.o.to_f32_vec();
+    let std = (o.iter().map(|x| (x * x) as f64).sum::<f64>() / o.len() as f64).sqrt();
+    assert!((0.018..0.022).contains(&std), "standard deviation {std}");
+    // the embeddings stay bf16, as in the hub's FP8 checkpoints
+    assert!(matches!(ModelWeights::load(kept.as_ref(), cfg).expect("weights").embed.data, mlahost_engine::tensor::Storage::Bf16(_)));
+}

@@ -110,7 +110,7 @@ impl LoadedModel {
             if let Some(p) = &self.progress {
                 p.start(0);
             }
-            return Ok(Box::new(DummyWeights { seed: 0 }));
+            return Ok(Box::new(DummyWeights { seed: 0, keep_fp8 }));
         }
         let mut ckpt = Checkpoint::open(&self.dir)?.keep_fp8(keep_fp8);
         if let Some(p) = &self.progress {
