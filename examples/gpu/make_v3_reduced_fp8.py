@@ -124,10 +124,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tokenizer-dir", required=True)
     ap.add_argument("--experts", type=int, default=32)
+    ap.add_argument("--layers", type=int, default=2, help="layers (the first dense, the rest MoE)")
     ap.add_argument("--shard-gb", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    cfg = dict(V3_REDUCED, n_routed_experts=args.experts)
+    cfg = dict(V3_REDUCED, n_routed_experts=args.experts, num_hidden_layers=args.layers)
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)

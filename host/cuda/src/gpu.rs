@@ -39,6 +39,14 @@ pub fn driver_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
+/// How many GPUs the driver sees (0 without a driver).
+pub fn device_count() -> usize {
+    if !driver_present() || result::init().is_err() {
+        return 0;
+    }
+    result::device::get_count().map_or(0, |n| n.max(0) as usize)
+}
+
 impl Gpu {
     /// Opens `cuda:ordinal` with its primary context and a fresh non-blocking stream.
     pub fn open(ordinal: usize) -> Result<Arc<Self>> {

@@ -40,10 +40,22 @@ pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, ep: b
 /// As `split_against_whole`, with `dp` data-parallel attention groups of `tp` ranks each (each
 /// group holds its own sequences' pages; with `ep` the MoE layers exchange rows across groups).
 pub fn split_against_whole_dp(model: &LoadedModel, ordinal: usize, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
+    split_on(model, ordinal, RankDevices::EmulatedOnOneGpu { gpu: ordinal }, tp, dp, ep, seed, steps)
+}
+
+/// The same split with rank r on GPU r over NCCL (a node with `tp * dp` GPUs) against the whole
+/// model on GPU 0: the real collectives checked the way the emulation is.
+pub fn split_over_gpus(model: &LoadedModel, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
+    let mut c = split_on(model, 0, RankDevices::Nccl { first_gpu: 0 }, tp, dp, ep, seed, steps)?;
+    c.name = c.name.replace("emulated on one GPU", "over NCCL, one GPU each");
+    Ok(c)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
     let page_size = 64;
     let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp) ^ ep as u64 ^ (dp as u64) << 9, model.config.vocab_size, steps, page_size);
     let layout = ParallelLayout { tensor_parallel: tp, data_parallel: dp, expert_parallel: ep };
-    let devices = RankDevices::EmulatedOnOneGpu { gpu: ordinal };
     let mut ranks = match CudaRankGroup::new(&model.config, &*model.weights()?, layout, rank_options(ordinal, page_size, pages), WeightQuant::Bf16, devices) {
         // a layout the GPU kernels cannot take (the tiny fixtures' 64-wide experts over 4 ranks)
         // is refused at start, as `serve` refuses it: recorded, not a failure

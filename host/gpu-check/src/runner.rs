@@ -145,6 +145,12 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             for (tp, dp) in [(1, 8), (2, 4), (1, 2)] {
                 one(format!("{} DP={dp} TP={tp} EP emulated", dir.display()), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, true, o.seed, 16));
             }
+            // on a node with 8 GPUs: the same layouts over NCCL, one GPU a rank (issue 23's check)
+            if mlahost_cuda::gpu::device_count() >= 8 {
+                for (tp, dp, ep) in [(8, 1, false), (8, 1, true), (1, 8, true), (2, 4, true)] {
+                    one(format!("{} DP={dp} TP={tp} EP={ep} NCCL", dir.display()), e2e_tp::split_over_gpus(&model, tp, dp, ep, o.seed, 16));
+                }
+            }
         }
     }
     Ok(out)
