@@ -69,7 +69,7 @@ async fn dispatch(state: Arc<AppState>, gate: Arc<Gate>, req: Request<Incoming>)
             let mut body = crate::metrics::render(&state.replicas.metrics());
             crate::metrics_vllm::render(&mut body, &state.replicas.metrics(), &crate::http_extra::vllm_info(&state));
             crate::metrics::render_plugins(&mut body, &state.plugins.plugins);
-            crate::metrics::render_weights(&mut body, &state.info);
+            crate::metrics::render_weights(&mut body, &state.info.device, state.info.weights.as_ref());
             if state.guard.metrics_tenant_labels || state.is_admin(auth.as_deref()) {
                 state.tenant_stats.render(&mut body);
             }

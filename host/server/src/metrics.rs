@@ -66,9 +66,9 @@ pub fn render(replicas: &[std::sync::Arc<Metrics>]) -> String {
 /// Per-plugin calls, traps, timeouts, fallbacks, reloads and call latency.
 /// The weights' storage on each device: `mlahost_weights_info` (value 1; the dtypes are labels)
 /// and `mlahost_weight_bytes` (one device's share).
-pub fn render_weights(out: &mut String, info: &crate::api::ServeInfo) {
-    let Some(w) = &info.weights else { return };
-    let device = info.device.replace(['"', '\\', '\n'], "'");
+pub fn render_weights(out: &mut String, device: &str, weights: Option<&mlahost_engine::WeightStorage>) {
+    let Some(w) = weights else { return };
+    let device = device.replace(['"', '\\', '\n'], "'");
     let _ = writeln!(out, "# HELP mlahost_weights_info How the weights are stored (value 1; the element types are labels).\n# TYPE mlahost_weights_info gauge");
     let _ = writeln!(out, "mlahost_weights_info{{device=\"{device}\",linears=\"{}\",embeddings=\"{}\"}} 1", w.linears, w.embeddings);
     let _ = writeln!(out, "# HELP mlahost_weight_bytes Bytes of weights on one device (one rank's share under a split).\n# TYPE mlahost_weight_bytes gauge");
