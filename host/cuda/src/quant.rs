@@ -1,10 +1,11 @@
 //! Weight quantization for the GPU: DeepSeek-V3's block format, e4m3 codes with one f32 scale per
 //! 128x128 block (ceil-div blocks at the edges), value = code x scale, scale = block amax / 448.
 //!
-//! A checkpoint already in that format reaches us dequantized by the engine's loader (code x
-//! file scale); quantizing it again gives back the file's codes and scales whenever the file's
-//! scale is its block's amax / 448, which is how DeepSeek's files are made (checked against the
-//! fp8 fixture's raw bytes below).
+//! A checkpoint already in that format normally reaches the GPU as stored (`Checkpoint::keep_fp8`,
+//! `weights.rs`); this quantizer serves bf16/f32 checkpoints (`--quantization fp8`), block cuts a
+//! split leaves ragged, and a host copy loaded dequantized, for which quantizing again gives back
+//! the file's codes and scales whenever the file's scale is its block's amax / 448, as
+//! DeepSeek's files are made (checked against the fp8 fixture's raw bytes below).
 
 use mlahost_engine::kv_cache_dtype::f32_to_f8e4m3;
 use std::fmt;

@@ -216,13 +216,13 @@ impl Uploader<'_> {
         Ok(GpuLayer { input_norm: self.buf(&l.input_norm)?, post_attention_norm: self.buf(&l.post_attention_norm)?, attn, ffn })
     }
 
-    fn finish(mut self, cfg: &ModelConfig, layers: Vec<GpuLayer>, ends: &ModelEnds) -> Result<GpuWeights> {
+    fn finish(mut self, cfg: &ModelConfig, layers: Vec<GpuLayer>, ends: Ends<'_>) -> Result<GpuWeights> {
         let rope = Rope::new(cfg);
         Ok(GpuWeights {
-            embed: self.matrix(&ends.embed)?,
+            embed: self.matrix(ends.embed)?,
             layers,
-            norm: self.buf(&ends.norm)?,
-            lm_head: self.matrix(&ends.lm_head)?,
+            norm: self.buf(ends.norm)?,
+            lm_head: self.matrix(ends.lm_head)?,
             inv_freq: self.buf(rope.inv_freq())?,
             attention_factor: rope.attention_factor(),
             rope_interleaved: rope.layout() == RopeLayout::Interleaved,
@@ -230,6 +230,27 @@ impl Uploader<'_> {
             fp8: self.fp8,
             fp8_bytes: self.fp8_bytes,
         })
+    }
+}
+
+/// The parameters outside the layers, borrowed from wherever they are held (ranks share the
+/// embedding and norm, and each has its own lm_head rows).
+#[derive(Clone, Copy)]
+pub struct Ends<'a> {
+    pub embed: &'a Matrix,
+    pub norm: &'a [f32],
+    pub lm_head: &'a Matrix,
+}
+
+impl<'a> From<&'a ModelEnds> for Ends<'a> {
+    fn from(e: &'a ModelEnds) -> Self {
+        Self { embed: &e.embed, norm: &e.norm, lm_head: &e.lm_head }
+    }
+}
+
+impl<'a> From<&'a ModelWeights> for Ends<'a> {
+    fn from(w: &'a ModelWeights) -> Self {
+        Self { embed: &w.embed, norm: &w.norm, lm_head: &w.lm_head }
     }
 }
 
@@ -253,7 +274,7 @@ impl<'a> WeightsBuilder<'a> {
         Ok(())
     }
 
-    pub fn finish(self, cfg: &ModelConfig, ends: &ModelEnds) -> Result<GpuWeights> {
+    pub fn finish(self, cfg: &ModelConfig, ends: Ends<'_>) -> Result<GpuWeights> {
         self.up.finish(cfg, self.layers, ends)
     }
 }
@@ -265,9 +286,7 @@ impl GpuWeights {
         for l in &w.layers {
             b.push_layer(l)?;
         }
-        // the ends are small beside the layers: a copy keeps one finishing path
-        let ends = ModelEnds { embed: w.embed.clone(), norm: w.norm.clone(), lm_head: w.lm_head.clone() };
-        b.finish(cfg, &ends)
+        b.finish(cfg, w.into())
     }
 
     /// Read from `src` a layer at a time (host memory holds one layer, not the model).
@@ -276,6 +295,6 @@ impl GpuWeights {
         for i in 0..cfg.num_hidden_layers {
             b.push_layer(&ModelWeights::load_layer(src, cfg, i)?)?;
         }
-        b.finish(cfg, &ModelEnds::load(src, cfg)?)
+        b.finish(cfg, (&ModelEnds::load(src, cfg)?).into())
     }
 }

@@ -11,7 +11,7 @@
 //! 0 sends every step to the others (`step_link`).
 
 use super::{CudaBackend, CudaOptions, WeightsFrom};
-use crate::weights::{GpuWeights, WeightsBuilder};
+use crate::weights::{Ends, GpuWeights, WeightsBuilder};
 use crate::collective::{DeviceCollective, EmulatedCollective, NcclCollective};
 use crate::gpu::Gpu;
 use crate::quant::WeightQuant;
@@ -344,17 +344,21 @@ fn rank_weights(cfg: &ModelConfig, source: ModelSource<'_>, layout: ParallelLayo
             b.push_layer(&plan.layer(layer))?;
         }
     }
-    let ends = match source {
-        ModelSource::Host(w) => ModelEnds { embed: w.embed.clone(), norm: w.norm.clone(), lm_head: w.lm_head.clone() },
-        ModelSource::Stream(src) => ModelEnds::load(src, cfg)?,
+    let loaded;
+    let ends: Ends<'_> = match source {
+        ModelSource::Host(w) => w.into(),
+        ModelSource::Stream(src) => {
+            loaded = ModelEnds::load(src, cfg)?;
+            (&loaded).into()
+        }
     };
     plans
         .into_iter()
         .zip(builders)
         .map(|(plan, b)| {
             // each rank computes its vocabulary rows' logits (`Forward::run` sums them whole)
-            let rank_ends = ModelEnds { embed: ends.embed.clone(), norm: ends.norm.clone(), lm_head: plan.lm_head(&ends.lm_head) };
-            Ok((plan.cfg.clone(), b.finish(&plan.cfg, &rank_ends)?))
+            let lm_head = plan.lm_head(ends.lm_head);
+            Ok((plan.cfg.clone(), b.finish(&plan.cfg, Ends { lm_head: &lm_head, ..ends })?))
         })
         .collect()
 }
