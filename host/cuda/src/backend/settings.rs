@@ -6,6 +6,7 @@ use mlahost_engine::parallel::ParallelLayout;
 use crate::quant::WeightQuant;
 use crate::Result;
 use mlahost_engine::rendezvous::NodeGroup;
+use mlahost_engine::weights::TensorSource;
 use mlahost_engine::LoadedModel;
 use mlahost_runtime::BackendOptions;
 
@@ -30,12 +31,17 @@ impl CudaBackend {
         if let Some(w) = model.loaded_weights() {
             return Self::with_quantization(c.clone(), &w, cuda, settings.quantization);
         }
-        // read a layer at a time; FP8 weights reach the GPU as the file stores them
-        let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
-        let backend = Self::build(c.clone(), WeightsFrom::Stream(src.as_ref()), cuda, settings.quantization, None, true);
-        model.finish_progress();
-        backend
+        streamed(model, settings, |src| Self::build(c.clone(), WeightsFrom::Stream(src), cuda, settings.quantization, None, true))
     }
+}
+
+/// `load` over the model's weights read a layer at a time (FP8 weights as the file stores them
+/// when the GPU keeps FP8), the progress bar closed after.
+fn streamed<R>(model: &LoadedModel, settings: &CudaSettings, load: impl FnOnce(&dyn TensorSource) -> Result<R>) -> Result<R> {
+    let src = model.source(settings.quantization.fp8_for(model.config.fp8.is_some()))?;
+    let out = load(src.as_ref());
+    model.finish_progress();
+    out
 }
 
 impl CudaRankGroup {
@@ -49,23 +55,14 @@ impl CudaRankGroup {
         if let Some(w) = model.loaded_weights() {
             return Self::new(c, &w, layout, cuda, settings.quantization, devices);
         }
-        let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
-        let group = Self::stream(c, src.as_ref(), layout, cuda, settings.quantization, devices);
-        model.finish_progress();
-        group
+        streamed(model, settings, |src| Self::stream(c, src, layout, cuda, settings.quantization, devices))
     }
-}
 
-impl CudaRankGroup {
     /// This node's ranks of an instance over several hosts (`--nnodes`): its share of
     /// `layout`'s ranks on GPUs `first_gpu ..`, the weights streamed from the checkpoint.
     pub fn from_options_across_nodes(model: &LoadedModel, settings: &CudaSettings, options: &BackendOptions, layout: ParallelLayout, nodes: &NodeGroup) -> Result<Self> {
         let cuda = CudaOptions { planned_weight_bytes: None, ..cuda_options(model, settings, options, settings.first_gpu) };
-        let c = &model.config;
-        let src = model.source(settings.quantization.fp8_for(c.fp8.is_some()))?;
-        let group = Self::across_nodes(c, src.as_ref(), layout, cuda, settings.quantization, settings.first_gpu, nodes);
-        model.finish_progress();
-        group
+        streamed(model, settings, |src| Self::across_nodes(&model.config, src, layout, cuda, settings.quantization, settings.first_gpu, nodes))
     }
 }
 
