@@ -17,6 +17,7 @@
 //  fp8_splitk_reduce sums the partials into C.
 // Output modes: 0 bf16, 1 f32, 2 f32 accumulate (C += result; the residual stream).
 #include "util.cuh"
+#include "fp8_mma.cuh"
 
 #define FP8_BN 128
 #define FP8_BK 128
@@ -29,16 +30,6 @@ __device__ __forceinline__ void f8_cp16(u32 dst, const void* src, bool valid) {
 __device__ __forceinline__ void f8_ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
-__device__ __forceinline__ void mma_e4m3(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  __trap();  // the launcher refuses GPUs below sm_89
-#endif
-}
-
 extern "C" __global__ void __launch_bounds__(256) fp8_quant_act(const void* __restrict__ x, int x_f32, u8* __restrict__ q,
                                                                 float* __restrict__ s, int m, int k) {
   const int kb_total = (k + 127) / 128;

@@ -1,6 +1,7 @@
-"""Compile kernels/cuda/mla_decode.cu with NVRTC (no GPU needed) and report resources.
+"""Compile a kernel family (default kernels/cuda/mla_decode.cu) with NVRTC (no GPU needed) and
+report resources.
 
-Usage: python3 kernels/dev/nvrtc_build.py [arch] [out.cubin]
+Usage: [SRC=kernels/cuda/fp8_skinny.cu] python3 kernels/dev/nvrtc_build.py [arch] [out.cubin]
 Needs the `cuda-bindings` Python package (NVRTC) and, for the SASS summary, a cuobjdump on PATH
 or in triton's bundled bin/ folder.
 """
@@ -12,12 +13,12 @@ import sys
 from cuda.bindings import nvrtc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(HERE, "..", "cuda", "mla_decode.cu")
+SRC = os.environ.get("SRC", os.path.join(HERE, "..", "cuda", "mla_decode.cu"))
 
 
 def compile_cubin(arch="sm_90a"):
     src = open(SRC, "rb").read()
-    err, prog = nvrtc.nvrtcCreateProgram(src, b"mla_decode.cu", 0, [], [])
+    err, prog = nvrtc.nvrtcCreateProgram(src, os.path.basename(SRC).encode(), 0, [], [])
     opts = [b"--std=c++17", f"-arch={arch}".encode(), b"--ptxas-options=-v", f"--include-path={os.path.dirname(SRC)}".encode()]
     opts += [o.encode() for o in os.environ.get("MLA_DEFINES", "").split()]  # experiments
     (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
@@ -35,7 +36,7 @@ def compile_cubin(arch="sm_90a"):
 
 def main():
     arch = sys.argv[1] if len(sys.argv) > 1 else "sm_90a"
-    out = sys.argv[2] if len(sys.argv) > 2 else "/tmp/mla_decode.cubin"
+    out = sys.argv[2] if len(sys.argv) > 2 else "/tmp/" + os.path.basename(SRC).replace(".cu", ".cubin")
     cub, log = compile_cubin(arch)
     open(out, "wb").write(cub)
     for line in log.splitlines():

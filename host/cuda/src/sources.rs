@@ -20,6 +20,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     cu!("mla_decode_wgmma.cuh"),
     cu!("mla_decode_wgmma_t16.cuh"),
     cu!("mla_decode_combine.cuh"),
+    cu!("fp8_mma.cuh"),
 ];
 
 const fn family(f: (&'static str, &'static str)) -> Family {
@@ -35,5 +36,6 @@ pub const ACTIVATION: Family = family(cu!("activation.cu"));
 pub const MOE: Family = family(cu!("moe.cu"));
 pub const SAMPLING: Family = family(cu!("sampling.cu"));
 pub const FP8_GEMM: Family = family(cu!("fp8_gemm.cu"));
+pub const FP8_SKINNY: Family = family(cu!("fp8_skinny.cu"));
 
-pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM];
+pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM, &FP8_SKINNY];

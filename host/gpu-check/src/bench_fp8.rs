@@ -1,5 +1,6 @@
 //! FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes (`mlahost gpu-check
-//! --bench-fp8`): the FP8 time includes quantizing the activations (as in the forward pass);
+//! --bench-fp8`): the FP8 time includes quantizing the activations (inside the skinny kernel up
+//! to 64 rows, a separate launch beyond, as in the forward pass);
 //! weights rotate over enough copies that a step's weights do not sit in L2.
 
 use super::{v, Rng};
@@ -49,7 +50,8 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut s = format!("{} | copy {copy:.0} GB/s | FP8 = activation quantization + block-scaled GEMM (+ split-k reduce)\n", gpu.info.name);
     // cuBLASLt's block-scaled FP8 matmul beside ours (None where it is not available)
     let lt = BlockScaledFp8::new(gpu).map_err(|e| s += &format!("cuBLASLt block-scaled fp8: {e}\n")).ok();
-    s += "| shape | n x k | M | splits | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | cuBLASLt fp8 µs | cuBLASLt / bf16 speed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) up to 64 rows, else quantization + tiled GEMM; tiled = the latter at every M\n";
+    s += "| shape | n x k | M | splits | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | tiled fp8 µs | tiled / bf16 | cuBLASLt fp8 µs | cuBLASLt / bf16 speed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let max_m = *BATCHES.iter().max().unwrap_or(&1);
     let max_k = V3_SHAPES.iter().map(|s| s.2).max().unwrap_or(1);
     let max_n = V3_SHAPES.iter().map(|s| s.1).max().unwrap_or(1);
@@ -58,6 +60,8 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let (q, qs) = (DeviceBuffer::alloc(gpu, max_m * max_k)?, DeviceBuffer::alloc(gpu, max_m * max_k.div_ceil(BLOCK) * 4)?);
     let act = Fp8Act { codes: v(&q), scales: v(&qs) };
     let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::FP8_SPLIT_PARTIAL_BYTES as usize)?;
+    let counters = DeviceBuffer::alloc(gpu, fp8::SKINNY_COUNTERS * 4)?;
+    counters.fill_bytes(0)?;
     for (name, n, kk) in V3_SHAPES {
         // copies so that the rotation spans >= 256 MB of fp8 weights
         let copies = (256usize << 20).div_ceil(n * kk).clamp(1, 16);
@@ -75,11 +79,23 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
         }).collect::<Result<_>>()?;
         for m in BATCHES {
             let splits = fp8::splits_for(m, n, kk, sms, part.bytes());
-            let fp8_us = median_us(gpu, &|i| {
+            let tiled_us = median_us(gpu, &|i| {
                 fp8::quant_act(k, v(&a16), false, act, m, kk)?;
                 let w = Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) };
                 fp8::gemm(k, fp8::Gemm { a: act, w, c: v(&out), mode: OutMode::Bf16, part: v(&part), splits, m, n, k: kk })
             })?;
+            let skinny = m <= fp8::SKINNY_MAX_ROWS;
+            let sk_splits = fp8::skinny_splits(m, n, kk, sms, part.bytes());
+            let fp8_us = if skinny {
+                median_us(gpu, &|i| {
+                    let w = Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) };
+                    let (part, counters) = (v(&part), v(&counters));
+                    fp8::skinny(k, fp8::Skinny { x: v(&a16), w, c: v(&out), mode: OutMode::Bf16, part, counters, splits: sk_splits, m, n, k: kk })
+                })?
+            } else {
+                tiled_us
+            };
+            let splits = if skinny { sk_splits } else { splits };
             let bf16_us = median_us(gpu, &|i| {
                 let w = &w16[i % w16.len()];
                 let op = |ptr, ld| Operand { ptr, dtype: Dtype::Bf16, ld };
@@ -100,10 +116,11 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
             let gbps = (n * kk) as f64 / fp8_us * 1e-3;
             let _ = writeln!(
                 s,
-                "| {name} | {n} x {kk} | {m} | {splits} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% | {lt_cell} | {lt_ratio} |",
+                "| {name} | {n} x {kk} | {m} | {splits} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% | {tiled_us:.1} | {:.2}x | {lt_cell} | {lt_ratio} |",
                 bf16_us / fp8_us,
                 flops / fp8_us * 1e-6,
-                100.0 * gbps / copy
+                100.0 * gbps / copy,
+                bf16_us / tiled_us
             );
         }
     }

@@ -98,7 +98,21 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         (300, 130, 1104, OutMode::F32Add, 2),
     ];
     for (m, n, kdim, mode, splits) in cases {
-        one(format!("fp8_gemm {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits));
+        one(format!("fp8_gemm {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits, false));
+    }
+    // the one-launch skinny kernel (bf16 in): each row-tile size, forced and chosen splits
+    let skinny = [
+        (1usize, 1536usize, 7168usize, OutMode::F32, 0usize),
+        (1, 300, 400, OutMode::Bf16, 3),
+        (7, 576, 1040, OutMode::F32Add, 0),
+        (16, 200, 2048, OutMode::Bf16, 5),
+        (17, 1000, 912, OutMode::F32, 2),
+        (32, 130, 1104, OutMode::F32Add, 1),
+        (33, 260, 1536, OutMode::Bf16, 0),
+        (64, 700, 528, OutMode::F32Add, 3),
+    ];
+    for (m, n, kdim, mode, splits) in skinny {
+        one(format!("fp8_skinny {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits, true));
     }
     for &(t, tile_rows) in &[(1usize, 16usize), (7, 16), (64, 16), (300, 64)] {
         one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows));
@@ -141,8 +155,10 @@ fn weights(rng: &mut Rng, experts: usize, n: usize, kdim: usize) -> (Vec<u8>, Ve
     (codes, scales, dq)
 }
 
+/// A dense FP8 linear against the reference: `quant_act` + `fp8::gemm`, or (`skinny`) the
+/// one-launch kernel from the bf16 rows, whose tile counters must be back at zero after.
 #[allow(clippy::too_many_arguments)]
-fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: OutMode, splits: usize) -> Result<Check> {
+fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: OutMode, splits: usize, skinny: bool) -> Result<Check> {
     let gpu = kern.gpu();
     let x = round_bf16(&blocky(rng, m, kdim, 1));
     let (wc, ws, wd) = weights(rng, 1, n, kdim);
@@ -162,19 +178,30 @@ fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: O
         c.fill_bytes(0xff)?; // NaN
     }
     let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::FP8_SPLIT_PARTIAL_BYTES as usize)?;
-    let splits = if splits == 0 { fp8::splits_for(m, n, kdim, kern.gpu().info.multiprocessors as usize, part.bytes()) } else { splits };
+    let sms = kern.gpu().info.multiprocessors as usize;
     let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
-    fp8::gemm(kern, fp8::Gemm { a: act, w, c: v(&c), mode, part: v(&part), splits, m, n, k: kdim })?;
+    let mut stuck = 0;
+    if skinny {
+        let splits = if splits == 0 { fp8::skinny_splits(m, n, kdim, sms, part.bytes()) } else { splits };
+        let counters = DeviceBuffer::alloc(gpu, fp8::SKINNY_COUNTERS * 4)?;
+        counters.fill_bytes(0)?;
+        let x16 = DeviceBuffer::from_slice(gpu, &bf16s(&x))?;
+        fp8::skinny(kern, fp8::Skinny { x: v(&x16), w, c: v(&c), mode, part: v(&part), counters: v(&counters), splits, m, n, k: kdim })?;
+        stuck = counters.to_vec::<u32>(fp8::SKINNY_COUNTERS)?.iter().filter(|&&c| c != 0).count();
+    } else {
+        let splits = if splits == 0 { fp8::splits_for(m, n, kdim, sms, part.bytes()) } else { splits };
+        fp8::gemm(kern, fp8::Gemm { a: act, w, c: v(&c), mode, part: v(&part), splits, m, n, k: kdim })?;
+    }
     let got = match mode {
         OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(m * n)?),
         _ => c.to_vec::<f32>(m * n)?,
     };
     let (worst, rel) = compare(&got, &ad, &wd, (mode == OutMode::F32Add).then_some(&c0[..]), m, n, kdim);
     Ok(Check {
-        name: format!("fp8_gemm {m}x{n}x{kdim} {mode:?}"),
-        error: worst,
+        name: format!("{} {m}x{n}x{kdim} {mode:?}", if skinny { "fp8_skinny" } else { "fp8_gemm" }),
+        error: if stuck > 0 { f64::INFINITY } else { worst },
         tolerance: if mode == OutMode::Bf16 { TOL_BF16 } else { TOL_F32 },
-        detail: format!("{splits} k splits; rel err {rel:.1e}; scales 1e-4..1e3, zero blocks"),
+        detail: format!("{splits} k splits requested (0: chosen); rel err {rel:.1e}; scales 1e-4..1e3, zero blocks; {stuck} tile counters left non-zero"),
         informational: false,
     })
 }

@@ -143,10 +143,16 @@ impl Forward<'_> {
     }
 
     /// `c[m, :] (mode) a[m, :] · w^T` for a contiguous bf16 `a`: cuBLAS for bf16 weights; for FP8
-    /// ones, `a` quantized per row per 128 channels, then the block-scaled FP8 GEMM.
+    /// ones, the skinny kernel up to `SKINNY_MAX_ROWS` rows (quantizing inside), else `a`
+    /// quantized per row per 128 channels, then the block-scaled FP8 GEMM.
     fn linear(&self, m: usize, a: &DeviceBuffer, w: &GpuMatrix, c: &DeviceBuffer, mode: OutMode) -> Result<()> {
         let (n, k) = (w.rows, w.cols);
         match (w.fp8(), self.quant) {
+            (Some(fw), Some(q)) if m <= fp8::SKINNY_MAX_ROWS => {
+                let splits = fp8::skinny_splits(m, n, k, self.num_sms, q.part.bytes());
+                let (part, counters) = (v(&q.part), v(&q.counters));
+                fp8::skinny(self.k, fp8::Skinny { x: v(a), w: fw, c: v(c), mode, part, counters, splits, m, n, k })
+            }
             (Some(fw), Some(q)) => {
                 fp8::quant_act(self.k, v(a), false, q.act(), m, k)?;
                 let splits = fp8::splits_for(m, n, k, self.num_sms, q.part.bytes());

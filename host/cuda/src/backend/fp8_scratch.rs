@@ -1,5 +1,6 @@
 //! Buffers of the FP8 linears, beside the workspace: the quantized activation of the GEMM
-//! being run and the split-k partials (sized by `capacity::fp8_scratch_bytes`, the plan's figure).
+//! being run, the split-k partials and the skinny GEMM's tile counters (sized by
+//! `capacity::fp8_scratch_bytes`, the plan's figure).
 
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::fp8::Fp8Act;
@@ -14,7 +15,11 @@ pub struct Fp8Scratch {
     pub codes: DeviceBuffer,
     pub scales: DeviceBuffer,
     pub part: DeviceBuffer,
+    /// Zero at rest: each split skinny GEMM's last CTA resets its tile's counter.
+    pub counters: DeviceBuffer,
 }
+
+const _: () = assert!(crate::kernels::fp8::SKINNY_COUNTERS * 4 == capacity::FP8_TILE_COUNTER_BYTES as usize);
 
 impl Fp8Scratch {
     /// Grows to `tokens` (next power of two) when needed; returns whether the buffers moved.
@@ -24,12 +29,15 @@ impl Fp8Scratch {
         }
         let tokens = tokens.max(1).next_power_of_two();
         *this = None;
-        let [codes, scales, part] = capacity::fp8_scratch_buffers(cfg, tokens);
+        let [codes, scales, part, counters] = capacity::fp8_scratch_buffers(cfg, tokens);
+        let counters = DeviceBuffer::alloc(gpu, counters as usize)?;
+        counters.fill_bytes(0)?;
         *this = Some(Self {
             tokens,
             codes: DeviceBuffer::alloc(gpu, codes as usize)?,
             scales: DeviceBuffer::alloc(gpu, scales as usize)?,
             part: DeviceBuffer::alloc(gpu, part as usize)?,
+            counters,
         });
         Ok(true)
     }

@@ -1,5 +1,6 @@
-//! Launchers of fp8_gemm.cu: activation quantization and the block-scaled FP8 GEMMs (dense with
-//! split-k for small batches, or grouped over MoE experts on moe_align's tile list).
+//! Launchers of fp8_gemm.cu (activation quantization and the block-scaled FP8 GEMMs: dense with
+//! split-k, or grouped over MoE experts on moe_align's tile list) and fp8_skinny.cu (dense linears
+//! of decode-sized batches from bf16 activations in one launch).
 
 use super::{ensure, View};
 use crate::module::{Arg, Kernels};
@@ -142,6 +143,93 @@ pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
     Ok(())
 }
 
+/// Rows up to which a dense FP8 linear runs `fp8_skinny_*` (bf16 in, one launch).
+pub const SKINNY_MAX_ROWS: usize = 64;
+/// Column tiles a skinny GEMM may split over k: one arrival counter each.
+pub const SKINNY_COUNTERS: usize = 1024;
+
+/// The skinny kernel for `m` rows, the columns each of its CTAs covers and how many CTAs an SM
+/// holds (fp8_skinny.cu's register budgets).
+fn skinny_kernel(m: usize) -> (&'static str, usize, usize) {
+    match m {
+        0..=16 => ("fp8_skinny_m16", 128, 3),
+        17..=32 => ("fp8_skinny_m32", 64, 2),
+        _ => ("fp8_skinny_m64", 64, 2),
+    }
+}
+
+/// k splits of a skinny GEMM: the least time in k blocks per SM slot (CTAs resident per SM, in
+/// waves; each wave also fills its pipeline, about two k blocks), counting a split's f32
+/// partials (written and read back: about m / 16 k blocks of weight bytes per CTA); within the
+/// partial buffer, the counters and the k blocks.
+pub fn skinny_splits(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usize) -> usize {
+    let (_, cols, per_sm) = skinny_kernel(m);
+    let (tiles, kb) = (n.div_ceil(cols), k.div_ceil(BLOCK));
+    if m == 0 || tiles > SKINNY_COUNTERS {
+        return 1;
+    }
+    let slots = per_sm * num_sms.max(1);
+    let most = kb.min(part_bytes / (m * n * 4).max(1)).max(1);
+    let cost = |s: usize| {
+        let per = kb.div_ceil(s);
+        let waves = (tiles * kb.div_ceil(per)).div_ceil(slots);
+        16 * waves * (per + 2) + if s > 1 { waves * m } else { 0 }
+    };
+    let best = (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1);
+    kb.div_ceil(kb.div_ceil(best))
+}
+
+/// A dense FP8 linear of at most `SKINNY_MAX_ROWS` rows from bf16 activations: `C[m, n] (mode)
+/// X · W^T`, X quantized per row per 128 channels inside the kernel (as `quant_act` would).
+/// `counters` (`SKINNY_COUNTERS` u32, zero at rest) and `part` serve the k splits.
+#[derive(Debug, Clone, Copy)]
+pub struct Skinny {
+    pub x: View,
+    pub w: Fp8Weight,
+    pub c: View,
+    pub mode: OutMode,
+    pub part: View,
+    pub counters: View,
+    pub splits: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
+    const K: &str = "fp8_skinny";
+    let Skinny { x, w, c, mode, part, counters, splits, m, n, k } = g;
+    check_gpu(kern, K)?;
+    ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
+    ensure(K, m <= SKINNY_MAX_ROWS, || format!("{m} rows: at most {SKINNY_MAX_ROWS}"))?;
+    if m == 0 {
+        return Ok(());
+    }
+    let (name, cols, _) = skinny_kernel(m);
+    let (kb, nb, tiles) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK), n.div_ceil(cols));
+    let splits = if tiles > SKINNY_COUNTERS { 1 } else { splits.clamp(1, kb) };
+    let per = kb.div_ceil(splits);
+    let splits = kb.div_ceil(per);
+    let (part_ptr, counter_ptr) = if splits > 1 {
+        (part.need(K, "split partials", splits * m * n * 4)?, counters.need(K, "tile counters", tiles * 4)?)
+    } else {
+        (0, 0)
+    };
+    kern.launch(name, (tiles as u32, splits as u32, 1), 256, 0, &[
+        Arg::Ptr(x.need(K, "x", m * k * 2)?),
+        Arg::Ptr(w.codes.need(K, "w", n * k)?),
+        Arg::Ptr(w.scales.need(K, "w scales", nb * kb * 4)?),
+        Arg::Ptr(c.need(K, "c", m * n * mode.elem())?),
+        Arg::Ptr(part_ptr),
+        Arg::Ptr(counter_ptr),
+        Arg::I32(mode as i32),
+        Arg::I32(m as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+        Arg::I32(per as i32),
+    ])
+}
+
 /// `Grouped` over experts with FP8 operands, on `moe_align`'s tile list (16- or 64-row tiles,
 /// `tile_rows`); `c` is written in `mode` (never accumulated).
 pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Grouped<Fp8Act, Fp8Weight>, mode: OutMode) -> Result<()> {
@@ -189,5 +277,20 @@ mod tests {
         // never more splits than k blocks, and never past the partial buffer
         assert_eq!(splits_for(1, 128, 256, 132, 64 << 20), 2);
         assert_eq!(splits_for(64, 1536, 7168, 132, 64 * 1536 * 4 * 3), 3);
+    }
+
+    #[test]
+    fn skinny_splits_fill_one_wave_and_respect_limits() {
+        // V3 o_proj at batch 1: 56 column tiles, 128 k blocks -> 7 splits of 19 (392 CTAs, one wave of 396)
+        assert_eq!(skinny_splits(1, 7168, 16384, 132, 16 << 20), 7);
+        // kv_a: 5 tiles, 56 k blocks: one k block per CTA
+        assert_eq!(skinny_splits(1, 576, 7168, 132, 16 << 20), 56);
+        // dense gate_up: 288 tiles are 0.7 waves of 396 slots with 56 k blocks each; 4 splits even them out
+        assert_eq!(skinny_splits(1, 36864, 7168, 132, 16 << 20), 4);
+        assert_eq!(skinny_splits(1, 24576, 1536, 132, 16 << 20), 2);
+        // the partials bound the splits
+        assert_eq!(skinny_splits(64, 7168, 16384, 132, 64 * 7168 * 4), 1);
+        // more tiles than counters: no split
+        assert_eq!(skinny_splits(1, 128 * (SKINNY_COUNTERS + 1), 4096, 132, 1 << 30), 1);
     }
 }
