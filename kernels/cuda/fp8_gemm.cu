@@ -4,6 +4,7 @@
 //  fp8_quant_act     x [m, k] (bf16 or f32) -> q [m, k] e4m3 and s [m, ceil(k/128)] f32 with
 //                    s = amax/448 over each row's 128-channel block, q = e4m3(x / s); a zero
 //                    block gets s = 0 and zero codes. One warp per (row, block); grid (m, ceil(kb/8)).
+//                    s_kmajor stores s as [ceil(k/128), m] instead (what cuBLASLt's VEC128 reads).
 //  fp8_gemm_m16/_m64 C[r, c] = sum_kb s_a[r, kb] * s_w[c/128, kb] * sum_{k in kb} q_a[r, k] * q_w[c, k]
 //                    mma.sync m16n8k32 e4m3 -> f32 within a 128-wide k block, then promoted into
 //                    f32 accumulators with both scales (the tensor cores' fp8 accumulation keeps
@@ -31,7 +32,7 @@ __device__ __forceinline__ void f8_ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, 
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
 extern "C" __global__ void __launch_bounds__(256) fp8_quant_act(const void* __restrict__ x, int x_f32, u8* __restrict__ q,
-                                                                float* __restrict__ s, int m, int k) {
+                                                                float* __restrict__ s, int s_kmajor, int m, int k) {
   const int kb_total = (k + 127) / 128;
   // rows along x (a routed batch has tokens x top-k rows, past y's 65535), 8 blocks per CTA on y
   const int row = blockIdx.x, kb = blockIdx.y * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -51,7 +52,7 @@ extern "C" __global__ void __launch_bounds__(256) fp8_quant_act(const void* __re
     const int c = kb * 128 + lane * 4 + i;
     if (c < k) q[(i64)row * k + c] = amax > 0.f ? util::f32_to_e4m3(v[i] / scale) : (u8)0;
   }
-  if (lane == 0) s[(i64)row * kb_total + kb] = scale;
+  if (lane == 0) s[s_kmajor ? (i64)kb * m + row : (i64)row * kb_total + kb] = scale;
 }
 
 template <int BM, int STAGES>

@@ -1,9 +1,9 @@
-// fp8_skinny.cu — the block-scaled FP8 linear for decode-sized batches (m <= 64) in one launch:
+// fp8_skinny.cu — the block-scaled FP8 linear for decode-sized batches (m <= 16) in one launch:
 // bf16 activations in, FP8 weights streamed once at HBM speed, bf16/f32 out.
 //
-//  fp8_skinny_m16/_m32/_m64  C[r, c] (mode) sum_kb s_a[r, kb] * s_w[c/128, kb] * sum_{k in kb} q_a[r, k] * q_w[c, k]
+//  fp8_skinny_m16  C[r, c] (mode) sum_kb s_a[r, kb] * s_w[c/128, kb] * sum_{k in kb} q_a[r, k] * q_w[c, k]
 //
-// Why not fp8_gemm_m16 (quantize kernel + smem-tiled GEMM + split-k reduce): at m <= 64 the work
+// Why not fp8_gemm_m16 (quantize kernel + smem-tiled GEMM + split-k reduce): at m <= 16 the work
 // is reading the weights, and three launches, a smem round trip and __syncthreads per k block
 // kept it at ~65% of copy bandwidth. Here
 //  - each warp loads its weight fragments straight from global memory into registers (16-byte
@@ -183,11 +183,24 @@ __device__ __forceinline__ void fp8_skinny_body(const u16* __restrict__ x, const
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // eight loads in flight per thread: a dependent chain of L2 round trips per split was most of
+  // a small layer's time at 28-56 splits (summed in split order either way)
+  const int splits = gridDim.y;
+  const i64 stride = (i64)m * n;
   for (int idx = tid; idx < m * COLS; idx += blockDim.x) {
     const int r = idx / COLS, col = n0 + idx % COLS;
     if (col >= n) continue;
+    const float* p = part + (i64)r * n + col;
     float v = 0.f;
-    for (int s = 0; s < (int)gridDim.y; s++) v += __ldcg(part + ((i64)s * m + r) * n + col);
+    int s = 0;
+    for (; s + 8 <= splits; s += 8) {
+      float x[8];
+#pragma unroll
+      for (int u = 0; u < 8; u++) x[u] = __ldcg(p + (s + u) * stride);
+#pragma unroll
+      for (int u = 0; u < 8; u++) v += x[u];
+    }
+    for (; s < splits; s++) v += __ldcg(p + s * stride);
     emit((i64)r * n + col, v);
   }
   if (tid == 0) counters[blockIdx.x] = 0u;
@@ -198,10 +211,8 @@ __device__ __forceinline__ void fp8_skinny_body(const u16* __restrict__ x, const
       float *__restrict__ part, u32 *__restrict__ counters, int mode, int m, int n, int k, int kb_per_split
 #define SKINNY_PASS x, w, w_scale, c, part, counters, mode, m, n, k, kb_per_split
 
-// Shapes chosen by registers (ptxas, sm_90a): m16 keeps 128 columns and two k blocks in flight
-// at 78 registers (three CTAs per SM); m32 and m64 take 64 columns and four k blocks in flight
-// within 128 registers (two CTAs per SM; m64 spills ~70 bytes to L1): ~64-96 KB of weights in
-// flight per SM either way.
+// 78 registers (ptxas, sm_90a): three CTAs per SM, two k blocks of weights in flight per
+// thread, ~96 KB per SM. Up to 16 rows only: the quantization each CTA repeats for its rows grows
+// with m (at 64 rows it cost more than the weights' reads), and past 16 rows the forward pass
+// quantizes once and runs cuBLASLt or fp8_gemm_m64.
 extern "C" __global__ void __launch_bounds__(256) fp8_skinny_m16(SKINNY_ARGS) { fp8_skinny_body<1, 2, 2>(SKINNY_PASS); }
-extern "C" __global__ void __launch_bounds__(256, 2) fp8_skinny_m32(SKINNY_ARGS) { fp8_skinny_body<2, 1, 4>(SKINNY_PASS); }
-extern "C" __global__ void __launch_bounds__(256, 2) fp8_skinny_m64(SKINNY_ARGS) { fp8_skinny_body<4, 1, 4>(SKINNY_PASS); }

@@ -15,8 +15,9 @@ use crate::gpu::{DeviceBuffer, Gpu};
 use crate::CudaError;
 use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 impl<T> DriverContext<T> for std::result::Result<T, CublasError> {
     fn ctx(self, what: &str) -> Result<T> {
@@ -25,20 +26,45 @@ impl<T> DriverContext<T> for std::result::Result<T, CublasError> {
 }
 
 /// cuBLASLt's workspace (it must not allocate during graph capture).
-const WORKSPACE_BYTES: usize = 32 << 20;
+pub const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// What one matmul writes: bf16 `out`, f32 `out`, or f32 `out += x · w^T` (the residual stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LtOut {
+    Bf16,
+    F32,
+    F32Add,
+}
+
+/// A shape's descriptors and the algorithm the heuristic chose, made once per shape.
+struct Plan {
+    desc: Desc,
+    a: Layout,
+    b: Layout,
+    d: Layout,
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+type Key = (usize, usize, usize, LtOut);
 
 pub struct BlockScaledFp8 {
     handle: sys::cublasLtHandle_t,
     workspace: DeviceBuffer,
     gpu: Arc<Gpu>,
+    /// Per shape: the plan, or None where cuBLASLt has no algorithm (asked once).
+    plans: Mutex<HashMap<Key, Option<Plan>>>,
 }
 
-// SAFETY: the handle is used only on this GPU's stream with its context current, by one
-// thread at a time (whoever owns the value).
+// SAFETY: the handle and the plans' descriptors are used only on this GPU's stream with its
+// context current, one call at a time (the plans behind a mutex, the handle by whoever holds
+// the value or a shared reference inside one forward pass on one thread).
 unsafe impl Send for BlockScaledFp8 {}
+// SAFETY: as above: every use of the descriptors goes through the mutex.
+unsafe impl Sync for BlockScaledFp8 {}
 
-/// One FP8 linear: device pointers to `x` (`[m, k]` e4m3) with its per-token-per-128 scales,
-/// `w` (`[n, k]` e4m3) with its 128 x 128 block scales, and `out` (`[m, n]` bf16).
+/// One FP8 linear: device pointers to `x` (`[m, k]` e4m3) with its per-token-per-128 scales
+/// stored K-major (`[k/128][m]`, what cuBLASLt reads: `gpu-check`'s blas_lt rows find it), `w`
+/// (`[n, k]` e4m3) with its 128 x 128 block scales (`[n/128][k/128]`), and `out` (`[m, n]`).
 #[derive(Debug, Clone, Copy)]
 pub struct Fp8Matmul {
     pub m: usize,
@@ -49,6 +75,13 @@ pub struct Fp8Matmul {
     pub w: u64,
     pub w_scales: u64,
     pub out: u64,
+    pub out_kind: LtOut,
+}
+
+/// Shapes cuBLASLt's block scaling takes: k in whole 128-blocks, n in 16s, and at least 16 rows
+/// (below that its heuristic has no algorithm on an H100 with CUDA 13).
+pub fn shape_ok(m: usize, n: usize, k: usize) -> bool {
+    m >= 16 && n % 16 == 0 && k % 128 == 0 && k > 0
 }
 
 impl BlockScaledFp8 {
@@ -64,11 +97,19 @@ impl BlockScaledFp8 {
         }
         let handle = lt::create_handle().ctx("cublasLtCreate")?;
         let workspace = DeviceBuffer::alloc(gpu, WORKSPACE_BYTES)?;
-        Ok(Self { handle, workspace, gpu: gpu.clone() })
+        Ok(Self { handle, workspace, gpu: gpu.clone(), plans: Mutex::new(HashMap::new()) })
     }
 
-    /// `out = x · w^T` on the GPU's stream. The descriptors are made per call (the host cost is
-    /// outside a captured graph's replays).
+    /// Whether cuBLASLt has an algorithm for this shape (asked once per shape, then remembered).
+    pub fn supports(&self, m: usize, n: usize, k: usize, out: LtOut) -> bool {
+        if !shape_ok(m, n, k) {
+            return false;
+        }
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        plans.entry((m, n, k, out)).or_insert_with(|| self.plan(m, n, k, out).ok()).is_some()
+    }
+
+    /// `out (=|+=) x · w^T` on the GPU's stream.
     pub fn matmul(&self, g: &Fp8Matmul) -> Result<()> {
         if g.m == 0 || g.n == 0 {
             return Ok(());
@@ -80,24 +121,19 @@ impl BlockScaledFp8 {
         self.gpu.profiled(name, || self.issue(g))
     }
 
-    fn issue(&self, g: &Fp8Matmul) -> Result<()> {
+    fn plan(&self, m: usize, n: usize, k: usize, out: LtOut) -> Result<Plan> {
         let e4m3 = sys::cudaDataType::CUDA_R_8F_E4M3;
+        let d_type = if out == LtOut::Bf16 { sys::cudaDataType::CUDA_R_16BF } else { sys::cudaDataType::CUDA_R_32F };
         let desc = Desc(lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType::CUDA_R_32F).ctx("cublasLtMatmulDescCreate")?);
-        let a = Layout(lt::create_matrix_layout(e4m3, g.k as u64, g.n as u64, g.k as i64).ctx("cublasLtMatrixLayoutCreate A")?);
-        let b = Layout(lt::create_matrix_layout(e4m3, g.k as u64, g.m as u64, g.k as i64).ctx("cublasLtMatrixLayoutCreate B")?);
-        let d = Layout(lt::create_matrix_layout(sys::cudaDataType::CUDA_R_16BF, g.n as u64, g.m as u64, g.n as i64).ctx("cublasLtMatrixLayoutCreate D")?);
+        let a = Layout(lt::create_matrix_layout(e4m3, k as u64, n as u64, k as i64).ctx("cublasLtMatrixLayoutCreate A")?);
+        let b = Layout(lt::create_matrix_layout(e4m3, k as u64, m as u64, k as i64).ctx("cublasLtMatrixLayoutCreate B")?);
+        let d = Layout(lt::create_matrix_layout(d_type, n as u64, m as u64, n as i64).ctx("cublasLtMatrixLayoutCreate D")?);
         let pref = Pref(lt::create_matmul_pref().ctx("cublasLtMatmulPreferenceCreate")?);
-        let set = |attr: sys::cublasLtMatmulDescAttributes_t, value: &[u8]| {
-            // SAFETY: a live descriptor; `value` is the attribute's documented type and size.
-            unsafe { lt::set_matmul_desc_attribute(desc.0, attr, value.as_ptr() as *const c_void, value.len()) }.ctx("cublasLtMatmulDescSetAttribute")
-        };
         use sys::cublasLtMatmulDescAttributes_t as A;
         let trans = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T as i32;
-        set(A::CUBLASLT_MATMUL_DESC_TRANSA, &trans.to_ne_bytes())?;
-        set(A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &(sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F as i32).to_ne_bytes())?;
-        set(A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &(sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F as i32).to_ne_bytes())?;
-        set(A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scales.to_ne_bytes())?;
-        set(A::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scales.to_ne_bytes())?;
+        set_attr(&desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &trans.to_ne_bytes())?;
+        set_attr(&desc, A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &(sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F as i32).to_ne_bytes())?;
+        set_attr(&desc, A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &(sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F as i32).to_ne_bytes())?;
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: a live preference descriptor; the value is a u64 as documented.
         unsafe {
@@ -106,24 +142,40 @@ impl BlockScaledFp8 {
         .ctx("cublasLtMatmulPreferenceSetAttribute")?;
         // SAFETY: live descriptors and layouts made above.
         let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.handle, desc.0, a.0, b.0, d.0, d.0, pref.0) }.ctx("cublasLtMatmulAlgoGetHeuristic (no algorithm for these scale modes?)")?;
-        let (alpha, beta) = (1f32, 0f32);
+        Ok(Plan { desc, a, b, d, algo: heuristic.algo })
+    }
+
+    fn issue(&self, g: &Fp8Matmul) -> Result<()> {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (g.m, g.n, g.k, g.out_kind);
+        if !plans.contains_key(&key) {
+            let plan = self.plan(g.m, g.n, g.k, g.out_kind)?;
+            plans.insert(key, Some(plan));
+        }
+        let Some(plan) = plans.get(&key).and_then(|p| p.as_ref()) else {
+            return Err(CudaError::Unavailable(format!("cuBLASLt has no block-scaled fp8 algorithm for m={} n={} k={}", g.m, g.n, g.k)));
+        };
+        use sys::cublasLtMatmulDescAttributes_t as A;
+        set_attr(&plan.desc, A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scales.to_ne_bytes())?;
+        set_attr(&plan.desc, A::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scales.to_ne_bytes())?;
+        let (alpha, beta) = (1f32, if g.out_kind == LtOut::F32Add { 1f32 } else { 0f32 });
         // SAFETY: the pointers are live device allocations the caller sized for these shapes;
-        // alpha and beta live on the host for the call; the workspace is ours.
+        // alpha and beta live on the host for the call; the workspace is ours; C = D in place.
         unsafe {
             lt::matmul(
                 self.handle,
-                desc.0,
+                plan.desc.0,
                 &alpha as *const f32 as *const c_void,
                 &beta as *const f32 as *const c_void,
                 g.w as *const c_void,
-                a.0,
+                plan.a.0,
                 g.x as *const c_void,
-                b.0,
+                plan.b.0,
                 g.out as *const c_void,
-                d.0,
+                plan.d.0,
                 g.out as *mut c_void,
-                d.0,
-                &heuristic.algo,
+                plan.d.0,
+                &plan.algo,
                 self.workspace.ptr() as *mut c_void,
                 WORKSPACE_BYTES,
                 self.gpu.stream as sys::cudaStream_t,
@@ -131,6 +183,11 @@ impl BlockScaledFp8 {
         }
         .ctx("cublasLtMatmul")
     }
+}
+
+fn set_attr(desc: &Desc, attr: sys::cublasLtMatmulDescAttributes_t, value: &[u8]) -> Result<()> {
+    // SAFETY: a live descriptor; `value` is the attribute's documented type and size.
+    unsafe { lt::set_matmul_desc_attribute(desc.0, attr, value.as_ptr() as *const c_void, value.len()) }.ctx("cublasLtMatmulDescSetAttribute")
 }
 
 impl Drop for BlockScaledFp8 {

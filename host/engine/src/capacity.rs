@@ -261,12 +261,14 @@ pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: u
 pub const FP8_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;
 /// The skinny FP8 GEMM's arrival counters (one u32 per column tile of a split GEMM).
 pub const FP8_TILE_COUNTER_BYTES: u64 = 4096;
+/// cuBLASLt's workspace for the block-scaled FP8 matmuls (allocated on Hopper, where it runs).
+pub const FP8_LT_WORKSPACE_BYTES: u64 = 32 << 20;
 
 /// The CUDA backend's FP8 scratch for `tokens` tokens per forward pass, allocated beside the
 /// workspace when the linear layers are stored in FP8: one quantized activation (e4m3 codes,
 /// then per-128-channel f32 scales) as large as the largest linear input, dense or per routed
-/// expert choice, the split-k partials and their tile counters.
-pub fn fp8_scratch_buffers(cfg: &ModelConfig, tokens: usize) -> [u64; 4] {
+/// expert choice, the split-k partials, their tile counters and cuBLASLt's workspace.
+pub fn fp8_scratch_buffers(cfg: &ModelConfig, tokens: usize) -> [u64; 5] {
     let t = tokens.max(1) as u64;
     let (h, heads) = (cfg.hidden_size as u64, cfg.num_attention_heads as u64);
     let moe = cfg.moe.as_ref();
@@ -276,7 +278,7 @@ pub fn fp8_scratch_buffers(cfg: &ModelConfig, tokens: usize) -> [u64; 4] {
     let routed = moe.map(|m| (t * m.num_experts_per_tok as u64, m.moe_intermediate_size as u64));
     let codes = dense.iter().chain(routed.iter()).map(|&(r, k)| r * k).max().unwrap_or(0);
     let scales = dense.iter().chain(routed.iter()).map(|&(r, k)| r * k.div_ceil(128) * 4).max().unwrap_or(0);
-    [codes.max(16), scales.max(16), FP8_SPLIT_PARTIAL_BYTES, FP8_TILE_COUNTER_BYTES]
+    [codes.max(16), scales.max(16), FP8_SPLIT_PARTIAL_BYTES, FP8_TILE_COUNTER_BYTES, FP8_LT_WORKSPACE_BYTES]
 }
 
 pub fn fp8_scratch_bytes(cfg: &ModelConfig, tokens: usize) -> u64 {

@@ -5,7 +5,7 @@
 
 use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
-use mlahost_cuda::blas_lt::{BlockScaledFp8, Fp8Matmul};
+use mlahost_cuda::blas_lt::{BlockScaledFp8, LtOut};
 use mlahost_cuda::gpu::{DeviceBuffer, Gpu};
 use mlahost_cuda::graph::{copy_bandwidth, Graph, Timer};
 use mlahost_cuda::kernels::fp8::{self, Fp8Act, Fp8Weight, OutMode, BLOCK};
@@ -50,8 +50,8 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut s = format!("{} | copy {copy:.0} GB/s | FP8 = activation quantization + block-scaled GEMM (+ split-k reduce)\n", gpu.info.name);
     // cuBLASLt's block-scaled FP8 matmul beside ours (None where it is not available)
     let lt = BlockScaledFp8::new(gpu).map_err(|e| s += &format!("cuBLASLt block-scaled fp8: {e}\n")).ok();
-    s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) up to 64 rows, else quantization + tiled GEMM; tiled = the latter at every M\n";
-    s += "| shape | n x k | M | splits | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | tiled fp8 µs | tiled / bf16 | cuBLASLt fp8 µs | cuBLASLt / bf16 speed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) up to 16 rows, then cuBLASLt where it has an algorithm, else quantization + the tiled GEMM; the last three columns time each path (speed against bf16)\n";
+    s += "| shape | n x k | M | path | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | skinny µs | tiled µs | cuBLASLt µs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let max_m = *BATCHES.iter().max().unwrap_or(&1);
     let max_k = V3_SHAPES.iter().map(|s| s.2).max().unwrap_or(1);
     let max_n = V3_SHAPES.iter().map(|s| s.1).max().unwrap_or(1);
@@ -78,49 +78,54 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
             Ok(b)
         }).collect::<Result<_>>()?;
         for m in BATCHES {
+            let w_at = |i: usize| Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) };
             let splits = fp8::splits_for(m, n, kk, sms, part.bytes());
             let tiled_us = median_us(gpu, &|i| {
                 fp8::quant_act(k, v(&a16), false, act, m, kk)?;
-                let w = Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) };
-                fp8::gemm(k, fp8::Gemm { a: act, w, c: v(&out), mode: OutMode::Bf16, part: v(&part), splits, m, n, k: kk })
+                fp8::gemm(k, fp8::Gemm { a: act, w: w_at(i), c: v(&out), mode: OutMode::Bf16, part: v(&part), splits, m, n, k: kk })
             })?;
-            let skinny = m <= fp8::SKINNY_MAX_ROWS;
             let sk_splits = fp8::skinny_splits(m, n, kk, sms, part.bytes());
-            let fp8_us = if skinny {
-                median_us(gpu, &|i| {
-                    let w = Fp8Weight { codes: v(&codes[i % copies]), scales: v(&scales) };
+            let skinny_us = if m <= fp8::SKINNY_MAX_ROWS {
+                Some(median_us(gpu, &|i| {
                     let (part, counters) = (v(&part), v(&counters));
-                    fp8::skinny(k, fp8::Skinny { x: v(&a16), w, c: v(&out), mode: OutMode::Bf16, part, counters, splits: sk_splits, m, n, k: kk })
-                })?
+                    fp8::skinny(k, fp8::Skinny { x: v(&a16), w: w_at(i), c: v(&out), mode: OutMode::Bf16, part, counters, splits: sk_splits, m, n, k: kk })
+                })?)
             } else {
-                tiled_us
+                None
             };
-            let splits = if skinny { sk_splits } else { splits };
+            // as the forward pass calls it: quantization with K-major scales, then the matmul
+            let lt_us = match lt.as_ref() {
+                Some(lt) if lt.supports(m, n, kk, LtOut::Bf16) => Some(median_us(gpu, &|i| fp8::lt_linear(k, lt, v(&a16), act, w_at(i), v(&out), OutMode::Bf16, m, n, kk))),
+                Some(_) => Some(Err(mlahost_cuda::CudaError::Unavailable("no algorithm".into()))),
+                None => None,
+            };
             let bf16_us = median_us(gpu, &|i| {
                 let w = &w16[i % w16.len()];
                 let op = |ptr, ld| Operand { ptr, dtype: Dtype::Bf16, ld };
                 blas.linear(Linear { m, n, k: kk, a: op(a16.ptr(), kk), w: op(w.ptr(), kk), c: op(out.ptr(), n), beta: 0.0 })
             })?;
-            let lt_us = lt.as_ref().map(|lt| {
-                median_us(gpu, &|i| {
-                    fp8::quant_act(k, v(&a16), false, act, m, kk)?;
-                    lt.matmul(&Fp8Matmul { m, n, k: kk, x: q.ptr(), x_scales: qs.ptr(), w: codes[i % copies].ptr(), w_scales: scales.ptr(), out: out.ptr() })
-                })
-            });
-            let (lt_cell, lt_ratio) = match lt_us {
-                Some(Ok(us)) => (format!("{us:.1}"), format!("{:.2}x", bf16_us / us)),
-                Some(Err(e)) => (format!("error: {e}"), String::new()),
-                None => ("n/a".into(), String::new()),
+            // the forward pass's choice (backend/forward.rs `linear`)
+            let (path, fp8_us) = match (skinny_us, &lt_us) {
+                (Some(us), _) => (format!("skinny, {sk_splits} splits"), us),
+                (None, Some(Ok(us))) => ("cuBLASLt".to_string(), *us),
+                _ => (format!("tiled, {splits} splits"), tiled_us),
+            };
+            let cell = |us: Option<f64>| us.map_or(String::new(), |us| format!("{us:.1} ({:.2}x)", bf16_us / us));
+            let lt_cell = match lt_us {
+                Some(Ok(us)) => cell(Some(us)),
+                Some(Err(e)) => format!("{e}"),
+                None => "n/a".into(),
             };
             let flops = 2.0 * (m * n * kk) as f64;
             let gbps = (n * kk) as f64 / fp8_us * 1e-3;
             let _ = writeln!(
                 s,
-                "| {name} | {n} x {kk} | {m} | {splits} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% | {tiled_us:.1} | {:.2}x | {lt_cell} | {lt_ratio} |",
+                "| {name} | {n} x {kk} | {m} | {path} | {bf16_us:.1} | {fp8_us:.1} | {:.2}x | {:.0} | {gbps:.0} | {:.0}% | {} | {} | {lt_cell} |",
                 bf16_us / fp8_us,
                 flops / fp8_us * 1e-6,
                 100.0 * gbps / copy,
-                bf16_us / tiled_us
+                cell(skinny_us),
+                cell(Some(tiled_us)),
             );
         }
     }

@@ -59,9 +59,9 @@ fn deq(codes: &[u8], scales: &[f32], rows: usize, cols: usize, block_rows: usize
     (0..rows * cols).map(|i| f8e4m3_to_f32(codes[i]) as f64 * scales[(i / cols / block_rows) * bc + (i % cols) / BLOCK] as f64).collect()
 }
 
-/// (max normalized error, rel error) of `got` against `a · w^T` (+ `c0`).
-fn compare(got: &[f32], a: &[f64], w: &[f64], c0: Option<&[f32]>, m: usize, n: usize, k: usize) -> (f64, f64) {
-    let (mut worst, mut want) = (0f64, vec![0f32; m * n]);
+/// (max normalized error, rel error, where the max is) of `got` against `a · w^T` (+ `c0`).
+fn compare(got: &[f32], a: &[f64], w: &[f64], c0: Option<&[f32]>, m: usize, n: usize, k: usize) -> (f64, f64, String) {
+    let (mut worst, mut want, mut at) = (0f64, vec![0f32; m * n], String::new());
     for r in 0..m {
         for c in 0..n {
             let (ar, wr) = (&a[r * k..][..k], &w[c * k..][..k]);
@@ -71,10 +71,13 @@ fn compare(got: &[f32], a: &[f64], w: &[f64], c0: Option<&[f32]>, m: usize, n: u
             want[r * n + c] = (base + dot) as f32;
             let g = got[r * n + c] as f64;
             let e = if !g.is_finite() { f64::INFINITY } else { (g - base - dot).abs() / (abs + base.abs() * 1e-7 + 1e-30) };
-            worst = worst.max(e);
+            if e > worst {
+                worst = e;
+                at = format!("worst at row {r} col {c}: got {g:.6e}, want {:.6e} (sum |a w| {abs:.2e})", base + dot);
+            }
         }
     }
-    (worst, rel_err(got, &want))
+    (worst, rel_err(got, &want), at)
 }
 
 pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
@@ -105,11 +108,11 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         (1usize, 1536usize, 7168usize, OutMode::F32, 0usize),
         (1, 300, 400, OutMode::Bf16, 3),
         (7, 576, 1040, OutMode::F32Add, 0),
+        (9, 130, 1104, OutMode::F32Add, 9),
         (16, 200, 2048, OutMode::Bf16, 5),
-        (17, 1000, 912, OutMode::F32, 2),
-        (32, 130, 1104, OutMode::F32Add, 1),
-        (33, 260, 1536, OutMode::Bf16, 0),
-        (64, 700, 528, OutMode::F32Add, 3),
+        (16, 1000, 912, OutMode::F32, 0),
+        (16, 700, 528, OutMode::F32Add, 3),
+        (16, 700, 528, OutMode::F32Add, 5),
     ];
     for (m, n, kdim, mode, splits) in skinny {
         one(format!("fp8_skinny {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits, true));
@@ -196,12 +199,12 @@ fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: O
         OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(m * n)?),
         _ => c.to_vec::<f32>(m * n)?,
     };
-    let (worst, rel) = compare(&got, &ad, &wd, (mode == OutMode::F32Add).then_some(&c0[..]), m, n, kdim);
+    let (worst, rel, at) = compare(&got, &ad, &wd, (mode == OutMode::F32Add).then_some(&c0[..]), m, n, kdim);
     Ok(Check {
         name: format!("{} {m}x{n}x{kdim} {mode:?}", if skinny { "fp8_skinny" } else { "fp8_gemm" }),
         error: if stuck > 0 { f64::INFINITY } else { worst },
         tolerance: if mode == OutMode::Bf16 { TOL_BF16 } else { TOL_F32 },
-        detail: format!("{splits} k splits requested (0: chosen); rel err {rel:.1e}; scales 1e-4..1e3, zero blocks; {stuck} tile counters left non-zero"),
+        detail: format!("{splits} k splits requested (0: chosen); rel err {rel:.1e}; scales 1e-4..1e3, zero blocks; {stuck} tile counters left non-zero; {at}"),
         informational: false,
     })
 }
@@ -244,7 +247,7 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<
         let (tok, ex) = (p / top_k, ids[p] as usize);
         let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows)) };
         let got = &got_sorted[row * n..][..n];
-        let (w_, r_) = compare(got, &ad[tok * kdim..][..kdim], &wd[ex * n * kdim..][..n * kdim], None, 1, n, kdim);
+        let (w_, r_, _) = compare(got, &ad[tok * kdim..][..kdim], &wd[ex * n * kdim..][..n * kdim], None, 1, n, kdim);
         worst = worst.max(w_);
         rel = rel.max(r_);
     }

@@ -144,7 +144,8 @@ impl Forward<'_> {
 
     /// `c[m, :] (mode) a[m, :] · w^T` for a contiguous bf16 `a`: cuBLAS for bf16 weights; for FP8
     /// ones, the skinny kernel up to `SKINNY_MAX_ROWS` rows (quantizing inside), else `a`
-    /// quantized per row per 128 channels, then the block-scaled FP8 GEMM.
+    /// quantized per row per 128 channels, then cuBLASLt's block-scaled matmul where it runs and
+    /// has an algorithm for the shape, or our tiled FP8 GEMM.
     fn linear(&self, m: usize, a: &DeviceBuffer, w: &GpuMatrix, c: &DeviceBuffer, mode: OutMode) -> Result<()> {
         let (n, k) = (w.rows, w.cols);
         match (w.fp8(), self.quant) {
@@ -154,6 +155,9 @@ impl Forward<'_> {
                 fp8::skinny(self.k, fp8::Skinny { x: v(a), w: fw, c: v(c), mode, part, counters, splits, m, n, k })
             }
             (Some(fw), Some(q)) => {
+                if let Some(lt) = q.lt.as_ref().filter(|lt| lt.supports(m, n, k, mode.lt())) {
+                    return fp8::lt_linear(self.k, lt, v(a), q.act(), fw, v(c), mode, m, n, k);
+                }
                 fp8::quant_act(self.k, v(a), false, q.act(), m, k)?;
                 let splits = fp8::splits_for(m, n, k, self.num_sms, q.part.bytes());
                 fp8::gemm(self.k, fp8::Gemm { a: q.act(), w: fw, c: v(c), mode, part: v(&q.part), splits, m, n, k })

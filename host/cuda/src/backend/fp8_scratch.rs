@@ -2,6 +2,7 @@
 //! being run, the split-k partials and the skinny GEMM's tile counters (sized by
 //! `capacity::fp8_scratch_bytes`, the plan's figure).
 
+use crate::blas_lt::BlockScaledFp8;
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::fp8::Fp8Act;
 use crate::kernels::View;
@@ -17,9 +18,27 @@ pub struct Fp8Scratch {
     pub part: DeviceBuffer,
     /// Zero at rest: each split skinny GEMM's last CTA resets its tile's counter.
     pub counters: DeviceBuffer,
+    /// cuBLASLt's block-scaled FP8 matmul, where it runs (Hopper, library present, not turned
+    /// off by `MLAHOST_FP8_CUBLASLT=0`, the A/B switch): the dense linears past the skinny rows.
+    pub lt: Option<BlockScaledFp8>,
 }
 
 const _: () = assert!(crate::kernels::fp8::SKINNY_COUNTERS * 4 == capacity::FP8_TILE_COUNTER_BYTES as usize);
+const _: () = assert!(crate::blas_lt::WORKSPACE_BYTES == capacity::FP8_LT_WORKSPACE_BYTES as usize);
+
+fn open_lt(gpu: &Arc<Gpu>) -> Option<BlockScaledFp8> {
+    if std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "0") {
+        tracing::info!("cuBLASLt FP8 matmul turned off (MLAHOST_FP8_CUBLASLT=0)");
+        return None;
+    }
+    match BlockScaledFp8::new(gpu) {
+        Ok(lt) => Some(lt),
+        Err(e) => {
+            tracing::info!(reason = %e, "cuBLASLt FP8 matmul unavailable: the FP8 linears use mlahost's kernels at every size");
+            None
+        }
+    }
+}
 
 impl Fp8Scratch {
     /// Grows to `tokens` (next power of two) when needed; returns whether the buffers moved.
@@ -28,8 +47,12 @@ impl Fp8Scratch {
             return Ok(false);
         }
         let tokens = tokens.max(1).next_power_of_two();
-        *this = None;
-        let [codes, scales, part, counters] = capacity::fp8_scratch_buffers(cfg, tokens);
+        let lt = match this.take() {
+            Some(old) => old.lt,
+            None => open_lt(gpu),
+        };
+        // the last entry is cuBLASLt's workspace, which `lt` owns
+        let [codes, scales, part, counters, _] = capacity::fp8_scratch_buffers(cfg, tokens);
         let counters = DeviceBuffer::alloc(gpu, counters as usize)?;
         counters.fill_bytes(0)?;
         *this = Some(Self {
@@ -38,6 +61,7 @@ impl Fp8Scratch {
             scales: DeviceBuffer::alloc(gpu, scales as usize)?,
             part: DeviceBuffer::alloc(gpu, part as usize)?,
             counters,
+            lt,
         });
         Ok(true)
     }

@@ -23,6 +23,14 @@ pub enum OutMode {
 }
 
 impl OutMode {
+    pub fn lt(self) -> crate::blas_lt::LtOut {
+        match self {
+            OutMode::Bf16 => crate::blas_lt::LtOut::Bf16,
+            OutMode::F32 => crate::blas_lt::LtOut::F32,
+            OutMode::F32Add => crate::blas_lt::LtOut::F32Add,
+        }
+    }
+
     fn elem(self) -> usize {
         if self == OutMode::Bf16 {
             2
@@ -52,8 +60,13 @@ fn check_gpu(k: &Kernels, name: &'static str) -> Result<()> {
     ensure(name, cc >= (8, 9), || format!("fp8 tensor cores need sm_89 or newer, this GPU is sm_{}{}", cc.0, cc.1))
 }
 
-/// `x [m, k]` (bf16, or f32 when `x_f32`) -> `out`.
+/// `x [m, k]` (bf16, or f32 when `x_f32`) -> `out` (scales `[m][k/128]`).
 pub fn quant_act(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, m: usize, k: usize) -> Result<()> {
+    quant_act_ordered(kern, x, x_f32, out, false, m, k)
+}
+
+/// As `quant_act`, the scales stored `[k/128][m]` when `scales_kmajor` (cuBLASLt's order).
+pub fn quant_act_ordered(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, scales_kmajor: bool, m: usize, k: usize) -> Result<()> {
     const K: &str = "fp8_quant_act";
     let kb = k.div_ceil(BLOCK);
     kern.launch(K, (m as u32, kb.div_ceil(8) as u32, 1), 256, 0, &[
@@ -61,9 +74,30 @@ pub fn quant_act(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, m: usize, k:
         Arg::I32(x_f32 as i32),
         Arg::Ptr(out.codes.need(K, "codes", m * k)?),
         Arg::Ptr(out.scales.need(K, "scales", m * kb * 4)?),
+        Arg::I32(scales_kmajor as i32),
         Arg::I32(m as i32),
         Arg::I32(k as i32),
     ])
+}
+
+/// A dense FP8 linear through cuBLASLt's block-scaled matmul: `x` quantized with K-major
+/// scales into `act`, then `c (mode) act · w^T`. The caller has asked `lt.supports` first.
+#[allow(clippy::too_many_arguments)]
+pub fn lt_linear(kern: &Kernels, lt: &crate::blas_lt::BlockScaledFp8, x: View, act: Fp8Act, w: Fp8Weight, c: View, mode: OutMode, m: usize, n: usize, k: usize) -> Result<()> {
+    const K: &str = "cublasLt fp8";
+    let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    quant_act_ordered(kern, x, false, act, true, m, k)?;
+    lt.matmul(&crate::blas_lt::Fp8Matmul {
+        m,
+        n,
+        k,
+        x: act.codes.need(K, "x", m * k)?,
+        x_scales: act.scales.need(K, "x scales", m * kb * 4)?,
+        w: w.codes.need(K, "w", n * k)?,
+        w_scales: w.scales.need(K, "w scales", nb * kb * 4)?,
+        out: c.need(K, "c", m * n * mode.elem())?,
+        out_kind: mode.lt(),
+    })
 }
 
 /// Split-k factor for a dense GEMM: enough CTAs for two per SM when the output tiles alone
@@ -143,37 +177,31 @@ pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
     Ok(())
 }
 
-/// Rows up to which a dense FP8 linear runs `fp8_skinny_*` (bf16 in, one launch).
-pub const SKINNY_MAX_ROWS: usize = 64;
+/// Rows up to which a dense FP8 linear runs `fp8_skinny_m16` (bf16 in, one launch).
+pub const SKINNY_MAX_ROWS: usize = 16;
 /// Column tiles a skinny GEMM may split over k: one arrival counter each.
 pub const SKINNY_COUNTERS: usize = 1024;
-
-/// The skinny kernel for `m` rows, the columns each of its CTAs covers and how many CTAs an SM
-/// holds (fp8_skinny.cu's register budgets).
-fn skinny_kernel(m: usize) -> (&'static str, usize, usize) {
-    match m {
-        0..=16 => ("fp8_skinny_m16", 128, 3),
-        17..=32 => ("fp8_skinny_m32", 64, 2),
-        _ => ("fp8_skinny_m64", 64, 2),
-    }
-}
+/// Columns per skinny CTA, and CTAs an SM holds (fp8_skinny.cu: 78 registers).
+const SKINNY_COLS: usize = 128;
+const SKINNY_PER_SM: usize = 3;
+/// Most split rows (splits x m) a tile's last CTA sums: 64 x 128 columns x 4 bytes = 32 KB.
+const SKINNY_SPLIT_ROWS: usize = 64;
 
 /// k splits of a skinny GEMM: the least time in k blocks per SM slot (CTAs resident per SM, in
-/// waves; each wave also fills its pipeline, about two k blocks), counting a split's f32
-/// partials (written and read back: about m / 16 k blocks of weight bytes per CTA); within the
-/// partial buffer, the counters and the k blocks.
+/// waves; each wave also fills its pipeline, about two k blocks), counting the partials a tile's
+/// last CTA sums (about m / 16 k blocks of weight bytes per split); within the partial buffer,
+/// the counters, `SKINNY_SPLIT_ROWS` and the k blocks.
 pub fn skinny_splits(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usize) -> usize {
-    let (_, cols, per_sm) = skinny_kernel(m);
-    let (tiles, kb) = (n.div_ceil(cols), k.div_ceil(BLOCK));
+    let (tiles, kb) = (n.div_ceil(SKINNY_COLS), k.div_ceil(BLOCK));
     if m == 0 || tiles > SKINNY_COUNTERS {
         return 1;
     }
-    let slots = per_sm * num_sms.max(1);
-    let most = kb.min(part_bytes / (m * n * 4).max(1)).max(1);
+    let slots = SKINNY_PER_SM * num_sms.max(1);
+    let most = kb.min(part_bytes / (m * n * 4).max(1)).min(SKINNY_SPLIT_ROWS / m).max(1);
     let cost = |s: usize| {
         let per = kb.div_ceil(s);
         let waves = (tiles * kb.div_ceil(per)).div_ceil(slots);
-        16 * waves * (per + 2) + if s > 1 { waves * m } else { 0 }
+        16 * waves * (per + 2) + if s > 1 { s * m } else { 0 }
     };
     let best = (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1);
     kb.div_ceil(kb.div_ceil(best))
@@ -205,8 +233,8 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
     if m == 0 {
         return Ok(());
     }
-    let (name, cols, _) = skinny_kernel(m);
-    let (kb, nb, tiles) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK), n.div_ceil(cols));
+    const NAME: &str = "fp8_skinny_m16";
+    let (kb, nb, tiles) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK), n.div_ceil(SKINNY_COLS));
     let splits = if tiles > SKINNY_COUNTERS { 1 } else { splits.clamp(1, kb) };
     let per = kb.div_ceil(splits);
     let splits = kb.div_ceil(per);
@@ -215,7 +243,7 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
     } else {
         (0, 0)
     };
-    kern.launch(name, (tiles as u32, splits as u32, 1), 256, 0, &[
+    kern.launch(NAME, (tiles as u32, splits as u32, 1), 256, 0, &[
         Arg::Ptr(x.need(K, "x", m * k * 2)?),
         Arg::Ptr(w.codes.need(K, "w", n * k)?),
         Arg::Ptr(w.scales.need(K, "w scales", nb * kb * 4)?),
@@ -283,13 +311,15 @@ mod tests {
     fn skinny_splits_fill_one_wave_and_respect_limits() {
         // V3 o_proj at batch 1: 56 column tiles, 128 k blocks -> 7 splits of 19 (392 CTAs, one wave of 396)
         assert_eq!(skinny_splits(1, 7168, 16384, 132, 16 << 20), 7);
-        // kv_a: 5 tiles, 56 k blocks: one k block per CTA
-        assert_eq!(skinny_splits(1, 576, 7168, 132, 16 << 20), 56);
+        // kv_a: 5 tiles, 56 k blocks: 28 splits of 2
+        assert_eq!(skinny_splits(1, 576, 7168, 132, 16 << 20), 28);
         // dense gate_up: 288 tiles are 0.7 waves of 396 slots with 56 k blocks each; 4 splits even them out
         assert_eq!(skinny_splits(1, 36864, 7168, 132, 16 << 20), 4);
         assert_eq!(skinny_splits(1, 24576, 1536, 132, 16 << 20), 2);
+        // 16 rows: a tile's last CTA sums at most 64 split rows
+        assert_eq!(skinny_splits(16, 1536, 7168, 132, 16 << 20), 4);
         // the partials bound the splits
-        assert_eq!(skinny_splits(64, 7168, 16384, 132, 64 * 7168 * 4), 1);
+        assert_eq!(skinny_splits(16, 7168, 16384, 132, 16 * 7168 * 4), 1);
         // more tiles than counters: no split
         assert_eq!(skinny_splits(1, 128 * (SKINNY_COUNTERS + 1), 4096, 132, 1 << 30), 1);
     }
