@@ -13,6 +13,10 @@
 #   v3      the V3-shaped reduced FP8 checkpoint: GPU bf16 and FP8 weights against the CPU engine
 #   fp8     in one gpu-check: the FP8 kernel checks, the FP8-weight rows of the fixtures and of
 #           both models (with their bf16 rows), and the benchmark
+#   e2e     DeepSeek-V2-Lite's exact config with dummy weights, served as bf16, `--quantization
+#           fp8`, and fp8 + `--kv-cache-dtype fp8`: `generate` (1,024-token prefill, decode) and
+#           `bench` at concurrency 1 / 16 / 64 (1,024 in, 256 out)
+#   v3gen   the V3-shaped reduced model's prefill and decode step (generate), bf16 and FP8 weights
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev/gpu_env.sh"
 STEPS=${*:-checks bench}
@@ -42,6 +46,38 @@ if has models; then
 fi
 if has fp8; then
   timeout "${FP8_S:-420}" "$BIN" gpu-check --fp8-only --bench-fp8 --seed "$SEED" --model "$V3" --model "$V2" > "$OUT/fp8.log" 2>&1 || status=1
+fi
+if has e2e; then
+  LITE="$WORK/v2-lite-dummy"
+  mkdir -p "$LITE"
+  cp tests/fixtures/configs/deepseek-v2-lite.json "$LITE/config.json"
+  cp "$TOKENIZER_DIR"/tokenizer.json "$TOKENIZER_DIR"/tokenizer_config.json "$LITE/"
+  PROMPT=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(16, 1000)) for _ in range(1024)))")
+  for variant in "bf16:--quantization bf16" "fp8:--quantization fp8" "fp8-cache:--quantization fp8 --kv-cache-dtype fp8"; do
+    name=${variant%%:*}; flags=${variant#*:}
+    # shellcheck disable=SC2086
+    "$BIN" generate --device cuda:0 --model "$LITE" --load-format dummy $flags --prompt-ids "$PROMPT" --max-tokens 128 --ignore-eos --json 2> /dev/null \
+      | python3 -c "import json,sys; r=json.load(sys.stdin)['stats']; print(f\"| $name | generate | prefill 1024 {r['prefill_s']*1e3:.1f} ms | decode {r['decode_tokens_per_s']:.1f} tok/s |\")" | tee -a "$OUT/e2e.md" || status=1
+    # shellcheck disable=SC2086
+    "$BIN" serve --device cuda:0 --model "$LITE" --load-format dummy $flags --port 8021 --max-model-len 4096 > "$OUT/serve_$name.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do curl -sf http://127.0.0.1:8021/health > /dev/null && break; kill -0 $pid 2> /dev/null || break; sleep 1; done
+    for c in 1 16 64; do
+      n=$(( c == 1 ? 4 : 2 * c ))
+      timeout "${BENCH_S:-120}" "$BIN" bench --url http://127.0.0.1:8021 --input-len 1024 --output-len 256 --num-prompts $n --concurrency $c \
+        --extra-body '{"ignore_eos": true}' --json "$OUT/${name}_c$c.json" > "$OUT/${name}_c$c.log" 2>&1 || status=1
+      python3 -c "import json,sys; r=json.load(open('$OUT/${name}_c$c.json'))['runs'][0]; print(f\"| $name | c=$c | {r['output_throughput']:.1f} tok/s | TPOT p50 {r['tpot_ms']['median']:.2f} ms | TTFT p50 {r['ttft_ms']['median']:.1f} ms | failed {r['failed']} |\")" | tee -a "$OUT/e2e.md" || status=1
+    done
+    kill $pid; wait $pid 2> /dev/null
+  done
+fi
+if has v3gen; then
+  PROMPT=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(16, 1000)) for _ in range(1024)))")
+  [ -d "$V3" ] || python3 examples/gpu/make_v3_reduced_fp8.py --out "$V3" --tokenizer-dir "$TOKENIZER_DIR" > "$OUT/make.log" 2>&1 || status=1
+  for q in bf16 fp8; do
+    "$BIN" generate --device cuda:0 --model "$V3" --quantization $q --prompt-ids "$PROMPT" --max-tokens 64 --ignore-eos --json 2> /dev/null \
+      | python3 -c "import json,sys; r=json.load(sys.stdin)['stats']; print(f\"| v3-reduced $q | generate | prefill 1024 {r['prefill_s']*1e3:.1f} ms | decode step {1e3/r['decode_tokens_per_s']:.2f} ms |\")" | tee -a "$OUT/e2e.md" || status=1
+  done
 fi
 if has gen; then
   for m in "$V3" "$V2"; do

@@ -27,6 +27,8 @@
 //   mla_decode_wgmma_t16       16 rows/CTA, transposed wgmma (tokens in M), 2 warpgroups on
 //                              alternate 64-token tiles, sm_90a only              (H=16)
 //   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
+//   mla_decode_fp8_wgmma_r64   wgmma_r64 over an fp8 cache: raw entries land in the stage and are
+//                              expanded to bf16 in place by both warpgroups     (H=128, sm_90a)
 //   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
 
 
@@ -84,6 +86,11 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_mma_r16_t32(
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::mma_decode<1, 32, 4, true>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_r64(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::wgmma_decode<true>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,

@@ -82,6 +82,20 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
   return (u32)((c16 >> 3) * 8192 + row * 128 + (((c16 & 7) ^ (row & 7)) << 4));
 }
 
+// FP8 cache (656-byte entries: 512 e4m3, 4 f32 scales, 64 bf16 k_pe) in the same stages: the raw
+// entries land inside the stage that their bf16 tile will fill, placed so that it can be expanded
+// in place. The codes of 64-dim chunk c (64 B per token, 4 KB per tile) go to the upper half of
+// chunk c's own 8 KB (where only the expansion of chunk c writes), the scales to the lower half of
+// chunk 7 (read before chunk 7 is written), k_pe straight into its swizzled bf16 place (chunk 8).
+struct Fp8Stage {
+  static constexpr int SCALES = 7 * 8192;  // 64 tokens x 16 B
+  __device__ static u32 codes(int c, int row) { return (u32)(c * 8192 + 4096 + row * 64); }
+  // destination of 16-byte unit j (0..40) of token `row`'s entry
+  __device__ static u32 unit(int j, int row) {
+    return j < 32 ? codes(j >> 2, row) + (j & 3) * 16 : j == 32 ? (u32)(SCALES + row * 16) : sw128_off(row, 64 + (j - 33));
+  }
+};
+
 #ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128;
 // slots 12-15: cycles from entry to the first tile's marks 2, 9, 4 and 5. A mark right after a
 // barrier reads the clock before the barrier resolves (BAR.SYNC.DEFER_BLOCKING: the warp stalls at
@@ -122,6 +136,7 @@ struct R64Prof {
 #define R64_FLUSH
 #endif
 
+template <bool FP8 = false>
 __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
@@ -194,15 +209,75 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     for (int h = 0; h < 4; ++h) {
       const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
       const bool valid = t < ntiles && pos < w.kv_stop;
-      const u16* sp = a.kv + (valid ? pm.slot(pg.p[h], pos) : 0) * MLA_D;
+      const i64 slot = valid ? pm.slot(pg.p[h], pos) : 0;
+      if constexpr (FP8) {
+        const unsigned char* sp = reinterpret_cast<const unsigned char*>(a.kv) + slot * MLA_FP8_BYTES;
 #pragma unroll
-      for (int m = 0; m < 9; ++m) {
-        const int c = ld_unit + 8 * m;
-        cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+        for (int m = 0; m < 6; ++m) {
+          const int j = ld_unit + 8 * m;
+          if (j < MLA_FP8_CHUNKS) cp_async_16(dst + Fp8Stage::unit(j, ld_row + 16 * h), sp + j * 16, valid);
+        }
+      } else {
+        const u16* sp = a.kv + slot * MLA_D;
+#pragma unroll
+        for (int m = 0; m < 9; ++m) {
+          const int c = ld_unit + 8 * m;
+          cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+        }
       }
     }
   };
-  if (wg == 1) {
+  // FP8: expand stage `st` in place, all 256 threads (thread -> token tid/4, codes 16 (tid%4) ..
+  // of each chunk), two chunks per barrier: each pair is read before anyone writes it. Ends with
+  // the writes fenced for wgmma; the caller publishes the tile (READY).
+  constexpr int CONV = 4;
+  auto expand_tile = [&](int st) {
+    unsigned char* base = smem + WgCfg::KV_OFF + st * WgCfg::TILE_BYTES;
+    const int r = tid >> 2, q = tid & 3;
+    const float* scales = reinterpret_cast<const float*>(base + Fp8Stage::SCALES + r * 16);
+    named_bar_sync(CONV, 256);  // every loader thread has waited for its copies
+#pragma unroll
+    for (int c = 0; c < 8; c += 2) {
+      const uint4 v0 = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(c, r) + q * 16);
+      const uint4 v1 = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(c + 1, r) + q * 16);
+      const float sc = scales[c >> 1];  // chunks c and c + 1 share one 128-dim scale
+      named_bar_sync(CONV, 256);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4 v = h ? v1 : v0;
+        const u32 words[4] = {v.x, v.y, v.z, v.w};
+        u32 packed[8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
+          const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
+          packed[2 * i] = pack_bf16(lo.x * sc, lo.y * sc);
+          packed[2 * i + 1] = pack_bf16(hi.x * sc, hi.y * sc);
+        }
+        const int c16 = 8 * (c + h) + 2 * q;
+        *reinterpret_cast<uint4*>(base + sw128_off(r, c16)) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        *reinterpret_cast<uint4*>(base + sw128_off(r, c16 + 1)) = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+      }
+    }
+    fence_proxy_async();
+  };
+  if constexpr (FP8) {
+    if (wg == 1) {
+      if (ntiles > 0) load_tile(0, pages0);
+      cp_async_commit();  // group 0: WG1's half of Q and tile 0's raw entries
+      if (ntiles > 1) load_tile(1, pages1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_commit();
+      cp_async_wait<0>();  // WG0's half of Q
+    }
+    fence_proxy_async();
+    if (ntiles > 0) {
+      expand_tile(0);
+      if (wg == 1) named_bar_arrive(READY, 256);
+    }
+  } else if (wg == 1) {
     // With 3 tiles or more, tile 1 is requested only once tile 0 has landed, so that every CTA's
     // first tile does not share the DRAM with the second ones (1x32K: 31.0 -> 30.6 us)
     const bool stagger = ntiles >= 3;
@@ -339,7 +414,17 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     R64_MARK(5);  // P V (WG1: and its rescale)
     named_bar_sync(FREE, 256);  // stage (t&1), P and alpha are free again
     R64_MARK(6);  // waiting for the other's P V
-    if (wg == 1) {
+    if constexpr (FP8) {
+      if (t + 1 < ntiles) {  // both warpgroups expand tile t+1, then it is published
+        if (wg == 1) cp_async_wait<0>();
+        expand_tile((t + 1) & 1);
+        if (wg == 1) named_bar_arrive(READY, 256);
+      }
+      if (wg == 1) {
+        if (t + 2 < ntiles) load_tile(t + 2, pages_next);
+        cp_async_commit();
+      }
+    } else if (wg == 1) {
       if (t + 1 < ntiles) {  // publish tile t+1 (its group is the newest), then load t+2
         cp_async_wait<0>();
         fence_proxy_async();

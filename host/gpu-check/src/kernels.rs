@@ -29,9 +29,10 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
             let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
             one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, Plan::Heuristic, false));
-            one("mla_decode fp8", fast_attention(k, &mut rng, heads, q_len, page, &lens, Plan::Heuristic, true));
         }
     }
+    out.extend(fp8_cache_decode(k, &mut rng));
+    let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
     // kernels the heuristic does not pick on this GPU, over forced chunks (1-token last splits)
     let mut forced = vec![(DecodeKernel::MmaR16, 16usize, 64usize, 128usize), (DecodeKernel::MmaR16, 128, 16, 256), (DecodeKernel::MmaR16S2, 16, 16, 1024)];
     if k.gpu().is_hopper() {
@@ -50,6 +51,7 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     for (kernel, heads, page, chunk) in forced {
         one("mla_decode forced", fast_attention(k, &mut rng, heads, 1, page, &ragged, Plan::Fixed { kernel, chunk }, false));
     }
+
     if k.gpu().is_hopper() {
         // the combine on split arrivals: one long sequence, ragged ones with a single-split one,
         // and two queries per sequence (r64: four 16-row groups per CTA)
@@ -91,6 +93,36 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     out.extend(super::fp8::run_all(k, &mut rng));
     Ok(out)
+}
+
+/// The decode kernels over an fp8 cache: the heuristic's choice at 16 and 128 heads, one and two
+/// queries, pages 64 and 16; on Hopper the fp8 wgmma kernel with one tile per CTA (only the
+/// prologue's expansion), three, and long splits, two queries per sequence, and the combine on
+/// split arrivals. Also run by `gpu-check --fp8-only`.
+pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
+    let ragged = [1usize, 63, 64, 65, 129, 700, 4097];
+    for &page in &[64usize, 16] {
+        for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
+            let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
+            one("mla_decode fp8", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Heuristic, true));
+        }
+    }
+    if k.gpu().is_hopper() {
+        for (heads, q_len, page, chunk, lens) in [
+            (128usize, 1usize, 64usize, 64usize, &ragged[..]),
+            (128, 1, 16, 192, &ragged[..]),
+            (128, 2, 64, 1024, &ragged[..]),
+            (128, 1, 64, 64, &[4096][..]),
+            (64, 2, 16, 128, &[300, 1000][..]),
+        ] {
+            let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
+            let plan = Plan::Fixed { kernel: DecodeKernel::Fp8WgmmaR64, chunk };
+            one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, plan, true));
+        }
+    }
+    out
 }
 
 /// Pages for `lens` (shuffled physical ids) as a `[B, max_pages]` table (-1 past each sequence).

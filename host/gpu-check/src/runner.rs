@@ -53,8 +53,10 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
         println!("{table}");
         all_ok &= ok;
     } else if o.fp8_only {
-        let checks = super::fp8::run_all(&k, &mut super::Rng::new(o.seed));
-        let (ok, table) = report("## FP8 kernels vs naive references", &checks);
+        let mut rng = super::Rng::new(o.seed);
+        let mut checks = kernels::fp8_cache_decode(&k, &mut rng);
+        checks.extend(super::fp8::run_all(&k, &mut rng));
+        let (ok, table) = report("## FP8 kernels (decode over an fp8 cache, linears) vs naive references", &checks);
         println!("{table}");
         let (ok2, table) = report("## end to end (FP8 weights)", &end_to_end(o)?);
         println!("{table}");

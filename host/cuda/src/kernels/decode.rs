@@ -33,13 +33,20 @@ pub enum DecodeKernel {
     Fp8MmaR16,
     /// sm_90a, 16 rows: transposed wgmma (tokens fill M), two warpgroups on alternate tiles.
     WgmmaT16,
+    /// sm_90a, fp8 cache, 64 rows: WgmmaR64 with each tile expanded to bf16 in place.
+    Fp8WgmmaR64,
 }
 
 impl DecodeKernel {
-    /// The launch rule of kernels/DESIGN.md (fp8 caches: the 16-row mma kernels).
+    /// The launch rule of kernels/DESIGN.md (fp8 caches: the 64-row wgmma kernel from 64 rows
+    /// on Hopper, else the 16-row mma kernels).
     pub fn choose(q_len: usize, heads: usize, hopper: bool, fp8: bool) -> Self {
         if fp8 {
-            return if q_len * heads == 16 { Self::Fp8MmaR16S2 } else { Self::Fp8MmaR16 };
+            return match q_len * heads {
+                r if r >= 64 && hopper => Self::Fp8WgmmaR64,
+                16 => Self::Fp8MmaR16S2,
+                _ => Self::Fp8MmaR16,
+            };
         }
         match q_len * heads {
             r if r >= 64 && hopper => Self::WgmmaR64,
@@ -59,23 +66,24 @@ impl DecodeKernel {
             Self::Fp8MmaR16S2 => "mla_decode_fp8_mma_r16_t32_s2",
             Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
             Self::WgmmaT16 => "mla_decode_wgmma_t16",
+            Self::Fp8WgmmaR64 => "mla_decode_fp8_wgmma_r64",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64)
     }
 
     fn rows(self) -> usize {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 => 64,
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 => 64,
         }
     }
 
@@ -97,7 +105,8 @@ impl DecodeKernel {
             Self::MmaR16S2 => mma(16, 2),
             Self::MmaR16 => mma(16, 5),
             Self::MmaR32 => mma(32, 5),
-            Self::WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
+            // the fp8 variant expands each tile inside the same stages
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
             Self::WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
         }
