@@ -134,6 +134,12 @@ impl BlockScaledFp8 {
         set_attr(&desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &trans.to_ne_bytes())?;
         set_attr(&desc, A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &(sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F as i32).to_ne_bytes())?;
         set_attr(&desc, A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &(sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F as i32).to_ne_bytes())?;
+        // the heuristic offers no block-scaled algorithm while the scale pointers are unset (an
+        // H100 with CUDA 13 answered NOT_SUPPORTED for every shape): any device address serves
+        // here, each call sets the real ones
+        let placeholder = self.workspace.ptr();
+        set_attr(&desc, A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &placeholder.to_ne_bytes())?;
+        set_attr(&desc, A::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &placeholder.to_ne_bytes())?;
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: a live preference descriptor; the value is a u64 as documented.
         unsafe {
@@ -153,7 +159,7 @@ impl BlockScaledFp8 {
             plans.insert(key, Some(plan));
         }
         let Some(plan) = plans.get(&key).and_then(|p| p.as_ref()) else {
-            return Err(CudaError::Unavailable(format!("cuBLASLt has no block-scaled fp8 algorithm for m={} n={} k={}", g.m, g.n, g.k)));
+            return Err(CudaError::Blas { context: "cublasLtMatmul".into(), message: format!("no block-scaled fp8 algorithm for m={} n={} k={}", g.m, g.n, g.k) });
         };
         use sys::cublasLtMatmulDescAttributes_t as A;
         set_attr(&plan.desc, A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scales.to_ne_bytes())?;

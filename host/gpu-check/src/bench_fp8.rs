@@ -50,7 +50,9 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut s = format!("{} | copy {copy:.0} GB/s | FP8 = activation quantization + block-scaled GEMM (+ split-k reduce)\n", gpu.info.name);
     // cuBLASLt's block-scaled FP8 matmul beside ours (None where it is not available)
     let lt = BlockScaledFp8::new(gpu).map_err(|e| s += &format!("cuBLASLt block-scaled fp8: {e}\n")).ok();
-    s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) up to 16 rows, then cuBLASLt where it has an algorithm, else quantization + the tiled GEMM; the last three columns time each path (speed against bf16)\n";
+    // the forward pass takes cuBLASLt only when turned on (MLAHOST_FP8_CUBLASLT=1)
+    let lt_on = std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "1");
+    s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) for large weights up to 16 rows (fp8::use_skinny), cuBLASLt where turned on (MLAHOST_FP8_CUBLASLT=1) and it has an algorithm, else quantization + the tiled GEMM; the last three columns time each path (speed against bf16)\n";
     s += "| shape | n x k | M | path | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | skinny µs | tiled µs | cuBLASLt µs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let max_m = *BATCHES.iter().max().unwrap_or(&1);
     let max_k = V3_SHAPES.iter().map(|s| s.2).max().unwrap_or(1);
@@ -96,7 +98,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
             // as the forward pass calls it: quantization with K-major scales, then the matmul
             let lt_us = match lt.as_ref() {
                 Some(lt) if lt.supports(m, n, kk, LtOut::Bf16) => Some(median_us(gpu, &|i| fp8::lt_linear(k, lt, v(&a16), act, w_at(i), v(&out), OutMode::Bf16, m, n, kk))),
-                Some(_) => Some(Err(mlahost_cuda::CudaError::Unavailable("no algorithm".into()))),
+                Some(_) => Some(Err(mlahost_cuda::CudaError::Blas { context: "cuBLASLt".into(), message: "no algorithm".into() })),
                 None => None,
             };
             let bf16_us = median_us(gpu, &|i| {
@@ -106,8 +108,8 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
             })?;
             // the forward pass's choice (backend/forward.rs `linear`)
             let (path, fp8_us) = match (skinny_us, &lt_us) {
-                (Some(us), _) => (format!("skinny, {sk_splits} splits"), us),
-                (None, Some(Ok(us))) => ("cuBLASLt".to_string(), *us),
+                (Some(us), _) if fp8::use_skinny(m, n, kk) => (format!("skinny, {sk_splits} splits"), us),
+                (_, Some(Ok(us))) if lt_on => ("cuBLASLt".to_string(), *us),
                 _ => (format!("tiled, {splits} splits"), tiled_us),
             };
             let cell = |us: Option<f64>| us.map_or(String::new(), |us| format!("{us:.1} ({:.2}x)", bf16_us / us));

@@ -143,13 +143,14 @@ impl Forward<'_> {
     }
 
     /// `c[m, :] (mode) a[m, :] · w^T` for a contiguous bf16 `a`: cuBLAS for bf16 weights; for FP8
-    /// ones, the skinny kernel up to `SKINNY_MAX_ROWS` rows (quantizing inside), else `a`
-    /// quantized per row per 128 channels, then cuBLASLt's block-scaled matmul where it runs and
-    /// has an algorithm for the shape, or our tiled FP8 GEMM.
+    /// ones, the skinny kernel for large weights at up to 16 rows (`fp8::use_skinny`: it
+    /// quantizes inside), else `a` quantized per row per 128 channels, then cuBLASLt's
+    /// block-scaled matmul where it is turned on and has an algorithm for the shape, or our tiled
+    /// FP8 GEMM.
     fn linear(&self, m: usize, a: &DeviceBuffer, w: &GpuMatrix, c: &DeviceBuffer, mode: OutMode) -> Result<()> {
         let (n, k) = (w.rows, w.cols);
         match (w.fp8(), self.quant) {
-            (Some(fw), Some(q)) if m <= fp8::SKINNY_MAX_ROWS => {
+            (Some(fw), Some(q)) if fp8::use_skinny(m, n, k) => {
                 let splits = fp8::skinny_splits(m, n, k, self.num_sms, q.part.bytes());
                 let (part, counters) = (v(&q.part), v(&q.counters));
                 fp8::skinny(self.k, fp8::Skinny { x: v(a), w: fw, c: v(c), mode, part, counters, splits, m, n, k })

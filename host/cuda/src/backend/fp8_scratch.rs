@@ -18,8 +18,9 @@ pub struct Fp8Scratch {
     pub part: DeviceBuffer,
     /// Zero at rest: each split skinny GEMM's last CTA resets its tile's counter.
     pub counters: DeviceBuffer,
-    /// cuBLASLt's block-scaled FP8 matmul, where it runs (Hopper, library present, not turned
-    /// off by `MLAHOST_FP8_CUBLASLT=0`, the A/B switch): the dense linears past the skinny rows.
+    /// cuBLASLt's block-scaled FP8 matmul for the dense linears the skinny kernel does not take:
+    /// opt-in (`MLAHOST_FP8_CUBLASLT=1`, on Hopper with the library present) until its forward
+    /// path has been checked end to end on a GPU.
     pub lt: Option<BlockScaledFp8>,
 }
 
@@ -27,8 +28,7 @@ const _: () = assert!(crate::kernels::fp8::SKINNY_COUNTERS * 4 == capacity::FP8_
 const _: () = assert!(crate::blas_lt::WORKSPACE_BYTES == capacity::FP8_LT_WORKSPACE_BYTES as usize);
 
 fn open_lt(gpu: &Arc<Gpu>) -> Option<BlockScaledFp8> {
-    if std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "0") {
-        tracing::info!("cuBLASLt FP8 matmul turned off (MLAHOST_FP8_CUBLASLT=0)");
+    if !std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "1") {
         return None;
     }
     match BlockScaledFp8::new(gpu) {

@@ -177,8 +177,18 @@ pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
     Ok(())
 }
 
-/// Rows up to which a dense FP8 linear runs `fp8_skinny_m16` (bf16 in, one launch).
+/// Rows up to which a dense FP8 linear may run `fp8_skinny_m16` (bf16 in, one launch).
 pub const SKINNY_MAX_ROWS: usize = 16;
+/// Weights (n x k) from which the skinny kernel beats quantization + `fp8_gemm_m16`: on an H100
+/// it wins on V3's o, dense down and gate_up (117-264 M, 1.45-1.59x bf16 against 1.36-1.41x)
+/// and loses on q_b, q_a, kv_a and the experts (<= 38 M: too few k blocks per CTA to hide its
+/// prologue; at 16 rows too few CTAs under its split limit).
+pub const SKINNY_MIN_WEIGHTS: usize = 64 << 20;
+
+/// Whether a dense FP8 linear of `m` rows runs the skinny kernel.
+pub fn use_skinny(m: usize, n: usize, k: usize) -> bool {
+    m <= SKINNY_MAX_ROWS && n * k >= SKINNY_MIN_WEIGHTS
+}
 /// Column tiles a skinny GEMM may split over k: one arrival counter each.
 pub const SKINNY_COUNTERS: usize = 1024;
 /// Columns per skinny CTA, and CTAs an SM holds (fp8_skinny.cu: 78 registers).
@@ -305,6 +315,12 @@ mod tests {
         // never more splits than k blocks, and never past the partial buffer
         assert_eq!(splits_for(1, 128, 256, 132, 64 << 20), 2);
         assert_eq!(splits_for(64, 1536, 7168, 132, 64 * 1536 * 4 * 3), 3);
+    }
+
+    #[test]
+    fn skinny_runs_the_large_decode_linears_only() {
+        assert!(use_skinny(1, 7168, 16384) && use_skinny(16, 36864, 7168));
+        assert!(!use_skinny(1, 24576, 1536) && !use_skinny(1, 576, 7168) && !use_skinny(17, 7168, 16384));
     }
 
     #[test]
