@@ -29,6 +29,8 @@
 //   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
 //   mla_decode_fp8_wgmma_r64   wgmma_r64 over an fp8 cache: raw entries land in the stage and are
 //                              expanded to bf16 in place by both warpgroups     (H=128, sm_90a)
+//   mla_decode_fp8_wgmma_t16   wgmma_t16 over an fp8 cache: each warpgroup expands its own stage
+//                              beside the other's compute                       (H=16, sm_90a)
 //   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
 
 
@@ -86,6 +88,11 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_mma_r16_t32(
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::mma_decode<1, 32, 4, true>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_t16(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::wgmma_t16_decode<true>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_r64(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];

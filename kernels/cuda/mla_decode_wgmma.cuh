@@ -94,6 +94,21 @@ struct Fp8Stage {
   __device__ static u32 unit(int j, int row) {
     return j < 32 ? codes(j >> 2, row) + (j & 3) * 16 : j == 32 ? (u32)(SCALES + row * 16) : sw128_off(row, 64 + (j - 33));
   }
+  // 16 codes (quarter q of chunk c of token row) times their scale, as two swizzled bf16 units
+  __device__ static void put16(unsigned char* base, int row, int c, int q, uint4 v, float sc) {
+    const u32 words[4] = {v.x, v.y, v.z, v.w};
+    u32 packed[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
+      const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
+      packed[2 * i] = pack_bf16(lo.x * sc, lo.y * sc);
+      packed[2 * i + 1] = pack_bf16(hi.x * sc, hi.y * sc);
+    }
+    const int c16 = 8 * c + 2 * q;
+    *reinterpret_cast<uint4*>(base + sw128_off(row, c16)) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    *reinterpret_cast<uint4*>(base + sw128_off(row, c16 + 1)) = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  }
 };
 
 #ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128;
@@ -242,22 +257,8 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       const uint4 v1 = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(c + 1, r) + q * 16);
       const float sc = scales[c >> 1];  // chunks c and c + 1 share one 128-dim scale
       named_bar_sync(CONV, 256);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint4 v = h ? v1 : v0;
-        const u32 words[4] = {v.x, v.y, v.z, v.w};
-        u32 packed[8];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
-          const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
-          packed[2 * i] = pack_bf16(lo.x * sc, lo.y * sc);
-          packed[2 * i + 1] = pack_bf16(hi.x * sc, hi.y * sc);
-        }
-        const int c16 = 8 * (c + h) + 2 * q;
-        *reinterpret_cast<uint4*>(base + sw128_off(r, c16)) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-        *reinterpret_cast<uint4*>(base + sw128_off(r, c16 + 1)) = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-      }
+      Fp8Stage::put16(base, r, c, q, v0, sc);
+      Fp8Stage::put16(base, r, c + 1, q, v1, sc);
     }
     fence_proxy_async();
   };

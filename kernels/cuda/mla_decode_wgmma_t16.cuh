@@ -68,6 +68,9 @@ __device__ __forceinline__ void fence_acc8(float* d) {
 }
 #endif
 
+// FP8 (656-byte entries): each warpgroup's raw entries land in its own stage (Fp8Stage's layout)
+// and that warpgroup expands them in place before computing, while the other computes its tile.
+template <bool FP8 = false>
 __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
   typedef WgT16Cfg C;
@@ -120,10 +123,51 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     for (int p = 0; p < 4; ++p) {
       const int tok = 16 * p + ld_tok, pos = w.kv_begin + t * 64 + tok;
       const bool valid = pos < w.kv_stop;
-      const u16* src = a.kv + (valid ? pm.slot(pages[p], pos) : 0) * MLA_D;
+      const i64 slot = valid ? pm.slot(pages[p], pos) : 0;
+      if constexpr (FP8) {
+        const unsigned char* src = reinterpret_cast<const unsigned char*>(a.kv) + slot * MLA_FP8_BYTES;
 #pragma unroll
-      for (int m = 0; m < 9; ++m) cp_async_16(sK + sw128_off(tok, ld_unit + 8 * m), src + (ld_unit + 8 * m) * 8, valid);
+        for (int m = 0; m < 6; ++m) {
+          const int j = ld_unit + 8 * m;
+          if (j < MLA_FP8_CHUNKS) cp_async_16(sK + Fp8Stage::unit(j, tok), src + j * 16, valid);
+        }
+      } else {
+        const u16* src = a.kv + slot * MLA_D;
+#pragma unroll
+        for (int m = 0; m < 9; ++m) cp_async_16(sK + sw128_off(tok, ld_unit + 8 * m), src + (ld_unit + 8 * m) * 8, valid);
+      }
     }
+  };
+  // FP8: expand a landed stage in place with `n` threads (thread i of them: tokens i/4 + n/4 h,
+  // codes 16 (i%4) .. of each chunk), two chunks per barrier `bar` (each pair read before anyone
+  // writes it), then fence the writes for wgmma. The caller's barrier publishes them.
+  auto expand = [&](unsigned char* base, int i, int n, auto bar) {
+    constexpr int H = 2;  // items per thread per chunk with 128 threads (64 tokens x 4 quarters)
+#pragma unroll
+    for (int c = 0; c < 8; c += 2) {
+      uint4 v[H][2];
+      float sc[H];
+#pragma unroll
+      for (int h = 0; h < H; ++h) {
+        const int item = i + n * h;
+        const int r = item >> 2, q = item & 3;
+        if (item < 256) {
+          v[h][0] = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(c, r) + q * 16);
+          v[h][1] = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(c + 1, r) + q * 16);
+          sc[h] = reinterpret_cast<const float*>(base + Fp8Stage::SCALES + r * 16)[c >> 1];
+        }
+      }
+      bar();
+#pragma unroll
+      for (int h = 0; h < H; ++h) {
+        const int item = i + n * h;
+        if (item < 256) {
+          Fp8Stage::put16(base, item >> 2, c, item & 3, v[h][0], sc[h]);
+          Fp8Stage::put16(base, item >> 2, c + 1, item & 3, v[h][1], sc[h]);
+        }
+      }
+    }
+    fence_proxy_async();
   };
   // With 3 tiles or more, warpgroup 1 requests its first tile only once warpgroup 0's has landed
   // (barrier 5): otherwise every CTA's first tile shares the DRAM with the second ones and lands
@@ -234,6 +278,10 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();  // the tile, CTA-wide
+    if constexpr (FP8) {
+      expand(smem + C::KV_OFF, tid, 256, [] { __syncthreads(); });
+      __syncthreads();
+    }
     float s[8];
     wgmma_fence();
 #pragma unroll
@@ -319,6 +367,10 @@ __device__ __forceinline__ void wgmma_t16_decode(const Args& a, unsigned char* s
     fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
     wg_sync();
     if (stagger && t == 0) named_bar_arrive(5, 256);  // warpgroup 1 may request its first tile
+    if constexpr (FP8) {  // before the turn barrier: beside the other warpgroup's compute
+      expand(smem + C::KV_OFF + wg * C::TILE_BYTES, wt, 128, wg_sync);
+      wg_sync();
+    }
 
     // The warpgroups compute their tiles in turn (barrier 3 + wg: "the other finished tile t-1"),
     // so that one's next tile loads while the other computes, instead of both loading and then

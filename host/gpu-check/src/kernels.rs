@@ -96,9 +96,9 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
 }
 
 /// The decode kernels over an fp8 cache: the heuristic's choice at 16 and 128 heads, one and two
-/// queries, pages 64 and 16; on Hopper the fp8 wgmma kernel with one tile per CTA (only the
-/// prologue's expansion), three, and long splits, two queries per sequence, and the combine on
-/// split arrivals. Also run by `gpu-check --fp8-only`.
+/// queries, pages 64 and 16; on Hopper the fp8 wgmma kernels with one tile per CTA (only the
+/// prologue's expansion), three, and long splits, two queries per sequence (64 rows), and the
+/// combine on split arrivals. Also run by `gpu-check --fp8-only`.
 pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
     let mut out = Vec::new();
     let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
@@ -120,6 +120,12 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
             let plan = Plan::Fixed { kernel: DecodeKernel::Fp8WgmmaR64, chunk };
             one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, plan, true));
+        }
+        // the 16-row fp8 wgmma kernel (not chosen yet): one tile per CTA (both warpgroups expand
+        // it), three (warpgroup 1's first tile staggered), long splits, one long sequence
+        for (page, chunk, lens) in [(64usize, 64usize, &ragged[..]), (16, 192, &ragged[..]), (64, 1024, &ragged[..]), (64, 64, &[4096][..])] {
+            let plan = Plan::Fixed { kernel: DecodeKernel::Fp8WgmmaT16, chunk };
+            one("mla_decode fp8 forced", fast_attention(k, rng, 16, 1, page, lens, plan, true));
         }
     }
     out

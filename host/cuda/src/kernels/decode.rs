@@ -35,6 +35,9 @@ pub enum DecodeKernel {
     WgmmaT16,
     /// sm_90a, fp8 cache, 64 rows: WgmmaR64 with each tile expanded to bf16 in place.
     Fp8WgmmaR64,
+    /// sm_90a, fp8 cache, 16 rows: WgmmaT16, each warpgroup expanding its own stage. Not chosen
+    /// yet (gpu-check times and checks it forced) until it has run on a GPU.
+    Fp8WgmmaT16,
 }
 
 impl DecodeKernel {
@@ -67,21 +70,22 @@ impl DecodeKernel {
             Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
             Self::WgmmaT16 => "mla_decode_wgmma_t16",
             Self::Fp8WgmmaR64 => "mla_decode_fp8_wgmma_r64",
+            Self::Fp8WgmmaT16 => "mla_decode_fp8_wgmma_t16",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16)
     }
 
     fn rows(self) -> usize {
         match self {
-            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 => 16,
+            Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
             Self::WgmmaR64 | Self::Fp8WgmmaR64 => 64,
         }
@@ -108,7 +112,7 @@ impl DecodeKernel {
             // the fp8 variant expands each tile inside the same stages
             Self::WgmmaR64 | Self::Fp8WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
-            Self::WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
+            Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
         }
     }
 }
@@ -408,6 +412,16 @@ pub fn mla_attention_generic(k: &Kernels, io: &GenericIo, s: &GenericShape) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fp8_caches_take_the_wgmma_kernel_from_64_rows_on_hopper() {
+        assert_eq!(DecodeKernel::choose(1, 128, true, true), DecodeKernel::Fp8WgmmaR64);
+        assert_eq!(DecodeKernel::choose(2, 64, true, true), DecodeKernel::Fp8WgmmaR64);
+        assert_eq!(DecodeKernel::choose(1, 128, false, true), DecodeKernel::Fp8MmaR16);
+        // the 16-row fp8 wgmma kernel is not chosen until it has run on a GPU
+        assert_eq!(DecodeKernel::choose(1, 16, true, true), DecodeKernel::Fp8MmaR16S2);
+        assert!(DecodeKernel::Fp8WgmmaT16.is_fp8() && DecodeKernel::Fp8WgmmaT16.needs_hopper());
+    }
 
     #[test]
     fn arrivals_only_where_the_decode_grid_leaves_half_the_sms() {
