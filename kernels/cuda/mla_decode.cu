@@ -29,6 +29,7 @@
 //   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
 //   mla_decode_fp8_wgmma_r64   wgmma_r64 over an fp8 cache: raw entries land in the stage and are
 //                              expanded to bf16 in place by both warpgroups     (H=128, sm_90a)
+//   mla_decode_fp8_wgmma_r64_ov  the same with tile t+1 expanded under tile t's P V (not picked yet)
 //   mla_decode_fp8_wgmma_t16   wgmma_t16 over an fp8 cache: each warpgroup expands its own stage
 //                              beside the other's compute                       (H=16, sm_90a)
 //   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
@@ -97,7 +98,12 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_t16(ML
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_r64(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::wgmma_decode<true>(a, smem);
+  mla::wgmma_decode<1>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_r64_ov(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::wgmma_decode<2>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,

@@ -151,7 +151,9 @@ struct R64Prof {
 #define R64_FLUSH
 #endif
 
-template <bool FP8 = false>
+// FP8: 0 bf16 cache; 1 fp8 cache, each tile expanded between tiles (after both finished P V);
+// 2 fp8 cache, tile t+1 expanded while the tensor cores run tile t's P V.
+template <int FP8 = 0>
 __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
@@ -225,7 +227,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
       const bool valid = t < ntiles && pos < w.kv_stop;
       const i64 slot = valid ? pm.slot(pg.p[h], pos) : 0;
-      if constexpr (FP8) {
+      if constexpr (FP8 != 0) {
         const unsigned char* sp = reinterpret_cast<const unsigned char*>(a.kv) + slot * MLA_FP8_BYTES;
 #pragma unroll
         for (int m = 0; m < 6; ++m) {
@@ -262,7 +264,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
     }
     fence_proxy_async();
   };
-  if constexpr (FP8) {
+  if constexpr (FP8 != 0) {
     if (wg == 1) {
       if (ntiles > 0) load_tile(0, pages0);
       cp_async_commit();  // group 0: WG1's half of Q and tile 0's raw entries
@@ -410,15 +412,23 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
       wgmma_m64n256k16_ss_tb(o, sw128_desc(sP + kk * 32, 16, 1024),
                              sw128_desc(sK + (4 * wg) * 8192 + kk * 2048, 8192, 1024), 1);
     wgmma_commit();
+    if constexpr (FP8 == 2) {
+      if (t + 1 < ntiles) {  // tile t+1 (the other stage) while the tensor cores run this P V
+        if (wg == 1) cp_async_wait<0>();
+        expand_tile((t + 1) & 1);
+      }
+    }
     wgmma_wait<0>();
     fence_acc128(o);
     R64_MARK(5);  // P V (WG1: and its rescale)
     named_bar_sync(FREE, 256);  // stage (t&1), P and alpha are free again
     R64_MARK(6);  // waiting for the other's P V
-    if constexpr (FP8) {
-      if (t + 1 < ntiles) {  // both warpgroups expand tile t+1, then it is published
-        if (wg == 1) cp_async_wait<0>();
-        expand_tile((t + 1) & 1);
+    if constexpr (FP8 != 0) {
+      if (t + 1 < ntiles) {  // both warpgroups expand tile t+1 (mode 1), then it is published
+        if constexpr (FP8 == 1) {
+          if (wg == 1) cp_async_wait<0>();
+          expand_tile((t + 1) & 1);
+        }
         if (wg == 1) named_bar_arrive(READY, 256);
       }
       if (wg == 1) {

@@ -166,12 +166,13 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     let mut rows = Vec::new();
     for (heads, batch, ctx) in shapes() {
         rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], None)?);
-        // fp8 cache: the heuristic's kernel, and at 16 heads on Hopper also the 16-row fp8 wgmma
-        // kernel (not chosen yet) at the bf16 wgmma kernel's chunk
+        // fp8 cache: the heuristic's kernel, and on Hopper the fp8 wgmma variants not chosen yet
+        // (16 rows; 64 rows expanding under P V) at the bf16 wgmma kernel's chunk
         let mut fp8_plans = vec![None];
-        if target.hopper && heads == 16 {
+        if target.hopper {
             let chunk = plan_splits(&vec![ctx; batch], 1, heads, &target, false).chunk;
-            fp8_plans.push(Some((DecodeKernel::Fp8WgmmaT16, chunk)));
+            let kernel = if heads == 16 { DecodeKernel::Fp8WgmmaT16 } else { DecodeKernel::Fp8WgmmaR64Overlap };
+            fp8_plans.push(Some((kernel, chunk)));
         }
         rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &fp8_plans, None)?);
         if with_generic && heads == 16 && ctx == 4096 && batch == 64 {

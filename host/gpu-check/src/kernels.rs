@@ -118,8 +118,9 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             (64, 2, 16, 128, &[300, 1000][..]),
         ] {
             let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
-            let plan = Plan::Fixed { kernel: DecodeKernel::Fp8WgmmaR64, chunk };
-            one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, plan, true));
+            for kernel in [DecodeKernel::Fp8WgmmaR64, DecodeKernel::Fp8WgmmaR64Overlap] {
+                one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Fixed { kernel, chunk }, true));
+            }
         }
         // the 16-row fp8 wgmma kernel (not chosen yet): one tile per CTA (both warpgroups expand
         // it), three (warpgroup 1's first tile staggered), long splits, one long sequence

@@ -38,6 +38,8 @@ pub enum DecodeKernel {
     /// sm_90a, fp8 cache, 16 rows: WgmmaT16, each warpgroup expanding its own stage. Not chosen
     /// yet (gpu-check times and checks it forced) until it has run on a GPU.
     Fp8WgmmaT16,
+    /// Fp8WgmmaR64 with tile t+1 expanded under tile t's P V; not chosen yet, as Fp8WgmmaT16.
+    Fp8WgmmaR64Overlap,
 }
 
 impl DecodeKernel {
@@ -71,23 +73,24 @@ impl DecodeKernel {
             Self::WgmmaT16 => "mla_decode_wgmma_t16",
             Self::Fp8WgmmaR64 => "mla_decode_fp8_wgmma_r64",
             Self::Fp8WgmmaT16 => "mla_decode_fp8_wgmma_t16",
+            Self::Fp8WgmmaR64Overlap => "mla_decode_fp8_wgmma_r64_ov",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap)
     }
 
     fn rows(self) -> usize {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 => 64,
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 64,
         }
     }
 
@@ -110,7 +113,7 @@ impl DecodeKernel {
             Self::MmaR16 => mma(16, 5),
             Self::MmaR32 => mma(32, 5),
             // the fp8 variant expands each tile inside the same stages
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 => 3 * 73728 + 8192 + 768 + 1024,
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 3 * 73728 + 8192 + 768 + 1024,
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
         }
