@@ -138,6 +138,18 @@ __device__ __forceinline__ float2 e4m3x2_to_f32x2(unsigned short v) {
 #endif
 }
 
+// 16 e4m3 codes (a uint4, low byte first) times `sc` -> 16 bf16 in eight packed words
+__device__ __forceinline__ void e4m3x16_to_bf16(uint4 v, float sc, u32 (&packed)[8]) {
+  const u32 words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
+    const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
+    packed[2 * i] = pack_bf16(lo.x * sc, lo.y * sc);
+    packed[2 * i + 1] = pack_bf16(hi.x * sc, hi.y * sc);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // arguments and per-CTA work item
 // ------------------------------------------------------------------------------------------------

@@ -87,16 +87,8 @@ __device__ __forceinline__ void mma_decode(const Args& a, unsigned char* smem) {
     u16* row = kvs + ld_tok * KROW;
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      const uint4 v = *reinterpret_cast<const uint4*>(e + ld_sub * 64 + q * 16);
-      const u32 words[4] = {v.x, v.y, v.z, v.w};
       u32 packed[8];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
-        const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
-        packed[2 * i] = pack_bf16(lo.x * scale, lo.y * scale);
-        packed[2 * i + 1] = pack_bf16(hi.x * scale, hi.y * scale);
-      }
+      e4m3x16_to_bf16(*reinterpret_cast<const uint4*>(e + ld_sub * 64 + q * 16), scale, packed);
       uint4* dst = reinterpret_cast<uint4*>(row + ld_sub * 64 + q * 16);
       dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
       dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);

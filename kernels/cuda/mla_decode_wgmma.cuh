@@ -96,15 +96,8 @@ struct Fp8Stage {
   }
   // 16 codes (quarter q of chunk c of token row) times their scale, as two swizzled bf16 units
   __device__ static void put16(unsigned char* base, int row, int c, int q, uint4 v, float sc) {
-    const u32 words[4] = {v.x, v.y, v.z, v.w};
     u32 packed[8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 lo = e4m3x2_to_f32x2((unsigned short)(words[i] & 0xffff));
-      const float2 hi = e4m3x2_to_f32x2((unsigned short)(words[i] >> 16));
-      packed[2 * i] = pack_bf16(lo.x * sc, lo.y * sc);
-      packed[2 * i + 1] = pack_bf16(hi.x * sc, hi.y * sc);
-    }
+    e4m3x16_to_bf16(v, sc, packed);
     const int c16 = 8 * c + 2 * q;
     *reinterpret_cast<uint4*>(base + sw128_off(row, c16)) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
     *reinterpret_cast<uint4*>(base + sw128_off(row, c16 + 1)) = make_uint4(packed[4], packed[5], packed[6], packed[7]);

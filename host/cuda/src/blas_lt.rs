@@ -15,6 +15,7 @@ use crate::gpu::{DeviceBuffer, Gpu};
 use crate::CudaError;
 use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
@@ -153,12 +154,11 @@ impl BlockScaledFp8 {
 
     fn issue(&self, g: &Fp8Matmul) -> Result<()> {
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (g.m, g.n, g.k, g.out_kind);
-        if !plans.contains_key(&key) {
-            let plan = self.plan(g.m, g.n, g.k, g.out_kind)?;
-            plans.insert(key, Some(plan));
-        }
-        let Some(plan) = plans.get(&key).and_then(|p| p.as_ref()) else {
+        let plan = match plans.entry((g.m, g.n, g.k, g.out_kind)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Some(self.plan(g.m, g.n, g.k, g.out_kind)?)),
+        };
+        let Some(plan) = plan.as_ref() else {
             return Err(CudaError::Blas { context: "cublasLtMatmul".into(), message: format!("no block-scaled fp8 algorithm for m={} n={} k={}", g.m, g.n, g.k) });
         };
         use sys::cublasLtMatmulDescAttributes_t as A;

@@ -22,16 +22,9 @@ pub(super) fn failed(name: &str, e: mlahost_cuda::CudaError) -> Check {
 /// All kernel checks; `seed` makes the run reproducible.
 pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     let mut rng = Rng::new(seed);
-    let mut out = Vec::new();
-    let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
-    let ragged = [1usize, 63, 64, 65, 129, 700, 4097];
-    for &page in &[64usize, 16] {
-        for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
-            let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
-            one("mla_decode", fast_attention(k, &mut rng, heads, q_len, page, &lens, Plan::Heuristic, false));
-        }
-    }
+    let mut out = heuristic_rows(k, &mut rng, false);
     out.extend(fp8_cache_decode(k, &mut rng));
+    let ragged = RAGGED;
     let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
     // kernels the heuristic does not pick on this GPU, over forced chunks (1-token last splits)
     let mut forced = vec![(DecodeKernel::MmaR16, 16usize, 64usize, 128usize), (DecodeKernel::MmaR16, 128, 16, 256), (DecodeKernel::MmaR16S2, 16, 16, 1024)];
@@ -95,20 +88,30 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     Ok(out)
 }
 
+/// Ragged context lengths: 1, a page edge on either side, two pages and a bit, long.
+const RAGGED: [usize; 7] = [1, 63, 64, 65, 129, 700, 4097];
+
+/// The heuristic's decode kernel at 16 and 128 heads, one and two queries, pages 64 and 16.
+fn heuristic_rows(k: &Kernels, rng: &mut Rng, fp8: bool) -> Vec<Check> {
+    let name = if fp8 { "mla_decode fp8" } else { "mla_decode" };
+    let mut out = Vec::new();
+    for &page in &[64usize, 16] {
+        for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
+            let lens: Vec<usize> = RAGGED.iter().map(|&l| l.max(q_len)).collect();
+            out.push(fast_attention(k, rng, heads, q_len, page, &lens, Plan::Heuristic, fp8).unwrap_or_else(|e| failed(name, e)));
+        }
+    }
+    out
+}
+
 /// The decode kernels over an fp8 cache: the heuristic's choice at 16 and 128 heads, one and two
 /// queries, pages 64 and 16; on Hopper the fp8 wgmma kernels with one tile per CTA (only the
 /// prologue's expansion), three, and long splits, two queries per sequence (64 rows), and the
 /// combine on split arrivals. Also run by `gpu-check --fp8-only`.
 pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
-    let mut out = Vec::new();
+    let mut out = heuristic_rows(k, rng, true);
     let mut one = |name: &str, r: Result<Check>| out.push(r.unwrap_or_else(|e| failed(name, e)));
-    let ragged = [1usize, 63, 64, 65, 129, 700, 4097];
-    for &page in &[64usize, 16] {
-        for &(heads, q_len) in &[(16usize, 1usize), (128, 1), (16, 2), (128, 2)] {
-            let lens: Vec<usize> = ragged.iter().map(|&l| l.max(q_len)).collect();
-            one("mla_decode fp8", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Heuristic, true));
-        }
-    }
+    let ragged = RAGGED;
     if k.gpu().is_hopper() {
         for (heads, q_len, page, chunk, lens) in [
             (128usize, 1usize, 64usize, 64usize, &ragged[..]),
