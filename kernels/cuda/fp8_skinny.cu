@@ -2,6 +2,7 @@
 // bf16 activations in, FP8 weights streamed once at HBM speed, bf16/f32 out.
 //
 //  fp8_skinny_m16  C[r, c] (mode) sum_kb s_a[r, kb] * s_w[c/128, kb] * sum_{k in kb} q_a[r, k] * q_w[c, k]
+//  fp8_skinny_q32/_q64  the same from rows already quantized (32 / 64 rows; not chosen yet)
 //
 // Why not fp8_gemm_m16 (quantize kernel + smem-tiled GEMM + split-k reduce): at m <= 16 the work
 // is reading the weights, and three launches, a smem round trip and __syncthreads per k block
@@ -35,12 +36,15 @@ __device__ __forceinline__ u32 sk_pack4(float a, float b, float c, float d) {
 }
 
 // MT m16 tiles (rows 16 * MT), NJ n8 tiles per warp (8 warps: 64 * NJ columns per CTA, inside
-// one 128-column scale block), D k blocks of weights in flight per thread.
-template <int MT, int NJ, int D>
-__device__ __forceinline__ void fp8_skinny_body(const u16* __restrict__ x, const u8* __restrict__ w, const float* __restrict__ w_scale,
-                                                void* __restrict__ c, float* __restrict__ part, u32* __restrict__ counters, int mode, int m,
-                                                int n, int k, int kb_per_split) {
-  constexpr int ROWS = 16 * MT, COLS = 64 * NJ, RPW = ROWS / 8;  // activation rows each warp quantizes
+// one 128-column scale block), D k blocks of weights in flight per thread. QUANTIZED: `x` holds
+// e4m3 codes [m, k] and `x_scale` their scales [m, ceil(k/128)] (fp8_quant_act's output) instead
+// of bf16 rows: each CTA only copies them, which is what makes 32 and 64 rows pay (quantizing in
+// every CTA cost more than the weights' reads there).
+template <int MT, int NJ, int D, bool QUANTIZED>
+__device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, const float* __restrict__ x_scale, const u8* __restrict__ w,
+                                                const float* __restrict__ w_scale, void* __restrict__ c, float* __restrict__ part,
+                                                u32* __restrict__ counters, int mode, int m, int n, int k, int kb_per_split) {
+  constexpr int ROWS = 16 * MT, COLS = 64 * NJ, RPW = ROWS / 8;  // activation rows each warp stages
   __shared__ __align__(16) u8 as[2][ROWS][SK_LDA];
   __shared__ float ss[2][ROWS];
   __shared__ int last;
@@ -50,18 +54,35 @@ __device__ __forceinline__ void fp8_skinny_body(const u16* __restrict__ x, const
   const int n0 = blockIdx.x * COLS, wcol = n0 + warp * NJ * 8, nb = n0 / 128;
   const float* sw = w_scale + (i64)nb * kb_total;
 
-  uint2 ar[RPW];  // the next k block's bf16 activations: row warp + 8 i, channels lane * 4 ..
+  // the next k block's activations, row warp + 8 i, channels lane * 4 ..: four bf16 (or, when
+  // QUANTIZED, four codes in .x, and lane i < RPW holds row warp + 8 i's scale in ar_s)
+  uint2 ar[RPW];
+  float ar_s = 0.f;
   auto a_fetch = [&](int kb) {
+    if constexpr (QUANTIZED) {
+      const int r = warp + 8 * lane;
+      ar_s = (lane < RPW && r < m) ? __ldg(x_scale + (i64)r * kb_total + kb) : 0.f;
+    }
 #pragma unroll
     for (int i = 0; i < RPW; i++) {
       const int r = warp + 8 * i, col = kb * 128 + lane * 4;
-      ar[i] = (r < m && col < k) ? __ldg(reinterpret_cast<const uint2*>(x + (i64)r * k + col)) : make_uint2(0u, 0u);
+      const bool ok = r < m && col < k;
+      if constexpr (QUANTIZED) {
+        ar[i].x = ok ? __ldg(reinterpret_cast<const u32*>(reinterpret_cast<const u8*>(x) + (i64)r * k + col)) : 0u;
+      } else {
+        ar[i] = ok ? __ldg(reinterpret_cast<const uint2*>(reinterpret_cast<const u16*>(x) + (i64)r * k + col)) : make_uint2(0u, 0u);
+      }
     }
   };
   auto a_store = [&](int buf) {
 #pragma unroll
     for (int i = 0; i < RPW; i++) {
       const int r = warp + 8 * i;
+      if constexpr (QUANTIZED) {
+        *reinterpret_cast<u32*>(&as[buf][r][lane * 4]) = ar[i].x;
+        if (lane == i) ss[buf][r] = ar_s;
+        continue;
+      }
       const float v0 = util::bf16_to_f32(ar[i].x & 0xffff), v1 = util::bf16_to_f32(ar[i].x >> 16);
       const float v2 = util::bf16_to_f32(ar[i].y & 0xffff), v3 = util::bf16_to_f32(ar[i].y >> 16);
       const float amax = util::warp_max(fmaxf(fmaxf(fabsf(v0), fabsf(v1)), fmaxf(fabsf(v2), fabsf(v3))));
@@ -207,12 +228,16 @@ __device__ __forceinline__ void fp8_skinny_body(const u16* __restrict__ x, const
 }
 
 #define SKINNY_ARGS                                                                                                   \
-  const u16 *__restrict__ x, const u8 *__restrict__ w, const float *__restrict__ w_scale, void *__restrict__ c,        \
-      float *__restrict__ part, u32 *__restrict__ counters, int mode, int m, int n, int k, int kb_per_split
-#define SKINNY_PASS x, w, w_scale, c, part, counters, mode, m, n, k, kb_per_split
+  const void *__restrict__ x, const float *__restrict__ x_scale, const u8 *__restrict__ w, const float *__restrict__ w_scale, \
+      void *__restrict__ c, float *__restrict__ part, u32 *__restrict__ counters, int mode, int m, int n, int k, int kb_per_split
+#define SKINNY_PASS x, x_scale, w, w_scale, c, part, counters, mode, m, n, k, kb_per_split
 
-// 78 registers (ptxas, sm_90a): three CTAs per SM, two k blocks of weights in flight per
-// thread, ~96 KB per SM. Up to 16 rows only: the quantization each CTA repeats for its rows grows
-// with m (at 64 rows it cost more than the weights' reads), and past 16 rows the forward pass
-// quantizes once and runs cuBLASLt or fp8_gemm_m64.
-extern "C" __global__ void __launch_bounds__(256) fp8_skinny_m16(SKINNY_ARGS) { fp8_skinny_body<1, 2, 2>(SKINNY_PASS); }
+// fp8_skinny_m16 (bf16 rows, quantized in the CTA): 78 registers (ptxas, sm_90a), three CTAs
+// per SM, two k blocks of weights in flight per thread, ~96 KB per SM. Up to 16 rows: the
+// quantization each CTA repeats grows with m (at 64 rows it cost more than the weights' reads).
+// fp8_skinny_q32 (rows quantized once by fp8_quant_act): 64 columns, four k blocks in flight,
+// 128 registers, two CTAs per SM. fp8_skinny_q64: 128 columns, four k blocks in flight, 254
+// registers, one CTA per SM (two CTAs at 128 registers spilled 300 bytes). ~64 KB per SM each.
+extern "C" __global__ void __launch_bounds__(256) fp8_skinny_m16(SKINNY_ARGS) { fp8_skinny_body<1, 2, 2, false>(SKINNY_PASS); }
+extern "C" __global__ void __launch_bounds__(256, 2) fp8_skinny_q32(SKINNY_ARGS) { fp8_skinny_body<2, 1, 4, true>(SKINNY_PASS); }
+extern "C" __global__ void __launch_bounds__(256, 1) fp8_skinny_q64(SKINNY_ARGS) { fp8_skinny_body<4, 2, 4, true>(SKINNY_PASS); }

@@ -86,11 +86,20 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
                 fp8::quant_act(k, v(&a16), false, act, m, kk)?;
                 fp8::gemm(k, fp8::Gemm { a: act, w: w_at(i), c: v(&out), mode: OutMode::Bf16, part: v(&part), splits, m, n, k: kk })
             })?;
-            let sk_splits = fp8::skinny_splits(m, n, kk, sms, part.bytes());
-            let skinny_us = if m <= fp8::SKINNY_MAX_ROWS {
+            // the skinny kernels: from bf16 rows up to 16, from quant_act's output (timed with it)
+            // past 16 up to 64 (not chosen by the forward pass yet)
+            let quantized = m > fp8::SKINNY_MAX_ROWS;
+            let sk_splits = fp8::skinny_splits(quantized, m, n, kk, sms, part.bytes());
+            let skinny_us = if m <= fp8::SKINNY_QUANTIZED_MAX_ROWS {
                 Some(median_us(gpu, &|i| {
                     let (part, counters) = (v(&part), v(&counters));
-                    fp8::skinny(k, fp8::Skinny { x: v(&a16), w: w_at(i), c: v(&out), mode: OutMode::Bf16, part, counters, splits: sk_splits, m, n, k: kk })
+                    let x = if quantized {
+                        fp8::quant_act(k, v(&a16), false, act, m, kk)?;
+                        fp8::SkinnyInput::Quantized(act)
+                    } else {
+                        fp8::SkinnyInput::Bf16(v(&a16))
+                    };
+                    fp8::skinny(k, fp8::Skinny { x, w: w_at(i), c: v(&out), mode: OutMode::Bf16, part, counters, splits: sk_splits, m, n, k: kk })
                 })?)
             } else {
                 None

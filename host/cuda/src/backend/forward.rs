@@ -151,9 +151,9 @@ impl Forward<'_> {
         let (n, k) = (w.rows, w.cols);
         match (w.fp8(), self.quant) {
             (Some(fw), Some(q)) if fp8::use_skinny(m, n, k) => {
-                let splits = fp8::skinny_splits(m, n, k, self.num_sms, q.part.bytes());
+                let splits = fp8::skinny_splits(false, m, n, k, self.num_sms, q.part.bytes());
                 let (part, counters) = (v(&q.part), v(&q.counters));
-                fp8::skinny(self.k, fp8::Skinny { x: v(a), w: fw, c: v(c), mode, part, counters, splits, m, n, k })
+                fp8::skinny(self.k, fp8::Skinny { x: fp8::SkinnyInput::Bf16(v(a)), w: fw, c: v(c), mode, part, counters, splits, m, n, k })
             }
             (Some(fw), Some(q)) => {
                 if let Some(lt) = q.lt.as_ref().filter(|lt| lt.supports(m, n, k, mode.lt())) {

@@ -191,23 +191,41 @@ pub fn use_skinny(m: usize, n: usize, k: usize) -> bool {
 }
 /// Column tiles a skinny GEMM may split over k: one arrival counter each.
 pub const SKINNY_COUNTERS: usize = 1024;
-/// Columns per skinny CTA, and CTAs an SM holds (fp8_skinny.cu: 78 registers).
-const SKINNY_COLS: usize = 128;
-const SKINNY_PER_SM: usize = 3;
-/// Most split rows (splits x m) a tile's last CTA sums: 64 x 128 columns x 4 bytes = 32 KB.
-const SKINNY_SPLIT_ROWS: usize = 64;
+/// Rows up to which the quantized-input skinny kernels run (`fp8_skinny_q32` / `_q64`).
+pub const SKINNY_QUANTIZED_MAX_ROWS: usize = 64;
 
-/// k splits of a skinny GEMM: the least time in k blocks per SM slot (CTAs resident per SM, in
-/// waves; each wave also fills its pipeline, about two k blocks), counting the partials a tile's
-/// last CTA sums (about m / 16 k blocks of weight bytes per split); within the partial buffer,
-/// the counters, `SKINNY_SPLIT_ROWS` and the k blocks.
-pub fn skinny_splits(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usize) -> usize {
-    let (tiles, kb) = (n.div_ceil(SKINNY_COLS), k.div_ceil(BLOCK));
+/// One skinny kernel: its columns per CTA, the CTAs an SM holds (fp8_skinny.cu's register
+/// budgets), and the most split rows (splits x m) a tile's last CTA sums (64 x 128 columns x 4
+/// bytes = 32 KB for the fused one; 64 KB for the quantized ones, whose CTAs hold more).
+#[derive(Debug, Clone, Copy)]
+struct SkinnyKernel {
+    name: &'static str,
+    cols: usize,
+    per_sm: usize,
+    split_rows: usize,
+}
+
+fn skinny_kernel(quantized: bool, m: usize) -> SkinnyKernel {
+    match (quantized, m) {
+        (false, _) => SkinnyKernel { name: "fp8_skinny_m16", cols: 128, per_sm: 3, split_rows: 64 },
+        (true, 0..=32) => SkinnyKernel { name: "fp8_skinny_q32", cols: 64, per_sm: 2, split_rows: 128 },
+        (true, _) => SkinnyKernel { name: "fp8_skinny_q64", cols: 128, per_sm: 1, split_rows: 128 },
+    }
+}
+
+/// k splits of a skinny GEMM (`quantized`: the kernels that take `quant_act`'s output): the
+/// least time in k blocks per SM slot (CTAs resident per SM, in waves; each wave also fills its
+/// pipeline, about two k blocks), counting the partials a tile's last CTA sums (about m / 16 k
+/// blocks of weight bytes per split); within the partial buffer, the counters, the kernel's
+/// split rows and the k blocks.
+pub fn skinny_splits(quantized: bool, m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usize) -> usize {
+    let kernel = skinny_kernel(quantized, m);
+    let (tiles, kb) = (n.div_ceil(kernel.cols), k.div_ceil(BLOCK));
     if m == 0 || tiles > SKINNY_COUNTERS {
         return 1;
     }
-    let slots = SKINNY_PER_SM * num_sms.max(1);
-    let most = kb.min(part_bytes / (m * n * 4).max(1)).min(SKINNY_SPLIT_ROWS / m).max(1);
+    let slots = kernel.per_sm * num_sms.max(1);
+    let most = kb.min(part_bytes / (m * n * 4).max(1)).min(kernel.split_rows / m).max(1);
     let cost = |s: usize| {
         let per = kb.div_ceil(s);
         let waves = (tiles * kb.div_ceil(per)).div_ceil(slots);
@@ -217,12 +235,20 @@ pub fn skinny_splits(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: u
     kb.div_ceil(kb.div_ceil(best))
 }
 
-/// A dense FP8 linear of at most `SKINNY_MAX_ROWS` rows from bf16 activations: `C[m, n] (mode)
-/// X · W^T`, X quantized per row per 128 channels inside the kernel (as `quant_act` would).
-/// `counters` (`SKINNY_COUNTERS` u32, zero at rest) and `part` serve the k splits.
+/// A skinny GEMM's rows: bf16 (quantized per row per 128 channels inside the kernel, as
+/// `quant_act` would; up to `SKINNY_MAX_ROWS`), or `quant_act`'s output (up to
+/// `SKINNY_QUANTIZED_MAX_ROWS`).
+#[derive(Debug, Clone, Copy)]
+pub enum SkinnyInput {
+    Bf16(View),
+    Quantized(Fp8Act),
+}
+
+/// A dense FP8 linear of a few rows: `C[m, n] (mode) X · W^T`. `counters` (`SKINNY_COUNTERS`
+/// u32, zero at rest) and `part` serve the k splits.
 #[derive(Debug, Clone, Copy)]
 pub struct Skinny {
-    pub x: View,
+    pub x: SkinnyInput,
     pub w: Fp8Weight,
     pub c: View,
     pub mode: OutMode,
@@ -239,12 +265,16 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
     let Skinny { x, w, c, mode, part, counters, splits, m, n, k } = g;
     check_gpu(kern, K)?;
     ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
-    ensure(K, m <= SKINNY_MAX_ROWS, || format!("{m} rows: at most {SKINNY_MAX_ROWS}"))?;
+    let (quantized, most) = match x {
+        SkinnyInput::Bf16(_) => (false, SKINNY_MAX_ROWS),
+        SkinnyInput::Quantized(_) => (true, SKINNY_QUANTIZED_MAX_ROWS),
+    };
+    ensure(K, m <= most, || format!("{m} rows: at most {most}"))?;
     if m == 0 {
         return Ok(());
     }
-    const NAME: &str = "fp8_skinny_m16";
-    let (kb, nb, tiles) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK), n.div_ceil(SKINNY_COLS));
+    let kernel = skinny_kernel(quantized, m);
+    let (kb, nb, tiles) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK), n.div_ceil(kernel.cols));
     let splits = if tiles > SKINNY_COUNTERS { 1 } else { splits.clamp(1, kb) };
     let per = kb.div_ceil(splits);
     let splits = kb.div_ceil(per);
@@ -253,8 +283,13 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
     } else {
         (0, 0)
     };
-    kern.launch(NAME, (tiles as u32, splits as u32, 1), 256, 0, &[
-        Arg::Ptr(x.need(K, "x", m * k * 2)?),
+    let (x_ptr, x_scales) = match x {
+        SkinnyInput::Bf16(x) => (x.need(K, "x", m * k * 2)?, 0),
+        SkinnyInput::Quantized(a) => (a.codes.need(K, "x codes", m * k)?, a.scales.need(K, "x scales", m * kb * 4)?),
+    };
+    kern.launch(kernel.name, (tiles as u32, splits as u32, 1), 256, 0, &[
+        Arg::Ptr(x_ptr),
+        Arg::Ptr(x_scales),
         Arg::Ptr(w.codes.need(K, "w", n * k)?),
         Arg::Ptr(w.scales.need(K, "w scales", nb * kb * 4)?),
         Arg::Ptr(c.need(K, "c", m * n * mode.elem())?),
@@ -326,17 +361,20 @@ mod tests {
     #[test]
     fn skinny_splits_fill_one_wave_and_respect_limits() {
         // V3 o_proj at batch 1: 56 column tiles, 128 k blocks -> 7 splits of 19 (392 CTAs, one wave of 396)
-        assert_eq!(skinny_splits(1, 7168, 16384, 132, 16 << 20), 7);
+        assert_eq!(skinny_splits(false, 1, 7168, 16384, 132, 16 << 20), 7);
         // kv_a: 5 tiles, 56 k blocks: 28 splits of 2
-        assert_eq!(skinny_splits(1, 576, 7168, 132, 16 << 20), 28);
+        assert_eq!(skinny_splits(false, 1, 576, 7168, 132, 16 << 20), 28);
         // dense gate_up: 288 tiles are 0.7 waves of 396 slots with 56 k blocks each; 4 splits even them out
-        assert_eq!(skinny_splits(1, 36864, 7168, 132, 16 << 20), 4);
-        assert_eq!(skinny_splits(1, 24576, 1536, 132, 16 << 20), 2);
+        assert_eq!(skinny_splits(false, 1, 36864, 7168, 132, 16 << 20), 4);
+        assert_eq!(skinny_splits(false, 1, 24576, 1536, 132, 16 << 20), 2);
         // 16 rows: a tile's last CTA sums at most 64 split rows
-        assert_eq!(skinny_splits(16, 1536, 7168, 132, 16 << 20), 4);
+        assert_eq!(skinny_splits(false, 16, 1536, 7168, 132, 16 << 20), 4);
         // the partials bound the splits
-        assert_eq!(skinny_splits(16, 7168, 16384, 132, 16 * 7168 * 4), 1);
+        assert_eq!(skinny_splits(false, 16, 7168, 16384, 132, 16 * 7168 * 4), 1);
         // more tiles than counters: no split
-        assert_eq!(skinny_splits(1, 128 * (SKINNY_COUNTERS + 1), 4096, 132, 1 << 30), 1);
+        assert_eq!(skinny_splits(false, 1, 128 * (SKINNY_COUNTERS + 1), 4096, 132, 1 << 30), 1);
+        // quantized rows, 64 of them: at most two splits (128 split rows); one CTA per SM
+        assert!(skinny_splits(true, 64, 7168, 16384, 132, 16 << 20) <= 2);
+        assert!(skinny_splits(true, 32, 576, 7168, 132, 16 << 20) <= 4);
     }
 }
