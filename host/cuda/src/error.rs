@@ -3,7 +3,7 @@ use thiserror::Error;
 /// Everything the CUDA backend can fail with.
 #[derive(Debug, Error)]
 pub enum CudaError {
-    #[error("no CUDA device: {0}")]
+    #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("CUDA driver: {context}: {message}")]
     Driver { context: String, message: String },
