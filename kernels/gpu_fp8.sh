@@ -23,6 +23,8 @@
 #           benchmark (the fp8 wgmma variants not yet chosen, beside the chosen ones)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev/gpu_env.sh"
+# called on its own from a device call (PACK=1): one archive comes back, not dozens of files
+[ "${PACK:-0}" = 1 ] && source "$(dirname "${BASH_SOURCE[0]}")/dev/pack_out.sh"
 STEPS=${*:-checks bench}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 status=0

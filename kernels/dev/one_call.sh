@@ -12,13 +12,7 @@
 # the checks; FP8_S=N ends with `kernels/gpu_fp8.sh
 # quick` (the FP8 kernel checks, the fixtures' FP8 rows by depth, the FP8 GEMM benchmark).
 set -u
-# What comes back from the device is limited in file count: everything under $OUT is packed into
-# one archive in 12 MB pieces at exit (cat results.tgz.part* | tar xz).
-pack() {
-  ( cd "$OUT" && tar czf /tmp/results.tgz --exclude='results.tgz.part*' . && find . -mindepth 1 -maxdepth 1 ! -name 'results.tgz.part*' -exec rm -rf {} + \
-    && split -b 12M /tmp/results.tgz results.tgz.part )
-}
-trap pack EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/pack_out.sh"
 if [ -d .bin/carry ]; then
   mkdir -p .bin/run && python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.bin/carry/mlahost.xz'), open('.bin/run/mlahost', 'wb'))" && chmod +x .bin/run/mlahost
   tar xzf .bin/carry/tests.tgz -C .bin && tar xzf .bin/carry/tokenizer.tgz -C .bin
