@@ -77,20 +77,20 @@ attn = h * heads * 192 + h * 576 + 512 * heads * 256 + heads * 128 * h
 dense = 3 * h * inter
 expert = 3 * h * mi
 shared = expert * cfg["n_shared_experts"]
-print("| concurrency | output tok/s | TPOT ms (median) | TTFT ms (median) | weights+KV per step GB | roofline share |")
-print("|---|---|---|---|---|---|")
+print("| concurrency | output tok/s | TPOT ms (median) | TTFT ms (median) | TTFT ms (p99) | weights+KV per step GB | roofline share |")
+print("|---|---|---|---|---|---|---|")
 for c in (1, 16, 64):
     try:
         r = json.load(open(f"{out}/serve_c{c}.json"))
         r = r[0] if isinstance(r, list) else r.get("runs", [r])[0]
     except Exception as e:
         print(f"| {c} | failed ({e}) |"); continue
-    tput, tpot, ttft = r["output_throughput"], r["tpot_ms"]["median"], r["ttft_ms"]["median"]
+    tput, tpot, ttft, ttft99 = r["output_throughput"], r["tpot_ms"]["median"], r["ttft_ms"]["median"], r["ttft_ms"]["p99"]
     touched = min(E, c * k)  # routed experts read per MoE layer per step (upper bound E)
     w = L * attn + dense + (L - 1) * (touched * expert + shared + h * E) + 2 * cfg["vocab_size"] * h
     kv = c * (1024 + 128) * 1152 * L
     step_bytes = 2 * w + kv
     share = (step_bytes / copy) / (tpot * 1e-3) if copy and tpot == tpot else float("nan")
-    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {step_bytes / 1e9:.2f} | {100 * share:.0f}% |")
+    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {ttft99:.1f} | {step_bytes / 1e9:.2f} | {100 * share:.0f}% |")
 PY
 exit $status
