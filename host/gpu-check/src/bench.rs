@@ -27,24 +27,46 @@ pub struct BenchRow {
 }
 
 
-/// Times one decode shape: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
+/// A decode launch to time: `heads` query heads, `q_len` queries per sequence, one cached length
+/// per sequence (ragged allowed).
+pub struct DecodeCase {
+    pub heads: usize,
+    pub q_len: usize,
+    pub lens: Vec<usize>,
+}
+
+impl DecodeCase {
+    fn uniform(heads: usize, batch: usize, ctx: usize) -> Self {
+        Self { heads, q_len: 1, lens: vec![ctx; batch] }
+    }
+
+    /// ThunderMLA's published speculative case (issue 28): 16 heads, 4 sequences of 4,641 /
+    /// 45,118 / 1,730 / 1,696 cached tokens, 4 query tokens each (FlashMLA 52 µs, ThunderMLA 41 µs
+    /// on an H100 SXM).
+    pub fn thunder() -> Self {
+        Self { heads: 16, q_len: 4, lens: vec![4641, 45118, 1730, 1696] }
+    }
+}
+
+/// Times one decode case: the tiled kernels, or (`generic`) the CUDA-core kernel, over a bf16
 /// or an fp8 cache; one row per plan (`None`: the heuristic's; (kernel, chunk): a fixed one),
 /// all over the same inputs. `arrivals`: whether the combine starts on its rows' last split
 /// instead of on the decode grid's end (`None`: as the engine decides, `decode::arrivals_pay`).
+/// Rows name the batch and the longest context; bytes and FLOPs count every sequence's own.
 #[allow(clippy::too_many_arguments)]
-fn bench_shape(
+fn bench_case(
     k: &Kernels,
     rng: &mut Rng,
     target: &DecodeTarget,
-    heads: usize,
-    batch: usize,
-    ctx: usize,
+    case: &DecodeCase,
     fp8: bool,
     generic: bool,
     plans: &[Option<(DecodeKernel, usize)>],
     arrivals: Option<bool>,
 ) -> Result<Vec<BenchRow>> {
     let gpu = k.gpu();
+    let DecodeCase { heads, q_len, ref lens } = *case;
+    let (batch, ctx) = (lens.len(), lens.iter().copied().max().unwrap_or(1).max(1));
     let (page, d) = (64usize, 576usize);
     let entry = cache_entry_bytes(512, 64, fp8);
     let pages_per_seq = ctx.div_ceil(page);
@@ -57,26 +79,27 @@ fn bench_shape(
     let caches: Vec<DeviceBuffer> = (0..sets).map(|_| DeviceBuffer::from_slice(gpu, &fill)).collect::<Result<_>>()?;
     let mut table: Vec<i32> = (0..pages as i32).collect();
     rng.shuffle(&mut table);
-    let lens = vec![ctx; batch];
     let plans: Vec<SplitPlan> = plans
         .iter()
         .map(|fixed| match *fixed {
-            None => plan_splits(&lens, 1, heads, target, fp8),
-            Some((kernel, chunk)) => SplitPlan::with_chunk(kernel, chunk, ctx.div_ceil(chunk), &lens),
+            None => plan_splits(lens, q_len, heads, target, fp8),
+            Some((kernel, chunk)) => SplitPlan::with_chunk(kernel, chunk, ctx.div_ceil(chunk), lens),
         })
         .collect();
-    let q = DeviceBuffer::from_slice(gpu, &bf16s(&rng.vec(batch * heads * d, 1.0)))?;
+    let rows_per_seq = q_len * heads;
+    let q = DeviceBuffer::from_slice(gpu, &bf16s(&rng.vec(batch * rows_per_seq * d, 1.0)))?;
     let d_table = DeviceBuffer::from_slice(gpu, &table)?;
     let d_lens = DeviceBuffer::from_slice(gpu, &lens.iter().map(|&l| l as i32).collect::<Vec<_>>())?;
-    let out = DeviceBuffer::alloc(gpu, batch * heads * 512 * 2)?;
-    let lse = DeviceBuffer::alloc(gpu, batch * heads * 4)?;
+    let out = DeviceBuffer::alloc(gpu, batch * rows_per_seq * 512 * 2)?;
+    let lse = DeviceBuffer::alloc(gpu, batch * rows_per_seq * 4)?;
     let slots = plans.iter().map(SplitPlan::total_splits).max().unwrap_or(1).max(1);
-    let po = DeviceBuffer::alloc(gpu, slots * heads * 512 * 2)?;
-    let pl = DeviceBuffer::alloc(gpu, slots * heads * 4)?;
+    let po = DeviceBuffer::alloc(gpu, slots * rows_per_seq * 512 * 2)?;
+    let pl = DeviceBuffer::alloc(gpu, slots * rows_per_seq * 4)?;
+    // the generic kernel: one query token per sequence, at its last position
     let tok_seq: Vec<i32> = (0..batch as i32).collect();
-    let tok_pos = vec![ctx as i32 - 1; batch];
+    let tok_pos: Vec<i32> = lens.iter().map(|&l| l as i32 - 1).collect();
     let (d_seq, d_pos) = (DeviceBuffer::from_slice(gpu, &tok_seq)?, DeviceBuffer::from_slice(gpu, &tok_pos)?);
-    let sync = DeviceBuffer::from_slice(gpu, &vec![0i32; decode::sync_words(batch, heads)])?;
+    let sync = DeviceBuffer::from_slice(gpu, &vec![0i32; decode::sync_words(batch, rows_per_seq)])?;
     let scale = 1.0 / (192f32).sqrt();
     let mut rows = Vec::new();
     for plan in &plans {
@@ -97,7 +120,7 @@ fn bench_shape(
                         sync: v(&sync),
                         arrivals,
                     };
-                    let s = DecodeShape { batch, q_len: 1, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
+                    let s = DecodeShape { batch, q_len, heads, page_size: page, max_pages: pages_per_seq, cache_pages: pages, scale };
                     decode::mla_decode(k, &io, &s, plan)
                 }
                 true => {
@@ -127,8 +150,9 @@ fn bench_shape(
             }
         };
         let us = median_us(gpu, set_bytes, &caches, &launch)?;
-        let bytes = (batch * ctx * entry) as f64;
-        let flops = (batch * heads * ctx * 2 * (576 + 512)) as f64;
+        let tokens: usize = lens.iter().sum();
+        let bytes = (tokens * entry) as f64;
+        let flops = (rows_per_seq * tokens * 2 * (576 + 512)) as f64;
         let kernel = match (generic, fp8) {
             (false, _) => plan.kernel.name().trim_start_matches("mla_decode_").to_string(),
             (true, true) => "generic_fp8".into(),
@@ -165,7 +189,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
     for (heads, batch, ctx) in shapes() {
-        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], None)?);
+        rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], None)?);
         // fp8 cache: the heuristic's kernel, and on Hopper the fp8 wgmma variants not chosen yet
         // (16 rows; 64 rows expanding under P V) at the bf16 wgmma kernel's chunk
         let mut fp8_plans = vec![None];
@@ -174,18 +198,24 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
             let kernel = if heads == 16 { DecodeKernel::Fp8WgmmaT16 } else { DecodeKernel::Fp8WgmmaR64Overlap };
             fp8_plans.push(Some((kernel, chunk)));
         }
-        rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, true, false, &fp8_plans, None)?);
+        rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), true, false, &fp8_plans, None)?);
         if with_generic && heads == 16 && ctx == 4096 && batch == 64 {
-            rows.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, true, &[None], None)?);
+            rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, true, &[None], None)?);
         }
     }
     let mut table = format!("{} | copy {copy:.0} GB/s\n", k.gpu().info.name);
     table += &rows_table(&rows, copy);
+    if only_batch.is_none() {
+        // issue 28's ragged speculative case (batch = sequences, ctx = the longest)
+        let thunder = bench_case(k, &mut rng, &target, &DecodeCase::thunder(), false, false, &[None], None)?;
+        table += "\n### ThunderMLA's case: 16 heads, 4 query tokens over 4,641 / 45,118 / 1,730 / 1,696 cached (FlashMLA 52 us, ThunderMLA 41 us on an H100 SXM)\n";
+        table += &rows_table(&thunder, copy);
+    }
     if k.programmatic() {
         // what programmatic dependent launch gains: the bf16 shapes again with plain launches
         k.set_programmatic(false);
         let timed: Vec<Result<Vec<BenchRow>>> =
-            shapes().map(|(heads, batch, ctx)| bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], None)).collect();
+            shapes().map(|(heads, batch, ctx)| bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], None)).collect();
         k.set_programmatic(true); // back on before any error returns
         let mut plain = timed.into_iter().collect::<Result<Vec<_>>>()?.concat();
         plain.iter_mut().for_each(|r| r.kernel += " (no PDL)");
@@ -198,7 +228,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     for (heads, batch, ctx) in shapes().filter(|&(_, batch, _)| batch == 1) {
         let plan = plan_splits(&vec![ctx; batch], 1, heads, &target, false);
         let chosen = decode::arrivals_pay(&plan, heads, batch, sms);
-        let mut r = bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &[None], Some(!chosen))?;
+        let mut r = bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], Some(!chosen))?;
         r.iter_mut().for_each(|r| r.kernel += if chosen { " (combine after the grid)" } else { " (on arrivals)" });
         other.extend(r);
     }
@@ -231,7 +261,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
                         plans.push(Some((kernel, chunk)));
                     }
                 }
-                swept.extend(bench_shape(k, &mut rng, &target, heads, batch, ctx, false, false, &plans, None)?);
+                swept.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &plans, None)?);
             }
         }
         table += "\n### batch 1 and 64 under fixed plans (first row of each shape: the heuristic's)\n";
