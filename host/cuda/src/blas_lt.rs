@@ -56,11 +56,11 @@ pub struct BlockScaledFp8 {
     plans: Mutex<HashMap<Key, Option<Plan>>>,
 }
 
-// SAFETY: the handle and the plans' descriptors are used only on this GPU's stream with its
-// context current, one call at a time (the plans behind a mutex, the handle by whoever holds
-// the value or a shared reference inside one forward pass on one thread).
+// SAFETY: the handle and the plans' descriptors are only used on this GPU's stream, and only
+// while holding the `plans` mutex (`supports`, `plan` and `issue` all run under it), so one call
+// at a time whichever thread owns or borrows the value.
 unsafe impl Send for BlockScaledFp8 {}
-// SAFETY: as above: every use of the descriptors goes through the mutex.
+// SAFETY: as above: every use of the handle and the descriptors is serialised by the mutex.
 unsafe impl Sync for BlockScaledFp8 {}
 
 /// One FP8 linear: device pointers to `x` (`[m, k]` e4m3) with its per-token-per-128 scales
