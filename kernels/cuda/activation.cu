@@ -20,12 +20,13 @@ extern "C" __global__ void embedding(const int* __restrict__ tokens, const u16* 
   for (int i = threadIdx.x; i < dim; i += blockDim.x) x[(i64)t * dim + i] = util::bf16_to_f32(row[i]);
 }
 
-// out[i] = sum over s of slots[s * n + i], s in order (so every rank adds in the same order and
-// holds the same bits): the emulated ranks' all-reduce on one GPU.
-extern "C" __global__ void sum_slots(const float* __restrict__ slots, float* __restrict__ out, int world, int n) {
+// out[i] = sum over s of slots[s * stride + i], s in order (so every rank adds in the same order
+// and holds the same bits): the emulated ranks' all-reduce (stride n) and reduce-scatter (stride
+// world * n, from the rank's own slot) on one GPU.
+extern "C" __global__ void sum_slots(const float* __restrict__ slots, float* __restrict__ out, int world, int n, int stride) {
   for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) {
     float s = slots[k];
-    for (int r = 1; r < world; ++r) s += slots[(i64)r * n + k];
+    for (int r = 1; r < world; ++r) s += slots[(i64)r * stride + k];
     out[k] = s;
   }
 }

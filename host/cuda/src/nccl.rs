@@ -27,6 +27,8 @@ struct Api {
     comm_init_rank: unsafe extern "C" fn(*mut Comm, c_int, UniqueId, c_int) -> c_int,
     comm_destroy: unsafe extern "C" fn(Comm) -> c_int,
     all_reduce: unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, Comm, *mut c_void) -> c_int,
+    all_gather: unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, Comm, *mut c_void) -> c_int,
+    reduce_scatter: unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, Comm, *mut c_void) -> c_int,
     error_string: unsafe extern "C" fn(c_int) -> *const c_char,
     /// Keeps the functions above loaded.
     _lib: Library,
@@ -57,6 +59,8 @@ fn load() -> std::result::Result<Api, String> {
             comm_init_rank: std::mem::transmute::<*const c_void, _>(sym("ncclCommInitRank")?),
             comm_destroy: std::mem::transmute::<*const c_void, _>(sym("ncclCommDestroy")?),
             all_reduce: std::mem::transmute::<*const c_void, _>(sym("ncclAllReduce")?),
+            all_gather: std::mem::transmute::<*const c_void, _>(sym("ncclAllGather")?),
+            reduce_scatter: std::mem::transmute::<*const c_void, _>(sym("ncclReduceScatter")?),
             error_string: std::mem::transmute::<*const c_void, _>(sym("ncclGetErrorString")?),
             _lib: lib,
         })
@@ -115,6 +119,29 @@ impl NcclComm {
         // SAFETY: `ptr` is a live device allocation of at least `count` f32 on this rank's GPU,
         // and `stream` is that GPU's live stream.
         check(api, "ncclAllReduce", unsafe { (api.all_reduce)(p, p, count, NCCL_FLOAT32, NCCL_SUM, self.comm, stream) })
+    }
+}
+
+impl NcclComm {
+    /// In place: `ptr` holds `world` slots of `count` f32, this rank's at slot `rank`; every
+    /// slot is filled with its rank's, on every rank (queued on `stream`, capturable).
+    pub fn all_gather_f32(&self, ptr: u64, count: usize, rank: usize, stream: *mut c_void) -> Result<()> {
+        let api = api()?;
+        let send = (ptr + (rank * count * 4) as u64) as *const c_void;
+        // SAFETY: `ptr` is a live device allocation of `world * count` f32 on this rank's GPU
+        // (the caller's bounds check), the send slot lies inside it (NCCL's in-place form), and
+        // `stream` is that GPU's live stream.
+        check(api, "ncclAllGather", unsafe { (api.all_gather)(send, ptr as *mut c_void, count, NCCL_FLOAT32, self.comm, stream) })
+    }
+
+    /// In place: `ptr` holds `world` slots of `count` f32; slot `rank` becomes the sum over the
+    /// ranks of their slot `rank` (the other slots are left undefined), queued on `stream`.
+    pub fn reduce_scatter_sum_f32(&self, ptr: u64, count: usize, rank: usize, stream: *mut c_void) -> Result<()> {
+        let api = api()?;
+        let recv = (ptr + (rank * count * 4) as u64) as *mut c_void;
+        // SAFETY: as `all_gather_f32`: `world * count` live f32, the receive slot inside them
+        // (NCCL's in-place form), the GPU's live stream.
+        check(api, "ncclReduceScatter", unsafe { (api.reduce_scatter)(ptr as *const c_void, recv, count, NCCL_FLOAT32, NCCL_SUM, self.comm, stream) })
     }
 }
 

@@ -1,10 +1,12 @@
 //! The MoE layer of one rank under data-parallel attention with expert parallelism: each
 //! attention group holds only its own sequences' tokens, while the routed experts are spread
-//! over every rank of the instance. Every group's MoE input rows are gathered on every rank (a
-//! sum over the instance of a zeroed buffer into which each group's first rank copied its rows
-//! at the group's offset), each rank runs the experts it holds over all of them, the outputs
-//! are summed over the instance and each group's first rank adds its own rows into its
-//! residual. The shared experts stay with the group (its tensor-parallel ranks) and run over its
+//! over every rank of the instance. Every group's MoE input rows are gathered on every rank,
+//! each rank runs the experts it holds over all of them, the outputs are summed over the
+//! instance and each group's first rank adds its own rows into its residual. With one rank per
+//! group and groups of similar size (`DpMoe::slots`), each rank owns an equal slot of rows (its
+//! tokens, then zeros): all-gather in, reduce-scatter out. Otherwise the rows are packed: a sum
+//! over the instance of a zeroed buffer into which each group's first rank copied its rows at
+//! the group's offset, in and out (two all-reduces, twice the bytes). The shared experts stay with the group (its tensor-parallel ranks) and run over its
 //! own rows. The CPU reference is `engine/src/cpu/dp_experts.rs`.
 
 use super::forward::Forward;
@@ -29,6 +31,9 @@ pub struct DpMoe<'a> {
     /// residual (the group's other ranks send zeros and add nothing, so no row counts twice and
     /// the group's residual sum adds the result once).
     pub leader: bool,
+    /// Equal slots of `total / world` rows per rank: all-gather in, reduce-scatter out (else
+    /// packed rows, summed in and out with all-reduces).
+    pub slots: bool,
 }
 
 fn blocks(n: usize) -> u32 {
@@ -65,16 +70,33 @@ impl Forward<'_> {
         // gather every group's f32 rows, staged in the experts' output buffer (free until the
         // experts run, and at least tokens x hidden f32)
         let stage = &ws.expert_out;
-        dp.gpu.zero(stage.ptr(), n * 4)?;
-        if dp.leader && t > 0 {
-            dp.gpu.copy_device(stage.ptr() + row(dp.offset), ws.h32.ptr(), t * hidden * 4)?;
+        if dp.slots {
+            // this rank's slot: its rows, then zero rows up to the slot's size
+            let slot = dp.total / dp.world.world();
+            if dp.offset != dp.world.rank() * slot || t > slot {
+                return Err(crate::CudaError::launch("moe exchange", format!("rows {t} at {} are not rank {}'s slot of {slot}", dp.offset, dp.world.rank())));
+            }
+            dp.gpu.zero(stage.ptr() + row(dp.offset + t), (slot - t) * hidden * 4)?;
+            if t > 0 {
+                dp.gpu.copy_device(stage.ptr() + row(dp.offset), ws.h32.ptr(), t * hidden * 4)?;
+            }
+            dp.world.all_gather(self.k, dp.gpu, View::of(stage), slot * hidden)?;
+        } else {
+            dp.gpu.zero(stage.ptr(), n * 4)?;
+            if dp.leader && t > 0 {
+                dp.gpu.copy_device(stage.ptr() + row(dp.offset), ws.h32.ptr(), t * hidden * 4)?;
+            }
+            dp.world.all_reduce_sum(self.k, dp.gpu, View::of(stage), n)?;
         }
-        dp.world.all_reduce_sum(self.k, dp.gpu, View::of(stage), n)?;
         dp.gpu.copy_device(ws.h32.ptr(), stage.ptr(), n * 4)?;
         self.k.launch("f32_to_bf16_rows", (blocks(n), 1, 1), 256, 0, &[Arg::Ptr(ws.h32.ptr()), Arg::Ptr(ws.h.ptr()), Arg::I32(n as i32)])?;
         // this rank's experts over all of them, into h32 (the router has read it by then)
         self.routed(l, m, dp.total, &ws.h32, Some(dp.gpu))?;
-        dp.world.all_reduce_sum(self.k, dp.gpu, View::of(&ws.h32), n)?;
+        if dp.slots {
+            dp.world.reduce_scatter_sum(self.k, dp.gpu, View::of(&ws.h32), dp.total / dp.world.world() * hidden)?;
+        } else {
+            dp.world.all_reduce_sum(self.k, dp.gpu, View::of(&ws.h32), n)?;
+        }
         if dp.leader && t > 0 {
             let mine = t * hidden;
             self.k.launch("add_f32", (blocks(mine), 1, 1), 256, 0, &[Arg::Ptr(ws.x.ptr()), Arg::Ptr(ws.h32.ptr() + row(dp.offset)), Arg::I32(mine as i32)])?;

@@ -99,11 +99,16 @@ fn decode_only(batch: &[SeqChunk<'_>]) -> bool {
 /// A rank's place in one step of data-parallel attention (`forward_dp`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DpStep {
-    /// The step's tokens over every attention group, and where this rank's group's start.
+    /// The MoE rows of the step over every attention group, and where this rank's group's
+    /// start among them.
     pub total: usize,
     pub offset: usize,
     /// The group's first rank.
     pub leader: bool,
+    /// Every rank owns an equal slot of `total / world` rows (its group's tokens, then zero
+    /// rows): the rows are all-gathered and the results reduce-scattered, half the bytes of the
+    /// two all-reduces the packed layout needs.
+    pub slots: bool,
 }
 
 /// Where a backend's weights come from.
@@ -367,7 +372,7 @@ impl CudaBackend {
             num_sms: self.decode_target.num_sms,
             tp: self.collective.as_deref().map(|coll| forward::TpRank { coll, gpu: &self.gpu }),
             dp: match (dp, self.expert_exchange.as_deref()) {
-                (Some(d), Some(world)) => Some(forward_dp::DpMoe { world, gpu: &self.gpu, total: d.total, offset: d.offset, leader: d.leader }),
+                (Some(d), Some(world)) => Some(forward_dp::DpMoe { world, gpu: &self.gpu, total: d.total, offset: d.offset, leader: d.leader, slots: d.slots }),
                 (Some(_), None) => return Err(CudaError::launch("forward", "a data-parallel step on a rank without the expert exchange")),
                 (None, _) => None,
             },

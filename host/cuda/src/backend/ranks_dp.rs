@@ -18,11 +18,18 @@ impl CudaRankGroup {
         let subs = group_batches(batch, &groups);
         let counts: Vec<usize> = subs.iter().map(|s| s.iter().map(|c| c.tokens.len()).sum()).collect();
         let total: usize = counts.iter().sum();
+        // one slot per rank when every rank is its group's only one and padding the groups to
+        // the largest at most doubles the rows (decode steps; a lopsided prefill packs instead)
+        let slot = counts.iter().copied().max().unwrap_or(0);
+        let slots = tp == 1 && dp * slot <= 2 * total;
         let results = on_each(self.ranks.iter_mut().collect(), &self.collectives, |rank, r: &mut CudaBackend| {
             let (g, leader) = (rank / tp, rank % tp == 0);
             let sub = &subs[g];
             if exchange {
-                let step = DpStep { total, offset: counts[..g].iter().sum(), leader };
+                let step = match slots {
+                    true => DpStep { total: dp * slot, offset: g * slot, leader, slots },
+                    false => DpStep { total, offset: counts[..g].iter().sum(), leader, slots },
+                };
                 return r.forward_dp(sub, step, leader);
             }
             // without the exchange each group is a whole model of its own
