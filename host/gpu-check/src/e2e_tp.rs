@@ -34,25 +34,27 @@ fn rank_options(ordinal: usize, page_size: usize, num_pages: usize) -> CudaOptio
 /// `tp` emulated ranks on GPU `ordinal` (the routed experts sliced, or spread whole with `ep`)
 /// against the whole model there.
 pub fn split_against_whole(model: &LoadedModel, ordinal: usize, tp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
-    split_against_whole_dp(model, ordinal, tp, 1, ep, seed, steps)
+    split_against_whole_dp(model, ordinal, tp, 1, ep, false, seed, steps)
 }
 
 /// As `split_against_whole`, with `dp` data-parallel attention groups of `tp` ranks each (each
-/// group holds its own sequences' pages; with `ep` the MoE layers exchange rows across groups).
-pub fn split_against_whole_dp(model: &LoadedModel, ordinal: usize, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
-    split_on(model, ordinal, RankDevices::EmulatedOnOneGpu { gpu: ordinal }, tp, dp, ep, seed, steps)
+/// group holds its own sequences' pages; with `ep` the MoE layers exchange rows across groups,
+/// in equal per-rank slots where `slots` and the step allows).
+#[allow(clippy::too_many_arguments)]
+pub fn split_against_whole_dp(model: &LoadedModel, ordinal: usize, tp: usize, dp: usize, ep: bool, slots: bool, seed: u64, steps: usize) -> Result<Check> {
+    split_on(model, ordinal, RankDevices::EmulatedOnOneGpu { gpu: ordinal }, tp, dp, ep, slots, seed, steps)
 }
 
 /// The same split with rank r on GPU r over NCCL (a node with `tp * dp` GPUs) against the whole
 /// model on GPU 0: the real collectives checked the way the emulation is.
 pub fn split_over_gpus(model: &LoadedModel, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
-    let mut c = split_on(model, 0, RankDevices::Nccl { first_gpu: 0 }, tp, dp, ep, seed, steps)?;
+    let mut c = split_on(model, 0, RankDevices::Nccl { first_gpu: 0 }, tp, dp, ep, false, seed, steps)?;
     c.name = c.name.replace("emulated on one GPU", "over NCCL, one GPU each");
     Ok(c)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
+fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize, dp: usize, ep: bool, slots: bool, seed: u64, steps: usize) -> Result<Check> {
     let page_size = 64;
     let (cases, pages) = e2e::random_cases(seed ^ (0x7b << tp) ^ ep as u64 ^ (dp as u64) << 9, model.config.vocab_size, steps, page_size);
     let layout = ParallelLayout { tensor_parallel: tp, data_parallel: dp, expert_parallel: ep };
@@ -64,6 +66,7 @@ fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize
         }
         other => other?,
     };
+    ranks.set_slot_exchange(slots);
     let mut whole = e2e::gpu_backend(model, ordinal, page_size, pages, KvCacheDtype::Bf16)?;
     let a = lockstep(&mut ranks, &mut whole, &cases, steps, true)?;
     let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
@@ -71,7 +74,7 @@ fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize
     let what = match (dp, ep) {
         (1, true) => format!("TP={tp} EP={tp}"),
         (1, false) => format!("TP={tp}"),
-        (_, true) => format!("DP={dp} x TP={tp} attention, EP={} experts", dp * tp),
+        (_, true) => format!("DP={dp} x TP={tp} attention, EP={} experts{}", dp * tp, if slots { ", slot exchange" } else { "" }),
         (_, false) => format!("DP={dp} x TP={tp}"),
     };
     let mut c = e2e::to_check(format!("{} {what} emulated on one GPU vs the whole model", model_name(model)), &a, false);

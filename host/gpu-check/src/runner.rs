@@ -124,8 +124,8 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             one(format!("{name} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 24));
         }
         // data-parallel attention: groups of 1 and 2 ranks, the experts exchanged or per group
-        for (tp, dp, ep) in [(1, 2, true), (2, 2, true), (1, 2, false)] {
-            one(format!("{name} DP={dp} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, ep, o.seed, 24));
+        for (tp, dp, ep, slots) in [(1, 2, true, false), (1, 2, true, true), (2, 2, true, false), (1, 2, false, false)] {
+            one(format!("{name} DP={dp} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, ep, slots, o.seed, 24));
         }
         if name == "tiny-v2-lite" {
             one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
@@ -144,8 +144,9 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
                 one(format!("{} TP={tp} EP={ep} emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 16));
             }
             // the node's data-parallel layouts: 8 attention groups of 1 rank, 4 of 2, experts over all
-            for (tp, dp) in [(1, 8), (2, 4), (1, 2)] {
-                one(format!("{} DP={dp} TP={tp} EP emulated", dir.display()), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, true, o.seed, 16));
+            // (with one rank per group, also exchanging the MoE rows in per-rank slots)
+            for (tp, dp, slots) in [(1, 8, false), (1, 8, true), (2, 4, false), (1, 2, false)] {
+                one(format!("{} DP={dp} TP={tp} EP emulated", dir.display()), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, true, slots, o.seed, 16));
             }
             // on a node with 8 GPUs: the same layouts over NCCL, one GPU a rank (issue 23's check)
             if mlahost_cuda::gpu::device_count() >= 8 {

@@ -3,8 +3,8 @@
 //! over every rank of the instance. Every group's MoE input rows are gathered on every rank,
 //! each rank runs the experts it holds over all of them, the outputs are summed over the
 //! instance and each group's first rank adds its own rows into its residual. With one rank per
-//! group and groups of similar size (`DpMoe::slots`), each rank owns an equal slot of rows (its
-//! tokens, then zeros): all-gather in, reduce-scatter out. Otherwise the rows are packed: a sum
+//! group and groups of similar size (`DpMoe::slots`, where the rank group allows it), each rank
+//! owns an equal slot of rows (its tokens, then zeros): all-gather in, reduce-scatter out. Otherwise the rows are packed: a sum
 //! over the instance of a zeroed buffer into which each group's first rank copied its rows at
 //! the group's offset, in and out (two all-reduces, twice the bytes). The shared experts stay with the group (its tensor-parallel ranks) and run over its
 //! own rows. The CPU reference is `engine/src/cpu/dp_experts.rs`.

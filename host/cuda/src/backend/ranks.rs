@@ -47,6 +47,10 @@ pub struct CudaRankGroup {
     _joined_on: Vec<Arc<Gpu>>,
     /// Over several nodes: node 0 sends each step on, the others receive them.
     link: Option<Link>,
+    /// Data-parallel steps may exchange the MoE rows in equal per-rank slots (all-gather and
+    /// reduce-scatter; `ranks_dp.rs`). Off until it has run on a GPU: gpu-check turns it on
+    /// beside the packed all-reduces.
+    pub(super) slot_exchange: bool,
 }
 
 enum Link {
@@ -239,7 +243,13 @@ impl CudaRankGroup {
         ranks.iter_mut().for_each(|r| r.geometry.num_pages = agreed);
         let warm = on_each(ranks.iter_mut().collect(), &collectives, |_, r: &mut CudaBackend| r.warm_up(opts.max_batched_tokens));
         all(warm)?;
-        Ok(Self { ranks, collectives, _joined_on: joined_on, link, layout })
+        Ok(Self { ranks, collectives, _joined_on: joined_on, link, layout, slot_exchange: false })
+    }
+
+    /// Lets data-parallel steps exchange the MoE rows in equal per-rank slots where they can
+    /// (one rank per attention group, groups of similar size); off by default until checked.
+    pub fn set_slot_exchange(&mut self, on: bool) {
+        self.slot_exchange = on;
     }
 
     /// Rank 0's backend (its GPU, weights and profile).

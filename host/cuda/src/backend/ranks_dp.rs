@@ -21,7 +21,7 @@ impl CudaRankGroup {
         // one slot per rank when every rank is its group's only one and padding the groups to
         // the largest at most doubles the rows (decode steps; a lopsided prefill packs instead)
         let slot = counts.iter().copied().max().unwrap_or(0);
-        let slots = tp == 1 && dp * slot <= 2 * total;
+        let slots = self.slot_exchange && tp == 1 && dp * slot <= 2 * total;
         let results = on_each(self.ranks.iter_mut().collect(), &self.collectives, |rank, r: &mut CudaBackend| {
             let (g, leader) = (rank / tp, rank % tp == 0);
             let sub = &subs[g];
