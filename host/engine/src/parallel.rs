@@ -125,18 +125,12 @@ impl ParallelLayout {
             v.all_gather = cfg.vocab_size as u64 * 4;
         }
         if dp > 1 && moe_layers > 0 && self.expert_parallel {
-            // every rank runs its experts over every group's rows (f32): with one rank per group
-            // a token's row is all-gathered in and its output reduce-scattered back (a decode
-            // step of similar groups: the GPU's slots); with several, both ways go through an
-            // all-reduce of the packed rows. (A dispatch to only the ranks of a token's k
-            // experts would move k/world of that: not built.)
-            let row = cfg.hidden_size as u64 * 4;
-            if tp == 1 {
-                v.all_gather += row * moe_layers;
-                v.reduce_scatter = row * moe_layers;
-            } else {
-                v.all_reduce += 2 * row * moe_layers;
-            }
+            // every rank runs its experts over every group's rows (f32), gathered in and summed
+            // back out through an all-reduce of the packed rows each way, as serve runs it.
+            // (The slot exchange, all-gather in and reduce-scatter out at half those bytes, is
+            // built and off until checked on a GPU; a dispatch to only the ranks of a token's k
+            // experts would move k/world of it: not built.)
+            v.all_reduce += 2 * cfg.hidden_size as u64 * 4 * moe_layers;
         }
         // Without expert parallelism each attention group holds every expert (sliced over its
         // tensor-parallel ranks) and runs its own tokens: nothing crosses groups.
@@ -151,11 +145,10 @@ impl ParallelLayout {
 pub struct CollectiveVolume {
     pub all_reduce: u64,
     pub all_gather: u64,
-    pub reduce_scatter: u64,
 }
 
 impl CollectiveVolume {
     pub fn total(&self) -> u64 {
-        self.all_reduce + self.all_gather + self.reduce_scatter
+        self.all_reduce + self.all_gather
     }
 }
