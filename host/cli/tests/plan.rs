@@ -175,7 +175,8 @@ fn plan_compares_layouts_over_several_gpus_with_vllm_flags() {
     assert!(n(&by("DP=8 + EP=8")["weight_bytes_per_gpu"]) > n(&by("TP=8")["weight_bytes_per_gpu"]));
     assert!(n(&by("DP=8 + EP=8")["sequences"]) > n(&by("TP=8")["sequences"]));
     assert_eq!(n(&by("TP=8")["instances"]), 1);
-    assert_eq!(n(&by("DP=8 + EP=8")["collective_bytes_per_token"]["all_reduce"]), 0);
+    // DP + EP: each token's f32 row summed in and out through the packed all-reduces, per MoE layer
+    assert_eq!(n(&by("DP=8 + EP=8")["collective_bytes_per_token"]["all_reduce"]), 2 * 7168 * 4 * 58);
     // the back-of-envelope figure is printed beside the table
     let simple = &r["parallel"]["simple_arithmetic"];
     assert!(simple["users"].as_f64().unwrap() > 1.0);
