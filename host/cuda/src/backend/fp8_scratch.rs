@@ -32,7 +32,10 @@ fn open_lt(gpu: &Arc<Gpu>) -> Option<BlockScaledFp8> {
         return None;
     }
     match BlockScaledFp8::new(gpu) {
-        Ok(lt) => Some(lt),
+        Ok(lt) => {
+            tracing::info!("cuBLASLt FP8 matmul on (MLAHOST_FP8_CUBLASLT=1): the dense FP8 linears the skinny kernel does not take");
+            Some(lt)
+        }
         Err(e) => {
             tracing::info!(reason = %e, "cuBLASLt FP8 matmul unavailable: the FP8 linears use mlahost's kernels at every size");
             None
