@@ -47,8 +47,8 @@ pub fn split_against_whole_dp(model: &LoadedModel, ordinal: usize, tp: usize, dp
 
 /// The same split with rank r on GPU r over NCCL (a node with `tp * dp` GPUs) against the whole
 /// model on GPU 0: the real collectives checked the way the emulation is.
-pub fn split_over_gpus(model: &LoadedModel, tp: usize, dp: usize, ep: bool, seed: u64, steps: usize) -> Result<Check> {
-    let mut c = split_on(model, 0, RankDevices::Nccl { first_gpu: 0 }, tp, dp, ep, false, seed, steps)?;
+pub fn split_over_gpus(model: &LoadedModel, tp: usize, dp: usize, ep: bool, slots: bool, seed: u64, steps: usize) -> Result<Check> {
+    let mut c = split_on(model, 0, RankDevices::Nccl { first_gpu: 0 }, tp, dp, ep, slots, seed, steps)?;
     c.name = c.name.replace("emulated on one GPU", "over NCCL, one GPU each");
     Ok(c)
 }

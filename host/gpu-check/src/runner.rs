@@ -150,8 +150,8 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             }
             // on a node with 8 GPUs: the same layouts over NCCL, one GPU a rank (issue 23's check)
             if mlahost_cuda::gpu::device_count() >= 8 {
-                for (tp, dp, ep) in [(8, 1, false), (8, 1, true), (1, 8, true), (2, 4, true)] {
-                    one(format!("{} DP={dp} TP={tp} EP={ep} NCCL", dir.display()), e2e_tp::split_over_gpus(&model, tp, dp, ep, o.seed, 16));
+                for (tp, dp, ep, slots) in [(8, 1, false, false), (8, 1, true, false), (1, 8, true, false), (1, 8, true, true), (2, 4, true, false)] {
+                    one(format!("{} DP={dp} TP={tp} EP={ep} NCCL", dir.display()), e2e_tp::split_over_gpus(&model, tp, dp, ep, slots, o.seed, 16));
                 }
             }
         }
