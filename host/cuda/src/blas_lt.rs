@@ -79,6 +79,12 @@ pub struct Fp8Matmul {
     pub out_kind: LtOut,
 }
 
+/// Whether the forward pass may use it: opt-in (`MLAHOST_FP8_CUBLASLT=1`) until its forward path
+/// has been checked end to end on a GPU.
+pub fn turned_on() -> bool {
+    std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "1")
+}
+
 /// Shapes cuBLASLt's block scaling takes: k in whole 128-blocks, n in 16s, and at least 16 rows
 /// (below that its heuristic has no algorithm on an H100 with CUDA 13).
 pub fn shape_ok(m: usize, n: usize, k: usize) -> bool {

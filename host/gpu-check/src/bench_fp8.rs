@@ -50,8 +50,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut s = format!("{} | copy {copy:.0} GB/s | FP8 = activation quantization + block-scaled GEMM (+ split-k reduce)\n", gpu.info.name);
     // cuBLASLt's block-scaled FP8 matmul beside ours (None where it is not available)
     let lt = BlockScaledFp8::new(gpu).map_err(|e| s += &format!("cuBLASLt block-scaled fp8: {e}\n")).ok();
-    // the forward pass takes cuBLASLt only when turned on (MLAHOST_FP8_CUBLASLT=1)
-    let lt_on = std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "1");
+    let lt_on = mlahost_cuda::blas_lt::turned_on();
     s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) for large weights up to 16 rows (fp8::use_skinny), cuBLASLt where turned on (MLAHOST_FP8_CUBLASLT=1) and it has an algorithm, else quantization + the tiled GEMM; the last three columns time each path (speed against bf16)\n";
     s += "| shape | n x k | M | path | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | skinny µs | tiled µs | cuBLASLt µs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let max_m = *BATCHES.iter().max().unwrap_or(&1);

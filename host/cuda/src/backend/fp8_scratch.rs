@@ -28,7 +28,7 @@ const _: () = assert!(crate::kernels::fp8::SKINNY_COUNTERS * 4 == capacity::FP8_
 const _: () = assert!(crate::blas_lt::WORKSPACE_BYTES == capacity::FP8_LT_WORKSPACE_BYTES as usize);
 
 fn open_lt(gpu: &Arc<Gpu>) -> Option<BlockScaledFp8> {
-    if !std::env::var("MLAHOST_FP8_CUBLASLT").is_ok_and(|v| v == "1") {
+    if !crate::blas_lt::turned_on() {
         return None;
     }
     match BlockScaledFp8::new(gpu) {

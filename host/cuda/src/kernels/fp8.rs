@@ -60,6 +60,13 @@ fn check_gpu(k: &Kernels, name: &'static str) -> Result<()> {
     ensure(name, cc >= (8, 9), || format!("fp8 tensor cores need sm_89 or newer, this GPU is sm_{}{}", cc.0, cc.1))
 }
 
+/// `want` k splits over `kb` k blocks made even: (splits, k blocks per split), every split
+/// non-empty (what the kernels' `kb_per_split` argument takes).
+fn even_splits(want: usize, kb: usize) -> (usize, usize) {
+    let per = kb.div_ceil(want.clamp(1, kb.max(1)));
+    (kb.div_ceil(per), per)
+}
+
 /// `x [m, k]` (bf16, or f32 when `x_f32`) -> `out` (scales `[m][k/128]`).
 pub fn quant_act(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, m: usize, k: usize) -> Result<()> {
     quant_act_ordered(kern, x, x_f32, out, false, m, k)
@@ -111,9 +118,7 @@ pub fn splits_for(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usiz
         return 1;
     }
     let want = (2 * num_sms).div_ceil(tiles).min(kb).min(part_bytes / (m * n * 4).max(1)).max(1);
-    // equal k-block ranges: the last split is never empty
-    let per = kb.div_ceil(want);
-    kb.div_ceil(per)
+    even_splits(want, kb).0
 }
 
 /// A dense FP8 GEMM: `C[m, n] (mode) A · W^T`; `part` receives split-k partials (f32) when
@@ -140,9 +145,7 @@ pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
         return Ok(());
     }
     let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
-    let splits = splits.clamp(1, kb);
-    let per = kb.div_ceil(splits);
-    let splits = kb.div_ceil(per);
+    let (splits, per) = even_splits(splits, kb);
     let (name, rows): (&'static str, usize) = if m <= SKINNY_ROWS { ("fp8_gemm_m16", 16) } else { ("fp8_gemm_m64", 64) };
     let part_ptr = if splits > 1 { part.need(K, "split partials", splits * m * n * 4)? } else { 0 };
     kern.launch(name, (n.div_ceil(TILE_COLS) as u32, m.div_ceil(rows) as u32, splits as u32), 256, SMEM, &[
@@ -232,7 +235,7 @@ pub fn skinny_splits(quantized: bool, m: usize, n: usize, k: usize, num_sms: usi
         16 * waves * (per + 2) + if s > 1 { s * m } else { 0 }
     };
     let best = (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1);
-    kb.div_ceil(kb.div_ceil(best))
+    even_splits(best, kb).0
 }
 
 /// A skinny GEMM's rows: bf16 (quantized per row per 128 channels inside the kernel, as
@@ -275,9 +278,7 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
     }
     let kernel = skinny_kernel(quantized, m);
     let (kb, nb, tiles) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK), n.div_ceil(kernel.cols));
-    let splits = if tiles > SKINNY_COUNTERS { 1 } else { splits.clamp(1, kb) };
-    let per = kb.div_ceil(splits);
-    let splits = kb.div_ceil(per);
+    let (splits, per) = even_splits(if tiles > SKINNY_COUNTERS { 1 } else { splits }, kb);
     let (part_ptr, counter_ptr) = if splits > 1 {
         (part.need(K, "split partials", splits * m * n * 4)?, counters.need(K, "tile counters", tiles * 4)?)
     } else {
