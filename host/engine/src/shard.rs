@@ -11,7 +11,7 @@
 use crate::config::ModelConfig;
 use crate::parallel::ParallelLayout;
 use crate::tensor::Matrix;
-use crate::weights::{vstack, AttentionWeights, FeedForward, LayerWeights, Mlp, ModelWeights, Moe, QueryProj};
+use crate::weights::{AttentionWeights, FeedForward, LayerWeights, Mlp, ModelWeights, Moe, QueryProj};
 use crate::{EngineError, Result};
 use std::ops::Range;
 
@@ -154,7 +154,7 @@ fn slice_mlp(m: &Mlp, part: Part) -> Mlp {
     let r = part.range(inter);
     let gate = m.gate_up.rows_slice(r.start, r.len());
     let up = m.gate_up.rows_slice(inter + r.start, r.len());
-    Mlp { gate_up: vstack(gate, up), down: m.down.cols_slice(r.start, r.len()) }
+    Mlp { gate_up: gate.stacked_over(up), down: m.down.cols_slice(r.start, r.len()) }
 }
 
 fn whole(m: &Mlp) -> Mlp {

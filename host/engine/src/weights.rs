@@ -178,7 +178,7 @@ fn load_mlp(src: &dyn TensorSource, cfg: &ModelConfig, p: &str, inter: usize) ->
     let h = cfg.hidden_size;
     let gate = src.load_matrix(&format!("{p}.gate_proj.weight"), inter, h, cfg.fp8)?;
     let up = src.load_matrix(&format!("{p}.up_proj.weight"), inter, h, cfg.fp8)?;
-    Ok(Mlp { gate_up: vstack(gate, up), down: src.load_matrix(&format!("{p}.down_proj.weight"), h, inter, cfg.fp8)? })
+    Ok(Mlp { gate_up: gate.stacked_over(up), down: src.load_matrix(&format!("{p}.down_proj.weight"), h, inter, cfg.fp8)? })
 }
 
 fn load_moe(src: &dyn TensorSource, cfg: &ModelConfig, p: &str) -> Result<Moe> {
@@ -199,9 +199,4 @@ fn load_moe(src: &dyn TensorSource, cfg: &ModelConfig, p: &str) -> Result<Moe> {
         n => Some(load_mlp(src, cfg, &format!("{p}.shared_experts"), m.moe_intermediate_size * n)?),
     };
     Ok(Moe { router, score_bias, first_expert: 0, experts, shared })
-}
-
-/// Stacks two matrices with the same width (`Matrix::stacked_over`).
-pub(crate) fn vstack(a: Matrix, b: Matrix) -> Matrix {
-    a.stacked_over(b)
 }
