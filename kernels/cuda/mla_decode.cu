@@ -19,7 +19,7 @@
 // 512] bf16, normalised; part_lse [slots, q_len*H] f32) that
 // mla_decode_combine merges. See kernels/DESIGN.md for grids, launch rules and the split heuristic.
 //
-// Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads):
+// Kernels (all decode kernels share one argument list, see MLA_DECODE_ARGS; 256 threads unless said):
 //   mla_decode_mma_r16_t32_s2  16 rows/CTA, 32-token tiles, 2 stages, 2 CTAs/SM  (H=16 without sm_90a)
 //   mla_decode_mma_r16_t32     16 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (fallback, any H)
 //   mla_decode_mma_r32_t32     32 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
@@ -32,6 +32,8 @@
 //   mla_decode_fp8_wgmma_r64_ov  the same with tile t+1 expanded under tile t's P V (not picked yet)
 //   mla_decode_fp8_wgmma_t16   wgmma_t16 over an fp8 cache: each warpgroup expands its own stage
 //                              beside the other's compute                       (H=16, sm_90a)
+//   mla_decode_fp8_f8mma_r64   64 rows over an fp8 cache with the math on the FP8 tensor cores (Q and
+//                              P quantized to e4m3), 3 warpgroups, 384 threads  (H=128, sm_90a)
 //   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
 
 
@@ -39,6 +41,7 @@
 #include "mla_decode_mma.cuh"
 #include "mla_decode_wgmma.cuh"
 #include "mla_decode_wgmma_t16.cuh"
+#include "mla_decode_f8mma.cuh"
 #include "mla_decode_combine.cuh"
 
 
@@ -104,6 +107,12 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_r64_ov
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::wgmma_decode<2>(a, smem);
+}
+// fp8 cache, FP8 tensor-core math (mla_decode_f8mma.cuh): 384 threads
+extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_fp8_f8mma_r64(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::f8mma_decode(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,

@@ -20,6 +20,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     cu!("mla_decode_wgmma.cuh"),
     cu!("mla_decode_wgmma_t16.cuh"),
     cu!("mla_decode_combine.cuh"),
+    cu!("mla_decode_f8mma.cuh"),
     cu!("fp8_mma.cuh"),
 ];
 

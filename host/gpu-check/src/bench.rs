@@ -191,12 +191,16 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     for (heads, batch, ctx) in shapes() {
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], None)?);
         // fp8 cache: the heuristic's kernel, and on Hopper the fp8 wgmma variants not chosen yet
-        // (16 rows; 64 rows expanding under P V) at the bf16 wgmma kernel's chunk
+        // (16 rows; 64 rows expanding under P V; 64 rows with FP8 math) at the bf16 kernel's chunk
         let mut fp8_plans = vec![None];
         if target.hopper {
             let chunk = plan_splits(&vec![ctx; batch], 1, heads, &target, false).chunk;
-            let kernel = if heads == 16 { DecodeKernel::Fp8WgmmaT16 } else { DecodeKernel::Fp8WgmmaR64Overlap };
-            fp8_plans.push(Some((kernel, chunk)));
+            if heads == 16 {
+                fp8_plans.push(Some((DecodeKernel::Fp8WgmmaT16, chunk)));
+            } else {
+                fp8_plans.push(Some((DecodeKernel::Fp8WgmmaR64Overlap, chunk)));
+                fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64, chunk)));
+            }
         }
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), true, false, &fp8_plans, None)?);
         if with_generic && heads == 16 && ctx == 4096 && batch == 64 {

@@ -40,6 +40,9 @@ pub enum DecodeKernel {
     Fp8WgmmaT16,
     /// Fp8WgmmaR64 with tile t+1 expanded under tile t's P V; not chosen yet, as Fp8WgmmaT16.
     Fp8WgmmaR64Overlap,
+    /// sm_90a, fp8 cache, 64 rows, 384 threads: the math on the FP8 tensor cores (Q and P
+    /// quantized to e4m3, the tile never expanded). Not chosen until it has run on a GPU.
+    Fp8F8MmaR64,
 }
 
 impl DecodeKernel {
@@ -74,23 +77,33 @@ impl DecodeKernel {
             Self::Fp8WgmmaR64 => "mla_decode_fp8_wgmma_r64",
             Self::Fp8WgmmaT16 => "mla_decode_fp8_wgmma_t16",
             Self::Fp8WgmmaR64Overlap => "mla_decode_fp8_wgmma_r64_ov",
+            Self::Fp8F8MmaR64 => "mla_decode_fp8_f8mma_r64",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64)
+    }
+
+    /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernel.
+    pub fn threads(self) -> u32 {
+        if self == Self::Fp8F8MmaR64 {
+            384
+        } else {
+            256
+        }
     }
 
     fn rows(self) -> usize {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 64,
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 => 64,
         }
     }
 
@@ -116,6 +129,9 @@ impl DecodeKernel {
             Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 3 * 73728 + 8192 + 768 + 1024,
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
+            // F8Cfg in mla_decode_f8mma.cuh: Q (e4m3 + k_pe), 3 stages of 41 KB, P' 2 x 16 KB,
+            // row scales, alpha, ratios, l, m, final factors
+            Self::Fp8F8MmaR64 => 40960 + 3 * 41984 + 32768 + (64 + 128 + 8 + 64 + 64 + 4) * 4 + 1024,
         }
     }
 }
@@ -338,10 +354,11 @@ pub fn mla_decode(k: &Kernels, io: &DecodeIo, s: &DecodeShape, plan: &SplitPlan)
     // Programmatic dependent launch for the wgmma kernels (one CTA per SM) and the combine: they
     // wait (griddepcontrol) before reading what an earlier kernel wrote. The mma kernels run two
     // CTAs per SM, where an early dependent shares their SMs: fp8 1x32K 29.8 -> 45.3 us.
+    let threads = plan.kernel.threads();
     if plan.kernel.needs_hopper() {
-        k.launch_programmatic(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+        k.launch_programmatic(name, grid, threads, plan.kernel.smem() as u32, &args)?;
     } else {
-        k.launch(name, grid, 256, plan.kernel.smem() as u32, &args)?;
+        k.launch(name, grid, threads, plan.kernel.smem() as u32, &args)?;
     }
     if split {
         k.launch_programmatic("mla_decode_combine", (rows as u32, b as u32, combine_slices(plan.max_splits, rows, b, k.gpu().info.multiprocessors as usize)), 256, 0, &[
