@@ -51,7 +51,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     // cuBLASLt's block-scaled FP8 matmul beside ours (None where it is not available)
     let lt = BlockScaledFp8::new(gpu).map_err(|e| s += &format!("cuBLASLt block-scaled fp8: {e}\n")).ok();
     let lt_on = mlahost_cuda::blas_lt::turned_on();
-    s += "FP8 = the forward pass's choice: the one-launch skinny kernel (bf16 in) for large weights up to 16 rows (fp8::use_skinny), cuBLASLt where turned on (MLAHOST_FP8_CUBLASLT=1) and it has an algorithm, else quantization + the tiled GEMM; the last three columns time each path (speed against bf16)\n";
+    s += "FP8 = the forward pass's choice (fp8::choose_path): cuBLASLt where on (MLAHOST_FP8_CUBLASLT=0 turns it off) and it has an algorithm (from 16 rows) for large weights or from 64 rows, the one-launch skinny kernel (bf16 in) for large weights up to 16 rows, else quantization + the tiled GEMM; the last three columns time each path (speed against bf16)\n";
     s += "| shape | n x k | M | path | bf16 µs | fp8 µs | fp8 / bf16 speed | fp8 TFLOP/s | fp8 weight GB/s | % copy | skinny µs | tiled µs | cuBLASLt µs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let max_m = *BATCHES.iter().max().unwrap_or(&1);
     let max_k = V3_SHAPES.iter().map(|s| s.2).max().unwrap_or(1);
@@ -115,9 +115,10 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
                 blas.linear(Linear { m, n, k: kk, a: op(a16.ptr(), kk), w: op(w.ptr(), kk), c: op(out.ptr(), n), beta: 0.0 })
             })?;
             // the forward pass's choice (backend/forward.rs `linear`)
-            let (path, fp8_us) = match (skinny_us, &lt_us) {
-                (Some(us), _) if fp8::use_skinny(m, n, kk) => (format!("skinny, {sk_splits} splits"), us),
-                (_, Some(Ok(us))) if lt_on => ("cuBLASLt".to_string(), *us),
+            let lt_ok = lt_on && matches!(lt_us, Some(Ok(_)));
+            let (path, fp8_us) = match (fp8::choose_path(m, n, kk, lt_ok), skinny_us, &lt_us) {
+                (fp8::Fp8Path::Skinny, Some(us), _) => (format!("skinny, {sk_splits} splits"), us),
+                (fp8::Fp8Path::CublasLt, _, Some(Ok(us))) => ("cuBLASLt".to_string(), *us),
                 _ => (format!("tiled, {splits} splits"), tiled_us),
             };
             let cell = |us: Option<f64>| us.map_or(String::new(), |us| format!("{us:.1} ({:.2}x)", bf16_us / us));

@@ -38,14 +38,21 @@ impl Check {
     }
 }
 
+impl Check {
+    /// The check as one markdown table row.
+    pub fn row(&self) -> String {
+        let verdict = if self.informational { "info" } else if self.passed() { "ok" } else { "FAIL" };
+        format!("| {} | {:.3e} | {:.1e} | {verdict} | {} |", self.name, self.error, self.tolerance, self.detail)
+    }
+}
+
 /// Prints checks as a table; returns whether all passed.
 pub fn report(title: &str, checks: &[Check]) -> (bool, String) {
     let mut s = String::new();
     let _ = writeln!(s, "{title}");
     let _ = writeln!(s, "| check | error | tolerance | result | detail |\n|---|---|---|---|---|");
     for c in checks {
-        let verdict = if c.informational { "info" } else if c.passed() { "ok" } else { "FAIL" };
-        let _ = writeln!(s, "| {} | {:.3e} | {:.1e} | {verdict} | {} |", c.name, c.error, c.tolerance, c.detail);
+        let _ = writeln!(s, "{}", c.row());
     }
     (checks.iter().all(Check::passed), s)
 }

@@ -89,8 +89,11 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
 fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     let load = |dir: &PathBuf| LoadedModel::load(dir, None);
+    // each row is also printed when it is done (stderr), so a run cut off by a time limit keeps them
     let mut one = |name: String, r: Result<Check>| {
-        out.push(r.unwrap_or_else(|e| Check { name, error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }))
+        let c = r.unwrap_or_else(|e| Check { name, error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false });
+        eprintln!("{}", c.row());
+        out.push(c)
     };
     let fixtures: &[&str] = if o.models_only { &[] } else { &["tiny-v2-lite", "tiny-v2", "tiny-v3-fp8"] };
     for &name in fixtures {

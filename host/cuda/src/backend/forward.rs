@@ -143,25 +143,27 @@ impl Forward<'_> {
     }
 
     /// `c[m, :] (mode) a[m, :] · w^T` for a contiguous bf16 `a`: cuBLAS for bf16 weights; for FP8
-    /// ones, the skinny kernel for large weights at up to 16 rows (`fp8::use_skinny`: it
-    /// quantizes inside), else `a` quantized per row per 128 channels, then cuBLASLt's
-    /// block-scaled matmul where it is turned on and has an algorithm for the shape, or our tiled
-    /// FP8 GEMM.
+    /// ones as `fp8::choose_path` says: cuBLASLt's block-scaled matmul (where it is on and has an
+    /// algorithm), the skinny kernel for large weights at up to 16 rows (it quantizes inside),
+    /// else `a` quantized per row per 128 channels and our tiled FP8 GEMM.
     fn linear(&self, m: usize, a: &DeviceBuffer, w: &GpuMatrix, c: &DeviceBuffer, mode: OutMode) -> Result<()> {
         let (n, k) = (w.rows, w.cols);
         match (w.fp8(), self.quant) {
-            (Some(fw), Some(q)) if fp8::use_skinny(m, n, k) => {
-                let splits = fp8::skinny_splits(false, m, n, k, self.num_sms, q.part.bytes());
-                let (part, counters) = (v(&q.part), v(&q.counters));
-                fp8::skinny(self.k, fp8::Skinny { x: fp8::SkinnyInput::Bf16(v(a)), w: fw, c: v(c), mode, part, counters, splits, m, n, k })
-            }
             (Some(fw), Some(q)) => {
-                if let Some(lt) = q.lt.as_ref().filter(|lt| lt.supports(m, n, k, mode.lt())) {
-                    return fp8::lt_linear(self.k, lt, v(a), q.act(), fw, v(c), mode, m, n, k);
+                let lt = q.lt.as_ref().filter(|lt| lt.supports(m, n, k, mode.lt()));
+                match (fp8::choose_path(m, n, k, lt.is_some()), lt) {
+                    (fp8::Fp8Path::CublasLt, Some(lt)) => fp8::lt_linear(self.k, lt, v(a), q.act(), fw, v(c), mode, m, n, k),
+                    (fp8::Fp8Path::Skinny, _) => {
+                        let splits = fp8::skinny_splits(false, m, n, k, self.num_sms, q.part.bytes());
+                        let (part, counters) = (v(&q.part), v(&q.counters));
+                        fp8::skinny(self.k, fp8::Skinny { x: fp8::SkinnyInput::Bf16(v(a)), w: fw, c: v(c), mode, part, counters, splits, m, n, k })
+                    }
+                    _ => {
+                        fp8::quant_act(self.k, v(a), false, q.act(), m, k)?;
+                        let splits = fp8::splits_for(m, n, k, self.num_sms, q.part.bytes());
+                        fp8::gemm(self.k, fp8::Gemm { a: q.act(), w: fw, c: v(c), mode, part: v(&q.part), splits, m, n, k })
+                    }
                 }
-                fp8::quant_act(self.k, v(a), false, q.act(), m, k)?;
-                let splits = fp8::splits_for(m, n, k, self.num_sms, q.part.bytes());
-                fp8::gemm(self.k, fp8::Gemm { a: q.act(), w: fw, c: v(c), mode, part: v(&q.part), splits, m, n, k })
             }
             (Some(_), None) => Err(crate::CudaError::launch("fp8_gemm", "FP8 weights without the FP8 scratch")),
             (None, _) => {

@@ -41,17 +41,17 @@ pub enum DecodeKernel {
     /// Fp8WgmmaR64 with tile t+1 expanded under tile t's P V; not chosen yet, as Fp8WgmmaT16.
     Fp8WgmmaR64Overlap,
     /// sm_90a, fp8 cache, 64 rows, 384 threads: the math on the FP8 tensor cores (Q and P
-    /// quantized to e4m3, the tile never expanded). Not chosen until it has run on a GPU.
+    /// quantized to e4m3, the tile never expanded).
     Fp8F8MmaR64,
 }
 
 impl DecodeKernel {
-    /// The launch rule of kernels/DESIGN.md (fp8 caches: the 64-row wgmma kernel from 64 rows
-    /// on Hopper, else the 16-row mma kernels).
+    /// The launch rule of kernels/DESIGN.md (fp8 caches: the 64-row FP8-math kernel from 64
+    /// rows on Hopper, else the 16-row mma kernels).
     pub fn choose(q_len: usize, heads: usize, hopper: bool, fp8: bool) -> Self {
         if fp8 {
             return match q_len * heads {
-                r if r >= 64 && hopper => Self::Fp8WgmmaR64,
+                r if r >= 64 && hopper => Self::Fp8F8MmaR64,
                 16 => Self::Fp8MmaR16S2,
                 _ => Self::Fp8MmaR16,
             };
@@ -434,9 +434,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fp8_caches_take_the_wgmma_kernel_from_64_rows_on_hopper() {
-        assert_eq!(DecodeKernel::choose(1, 128, true, true), DecodeKernel::Fp8WgmmaR64);
-        assert_eq!(DecodeKernel::choose(2, 64, true, true), DecodeKernel::Fp8WgmmaR64);
+    fn fp8_caches_take_the_fp8_math_kernel_from_64_rows_on_hopper() {
+        assert_eq!(DecodeKernel::choose(1, 128, true, true), DecodeKernel::Fp8F8MmaR64);
+        assert_eq!(DecodeKernel::choose(2, 64, true, true), DecodeKernel::Fp8F8MmaR64);
+        assert_eq!(DecodeKernel::Fp8F8MmaR64.threads(), 384);
         assert_eq!(DecodeKernel::choose(1, 128, false, true), DecodeKernel::Fp8MmaR16);
         // the 16-row fp8 wgmma kernel is not chosen until it has run on a GPU
         assert_eq!(DecodeKernel::choose(1, 16, true, true), DecodeKernel::Fp8MmaR16S2);

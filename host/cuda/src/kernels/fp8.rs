@@ -192,6 +192,32 @@ pub const SKINNY_MIN_WEIGHTS: usize = 64 << 20;
 pub fn use_skinny(m: usize, n: usize, k: usize) -> bool {
     m <= SKINNY_MAX_ROWS && n * k >= SKINNY_MIN_WEIGHTS
 }
+
+/// Weights (n x k) from which cuBLASLt's block-scaled matmul beats our kernels at 16-63 rows; from
+/// 64 rows it wins on every V3 shape that matters. H100, CUDA 13: 1.68-1.79x bf16 at 16 rows on
+/// o / dense gate_up / down (skinny 1.47-1.57x), 1.10x on expert down (14.7 M; tiled 0.92x), but
+/// 0.47-0.73x on q_a and kv_a (11 M, 4 M), where the tiled kernel reaches 0.81-1.02x.
+pub const LT_MIN_WEIGHTS: usize = 12 << 20;
+
+/// How a dense FP8 linear runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp8Path {
+    Skinny,
+    CublasLt,
+    Tiled,
+}
+
+/// The forward pass's choice for `m` rows of an `n x k` weight; `lt_has_algorithm`: cuBLASLt is
+/// on and its heuristic has an algorithm for the shape (none below 16 rows).
+pub fn choose_path(m: usize, n: usize, k: usize, lt_has_algorithm: bool) -> Fp8Path {
+    if lt_has_algorithm && (n * k >= LT_MIN_WEIGHTS || m >= 64) {
+        Fp8Path::CublasLt
+    } else if use_skinny(m, n, k) {
+        Fp8Path::Skinny
+    } else {
+        Fp8Path::Tiled
+    }
+}
 /// Column tiles a skinny GEMM may split over k: one arrival counter each.
 pub const SKINNY_COUNTERS: usize = 1024;
 /// Rows up to which the quantized-input skinny kernels run (`fp8_skinny_q32` / `_q64`).
@@ -357,6 +383,13 @@ mod tests {
     fn skinny_runs_the_large_decode_linears_only() {
         assert!(use_skinny(1, 7168, 16384) && use_skinny(16, 36864, 7168));
         assert!(!use_skinny(1, 24576, 1536) && !use_skinny(1, 576, 7168) && !use_skinny(17, 7168, 16384));
+        // cuBLASLt where it has an algorithm, except the small weights below 64 rows
+        assert_eq!(choose_path(16, 7168, 16384, true), Fp8Path::CublasLt);
+        assert_eq!(choose_path(16, 7168, 16384, false), Fp8Path::Skinny);
+        assert_eq!(choose_path(1, 7168, 16384, false), Fp8Path::Skinny);
+        assert_eq!(choose_path(16, 1536, 7168, true), Fp8Path::Tiled);
+        assert_eq!(choose_path(64, 576, 7168, true), Fp8Path::CublasLt);
+        assert_eq!(choose_path(300, 576, 7168, false), Fp8Path::Tiled);
     }
 
     #[test]
