@@ -17,10 +17,9 @@
 #           fp8`, and fp8 + `--kv-cache-dtype fp8`: `generate` (1,024-token prefill, decode) and
 #           `bench` at concurrency 1 / 16 / 64 (1,024 in, 256 out)
 #   v3gen   the V3-shaped reduced model's prefill and decode step (generate), bf16 and FP8 weights
-#   verify  what waits for a GPU: with cuBLASLt turned on (MLAHOST_FP8_CUBLASLT=1), the FP8 checks
-#           (its probe in every output mode, the forced fp8 wgmma decode kernels, the fixtures'
-#           FP8 rows with cuBLASLt in their prefill) and the FP8 GEMM benchmark; then the decode
-#           benchmark (the fp8 wgmma variants not yet chosen, beside the chosen ones)
+#   verify  the FP8 checks (cuBLASLt's probe in every output mode, the forced fp8 decode kernels,
+#           the fixtures' FP8 rows with cuBLASLt in their prefill) and the FP8 GEMM benchmark;
+#           then the decode benchmark (the fp8 variants not chosen, beside the chosen ones)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev/gpu_env.sh"
 # called on its own from a device call (PACK=1): one archive comes back, not dozens of files
@@ -37,7 +36,7 @@ if has checks || has bench; then
 fi
 V3="$WORK/v3-reduced-fp8" V2="$WORK/v2-lite-3l"
 if has verify; then
-  MLAHOST_FP8_CUBLASLT=1 timeout "${QUICK_S:-200}" "$BIN" gpu-check --fp8-only --bench-fp8 --seed "$SEED" > "$OUT/verify.log" 2>&1 || status=1
+  timeout "${QUICK_S:-200}" "$BIN" gpu-check --fp8-only --bench-fp8 --seed "$SEED" > "$OUT/verify.log" 2>&1 || status=1
   timeout "${BENCH_S:-150}" "$BIN" gpu-check --bench-only --bench --seed "$SEED" > "$OUT/verify_bench.log" 2>&1 || status=1
 fi
 if has quick; then

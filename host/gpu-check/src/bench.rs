@@ -190,17 +190,16 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     let mut rows = Vec::new();
     for (heads, batch, ctx) in shapes() {
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], None)?);
-        // fp8 cache: the heuristic's kernel, and on Hopper the fp8 wgmma variants not chosen (16
-        // rows; 64 rows expanding each tile to bf16, between tiles or under P V) at the bf16 kernel's chunk
+        // fp8 cache: the heuristic's kernel, and on Hopper the variants not chosen (16 rows: the mma
+        // kernel; 64 rows: expanding between tiles, and the FP8-math kernel) at the bf16 kernel's chunk
         let mut fp8_plans = vec![None];
         if target.hopper {
             let chunk = plan_splits(&vec![ctx; batch], 1, heads, &target, false).chunk;
             if heads == 16 {
-                fp8_plans.push(Some((DecodeKernel::Fp8WgmmaT16, chunk)));
+                fp8_plans.push(Some((DecodeKernel::Fp8MmaR16S2, chunk)));
             } else {
-                // the bf16-math kernels (expanding each tile), beside the chosen FP8-math one
                 fp8_plans.push(Some((DecodeKernel::Fp8WgmmaR64, chunk)));
-                fp8_plans.push(Some((DecodeKernel::Fp8WgmmaR64Overlap, chunk)));
+                fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64, chunk)));
             }
         }
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), true, false, &fp8_plans, None)?);

@@ -137,8 +137,10 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
 
 /// The FP8-math decode kernel's bound on the output's relative L2 error against the exact
 /// attention over the decoded fp8 cache: it rounds Q and P to e4m3 (3 mantissa bits, up to 2^-4
-/// relative per element), which random latents turn into ~3-5% of the output; a wrong layout or
-/// scale gives errors of order 1.
+/// relative per element), which random latents turn into 1.3-3.3% of the output (H100); a wrong
+/// layout or scale gives errors of order 1. Its lse error (Q's rounding moves every logit, up to
+/// 0.082 here, as much as the fp8 cache itself moves it against a bf16 cache: 0.07-0.12) is
+/// bounded at twice this.
 const F8_MATH_TOLERANCE: f64 = 8e-2;
 
 /// Pages for `lens` (shuffled physical ids) as a `[B, max_pages]` table (-1 past each sequence).
@@ -274,7 +276,9 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     let errs: Vec<(f64, f64)> = runs.iter().map(|(out, lse)| (rel_err(out, &want), max_abs(lse, &want_lse))).collect();
     let (err, lse_err) = errs.iter().fold((0f64, 0f64), |m, e| (m.0.max(e.0), m.1.max(e.1)));
     // words left set would hang or corrupt the next launch's barrier
-    let error = if left == 0 { err.max(lse_err) } else { f64::INFINITY };
+    // the FP8-math kernel's lse carries Q's e4m3 rounding: counted at half weight (F8_MATH_TOLERANCE)
+    let lse_weight = if plan.kernel == DecodeKernel::Fp8F8MmaR64 { 0.5 } else { 1.0 };
+    let error = if left == 0 { err.max(lse_err * lse_weight) } else { f64::INFINITY };
     Ok(Check {
         name: format!("mla_decode {} H{heads} q_len {q_len} page {page}", plan.kernel.name().trim_start_matches("mla_decode_")),
         error,
