@@ -9,9 +9,9 @@
 //                byte pairs and a byte permute), B = P' = P x the token's block scale, e4m3,
 //                K-major in shared memory. e4m3 wgmma reads K-major operands only, and the cache
 //                is token-major, so V must be the register operand.
-// Three warpgroups: WG0 loads the tiles, computes S, the softmax and the four P' (one per scale
-// block); WG1 and WG2 each own 256 latent dims of O^T (two scale blocks). WG0 computes tile t+1's
-// S while they multiply tile t.
+// Three warpgroups: WG0 computes S, the softmax and the four P' (one per scale block); WG1 and
+// WG2 each own 256 latent dims of O^T (two scale blocks) and load the tiles, three stages ahead.
+// WG0 computes tile t+1's S while they multiply tile t.
 // P' of block k is P * s_k(t) * 256 / M_k, M_k the largest scale of block k seen so far by this
 // CTA (so P' <= 256, inside e4m3's range); when M_k grows, the consumers rescale their O block by
 // M_old / M_new with the softmax's alpha, and the epilogue multiplies by M_k / 256.
@@ -108,19 +108,27 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
   const int R0 = 16 * wi + g, R1 = R0 + 8;
   const int b = blockIdx.z, row0 = blockIdx.x * 64, rows_total = a.q_len * a.heads;
   const PageMap pm(a, b);
-  // Named barriers: P' of tile t is ready (WG0 arrives, consumers wait), 2 by tile parity;
-  // the consumers finished tile t (they arrive, WG0 waits before reusing its stage), 2 by parity
-  // (a consumer may arrive for tile t+1 before WG0 has waited for tile t); WG0's tile landed.
+  // Named barriers, each pair by tile parity (one side may reach tile t+1's before the other has
+  // passed tile t's): P' of tile t is ready (WG0 arrives, the consumers wait); the consumers
+  // finished tile t, so its P' buffer is free (they arrive, WG0 waits); tile t has landed (the
+  // consumers arrive, WG0 waits).
   constexpr int PREADY = 1, FREE = 3, LANDED = 5;
 
-  // WG0's loader: 8 threads per token, 16 tokens per pass, 4 passes
-  const int ld_row = (tid & 127) >> 3, ld_unit = tid & 7;
-  int pages0[4], pages1[4];
+  // The consumers load: each warpgroup the code blocks that only it reads among the consumers
+  // (so it may refill a stage without waiting for the other), and half of the scale and k_pe
+  // units (read by WG0 alone, which is done with a stage before its P'). 8 threads per token,
+  // 16 tokens per pass, 4 passes; thread unit k + 8m (m < 3) of the warpgroup's 21 or 20.
+  const int ld_row = (tid & 127) >> 3, ld_unit = tid & 7, ld_wg = wg - 1;
+  int pages0[4], pages1[4], pages2[4];
   auto tile_pages = [&](int kv_begin, int t, int (&p)[4]) {
 #pragma unroll
     for (int h = 0; h < 4; ++h) p[h] = pm.page(kv_begin + t * 64 + ld_row + 16 * h);
   };
-  if (wg == 0) tile_pages(blockIdx.y * a.chunk, 0, pages0), tile_pages(blockIdx.y * a.chunk, 1, pages1);
+  if (wg > 0) {
+    tile_pages(blockIdx.y * a.chunk, 0, pages0);
+    tile_pages(blockIdx.y * a.chunk, 1, pages1);
+    tile_pages(blockIdx.y * a.chunk, 2, pages2);
+  }
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
   Work w;
   if (!make_work(a, 64, work_loads, w)) return;
@@ -134,22 +142,28 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       const i64 slot = valid ? pm.slot(pg[h], pos) : 0;
       const unsigned char* sp = reinterpret_cast<const unsigned char*>(a.kv) + slot * MLA_FP8_BYTES;
 #pragma unroll
-      for (int m = 0; m < 6; ++m) {
-        const int j = ld_unit + 8 * m;  // 16-byte unit of the entry: 32 of codes, scales, 8 of k_pe
+      for (int m = 0; m < 3; ++m) {
+        // 16-byte unit j of the entry (32 of codes, the scales, 8 of k_pe): this warpgroup's code
+        // blocks 2c, 2c+1 (16 units), then units 32-36 (c = 0) or 37-40 (c = 1)
+        const int idx = ld_unit + 8 * m;
+        if (idx >= 16 + 5 - ld_wg) continue;
+        const int j = idx < 16 ? 16 * ld_wg + idx : 32 + 5 * ld_wg + (idx - 16);
         u32 off;
         if (j < 32) off = F8Cfg::CODES + (j >> 3) * 8192 + row * 128 + (((j & 7) ^ (row & 7)) << 4);
         else if (j == 32) off = F8Cfg::SCALES + row * 16;
         else off = F8Cfg::PE + row * 128 + (((j - 33) ^ (row & 7)) << 4);
-        if (j < MLA_FP8_CHUNKS) cp_async_16(dst + off, sp + j * 16, valid);
+        cp_async_16(dst + off, sp + j * 16, valid);
       }
     }
   };
-  if (wg == 0) {
+  if (wg > 0) {
+    // tiles 0-2 first (one group each), then Q while they land
     if (ntiles > 0) load_tile(0, pages0);
     cp_async_commit();
     if (ntiles > 1) load_tile(1, pages1);
     cp_async_commit();
-  } else {
+    if (ntiles > 2) load_tile(2, pages2);
+    cp_async_commit();
     // Q -> e4m3 with one scale per row (max |q| over the 512 c_kv dims / 448); k_pe / that scale
     // in bf16. 4 threads per row, each one 128-dim block and 16 k_pe dims.
     const int ct = tid - 128, qr = ct >> 2, blk = ct & 3;
@@ -211,11 +225,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       const int st = t % F8Cfg::STAGES;
       const u32 sT = sKV + st * F8Cfg::STAGE_BYTES;
       const float* sc = reinterpret_cast<const float*>(smem + F8Cfg::KV_OFF + st * F8Cfg::STAGE_BYTES + F8Cfg::SCALES);
-      int pages_next[4];
-      tile_pages(w.kv_begin, t + 2, pages_next);  // the lookups overlap this tile's math
-      cp_async_wait<1>();  // tile t (tile t+1's group may still be in flight)
-      fence_proxy_async();
-      named_bar_sync(LANDED, 128);
+      named_bar_sync(LANDED + (t & 1), F8Cfg::THREADS);
 
       float s[32], x0[32], x1[32];
       wgmma_fence();
@@ -307,7 +317,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       l1 = l1 * al1 + ps1;
 
       // P' per scale block into this tile's buffer (free: the consumers finished tile t-2 before
-      // WG0 passed FREE of tile t-1). Byte k of a row's 32-token group holds token
+      // WG0 passed FREE of tile t-2). Byte k of a row's 32-token group holds token
       // 2(k/4 % 4) + (k & 1) + 8((k >> 1) & 1) + 16(k / 16), the order in which the consumers'
       // ldmatrix.trans + byte permute deliver V^T, so each thread writes whole words.
       const int buf = t & 1;
@@ -339,13 +349,10 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       }
       fence_proxy_async();  // P' written by st.shared, read by the consumers' wgmma
       named_bar_arrive(PREADY + buf, F8Cfg::THREADS);
-      // tile t+2 goes to the stage of tile t-1: wait until the consumers are done with it
+      // P' of tile t+1 goes to the buffer of tile t-1: wait until the consumers are done with it
       if (t >= 1) named_bar_sync(FREE + ((t - 1) & 1), F8Cfg::THREADS);
-      if (t + 2 < ntiles) load_tile(t + 2, pages_next);
-      cp_async_commit();
     }
     if (ntiles > 0) named_bar_sync(FREE + ((ntiles - 1) & 1), F8Cfg::THREADS);
-    cp_async_wait<0>();
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
@@ -369,8 +376,22 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
     float o[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.f;
+    // tile t+1 published before waiting for P' of tile t, so that WG0's S of tile t+1 overlaps
+    // this tile's P V; groups in flight: tiles t+1 and t+2 (one group a tile, empty past the end)
+    if (ntiles > 0) {
+      cp_async_wait<2>();
+      fence_proxy_async();  // cp.async wrote the stage; WG0's wgmma reads it
+      named_bar_arrive(LANDED, F8Cfg::THREADS);
+    }
     for (int t = 0; t < ntiles; ++t) {
       const int buf = t & 1;
+      int pages_next[4];
+      tile_pages(w.kv_begin, t + 3, pages_next);  // the lookups overlap this tile's math
+      if (t + 1 < ntiles) {
+        cp_async_wait<1>();
+        fence_proxy_async();
+        named_bar_arrive(LANDED + ((t + 1) & 1), F8Cfg::THREADS);
+      }
       named_bar_sync(PREADY + buf, F8Cfg::THREADS);
       // rescale: column (head) h of row tile rt by alpha[h] x the block's scale ratio; skipped
       // by a warp where every factor is exactly 1 (most tiles past the first few)
@@ -428,7 +449,12 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       keep_a(A[1]);
       fence_acc128(o);
       named_bar_arrive(FREE + buf, F8Cfg::THREADS);
+      // this warpgroup's part of the stage is free (the other consumer reads other code blocks;
+      // WG0 read the stage before its P'): tile t+3 goes there
+      if (t + 3 < ntiles) load_tile(t + 3, pages_next);
+      cp_async_commit();
     }
+    cp_async_wait<0>();
     __syncthreads();  // (A)
     // O (bf16) staged as [64 rows][STG_STRIDE] in the stages: row tile rt, fragment row g is dim
     // 2g and row g+8 dim 2g+1, so each pair of values along d packs into one word
