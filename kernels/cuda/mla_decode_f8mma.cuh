@@ -80,13 +80,20 @@ struct F8Cfg {
   static constexpr int KV_OFF = 40960;
   static constexpr int P_OFF = KV_OFF + STAGES * STAGE_BYTES;  // [2 tiles][2 consumers][64 x 128 B]
   static constexpr int SMALL_OFF = P_OFF + 2 * 2 * 8192;
-  // row scales [64], alpha [2][64], block ratios [2][4], l [64], m [64], final block factors [4]
-  static constexpr int SMALL_FLOATS = 64 + 128 + 8 + 64 + 64 + 4;
+  // row scales [64], alpha [2][64], block ratios [2][4], l [64], m [64], final block factors [4],
+  // P' factors 256 / M_k [2][4]
+  static constexpr int SMALL_FLOATS = 64 + 128 + 8 + 64 + 64 + 4 + 8;
   static constexpr int SMEM = SMALL_OFF + SMALL_FLOATS * 4 + 1024;  // + alignment slack
+  // consumers making P' (CP): P in bf16, [2 tiles][64 rows x 144 B] (rows padded: conflict-free)
+  static constexpr int PB_OFF = SMALL_OFF + SMALL_FLOATS * 4, PB_STRIDE = 144, PB_BYTES = 64 * PB_STRIDE;
+  static constexpr int SMEM_CP = PB_OFF + 2 * PB_BYTES + 1024;
   static constexpr int THREADS = 384;
   static_assert(64 * WgCfg::STG_STRIDE <= STAGES * STAGE_BYTES, "O fits in the stages");
 };
 
+// CP: WG0 writes P once (bf16) and each consumer scales it into its own two P' blocks, which
+// moves three quarters of the per-tile conversion work off WG0's serial chain.
+template <bool CP = false>
 __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
@@ -101,6 +108,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
   float* sl = sratio + 8;
   float* sm = sl + 64;
   float* sfin = sm + 64;  // [4]
+  float* sinv = sfin + 4;  // [2][4]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c4 = lane & 3;
@@ -327,6 +335,10 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         if (tid == 0) sratio[buf * 4 + blk] = nk > 0.f ? mk[blk] / nk : 1.f;
         const float inv = nk > 0.f ? 256.f / nk : 0.f;
         mk[blk] = nk;
+        if constexpr (CP) {
+          if (tid == 0) sinv[buf * 4 + blk] = inv;
+          continue;
+        }
         unsigned char* dst = smem + F8Cfg::P_OFF + buf * 16384 + (blk >> 1) * 8192;
 #pragma unroll
         for (int kk = 0; kk < 2; ++kk)
@@ -342,6 +354,14 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
             *reinterpret_cast<u32*>(dst + R0 * 128 + ((u ^ (R0 & 7)) << 4) + 4 * c4) = w0;
             *reinterpret_cast<u32*>(dst + R1 * 128 + ((u ^ (R1 & 7)) << 4) + 4 * c4) = w1;
           }
+      }
+      if constexpr (CP) {
+        unsigned char* pb = smem + F8Cfg::PB_OFF + buf * F8Cfg::PB_BYTES;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          *reinterpret_cast<u32*>(pb + R0 * F8Cfg::PB_STRIDE + (8 * j + 2 * c4) * 2) = pack_bf16(s[4 * j], s[4 * j + 1]);
+          *reinterpret_cast<u32*>(pb + R1 * F8Cfg::PB_STRIDE + (8 * j + 2 * c4) * 2) = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
+        }
       }
       if (c4 == 0) {
         salpha[buf * 64 + R0] = al0;
@@ -416,6 +436,43 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
             o[32 * rt + 4 * j + 3] *= x.y * r;
           }
         }
+      }
+      if constexpr (CP) {
+        // P' of blocks 2c, 2c+1 from P: thread -> row lt/2, tokens 32 (lt & 1) .. +31; byte k of
+        // a 32-token group holds token 2(k/4 % 4) + (k & 1) + 8((k >> 1) & 1) + 16(k / 16)
+        const int lt = tid & 127, h = lt >> 1, kk = lt & 1;
+        const unsigned char* prow = smem + F8Cfg::PB_OFF + buf * F8Cfg::PB_BYTES + h * F8Cfg::PB_STRIDE + kk * 64;
+        u32 pw[16];  // word q: tokens 32kk + 2q, 2q + 1
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const uint4 x = *reinterpret_cast<const uint4*>(prow + 16 * i);
+          pw[4 * i] = x.x, pw[4 * i + 1] = x.y, pw[4 * i + 2] = x.z, pw[4 * i + 3] = x.w;
+        }
+        const float* scl = reinterpret_cast<const float*>(smem + F8Cfg::KV_OFF + (t % F8Cfg::STAGES) * F8Cfg::STAGE_BYTES + F8Cfg::SCALES);
+        const float inv0 = sinv[buf * 4 + 2 * c], inv1 = sinv[buf * 4 + 2 * c + 1];
+        unsigned char* dst = smem + F8Cfg::P_OFF + buf * 16384 + c * 8192 + h * 128;
+        auto lo = [](u32 x) { return __uint_as_float(x << 16); };
+        auto hi = [](u32 x) { return __uint_as_float(x & 0xffff0000u); };
+#pragma unroll
+        for (int hq = 0; hq < 2; ++hq) {
+          u32 w0[4], w1[4];  // block 2c, block 2c + 1
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const int ta = 16 * hq + 2 * q, tb = ta + 8;  // token pairs (ta, ta+1), (tb, tb+1)
+            const u32 pa = pw[ta >> 1], pb = pw[tb >> 1];
+            const float2 ka0 = *reinterpret_cast<const float2*>(scl + (32 * kk + ta) * 4 + 2 * c);
+            const float2 ka1 = *reinterpret_cast<const float2*>(scl + (32 * kk + ta + 1) * 4 + 2 * c);
+            const float2 kb0 = *reinterpret_cast<const float2*>(scl + (32 * kk + tb) * 4 + 2 * c);
+            const float2 kb1 = *reinterpret_cast<const float2*>(scl + (32 * kk + tb + 1) * 4 + 2 * c);
+            w0[q] = e4m3x4(lo(pa) * ka0.x * inv0, hi(pa) * ka1.x * inv0, lo(pb) * kb0.x * inv0, hi(pb) * kb1.x * inv0);
+            w1[q] = e4m3x4(lo(pa) * ka0.y * inv1, hi(pa) * ka1.y * inv1, lo(pb) * kb0.y * inv1, hi(pb) * kb1.y * inv1);
+          }
+          const int u0 = 2 * kk + hq, u1 = 4 + 2 * kk + hq;
+          *reinterpret_cast<uint4*>(dst + ((u0 ^ (h & 7)) << 4)) = make_uint4(w0[0], w0[1], w0[2], w0[3]);
+          *reinterpret_cast<uint4*>(dst + ((u1 ^ (h & 7)) << 4)) = make_uint4(w1[0], w1[1], w1[2], w1[3]);
+        }
+        fence_proxy_async();
+        named_bar_sync(7 + c, 128);  // this warpgroup's P' is whole
       }
       fence_acc128(o);
       // 8 wgmma m64n64k32: row tile rt (64 dims of block 2c + rt/2), 32 tokens kk. A: lane l

@@ -191,7 +191,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     for (heads, batch, ctx) in shapes() {
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], None)?);
         // fp8 cache: the heuristic's kernel, and on Hopper the variants not chosen (16 rows: the mma
-        // kernel; 64 rows: expanding between tiles, and the FP8-math kernel) at the bf16 kernel's chunk
+        // kernel; 64 rows: expanding between tiles, and the FP8-math kernels) at the bf16 kernel's chunk
         let mut fp8_plans = vec![None];
         if target.hopper {
             let chunk = plan_splits(&vec![ctx; batch], 1, heads, &target, false).chunk;
@@ -200,6 +200,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
             } else {
                 fp8_plans.push(Some((DecodeKernel::Fp8WgmmaR64, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64, chunk)));
+                fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64Cp, chunk)));
             }
         }
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), true, false, &fp8_plans, None)?);

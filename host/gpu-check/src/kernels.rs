@@ -121,7 +121,7 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             (64, 2, 16, 128, &[300, 1000][..]),
         ] {
             let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
-            for kernel in [DecodeKernel::Fp8WgmmaR64, DecodeKernel::Fp8WgmmaR64Overlap, DecodeKernel::Fp8F8MmaR64] {
+            for kernel in [DecodeKernel::Fp8WgmmaR64, DecodeKernel::Fp8WgmmaR64Overlap, DecodeKernel::Fp8F8MmaR64, DecodeKernel::Fp8F8MmaR64Cp] {
                 one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Fixed { kernel, chunk }, true));
             }
         }
@@ -277,12 +277,13 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     let (err, lse_err) = errs.iter().fold((0f64, 0f64), |m, e| (m.0.max(e.0), m.1.max(e.1)));
     // words left set would hang or corrupt the next launch's barrier
     // the FP8-math kernel's lse carries Q's e4m3 rounding: counted at half weight (F8_MATH_TOLERANCE)
-    let lse_weight = if plan.kernel == DecodeKernel::Fp8F8MmaR64 { 0.5 } else { 1.0 };
+    let f8_math = matches!(plan.kernel, DecodeKernel::Fp8F8MmaR64 | DecodeKernel::Fp8F8MmaR64Cp);
+    let lse_weight = if f8_math { 0.5 } else { 1.0 };
     let error = if left == 0 { err.max(lse_err * lse_weight) } else { f64::INFINITY };
     Ok(Check {
         name: format!("mla_decode {} H{heads} q_len {q_len} page {page}", plan.kernel.name().trim_start_matches("mla_decode_")),
         error,
-        tolerance: if plan.kernel == DecodeKernel::Fp8F8MmaR64 { F8_MATH_TOLERANCE } else { 1e-2 },
+        tolerance: if f8_math { F8_MATH_TOLERANCE } else { 1e-2 },
         detail: format!(
             "rel {err:.2e}, lse {lse_err:.2e} (after the grid rel {:.2e}; {} rel {:.2e}, {:.2e}; {left} words left set), chunk {} splits {}, lens {lens:?}{against_bf16}",
             errs[0].0,

@@ -42,6 +42,8 @@ pub enum DecodeKernel {
     /// sm_90a, fp8 cache, 64 rows, 384 threads: the math on the FP8 tensor cores (Q and P
     /// quantized to e4m3, the tile never expanded). Checked and timed, not chosen (slower).
     Fp8F8MmaR64,
+    /// Fp8F8MmaR64 with the consumers scaling P into their own P' blocks; not chosen yet.
+    Fp8F8MmaR64Cp,
 }
 
 impl DecodeKernel {
@@ -80,21 +82,22 @@ impl DecodeKernel {
             Self::Fp8WgmmaT16 => "mla_decode_fp8_wgmma_t16",
             Self::Fp8WgmmaR64Overlap => "mla_decode_fp8_wgmma_r64_ov",
             Self::Fp8F8MmaR64 => "mla_decode_fp8_f8mma_r64",
+            Self::Fp8F8MmaR64Cp => "mla_decode_fp8_f8mma_r64_cp",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp)
     }
 
-    /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernel.
+    /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernels.
     pub fn threads(self) -> u32 {
-        if self == Self::Fp8F8MmaR64 {
+        if matches!(self, Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp) {
             384
         } else {
             256
@@ -105,7 +108,7 @@ impl DecodeKernel {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 => 64,
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp => 64,
         }
     }
 
@@ -132,8 +135,9 @@ impl DecodeKernel {
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
             // F8Cfg in mla_decode_f8mma.cuh: Q (e4m3 + k_pe), 3 stages of 41 KB, P' 2 x 16 KB,
-            // row scales, alpha, ratios, l, m, final factors
-            Self::Fp8F8MmaR64 => 40960 + 3 * 41984 + 32768 + (64 + 128 + 8 + 64 + 64 + 4) * 4 + 1024,
+            // row scales, alpha, ratios, l, m, final factors, P' factors (+ P in bf16, 2 x 9 KB)
+            Self::Fp8F8MmaR64 => 40960 + 3 * 41984 + 32768 + 340 * 4 + 1024,
+            Self::Fp8F8MmaR64Cp => 40960 + 3 * 41984 + 32768 + 340 * 4 + 2 * 64 * 144 + 1024,
         }
     }
 }
@@ -444,6 +448,9 @@ mod tests {
         assert_eq!(DecodeKernel::choose(1, 16, false, true), DecodeKernel::Fp8MmaR16S2);
         assert!(DecodeKernel::Fp8F8MmaR64.is_fp8() && DecodeKernel::Fp8F8MmaR64.needs_hopper());
         assert_eq!(DecodeKernel::Fp8F8MmaR64.threads(), 384);
+        assert_eq!(DecodeKernel::Fp8F8MmaR64Cp.threads(), 384);
+        // every kernel's shared memory fits an H100's 227 KB per block
+        assert!(DecodeKernel::Fp8F8MmaR64Cp.smem() <= 232_448);
     }
 
     #[test]
