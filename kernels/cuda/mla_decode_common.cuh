@@ -233,6 +233,53 @@ struct PageMap {
   }
 };
 
+// Online-softmax step of a 64-column S fragment as wgmma leaves it (this thread: rows R0 in
+// s[4j + e], R1 in s[4j + 2 + e], columns 8j + 2c4 + e): positions at or past a row's limit are
+// masked (only in the tile that reaches a limit), the row maxima reduced over the quad and scaled
+// by rs0 / rs1 (> 0: softmax scale x log2 e, times any per-row scale) into the running maxima m0 /
+// m1. Returns the exponent offsets b (m, or 0 for a row with nothing visible yet) and the factors
+// alpha by which the row's earlier sums shrink.
+struct RowStep {
+  float b0, b1, al0, al1;
+};
+__device__ __forceinline__ RowStep softmax_rows64(float (&s)[32], int pos0, int lim0, int lim1, int c4, float rs0, float rs1,
+                                                  float& m0, float& m1) {
+  if (pos0 + 64 > imin(lim0, lim1)) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int p = pos0 + 8 * j + 2 * c4 + e;
+        if (p >= lim0) s[4 * j + e] = neg_inf();
+        if (p >= lim1) s[4 * j + 2 + e] = neg_inf();
+      }
+  }
+  // two chains per row for instruction-level parallelism
+  float mx0 = fmaxf(s[0], s[1]), mx1 = fmaxf(s[2], s[3]), my0 = fmaxf(s[4], s[5]), my1 = fmaxf(s[6], s[7]);
+#pragma unroll
+  for (int j = 2; j < 8; j += 2) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+    my0 = fmaxf(my0, fmaxf(s[4 * j + 4], s[4 * j + 5]));
+    my1 = fmaxf(my1, fmaxf(s[4 * j + 6], s[4 * j + 7]));
+  }
+  mx0 = fmaxf(mx0, my0);
+  mx1 = fmaxf(mx1, my1);
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float n0 = fmaxf(m0, mx0 * rs0), n1 = fmaxf(m1, mx1 * rs1);
+  RowStep r;
+  r.b0 = (n0 == neg_inf()) ? 0.f : n0;
+  r.b1 = (n1 == neg_inf()) ? 0.f : n1;
+  r.al0 = ex2(m0 - r.b0);
+  r.al1 = ex2(m1 - r.b1);
+  m0 = n0;
+  m1 = n1;
+  return r;
+}
+
 // final store of one row's value pair: the output or the split's partial (both bf16)
 __device__ __forceinline__ void store_o2(const Args& a, const Work& w, int r, int d, float v0, float v1) {
   if (w.nsplit == 1) {

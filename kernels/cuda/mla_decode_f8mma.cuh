@@ -285,32 +285,8 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       tmax[3] = fold(x1, 3);
 
       // softmax (as wgmma_decode; S here is in units of the row's Q scale, folded into rs)
-      const int pos0 = w.kv_begin + t * 64;
-      if (pos0 + 64 > imin(lim0, lim1)) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int p = pos0 + 8 * j + 2 * c4 + e;
-            if (p >= lim0) s[4 * j + e] = neg_inf();
-            if (p >= lim1) s[4 * j + 2 + e] = neg_inf();
-          }
-      }
-      float mx0 = neg_inf(), mx1 = neg_inf();
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
-        mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      const float n0 = fmaxf(m0, mx0 * rs0), n1 = fmaxf(m1, mx1 * rs1);
-      const float b0 = (n0 == neg_inf()) ? 0.f : n0, b1 = (n1 == neg_inf()) ? 0.f : n1;
-      const float al0 = ex2(m0 - b0), al1 = ex2(m1 - b1);
-      m0 = n0;
-      m1 = n1;
+      const RowStep rstep = softmax_rows64(s, w.kv_begin + t * 64, lim0, lim1, c4, rs0, rs1, m0, m1);
+      const float b0 = rstep.b0, b1 = rstep.b1, al0 = rstep.al0, al1 = rstep.al1;
       float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
