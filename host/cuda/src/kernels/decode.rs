@@ -462,9 +462,13 @@ mod tests {
         assert!(!pays(&[4096], 128));
         assert!(!pays(&[32768], 16));
         assert!(!pays(&[4096; 64], 16));
-        // the fp8 cache's mma kernels have no arrivals
+        // the fp8 cache on Hopper (the 16-row wgmma kernel) starts the combine as bf16 does; the
+        // mma kernels elsewhere have no arrivals
         let fp8 = plan_splits(&[4096], 1, 16, &t, true);
-        assert!(!arrivals_pay(&fp8, 16, 1, t.num_sms));
+        assert!(arrivals_pay(&fp8, 16, 1, t.num_sms));
+        let ampere = DecodeTarget { num_sms: 108, hopper: false };
+        let fp8 = plan_splits(&[4096], 1, 16, &ampere, true);
+        assert!(!arrivals_pay(&fp8, 16, 1, ampere.num_sms));
     }
 
     #[test]
