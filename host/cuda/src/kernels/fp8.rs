@@ -218,6 +218,7 @@ pub fn choose_path(m: usize, n: usize, k: usize, lt_has_algorithm: bool) -> Fp8P
         Fp8Path::Tiled
     }
 }
+
 /// Column tiles a skinny GEMM may split over k: one arrival counter each.
 pub const SKINNY_COUNTERS: usize = 1024;
 /// Rows up to which the quantized-input skinny kernels run (`fp8_skinny_q32` / `_q64`).
