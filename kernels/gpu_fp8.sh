@@ -19,7 +19,8 @@
 #   v3gen   the V3-shaped reduced model's prefill and decode step (generate), bf16 and FP8 weights
 #   verify  the FP8 checks (cuBLASLt's probe in every output mode, the forced fp8 decode kernels,
 #           the fixtures' FP8 rows with cuBLASLt in their prefill) and the FP8 GEMM benchmark;
-#           then the decode benchmark (the fp8 variants not chosen, beside the chosen ones)
+#           then the decode benchmark at batch 64 (the fp8 variants not chosen, beside the chosen
+#           ones; BENCH_BATCH=all for every shape)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev/gpu_env.sh"
 # called on its own from a device call (PACK=1): one archive comes back, not dozens of files
@@ -37,7 +38,9 @@ fi
 V3="$WORK/v3-reduced-fp8" V2="$WORK/v2-lite-3l"
 if has verify; then
   timeout "${QUICK_S:-200}" "$BIN" gpu-check --fp8-only --bench-fp8 --seed "$SEED" > "$OUT/verify.log" 2>&1 || status=1
-  timeout "${BENCH_S:-150}" "$BIN" gpu-check --bench-only --bench --seed "$SEED" > "$OUT/verify_bench.log" 2>&1 || status=1
+  # batch 64 only (BENCH_BATCH=all for every shape): the whole table outlasts a call's budget
+  bb=(--bench-batch "${BENCH_BATCH:-64}"); [ "${BENCH_BATCH:-64}" = all ] && bb=()
+  timeout "${BENCH_S:-150}" "$BIN" gpu-check --bench-only --bench "${bb[@]}" --seed "$SEED" > "$OUT/verify_bench.log" 2>&1 || status=1
 fi
 if has quick; then
   timeout "${QUICK_S:-200}" "$BIN" gpu-check --fp8-only --bench-fp8 --seed "$SEED" > "$OUT/quick.log" 2>&1 || status=1
