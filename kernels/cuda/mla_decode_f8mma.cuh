@@ -483,7 +483,9 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       fence_acc128(o);
       named_bar_arrive(FREE + buf, F8Cfg::THREADS);
       // this warpgroup's part of the stage is free (the other consumer reads other code blocks;
-      // WG0 read the stage before its P'): tile t+3 goes there
+      // WG0 read the stage before its P'): tile t+3 goes there. With CP both consumers read the
+      // scales (loaded by consumer 0) for their P': both must be past that first.
+      if constexpr (CP) named_bar_sync(9, 256);
       if (t + 3 < ntiles) load_tile(t + 3, pages_next);
       cp_async_commit();
     }
