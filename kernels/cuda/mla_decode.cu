@@ -35,6 +35,7 @@
 //   mla_decode_fp8_f8mma_r64   64 rows over an fp8 cache with the math on the FP8 tensor cores (Q and
 //                              P quantized to e4m3), 3 warpgroups, 384 threads  (H=128, sm_90a)
 //   mla_decode_fp8_f8mma_r64_cp  the same with the consumers scaling P into their own P' blocks
+//   mla_decode_fp8_f8mma_r64_one the same for caches with one scale per token (not written yet)
 //   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
 
 
@@ -118,7 +119,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_fp8_f8mma_r64(ML
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_fp8_f8mma_r64_cp(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
-  mla::f8mma_decode<true>(a, smem);
+  mla::f8mma_decode<mla::CONSUMER_P>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_fp8_f8mma_r64_one(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::f8mma_decode<mla::ONE_SCALE>(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,

@@ -91,10 +91,16 @@ struct F8Cfg {
   static_assert(64 * WgCfg::STG_STRIDE <= STAGES * STAGE_BYTES, "O fits in the stages");
 };
 
-// CP: WG0 writes P once (bf16) and each consumer scales it into its own two P' blocks, which
-// moves three quarters of the per-tile conversion work off WG0's serial chain.
-template <bool CP = false>
+// MODE (F8Mode): PER_BLOCK as described above; CONSUMER_P: WG0 writes P once (bf16) and each
+// consumer scales it into its own two P' blocks, which moves three quarters of the per-tile
+// conversion work off WG0's serial chain; ONE_SCALE: for caches whose 4 scales of a token are
+// equal (one scale per token, stored 4 times): one S chain, one fold, one P' for all blocks.
+// mlahost's cache writers store one scale per 128 channels today, so ONE_SCALE is timed and
+// checked (on such a cache) only, as the measurement that decides whether they should change.
+enum F8Mode { PER_BLOCK = 0, CONSUMER_P = 1, ONE_SCALE = 2 };
+template <int MODE = PER_BLOCK>
 __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_raw) {
+  constexpr bool CP = MODE == CONSUMER_P, ONE = MODE == ONE_SCALE;
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
   const WorkLoads work_loads = load_work(a);
@@ -264,25 +270,40 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       };
       float tmax[4];
-      issue_block(x0, 0);
-      issue_block(x1, 1);
-      wgmma_wait<1>();
-      fence_acc32(s);
-      fence_acc32(x0);
-      tmax[0] = fold(x0, 0);
-      wgmma_fence();
-      issue_block(x0, 2);
-      wgmma_wait<1>();
-      fence_acc32(x1);
-      tmax[1] = fold(x1, 1);
-      wgmma_fence();
-      issue_block(x1, 3);
-      wgmma_wait<1>();
-      fence_acc32(x0);
-      tmax[2] = fold(x0, 2);
-      wgmma_wait<0>();
-      fence_acc32(x1);
-      tmax[3] = fold(x1, 3);
+      if constexpr (ONE) {
+        // one chain over the 512 dims (the 4 blocks share each token's scale)
+#pragma unroll
+        for (int blk = 0; blk < 4; ++blk)
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk)
+            wgmma_m64n64k32_e4m3_ss(x0, sw128_desc(sQ + blk * 8192 + kk * 32, 16, 1024),
+                                    sw128_desc(sT + F8Cfg::CODES + blk * 8192 + kk * 32, 16, 1024), (blk | kk) ? 1 : 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_acc32(s);
+        fence_acc32(x0);
+        tmax[0] = tmax[1] = tmax[2] = tmax[3] = fold(x0, 0);
+      } else {
+        issue_block(x0, 0);
+        issue_block(x1, 1);
+        wgmma_wait<1>();
+        fence_acc32(s);
+        fence_acc32(x0);
+        tmax[0] = fold(x0, 0);
+        wgmma_fence();
+        issue_block(x0, 2);
+        wgmma_wait<1>();
+        fence_acc32(x1);
+        tmax[1] = fold(x1, 1);
+        wgmma_fence();
+        issue_block(x1, 3);
+        wgmma_wait<1>();
+        fence_acc32(x0);
+        tmax[2] = fold(x0, 2);
+        wgmma_wait<0>();
+        fence_acc32(x1);
+        tmax[3] = fold(x1, 3);
+      }
 
       // softmax (as wgmma_decode; S here is in units of the row's Q scale, folded into rs)
       const RowStep rstep = softmax_rows64(s, w.kv_begin + t * 64, lim0, lim1, c4, rs0, rs1, m0, m1);
@@ -315,6 +336,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
           if (tid == 0) sinv[buf * 4 + blk] = inv;
           continue;
         }
+        if (ONE && blk > 0) continue;  // one P' (block 0's place) serves every block
         unsigned char* dst = smem + F8Cfg::P_OFF + buf * 16384 + (blk >> 1) * 8192;
 #pragma unroll
         for (int kk = 0; kk < 2; ++kk)
@@ -456,7 +478,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       // register then holds dims (2g, 2g+1) of tokens (2c4, 2c4+1), and the byte permutes
       // make row g (dim 2g) and row g+8 (dim 2g+1) of the fragment.
       const u32 codes = sKV + (t % F8Cfg::STAGES) * F8Cfg::STAGE_BYTES + F8Cfg::CODES;
-      const u32 pbuf = sP + buf * 16384 + c * 8192;
+      const u32 pbuf = sP + buf * 16384 + (ONE ? 0 : c * 8192);
       u32 A[2][4];
 #pragma unroll
       for (int step = 0; step < 8; ++step) {
@@ -474,7 +496,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         A[step & 1][2] = byte_perm(r2, r3, 0x6420);
         A[step & 1][3] = byte_perm(r2, r3, 0x7531);
         wgmma_fence();
-        wgmma_m64n64k32_e4m3_rs(o + 32 * rt, A[step & 1], sw128_desc(pbuf + (rt >> 1) * 64 + kk * 32, 16, 1024), 1);
+        wgmma_m64n64k32_e4m3_rs(o + 32 * rt, A[step & 1], sw128_desc(pbuf + (ONE ? 0 : (rt >> 1) * 64) + kk * 32, 16, 1024), 1);
         wgmma_commit();
       }
       wgmma_wait<0>();

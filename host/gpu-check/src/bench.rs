@@ -201,6 +201,8 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
                 fp8_plans.push(Some((DecodeKernel::Fp8WgmmaR64, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64Cp, chunk)));
+                // one scale per token: what the FP8 math would cost if the writers stored so
+                fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64One, chunk)));
             }
         }
         rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), true, false, &fp8_plans, None)?);

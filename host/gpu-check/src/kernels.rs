@@ -121,7 +121,7 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             (64, 2, 16, 128, &[300, 1000][..]),
         ] {
             let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
-            for kernel in [DecodeKernel::Fp8WgmmaR64, DecodeKernel::Fp8WgmmaR64Overlap, DecodeKernel::Fp8F8MmaR64, DecodeKernel::Fp8F8MmaR64Cp] {
+            for kernel in [DecodeKernel::Fp8WgmmaR64, DecodeKernel::Fp8WgmmaR64Overlap, DecodeKernel::Fp8F8MmaR64, DecodeKernel::Fp8F8MmaR64Cp, DecodeKernel::Fp8F8MmaR64One] {
                 one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Fixed { kernel, chunk }, true));
             }
         }
@@ -193,7 +193,8 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     // fp8: `cache` holds the decoded entries (the kernel's exact input), `bf16_cache` what a bf16
     // cache would have stored of the same latents (to state the fp8 cache's accuracy against it)
     let (cache_bytes, cache, bf16_cache) = if fp8 {
-        let (bytes, decoded, original) = random_cache(rng, pages * page, 512, 64, true);
+        let one_scale = plan_kernel_wants_one_scale(how);
+        let (bytes, decoded, original) = random_cache(rng, pages * page, 512, 64, true, one_scale);
         (bytes, decoded, round_bf16(&original))
     } else {
         let c = round_bf16(&rng.vec(pages * page * d, 1.0));
@@ -277,7 +278,7 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     let (err, lse_err) = errs.iter().fold((0f64, 0f64), |m, e| (m.0.max(e.0), m.1.max(e.1)));
     // words left set would hang or corrupt the next launch's barrier
     // the FP8-math kernel's lse carries Q's e4m3 rounding: counted at half weight (F8_MATH_TOLERANCE)
-    let f8_math = matches!(plan.kernel, DecodeKernel::Fp8F8MmaR64 | DecodeKernel::Fp8F8MmaR64Cp);
+    let f8_math = matches!(plan.kernel, DecodeKernel::Fp8F8MmaR64 | DecodeKernel::Fp8F8MmaR64Cp | DecodeKernel::Fp8F8MmaR64One);
     let lse_weight = if f8_math { 0.5 } else { 1.0 };
     let error = if left == 0 { err.max(lse_err * lse_weight) } else { f64::INFINITY };
     Ok(Check {
@@ -298,15 +299,27 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     })
 }
 
+/// Whether a check's forced kernel reads one scale per token (`mla_decode_fp8_f8mma_r64_one`).
+fn plan_kernel_wants_one_scale(how: Plan) -> bool {
+    matches!(how, Plan::Fixed { kernel: DecodeKernel::Fp8F8MmaR64One, .. })
+}
+
 /// Encodes random latents into a cache of `dtype`; returns (bytes, the decoded f32 values, the
-/// latents before encoding).
-fn random_cache(rng: &mut Rng, slots: usize, kv_lora: usize, rope: usize, fp8: bool) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+/// latents before encoding). `one_scale` (fp8): each 128-channel group of a token gets the
+/// token's largest magnitude in its first channel, so the encoder's 4 scales are equal.
+fn random_cache(rng: &mut Rng, slots: usize, kv_lora: usize, rope: usize, fp8: bool, one_scale: bool) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
     let d = kv_lora + rope;
     let dtype = if fp8 { KvCacheDtype::Fp8 } else { KvCacheDtype::Bf16 };
     let entry = cache_entry_bytes(kv_lora, rope, fp8);
     let mut bytes = vec![0u8; slots * entry];
     let mut values = vec![0f32; slots * d];
-    let original = rng.vec(slots * d, 1.0);
+    let mut original = rng.vec(slots * d, 1.0);
+    if one_scale {
+        for x in original.chunks_mut(d) {
+            let amax = x[..kv_lora].iter().fold(0f32, |m, v| m.max(v.abs()));
+            x[..kv_lora].chunks_mut(128).for_each(|g| g[0] = amax);
+        }
+    }
     for s in 0..slots {
         let x = &original[s * d..(s + 1) * d];
         encode_latent(dtype, x, kv_lora, &mut bytes[s * entry..(s + 1) * entry]);
@@ -323,7 +336,7 @@ fn generic_attention(k: &Kernels, rng: &mut Rng, kv_lora: usize, rope: usize, pa
     let seqs = [(0usize, 5usize), (page - 1, 1), (page, 1), (2 * page + 1, 3), (0, 1)];
     let lens: Vec<usize> = seqs.iter().map(|(s, n)| s + n).collect();
     let (table, max_pages, pages) = page_tables(rng, &lens, page);
-    let (bytes, values, _) = random_cache(rng, pages * page, kv_lora, rope, fp8);
+    let (bytes, values, _) = random_cache(rng, pages * page, kv_lora, rope, fp8, false);
     let (mut tok_seq, mut tok_pos) = (Vec::new(), Vec::new());
     for (i, (s, n)) in seqs.iter().enumerate() {
         for p in *s..s + n {

@@ -44,6 +44,10 @@ pub enum DecodeKernel {
     Fp8F8MmaR64,
     /// Fp8F8MmaR64 with the consumers scaling P into their own P' blocks; not chosen yet.
     Fp8F8MmaR64Cp,
+    /// Fp8F8MmaR64 for caches with one scale per token (stored in each of the 4 slots): one S
+    /// chain, one P'. The writers store a scale per 128 channels, so it is only checked (on such
+    /// a cache) and timed, never chosen.
+    Fp8F8MmaR64One,
 }
 
 impl DecodeKernel {
@@ -83,21 +87,22 @@ impl DecodeKernel {
             Self::Fp8WgmmaR64Overlap => "mla_decode_fp8_wgmma_r64_ov",
             Self::Fp8F8MmaR64 => "mla_decode_fp8_f8mma_r64",
             Self::Fp8F8MmaR64Cp => "mla_decode_fp8_f8mma_r64_cp",
+            Self::Fp8F8MmaR64One => "mla_decode_fp8_f8mma_r64_one",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
     }
 
     /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernels.
     pub fn threads(self) -> u32 {
-        if matches!(self, Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp) {
+        if matches!(self, Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One) {
             384
         } else {
             256
@@ -108,7 +113,7 @@ impl DecodeKernel {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp => 64,
+            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One => 64,
         }
     }
 
@@ -136,7 +141,7 @@ impl DecodeKernel {
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
             // F8Cfg in mla_decode_f8mma.cuh: Q (e4m3 + k_pe), 3 stages of 41 KB, P' 2 x 16 KB,
             // row scales, alpha, ratios, l, m, final factors, P' factors (+ P in bf16, 2 x 9 KB)
-            Self::Fp8F8MmaR64 => 40960 + 3 * 41984 + 32768 + 340 * 4 + 1024,
+            Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64One => 40960 + 3 * 41984 + 32768 + 340 * 4 + 1024,
             Self::Fp8F8MmaR64Cp => 40960 + 3 * 41984 + 32768 + 340 * 4 + 2 * 64 * 144 + 1024,
         }
     }
