@@ -45,6 +45,10 @@ pub struct GpuCheckArgs {
     /// Only the FP8-weight checks: the FP8 kernels and the FP8-weight end-to-end rows.
     #[arg(long)]
     fp8_only: bool,
+    /// Of the --model checkpoints, only the split layouts (TP, EP, data-parallel attention)
+    /// against the whole model on this GPU, without the comparisons with the CPU engine.
+    #[arg(long)]
+    layouts_only: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -60,6 +64,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         bench_fp8: args.bench_fp8,
         models_only: args.models_only,
         fp8_only: args.fp8_only,
+        layouts_only: args.layouts_only,
         seed: args.seed.unwrap_or_else(|| mlahost_gpu_check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

@@ -27,6 +27,8 @@ pub struct CheckOptions {
     /// Only what checks FP8 weights: the FP8 kernel checks and the FP8-weight rows (models also
     /// get their bf16 row, the baseline).
     pub fp8_only: bool,
+    /// Of the --model checkpoints, only the split layouts against the whole model.
+    pub layouts_only: bool,
     pub seed: u64,
 }
 
@@ -48,7 +50,7 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
     println!("kernels ready in {:.2} s", started.elapsed().as_secs_f64());
     let blas = Blas::new(&gpu)?;
     let mut all_ok = true;
-    if o.models_only {
+    if o.models_only || o.layouts_only {
         let (ok, table) = report("## end to end (given models)", &end_to_end(o)?);
         println!("{table}");
         all_ok &= ok;
@@ -109,6 +111,25 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             }
             continue;
         }
+        for (tp, ep) in [(2, false), (4, false), (2, true), (4, true)] {
+            one(format!("{name} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 24));
+        }
+        // data-parallel attention: groups of 1 and 2 ranks, the experts exchanged or per group
+        for (tp, dp, ep, slots) in [(1, 2, true, false), (1, 2, true, true), (2, 2, true, false), (1, 2, false, false)] {
+            one(format!("{name} DP={dp} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, ep, slots, o.seed, 24));
+        }
+        if name == "tiny-v2-lite" {
+            one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
+            // with two GPUs: data-parallel steps over NCCL, which replay graphs in slots
+            if mlahost_cuda::gpu::device_count() >= 2 {
+                for slots in [false, true] {
+                    one(format!("{name} DP=2 TP=1 EP NCCL"), e2e_tp::split_over_gpus(&model, 1, 2, true, slots, o.seed, 24));
+                }
+            }
+        }
+        if o.layouts_only {
+            continue;
+        }
         let golden: serde_json::Value = std::fs::read_to_string(dir.join("golden.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -123,33 +144,25 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
         one(format!("{name} vs cpu"), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24, strict));
         one(format!("{name} fp8 vs cpu"), e2e::against_cpu(&model, o.ordinal, 16, KvCacheDtype::Fp8, o.seed, 24, strict));
         one(format!("{name} fp8 weights vs cpu"), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 24));
-        for (tp, ep) in [(2, false), (4, false), (2, true), (4, true)] {
-            one(format!("{name} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 24));
-        }
-        // data-parallel attention: groups of 1 and 2 ranks, the experts exchanged or per group
-        for (tp, dp, ep, slots) in [(1, 2, true, false), (1, 2, true, true), (2, 2, true, false), (1, 2, false, false)] {
-            one(format!("{name} DP={dp} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, ep, slots, o.seed, 24));
-        }
-        if name == "tiny-v2-lite" {
-            one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
-        }
     }
     for dir in &o.models {
         let model = load(dir)?;
-        one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, true));
-        if !o.fp8_only {
-            one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, true));
-        }
-        one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
-        if !o.fp8_only {
-            // the node's layouts on one GPU: heads, MLPs and experts split 2, 4 and 8 ways
-            for (tp, ep) in [(2, false), (4, false), (8, false), (2, true), (4, true), (8, true)] {
-                one(format!("{} TP={tp} EP={ep} emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 16));
+        if !o.layouts_only {
+            one(format!("{} vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16, true));
+            if !o.fp8_only {
+                one(format!("{} fp8 vs cpu", dir.display()), e2e::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Fp8, o.seed, 16, true));
             }
+            one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
+        }
+        if !o.fp8_only {
             // the node's data-parallel layouts: 8 attention groups of 1 rank, 4 of 2, experts over all
             // (with one rank per group, also exchanging the MoE rows in per-rank slots)
             for (tp, dp, slots) in [(1, 8, false), (1, 8, true), (2, 4, false), (1, 2, false)] {
                 one(format!("{} DP={dp} TP={tp} EP emulated", dir.display()), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, true, slots, o.seed, 16));
+            }
+            // the node's layouts on one GPU: heads, MLPs and experts split 2, 4 and 8 ways
+            for (tp, ep) in [(2, false), (4, false), (8, false), (2, true), (4, true), (8, true)] {
+                one(format!("{} TP={tp} EP={ep} emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 16));
             }
             // on a node with 8 GPUs: the same layouts over NCCL, one GPU a rank (issue 23's check)
             if mlahost_cuda::gpu::device_count() >= 8 {

@@ -73,8 +73,9 @@ pub struct CudaBackend {
     fp8: bool,
     workspace: Option<Workspace>,
     cuda_graphs: bool,
-    /// Captured decode steps by (batch size, length bucket); dropped when the workspace moves.
-    graphs: HashMap<(usize, usize), Graph>,
+    /// Captured decode steps by (batch size, length bucket, MoE rows of a data-parallel step in
+    /// slots, else 0); dropped when the workspace moves.
+    graphs: HashMap<(usize, usize, usize), Graph>,
     sampler: sampler::SamplerBuffers,
     /// Set by `record_routes`: each forward copies its MoE expert ids here.
     route_log: Option<forward::RouteLog>,
@@ -316,15 +317,29 @@ impl CudaBackend {
         self.run_with(batch, None)
     }
 
-    /// `dp`: this rank's place in a step of data-parallel attention groups (eager: the graphs
-    /// would bake in the other groups' token counts); its batch may be empty.
+    /// The graph a data-parallel step may replay: only in equal slots, whose collectives' sizes
+    /// depend on the slot alone (the packed layout's would bake in the other groups' token
+    /// counts), and only where the exchange can be captured (NCCL, not the emulation).
+    fn dp_graph_bucket(&self, batch: &[SeqChunk<'_>], dp: DpStep) -> Option<usize> {
+        let capturable = self.expert_exchange.as_ref().is_some_and(|w| w.capturable());
+        if !(dp.slots && capturable) {
+            return None;
+        }
+        self.graph_bucket(batch)
+    }
+
+    /// `dp`: this rank's place in a step of data-parallel attention groups; its batch may be
+    /// empty (run eagerly).
     fn run_with(&mut self, batch: &[SeqChunk<'_>], dp: Option<DpStep>) -> Result<BatchLayout> {
         if !batch.is_empty() {
             mlahost_engine::batch::validate_batch(batch, self.cfg.vocab_size, self.geometry)?;
         }
         self.gpu.bind()?;
         let heads = self.cfg.num_attention_heads;
-        let bucket = if dp.is_some() { None } else { self.graph_bucket(batch) };
+        let bucket = match dp {
+            None => self.graph_bucket(batch),
+            Some(d) => self.dp_graph_bucket(batch, d),
+        };
         let layout = BatchLayout::new(
             batch,
             self.geometry.page_size,
@@ -380,10 +395,10 @@ impl CudaBackend {
         self.gpu.profile_forward(if decode_only(batch) { Phase::Decode } else { Phase::Prefill });
         match bucket {
             Some(b) => {
-                let key = (batch.len(), b);
+                let key = (batch.len(), b, dp.map_or(0, |d| d.total));
                 if !self.graphs.contains_key(&key) {
                     let graph = Graph::capture(&self.gpu, || f.run())?;
-                    tracing::debug!(batch = key.0, bucket = key.1, "captured a decode graph");
+                    tracing::debug!(batch = key.0, bucket = key.1, moe_rows = key.2, "captured a decode graph");
                     self.graphs.insert(key, graph);
                 }
                 self.graphs.get(&key).ok_or_else(|| CudaError::launch("graph", "missing"))?.launch()?;

@@ -211,8 +211,8 @@ impl CudaRankGroup {
         let rank_opts = |rank: usize| CudaOptions {
             ordinal: ordinal(rank),
             gpu_memory_utilization: if emulated { opts.gpu_memory_utilization / world as f64 } else { opts.gpu_memory_utilization },
-            // a data-parallel step depends on the other groups' tokens: eager
-            cuda_graphs: opts.cuda_graphs && dp == 1,
+            // (a data-parallel step replays graphs only where `dp_graph_bucket` allows)
+            cuda_graphs: opts.cuda_graphs,
             ..opts
         };
         // Built one by one (uploads and allocations need no peer), then warmed up together.
