@@ -41,7 +41,7 @@ pub fn layout_json(cfg: &ModelConfig, layout: &ParallelLayout, t: &GpuTarget) ->
     v["weight_bytes_per_gpu"] = json!(weights);
     v["workspace_bytes_per_gpu"] = json!(t.workspace_bytes);
     v["collective_bytes_per_token"] = json!({
-        "all_reduce": volume.all_reduce, "all_gather": volume.all_gather
+        "all_reduce": volume.all_reduce, "all_gather": volume.all_gather, "reduce_scatter": volume.reduce_scatter
     });
     let gpu = GpuPlanInputs { total_memory: t.gpu_memory, utilization: t.utilization, weight_bytes: weights, workspace_bytes: t.workspace_bytes };
     match gpu.kv_budget() {
@@ -99,7 +99,7 @@ pub fn render(layouts: &[Value], simple: &Value, gpus: usize, context: usize) ->
             None => {
                 let c = &l["collective_bytes_per_token"];
                 let mut coll = Vec::new();
-                for (key, label) in [("all_reduce", "all-reduce"), ("all_gather", "all-gather")] {
+                for (key, label) in [("all_reduce", "all-reduce"), ("all_gather", "all-gather"), ("reduce_scatter", "reduce-scatter")] {
                     if n(&c[key]) > 0 {
                         coll.push(format!("{} {label}", human(n(&c[key]))));
                     }

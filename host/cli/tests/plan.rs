@@ -175,8 +175,14 @@ fn plan_compares_layouts_over_several_gpus_with_vllm_flags() {
     assert!(n(&by("DP=8 + EP=8")["weight_bytes_per_gpu"]) > n(&by("TP=8")["weight_bytes_per_gpu"]));
     assert!(n(&by("DP=8 + EP=8")["sequences"]) > n(&by("TP=8")["sequences"]));
     assert_eq!(n(&by("TP=8")["instances"]), 1);
-    // DP + EP: each token's f32 row summed in and out through the packed all-reduces, per MoE layer
-    assert_eq!(n(&by("DP=8 + EP=8")["collective_bytes_per_token"]["all_reduce"]), 2 * 7168 * 4 * 58);
+    // DP + EP with one rank per group: each token's f32 row all-gathered in and reduce-scattered
+    // out in equal slots, per MoE layer; with two ranks per group the packed rows are all-reduced
+    // each way, beside the group's own all-reduces (o_proj and the MLP, bf16, every layer)
+    let dp8 = &by("DP=8 + EP=8")["collective_bytes_per_token"];
+    assert_eq!((n(&dp8["all_gather"]), n(&dp8["reduce_scatter"]), n(&dp8["all_reduce"])), (7168 * 4 * 58, 7168 * 4 * 58, 0));
+    let tp2 = &by("TP=2 x DP=4 + EP=8")["collective_bytes_per_token"];
+    assert_eq!(n(&tp2["all_reduce"]), 2 * 7168 * 2 * 61 + 2 * 7168 * 4 * 58);
+    assert_eq!(n(&tp2["reduce_scatter"]), 0);
     // the back-of-envelope figure is printed beside the table
     let simple = &r["parallel"]["simple_arithmetic"];
     assert!(simple["users"].as_f64().unwrap() > 1.0);

@@ -125,12 +125,19 @@ impl ParallelLayout {
             v.all_gather = cfg.vocab_size as u64 * 4;
         }
         if dp > 1 && moe_layers > 0 && self.expert_parallel {
-            // every rank runs its experts over every group's rows (f32), gathered in and summed
-            // back out through an all-reduce of the packed rows each way, as serve runs it.
-            // (The slot exchange, all-gather in and reduce-scatter out at half those bytes, is
-            // built and off until checked on a GPU; a dispatch to only the ranks of a token's k
-            // experts would move k/world of it: not built.)
-            v.all_reduce += 2 * cfg.hidden_size as u64 * 4 * moe_layers;
+            // every rank runs its experts over every group's rows (f32). With one rank per group
+            // each owns an equal slot of them: all-gathered in, reduce-scattered out (decode
+            // steps; a lopsided prefill packs instead). With several ranks per group the packed
+            // rows are summed in and out by an all-reduce each way, twice those bytes on the
+            // wire. (A dispatch to only the ranks of a token's k experts would move k/world of
+            // it: not built.)
+            let row = cfg.hidden_size as u64 * 4 * moe_layers;
+            if tp == 1 {
+                v.all_gather += row;
+                v.reduce_scatter += row;
+            } else {
+                v.all_reduce += 2 * row;
+            }
         }
         // Without expert parallelism each attention group holds every expert (sliced over its
         // tensor-parallel ranks) and runs its own tokens: nothing crosses groups.
@@ -145,10 +152,11 @@ impl ParallelLayout {
 pub struct CollectiveVolume {
     pub all_reduce: u64,
     pub all_gather: u64,
+    pub reduce_scatter: u64,
 }
 
 impl CollectiveVolume {
     pub fn total(&self) -> u64 {
-        self.all_reduce + self.all_gather
+        self.all_reduce + self.all_gather + self.reduce_scatter
     }
 }

@@ -74,7 +74,11 @@ fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize
     let what = match (dp, ep) {
         (1, true) => format!("TP={tp} EP={tp}"),
         (1, false) => format!("TP={tp}"),
-        (_, true) => format!("DP={dp} x TP={tp} attention, EP={} experts{}", dp * tp, if slots { ", slot exchange" } else { "" }),
+        (_, true) => format!("DP={dp} x TP={tp} attention, EP={} experts{}", dp * tp, match (tp, slots) {
+            (1, true) => ", slot exchange",
+            (1, false) => ", packed exchange",
+            _ => "",
+        }),
         (_, false) => format!("DP={dp} x TP={tp}"),
     };
     let mut c = e2e::to_check(format!("{} {what} emulated on one GPU vs the whole model", model_name(model)), &a, false);

@@ -243,11 +243,12 @@ impl CudaRankGroup {
         ranks.iter_mut().for_each(|r| r.geometry.num_pages = agreed);
         let warm = on_each(ranks.iter_mut().collect(), &collectives, |_, r: &mut CudaBackend| r.warm_up(opts.max_batched_tokens));
         all(warm)?;
-        Ok(Self { ranks, collectives, _joined_on: joined_on, link, layout, slot_exchange: false })
+        Ok(Self { ranks, collectives, _joined_on: joined_on, link, layout, slot_exchange: true })
     }
 
-    /// Lets data-parallel steps exchange the MoE rows in equal per-rank slots where they can
-    /// (one rank per attention group, groups of similar size); off by default until checked.
+    /// Whether data-parallel steps exchange the MoE rows in equal per-rank slots where they can
+    /// (one rank per attention group, groups of similar size): on unless turned off here, as
+    /// gpu-check does to check the packed exchange beside it.
     pub fn set_slot_exchange(&mut self, on: bool) {
         self.slot_exchange = on;
     }
