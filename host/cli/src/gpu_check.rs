@@ -33,7 +33,8 @@ pub struct GpuCheckArgs {
     /// Also time batch 1 and 64 under fixed (kernel, chunk) split plans (implies --bench).
     #[arg(long)]
     sweep: bool,
-    /// Benchmark only the shapes of this batch size (1, 64 or 128).
+    /// Benchmark only the shapes of this batch size (1, 64 or 128; 1 also times
+    /// ThunderMLA's ragged speculative case).
     #[arg(long)]
     bench_batch: Option<usize>,
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes.
