@@ -100,12 +100,13 @@ fn collective_volume_follows_the_sharding() {
     let tp = layout(8, 1, false).collective_bytes_per_token(&cfg);
     assert_eq!(tp.all_reduce, 2 * h * layers);
     assert_eq!(tp.all_gather, 129_280 * 4);
-    // DP 8 + EP: every token's f32 row summed in and its output summed back, per MoE layer
+    // DP 8 + EP, one rank per group: every token's f32 row gathered in and its output
+    // reduce-scattered back in equal slots, per MoE layer
     let dp = layout(1, 8, true).collective_bytes_per_token(&cfg);
-    assert_eq!((dp.all_reduce, dp.all_gather), (2 * 7168 * 4 * 58, 0));
-    // DP 4 x TP 2 + EP: the same beside the groups' own all-reduces
+    assert_eq!((dp.all_reduce, dp.all_gather, dp.reduce_scatter), (0, 7168 * 4 * 58, 7168 * 4 * 58));
+    // DP 4 x TP 2 + EP: the packed rows all-reduced each way beside the groups' own all-reduces
     let mixed = layout(2, 4, true).collective_bytes_per_token(&cfg);
-    assert_eq!(mixed.all_reduce, 2 * h * layers + 2 * 7168 * 4 * 58);
+    assert_eq!((mixed.all_reduce, mixed.reduce_scatter), (2 * h * layers + 2 * 7168 * 4 * 58, 0));
     // without expert parallelism every group runs its own tokens through its own experts
     let groups = layout(2, 4, false).collective_bytes_per_token(&cfg);
     assert_eq!((groups.all_reduce, groups.all_gather), (2 * h * layers, 129_280 * 4));
