@@ -4,7 +4,7 @@
 # plain tensor parallelism and under data-parallel attention with expert parallelism, each
 # measured with the seed's workloads and SemiAnalysis InferenceX's. Tables land in $OUT.
 #
-#   kernels/gpu_node.sh [check] [tp8] [dp8]      (default: all three)
+#   kernels/gpu_node.sh [check] [emulated] [tp8] [dp8]      (default: check tp8 dp8)
 #
 # BIN, TOKENIZER_DIR (DeepSeek's tokenizer), OUT, WORK as for kernels/gpu_check.sh; BENCH_S
 # bounds each benchmark run, LOAD_S each server start.
@@ -19,12 +19,20 @@ echo "## $GPUS x $CARD"
 [ "$GPUS" -ge 8 ] || { echo "needs 8 GPUs, found $GPUS"; exit 1; }
 
 # Correctness: a V3-shaped reduced FP8 checkpoint (V3's widths, 4 layers, 32 experts) split 8
-# ways over NCCL against the whole model on GPU 0, and the same split emulated on one GPU.
-if has check; then
+# ways over NCCL (TP 8, TP 8 + EP, DP 8 + EP packed and in slots, DP 4 x TP 2 + EP) against the
+# whole model on GPU 0. The same splits emulated on one GPU are `emulated` (the 2-layer model's
+# ran on one H100: kernels/PERFORMANCE.md, Several GPUs).
+if has check || has emulated; then
   SMALL="$WORK/v3-reduced-4l"
   [ -d "$SMALL" ] || python3 examples/gpu/make_v3_reduced_fp8.py --out "$SMALL" --tokenizer-dir "$TOKENIZER_DIR" --layers 4 > "$OUT/make_reduced.log" 2>&1 || status=1
-  timeout "${CHECK_S:-900}" "$BIN" gpu-check --models-only --model "$SMALL" > "$OUT/node_check.log" 2>&1 || status=1
-  grep -E "NCCL|emulated" "$OUT/node_check.log" | grep "^|" | tee "$OUT/node_check.md"
+fi
+if has check; then
+  timeout "${CHECK_S:-540}" "$BIN" gpu-check --nccl-only --model "$SMALL" > "$OUT/node_check.log" 2>&1 || status=1
+  grep "NCCL" "$OUT/node_check.log" | grep "^|" | tee "$OUT/node_check.md"
+fi
+if has emulated; then
+  timeout "${CHECK_S:-540}" "$BIN" gpu-check --models-only --layouts-only --model "$SMALL" > "$OUT/node_emulated.log" 2>&1 || status=1
+  grep "emulated" "$OUT/node_emulated.log" | grep "^|" | tee "$OUT/node_emulated.md"
 fi
 
 # V3's exact config (61 layers, 256 experts, FP8 blocks) with generated weights.

@@ -50,6 +50,10 @@ pub struct GpuCheckArgs {
     /// against the whole model on this GPU, without the comparisons with the CPU engine.
     #[arg(long)]
     layouts_only: bool,
+    /// Of the --model checkpoints, only the layouts over NCCL, one GPU a rank (on a node with 8
+    /// GPUs), against the whole model on GPU 0.
+    #[arg(long)]
+    nccl_only: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -63,9 +67,10 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         sweep: args.sweep,
         bench_batch: args.bench_batch,
         bench_fp8: args.bench_fp8,
-        models_only: args.models_only,
+        models_only: args.models_only || args.nccl_only,
         fp8_only: args.fp8_only,
-        layouts_only: args.layouts_only,
+        layouts_only: args.layouts_only || args.nccl_only,
+        nccl_only: args.nccl_only,
         seed: args.seed.unwrap_or_else(|| mlahost_gpu_check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

@@ -29,6 +29,8 @@ pub struct CheckOptions {
     pub fp8_only: bool,
     /// Of the --model checkpoints, only the split layouts against the whole model.
     pub layouts_only: bool,
+    /// Of them, only the layouts over NCCL (a node with 8 GPUs).
+    pub nccl_only: bool,
     pub seed: u64,
 }
 
@@ -154,7 +156,7 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             }
             one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
         }
-        if !o.fp8_only {
+        if !o.fp8_only && !o.nccl_only {
             // the node's data-parallel layouts: 8 attention groups of 1 rank, 4 of 2, experts over all
             // (with one rank per group, also exchanging the MoE rows in per-rank slots)
             for (tp, dp, slots) in [(1, 8, false), (1, 8, true), (2, 4, false), (1, 2, false)] {
@@ -164,12 +166,14 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             for (tp, ep) in [(2, false), (4, false), (8, false), (2, true), (4, true), (8, true)] {
                 one(format!("{} TP={tp} EP={ep} emulated", dir.display()), e2e_tp::split_against_whole(&model, o.ordinal, tp, ep, o.seed, 16));
             }
-            // on a node with 8 GPUs: the same layouts over NCCL, one GPU a rank (issue 23's check)
-            if mlahost_cuda::gpu::device_count() >= 8 {
-                for (tp, dp, ep, slots) in [(8, 1, false, false), (8, 1, true, false), (1, 8, true, false), (1, 8, true, true), (2, 4, true, false)] {
-                    one(format!("{} DP={dp} TP={tp} EP={ep} NCCL", dir.display()), e2e_tp::split_over_gpus(&model, tp, dp, ep, slots, o.seed, 16));
-                }
+        }
+        // on a node with 8 GPUs: the same layouts over NCCL, one GPU a rank (issue 23's check)
+        if !o.fp8_only && mlahost_cuda::gpu::device_count() >= 8 {
+            for (tp, dp, ep, slots) in [(8, 1, false, false), (8, 1, true, false), (1, 8, true, false), (1, 8, true, true), (2, 4, true, false)] {
+                one(format!("{} DP={dp} TP={tp} EP={ep} NCCL", dir.display()), e2e_tp::split_over_gpus(&model, tp, dp, ep, slots, o.seed, 16));
             }
+        } else if o.nccl_only {
+            one(format!("{} over NCCL", dir.display()), Err(mlahost_cuda::CudaError::launch("gpu-check", "--nccl-only needs 8 GPUs")));
         }
     }
     Ok(out)
