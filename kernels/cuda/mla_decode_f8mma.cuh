@@ -91,6 +91,36 @@ struct F8Cfg {
   static_assert(64 * WgCfg::STG_STRIDE <= STAGES * STAGE_BYTES, "O fits in the stages");
 };
 
+// Development only (MLAHOST_KERNEL_DEFINES="-DMLA_F8_TRACE"): where CTA (0,0,0)'s time goes,
+// in clock64 cycles summed over its tiles: WG0's thread 0 in [0, 6) (landed wait, S and folds,
+// softmax, P' and its arrive, the wait for the consumers, the prologue), consumer 0's thread 128
+// in [8, 14) (its landed arrive, the P' wait, the rescale, P V, the loads, the prologue); [15]
+// the tiles. gpu-check --bench prints it after one launch of each FP8-math kernel.
+#ifdef MLA_F8_TRACE
+__device__ unsigned long long mla_f8_trace[16];
+struct F8Trace {
+  bool on;
+  long long last;
+  __device__ explicit F8Trace(int tid)
+      : on(blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (tid == 0 || tid == 128)), last(clock64()) {}
+  __device__ void mark(int i) {
+    if (!on) return;
+    const long long now = clock64();
+    atomicAdd(&mla_f8_trace[i], (unsigned long long)(now - last));  // a reduction: no wait
+    last = now;
+  }
+  __device__ void tiles(int n) {
+    if (on) mla_f8_trace[15] = (unsigned long long)n;
+  }
+};
+#else
+struct F8Trace {
+  __device__ explicit F8Trace(int) {}
+  __device__ void mark(int) {}
+  __device__ void tiles(int) {}
+};
+#endif
+
 // MODE (F8Mode): PER_BLOCK as described above; CONSUMER_P: WG0 writes P once (bf16) and each
 // consumer scales it into its own two P' blocks, which moves three quarters of the per-tile
 // conversion work off WG0's serial chain; ONE_SCALE: for caches whose 4 scales of a token are
@@ -120,6 +150,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
   const int g = lane >> 2, c4 = lane & 3;
   const int wg = warp >> 2, wi = warp & 3;
   const int R0 = 16 * wi + g, R1 = R0 + 8;
+  F8Trace tr(tid);
   const int b = blockIdx.z, row0 = blockIdx.x * 64, rows_total = a.q_len * a.heads;
   const PageMap pm(a, b);
   // Named barriers, each pair by tile parity (one side may reach tile t+1's before the other has
@@ -235,11 +266,14 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
     const int lim0 = row_limit(a, w, R0), lim1 = row_limit(a, w, R1);
     const float sl2 = a.scale * 1.4426950408889634f;
     const float rs0 = sl2 * srow_scale[R0], rs1 = sl2 * srow_scale[R1];
+    tr.mark(5);
+    tr.tiles(ntiles);
     for (int t = 0; t < ntiles; ++t) {
       const int st = t % F8Cfg::STAGES;
       const u32 sT = sKV + st * F8Cfg::STAGE_BYTES;
       const float* sc = reinterpret_cast<const float*>(smem + F8Cfg::KV_OFF + st * F8Cfg::STAGE_BYTES + F8Cfg::SCALES);
       named_bar_sync(LANDED + (t & 1), F8Cfg::THREADS);
+      tr.mark(0);
 
       float s[32], x0[32], x1[32];
       wgmma_fence();
@@ -304,6 +338,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         fence_acc32(x1);
         tmax[3] = fold(x1, 3);
       }
+      tr.mark(1);
 
       // softmax (as wgmma_decode; S here is in units of the row's Q scale, folded into rs)
       const RowStep rstep = softmax_rows64(s, w.kv_begin + t * 64, lim0, lim1, c4, rs0, rs1, m0, m1);
@@ -320,6 +355,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       }
       l0 = l0 * al0 + ps0;
       l1 = l1 * al1 + ps1;
+      tr.mark(2);
 
       // P' per scale block into this tile's buffer (free: the consumers finished tile t-2 before
       // WG0 passed FREE of tile t-2). Byte k of a row's 32-token group holds token
@@ -367,8 +403,10 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       }
       fence_proxy_async();  // P' written by st.shared, read by the consumers' wgmma
       named_bar_arrive(PREADY + buf, F8Cfg::THREADS);
+      tr.mark(3);
       // P' of tile t+1 goes to the buffer of tile t-1: wait until the consumers are done with it
       if (t >= 1) named_bar_sync(FREE + ((t - 1) & 1), F8Cfg::THREADS);
+      tr.mark(4);
     }
     if (ntiles > 0) named_bar_sync(FREE + ((ntiles - 1) & 1), F8Cfg::THREADS);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -401,6 +439,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       fence_proxy_async();  // cp.async wrote the stage; WG0's wgmma reads it
       named_bar_arrive(LANDED, F8Cfg::THREADS);
     }
+    tr.mark(13);
     for (int t = 0; t < ntiles; ++t) {
       const int buf = t & 1;
       int pages_next[4];
@@ -410,7 +449,9 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         fence_proxy_async();
         named_bar_arrive(LANDED + ((t + 1) & 1), F8Cfg::THREADS);
       }
+      tr.mark(8);
       named_bar_sync(PREADY + buf, F8Cfg::THREADS);
+      tr.mark(9);
       // rescale: column (head) h of row tile rt by alpha[h] x the block's scale ratio; skipped
       // by a warp where every factor is exactly 1 (most tiles past the first few)
       const float* al = salpha + buf * 64;
@@ -472,6 +513,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         fence_proxy_async();
         named_bar_sync(7 + c, 128);  // this warpgroup's P' is whole
       }
+      tr.mark(10);
       fence_acc128(o);
       // 8 wgmma m64n64k32: row tile rt (64 dims of block 2c + rt/2), 32 tokens kk. A: lane l
       // points ldmatrix.trans at token 32kk + l (8 tokens x one 16-byte unit per matrix); a
@@ -504,12 +546,14 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       keep_a(A[1]);
       fence_acc128(o);
       named_bar_arrive(FREE + buf, F8Cfg::THREADS);
+      tr.mark(11);
       // this warpgroup's part of the stage is free (the other consumer reads other code blocks;
       // WG0 read the stage before its P'): tile t+3 goes there. With CP both consumers read the
       // scales (loaded by consumer 0) for their P': both must be past that first.
       if constexpr (CP) named_bar_sync(9, 256);
       if (t + 3 < ntiles) load_tile(t + 3, pages_next);
       cp_async_commit();
+      tr.mark(12);
     }
     cp_async_wait<0>();
     __syncthreads();  // (A)

@@ -69,6 +69,22 @@ impl Kernels {
         Ok(())
     }
 
+    /// A `__device__` variable's address and bytes, from whichever family defines it; None where
+    /// none does (a development-only trace compiled out).
+    pub fn global(&self, name: &str) -> Result<Option<(u64, usize)>> {
+        let cname = CString::new(name).map_err(|_| CudaError::launch("global", "bad symbol name"))?;
+        self.gpu.bind()?;
+        for &m in &self.modules {
+            // SAFETY: loaded in `load_family` and unloaded only in Drop; the name is NUL-terminated.
+            match unsafe { result::module::get_global(m, cname.clone()) } {
+                Ok(found) => return Ok(Some(found)),
+                Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_NOT_FOUND => continue,
+                Err(e) => return Err(e).ctx("cuModuleGetGlobal"),
+            }
+        }
+        Ok(None)
+    }
+
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }

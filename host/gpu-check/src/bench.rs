@@ -24,6 +24,9 @@ pub struct BenchRow {
     pub us: f64,
     pub gbps: f64,
     pub tflops: f64,
+    /// Where an FP8-math decode kernel's time goes, when the kernels carry the trace
+    /// (`trace::f8_phases`).
+    pub phases: Option<String>,
 }
 
 
@@ -150,6 +153,10 @@ fn bench_case(
             }
         };
         let us = median_us(gpu, set_bytes, &caches, &launch)?;
+        let phases = match plan.kernel.name().contains("f8mma") && !generic {
+            true => super::trace::f8_phases(k, &|| launch(&caches[0]))?,
+            false => None,
+        };
         let tokens: usize = lens.iter().sum();
         let bytes = (tokens * entry) as f64;
         let flops = (rows_per_seq * tokens * 2 * (576 + 512)) as f64;
@@ -159,7 +166,7 @@ fn bench_case(
             (true, false) => "generic_bf16".into(),
         };
         let (splits, chunk) = if generic { (1, ctx) } else { (plan.max_splits, plan.chunk) };
-        rows.push(BenchRow { kernel, heads, batch, ctx, splits, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6 });
+        rows.push(BenchRow { kernel, heads, batch, ctx, splits, chunk, us, gbps: bytes / us * 1e-3, tflops: flops / us * 1e-6, phases });
     }
     Ok(rows)
 }
@@ -212,6 +219,12 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     }
     let mut table = format!("{} | copy {copy:.0} GB/s\n", k.gpu().info.name);
     table += &rows_table(&rows, copy);
+    let traced: Vec<String> = rows.iter().filter_map(|r| r.phases.as_ref().map(|p| format!("- {} {}h batch {} ctx {}: {p}", r.kernel, r.heads, r.batch, r.ctx))).collect();
+    if !traced.is_empty() {
+        table += "\n### FP8-math decode phases (CTA 0, -DMLA_F8_TRACE build; timings above include the trace)\n";
+        table += &traced.join("\n");
+        table += "\n";
+    }
     if only_batch.is_none_or(|b| b == 1) {
         // issue 28's ragged speculative case (batch = sequences, ctx = the longest), a latency
         // case: timed with the batch-1 rows too

@@ -13,6 +13,7 @@ pub mod kernels;
 mod kernels_moe;
 pub mod profile;
 pub mod runner;
+pub mod trace;
 
 use std::fmt::Write;
 
