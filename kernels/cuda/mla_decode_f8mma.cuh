@@ -97,7 +97,9 @@ struct F8Cfg {
 // in [8, 14) (its landed arrive, the P' wait, the rescale, P V, the loads, the prologue); [15]
 // the tiles. gpu-check --bench prints it after one launch of each FP8-math kernel.
 #ifdef MLA_F8_TRACE
+extern "C" {  // unmangled: the host looks it up by name
 __device__ unsigned long long mla_f8_trace[16];
+}
 struct F8Trace {
   bool on;
   long long last;

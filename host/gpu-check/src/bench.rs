@@ -153,9 +153,11 @@ fn bench_case(
             }
         };
         let us = median_us(gpu, set_bytes, &caches, &launch)?;
-        let phases = match plan.kernel.name().contains("f8mma") && !generic {
-            true => super::trace::f8_phases(k, &|| launch(&caches[0]))?,
-            false => None,
+        let name = plan.kernel.name();
+        let phases = match (generic, name.contains("f8mma"), name.contains("wgmma_r64")) {
+            (false, true, _) => super::trace::f8_phases(k, &|| launch(&caches[0]))?,
+            (false, _, true) => super::trace::r64_phases(k, plan.chunk.min(ctx).div_ceil(64), &|| launch(&caches[0]))?,
+            _ => None,
         };
         let tokens: usize = lens.iter().sum();
         let bytes = (tokens * entry) as f64;
@@ -221,7 +223,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     table += &rows_table(&rows, copy);
     let traced: Vec<String> = rows.iter().filter_map(|r| r.phases.as_ref().map(|p| format!("- {} {}h batch {} ctx {}: {p}", r.kernel, r.heads, r.batch, r.ctx))).collect();
     if !traced.is_empty() {
-        table += "\n### FP8-math decode phases (CTA 0, -DMLA_F8_TRACE build; timings above include the trace)\n";
+        table += "\n### where the 64-row kernels' time goes (one CTA; a -DMLA_F8_TRACE / -DR64_PROF build, whose timings above include the trace)\n";
         table += &traced.join("\n");
         table += "\n";
     }
