@@ -48,8 +48,8 @@ pub struct CudaRankGroup {
     /// Over several nodes: node 0 sends each step on, the others receive them.
     link: Option<Link>,
     /// Data-parallel steps may exchange the MoE rows in equal per-rank slots (all-gather and
-    /// reduce-scatter; `ranks_dp.rs`). Off until it has run on a GPU: gpu-check turns it on
-    /// beside the packed all-reduces.
+    /// reduce-scatter; `ranks_dp.rs`): on unless `set_slot_exchange` turns it off, as gpu-check
+    /// does to check the packed all-reduces beside it.
     pub(super) slot_exchange: bool,
 }
 
