@@ -125,7 +125,7 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             // with two GPUs: data-parallel steps over NCCL, which replay graphs in slots
             if mlahost_cuda::gpu::device_count() >= 2 {
                 for slots in [false, true] {
-                    one(format!("{name} DP=2 TP=1 EP NCCL"), e2e_tp::split_over_gpus(&model, 1, 2, true, slots, o.seed, 24));
+                    one(format!("{name} DP=2 TP=1 EP NCCL slots={slots}"), e2e_tp::split_over_gpus(&model, 1, 2, true, slots, o.seed, 24));
                 }
             }
         }
