@@ -123,6 +123,10 @@ struct F8Trace {
 };
 #endif
 
+#ifndef F8_ADEPTH
+#define F8_ADEPTH 2
+#endif
+
 // MODE (F8Mode): PER_BLOCK as described above; CONSUMER_P: WG0 writes P once (bf16) and each
 // consumer scales it into its own two P' blocks, which moves three quarters of the per-tile
 // conversion work off WG0's serial chain; ONE_SCALE: for caches whose 4 scales of a token are
@@ -523,29 +527,32 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       // make row g (dim 2g) and row g+8 (dim 2g+1) of the fragment.
       const u32 codes = sKV + (t % F8Cfg::STAGES) * F8Cfg::STAGE_BYTES + F8Cfg::CODES;
       const u32 pbuf = sP + buf * 16384 + (ONE ? 0 : c * 8192);
-      u32 A[2][4];
+      // F8_ADEPTH register sets of A in flight (a development knob: -DF8_ADEPTH=4 trades 8 more
+      // registers for deeper overlap of the fragment loads with the MMAs)
+      constexpr int AD = F8_ADEPTH;
+      u32 A[AD][4];
 #pragma unroll
       for (int step = 0; step < 8; ++step) {
         const int rt = step >> 1, kk = step & 1;
         const int blk = 2 * c + (rt >> 1), unit = 4 * (rt & 1) + wi;
         const int tok = 32 * kk + lane;
         u32 r0, r1, r2, r3;
-        if (step >= 2) {
-          wgmma_wait<1>();  // step - 2, the last reader of A[step & 1], is done
-          keep_a(A[step & 1]);
+        if (step >= AD) {
+          wgmma_wait<AD - 1>();  // step - AD, the last reader of A[step % AD], is done
+          keep_a(A[step % AD]);
         }
         ldsm_x4_t(codes + blk * 8192 + tok * 128 + ((unit ^ (tok & 7)) << 4), r0, r1, r2, r3);
-        A[step & 1][0] = byte_perm(r0, r1, 0x6420);
-        A[step & 1][1] = byte_perm(r0, r1, 0x7531);
-        A[step & 1][2] = byte_perm(r2, r3, 0x6420);
-        A[step & 1][3] = byte_perm(r2, r3, 0x7531);
+        A[step % AD][0] = byte_perm(r0, r1, 0x6420);
+        A[step % AD][1] = byte_perm(r0, r1, 0x7531);
+        A[step % AD][2] = byte_perm(r2, r3, 0x6420);
+        A[step % AD][3] = byte_perm(r2, r3, 0x7531);
         wgmma_fence();
-        wgmma_m64n64k32_e4m3_rs(o + 32 * rt, A[step & 1], sw128_desc(pbuf + (ONE ? 0 : (rt >> 1) * 64) + kk * 32, 16, 1024), 1);
+        wgmma_m64n64k32_e4m3_rs(o + 32 * rt, A[step % AD], sw128_desc(pbuf + (ONE ? 0 : (rt >> 1) * 64) + kk * 32, 16, 1024), 1);
         wgmma_commit();
       }
       wgmma_wait<0>();
-      keep_a(A[0]);
-      keep_a(A[1]);
+#pragma unroll
+      for (int i = 0; i < AD; ++i) keep_a(A[i]);
       fence_acc128(o);
       named_bar_arrive(FREE + buf, F8Cfg::THREADS);
       tr.mark(11);
