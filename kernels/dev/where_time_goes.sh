@@ -17,13 +17,13 @@ source kernels/dev/gpu_env.sh
 export BIN=.bin/run/mlahost
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 SEED=${SEED:-$(date +%s)}
-if [ "${TRACE_S:-200}" != 0 ]; then
-  MLAHOST_KERNEL_DEFINES="-DMLA_F8_TRACE -DR64_PROF" timeout "${TRACE_S:-200}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/trace.log" 2>&1
+if [ "${TRACE_S:-220}" != 0 ]; then
+  MLAHOST_KERNEL_DEFINES="-DMLA_F8_TRACE -DR64_PROF" timeout "${TRACE_S:-220}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/trace.log" 2>&1
   echo "trace rc=$?"; sed -n '/time goes/,$p' "$OUT/trace.log" | head -20
 fi
 if [ -n "${AB_DEFINES:-}" ]; then
   for defs in "" "$AB_DEFINES"; do
-    MLAHOST_KERNEL_DEFINES="$defs" timeout "${AB_S:-160}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/ab.log" 2>&1
+    MLAHOST_KERNEL_DEFINES="$defs" timeout "${AB_S:-220}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/ab.log" 2>&1
     echo "A/B [$defs] rc=$?"; grep -E "^\| (fp8_f8mma|wgmma_r64|fp8_wgmma_r64_ov) " "$OUT/ab.log"
   done
 fi
