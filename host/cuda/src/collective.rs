@@ -4,7 +4,8 @@
 //! calls are captured into the decode graphs like kernels), and an emulation that runs several
 //! ranks on ONE GPU, so a split can be checked against one device where only one GPU is lent.
 //! The emulation stages every rank's buffer in shared device memory and meets the other ranks
-//! on the host between copies and sums, so its steps run eagerly; it is a test backend.
+//! on the host between copies and sums, so its steps run eagerly; it is a test backend
+//! (`collective_graphs.rs` is the one whose steps replay graphs).
 
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::View;
@@ -33,6 +34,11 @@ pub trait DeviceCollective: Send + Sync {
     /// Tells the other ranks this one failed, so none waits for it forever (emulation only:
     /// NCCL ranks that lose a peer fail their own calls).
     fn abandon(&self) {}
+    /// Whether a rank gave up waiting for the others on the device (`collective_graphs.rs`; the
+    /// step's output is then not to be trusted).
+    fn gave_up(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 pub struct NcclCollective {

@@ -7,6 +7,7 @@
 pub mod blas;
 pub mod blas_lt;
 pub mod collective;
+pub mod collective_graphs;
 pub mod compile;
 mod device;
 mod error;

@@ -53,6 +53,16 @@ pub fn split_over_gpus(model: &LoadedModel, tp: usize, dp: usize, ep: bool, slot
     Ok(c)
 }
 
+/// The same split with the emulated ranks meeting on the device (`RankDevices::EmulatedInGraphs`),
+/// so that decode steps replay CUDA graphs with the collectives inside, as NCCL ranks' do; the
+/// row fails if no rank captured a graph.
+#[allow(clippy::too_many_arguments)]
+pub fn split_in_graphs(model: &LoadedModel, ordinal: usize, tp: usize, dp: usize, ep: bool, slots: bool, seed: u64, steps: usize) -> Result<Check> {
+    let mut c = split_on(model, ordinal, RankDevices::EmulatedInGraphs { gpu: ordinal }, tp, dp, ep, slots, seed, steps)?;
+    c.name = c.name.replace("emulated on one GPU", "emulated in CUDA graphs on one GPU");
+    Ok(c)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize, dp: usize, ep: bool, slots: bool, seed: u64, steps: usize) -> Result<Check> {
     let page_size = 64;
@@ -70,7 +80,10 @@ fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize
     let mut whole = e2e::gpu_backend(model, ordinal, page_size, pages, KvCacheDtype::Bf16)?;
     let a = lockstep(&mut ranks, &mut whole, &cases, steps, true)?;
     let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
-    let ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
+    let graphs = ranks.captured_graphs();
+    let in_graphs = matches!(devices, RankDevices::EmulatedInGraphs { .. });
+    let gave_up = ranks.collective_gave_up()?;
+    let ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF && (graphs > 0 || !in_graphs) && !gave_up;
     let what = match (dp, ep) {
         (1, true) => format!("TP={tp} EP={tp}"),
         (1, false) => format!("TP={tp}"),
@@ -84,7 +97,7 @@ fn split_on(model: &LoadedModel, ordinal: usize, devices: RankDevices, tp: usize
     let mut c = e2e::to_check(format!("{} {what} emulated on one GPU vs the whole model", model_name(model)), &a, false);
     c.error = if ok { a.all_mean_diff } else { f64::INFINITY };
     c.tolerance = MAX_MEAN_DIFF;
-    c.detail = format!("{}; bounds: agreement >= {MIN_AGREEMENT}, mean <= {MAX_MEAN_DIFF}", c.detail);
+    c.detail = format!("{}; bounds: agreement >= {MIN_AGREEMENT}, mean <= {MAX_MEAN_DIFF}; {graphs} decode graphs captured over the ranks{}", c.detail, if gave_up { "; a rank gave up waiting for the others on the device (20 s)" } else { "" });
     Ok(c)
 }
 

@@ -37,6 +37,11 @@ pub struct CheckOptions {
 
 /// Runs everything, printing tables; returns whether every check passed.
 pub fn run(o: &CheckOptions) -> Result<bool> {
+    // The ranks emulated in graphs wait on the device for each other, each on its own stream:
+    // give every stream a hardware queue of its own (read when the first context is made).
+    if std::env::var_os("CUDA_DEVICE_MAX_CONNECTIONS").is_none() {
+        std::env::set_var("CUDA_DEVICE_MAX_CONNECTIONS", "32");
+    }
     let gpu = Gpu::open(o.ordinal)?;
     println!(
         "device: {} (sm_{}{}, {} SMs, {:.1} GiB), seed {}",
@@ -121,6 +126,10 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             one(format!("{name} DP={dp} TP={tp} EP={ep} emulated"), e2e_tp::split_against_whole_dp(&model, o.ordinal, tp, dp, ep, slots, o.seed, 24));
         }
         if name == "tiny-v2-lite" {
+            // the graph paths with collectives inside, on one GPU: TP steps, DP steps in slots
+            for (tp, dp, slots) in [(2, 1, false), (1, 2, true)] {
+                one(format!("{name} DP={dp} TP={tp} in graphs"), e2e_tp::split_in_graphs(&model, o.ordinal, tp, dp, true, slots, o.seed, 24));
+            }
             one(format!("{name} NCCL one rank"), e2e_tp::nccl_single_rank(&model, o.ordinal, o.seed, 24));
             // with two GPUs: data-parallel steps over NCCL, which replay graphs in slots
             if mlahost_cuda::gpu::device_count() >= 2 {
@@ -157,6 +166,9 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             one(format!("{} fp8 weights vs cpu", dir.display()), e2e_fp8::against_cpu(&model, o.ordinal, 64, KvCacheDtype::Bf16, o.seed, 16));
         }
         if !o.fp8_only && !o.nccl_only {
+            // the node's two layouts with their decode steps replayed from graphs, as over NCCL
+            one(format!("{} DP=8 slots in graphs", dir.display()), e2e_tp::split_in_graphs(&model, o.ordinal, 1, 8, true, true, o.seed, 16));
+            one(format!("{} TP=8 in graphs", dir.display()), e2e_tp::split_in_graphs(&model, o.ordinal, 8, 1, false, false, o.seed, 16));
             // the node's data-parallel layouts: 8 attention groups of 1 rank, 4 of 2, experts over all
             // (with one rank per group, also exchanging the MoE rows in per-rank slots)
             for (tp, dp, slots) in [(1, 8, false), (1, 8, true), (2, 4, false), (1, 2, false)] {

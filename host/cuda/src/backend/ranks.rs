@@ -13,6 +13,7 @@
 use super::{CudaBackend, CudaOptions, WeightsFrom};
 use crate::weights::{Ends, GpuWeights, WeightsBuilder};
 use crate::collective::{DeviceCollective, EmulatedCollective, NcclCollective};
+use crate::collective_graphs::GraphEmulatedCollective;
 use crate::gpu::Gpu;
 use crate::quant::WeightQuant;
 use crate::{nccl, CudaError, Result};
@@ -35,6 +36,10 @@ pub enum RankDevices {
     /// Every rank on `cuda:gpu`, summing through staged copies: the check of a split where only
     /// one GPU is lent (steps run eagerly; never a serving default).
     EmulatedOnOneGpu { gpu: usize },
+    /// Every rank on `cuda:gpu`, meeting through counters on the device, so that decode steps
+    /// replay CUDA graphs with the collectives inside as NCCL ranks do
+    /// (`collective_graphs.rs`; a check, never a serving default).
+    EmulatedInGraphs { gpu: usize },
 }
 
 pub struct CudaRankGroup {
@@ -150,7 +155,7 @@ impl CudaRankGroup {
                 if world % g.nnodes != 0 {
                     return Err(CudaError::Engine(EngineError::Layout(format!("{world} ranks do not split evenly over {} nodes", g.nnodes))));
                 }
-                if matches!(devices, RankDevices::EmulatedOnOneGpu { .. }) {
+                if !matches!(devices, RankDevices::Nccl { .. }) {
                     return Err(CudaError::Engine(EngineError::Layout("emulated ranks run in one process".into())));
                 }
                 (world / g.nnodes, g.node_rank * (world / g.nnodes))
@@ -205,9 +210,22 @@ impl CudaRankGroup {
                 let w: Colls = if exchange { emulate(world).into_iter().map(Some).collect() } else { vec![None; world] };
                 (g, w, Box::new(move |_| gpu))
             }
+            RankDevices::EmulatedInGraphs { gpu } => {
+                let device = Gpu::open(gpu)?;
+                let emulate = |n: usize| -> Result<Vec<Arc<dyn DeviceCollective>>> {
+                    Ok(GraphEmulatedCollective::group(&device, n)?.into_iter().map(|c| Arc::new(c) as Arc<dyn DeviceCollective>).collect())
+                };
+                let g: Colls = match dp > 1 && tp == 1 {
+                    true => vec![None; world],
+                    false => (0..dp).map(|_| emulate(tp)).collect::<Result<Vec<_>>>()?.into_iter().flatten().map(Some).collect(),
+                };
+                let w: Colls = if exchange { emulate(world)?.into_iter().map(Some).collect() } else { vec![None; world] };
+                joined_on = vec![device]; // the group's words live in its allocations
+                (g, w, Box::new(move |_| gpu))
+            }
         };
         let collectives: Vec<Vec<Arc<dyn DeviceCollective>>> = groups.iter().zip(&worlds).map(|(g, w)| g.iter().chain(w).cloned().collect()).collect();
-        let emulated = matches!(devices, RankDevices::EmulatedOnOneGpu { .. });
+        let emulated = !matches!(devices, RankDevices::Nccl { .. });
         let rank_opts = |rank: usize| CudaOptions {
             ordinal: ordinal(rank),
             gpu_memory_utilization: if emulated { opts.gpu_memory_utilization / world as f64 } else { opts.gpu_memory_utilization },
@@ -251,6 +269,21 @@ impl CudaRankGroup {
     /// gpu-check does to check the packed exchange beside it.
     pub fn set_slot_exchange(&mut self, on: bool) {
         self.slot_exchange = on;
+    }
+
+    /// Decode graphs the ranks have captured so far (a check that steps replayed them).
+    pub fn captured_graphs(&self) -> usize {
+        self.ranks.iter().map(|r| r.graphs.len()).sum()
+    }
+
+    /// Whether a rank gave up waiting for the others on the device (emulated in graphs).
+    pub fn collective_gave_up(&self) -> Result<bool> {
+        for c in self.collectives.iter().flatten() {
+            if c.gave_up()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Rank 0's backend (its GPU, weights and profile).
