@@ -91,38 +91,6 @@ struct F8Cfg {
   static_assert(64 * WgCfg::STG_STRIDE <= STAGES * STAGE_BYTES, "O fits in the stages");
 };
 
-// Development only (MLAHOST_KERNEL_DEFINES="-DMLA_F8_TRACE"): where CTA (0,0,0)'s time goes,
-// in clock64 cycles summed over its tiles: WG0's thread 0 in [0, 6) (landed wait, S and folds,
-// softmax, P' and its arrive, the wait for the consumers, the prologue), consumer 0's thread 128
-// in [8, 14) (its landed arrive, the P' wait, the rescale, P V, the loads, the prologue); [15]
-// the tiles. gpu-check --bench prints it after one launch of each FP8-math kernel.
-#ifdef MLA_F8_TRACE
-extern "C" {  // unmangled: the host looks it up by name
-__device__ unsigned long long mla_f8_trace[16];
-}
-struct F8Trace {
-  bool on;
-  long long last;
-  __device__ explicit F8Trace(int tid)
-      : on(blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && (tid == 0 || tid == 128)), last(clock64()) {}
-  __device__ void mark(int i) {
-    if (!on) return;
-    const long long now = clock64();
-    atomicAdd(&mla_f8_trace[i], (unsigned long long)(now - last));  // a reduction: no wait
-    last = now;
-  }
-  __device__ void tiles(int n) {
-    if (on) mla_f8_trace[15] = (unsigned long long)n;
-  }
-};
-#else
-struct F8Trace {
-  __device__ explicit F8Trace(int) {}
-  __device__ void mark(int) {}
-  __device__ void tiles(int) {}
-};
-#endif
-
 #ifndef F8_ADEPTH
 #define F8_ADEPTH 2
 #endif
