@@ -1,6 +1,6 @@
 //! Development only: where a 64-row decode kernel's time goes, from the carried binary.
 //! `MLAHOST_KERNEL_DEFINES="-DMLA_F8_TRACE"`: the FP8-math kernels sum clock64 cycles per phase
-//! of one CTA's producer and first consumer into `mla_f8_trace` (mla_decode_f8mma.cuh);
+//! of one CTA's producer and first consumer into `mla_f8_trace` (mla_decode_common.cuh);
 //! `-DR64_PROF`: the wgmma kernels (bf16 and expanding fp8) into `mla_trace_clk`
 //! (mla_decode_wgmma.cuh, which the Python harness's --trace reads too). Without the defines
 //! the symbols do not exist and nothing is printed.
