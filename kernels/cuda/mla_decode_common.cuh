@@ -146,6 +146,21 @@ struct F8Trace {
 };
 #endif
 
+// The 64-row kernels' epilogue: each row's softmax sum over its quad of lanes (the quad holds the
+// row's columns), then the row's sum and maximum into shared memory for the other warpgroups.
+__device__ __forceinline__ void store_row_stats(float l0, float l1, float m0, float m1, int R0, int R1, int c4, float* sl, float* sm) {
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (c4 == 0) {
+    sl[R0] = l0;
+    sm[R0] = m0;
+    sl[R1] = l1;
+    sm[R1] = m1;
+  }
+}
+
 // fp8 latent cache (see util.cuh): [512 e4m3][4 f32 scales][64 bf16 k_pe] = 656 bytes per token
 #define MLA_FP8_BYTES 656
 #define MLA_FP8_CHUNKS 41  // 16-byte chunks per token

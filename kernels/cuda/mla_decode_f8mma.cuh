@@ -383,16 +383,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
       tr.mark(4);
     }
     if (ntiles > 0) named_bar_sync(FREE + ((ntiles - 1) & 1), F8Cfg::THREADS);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    if (c4 == 0) {
-      sl[R0] = l0;
-      sm[R0] = m0;
-      sl[R1] = l1;
-      sm[R1] = m1;
-    }
+    store_row_stats(l0, l1, m0, m1, R0, R1, c4, sl, sm);
     if (tid == 0) {
 #pragma unroll
       for (int blk = 0; blk < 4; ++blk) sfin[blk] = mk[blk] * (1.f / 256.f);

@@ -414,16 +414,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   cp_async_wait<0>();  // nothing left in flight (a CTA without tiles still had Q)
 
   if (wg == 0) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    if (c4 == 0) {
-      sl[R0] = l0;
-      sm[R0] = m0;
-      sl[R1] = l1;
-      sm[R1] = m1;
-    }
+    store_row_stats(l0, l1, m0, m1, R0, R1, c4, sl, sm);
   }
   __syncthreads();
   R64_MARK(10);  // epilogue: row sums
