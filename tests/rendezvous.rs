@@ -3,7 +3,7 @@
 //! in the test. Every node leaves with node 0's group id; a node with a wrong rank, node count
 //! or model is refused with the reason while node 0 waits on for the right one.
 
-use mlahost_engine::rendezvous::{rendezvous, NodeGroup};
+use mlahost_engine::rendezvous::{lead_on, listen, rendezvous, NodeGroup};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,6 +11,14 @@ const CHILD: &str = "MLAHOST_RENDEZVOUS_CHILD";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Node 0 in a thread of this process, listening before it returns: no other test or
+/// connection can take its port between choosing it and binding it.
+fn spawn_lead(nnodes: usize, fingerprint: &'static str, id: Vec<u8>) -> (u16, std::thread::JoinHandle<mlahost_engine::Result<Vec<u8>>>) {
+    let listener = listen(&group(nnodes, 0, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (port, std::thread::spawn(move || lead_on(listener, &group(nnodes, 0, port), fingerprint, id, Duration::from_secs(30))))
 }
 
 fn group(nnodes: usize, node_rank: usize, port: u16) -> NodeGroup {
@@ -50,13 +58,9 @@ fn outcome(child: Child) -> String {
 
 #[test]
 fn three_processes_share_node_zeros_id_and_bad_nodes_are_refused_with_the_reason() {
-    let port = free_port();
     let id: Vec<u8> = (0..128).map(|i| (i * 7 + 3) as u8).collect();
     let want = format!("ID:{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let lead = {
-        let id = id.clone();
-        std::thread::spawn(move || rendezvous(&group(3, 0, port), "V3 TP=16", move || Ok(id), Duration::from_secs(30)))
-    };
+    let (port, lead) = spawn_lead(3, "V3 TP=16", id.clone());
     // Refused while node 0 waits: a rank past the group, a different node count, another model.
     let refused = [
         (outcome(spawn_node(3, 5, port, "V3 TP=16")), "ERR:parallel layout: --node-rank 5 is not one of --nnodes 3"),
@@ -74,8 +78,7 @@ fn three_processes_share_node_zeros_id_and_bad_nodes_are_refused_with_the_reason
 
 #[test]
 fn a_rank_taken_twice_is_refused_and_a_lone_node_times_out() {
-    let port = free_port();
-    let lead = std::thread::spawn(move || rendezvous(&group(3, 0, port), "m", || Ok(vec![1, 2, 3]), Duration::from_secs(30)));
+    let (port, lead) = spawn_lead(3, "m", vec![1, 2, 3]);
     // Two nodes claim rank 1: whichever comes second is refused at once; the other waits for
     // the group.
     let mut claims = vec![spawn_node(3, 1, port, "m"), spawn_node(3, 1, port, "m")];

@@ -59,15 +59,27 @@ pub fn rendezvous(group: &NodeGroup, fingerprint: &str, make_id: impl FnOnce() -
     group.validate()?;
     let deadline = Instant::now() + timeout;
     if group.node_rank == 0 {
-        lead(group, fingerprint, make_id()?, deadline)
+        let listener = listen(group)?;
+        lead(listener, group, fingerprint, make_id()?, deadline)
     } else {
         join(group, fingerprint, deadline)
     }
 }
 
-fn lead(group: &NodeGroup, fingerprint: &str, id: Vec<u8>, deadline: Instant) -> Result<Vec<u8>> {
-    let listener = TcpListener::bind((group.master_addr.as_str(), group.master_port))
-        .map_err(|e| bad(format!("node 0 cannot listen on {}:{}: {e}", group.master_addr, group.master_port)))?;
+/// Node 0's socket on `--master-addr:--master-port` (port 0: any free port, for tests).
+pub fn listen(group: &NodeGroup) -> Result<TcpListener> {
+    TcpListener::bind((group.master_addr.as_str(), group.master_port))
+        .map_err(|e| bad(format!("node 0 cannot listen on {}:{}: {e}", group.master_addr, group.master_port)))
+}
+
+/// Node 0's side on a socket already listening (so a test can learn its port before any node
+/// starts): waits for every other node and hands out `id`.
+pub fn lead_on(listener: TcpListener, group: &NodeGroup, fingerprint: &str, id: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+    group.validate()?;
+    lead(listener, group, fingerprint, id, Instant::now() + timeout)
+}
+
+fn lead(listener: TcpListener, group: &NodeGroup, fingerprint: &str, id: Vec<u8>, deadline: Instant) -> Result<Vec<u8>> {
     listener.set_nonblocking(true).map_err(|e| bad(format!("rendezvous socket: {e}")))?;
     let mut joined: Vec<Option<TcpStream>> = (0..group.nnodes).map(|_| None).collect();
     let mut missing = group.nnodes - 1;
