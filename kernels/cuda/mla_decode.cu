@@ -24,6 +24,8 @@
 //   mla_decode_mma_r16_t32     16 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (fallback, any H)
 //   mla_decode_mma_r32_t32     32 rows/CTA, 32-token tiles, 5 stages, 1 CTA/SM   (H=16, q_len=2)
 //   mla_decode_wgmma_r64       64 rows/CTA, 64-token tiles, wgmma, sm_90a only    (H=128)
+//   mla_decode_wgmma_pp        wgmma_r64 with the warpgroups owning alternate tiles (S, softmax, P
+//                              published), each adding P V for its half of O   (H=128, sm_90a)
 //   mla_decode_wgmma_t16       16 rows/CTA, transposed wgmma (tokens in M), 2 warpgroups on
 //                              alternate 64-token tiles, sm_90a only              (H=16)
 //   mla_decode_fp8_mma_r16_t32_s2 / _fp8_mma_r16_t32   the same over an fp8 cache (656-byte entries)
@@ -42,6 +44,7 @@
 #include "mla_decode_common.cuh"
 #include "mla_decode_mma.cuh"
 #include "mla_decode_wgmma.cuh"
+#include "mla_decode_wgmma_pp.cuh"
 #include "mla_decode_wgmma_t16.cuh"
 #include "mla_decode_f8mma.cuh"
 #include "mla_decode_combine.cuh"
@@ -78,6 +81,11 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_r64(MLA_DE
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::wgmma_decode(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_pp(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::wgmma_pp_decode(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_wgmma_t16(MLA_DECODE_ARGS) {
   extern __shared__ __align__(16) unsigned char smem[];

@@ -82,6 +82,35 @@ __device__ __forceinline__ u32 sw128_off(int row, int c16) {
   return (u32)((c16 >> 3) * 8192 + row * 128 + (((c16 & 7) ^ (row & 7)) << 4));
 }
 
+// How one warpgroup's 128 threads copy a 64-token tile: 8 threads per token row, 16 rows per
+// pass, 4 passes; thread wt -> rows wt/8 + 16h, 16-byte units wt%8 + 8m, so one warp instruction
+// reads 4 whole 128-byte lines. The pages of a thread's 4 rows are looked up ahead of the copy.
+struct TilePages {
+  int p[4];
+};
+__device__ __forceinline__ TilePages tile_pages_of(const PageMap& pm, int first_pos, int ld_row) {
+  TilePages r;
+#pragma unroll
+  for (int h = 0; h < 4; ++h) r.p[h] = pm.page(first_pos + ld_row + 16 * h);
+  return r;
+}
+// bf16 cache rows first_pos.. into the swizzled tile at dst; rows at or past kv_stop (or all of
+// them when !live) are zero-filled
+__device__ __forceinline__ void copy_bf16_tile(u32 dst, const u16* kv, const PageMap& pm, const TilePages& pg, int first_pos,
+                                               int kv_stop, bool live, int ld_row, int ld_unit) {
+#pragma unroll
+  for (int h = 0; h < 4; ++h) {
+    const int pos = first_pos + ld_row + 16 * h;
+    const bool valid = live && pos < kv_stop;
+    const u16* sp = kv + (valid ? pm.slot(pg.p[h], pos) : 0) * MLA_D;
+#pragma unroll
+    for (int m = 0; m < 9; ++m) {
+      const int c = ld_unit + 8 * m;
+      cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
+    }
+  }
+}
+
 // FP8 cache (656-byte entries: 512 e4m3, 4 f32 scales, 64 bf16 k_pe) in the same stages: the raw
 // entries land inside the stage that their bf16 tile will fill, placed so that it can be expanded
 // in place. The codes of 64-dim chunk c (64 B per token, 4 KB per tile) go to the upper half of
@@ -180,15 +209,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   // loader: 8 threads per token row, 16 rows per pass, 4 passes; thread -> rows wt/8 + 16p,
   // 16-byte units wt%8 + 8m, so one warp instruction reads 4 whole 128-byte lines
   const int wt = tid & 127, ld_row = wt >> 3, ld_unit = wt & 7;
-  struct TilePages {
-    int p[4];
-  };
-  auto tile_pages = [&](int kv_begin, int t) {
-    TilePages r;
-#pragma unroll
-    for (int h = 0; h < 4; ++h) r.p[h] = pm.page(kv_begin + t * 64 + ld_row + 16 * h);
-    return r;
-  };
+  auto tile_pages = [&](int kv_begin, int t) { return tile_pages_of(pm, kv_begin + t * 64, ld_row); };
   TilePages pages0, pages1;
   if (wg == 1) pages0 = tile_pages(blockIdx.y * a.chunk, 0), pages1 = tile_pages(blockIdx.y * a.chunk, 1);
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
@@ -215,26 +236,21 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
   auto load_tile = [&](int t, const TilePages& pg) {
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
+    if constexpr (FP8 != 0) {
 #pragma unroll
-    for (int h = 0; h < 4; ++h) {
-      const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
-      const bool valid = t < ntiles && pos < w.kv_stop;
-      const i64 slot = valid ? pm.slot(pg.p[h], pos) : 0;
-      if constexpr (FP8 != 0) {
+      for (int h = 0; h < 4; ++h) {
+        const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;
+        const bool valid = t < ntiles && pos < w.kv_stop;
+        const i64 slot = valid ? pm.slot(pg.p[h], pos) : 0;
         const unsigned char* sp = reinterpret_cast<const unsigned char*>(a.kv) + slot * MLA_FP8_BYTES;
 #pragma unroll
         for (int m = 0; m < 6; ++m) {
           const int j = ld_unit + 8 * m;
           if (j < MLA_FP8_CHUNKS) cp_async_16(dst + Fp8Stage::unit(j, ld_row + 16 * h), sp + j * 16, valid);
         }
-      } else {
-        const u16* sp = a.kv + slot * MLA_D;
-#pragma unroll
-        for (int m = 0; m < 9; ++m) {
-          const int c = ld_unit + 8 * m;
-          cp_async_16(dst + sw128_off(ld_row + 16 * h, c), sp + c * 8, valid);
-        }
       }
+    } else {
+      copy_bf16_tile(dst, a.kv, pm, pg, w.kv_begin + t * 64, w.kv_stop, t < ntiles, ld_row, ld_unit);
     }
   };
   // FP8: expand stage `st` in place, all 256 threads (thread -> token tid/4, codes 16 (tid%4) ..

@@ -18,6 +18,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     cu!("mla_decode_common.cuh"),
     cu!("mla_decode_mma.cuh"),
     cu!("mla_decode_wgmma.cuh"),
+    cu!("mla_decode_wgmma_pp.cuh"),
     cu!("mla_decode_wgmma_t16.cuh"),
     cu!("mla_decode_combine.cuh"),
     cu!("mla_decode_f8mma.cuh"),

@@ -198,7 +198,12 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     let copy = copy_bandwidth(k.gpu(), 1 << 30)? / 1e9;
     let mut rows = Vec::new();
     for (heads, batch, ctx) in shapes() {
-        rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &[None], None)?);
+        // bf16 cache: the heuristic's kernel, and at 128 heads on Hopper the ping-pong kernel at its chunk
+        let mut bf16_plans = vec![None];
+        if target.hopper && heads == 128 {
+            bf16_plans.push(Some((DecodeKernel::WgmmaPingPong, plan_splits(&vec![ctx; batch], 1, heads, &target, false).chunk)));
+        }
+        rows.extend(bench_case(k, &mut rng, &target, &DecodeCase::uniform(heads, batch, ctx), false, false, &bf16_plans, None)?);
         // fp8 cache: the heuristic's kernel, and on Hopper the variants not chosen (16 rows: the mma
         // kernel; 64 rows: expanding between tiles, and the FP8-math kernels) at the bf16 kernel's chunk
         let mut fp8_plans = vec![None];

@@ -39,6 +39,12 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
             (DecodeKernel::WgmmaT16, 128, 16, 1024),
             (DecodeKernel::WgmmaR64, 128, 64, 64),
             (DecodeKernel::WgmmaR64, 128, 16, 192),
+            // the ping-pong kernel: one tile per CTA (warpgroup 1 only follows), 2 and 3 (odd:
+            // warpgroup 0 owns the last), and whole sequences (up to 65 tiles, both stages refilled)
+            (DecodeKernel::WgmmaPingPong, 128, 64, 64),
+            (DecodeKernel::WgmmaPingPong, 128, 16, 128),
+            (DecodeKernel::WgmmaPingPong, 128, 64, 192),
+            (DecodeKernel::WgmmaPingPong, 128, 16, 4160),
         ]);
     }
     for (kernel, heads, page, chunk) in forced {
@@ -50,12 +56,14 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         // and two queries per sequence (r64: four 16-row groups per CTA)
         // (kernel, heads, q_len, page, chunk, lengths)
         type Case = (DecodeKernel, usize, usize, usize, usize, &'static [usize]);
-        let arrivals: [Case; 5] = [
+        let arrivals: [Case; 7] = [
             (DecodeKernel::WgmmaT16, 16, 1, 64, 64, &[4096]),
             (DecodeKernel::WgmmaT16, 16, 1, 16, 256, &[1, 700, 2000]),
             (DecodeKernel::WgmmaT16, 16, 2, 64, 128, &[2, 1000, 1500]),
             (DecodeKernel::WgmmaR64, 128, 1, 64, 64, &[4096]),
             (DecodeKernel::WgmmaR64, 128, 2, 16, 128, &[300, 1000]),
+            (DecodeKernel::WgmmaPingPong, 128, 1, 64, 256, &[4096]),
+            (DecodeKernel::WgmmaPingPong, 128, 2, 16, 320, &[300, 1000]),
         ];
         for (kernel, heads, q_len, page, chunk, lens) in arrivals {
             one("mla_decode arrivals", fast_attention(k, &mut rng, heads, q_len, page, lens, Plan::Fixed { kernel, chunk }, false));

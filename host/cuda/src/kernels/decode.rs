@@ -28,6 +28,10 @@ pub enum DecodeKernel {
     MmaR16,
     MmaR32,
     WgmmaR64,
+    /// sm_90a, 64 rows: WgmmaR64 with the warpgroups owning alternate tiles (S, softmax and P
+    /// published by the owner, P V by both), so one's softmax runs beside the other's MMAs.
+    /// Checked and timed, not chosen until it measures faster.
+    WgmmaPingPong,
     /// fp8 cache (656-byte entries): the mma kernels with each tile expanded to bf16 in smem.
     Fp8MmaR16S2,
     Fp8MmaR16,
@@ -79,6 +83,7 @@ impl DecodeKernel {
             Self::MmaR16 => "mla_decode_mma_r16_t32",
             Self::MmaR32 => "mla_decode_mma_r32_t32",
             Self::WgmmaR64 => "mla_decode_wgmma_r64",
+            Self::WgmmaPingPong => "mla_decode_wgmma_pp",
             Self::Fp8MmaR16S2 => "mla_decode_fp8_mma_r16_t32_s2",
             Self::Fp8MmaR16 => "mla_decode_fp8_mma_r16_t32",
             Self::WgmmaT16 => "mla_decode_wgmma_t16",
@@ -97,7 +102,7 @@ impl DecodeKernel {
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaPingPong | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
     }
 
     /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernels.
@@ -113,7 +118,7 @@ impl DecodeKernel {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One => 64,
+            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One => 64,
         }
     }
 
@@ -135,8 +140,9 @@ impl DecodeKernel {
             Self::MmaR16S2 => mma(16, 2),
             Self::MmaR16 => mma(16, 5),
             Self::MmaR32 => mma(32, 5),
-            // the fp8 variant expands each tile inside the same stages
-            Self::WgmmaR64 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 3 * 73728 + 8192 + 768 + 1024,
+            // the fp8 variant expands each tile inside the same stages; the ping-pong kernel keeps P
+            // in the stages and its softmax state where WgmmaR64 keeps P
+            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 3 * 73728 + 8192 + 768 + 1024,
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
             // F8Cfg in mla_decode_f8mma.cuh: Q (e4m3 + k_pe), 3 stages of 41 KB, P' 2 x 16 KB,

@@ -1,0 +1,243 @@
+// The ping-pong wgmma decode kernel (sm_90a), 128 heads: 64 query rows per CTA, 64-token tiles,
+// two warpgroups that take turns owning the tiles.
+//
+// wgmma_r64 runs each tile's S = Q K^T, softmax and P V one after the other through warpgroup 0,
+// so the tensor cores idle during the softmax and the next tile's S waits for this tile's P V.
+// Here warpgroup w owns the tiles t with t % 2 == w: it loads them (stage w), computes their S and
+// softmax, and publishes P, the row factors alpha and the running maxima; both warpgroups then add
+// P V for their own 256 value columns, as in wgmma_r64. While one warpgroup runs a softmax, the
+// other's S and both P V products keep the tensor cores busy, and each stage is busy only from its
+// tile's S to the end of its P V, so the next copy into it starts as early as the two stages allow.
+//
+// P of tile t is written over the rope chunk (chunk 8) of t's own stage, which only S(t) reads:
+// the kernel needs no more shared memory than wgmma_r64. The softmax state passes between the
+// warpgroups in shared memory, one buffer each for alpha and the maxima (a tile's values are read
+// by the other warpgroup before it publishes the next tile). The row sums are kept per warpgroup
+// (its own tiles' P, every tile's alpha) and added in the epilogue.
+//
+// Named barriers (besides 0): LOCAL_w (1 + w, 128 threads): warpgroup w's copies of its tile have
+// landed; PUB_w (3 + w, 256): tile t of w is published (w arrives, the other waits); FREE_w (5 + w,
+// 256): the other warpgroup finished P V of w's last tile, so stage w may be refilled (the other
+// arrives, w waits). Every arrive has exactly one matching wait.
+#pragma once
+#include "mla_decode_wgmma.cuh"
+
+namespace mla {
+
+// What the tile loop of one warpgroup needs from the prologue.
+struct PpCtx {
+  const Args& a;
+  const Work& w;
+  const PageMap& pm;
+  unsigned char* smem;
+  u32 sQ, sKV;
+  int ntiles, lim0, lim1, R0, R1, c4, ld_row, ld_unit;
+};
+
+// Warpgroup WG's tiles (and the other's P V); leaves its half of O and its row sums. WG is a
+// template argument so that the barrier ids and the stage address are immediates.
+template <int WG>
+__device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float (&o)[128], float& l0, float& l1) {
+  constexpr int OTHER = 1 - WG, LOCAL = 1 + WG, PUB_MINE = 3 + WG, PUB_OTHER = 3 + OTHER, FREE_MINE = 5 + WG, FREE_OTHER = 5 + OTHER;
+  float* salpha = reinterpret_cast<float*>(c.smem + WgCfg::P_OFF);
+  float* smax = salpha + 64;
+  const u32 my_stage = c.sKV + WG * WgCfg::TILE_BYTES;
+  const int R0 = c.R0, R1 = c.R1, c4 = c.c4, ntiles = c.ntiles;
+  float m0 = neg_inf(), m1 = neg_inf();
+  const float sl2 = c.a.scale * 1.4426950408889634f;
+
+  auto rescale = [&](float al0, float al1) {  // skipped when no row of the warp changed its maximum
+    if (!__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) return;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      o[4 * j] *= al0;
+      o[4 * j + 1] *= al0;
+      o[4 * j + 2] *= al1;
+      o[4 * j + 3] *= al1;
+    }
+  };
+  // O[:, 256 WG..] += P(t) V(t): P over the rope chunk of t's stage, V read MN-major from it
+  auto issue_pv = [&](int t) {
+    const u32 st = c.sKV + (t & 1) * WgCfg::TILE_BYTES;
+    fence_acc128(o);  // keep the rescale above the wgmma fence
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n256k16_ss_tb(o, sw128_desc(st + 8 * 8192 + kk * 32, 16, 1024), sw128_desc(st + (4 * WG) * 8192 + kk * 2048, 8192, 1024), 1);
+    wgmma_commit();
+  };
+  // the other warpgroup's tile t: take its published state, then add its P V
+  auto follow = [&](int t) {
+    named_bar_sync(PUB_OTHER, 256);
+    wgmma_wait<0>();  // this warpgroup's previous P V has left o
+    fence_acc128(o);
+    const float al0 = salpha[R0], al1 = salpha[R1];
+    m0 = smax[R0];
+    m1 = smax[R1];
+    l0 *= al0;
+    l1 *= al1;
+    rescale(al0, al1);
+    issue_pv(t);
+  };
+
+  for (int u = WG; u < ntiles; u += 2) {
+    if (u >= 2) {
+      // stage WG is free once both P V of tile u - 2 are done: refill it with tile u (its pages
+      // looked up beside the waits)
+      pages = tile_pages_of(c.pm, c.w.kv_begin + u * 64, c.ld_row);
+      wgmma_wait<0>();
+      fence_acc128(o);
+      named_bar_sync(FREE_MINE, 256);
+      copy_bf16_tile(my_stage, c.a.kv, c.pm, pages, c.w.kv_begin + u * 64, c.w.kv_stop, true, c.ld_row, c.ld_unit);
+      cp_async_commit();
+    }
+    if (u >= 1) {
+      follow(u - 1);
+      wgmma_wait<0>();
+      fence_acc128(o);
+      if (u + 1 < ntiles) named_bar_arrive(FREE_OTHER, 256);  // the other refills its stage with u + 1
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
+    named_bar_sync(LOCAL, 128);
+
+    float s[32];
+    wgmma_fence();
+#pragma unroll
+    for (int ch = 0; ch < 9; ++ch)
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        wgmma_m64n64k16_ss(s, sw128_desc(c.sQ + ch * 8192 + kk * 32, 16, 1024), sw128_desc(my_stage + ch * 8192 + kk * 32, 16, 1024),
+                           (ch | kk) ? 1 : 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc32(s);
+
+    const RowStep rstep = softmax_rows64(s, c.w.kv_begin + u * 64, c.lim0, c.lim1, c4, sl2, sl2, m0, m1);
+    const float b0 = rstep.b0, b1 = rstep.b1, al0 = rstep.al0, al1 = rstep.al1;
+    unsigned char* pgen = c.smem + WgCfg::KV_OFF + WG * WgCfg::TILE_BYTES + 8 * 8192;  // S(u) has read the rope chunk
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float p00 = ex2(fmaf(s[4 * j], sl2, -b0)), p01 = ex2(fmaf(s[4 * j + 1], sl2, -b0));
+      const float p10 = ex2(fmaf(s[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(s[4 * j + 3], sl2, -b1));
+      ps0 += p00 + p01;
+      ps1 += p10 + p11;
+      *reinterpret_cast<u32*>(pgen + R0 * 128 + ((j ^ (R0 & 7)) << 4) + c4 * 4) = pack_bf16(p00, p01);
+      *reinterpret_cast<u32*>(pgen + R1 * 128 + ((j ^ (R1 & 7)) << 4) + c4 * 4) = pack_bf16(p10, p11);
+    }
+    l0 = l0 * al0 + ps0;
+    l1 = l1 * al1 + ps1;
+    if (c4 == 0) {
+      salpha[R0] = al0;
+      salpha[R1] = al1;
+      smax[R0] = m0;
+      smax[R1] = m1;
+    }
+    fence_proxy_async();  // P written by st.shared, read next by both warpgroups' wgmma
+    named_bar_arrive(PUB_MINE, 256);
+    rescale(al0, al1);
+    issue_pv(u);
+  }
+  // the last tile, when the other warpgroup owns it
+  if (ntiles > 0 && ((ntiles - 1) & 1) != WG) follow(ntiles - 1);
+  wgmma_wait<0>();
+  fence_acc128(o);
+}
+
+__device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* smem_raw) {
+#ifdef MLA_HAS_WGMMA
+  allow_dependent_grids();
+  const WorkLoads work_loads = load_work(a);
+  const u32 raw = smem_u32(smem_raw);
+  unsigned char* smem = smem_raw + (((raw + 1023u) & ~1023u) - raw);
+  const u32 sbase = smem_u32(smem);
+  const u32 sQ = sbase + WgCfg::Q_OFF, sKV = sbase + WgCfg::KV_OFF;
+  // the row maxima (written by the tile loop) and each warpgroup's row sums; P_OFF is free (P
+  // lives in the stages)
+  const float* smax = reinterpret_cast<const float*>(smem + WgCfg::P_OFF) + 64;
+  float* ssum = reinterpret_cast<float*>(smem + WgCfg::P_OFF) + 128;  // [2][64]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c4 = lane & 3;
+  const int wg = warp >> 2, wi = warp & 3;
+  const int R0 = 16 * wi + g, R1 = R0 + 8;
+  const int b = blockIdx.z, row0 = blockIdx.x * 64, rows_total = a.q_len * a.heads;
+  const PageMap pm(a, b);
+  const int wt = tid & 127, ld_row = wt >> 3, ld_unit = wt & 7;
+
+  // each warpgroup's first tile (tile wg) is looked up before the plan returns, as in wgmma_r64
+  const TilePages pages = tile_pages_of(pm, blockIdx.y * a.chunk + wg * 64, ld_row);
+  wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
+  {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
+    const int qr = tid >> 3, qu = tid & 7;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row0 + qr + 32 * h;
+      const bool ok = r < rows_total;
+      const u16* src = ok ? a.q + ((i64)b * rows_total + r) * MLA_D : a.q;
+#pragma unroll
+      for (int m = 0; m < 9; ++m) {
+        const int c = qu + 8 * m;
+        cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
+      }
+    }
+  }
+  cp_async_commit();  // group: this thread's part of Q
+  Work w;
+  if (!make_work(a, 64, work_loads, w)) {
+    cp_async_wait<0>();
+    return;
+  }
+  const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
+  if (wg < ntiles) copy_bf16_tile(sKV + wg * WgCfg::TILE_BYTES, a.kv, pm, pages, w.kv_begin + wg * 64, w.kv_stop, true, ld_row, ld_unit);
+  cp_async_commit();  // group: the first own tile
+  cp_async_wait<1>();
+  fence_proxy_async();
+  __syncthreads();  // Q is whole for both warpgroups' S
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  float l0 = 0.f, l1 = 0.f;
+  const PpCtx ctx{a, w, pm, smem, sQ, sKV, ntiles, row_limit(a, w, R0), row_limit(a, w, R1), R0, R1, c4, ld_row, ld_unit};
+  if (wg == 0) pp_tiles<0>(ctx, pages, o, l0, l1);
+  else pp_tiles<1>(ctx, pages, o, l0, l1);
+  cp_async_wait<0>();
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (c4 == 0) {
+    ssum[64 * wg + R0] = l0;
+    ssum[64 * wg + R1] = l1;
+  }
+  __syncthreads();  // both row sums stored; every P V has left the stages
+  const float L0 = ssum[R0] + ssum[64 + R0], L1 = ssum[R1] + ssum[64 + R1];
+  const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
+  // normalised O staged in the stages as bf16 and stored in whole lines, as in wgmma_r64
+  unsigned char* stg = smem + WgCfg::KV_OFF;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    const int d = 256 * wg + 8 * j + 2 * c4;
+    *reinterpret_cast<u32*>(stg + R0 * WgCfg::STG_STRIDE + d * 2) = pack_bf16(o[4 * j] * inv0, o[4 * j + 1] * inv0);
+    *reinterpret_cast<u32*>(stg + R1 * WgCfg::STG_STRIDE + d * 2) = pack_bf16(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+  }
+  __syncthreads();
+  const int nrows = imin(64, w.rows_total - w.row0);
+  u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV
+                           : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
+  for (int v = tid; v < nrows * 64; v += MLA_THREADS) {
+    const int rl = v >> 6, d = (v & 63) * 8;
+    *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
+  }
+  // with no tile, the sums are 0 and the lse -inf whatever the maxima hold
+  if (tid < 64 && w.row0 + tid < w.rows_total) store_lse(a, w, w.row0 + tid, smax[tid], ssum[tid] + ssum[64 + tid]);
+  split_arrive(a, w, 64);
+#else
+  asm volatile("trap;");
+#endif
+}
+
+}  // namespace mla
