@@ -54,6 +54,10 @@ pub struct GpuCheckArgs {
     /// GPUs), against the whole model on GPU 0.
     #[arg(long)]
     nccl_only: bool,
+    /// Only the kernel checks against their naive references (no end-to-end rows); with
+    /// --bench, the benchmark after them.
+    #[arg(long)]
+    kernels_only: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -71,6 +75,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         fp8_only: args.fp8_only,
         layouts_only: args.layouts_only || args.nccl_only,
         nccl_only: args.nccl_only,
+        kernels_only: args.kernels_only,
         seed: args.seed.unwrap_or_else(|| mlahost_gpu_check::Rng::fresh().1),
     };
     if !run_checks(&o)? {
