@@ -25,6 +25,7 @@ pub struct DeviceBackends {
     pub quantization: WeightQuant,
     /// CUDA: time every kernel (the GPU handles are kept for the report).
     pub profile: bool,
+    /// With `profile`: the GPU of each rank of the last backend built, in rank order.
     pub profiled: Mutex<Vec<Arc<Gpu>>>,
     /// CUDA: this host's place when one instance spans several (`--nnodes`).
     pub nodes: Option<NodeGroup>,
@@ -73,9 +74,11 @@ impl BackendFactory for DeviceBackends {
                 }
                 .map_err(mlahost_engine::EngineError::from)?;
                 if self.profile {
-                    let gpu = ranks.leader().gpu();
-                    gpu.set_profiling(true);
-                    self.profiled.lock().unwrap_or_else(|p| p.into_inner()).push(gpu);
+                    let mut profiled = self.profiled.lock().unwrap_or_else(|p| p.into_inner());
+                    for gpu in ranks.gpus() {
+                        gpu.set_profiling(true);
+                        profiled.push(gpu);
+                    }
                 }
                 Ok(Box::new(ranks))
             }

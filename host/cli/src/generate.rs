@@ -7,7 +7,7 @@ use crate::backends::DeviceBackends;
 use mlahost_engine::cpu::AttentionMode;
 use mlahost_runtime::generate::{generate, FinishReason, GenerateRequest};
 use mlahost_engine::sampling::SamplingParams;
-use mlahost_cuda::profile::Phase;
+use mlahost_cuda::profile::{ranks_table, Phase, ProfileReport};
 use mlahost_cuda::quant::WeightQuant;
 use mlahost_cuda::Device;
 use mlahost_engine::{CacheGeometry, KvCacheDtypeArg, LoadFormat, LoadedModel};
@@ -152,7 +152,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut backend = factory.build(&model, &options)?;
     // the checkpoint read (on a GPU, streamed into the backend) and the backend's start-up
     let load_seconds = load_started.elapsed().as_secs_f64();
-    let profiled_gpu = factory.profiled.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let profiled_gpus = std::mem::take(&mut *factory.profiled.lock().unwrap_or_else(|p| p.into_inner()));
     let request = GenerateRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,
@@ -161,13 +161,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ignore_eos: args.ignore_eos,
     };
     let out = generate(&model, backend.as_mut(), &request)?;
-    let profile = match &profiled_gpu {
-        Some(gpu) => gpu.profile_report()?,
-        None => None,
-    };
+    // one report per rank (rank 0 first); a single GPU is rank 0
+    let rank_reports: Vec<ProfileReport> = profiled_gpus.iter().map(|g| g.profile_report()).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+    let profile = rank_reports.first().cloned();
     if let Some(p) = &profile {
         eprintln!("{}\n{}", p.table(Phase::Prefill), p.table(Phase::Decode));
+        eprintln!("{}\n{}", ranks_table(&rank_reports, Phase::Prefill), ranks_table(&rank_reports, Phase::Decode));
     }
+    let by_rank = |phase| {
+        rank_reports
+            .iter()
+            .map(|r| r.by_category(phase).into_iter().map(|(c, us)| (c.as_str().to_string(), json!(us))).collect::<serde_json::Map<_, _>>())
+            .collect::<Vec<_>>()
+    };
+    let categories = (!rank_reports.is_empty()).then(|| json!({"prefill": by_rank(Phase::Prefill), "decode": by_rank(Phase::Decode)}));
     let text = model.tokenizer.decode(&out.token_ids, true)?;
     if !args.json {
         println!("{text}");
@@ -204,6 +211,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "decode": p.forwards.get(&Phase::Decode).copied().unwrap_or(0),
             }})
         }),
+        // µs per forward pass by category (attention, MoE, GEMMs, collectives, other), per rank
+        "kernel_profile_by_rank": categories,
     });
     println!("{report}");
     Ok(())

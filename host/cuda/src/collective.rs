@@ -62,17 +62,19 @@ impl DeviceCollective for NcclCollective {
     fn world(&self) -> usize {
         self.world
     }
+    // profiled like kernels: the time from the stream reaching the call to its end, so a rank
+    // waiting for a slower one counts that wait as collective time
     fn all_reduce_sum(&self, _k: &Kernels, gpu: &Arc<Gpu>, buf: View, count: usize) -> Result<()> {
         let ptr = buf.need("all_reduce", "buf", count * 4)?;
-        self.comm.all_reduce_sum_f32(ptr, count, gpu.stream.cast())
+        gpu.profiled(|| "nccl all_reduce".into(), || self.comm.all_reduce_sum_f32(ptr, count, gpu.stream.cast()))
     }
     fn all_gather(&self, _k: &Kernels, gpu: &Arc<Gpu>, buf: View, count: usize) -> Result<()> {
         let ptr = buf.need("all_gather", "buf", self.world * count * 4)?;
-        self.comm.all_gather_f32(ptr, count, self.rank, gpu.stream.cast())
+        gpu.profiled(|| "nccl all_gather".into(), || self.comm.all_gather_f32(ptr, count, self.rank, gpu.stream.cast()))
     }
     fn reduce_scatter_sum(&self, _k: &Kernels, gpu: &Arc<Gpu>, buf: View, count: usize) -> Result<()> {
         let ptr = buf.need("reduce_scatter", "buf", self.world * count * 4)?;
-        self.comm.reduce_scatter_sum_f32(ptr, count, self.rank, gpu.stream.cast())
+        gpu.profiled(|| "nccl reduce_scatter".into(), || self.comm.reduce_scatter_sum_f32(ptr, count, self.rank, gpu.stream.cast()))
     }
     fn capturable(&self) -> bool {
         true

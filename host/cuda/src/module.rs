@@ -95,7 +95,13 @@ impl Kernels {
 
     /// Launches `name` on the backend's stream. Shared memory above 48 KB is enabled per launch.
     pub fn launch(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
-        self.launch_with(name, grid, block, smem, args, false)
+        self.launch_with(name, name, grid, block, smem, args, false)
+    }
+
+    /// As `launch`, with the kernel profiled under `label` (one kernel serving two jobs, e.g.
+    /// the FP8 GEMM over expert tiles, is then told apart in `--profile-kernels`).
+    pub fn launch_labeled(&self, name: &'static str, label: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        self.launch_with(name, label, grid, block, smem, args, false)
     }
 
     /// As `launch`, with programmatic dependent launch where the GPU has it (sm_90+): the kernel
@@ -103,7 +109,7 @@ impl Kernels {
     /// `griddepcontrol.wait` before reading anything an earlier kernel writes may use this
     /// (mla_decode_common.cuh: `wait_for_prior_grids`).
     pub fn launch_programmatic(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
-        self.launch_with(name, grid, block, smem, args, self.programmatic.load(Ordering::Relaxed))
+        self.launch_with(name, name, grid, block, smem, args, self.programmatic.load(Ordering::Relaxed))
     }
 
     /// Turns programmatic dependent launch on or off (off below sm_90 whatever is asked).
@@ -115,11 +121,12 @@ impl Kernels {
         self.programmatic.load(Ordering::Relaxed)
     }
 
-    fn launch_with(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg], programmatic: bool) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn launch_with(&self, name: &'static str, label: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg], programmatic: bool) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(()); // nothing to do (an empty batch part)
         }
-        self.gpu.profiled(|| name.into(), || self.launch_now(name, grid, block, smem, args, programmatic))
+        self.gpu.profiled(|| label.into(), || self.launch_now(name, grid, block, smem, args, programmatic))
     }
 
     fn launch_now(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg], programmatic: bool) -> Result<()> {

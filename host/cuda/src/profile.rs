@@ -80,6 +80,77 @@ impl ProfileReport {
     }
 }
 
+/// What a profiled launch belongs to, for the per-step breakdown (issue 23's report: time in
+/// attention, MoE, GEMMs and collectives per decode step and rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    /// MLA: the decode and prefill attention kernels, their combine, the cache write, query RoPE.
+    Attention,
+    /// Routed experts: routing, alignment, the grouped GEMMs, the combine.
+    Moe,
+    /// The dense linears (cuBLAS, cuBLASLt, the FP8 GEMMs and their activation quantization),
+    /// shared experts included.
+    Gemm,
+    /// Sums and exchanges between ranks (NCCL, or the one-GPU emulation's kernels).
+    Collective,
+    /// Norms, activations, embeddings, sampling, copies.
+    Other,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [Category::Attention, Category::Moe, Category::Gemm, Category::Collective, Category::Other];
+
+    pub fn of(name: &str) -> Self {
+        let starts = |p: &[&str]| p.iter().any(|p| name.starts_with(p));
+        if starts(&["nccl", "rank_"]) {
+            Category::Collective
+        } else if name.starts_with("moe_") || name.ends_with("(experts)") {
+            Category::Moe
+        } else if starts(&["mla_", "latent_cache_write", "rope_query"]) {
+            Category::Attention
+        } else if starts(&["cuBLAS", "fp8_gemm", "fp8_skinny", "fp8_quant_act", "fp8_splitk_reduce"]) {
+            Category::Gemm
+        } else {
+            Category::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Attention => "attention",
+            Category::Moe => "MoE",
+            Category::Gemm => "GEMMs",
+            Category::Collective => "collectives",
+            Category::Other => "other",
+        }
+    }
+}
+
+impl ProfileReport {
+    /// µs per forward pass of `phase` in each category (every category, in `Category::ALL` order).
+    pub fn by_category(&self, phase: Phase) -> Vec<(Category, f64)> {
+        let rows = self.per_forward(phase);
+        // folded from +0.0: an empty f64 sum is -0.0, which would print as "-0.0"
+        Category::ALL.iter().map(|&c| (c, rows.iter().filter(|r| Category::of(&r.0) == c).fold(0.0, |t, r| t + r.2))).collect()
+    }
+}
+
+/// One row per rank of a phase's per-pass time by category, and the sum (markdown).
+pub fn ranks_table(reports: &[ProfileReport], phase: Phase) -> String {
+    let mut out = format!("| {} µs per pass, rank |", phase.as_str());
+    Category::ALL.iter().for_each(|c| out += &format!(" {} |", c.as_str()));
+    out += " all |\n|---|";
+    out += &"---|".repeat(Category::ALL.len() + 1);
+    out += "\n";
+    for (rank, r) in reports.iter().enumerate() {
+        let cats = r.by_category(phase);
+        out += &format!("| {rank} |");
+        cats.iter().for_each(|(_, us)| out += &format!(" {us:.1} |"));
+        out += &format!(" {:.1} |\n", cats.iter().fold(0.0, |t, c| t + c.1));
+    }
+    out
+}
+
 struct Span {
     phase: Phase,
     name: Cow<'static, str>,
@@ -166,5 +237,37 @@ mod tests {
         assert!(t.contains("| moe_gemm | 2.0 | 20.0 | 83.3% | 10.0 |"), "{t}");
         assert!(t.contains("| all | 3.0 | 24.0 | 100% | |"), "{t}");
         assert_eq!(r.per_forward(Phase::Prefill), vec![("moe_gemm".to_string(), 1.0, 100.0, 100.0)]);
+    }
+
+    #[test]
+    fn launches_fall_into_the_step_categories_per_rank() {
+        for (name, c) in [
+            ("mla_decode_wgmma_r64", Category::Attention),
+            ("mla_decode_combine", Category::Attention),
+            ("latent_cache_write", Category::Attention),
+            ("moe_gemm_skinny", Category::Moe),
+            ("fp8_gemm_m16 (experts)", Category::Moe),
+            ("fp8_gemm_m16", Category::Gemm),
+            ("cuBLAS gemm n=7168 k=2048", Category::Gemm),
+            ("cuBLASLt fp8 n=576 k=7168", Category::Gemm),
+            ("nccl all_reduce", Category::Collective),
+            ("rank_all_gather", Category::Collective),
+            ("rmsnorm_residual", Category::Other),
+            ("sample_rows", Category::Other),
+        ] {
+            assert_eq!(Category::of(name), c, "{name}");
+        }
+        let mut a = ProfileReport::default();
+        a.forwards.insert(Phase::Decode, 2);
+        a.add(Phase::Decode, "mla_decode_wgmma_r64", 30.0);
+        a.add(Phase::Decode, "moe_gemm", 50.0);
+        a.add(Phase::Decode, "nccl all_reduce", 10.0);
+        a.add(Phase::Decode, "nccl all_reduce", 6.0);
+        let b = ProfileReport::default();
+        assert_eq!(a.by_category(Phase::Decode), vec![(Category::Attention, 15.0), (Category::Moe, 25.0), (Category::Gemm, 0.0), (Category::Collective, 8.0), (Category::Other, 0.0)]);
+        let t = ranks_table(&[a, b], Phase::Decode);
+        assert!(t.starts_with("| decode µs per pass, rank | attention | MoE | GEMMs | collectives | other | all |\n|---|---|---|---|---|---|---|\n"), "{t}");
+        assert!(t.contains("| 0 | 15.0 | 25.0 | 0.0 | 8.0 | 0.0 | 48.0 |\n"), "{t}");
+        assert!(t.contains("| 1 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |\n"), "{t}");
     }
 }

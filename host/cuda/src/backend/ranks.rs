@@ -291,6 +291,12 @@ impl CudaRankGroup {
         &self.ranks[0]
     }
 
+    /// Every rank's GPU handle in rank order (emulated ranks: one handle, with its own stream
+    /// and profile, per rank).
+    pub fn gpus(&self) -> Vec<Arc<Gpu>> {
+        self.ranks.iter().map(|r| r.gpu()).collect()
+    }
+
     fn run_all(&mut self, batch: &[SeqChunk<'_>], requests: Option<&mut [SampleRequest<'_>]>) -> Result<(Option<Logits>, Option<Vec<DeviceSample>>)> {
         if let Some(Link::Leader(link)) = self.link.as_mut() {
             link.send(batch)?;

@@ -340,13 +340,13 @@ pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Gro
     ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
     ensure(K, mode != OutMode::F32Add, || "grouped outputs are written, not accumulated".into())?;
     let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
-    let name = if d.tile_rows <= SKINNY_ROWS { "fp8_gemm_m16" } else { "fp8_gemm_m64" };
+    let (name, label) = if d.tile_rows <= SKINNY_ROWS { ("fp8_gemm_m16", "fp8_gemm_m16 (experts)") } else { ("fp8_gemm_m64", "fp8_gemm_m64 (experts)") };
     let (rows_ptr, div) = match a_rows {
         Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
         None => (0, 1),
     };
     let tiles = super::moe::max_tiles(pairs, experts, d.tile_rows);
-    kern.launch(name, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
+    kern.launch_labeled(name, label, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
         Arg::Ptr(a.codes.need(K, "a", a_total_rows * k)?),
         Arg::Ptr(a.scales.need(K, "a scales", a_total_rows * kb * 4)?),
         Arg::Ptr(rows_ptr),
