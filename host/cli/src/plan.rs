@@ -57,6 +57,18 @@ pub struct PlanArgs {
     /// checkpoints stay FP8), bf16 or fp8.
     #[arg(long, default_value = "auto")]
     quantization: mlahost_cuda::quant::WeightQuant,
+    /// Also one decode step of this many sequences (each with --context tokens cached), for
+    /// each layout: the bytes each GPU reads (weights touched, latents) and sends, the step's
+    /// roofline.
+    #[arg(long)]
+    decode_batch: Option<usize>,
+    /// With --decode-batch: one GPU's memory bandwidth in GB/s (a measured copy rate, say), for
+    /// the roofline's time.
+    #[arg(long, requires = "decode_batch")]
+    hbm_gbps: Option<f64>,
+    /// With --decode-batch: one GPU's link bandwidth per direction in GB/s (NVLink 4: 450).
+    #[arg(long, requires = "decode_batch", default_value_t = 450.0)]
+    link_gbps: f64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -78,9 +90,13 @@ fn plan(args: &PlanArgs) -> Result<Value> {
         d if d == "cuda" || d == "gpu" || d.starts_with("cuda:") => false,
         other => bail!("--device must be cuda or cpu, not {other:?}"),
     };
-    if args.context == 0 || args.page_size == 0 || args.gpus == 0 {
-        bail!("--context, --page-size and --gpus must be at least 1");
+    if args.context == 0 || args.page_size == 0 || args.gpus == 0 || args.decode_batch == Some(0) {
+        bail!("--context, --page-size, --gpus and --decode-batch must be at least 1");
     }
+    if args.hbm_gbps.is_some_and(|g| !(g > 0.0)) || !(args.link_gbps > 0.0) {
+        bail!("--hbm-gbps and --link-gbps must be positive");
+    }
+    let decode = args.decode_batch.map(|batch| plan_parallel::DecodeRoofline { batch, hbm_gbps: args.hbm_gbps, link_gbps: args.link_gbps });
     if !cpu && (args.kv_cache_memory.is_some() || args.kv_cache_pages.is_some()) {
         bail!("--kv-cache-memory / --kv-cache-pages size the CPU pool (--device cpu); on a GPU the pool is what --gpu-memory leaves");
     }
@@ -120,6 +136,7 @@ fn plan(args: &PlanArgs) -> Result<Value> {
                 workspace_bytes: workspace,
                 fp8_weights: fp8,
                 kv_dtype: dtype,
+                decode,
             };
             layout.validate(&cfg, args.gpus)?;
             parallel = json!({
@@ -152,6 +169,8 @@ fn plan(args: &PlanArgs) -> Result<Value> {
         },
         "pool": pool,
         "parallel": parallel,
+        // one GPU holding the whole model (cpu: the same bytes, no roofline time)
+        "decode_step": decode.map_or(Value::Null, |d| plan_parallel::decode_step_json(&cfg, &ParallelLayout::SINGLE, fp8, dtype, args.context, &d)),
     }))
 }
 
@@ -246,6 +265,10 @@ fn render(r: &Value) -> String {
                 line(format!("  sequences in all        {}", commas(n(&p["sequences"]))));
             }
         }
+    }
+    if r["parallel"].is_null() && !r["decode_step"].is_null() {
+        line(String::new());
+        line(plan_parallel::render_decode_step("one GPU", &r["decode_step"]));
     }
     if let Some(layouts) = r["parallel"]["layouts"].as_array() {
         for l in plan_parallel::render(layouts, &r["parallel"]["simple_arithmetic"], n(&p["replicas"]) as usize, n(&s["context"]) as usize) {

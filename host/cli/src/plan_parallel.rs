@@ -18,6 +18,52 @@ pub struct GpuTarget {
     pub workspace_bytes: u64,
     pub fp8_weights: bool,
     pub kv_dtype: KvCacheDtype,
+    pub decode: Option<DecodeRoofline>,
+}
+
+/// `--decode-batch` and the bandwidths of its roofline.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeRoofline {
+    pub batch: usize,
+    pub hbm_gbps: Option<f64>,
+    pub link_gbps: f64,
+}
+
+/// One GPU's bytes in a decode step of the layout, and with a memory bandwidth the roofline.
+pub fn decode_step_json(cfg: &ModelConfig, layout: &ParallelLayout, fp8: bool, kv: KvCacheDtype, context: usize, d: &DecodeRoofline) -> Value {
+    let step = layout.decode_step_bytes(cfg, fp8, kv, d.batch, context);
+    let mut v = json!({
+        "batch": step.batch, "context": step.context,
+        "weight_bytes_per_gpu": step.weights.round(), "kv_bytes_per_gpu": step.kv.round(), "wire_bytes_per_gpu": step.wire.round(),
+        "experts_touched_per_moe_layer": step.experts_touched, "experts_held": step.experts_held,
+    });
+    if let Some(hbm) = d.hbm_gbps {
+        let s = step.seconds(hbm * 1e9, d.link_gbps * 1e9);
+        v["hbm_gbps"] = json!(hbm);
+        v["link_gbps"] = json!(d.link_gbps);
+        v["roofline_ms"] = json!(s * 1e3);
+        v["roofline_output_tok_s"] = json!(step.batch as f64 / s);
+    }
+    v
+}
+
+/// One line: what a GPU reads and sends per decode step, and the roofline where known.
+pub fn render_decode_step(name: &str, d: &Value) -> String {
+    let n = |k: &str| d[k].as_f64().unwrap_or(0.0) as u64;
+    let mut line = format!(
+        "  {name:<18} decode step of {} x {} tokens: reads {} of weights ({:.1} of {} experts a MoE layer) + {} of latents, sends {}",
+        n("batch"),
+        n("context"),
+        human(n("weight_bytes_per_gpu")),
+        d["experts_touched_per_moe_layer"].as_f64().unwrap_or(0.0),
+        n("experts_held"),
+        human(n("kv_bytes_per_gpu")),
+        human(n("wire_bytes_per_gpu"))
+    );
+    if let (Some(ms), Some(tps)) = (d["roofline_ms"].as_f64(), d["roofline_output_tok_s"].as_f64()) {
+        line += &format!("; roofline {ms:.2} ms a step, {tps:.0} output tok/s");
+    }
+    line
 }
 
 /// One layout on `t.gpus` GPUs as JSON: per-GPU bytes, the pool, sequences, collective bytes.
@@ -59,6 +105,9 @@ pub fn layout_json(cfg: &ModelConfig, layout: &ParallelLayout, t: &GpuTarget) ->
             v["fits"] = json!(false);
             v["reason"] = json!(e.to_string());
         }
+    }
+    if let Some(d) = &t.decode {
+        v["decode_step"] = decode_step_json(cfg, layout, t.fp8_weights, t.kv_dtype, t.context, d);
     }
     v
 }
@@ -111,6 +160,9 @@ pub fn render(layouts: &[Value], simple: &Value, gpus: usize, context: usize) ->
                     n(&l["sequences"]),
                     if coll.is_empty() { "none".to_string() } else { coll.join(" + ") }
                 ));
+                if !l["decode_step"].is_null() {
+                    out.push(render_decode_step("", &l["decode_step"]));
+                }
             }
         }
     }

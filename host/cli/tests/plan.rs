@@ -202,3 +202,33 @@ fn plan_refuses_layouts_the_model_cannot_take() {
         assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn plan_gives_each_layouts_decode_step_roofline() {
+    let dir = ConfigDir::new("v3-roofline", v3_config());
+    let r = plan(&dir.0, &["--gpus", "8", "--gpu-memory", "141GB", "--quantization", "fp8", "--kv-cache-dtype", "fp8", "--context", "32768", "--decode-batch", "16", "--hbm-gbps", "4000", "--link-gbps", "400"]);
+    let layouts = r["parallel"]["layouts"].as_array().unwrap();
+    let by = |name: &str| &layouts.iter().find(|l| l["layout"] == name).unwrap()["decode_step"];
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let (tp, dp) = (by("TP=8"), by("DP=8 + EP=8"));
+    // every TP rank reads the 16 sequences' latents (656 B per token per layer in fp8); a DP
+    // rank only the 2 of its group
+    assert_eq!(f(tp, "kv_bytes_per_gpu"), (16 * 32768 * 61 * 656u64) as f64);
+    assert_eq!(f(dp, "kv_bytes_per_gpu"), (2 * 32768 * 61 * 656u64) as f64);
+    assert_eq!((f(tp, "experts_held"), f(dp, "experts_held")), (256.0, 32.0));
+    // the roofline: bytes over the bandwidths given, and the step's tokens over that time
+    for s in [tp, dp] {
+        let secs = (f(s, "weight_bytes_per_gpu") + f(s, "kv_bytes_per_gpu")) / 4e12 + f(s, "wire_bytes_per_gpu") / 4e11;
+        assert!((f(s, "roofline_ms") - secs * 1e3).abs() < 1e-6, "{s}");
+        assert!((f(s, "roofline_output_tok_s") - 16.0 / secs).abs() < 1e-3, "{s}");
+    }
+    // one GPU (no layout): the whole model's step, nothing sent; without bandwidths no time
+    let lite = ConfigDir::new("lite-roofline", v2_lite_config());
+    let one = &plan(&lite.0, &["--context", "1152", "--decode-batch", "1"])["decode_step"];
+    assert_eq!(f(one, "wire_bytes_per_gpu"), 0.0);
+    assert_eq!(f(one, "experts_touched_per_moe_layer"), 6.0, "one token touches its 6 experts");
+    assert!(one.get("roofline_ms").is_none());
+    // the bandwidths need a batch
+    let out = Command::new(env!("CARGO_BIN_EXE_mlahost")).args(["plan", "--model", lite.0.to_str().unwrap(), "--hbm-gbps", "3000"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--decode-batch"));
+}

@@ -21,6 +21,7 @@ pub mod sampling;
 pub mod sampling_params;
 pub mod shapes;
 pub mod shard;
+pub mod step_bytes;
 pub mod step_link;
 pub mod tensor;
 pub mod tokenizer;
