@@ -60,6 +60,11 @@ done
 echo "## structured outputs on the whole model ($CARD)"
 timeout "${STRUCT_S:-120}" python3 examples/bench/structured_throughput.py --base-url "http://127.0.0.1:$PORT" --batch 64 --tokens 128 | tee "$OUT/structured.txt" || status=1
 kill $SERVER; wait $SERVER 2> /dev/null
+# plan's decode step at each concurrency (mean cached length 1,024 + 128): routed experts by the
+# expected share touched, the embedding table only by rows; the second roofline column
+for c in 1 16 64; do
+  "$BIN" plan --model "$MODEL" --gpu-memory "$GPU_BYTES" --context 1152 --decode-batch $c --json > "$OUT/step_c$c.json" || status=1
+done
 python3 - "$OUT" "$MODEL/config.json" <<'PY'
 import json, sys
 import torch
@@ -77,8 +82,8 @@ attn = h * heads * 192 + h * 576 + 512 * heads * 256 + heads * 128 * h
 dense = 3 * h * inter
 expert = 3 * h * mi
 shared = expert * cfg["n_shared_experts"]
-print("| concurrency | output tok/s | TPOT ms (median) | TTFT ms (median) | TTFT ms (p99) | weights+KV per step GB | roofline share |")
-print("|---|---|---|---|---|---|---|")
+print("| concurrency | output tok/s | TPOT ms (median) | TTFT ms (median) | TTFT ms (p99) | weights+KV per step GB | roofline share | plan's step GB | its share |")
+print("|---|---|---|---|---|---|---|---|---|")
 for c in (1, 16, 64):
     try:
         r = json.load(open(f"{out}/serve_c{c}.json"))
@@ -91,6 +96,12 @@ for c in (1, 16, 64):
     kv = c * (1024 + 128) * 1152 * L
     step_bytes = 2 * w + kv
     share = (step_bytes / copy) / (tpot * 1e-3) if copy and tpot == tpot else float("nan")
-    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {ttft99:.1f} | {step_bytes / 1e9:.2f} | {100 * share:.0f}% |")
+    try:
+        st = json.load(open(f"{out}/step_c{c}.json"))["decode_step"]
+        plan_bytes = st["weight_bytes_per_gpu"] + st["kv_bytes_per_gpu"]
+        plan_share = f"{100 * (plan_bytes / copy) / (tpot * 1e-3):.0f}%"
+    except Exception:
+        plan_bytes, plan_share = float("nan"), "?"
+    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {ttft99:.1f} | {step_bytes / 1e9:.2f} | {100 * share:.0f}% | {plan_bytes / 1e9:.2f} | {plan_share} |")
 PY
 exit $status
