@@ -32,6 +32,8 @@
 //   mla_decode_fp8_wgmma_r64   wgmma_r64 over an fp8 cache: raw entries land in the stage and are
 //                              expanded to bf16 in place by both warpgroups     (H=128, sm_90a)
 //   mla_decode_fp8_wgmma_r64_ov  the same with tile t+1 expanded under tile t's P V (not picked yet)
+//   mla_decode_fp8_wgmma_pp    wgmma_pp over an fp8 cache: each owner expands its tile in place
+//                              before its S                                     (H=128, sm_90a)
 //   mla_decode_fp8_wgmma_t16   wgmma_t16 over an fp8 cache: each warpgroup expands its own stage
 //                              beside the other's compute                       (H=16, sm_90a)
 //   mla_decode_fp8_f8mma_r64   64 rows over an fp8 cache with the math on the FP8 tensor cores (Q and
@@ -117,6 +119,11 @@ extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_r64_ov
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::wgmma_decode<2>(a, smem);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_wgmma_pp(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::wgmma_pp_decode<true>(a, smem);
 }
 // fp8 cache, FP8 tensor-core math (mla_decode_f8mma.cuh): 384 threads
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_fp8_f8mma_r64(MLA_DECODE_ARGS) {

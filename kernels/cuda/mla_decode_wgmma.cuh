@@ -132,6 +132,24 @@ struct Fp8Stage {
     *reinterpret_cast<uint4*>(base + sw128_off(row, c16 + 1)) = make_uint4(packed[4], packed[5], packed[6], packed[7]);
   }
 };
+// fp8 cache rows first_pos.. as raw entries into their places in the stage at dst (Fp8Stage),
+// by one warpgroup as copy_bf16_tile; rows at or past kv_stop (or all when !live) zero-filled
+__device__ __forceinline__ void copy_fp8_tile(u32 dst, const u16* kv, const PageMap& pm, const TilePages& pg, int first_pos,
+                                              int kv_stop, bool live, int ld_row, int ld_unit) {
+#pragma unroll
+  for (int h = 0; h < 4; ++h) {
+    const int pos = first_pos + ld_row + 16 * h;
+    const bool valid = live && pos < kv_stop;
+    const i64 slot = valid ? pm.slot(pg.p[h], pos) : 0;
+    const unsigned char* sp = reinterpret_cast<const unsigned char*>(kv) + slot * MLA_FP8_BYTES;
+#pragma unroll
+    for (int m = 0; m < 6; ++m) {
+      const int j = ld_unit + 8 * m;
+      if (j < MLA_FP8_CHUNKS) cp_async_16(dst + Fp8Stage::unit(j, ld_row + 16 * h), sp + j * 16, valid);
+    }
+  }
+}
+
 
 #ifdef R64_PROF  // dev only: cycles per phase, summed over the tiles, of row tile 0, sequence 0, splits < 128;
 // slots 12-15: cycles from entry to the first tile's marks 2, 9, 4 and 5. A mark right after a
@@ -237,6 +255,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   auto load_tile = [&](int t, const TilePages& pg) {
     const u32 dst = sKV + (t & 1) * WgCfg::TILE_BYTES;
     if constexpr (FP8 != 0) {
+      // (as copy_fp8_tile, kept inline: the shared helper reorders this kernel's SASS)
 #pragma unroll
       for (int h = 0; h < 4; ++h) {
         const int pos = w.kv_begin + t * 64 + ld_row + 16 * h;

@@ -15,6 +15,10 @@
 // by the other warpgroup before it publishes the next tile). The row sums are kept per warpgroup
 // (its own tiles' P, every tile's alpha) and added in the epilogue.
 //
+// Over an fp8 cache (mla_decode_fp8_wgmma_pp) the owner copies the raw 656-byte entries into its
+// stage (Fp8Stage's places) and expands them to the bf16 tile in place before its S, beside the
+// other warpgroup's MMAs.
+//
 // Named barriers (besides 0): LOCAL_w (1 + w, 128 threads): warpgroup w's copies of its tile have
 // landed; PUB_w (3 + w, 256): tile t of w is published (w arrives, the other waits); FREE_w (5 + w,
 // 256): the other warpgroup finished P V of w's last tile, so stage w may be refilled (the other
@@ -34,9 +38,30 @@ struct PpCtx {
   int ntiles, lim0, lim1, R0, R1, c4, ld_row, ld_unit;
 };
 
+// FP8: warpgroup WG expands its own stage in place (Fp8Stage's raw entries -> the bf16 tile): thread
+// wt -> token wt/2, quarters 2 (wt % 2) and 2 (wt % 2) + 1 of each 64-code chunk. Chunk c's codes
+// lie in the upper half of chunk c's own bytes, so each chunk is read by the whole warpgroup
+// before any of it is written (one chunk at a time: few registers beside O); the scales (in
+// chunk 7) are read first.
+template <int LOCAL>
+__device__ __forceinline__ void expand_own_stage(unsigned char* base, int wt) {
+  const int r = wt >> 1, q0 = 2 * (wt & 1);
+  const float4 sc = *reinterpret_cast<const float4*>(base + Fp8Stage::SCALES + r * 16);
+  const float scales[4] = {sc.x, sc.y, sc.z, sc.w};
+#pragma unroll
+  for (int ch = 0; ch < 8; ++ch) {
+    const uint4 v0 = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(ch, r) + q0 * 16);
+    const uint4 v1 = *reinterpret_cast<const uint4*>(base + Fp8Stage::codes(ch, r) + (q0 + 1) * 16);
+    named_bar_sync(LOCAL, 128);
+    Fp8Stage::put16(base, r, ch, q0, v0, scales[ch >> 1]);
+    Fp8Stage::put16(base, r, ch, q0 + 1, v1, scales[ch >> 1]);
+  }
+}
+
 // Warpgroup WG's tiles (and the other's P V); leaves its half of O and its row sums. WG is a
-// template argument so that the barrier ids and the stage address are immediates.
-template <int WG>
+// template argument so that the barrier ids and the stage address are immediates. FP8: the
+// stages receive raw fp8 entries, which the owner expands to bf16 before its S.
+template <int WG, bool FP8>
 __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float (&o)[128], float& l0, float& l1) {
   constexpr int OTHER = 1 - WG, LOCAL = 1 + WG, PUB_MINE = 3 + WG, PUB_OTHER = 3 + OTHER, FREE_MINE = 5 + WG, FREE_OTHER = 5 + OTHER;
   float* salpha = reinterpret_cast<float*>(c.smem + WgCfg::P_OFF);
@@ -88,7 +113,8 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
       wgmma_wait<0>();
       fence_acc128(o);
       named_bar_sync(FREE_MINE, 256);
-      copy_bf16_tile(my_stage, c.a.kv, c.pm, pages, c.w.kv_begin + u * 64, c.w.kv_stop, true, c.ld_row, c.ld_unit);
+      if constexpr (FP8) copy_fp8_tile(my_stage, c.a.kv, c.pm, pages, c.w.kv_begin + u * 64, c.w.kv_stop, true, c.ld_row, c.ld_unit);
+      else copy_bf16_tile(my_stage, c.a.kv, c.pm, pages, c.w.kv_begin + u * 64, c.w.kv_stop, true, c.ld_row, c.ld_unit);
       cp_async_commit();
     }
     if (u >= 1) {
@@ -98,16 +124,24 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
       if (u + 1 < ntiles) named_bar_arrive(FREE_OTHER, 256);  // the other refills its stage with u + 1
     }
     cp_async_wait<0>();
-    fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads via the async proxy
+    if constexpr (FP8) {
+      named_bar_sync(LOCAL, 128);  // every thread's copies have landed
+      expand_own_stage<LOCAL>(c.smem + WgCfg::KV_OFF + WG * WgCfg::TILE_BYTES, (threadIdx.x & 127));
+    }
+    fence_proxy_async();  // the stage was written through the generic proxy; wgmma reads via the async proxy
     named_bar_sync(LOCAL, 128);
 
+    // the stage and Q addresses are opaque to the compiler here, so that it builds the 36
+    // descriptor pairs as they are issued instead of keeping them all live across the loop
+    u32 q_at = c.sQ, k_at = my_stage;
+    asm volatile("" : "+r"(q_at), "+r"(k_at));
     float s[32];
     wgmma_fence();
 #pragma unroll
     for (int ch = 0; ch < 9; ++ch)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
-        wgmma_m64n64k16_ss(s, sw128_desc(c.sQ + ch * 8192 + kk * 32, 16, 1024), sw128_desc(my_stage + ch * 8192 + kk * 32, 16, 1024),
+        wgmma_m64n64k16_ss(s, sw128_desc(q_at + ch * 8192 + kk * 32, 16, 1024), sw128_desc(k_at + ch * 8192 + kk * 32, 16, 1024),
                            (ch | kk) ? 1 : 0);
     wgmma_commit();
     wgmma_wait<0>();
@@ -145,6 +179,7 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
   fence_acc128(o);
 }
 
+template <bool FP8 = false>
 __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* smem_raw) {
 #ifdef MLA_HAS_WGMMA
   allow_dependent_grids();
@@ -190,7 +225,10 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
     return;
   }
   const int ntiles = w.kv_stop > w.kv_begin ? (w.kv_stop - w.kv_begin + 63) / 64 : 0;
-  if (wg < ntiles) copy_bf16_tile(sKV + wg * WgCfg::TILE_BYTES, a.kv, pm, pages, w.kv_begin + wg * 64, w.kv_stop, true, ld_row, ld_unit);
+  if (wg < ntiles) {
+    if constexpr (FP8) copy_fp8_tile(sKV + wg * WgCfg::TILE_BYTES, a.kv, pm, pages, w.kv_begin + wg * 64, w.kv_stop, true, ld_row, ld_unit);
+    else copy_bf16_tile(sKV + wg * WgCfg::TILE_BYTES, a.kv, pm, pages, w.kv_begin + wg * 64, w.kv_stop, true, ld_row, ld_unit);
+  }
   cp_async_commit();  // group: the first own tile
   cp_async_wait<1>();
   fence_proxy_async();
@@ -201,8 +239,8 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
   for (int i = 0; i < 128; ++i) o[i] = 0.f;
   float l0 = 0.f, l1 = 0.f;
   const PpCtx ctx{a, w, pm, smem, sQ, sKV, ntiles, row_limit(a, w, R0), row_limit(a, w, R1), R0, R1, c4, ld_row, ld_unit};
-  if (wg == 0) pp_tiles<0>(ctx, pages, o, l0, l1);
-  else pp_tiles<1>(ctx, pages, o, l0, l1);
+  if (wg == 0) pp_tiles<0, FP8>(ctx, pages, o, l0, l1);
+  else pp_tiles<1, FP8>(ctx, pages, o, l0, l1);
   cp_async_wait<0>();
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);

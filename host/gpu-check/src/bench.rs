@@ -213,6 +213,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
                 fp8_plans.push(Some((DecodeKernel::Fp8MmaR16S2, chunk)));
             } else {
                 fp8_plans.push(Some((DecodeKernel::Fp8WgmmaR64, chunk)));
+                fp8_plans.push(Some((DecodeKernel::Fp8WgmmaPingPong, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64Cp, chunk)));
                 // one scale per token: what the FP8 math would cost if the writers stored so

@@ -129,7 +129,14 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             (64, 2, 16, 128, &[300, 1000][..]),
         ] {
             let lens: Vec<usize> = lens.iter().map(|&l| l.max(q_len)).collect();
-            for kernel in [DecodeKernel::Fp8WgmmaR64, DecodeKernel::Fp8WgmmaR64Overlap, DecodeKernel::Fp8F8MmaR64, DecodeKernel::Fp8F8MmaR64Cp, DecodeKernel::Fp8F8MmaR64One] {
+            for kernel in [
+                DecodeKernel::Fp8WgmmaR64,
+                DecodeKernel::Fp8WgmmaR64Overlap,
+                DecodeKernel::Fp8WgmmaPingPong,
+                DecodeKernel::Fp8F8MmaR64,
+                DecodeKernel::Fp8F8MmaR64Cp,
+                DecodeKernel::Fp8F8MmaR64One,
+            ] {
                 one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Fixed { kernel, chunk }, true));
             }
         }

@@ -43,6 +43,9 @@ pub enum DecodeKernel {
     Fp8WgmmaT16,
     /// Fp8WgmmaR64 with tile t+1 expanded under tile t's P V.
     Fp8WgmmaR64Overlap,
+    /// WgmmaPingPong over an fp8 cache: each owner expands its tile in place before its S,
+    /// beside the other warpgroup's MMAs. Checked and timed, not chosen until it measures faster.
+    Fp8WgmmaPingPong,
     /// sm_90a, fp8 cache, 64 rows, 384 threads: the math on the FP8 tensor cores (Q and P
     /// quantized to e4m3, the tile never expanded). Checked and timed, not chosen (slower).
     Fp8F8MmaR64,
@@ -90,6 +93,7 @@ impl DecodeKernel {
             Self::Fp8WgmmaR64 => "mla_decode_fp8_wgmma_r64",
             Self::Fp8WgmmaT16 => "mla_decode_fp8_wgmma_t16",
             Self::Fp8WgmmaR64Overlap => "mla_decode_fp8_wgmma_r64_ov",
+            Self::Fp8WgmmaPingPong => "mla_decode_fp8_wgmma_pp",
             Self::Fp8F8MmaR64 => "mla_decode_fp8_f8mma_r64",
             Self::Fp8F8MmaR64Cp => "mla_decode_fp8_f8mma_r64_cp",
             Self::Fp8F8MmaR64One => "mla_decode_fp8_f8mma_r64_one",
@@ -97,12 +101,12 @@ impl DecodeKernel {
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaPingPong | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaPingPong | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
     }
 
     /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernels.
@@ -118,7 +122,7 @@ impl DecodeKernel {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One => 64,
+            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One => 64,
         }
     }
 
@@ -142,7 +146,7 @@ impl DecodeKernel {
             Self::MmaR32 => mma(32, 5),
             // the fp8 variant expands each tile inside the same stages; the ping-pong kernel keeps P
             // in the stages and its softmax state where WgmmaR64 keeps P
-            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap => 3 * 73728 + 8192 + 768 + 1024,
+            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong => 3 * 73728 + 8192 + 768 + 1024,
             // WgT16Cfg: Q, one stage per warpgroup, P^T per warpgroup, reductions, column maxima
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
             // F8Cfg in mla_decode_f8mma.cuh: Q (e4m3 + k_pe), 3 stages of 41 KB, P' 2 x 16 KB,
