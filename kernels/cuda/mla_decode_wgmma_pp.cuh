@@ -28,6 +28,10 @@
 
 namespace mla {
 
+#ifndef PP_S_FIRST
+#define PP_S_FIRST 0
+#endif
+
 // What the tile loop of one warpgroup needs from the prologue.
 struct PpCtx {
   const Args& a;
@@ -63,6 +67,10 @@ __device__ __forceinline__ void expand_own_stage(unsigned char* base, int wt) {
 // stages receive raw fp8 entries, which the owner expands to bf16 before its S.
 template <int WG, bool FP8>
 __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float (&o)[128], float& l0, float& l1) {
+  // PP_S_FIRST (a development knob, MLAHOST_KERNEL_DEFINES=-DPP_S_FIRST=1): issue the own tile's S
+  // before waiting for the other's tile, and add that tile's P V beside this softmax; the other's
+  // stage is then freed only after this warpgroup's softmax
+  constexpr bool S_FIRST = PP_S_FIRST != 0;
   constexpr int OTHER = 1 - WG, LOCAL = 1 + WG, PUB_MINE = 3 + WG, PUB_OTHER = 3 + OTHER, FREE_MINE = 5 + WG, FREE_OTHER = 5 + OTHER;
   float* salpha = reinterpret_cast<float*>(c.smem + WgCfg::P_OFF);
   float* smax = salpha + 64;
@@ -91,9 +99,10 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
       wgmma_m64n256k16_ss_tb(o, sw128_desc(st + 8 * 8192 + kk * 32, 16, 1024), sw128_desc(st + (4 * WG) * 8192 + kk * 2048, 8192, 1024), 1);
     wgmma_commit();
   };
-  // the other warpgroup's tile t: take its published state, then add its P V
-  auto follow = [&](int t) {
-    named_bar_sync(PUB_OTHER, 256);
+  // the other warpgroup's tile t: take its published state, then add its P V (`published`: the
+  // caller already waited for the publication)
+  auto follow = [&](int t, bool published) {
+    if (!published) named_bar_sync(PUB_OTHER, 256);
     wgmma_wait<0>();  // this warpgroup's previous P V has left o
     fence_acc128(o);
     const float al0 = salpha[R0], al1 = salpha[R1];
@@ -117,8 +126,8 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
       else copy_bf16_tile(my_stage, c.a.kv, c.pm, pages, c.w.kv_begin + u * 64, c.w.kv_stop, true, c.ld_row, c.ld_unit);
       cp_async_commit();
     }
-    if (u >= 1) {
-      follow(u - 1);
+    if (!S_FIRST && u >= 1) {
+      follow(u - 1, false);
       wgmma_wait<0>();
       fence_acc128(o);
       if (u + 1 < ntiles) named_bar_arrive(FREE_OTHER, 256);  // the other refills its stage with u + 1
@@ -144,8 +153,11 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
         wgmma_m64n64k16_ss(s, sw128_desc(q_at + ch * 8192 + kk * 32, 16, 1024), sw128_desc(k_at + ch * 8192 + kk * 32, 16, 1024),
                            (ch | kk) ? 1 : 0);
     wgmma_commit();
+    if (S_FIRST && u >= 1) named_bar_sync(PUB_OTHER, 256);  // the other's tile, while S runs
     wgmma_wait<0>();
     fence_acc32(s);
+    // (no register of O is touched while a wgmma is in flight: ptxas would serialize them all)
+    if (S_FIRST && u >= 1) follow(u - 1, true);  // its P V runs beside this softmax
 
     const RowStep rstep = softmax_rows64(s, c.w.kv_begin + u * 64, c.lim0, c.lim1, c4, sl2, sl2, m0, m1);
     const float b0 = rstep.b0, b1 = rstep.b1, al0 = rstep.al0, al1 = rstep.al1;
@@ -170,11 +182,16 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
     }
     fence_proxy_async();  // P written by st.shared, read next by both warpgroups' wgmma
     named_bar_arrive(PUB_MINE, 256);
+    if (S_FIRST) {  // (the wait unconditional: ptxas does not tie it to the follow above)
+      wgmma_wait<0>();
+      fence_acc128(o);
+      if (u >= 1 && u + 1 < ntiles) named_bar_arrive(FREE_OTHER, 256);
+    }
     rescale(al0, al1);
     issue_pv(u);
   }
   // the last tile, when the other warpgroup owns it
-  if (ntiles > 0 && ((ntiles - 1) & 1) != WG) follow(ntiles - 1);
+  if (ntiles > 0 && ((ntiles - 1) & 1) != WG) follow(ntiles - 1, false);
   wgmma_wait<0>();
   fence_acc128(o);
 }

@@ -7,7 +7,8 @@
 #
 # Carry `.bin/carry` (mlahost.xz from `cargo build --release -p mlahost --no-default-features`,
 # tokenizer.tgz). TRACE_S, BATCH1_S, PROFILE_S bound the steps (0 skips one). AB_DEFINES="-DF8_ADEPTH=4"
-# (say) adds the batch-64 bench of a variant build beside a plain one, in the same call (AB_S).
+# (say; or -DPP_S_FIRST=1 for the ping-pong kernels' other order) adds the batch-64 bench of a variant
+# build beside a plain one, in the same call (AB_S).
 set -u
 if [ -d .bin/carry ]; then
   mkdir -p .bin/run && python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.bin/carry/mlahost.xz'), open('.bin/run/mlahost', 'wb'))" && chmod +x .bin/run/mlahost
@@ -24,7 +25,7 @@ fi
 if [ -n "${AB_DEFINES:-}" ]; then
   for defs in "" "$AB_DEFINES"; do
     MLAHOST_KERNEL_DEFINES="$defs" timeout "${AB_S:-220}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/ab.log" 2>&1
-    echo "A/B [$defs] rc=$?"; grep -E "^\| (fp8_f8mma|wgmma_r64|fp8_wgmma_r64_ov) " "$OUT/ab.log"
+    echo "A/B [$defs] rc=$?"; grep -E "^\| (fp8_f8mma|wgmma_r64|fp8_wgmma_r64_ov|wgmma_pp|fp8_wgmma_pp) " "$OUT/ab.log"
   done
 fi
 if [ "${BATCH1_S:-150}" != 0 ]; then
