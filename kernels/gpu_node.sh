@@ -49,15 +49,7 @@ cp tests/fixtures/configs/deepseek-v3.json "$MODEL/config.json"
 cp "$TOKENIZER_DIR"/tokenizer.json "$TOKENIZER_DIR"/tokenizer_config.json "$MODEL/"
 GPU_BYTES=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory)")
 # one GPU's device-to-device copy rate (bytes read + written), the rooflines' memory bandwidth
-COPY_GBPS=$(python3 - <<'PY'
-import torch
-a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
-for _ in range(3): b.copy_(a)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-s.record(); [b.copy_(a) for _ in range(10)]; e.record(); e.synchronize()
-print(f"{2 * (1 << 30) * 10 / (s.elapsed_time(e) * 1e-3) / 1e9:.0f}")
-PY
-)
+COPY_GBPS=$(python3 "$(dirname "${BASH_SOURCE[0]}")/dev/copy_gbps.py")
 echo "copy bandwidth $COPY_GBPS GB/s"
 PLAN=("$BIN" plan --model "$MODEL" --gpus 8 --gpu-memory "$GPU_BYTES" --kv-cache-dtype fp8 --quantization fp8)
 "${PLAN[@]}" -tp 8 --context 131072 > "$OUT/plan_tp8.txt" 2>&1 || status=1

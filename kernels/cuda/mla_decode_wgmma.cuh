@@ -111,6 +111,23 @@ __device__ __forceinline__ void copy_bf16_tile(u32 dst, const u16* kv, const Pag
   }
 }
 
+// Q's 64 rows x 576 into the swizzled Q tile: all 256 threads, rows tid/8 and tid/8 + 32; rows
+// past rows_total zero-filled.
+__device__ __forceinline__ void load_q64(u32 sQ, const Args& a, int b, int row0, int rows_total, int tid) {
+  const int qr = tid >> 3, qu = tid & 7;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = row0 + qr + 32 * h;
+    const bool ok = r < rows_total;
+    const u16* src = ok ? a.q + ((i64)b * rows_total + r) * MLA_D : a.q;
+#pragma unroll
+    for (int m = 0; m < 9; ++m) {
+      const int c = qu + 8 * m;
+      cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
+    }
+  }
+}
+
 // FP8 cache (656-byte entries: 512 e4m3, 4 f32 scales, 64 bf16 k_pe) in the same stages: the raw
 // entries land inside the stage that their bf16 tile will fill, placed so that it can be expanded
 // in place. The codes of 64-dim chunk c (64 B per token, 4 KB per tile) go to the upper half of
@@ -231,20 +248,7 @@ __device__ __forceinline__ void wgmma_decode(const Args& a, unsigned char* smem_
   TilePages pages0, pages1;
   if (wg == 1) pages0 = tile_pages(blockIdx.y * a.chunk, 0), pages1 = tile_pages(blockIdx.y * a.chunk, 1);
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
-  {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
-    const int qr = tid >> 3, qu = tid & 7;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = row0 + qr + 32 * h;
-      const bool ok = r < rows_total;
-      const u16* src = ok ? a.q + ((i64)b * rows_total + r) * MLA_D : a.q;
-#pragma unroll
-      for (int m = 0; m < 9; ++m) {
-        const int c = qu + 8 * m;
-        cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
-      }
-    }
-  }
+  load_q64(sQ, a, b, row0, rows_total, tid);
   Work w;
   if (!make_work(a, 64, work_loads, w)) {
     cp_async_commit();

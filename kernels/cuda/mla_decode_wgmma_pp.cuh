@@ -162,6 +162,8 @@ __device__ __forceinline__ void pp_tiles(const PpCtx& c, TilePages pages, float 
     const RowStep rstep = softmax_rows64(s, c.w.kv_begin + u * 64, c.lim0, c.lim1, c4, sl2, sl2, m0, m1);
     const float b0 = rstep.b0, b1 = rstep.b1, al0 = rstep.al0, al1 = rstep.al1;
     unsigned char* pgen = c.smem + WgCfg::KV_OFF + WG * WgCfg::TILE_BYTES + 8 * 8192;  // S(u) has read the rope chunk
+    // (the P loop and the epilogue as in wgmma_r64, which keeps them inline: shared helpers
+    // reorder its SASS)
     float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
@@ -221,20 +223,7 @@ __device__ __forceinline__ void wgmma_pp_decode(const Args& a, unsigned char* sm
   // each warpgroup's first tile (tile wg) is looked up before the plan returns, as in wgmma_r64
   const TilePages pages = tile_pages_of(pm, blockIdx.y * a.chunk + wg * 64, ld_row);
   wait_for_prior_grids();  // the metadata above may be read early; q and the cache only after this
-  {  // Q: all 256 threads, rows tid/8 and tid/8 + 32
-    const int qr = tid >> 3, qu = tid & 7;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = row0 + qr + 32 * h;
-      const bool ok = r < rows_total;
-      const u16* src = ok ? a.q + ((i64)b * rows_total + r) * MLA_D : a.q;
-#pragma unroll
-      for (int m = 0; m < 9; ++m) {
-        const int c = qu + 8 * m;
-        cp_async_16(sQ + sw128_off(qr + 32 * h, c), src + c * 8, ok);
-      }
-    }
-  }
+  load_q64(sQ, a, b, row0, rows_total, tid);
   cp_async_commit();  // group: this thread's part of Q
   Work w;
   if (!make_work(a, 64, work_loads, w)) {
