@@ -40,6 +40,8 @@
 //                              P quantized to e4m3), 3 warpgroups, 384 threads  (H=128, sm_90a)
 //   mla_decode_fp8_f8mma_r64_cp  the same with the consumers scaling P into their own P' blocks
 //   mla_decode_fp8_f8mma_r64_one the same for caches with one scale per token (not written yet)
+//   mla_decode_fp8_f8mma_pp    the FP8 math with two warpgroups owning alternate tiles (S, softmax,
+//                              P' by the owner; V^T P' by both for their 256 dims), 256 threads
 //   mla_decode_combine         merges split partials (grid rows x B x 1-8 slices, 256 threads)
 
 
@@ -49,6 +51,7 @@
 #include "mla_decode_wgmma_pp.cuh"
 #include "mla_decode_wgmma_t16.cuh"
 #include "mla_decode_f8mma.cuh"
+#include "mla_decode_f8pp.cuh"
 #include "mla_decode_combine.cuh"
 
 
@@ -140,6 +143,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_fp8_f8mma_r64_on
   extern __shared__ __align__(16) unsigned char smem[];
   MLA_MAKE_ARGS;
   mla::f8mma_decode<mla::ONE_SCALE>(a, smem);
+}
+// fp8 cache, FP8 tensor-core math with ping-pong warpgroups (mla_decode_f8pp.cuh): 256 threads
+extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_fp8_f8mma_pp(MLA_DECODE_ARGS) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  MLA_MAKE_ARGS;
+  mla::f8pp_decode(a, smem);
 }
 extern "C" __global__ void __launch_bounds__(256) mla_decode_combine(const u16* __restrict__ part_o,
                                                                     const float* __restrict__ part_lse,

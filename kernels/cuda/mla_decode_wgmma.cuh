@@ -128,6 +128,19 @@ __device__ __forceinline__ void load_q64(u32 sQ, const Args& a, int b, int row0,
   }
 }
 
+// The staged rows ([64][STG_STRIDE] bf16) to the output or this split's partial: 64 units of 8
+// dims a row, by `threads` threads (the FP8-math ping-pong kernel; wgmma_r64 and f8mma keep the
+// same loop inline: this helper reorders their SASS).
+__device__ __forceinline__ void store_staged64(const Args& a, const Work& w, const unsigned char* stg, int tid, int threads) {
+  const int nrows = imin(64, w.rows_total - w.row0);
+  u16* dst = w.nsplit == 1 ? a.out + ((i64)w.b * w.rows_total + w.row0) * MLA_DV
+                           : a.part_o + ((i64)w.slot * w.rows_total + w.row0) * MLA_DV;
+  for (int u = tid; u < nrows * 64; u += threads) {
+    const int rl = u >> 6, d = (u & 63) * 8;
+    *reinterpret_cast<uint4*>(dst + (i64)rl * MLA_DV + d) = *reinterpret_cast<const uint4*>(stg + rl * WgCfg::STG_STRIDE + d * 2);
+  }
+}
+
 // FP8 cache (656-byte entries: 512 e4m3, 4 f32 scales, 64 bf16 k_pe) in the same stages: the raw
 // entries land inside the stage that their bf16 tile will fill, placed so that it can be expanded
 // in place. The codes of 64-dim chunk c (64 B per token, 4 KB per tile) go to the upper half of

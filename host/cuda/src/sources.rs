@@ -22,6 +22,7 @@ pub const HEADERS: &[(&str, &str)] = &[
     cu!("mla_decode_wgmma_t16.cuh"),
     cu!("mla_decode_combine.cuh"),
     cu!("mla_decode_f8mma.cuh"),
+    cu!("mla_decode_f8pp.cuh"),
     cu!("fp8_mma.cuh"),
 ];
 

@@ -154,7 +154,8 @@ fn bench_case(
         };
         let us = median_us(gpu, set_bytes, &caches, &launch)?;
         let name = plan.kernel.name();
-        let phases = match (generic, name.contains("f8mma"), name.contains("wgmma_r64")) {
+        // (the ping-pong kernels write no phase trace)
+        let phases = match (generic, name.contains("f8mma") && !name.ends_with("_pp"), name.contains("wgmma_r64")) {
             (false, true, _) => super::trace::f8_phases(k, &|| launch(&caches[0]))?,
             (false, _, true) => super::trace::r64_phases(k, plan.chunk.min(ctx).div_ceil(64), &|| launch(&caches[0]))?,
             _ => None,
@@ -216,6 +217,7 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
                 fp8_plans.push(Some((DecodeKernel::Fp8WgmmaPingPong, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64, chunk)));
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64Cp, chunk)));
+                fp8_plans.push(Some((DecodeKernel::Fp8F8MmaPingPong, chunk)));
                 // one scale per token: what the FP8 math would cost if the writers stored so
                 fp8_plans.push(Some((DecodeKernel::Fp8F8MmaR64One, chunk)));
             }

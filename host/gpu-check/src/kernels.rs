@@ -136,6 +136,7 @@ pub fn fp8_cache_decode(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
                 DecodeKernel::Fp8F8MmaR64,
                 DecodeKernel::Fp8F8MmaR64Cp,
                 DecodeKernel::Fp8F8MmaR64One,
+                DecodeKernel::Fp8F8MmaPingPong,
             ] {
                 one("mla_decode fp8 forced", fast_attention(k, rng, heads, q_len, page, &lens, Plan::Fixed { kernel, chunk }, true));
             }
@@ -293,7 +294,7 @@ fn fast_attention(k: &Kernels, rng: &mut Rng, heads: usize, q_len: usize, page: 
     let (err, lse_err) = errs.iter().fold((0f64, 0f64), |m, e| (m.0.max(e.0), m.1.max(e.1)));
     // words left set would hang or corrupt the next launch's barrier
     // the FP8-math kernel's lse carries Q's e4m3 rounding: counted at half weight (F8_MATH_TOLERANCE)
-    let f8_math = matches!(plan.kernel, DecodeKernel::Fp8F8MmaR64 | DecodeKernel::Fp8F8MmaR64Cp | DecodeKernel::Fp8F8MmaR64One);
+    let f8_math = plan.kernel.fp8_math();
     let lse_weight = if f8_math { 0.5 } else { 1.0 };
     let error = if left == 0 { err.max(lse_err * lse_weight) } else { f64::INFINITY };
     Ok(Check {

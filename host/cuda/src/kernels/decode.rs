@@ -55,6 +55,10 @@ pub enum DecodeKernel {
     /// chain, one P'. The writers store a scale per 128 channels, so it is only checked (on such
     /// a cache) and timed, never chosen.
     Fp8F8MmaR64One,
+    /// sm_90a, fp8 cache, 64 rows, 256 threads: the FP8 math of Fp8F8MmaR64 with the schedule of
+    /// WgmmaPingPong (two warpgroups owning alternate tiles). Checked and timed, not chosen until
+    /// it measures faster.
+    Fp8F8MmaPingPong,
 }
 
 impl DecodeKernel {
@@ -97,16 +101,22 @@ impl DecodeKernel {
             Self::Fp8F8MmaR64 => "mla_decode_fp8_f8mma_r64",
             Self::Fp8F8MmaR64Cp => "mla_decode_fp8_f8mma_r64_cp",
             Self::Fp8F8MmaR64One => "mla_decode_fp8_f8mma_r64_one",
+            Self::Fp8F8MmaPingPong => "mla_decode_fp8_f8mma_pp",
         }
     }
 
     pub fn is_fp8(self) -> bool {
-        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
+        matches!(self, Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One | Self::Fp8F8MmaPingPong)
+    }
+
+    /// Whether the attention math runs on the FP8 tensor cores (Q and P rounded to e4m3).
+    pub fn fp8_math(self) -> bool {
+        matches!(self, Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One | Self::Fp8F8MmaPingPong)
     }
 
     /// Whether the kernel needs sm_90a (wgmma).
     pub fn needs_hopper(self) -> bool {
-        matches!(self, Self::WgmmaR64 | Self::WgmmaPingPong | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One)
+        matches!(self, Self::WgmmaR64 | Self::WgmmaPingPong | Self::WgmmaT16 | Self::Fp8WgmmaR64 | Self::Fp8WgmmaT16 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One | Self::Fp8F8MmaPingPong)
     }
 
     /// Threads per CTA: 256, or 384 for the three-warpgroup FP8-math kernels.
@@ -122,7 +132,7 @@ impl DecodeKernel {
         match self {
             Self::MmaR16S2 | Self::MmaR16 | Self::Fp8MmaR16S2 | Self::Fp8MmaR16 | Self::WgmmaT16 | Self::Fp8WgmmaT16 => 16,
             Self::MmaR32 => 32,
-            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One => 64,
+            Self::WgmmaR64 | Self::WgmmaPingPong | Self::Fp8WgmmaR64 | Self::Fp8WgmmaR64Overlap | Self::Fp8WgmmaPingPong | Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64Cp | Self::Fp8F8MmaR64One | Self::Fp8F8MmaPingPong => 64,
         }
     }
 
@@ -151,7 +161,7 @@ impl DecodeKernel {
             Self::WgmmaT16 | Self::Fp8WgmmaT16 => 18432 + 2 * 73728 + 2 * 2048 + 2 * 4 * 16 * 4 + 2 * 16 * 4 + 1024,
             // F8Cfg in mla_decode_f8mma.cuh: Q (e4m3 + k_pe), 3 stages of 41 KB, P' 2 x 16 KB,
             // row scales, alpha, ratios, l, m, final factors, P' factors (+ P in bf16, 2 x 9 KB)
-            Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64One => 40960 + 3 * 41984 + 32768 + 340 * 4 + 1024,
+            Self::Fp8F8MmaR64 | Self::Fp8F8MmaR64One | Self::Fp8F8MmaPingPong => 40960 + 3 * 41984 + 32768 + 340 * 4 + 1024,
             Self::Fp8F8MmaR64Cp => 40960 + 3 * 41984 + 32768 + 340 * 4 + 2 * 64 * 144 + 1024,
         }
     }
