@@ -238,7 +238,14 @@ pub fn run(k: &Kernels, seed: u64, with_generic: bool, sweep: bool, only_batch: 
     if only_batch.is_none_or(|b| b == 1) {
         // issue 28's ragged speculative case (batch = sequences, ctx = the longest), a latency
         // case: timed with the batch-1 rows too
-        let thunder = bench_case(k, &mut rng, &target, &DecodeCase::thunder(), false, false, &[None], None)?;
+        // (beside the heuristic's plan, on Hopper, the ping-pong kernel at the same chunk)
+        let case = DecodeCase::thunder();
+        let mut plans = vec![None];
+        if target.hopper {
+            let plan = plan_splits(&case.lens, case.q_len, case.heads, &target, false);
+            plans.push(Some((DecodeKernel::WgmmaPingPong, plan.chunk)));
+        }
+        let thunder = bench_case(k, &mut rng, &target, &case, false, false, &plans, None)?;
         table += "\n### ThunderMLA's case: 16 heads, 4 query tokens over 4,641 / 45,118 / 1,730 / 1,696 cached (FlashMLA 52 us, ThunderMLA 41 us on an H100 SXM)\n";
         table += &rows_table(&thunder, copy);
     }
