@@ -95,14 +95,16 @@ pub fn lockstep(gpu: &mut dyn RoutingTrace, reference: &mut dyn RoutingTrace, ca
     // under data-parallel attention a sequence's pages come from one group's pool
     let pools = gpu.cache_pools().max(1);
     let mut allocs = BlockAllocator::split(geo.num_pages, geo.page_size, pools).map_err(EngineError::from)?;
-    let mut ref_alloc = BlockAllocator::new(ref_geo.num_pages, ref_geo.page_size).map_err(EngineError::from)?;
+    // (a reference that is itself split into attention groups takes its pages the same way)
+    let ref_pools = reference.cache_pools().max(1);
+    let mut ref_allocs = BlockAllocator::split(ref_geo.num_pages, ref_geo.page_size, ref_pools).map_err(EngineError::from)?;
     let mut seqs: Vec<Vec<u32>> = cases.iter().map(|c| c.prompt.clone()).collect();
     let mut done: Vec<usize> = vec![0; cases.len()]; // tokens already in the cache
     let mut tables: Vec<(BlockTable, BlockTable)> = cases.iter().map(|_| (BlockTable::new(), BlockTable::new())).collect();
     for (i, ((gt, rt), c)) in tables.iter_mut().zip(cases).enumerate() {
         let total = c.prompt.len() + steps;
         gt.ensure_capacity(&mut allocs[i % pools], total).map_err(EngineError::from)?;
-        rt.ensure_capacity(&mut ref_alloc, total).map_err(EngineError::from)?;
+        rt.ensure_capacity(&mut ref_allocs[i % ref_pools], total).map_err(EngineError::from)?;
     }
     let mut diverged = vec![false; cases.len()];
     let mut all_diff = 0.0;

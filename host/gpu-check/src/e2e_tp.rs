@@ -53,6 +53,28 @@ pub fn split_over_gpus(model: &LoadedModel, tp: usize, dp: usize, ep: bool, slot
     Ok(c)
 }
 
+/// The same split over NCCL (rank r on GPU r) against its emulation on GPU 0: the same ranks and
+/// shards, so only the collectives' implementations (and their summation orders) differ. Issue
+/// 23's check of the node against the one-GPU rehearsal; the same bounds.
+pub fn nccl_against_emulation(model: &LoadedModel, tp: usize, dp: usize, ep: bool, slots: bool, seed: u64, steps: usize) -> Result<Check> {
+    let page_size = 64;
+    let (cases, pages) = e2e::random_cases(seed ^ 0xe3u64 ^ (tp as u64) << 5 ^ (dp as u64) << 11, model.config.vocab_size, steps, page_size);
+    let layout = ParallelLayout { tensor_parallel: tp, data_parallel: dp, expert_parallel: ep };
+    let group = |devices| CudaRankGroup::new(&model.config, &*model.weights()?, layout, rank_options(0, page_size, pages), WeightQuant::Bf16, devices);
+    let mut nccl = group(RankDevices::Nccl { first_gpu: 0 })?;
+    let mut emulated = group(RankDevices::EmulatedOnOneGpu { gpu: 0 })?;
+    nccl.set_slot_exchange(slots);
+    emulated.set_slot_exchange(slots);
+    let a = lockstep(&mut nccl, &mut emulated, &cases, steps, true)?;
+    let agreement = a.all_agree as f64 / a.all_steps.max(1) as f64;
+    let ok = agreement >= MIN_AGREEMENT && a.all_mean_diff <= MAX_MEAN_DIFF;
+    let mut c = e2e::to_check(format!("{} DP={dp} TP={tp} EP={ep}{} over NCCL vs its one-GPU emulation", model_name(model), if slots { " slots" } else { "" }), &a, false);
+    c.error = if ok { a.all_mean_diff } else { f64::INFINITY };
+    c.tolerance = MAX_MEAN_DIFF;
+    c.detail = format!("{}; bounds: agreement >= {MIN_AGREEMENT}, mean <= {MAX_MEAN_DIFF}", c.detail);
+    Ok(c)
+}
+
 /// The same split with the emulated ranks meeting on the device (`RankDevices::EmulatedInGraphs`),
 /// so that decode steps replay CUDA graphs with the collectives inside, as NCCL ranks' do; the
 /// row fails if no rank captured a graph.

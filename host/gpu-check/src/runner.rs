@@ -188,6 +188,10 @@ fn end_to_end(o: &CheckOptions) -> Result<Vec<Check>> {
             for (tp, dp, ep, slots) in [(8, 1, false, false), (8, 1, true, false), (1, 8, true, false), (1, 8, true, true), (2, 4, true, false)] {
                 one(format!("{} DP={dp} TP={tp} EP={ep} NCCL", dir.display()), e2e_tp::split_over_gpus(&model, tp, dp, ep, slots, o.seed, 16));
             }
+            // the node's two layouts against their one-GPU emulation (the same ranks and shards)
+            for (tp, dp, ep, slots) in [(8, 1, false, false), (1, 8, true, true)] {
+                one(format!("{} DP={dp} TP={tp} NCCL vs emulation", dir.display()), e2e_tp::nccl_against_emulation(&model, tp, dp, ep, slots, o.seed, 16));
+            }
         } else if o.nccl_only {
             one(format!("{} over NCCL", dir.display()), Err(mlahost_cuda::CudaError::launch("gpu-check", "--nccl-only needs 8 GPUs")));
         }
