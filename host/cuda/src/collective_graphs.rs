@@ -6,7 +6,10 @@
 //! replayed from graphs with collectives inside (tensor parallelism, data-parallel steps in
 //! slots). A test backend like `EmulatedCollective`. A rank's stream waits on the GPU while it
 //! meets the others, so every rank needs a hardware queue of its own (CUDA_DEVICE_MAX_CONNECTIONS,
-//! which gpu-check raises before the first context).
+//! which gpu-check raises before the first context). Freeing device memory waits for the whole
+//! device, where a peer may be spinning until this rank's next collective: the ranks park the
+//! buffers and graphs a step replaces and the group frees them once every rank has issued it
+//! (`CudaBackend::park_frees`; the workspace and graphs; FP8 scratch growth is not parked).
 
 use crate::collective::DeviceCollective;
 use crate::gpu::{DeviceBuffer, Gpu};

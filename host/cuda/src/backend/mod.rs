@@ -86,6 +86,17 @@ pub struct CudaBackend {
     /// Set under data-parallel attention with expert parallelism: the instance-wide group the
     /// MoE layers exchange rows through (`forward_dp`).
     expert_exchange: Option<Arc<dyn DeviceCollective>>,
+    /// Ranks that share one device and meet on it (`RankDevices::EmulatedInGraphs`): buffers and
+    /// graphs replaced mid-step are parked here and freed by the group once every rank has issued
+    /// the step, because freeing device memory waits for the whole device, where a peer may be
+    /// spinning until this rank reaches its next collective. None: freed at once.
+    parked: Option<Vec<Parked>>,
+}
+
+/// What a rank sharing its device keeps until the group's step is issued.
+enum Parked {
+    Workspace(#[allow(dead_code)] Box<Workspace>),
+    Graph(#[allow(dead_code)] Graph),
 }
 
 // SAFETY: every CUDA handle inside is bound to this backend's context, which `forward` makes
@@ -231,6 +242,7 @@ impl CudaBackend {
             sampler: Default::default(),
             route_log: None,
             routed: Vec::new(),
+            parked: None,
             collective,
             expert_exchange: None,
         };
@@ -259,6 +271,18 @@ impl CudaBackend {
         self.gpu.synchronize()?;
         tracing::debug!(tokens, ms = started.elapsed().as_secs_f64() * 1e3, "warmed up");
         Ok(())
+    }
+
+    /// Parks replaced buffers and graphs instead of freeing them (ranks sharing one device).
+    pub(crate) fn park_frees(&mut self) {
+        self.parked.get_or_insert_with(Vec::new);
+    }
+
+    /// Frees what was parked: every rank of the group has issued its step.
+    pub(crate) fn release_parked(&mut self) {
+        if let Some(p) = self.parked.as_mut() {
+            p.clear();
+        }
     }
 
     /// From now on, record which experts every MoE layer routes each token to (read back with
@@ -356,6 +380,10 @@ impl CudaBackend {
             meta: layout.meta.len(),
             partial_rows: layout.max_partial_slots(heads),
         };
+        if let (Some(parked), false) = (self.parked.as_mut(), self.workspace.as_ref().is_some_and(|w| w.cap.covers(&need))) {
+            parked.extend(self.workspace.take().map(|w| Parked::Workspace(Box::new(w))));
+            parked.extend(self.graphs.drain().map(|(_, g)| Parked::Graph(g)));
+        }
         if Workspace::ensure(&mut self.workspace, &self.gpu, &self.cfg, need)? {
             self.graphs.clear(); // captured addresses are gone
         }

@@ -128,6 +128,7 @@ impl CudaRankGroup {
         while let Some(batch) = link.next()? {
             let chunks = batch.chunks();
             let results = on_each(self.ranks.iter_mut().collect(), &self.collectives, |_, r: &mut CudaBackend| r.forward_discarding(&chunks));
+            self.ranks.iter_mut().for_each(CudaBackend::release_parked);
             all(results)?;
             steps += 1;
         }
@@ -226,6 +227,8 @@ impl CudaRankGroup {
         };
         let collectives: Vec<Vec<Arc<dyn DeviceCollective>>> = groups.iter().zip(&worlds).map(|(g, w)| g.iter().chain(w).cloned().collect()).collect();
         let emulated = !matches!(devices, RankDevices::Nccl { .. });
+        // ranks that meet on their shared device park replaced buffers until a step is issued
+        let park = matches!(devices, RankDevices::EmulatedInGraphs { .. });
         let rank_opts = |rank: usize| CudaOptions {
             ordinal: ordinal(rank),
             gpu_memory_utilization: if emulated { opts.gpu_memory_utilization / world as f64 } else { opts.gpu_memory_utilization },
@@ -244,6 +247,9 @@ impl CudaRankGroup {
         for (rank, (rank_cfg, rank_weights)) in shards.into_iter().enumerate() {
             let mut r = CudaBackend::build(rank_cfg, WeightsFrom::Uploaded(rank_weights), rank_opts(rank), quant, groups[rank].clone(), false)?;
             r.expert_exchange = worlds[rank].clone();
+            if park {
+                r.park_frees();
+            }
             ranks.push(r);
         }
         let pages: Vec<usize> = ranks.iter().map(|r| r.geometry.num_pages).collect();
@@ -260,6 +266,7 @@ impl CudaRankGroup {
         };
         ranks.iter_mut().for_each(|r| r.geometry.num_pages = agreed);
         let warm = on_each(ranks.iter_mut().collect(), &collectives, |_, r: &mut CudaBackend| r.warm_up(opts.max_batched_tokens));
+        ranks.iter_mut().for_each(CudaBackend::release_parked);
         all(warm)?;
         Ok(Self { ranks, collectives, _joined_on: joined_on, link, layout, slot_exchange: true })
     }
@@ -286,6 +293,11 @@ impl CudaRankGroup {
         Ok(false)
     }
 
+    /// Frees what the ranks parked during a step they have all issued (`CudaBackend::park_frees`).
+    pub(super) fn release_parked(&mut self) {
+        self.ranks.iter_mut().for_each(CudaBackend::release_parked);
+    }
+
     /// Rank 0's backend (its GPU, weights and profile).
     pub fn leader(&self) -> &CudaBackend {
         &self.ranks[0]
@@ -310,6 +322,7 @@ impl CudaRankGroup {
             (0, None) if !sampling => r.forward_checked(batch).map(|l| (Some(l), None)),
             _ => r.forward_discarding(batch).map(|_| (None, None)),
         });
+        self.release_parked();
         let mut first = None;
         for (rank, r) in results.into_iter().enumerate() {
             let out = r?;

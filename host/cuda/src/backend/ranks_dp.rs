@@ -39,6 +39,7 @@ impl CudaRankGroup {
                 (false, false) => r.forward_discarding(sub).map(|_| None),
             }
         });
+        self.release_parked();
         let mut per_group: Vec<Logits> = (0..dp).map(|_| Logits { vocab, ..Logits::default() }).collect();
         for (rank, out) in all(results)?.into_iter().enumerate() {
             if let Some(logits) = out {

@@ -17,7 +17,7 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    fn covers(&self, need: &Capacity) -> bool {
+    pub(crate) fn covers(&self, need: &Capacity) -> bool {
         self.tokens >= need.tokens && self.rows >= need.rows && self.meta >= need.meta && self.partial_rows >= need.partial_rows
     }
 
