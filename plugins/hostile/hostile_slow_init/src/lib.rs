@@ -8,7 +8,7 @@ struct SlowInit;
 impl Router for SlowInit {
     fn init(_config: &str) -> Result<Self, String> {
         let mut x: u64 = 1;
-        for i in 0..400_000_000u64 {
+        for i in 0..800_000_000u64 {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
         }
         std::hint::black_box(x);
