@@ -91,6 +91,54 @@ struct F8Cfg {
   static_assert(64 * WgCfg::STG_STRIDE <= STAGES * STAGE_BYTES, "O fits in the stages");
 };
 
+// Q -> e4m3 with one scale per row (max |q| over the 512 c_kv dims / 448) into F8Cfg's Q tile; k_pe
+// / that scale in bf16; the row's scale to row_scale[qr]. Thread (qr, blk): row qr of the CTA's 64,
+// 128-dim block blk and 16 k_pe dims (4 threads a row, 256 threads).
+__device__ __forceinline__ void quantize_q64(unsigned char* smem, const Args& a, int b, int row0, int rows_total, int qr, int blk, float* row_scale) {
+  const int r = row0 + qr;
+  const bool ok = r < rows_total;
+  const uint4* src = reinterpret_cast<const uint4*>(a.q + ((i64)b * rows_total + (ok ? r : 0)) * MLA_D);
+  uint4 v[16], pe[2];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) v[i] = ok ? src[blk * 16 + i] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) pe[i] = ok ? src[64 + blk * 2 + i] : make_uint4(0, 0, 0, 0);
+  auto lo = [](u32 x) { return __uint_as_float(x << 16); };
+  auto hi = [](u32 x) { return __uint_as_float(x & 0xffff0000u); };
+  float amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const u32 x[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) amax = fmaxf(amax, fmaxf(fabsf(lo(x[k])), fabsf(hi(x[k]))));
+  }
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+  const float inv = amax > 0.f ? 448.f / amax : 1.f;
+  unsigned char* qdst = smem + F8Cfg::Q_OFF + blk * 8192 + qr * 128;
+#pragma unroll
+  for (int u = 0; u < 8; ++u) {  // 16 codes per 16-byte unit
+    const u32 x[8] = {v[2 * u].x, v[2 * u].y, v[2 * u].z, v[2 * u].w, v[2 * u + 1].x, v[2 * u + 1].y, v[2 * u + 1].z, v[2 * u + 1].w};
+    uint4 codes;
+    codes.x = e4m3x4(lo(x[0]) * inv, hi(x[0]) * inv, lo(x[1]) * inv, hi(x[1]) * inv);
+    codes.y = e4m3x4(lo(x[2]) * inv, hi(x[2]) * inv, lo(x[3]) * inv, hi(x[3]) * inv);
+    codes.z = e4m3x4(lo(x[4]) * inv, hi(x[4]) * inv, lo(x[5]) * inv, hi(x[5]) * inv);
+    codes.w = e4m3x4(lo(x[6]) * inv, hi(x[6]) * inv, lo(x[7]) * inv, hi(x[7]) * inv);
+    *reinterpret_cast<uint4*>(qdst + ((u ^ (qr & 7)) << 4)) = codes;
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const u32 x[4] = {pe[i].x, pe[i].y, pe[i].z, pe[i].w};
+    uint4 o;
+    o.x = pack_bf16(lo(x[0]) * inv, hi(x[0]) * inv);
+    o.y = pack_bf16(lo(x[1]) * inv, hi(x[1]) * inv);
+    o.z = pack_bf16(lo(x[2]) * inv, hi(x[2]) * inv);
+    o.w = pack_bf16(lo(x[3]) * inv, hi(x[3]) * inv);
+    *reinterpret_cast<uint4*>(smem + F8Cfg::QPE_OFF + qr * 128 + (((2 * blk + i) ^ (qr & 7)) << 4)) = o;
+  }
+  if (blk == 0) row_scale[qr] = 1.f / inv;
+}
+
 #ifndef F8_ADEPTH
 #define F8_ADEPTH 2
 #endif
@@ -183,51 +231,9 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
     cp_async_commit();
     if (ntiles > 2) load_tile(2, pages2);
     cp_async_commit();
-    // Q -> e4m3 with one scale per row (max |q| over the 512 c_kv dims / 448); k_pe / that scale
-    // in bf16. 4 threads per row, each one 128-dim block and 16 k_pe dims.
-    const int ct = tid - 128, qr = ct >> 2, blk = ct & 3;
-    const int r = row0 + qr;
-    const bool ok = r < rows_total;
-    const uint4* src = reinterpret_cast<const uint4*>(a.q + ((i64)b * rows_total + (ok ? r : 0)) * MLA_D);
-    uint4 v[16], pe[2];
-#pragma unroll
-    for (int i = 0; i < 16; ++i) v[i] = ok ? src[blk * 16 + i] : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int i = 0; i < 2; ++i) pe[i] = ok ? src[64 + blk * 2 + i] : make_uint4(0, 0, 0, 0);
-    auto lo = [](u32 x) { return __uint_as_float(x << 16); };
-    auto hi = [](u32 x) { return __uint_as_float(x & 0xffff0000u); };
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const u32 x[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
-#pragma unroll
-      for (int k = 0; k < 4; ++k) amax = fmaxf(amax, fmaxf(fabsf(lo(x[k])), fabsf(hi(x[k]))));
-    }
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-    const float inv = amax > 0.f ? 448.f / amax : 1.f;
-    unsigned char* qdst = smem + F8Cfg::Q_OFF + blk * 8192 + qr * 128;
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {  // 16 codes per 16-byte unit
-      const u32 x[8] = {v[2 * u].x, v[2 * u].y, v[2 * u].z, v[2 * u].w, v[2 * u + 1].x, v[2 * u + 1].y, v[2 * u + 1].z, v[2 * u + 1].w};
-      uint4 codes;
-      codes.x = e4m3x4(lo(x[0]) * inv, hi(x[0]) * inv, lo(x[1]) * inv, hi(x[1]) * inv);
-      codes.y = e4m3x4(lo(x[2]) * inv, hi(x[2]) * inv, lo(x[3]) * inv, hi(x[3]) * inv);
-      codes.z = e4m3x4(lo(x[4]) * inv, hi(x[4]) * inv, lo(x[5]) * inv, hi(x[5]) * inv);
-      codes.w = e4m3x4(lo(x[6]) * inv, hi(x[6]) * inv, lo(x[7]) * inv, hi(x[7]) * inv);
-      *reinterpret_cast<uint4*>(qdst + ((u ^ (qr & 7)) << 4)) = codes;
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const u32 x[4] = {pe[i].x, pe[i].y, pe[i].z, pe[i].w};
-      uint4 o;
-      o.x = pack_bf16(lo(x[0]) * inv, hi(x[0]) * inv);
-      o.y = pack_bf16(lo(x[1]) * inv, hi(x[1]) * inv);
-      o.z = pack_bf16(lo(x[2]) * inv, hi(x[2]) * inv);
-      o.w = pack_bf16(lo(x[3]) * inv, hi(x[3]) * inv);
-      *reinterpret_cast<uint4*>(smem + F8Cfg::QPE_OFF + qr * 128 + (((2 * blk + i) ^ (qr & 7)) << 4)) = o;
-    }
-    if (blk == 0) srow_scale[qr] = 1.f / inv;
+    // Q -> e4m3 (one scale per row) and k_pe / that scale: 4 threads per row
+    const int ct = tid - 128;
+    quantize_q64(smem, a, b, row0, rows_total, ct >> 2, ct & 3, srow_scale);
   }
   fence_proxy_async();  // Q written by st.shared, read by wgmma
   __syncthreads();

@@ -2,6 +2,7 @@
 //! returns an error instead of launching out of bounds.
 
 pub mod decode;
+mod decode_kernel;
 pub mod fp8;
 pub mod layers;
 pub mod moe;
