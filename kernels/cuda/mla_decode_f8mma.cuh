@@ -95,6 +95,7 @@ struct F8Cfg {
 // / that scale in bf16; the row's scale to row_scale[qr]. Thread (qr, blk): row qr of the CTA's 64,
 // 128-dim block blk and 16 k_pe dims (4 threads a row, 256 threads).
 __device__ __forceinline__ void quantize_q64(unsigned char* smem, const Args& a, int b, int row0, int rows_total, int qr, int blk, float* row_scale) {
+#ifdef MLA_HAS_WGMMA  // (e4m3x4: sm_90a builds only; the callers trap elsewhere)
   const int r = row0 + qr;
   const bool ok = r < rows_total;
   const uint4* src = reinterpret_cast<const uint4*>(a.q + ((i64)b * rows_total + (ok ? r : 0)) * MLA_D);
@@ -137,6 +138,7 @@ __device__ __forceinline__ void quantize_q64(unsigned char* smem, const Args& a,
     *reinterpret_cast<uint4*>(smem + F8Cfg::QPE_OFF + qr * 128 + (((2 * blk + i) ^ (qr & 7)) << 4)) = o;
   }
   if (blk == 0) row_scale[qr] = 1.f / inv;
+#endif
 }
 
 #ifndef F8_ADEPTH
