@@ -63,6 +63,44 @@ template <int N>
 __device__ __forceinline__ void regs_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
+// s += scale(token, blk) x, over this thread's S fragment (rows R0, R1; columns 8j + 2c4 + e);
+// returns the block's largest token scale in the tile (sc: the stage's [64 tokens][4] scales)
+__device__ __forceinline__ float fold_block(float (&s)[32], const float* x, const float* sc, int blk, int c4) {
+  float mx = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float k = sc[(8 * j + 2 * c4 + e) * 4 + blk];
+      mx = fmaxf(mx, k);
+      s[4 * j + e] = fmaf(x[4 * j + e], k, s[4 * j + e]);
+      s[4 * j + 2 + e] = fmaf(x[4 * j + 2 + e], k, s[4 * j + 2 + e]);
+    }
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+}
+
+// P' of block blk (P x the tokens' block scale x inv, e4m3) into its 8 KB half of a P' buffer:
+// byte k of a row's 32-token group holds token 2(k/4 % 4) + (k & 1) + 8((k >> 1) & 1) + 16(k / 16),
+// the order in which the consumers' ldmatrix.trans + byte permute deliver V^T, so each thread
+// writes whole words
+__device__ __forceinline__ void write_p_block(unsigned char* buf, const float (&s)[32], const float* sc, int blk, float inv, int R0, int R1, int c4) {
+  unsigned char* dst = buf + (blk >> 1) * 8192;
+#pragma unroll
+  for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+    for (int hq = 0; hq < 2; ++hq) {
+      const int j0 = 4 * kk + 2 * hq, j1 = j0 + 1;
+      const float* k0 = sc + (8 * j0 + 2 * c4) * 4 + blk;  // tokens 8 j0 + 2 c4 + {0, 1}
+      const float* k1 = sc + (8 * j1 + 2 * c4) * 4 + blk;
+      const float f00 = k0[0] * inv, f01 = k0[4] * inv, f10 = k1[0] * inv, f11 = k1[4] * inv;
+      const u32 w0 = e4m3x4(s[4 * j0] * f00, s[4 * j0 + 1] * f01, s[4 * j1] * f10, s[4 * j1 + 1] * f11);
+      const u32 w1 = e4m3x4(s[4 * j0 + 2] * f00, s[4 * j0 + 3] * f01, s[4 * j1 + 2] * f10, s[4 * j1 + 3] * f11);
+      const int u = 4 * (blk & 1) + 2 * kk + hq;
+      *reinterpret_cast<u32*>(dst + R0 * 128 + ((u ^ (R0 & 7)) << 4) + 4 * c4) = w0;
+      *reinterpret_cast<u32*>(dst + R1 * 128 + ((u ^ (R1 & 7)) << 4) + 4 * c4) = w1;
+    }
+}
 // keeps a register operand of an in-flight wgmma alive (and unchanged) until this point
 __device__ __forceinline__ void keep_a(u32 (&a)[4]) {
   asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
@@ -271,20 +309,8 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
         wgmma_commit();
       };
       // s += scale(token, blk) * x; returns the block's largest scale in this tile
-      auto fold = [&](const float* x, int blk) {
-        float mx = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float k = sc[(8 * j + 2 * c4 + e) * 4 + blk];
-            mx = fmaxf(mx, k);
-            s[4 * j + e] = fmaf(x[4 * j + e], k, s[4 * j + e]);
-            s[4 * j + 2 + e] = fmaf(x[4 * j + 2 + e], k, s[4 * j + 2 + e]);
-          }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      };
+      // s += scale(token, blk) * x; returns the block's largest scale in this tile
+      auto fold = [&](const float* x, int blk) { return fold_block(s, x, sc, blk, c4); };
       float tmax[4];
       if constexpr (ONE) {
         // one chain over the 512 dims (the 4 blocks share each token's scale)
@@ -355,21 +381,7 @@ __device__ __forceinline__ void f8mma_decode(const Args& a, unsigned char* smem_
           continue;
         }
         if (ONE && blk > 0) continue;  // one P' (block 0's place) serves every block
-        unsigned char* dst = smem + F8Cfg::P_OFF + buf * 16384 + (blk >> 1) * 8192;
-#pragma unroll
-        for (int kk = 0; kk < 2; ++kk)
-#pragma unroll
-          for (int hq = 0; hq < 2; ++hq) {
-            const int j0 = 4 * kk + 2 * hq, j1 = j0 + 1;
-            const float* k0 = sc + (8 * j0 + 2 * c4) * 4 + blk;  // tokens 8 j0 + 2 c4 + {0, 1}
-            const float* k1 = sc + (8 * j1 + 2 * c4) * 4 + blk;
-            const float f00 = k0[0] * inv, f01 = k0[4] * inv, f10 = k1[0] * inv, f11 = k1[4] * inv;
-            const u32 w0 = e4m3x4(s[4 * j0] * f00, s[4 * j0 + 1] * f01, s[4 * j1] * f10, s[4 * j1 + 1] * f11);
-            const u32 w1 = e4m3x4(s[4 * j0 + 2] * f00, s[4 * j0 + 3] * f01, s[4 * j1 + 2] * f10, s[4 * j1 + 3] * f11);
-            const int u = 4 * (blk & 1) + 2 * kk + hq;
-            *reinterpret_cast<u32*>(dst + R0 * 128 + ((u ^ (R0 & 7)) << 4) + 4 * c4) = w0;
-            *reinterpret_cast<u32*>(dst + R1 * 128 + ((u ^ (R1 & 7)) << 4) + 4 * c4) = w1;
-          }
+        write_p_block(smem + F8Cfg::P_OFF + buf * 16384, s, sc, blk, inv, R0, R1, c4);
       }
       if constexpr (CP) {
         unsigned char* pb = smem + F8Cfg::PB_OFF + buf * F8Cfg::PB_BYTES;

@@ -189,18 +189,7 @@ __device__ __forceinline__ void f8pp_tiles(const F8PpCtx& c, float (&o)[128], fl
       wgmma_wait<0>();
       fence_acc32(s);
       fence_acc32(x);
-      float mx = 0.f;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float k = sc[(8 * j + 2 * c4 + e) * 4 + blk];
-          mx = fmaxf(mx, k);
-          s[4 * j + e] = fmaf(x[4 * j + e], k, s[4 * j + e]);
-          s[4 * j + 2 + e] = fmaf(x[4 * j + 2 + e], k, s[4 * j + 2 + e]);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      tmax[blk] = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      tmax[blk] = fold_block(s, x, sc, blk, c4);
       if (blk < 3) wgmma_fence();
     }
 
@@ -225,21 +214,7 @@ __device__ __forceinline__ void f8pp_tiles(const F8PpCtx& c, float (&o)[128], fl
       if (wt == 0) sratio[blk] = nk > 0.f ? mk[blk] / nk : 1.f;
       const float inv = nk > 0.f ? 256.f / nk : 0.f;
       mk[blk] = nk;
-      unsigned char* dst = c.smem + F8Cfg::P_OFF + WG * 16384 + (blk >> 1) * 8192;
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk)
-#pragma unroll
-        for (int hq = 0; hq < 2; ++hq) {
-          const int j0 = 4 * kk + 2 * hq, j1 = j0 + 1;
-          const float* k0 = sc + (8 * j0 + 2 * c4) * 4 + blk;  // tokens 8 j0 + 2 c4 + {0, 1}
-          const float* k1 = sc + (8 * j1 + 2 * c4) * 4 + blk;
-          const float f00 = k0[0] * inv, f01 = k0[4] * inv, f10 = k1[0] * inv, f11 = k1[4] * inv;
-          const u32 w0 = e4m3x4(s[4 * j0] * f00, s[4 * j0 + 1] * f01, s[4 * j1] * f10, s[4 * j1 + 1] * f11);
-          const u32 w1 = e4m3x4(s[4 * j0 + 2] * f00, s[4 * j0 + 3] * f01, s[4 * j1 + 2] * f10, s[4 * j1 + 3] * f11);
-          const int un = 4 * (blk & 1) + 2 * kk + hq;
-          *reinterpret_cast<u32*>(dst + R0 * 128 + ((un ^ (R0 & 7)) << 4) + 4 * c4) = w0;
-          *reinterpret_cast<u32*>(dst + R1 * 128 + ((un ^ (R1 & 7)) << 4) + 4 * c4) = w1;
-        }
+      write_p_block(c.smem + F8Cfg::P_OFF + WG * 16384, s, sc, blk, inv, R0, R1, c4);
     }
     if (c4 == 0) {
       salpha[R0] = rstep.al0;
