@@ -4,6 +4,7 @@
 
 // gate_up: [rows, 2 * inter] bf16 (gate first); out: [rows, inter] bf16 = silu(gate) * up.
 extern "C" __global__ void silu_mul(const u16* __restrict__ gate_up, u16* __restrict__ out, int rows, int inter) {
+  util::await_prior_kernels();
   i64 n = (i64)rows * inter;
   for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) {
     i64 r = k / inter, i = k % inter;
@@ -15,6 +16,7 @@ extern "C" __global__ void silu_mul(const u16* __restrict__ gate_up, u16* __rest
 
 // x[t] = embed[tokens[t]] widened to f32; one block per token.
 extern "C" __global__ void embedding(const int* __restrict__ tokens, const u16* __restrict__ table, float* __restrict__ x, int dim) {
+  util::await_prior_kernels();
   int t = blockIdx.x;
   const u16* row = table + (i64)tokens[t] * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) x[(i64)t * dim + i] = util::bf16_to_f32(row[i]);
@@ -34,10 +36,12 @@ extern "C" __global__ void sum_slots(const float* __restrict__ slots, float* __r
 // dst[i] = bf16(src[i]): under data-parallel attention, the MoE input gathered from every
 // attention group (f32) as the bf16 expert GEMMs read it.
 extern "C" __global__ void f32_to_bf16_rows(const float* __restrict__ src, u16* __restrict__ dst, int n) {
+  util::await_prior_kernels();
   for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) dst[k] = util::f32_to_bf16(src[k]);
 }
 
 // dst[i] += src[i]: a group's rows of the routed experts' output added into its residual.
 extern "C" __global__ void add_f32(float* __restrict__ dst, const float* __restrict__ src, int n) {
+  util::await_prior_kernels();
   for (i64 k = blockIdx.x * (i64)blockDim.x + threadIdx.x; k < n; k += (i64)gridDim.x * blockDim.x) dst[k] += src[k];
 }

@@ -12,6 +12,7 @@ extern "C" __global__ void __launch_bounds__(128) latent_cache_write(const float
                                                                      const float* __restrict__ inv_freq, float attn_factor,
                                                                      unsigned char* __restrict__ cache, int kv_lora, int rope,
                                                                      int interleaved, float eps, int fp8) {
+  util::await_prior_kernels();
   __shared__ float scratch[32];
   __shared__ float normed[1024];
   __shared__ float group_amax[16];

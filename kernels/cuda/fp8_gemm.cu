@@ -33,6 +33,7 @@ __device__ __forceinline__ void f8_ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, 
 }
 extern "C" __global__ void __launch_bounds__(256) fp8_quant_act(const void* __restrict__ x, int x_f32, u8* __restrict__ q,
                                                                 float* __restrict__ s, int s_kmajor, int m, int k) {
+  util::await_prior_kernels();
   const int kb_total = (k + 127) / 128;
   // rows along x (a routed batch has tokens x top-k rows, past y's 65535), 8 blocks per CTA on y
   const int row = blockIdx.x, kb = blockIdx.y * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -60,6 +61,7 @@ __device__ __forceinline__ void fp8_gemm_body(const u8* __restrict__ a, const fl
                                               int a_div, const u8* __restrict__ w, const float* __restrict__ w_scale,
                                               const int* __restrict__ tiles, const int* __restrict__ num_tiles, void* __restrict__ c,
                                               float* __restrict__ part, int mode, int m, int n, int k, int kb_per_split) {
+  util::await_prior_kernels();
   // warps: BM 16 -> 1 x 8 (16 x 16 each); BM 64 -> 2 x 4 (32 x 32 each)
   constexpr int WM = BM == 16 ? 1 : 2, WN = 8 / WM;
   constexpr int MI = BM / WM / 16, NJ = FP8_BN / WN / 8;
@@ -200,6 +202,7 @@ extern "C" __global__ void __launch_bounds__(256) fp8_gemm_m16(FP8_GEMM_ARGS) { 
 extern "C" __global__ void __launch_bounds__(256) fp8_gemm_m64(FP8_GEMM_ARGS) { fp8_gemm_body<64, 3>(FP8_GEMM_PASS); }
 
 extern "C" __global__ void fp8_splitk_reduce(const float* __restrict__ part, int splits, void* __restrict__ c, int mode, int m, int n) {
+  util::await_prior_kernels();
   const i64 total = (i64)m * n;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
     float v = 0.f;

@@ -44,6 +44,7 @@ template <int MT, int NJ, int D, bool QUANTIZED>
 __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, const float* __restrict__ x_scale, const u8* __restrict__ w,
                                                 const float* __restrict__ w_scale, void* __restrict__ c, float* __restrict__ part,
                                                 u32* __restrict__ counters, int mode, int m, int n, int k, int kb_per_split) {
+  util::await_prior_kernels();
   constexpr int ROWS = 16 * MT, COLS = 64 * NJ, RPW = ROWS / 8;  // activation rows each warp stages
   __shared__ __align__(16) u8 as[2][ROWS][SK_LDA];
   __shared__ float ss[2][ROWS];

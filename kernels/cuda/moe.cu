@@ -41,6 +41,7 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restri
                                                            int* __restrict__ topk_ids, float* __restrict__ topk_w, int n_exp,
                                                            int k, int n_group, int topk_group, int method, int norm_topk,
                                                            float scaling) {
+  util::await_prior_kernels();
   __shared__ float scores[ROUTE_MAX_E], choice[ROUTE_MAX_E], gscore[64];
   __shared__ bool taken[ROUTE_MAX_E], gtaken[64], gkeep[64];
   __shared__ int chosen[64];
@@ -135,6 +136,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
                                                              int* __restrict__ pair_pos, int* __restrict__ tiles,
                                                              int* __restrict__ num_tiles, int tile_rows, int e_first,
                                                              int e_local) {
+  util::await_prior_kernels();
   __shared__ int counts[ROUTE_MAX_E], cursor[ROUTE_MAX_E];
   for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
   __syncthreads();
@@ -191,6 +193,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
                                                            const u16* __restrict__ w, const int* __restrict__ tiles,
                                                            const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
                                                            int n, int k) {
+  util::await_prior_kernels();
   __shared__ __align__(16) u16 as[MOE_STAGES][MOE_BM][MOE_LDS];
   __shared__ __align__(16) u16 bs[MOE_STAGES][MOE_BN][MOE_LDS];
   __shared__ int arow[MOE_BM];
@@ -299,6 +302,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm_skinny(const u16* __r
                                                                   const u16* __restrict__ w, const int* __restrict__ tiles,
                                                                   const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
                                                                   int n, int k) {
+  util::await_prior_kernels();
   extern __shared__ __align__(16) u16 skinny_smem[];
   u16(*as)[SKINNY_BM][SKINNY_LDS] = reinterpret_cast<u16(*)[SKINNY_BM][SKINNY_LDS]>(skinny_smem);
   u16(*bs)[SKINNY_BN][SKINNY_LDS] = reinterpret_cast<u16(*)[SKINNY_BN][SKINNY_LDS]>(skinny_smem + SKINNY_STAGES * SKINNY_BM * SKINNY_LDS);
@@ -379,6 +383,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm_skinny(const u16* __r
 // ------------------------------------------------------------------------------------------------
 extern "C" __global__ void moe_combine(const float* __restrict__ z, const int* __restrict__ pair_pos, const float* __restrict__ topk_w,
                                        float* __restrict__ x, int k, int dim) {
+  util::await_prior_kernels();
   int t = blockIdx.x;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     float acc = 0.f;

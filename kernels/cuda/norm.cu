@@ -10,6 +10,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_residual(float* __rest
                                                                    const float* __restrict__ weight, u16* __restrict__ out,
                                                                    float* __restrict__ out_f32, const int* __restrict__ rows,
                                                                    int dim, float eps) {
+  util::await_prior_kernels();
   __shared__ float scratch[32];
   int r = blockIdx.x;
   int src = rows ? rows[r] : r;

@@ -15,6 +15,7 @@ __device__ __forceinline__ void rope_pair_idx(int i, int half, int interleaved, 
 extern "C" __global__ void rope_query(const u16* __restrict__ q, u16* __restrict__ out, const int* __restrict__ pos,
                                       const float* __restrict__ inv_freq, float attn_factor, int heads, int q_stride_in,
                                       int rope_offset_in, int out_stride, int out_offset, int rope, int interleaved) {
+  util::await_prior_kernels();
   int t = blockIdx.x;
   int half = rope / 2;
   float p = (float)pos[t];

@@ -9,6 +9,19 @@ typedef long long i64;
 
 namespace util {
 
+// Programmatic dependent launch (sm_90+). The host launches a step's kernels with programmatic
+// stream serialisation where it can (`Kernels::launch_step`), so a kernel may become resident while
+// the one ahead of it in the stream is still running. Such a kernel calls this before touching
+// global memory: it waits until the grids ahead have finished and their writes are visible, then
+// lets the next kernel in the stream become resident (only one kernel ahead: that one waits here
+// in turn). A no-op below sm_90 and in an ordinary launch.
+__device__ __forceinline__ void await_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
 __device__ __forceinline__ u16 f32_to_bf16(float x) {
   u16 r;

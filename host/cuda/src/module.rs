@@ -33,6 +33,9 @@ pub struct Kernels {
     /// Whether `launch_programmatic` asks for programmatic dependent launch (Hopper; the
     /// benchmark turns it off to measure what it gains).
     programmatic: AtomicBool,
+    /// Whether `launch_step` does too (on unless `MLAHOST_STEP_PDL=0`, the A/B of the step's
+    /// small kernels overlapping their launch with the kernel ahead).
+    step_programmatic: AtomicBool,
 }
 
 // SAFETY: module and function handles are plain driver handles usable from any thread with the
@@ -47,7 +50,8 @@ impl Kernels {
         gpu.bind()?;
         let arch = gpu.arch();
         let programmatic = AtomicBool::new(gpu.info.compute_capability.0 >= 9);
-        let mut k = Kernels { gpu: gpu.clone(), modules: Vec::new(), functions: HashMap::new(), programmatic };
+        let step_programmatic = AtomicBool::new(programmatic.load(Ordering::Relaxed) && std::env::var("MLAHOST_STEP_PDL").map_or(true, |v| v != "0"));
+        let mut k = Kernels { gpu: gpu.clone(), modules: Vec::new(), functions: HashMap::new(), programmatic, step_programmatic };
         for family in ALL {
             k.load_family(family, &arch)?;
         }
@@ -98,12 +102,6 @@ impl Kernels {
         self.launch_with(name, name, grid, block, smem, args, false)
     }
 
-    /// As `launch`, with the kernel profiled under `label` (one kernel serving two jobs, e.g.
-    /// the FP8 GEMM over expert tiles, is then told apart in `--profile-kernels`).
-    pub fn launch_labeled(&self, name: &'static str, label: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
-        self.launch_with(name, label, grid, block, smem, args, false)
-    }
-
     /// As `launch`, with programmatic dependent launch where the GPU has it (sm_90+): the kernel
     /// may start while the previous one in the stream is still running, so only kernels that call
     /// `griddepcontrol.wait` before reading anything an earlier kernel writes may use this
@@ -112,9 +110,28 @@ impl Kernels {
         self.launch_with(name, name, grid, block, smem, args, self.programmatic.load(Ordering::Relaxed))
     }
 
+    /// As `launch_programmatic`, for a step's kernels other than attention's (norms, rope, cache
+    /// writes, activations, MoE routing and GEMMs, FP8 GEMMs): each calls `util::await_prior_kernels`
+    /// before it touches global memory. Under its own switch (`MLAHOST_STEP_PDL`).
+    pub fn launch_step(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        self.launch_step_labeled(name, name, grid, block, smem, args)
+    }
+
+    /// `launch_step` profiled under `label` (one kernel serving two jobs, e.g. the FP8 GEMM over
+    /// expert tiles, is then told apart in `--profile-kernels`).
+    pub fn launch_step_labeled(&self, name: &'static str, label: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        self.launch_with(name, label, grid, block, smem, args, self.step_programmatic.load(Ordering::Relaxed))
+    }
+
     /// Turns programmatic dependent launch on or off (off below sm_90 whatever is asked).
     pub fn set_programmatic(&self, on: bool) {
         self.programmatic.store(on && self.gpu.info.compute_capability.0 >= 9, Ordering::Relaxed);
+    }
+
+    /// Turns `launch_step`'s programmatic launch on or off (off below sm_90 whatever is asked);
+    /// returns what it was.
+    pub fn set_step_programmatic(&self, on: bool) -> bool {
+        self.step_programmatic.swap(on && self.gpu.info.compute_capability.0 >= 9, Ordering::Relaxed)
     }
 
     pub fn programmatic(&self) -> bool {

@@ -89,7 +89,7 @@ impl Forward<'_> {
             dp.world.all_reduce_sum(self.k, dp.gpu, View::of(stage), n)?;
         }
         dp.gpu.copy_device(ws.h32.ptr(), stage.ptr(), n * 4)?;
-        self.k.launch("f32_to_bf16_rows", (blocks(n), 1, 1), 256, 0, &[Arg::Ptr(ws.h32.ptr()), Arg::Ptr(ws.h.ptr()), Arg::I32(n as i32)])?;
+        self.k.launch_step("f32_to_bf16_rows", (blocks(n), 1, 1), 256, 0, &[Arg::Ptr(ws.h32.ptr()), Arg::Ptr(ws.h.ptr()), Arg::I32(n as i32)])?;
         // this rank's experts over all of them, into h32 (the router has read it by then)
         self.routed(l, m, dp.total, &ws.h32, Some(dp.gpu))?;
         if dp.slots {
@@ -99,7 +99,7 @@ impl Forward<'_> {
         }
         if dp.leader && t > 0 {
             let mine = t * hidden;
-            self.k.launch("add_f32", (blocks(mine), 1, 1), 256, 0, &[Arg::Ptr(ws.x.ptr()), Arg::Ptr(ws.h32.ptr() + row(dp.offset)), Arg::I32(mine as i32)])?;
+            self.k.launch_step("add_f32", (blocks(mine), 1, 1), 256, 0, &[Arg::Ptr(ws.x.ptr()), Arg::Ptr(ws.h32.ptr() + row(dp.offset)), Arg::I32(mine as i32)])?;
         }
         Ok(())
     }

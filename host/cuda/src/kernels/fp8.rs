@@ -76,7 +76,7 @@ pub fn quant_act(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, m: usize, k:
 pub fn quant_act_ordered(kern: &Kernels, x: View, x_f32: bool, out: Fp8Act, scales_kmajor: bool, m: usize, k: usize) -> Result<()> {
     const K: &str = "fp8_quant_act";
     let kb = k.div_ceil(BLOCK);
-    kern.launch(K, (m as u32, kb.div_ceil(8) as u32, 1), 256, 0, &[
+    kern.launch_step(K, (m as u32, kb.div_ceil(8) as u32, 1), 256, 0, &[
         Arg::Ptr(x.need(K, "x", m * k * if x_f32 { 4 } else { 2 })?),
         Arg::I32(x_f32 as i32),
         Arg::Ptr(out.codes.need(K, "codes", m * k)?),
@@ -148,7 +148,7 @@ pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
     let (splits, per) = even_splits(splits, kb);
     let (name, rows): (&'static str, usize) = if m <= SKINNY_ROWS { ("fp8_gemm_m16", 16) } else { ("fp8_gemm_m64", 64) };
     let part_ptr = if splits > 1 { part.need(K, "split partials", splits * m * n * 4)? } else { 0 };
-    kern.launch(name, (n.div_ceil(TILE_COLS) as u32, m.div_ceil(rows) as u32, splits as u32), 256, SMEM, &[
+    kern.launch_step(name, (n.div_ceil(TILE_COLS) as u32, m.div_ceil(rows) as u32, splits as u32), 256, SMEM, &[
         Arg::Ptr(a.codes.need(K, "a", m * k)?),
         Arg::Ptr(a.scales.need(K, "a scales", m * kb * 4)?),
         Arg::Ptr(0),
@@ -168,7 +168,7 @@ pub fn gemm(kern: &Kernels, g: Gemm) -> Result<()> {
     if splits > 1 {
         const R: &str = "fp8_splitk_reduce";
         let blocks = (m * n).div_ceil(256).min(4096) as u32;
-        kern.launch(R, (blocks, 1, 1), 256, 0, &[
+        kern.launch_step(R, (blocks, 1, 1), 256, 0, &[
             Arg::Ptr(part_ptr),
             Arg::I32(splits as i32),
             Arg::Ptr(c.need(R, "c", m * n * mode.elem())?),
@@ -315,7 +315,7 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
         SkinnyInput::Bf16(x) => (x.need(K, "x", m * k * 2)?, 0),
         SkinnyInput::Quantized(a) => (a.codes.need(K, "x codes", m * k)?, a.scales.need(K, "x scales", m * kb * 4)?),
     };
-    kern.launch(kernel.name, (tiles as u32, splits as u32, 1), 256, 0, &[
+    kern.launch_step(kernel.name, (tiles as u32, splits as u32, 1), 256, 0, &[
         Arg::Ptr(x_ptr),
         Arg::Ptr(x_scales),
         Arg::Ptr(w.codes.need(K, "w", n * k)?),
@@ -346,7 +346,7 @@ pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Gro
         None => (0, 1),
     };
     let tiles = super::moe::max_tiles(pairs, experts, d.tile_rows);
-    kern.launch_labeled(name, label, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
+    kern.launch_step_labeled(name, label, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
         Arg::Ptr(a.codes.need(K, "a", a_total_rows * k)?),
         Arg::Ptr(a.scales.need(K, "a scales", a_total_rows * kb * 4)?),
         Arg::Ptr(rows_ptr),

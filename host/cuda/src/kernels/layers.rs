@@ -52,7 +52,7 @@ pub fn rmsnorm_residual(k: &Kernels, p: RmsNorm) -> Result<()> {
     let out = out.need(K, "out", n_rows * dim * 2)?;
     let out_f32 = out_f32.map(|o| o.need(K, "out_f32", n_rows * dim * 4)).transpose()?.unwrap_or(0);
     let rows = rows.map(|(r, _)| r.need(K, "rows", n_rows * 4)).transpose()?.unwrap_or(0);
-    k.launch(K, (n_rows as u32, 1, 1), 256, 0, &[
+    k.launch_step(K, (n_rows as u32, 1, 1), 256, 0, &[
         Arg::Ptr(x), Arg::Ptr(delta), Arg::Ptr(weight), Arg::Ptr(out), Arg::Ptr(out_f32), Arg::Ptr(rows),
         Arg::I32(dim as i32), Arg::F32(eps),
     ])
@@ -96,7 +96,7 @@ pub fn rope_query(k: &Kernels, p: RopeQuery) -> Result<()> {
         Arg::I32(rope.rope_dim as i32),
         Arg::I32(rope.interleaved as i32),
     ];
-    k.launch(K, (tokens as u32, 1, 1), 128, 0, &args)
+    k.launch_step(K, (tokens as u32, 1, 1), 128, 0, &args)
 }
 
 /// Bytes of one token's cache entry per layer: bf16 `[kv_lora + rope]`, or the fp8 layout
@@ -149,7 +149,7 @@ pub fn latent_cache_write(k: &Kernels, p: CacheWrite) -> Result<()> {
         Arg::F32(eps),
         Arg::I32(fp8 as i32),
     ];
-    k.launch(K, (tokens as u32, 1, 1), 128, 0, &args)
+    k.launch_step(K, (tokens as u32, 1, 1), 128, 0, &args)
 }
 
 /// `out[r] = silu(gate_up[r, :inter]) * gate_up[r, inter:]`, bf16.
@@ -157,7 +157,7 @@ pub fn silu_mul(k: &Kernels, gate_up: View, out: View, rows: usize, inter: usize
     const K: &str = "silu_mul";
     let n = rows * inter;
     let blocks = n.div_ceil(256).clamp(1, 65535) as u32;
-    k.launch(K, (blocks, 1, 1), 256, 0, &[
+    k.launch_step(K, (blocks, 1, 1), 256, 0, &[
         Arg::Ptr(gate_up.need(K, "gate_up", 2 * n * 2)?),
         Arg::Ptr(out.need(K, "out", n * 2)?),
         Arg::I32(rows as i32),
@@ -168,7 +168,7 @@ pub fn silu_mul(k: &Kernels, gate_up: View, out: View, rows: usize, inter: usize
 /// `x[t] = table[tokens[t]]` widened to f32 (token ids were validated against the vocabulary).
 pub fn embedding(k: &Kernels, tokens: View, table: View, vocab: usize, x: View, n: usize, dim: usize) -> Result<()> {
     const K: &str = "embedding";
-    k.launch(K, (n as u32, 1, 1), 256, 0, &[
+    k.launch_step(K, (n as u32, 1, 1), 256, 0, &[
         Arg::Ptr(tokens.need(K, "tokens", n * 4)?),
         Arg::Ptr(table.need(K, "table", vocab * dim * 2)?),
         Arg::Ptr(x.need(K, "x", n * dim * 4)?),

@@ -59,7 +59,7 @@ pub fn moe_route(k: &Kernels, logits: View, bias: Option<View>, ids: View, weigh
         format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
     })?;
     let bias = bias.map(|b| b.need(K, "bias", p.experts * 4)).transpose()?.unwrap_or(0);
-    k.launch(K, (tokens as u32, 1, 1), 32, 0, &[
+    k.launch_step(K, (tokens as u32, 1, 1), 32, 0, &[
         Arg::Ptr(logits.need(K, "logits", tokens * p.experts * 4)?),
         Arg::Ptr(bias),
         Arg::Ptr(ids.need(K, "ids", tokens * p.top_k * 4)?),
@@ -115,7 +115,7 @@ pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, local: st
     ensure(K, experts <= 1024, || "at most 1024 experts".into())?;
     ensure(K, local.end <= experts && !local.is_empty(), || format!("local experts {local:?} of {experts}"))?;
     ensure(K, d.tile_rows == TILE_ROWS || d.tile_rows == SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
-    k.launch(K, (1, 1, 1), 1024, 0, &[
+    k.launch_step(K, (1, 1, 1), 1024, 0, &[
         Arg::Ptr(ids.need(K, "ids", pairs * 4)?),
         Arg::I32(pairs as i32),
         Arg::I32(experts as i32),
@@ -162,7 +162,7 @@ pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: boo
     };
     let tiles = max_tiles(pairs, experts, d.tile_rows);
     let elem = if c_f32 { 4 } else { 2 };
-    kern.launch(name, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, smem, &[
+    kern.launch_step(name, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, smem, &[
         Arg::Ptr(a.need(K, "a", a_total_rows * k * 2)?),
         Arg::Ptr(rows_ptr),
         Arg::I32(div),
@@ -179,7 +179,7 @@ pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: boo
 /// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]` over the pairs with a position (this rank's experts).
 pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize) -> Result<()> {
     const K: &str = "moe_combine";
-    k.launch(K, (tokens as u32, 1, 1), 256, 0, &[
+    k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &[
         Arg::Ptr(z.need(K, "z", tokens * top_k * dim * 4)?),
         Arg::Ptr(pair_pos.need(K, "pair positions", tokens * top_k * 4)?),
         Arg::Ptr(weights.need(K, "weights", tokens * top_k * 4)?),
