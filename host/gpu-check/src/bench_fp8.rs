@@ -29,7 +29,7 @@ pub const BATCHES: [usize; 5] = [1, 16, 64, 256, 4096];
 
 
 /// Median µs of one `launch(i)` (i cycles the weight copies), from CUDA-graph replays.
-fn median_us(gpu: &Arc<Gpu>, launch: &dyn Fn(usize) -> Result<()>) -> Result<f64> {
+pub(crate) fn median_us(gpu: &Arc<Gpu>, launch: &dyn Fn(usize) -> Result<()>) -> Result<f64> {
     let timer = Timer::new(gpu)?;
     launch(0)?;
     let once = timer.time(|| launch(1))? as f64 * 1e3;

@@ -88,8 +88,13 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         Ok(v) => out.extend(v),
         Err(e) => out.push(failed("moe_route", e)),
     }
-    for (tokens, tile_rows, ranks) in [(150, moe::TILE_ROWS, 1), (150, moe::SKINNY_TILE_ROWS, 1), (5, moe::SKINNY_TILE_ROWS, 1), (150, moe::TILE_ROWS, 3), (5, moe::SKINNY_TILE_ROWS, 4)] {
-        out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, tile_rows, ranks).unwrap_or_else(|e| failed("moe experts", e)));
+    {
+        use moe::GroupedKernel::{Skinny, Stream, Tiled};
+        let (small, wide) = ((256, 96), (1096, 200));
+        let cases = [(150, Tiled, 1, small), (150, Skinny, 1, small), (5, Skinny, 1, small), (150, Tiled, 3, small), (5, Skinny, 4, small), (150, Stream, 1, small), (5, Stream, 1, small), (1, Stream, 1, wide), (40, Stream, 1, wide), (5, Stream, 4, small)];
+        for (tokens, kernel, ranks, dims) in cases {
+            out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims).unwrap_or_else(|e| failed("moe experts", e)));
+        }
     }
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     out.extend(super::fp8::run_all(k, &mut rng));

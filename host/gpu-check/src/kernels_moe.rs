@@ -5,7 +5,7 @@
 use super::{bf16s, v, rel_err, round_bf16, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::layers;
-use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped, RouteParams};
+use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped, GroupedKernel, RouteParams};
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
 use mlahost_engine::config::{MoeConfig, ScoringFunc, TopkMethod};
@@ -67,13 +67,16 @@ pub(crate) fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// Dispatch + grouped GEMMs + combine against per-token expert MLPs, in tiles of `tile_rows`
-/// (64: `moe_gemm`; 16: `moe_gemm_skinny`, whose k = 96 ends in a zero-filled half step). With
-/// `ranks` > 1 the experts are spread as expert parallelism spreads them: each rank's share
-/// runs on its own (its weights only, the other pairs skipped) and adds into the same output.
-pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, ranks: usize) -> Result<Check> {
+/// Dispatch + grouped GEMMs + combine against per-token expert MLPs, on `kernel` and its tiles
+/// (`inter` = 96: k ends in a zero-filled part of a step or block; `hidden` = 1,096 and `inter` =
+/// 200: more k blocks than the streaming kernel keeps in flight, a part-filled last block and a
+/// part-filled column tile). With `ranks` > 1 the experts are spread as expert parallelism
+/// spreads them: each rank's share runs on its own (its weights only, the other pairs skipped)
+/// and adds into the same output.
+pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, ranks: usize, (hidden, inter): (usize, usize)) -> Result<Check> {
     let gpu = kern.gpu();
-    let (e, k, hidden, inter) = (12usize, 3usize, 256usize, 96usize);
+    let tile_rows = kernel.tile_rows();
+    let (e, k) = (12usize, 3usize);
     let h = round_bf16(&rng.vec(t * hidden, 1.0));
     let wgu = round_bf16(&rng.vec(e * 2 * inter * hidden, 0.1));
     let wd = round_bf16(&rng.vec(e * hidden * inter, 0.1));
@@ -99,10 +102,10 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: us
         moe::moe_align(kern, v(&d_ids), pairs, e, local.clone(), &d)?;
         let (gu_w, d_w_) = (v(&d_gu).at(local.start * 2 * inter * hidden * 2), v(&d_d).at(local.start * hidden * inter * 2));
         let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: gu_w, experts: held, pairs, c: v(&y), n: 2 * inter, k: hidden };
-        moe::moe_gemm(kern, &d, gate_up, false)?;
+        moe::moe_gemm_with(kern, kernel, &d, gate_up, false)?;
         layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
         let down = Grouped { a: v(&act), a_total_rows: pairs, a_rows: None, w: d_w_, experts: held, pairs, c: v(&z), n: hidden, k: inter };
-        moe::moe_gemm(kern, &d, down, true)?;
+        moe::moe_gemm_with(kern, kernel, &d, down, true)?;
         moe::moe_combine(kern, v(&z), v(&ppos), v(&d_w), v(&d_x), t, k, hidden)?;
     }
     let got = d_x.to_vec::<f32>(t * hidden)?;
@@ -125,7 +128,7 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: us
     let delta_got: Vec<f32> = got.iter().zip(&x0).map(|(a, b)| a - b).collect();
     let delta_want: Vec<f32> = want.iter().zip(&x0).map(|(a, b)| a - b).collect();
     Ok(Check {
-        name: format!("moe align + grouped gemm ({tile_rows}-row tiles) + combine{}", if ranks > 1 { format!(", experts over {ranks} ranks") } else { String::new() }),
+        name: format!("moe align + grouped gemm ({kernel:?}, {tile_rows}-row tiles) + combine{}", if ranks > 1 { format!(", experts over {ranks} ranks") } else { String::new() }),
         error: rel_err(&delta_got, &delta_want),
         tolerance: 1e-2,
         detail: format!("{t} tokens, {e} experts (one unused), top {k}, {hidden}->{inter}"), informational: false })

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_fp8;
+pub mod bench_moe;
 pub mod e2e;
 pub mod e2e_fp8;
 pub mod e2e_tp;

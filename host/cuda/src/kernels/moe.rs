@@ -148,13 +148,62 @@ pub struct Grouped<A, W> {
     pub k: usize,
 }
 
-/// `Grouped` with bf16 operands; `c` is f32 when `c_f32`, else bf16.
+/// The bf16 grouped GEMM kernels, by the tile height they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupedKernel {
+    /// `moe_gemm`: 64-row tiles by 128 columns (prefill).
+    Tiled,
+    /// `moe_gemm_skinny`: 16-row tiles by 128 columns, weights through 4 smem stages.
+    Skinny,
+    /// `moe_gemm_stream` (bf16_stream.cu): 16-row tiles by 64 columns, weights streamed from
+    /// global memory into mma fragments.
+    Stream,
+}
+
+impl GroupedKernel {
+    /// The forward pass's kernel for `tile_rows`: the streaming kernel for 16-row tiles only with
+    /// `MLAHOST_MOE_STREAM=1` until it has been measured against `moe_gemm_skinny` on a GPU.
+    pub fn for_tiles(tile_rows: usize) -> Self {
+        static STREAM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        match tile_rows {
+            SKINNY_TILE_ROWS if *STREAM.get_or_init(|| std::env::var("MLAHOST_MOE_STREAM").is_ok_and(|v| v == "1")) => Self::Stream,
+            SKINNY_TILE_ROWS => Self::Skinny,
+            _ => Self::Tiled,
+        }
+    }
+
+    pub fn tile_rows(self) -> usize {
+        match self {
+            Self::Tiled => TILE_ROWS,
+            Self::Skinny | Self::Stream => SKINNY_TILE_ROWS,
+        }
+    }
+
+    /// Name, columns per CTA, dynamic shared memory and the inner width's required multiple.
+    fn launch_shape(self) -> (&'static str, usize, u32, usize) {
+        match self {
+            Self::Tiled => ("moe_gemm", TILE_COLS, 0, TILE_K),
+            Self::Skinny => ("moe_gemm_skinny", TILE_COLS, SKINNY_SMEM, 8),
+            Self::Stream => ("moe_gemm_stream", STREAM_TILE_COLS, 0, 8),
+        }
+    }
+}
+
+/// Output columns per CTA of `moe_gemm_stream`.
+const STREAM_TILE_COLS: usize = 64;
+
+/// `Grouped` with bf16 operands; `c` is f32 when `c_f32`, else bf16; the kernel the forward
+/// pass chooses for the dispatch's tiles (`GroupedKernel::for_tiles`).
 pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: bool) -> Result<()> {
+    moe_gemm_with(kern, GroupedKernel::for_tiles(d.tile_rows), d, g, c_f32)
+}
+
+/// `moe_gemm` on a given kernel (checks and benchmarks), which must match the dispatch's tiles.
+pub fn moe_gemm_with(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Grouped<View, View>, c_f32: bool) -> Result<()> {
     let Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
-    let skinny = d.tile_rows == SKINNY_TILE_ROWS;
-    let (name, smem): (&'static str, u32) = if skinny { ("moe_gemm_skinny", SKINNY_SMEM) } else { ("moe_gemm", 0) };
     const K: &str = "moe_gemm";
-    let step = if skinny { 8 } else { TILE_K };
+    ensure(K, kernel.tile_rows() == d.tile_rows, || format!("{kernel:?} runs {}-row tiles, the dispatch has {}", kernel.tile_rows(), d.tile_rows))?;
+    let (name, cols, smem, step) = kernel.launch_shape();
     ensure(K, k % step == 0 && k > 0, || format!("inner dimension {k} must be a multiple of {step}"))?;
     let (rows_ptr, div) = match a_rows {
         Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
@@ -162,7 +211,7 @@ pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: boo
     };
     let tiles = max_tiles(pairs, experts, d.tile_rows);
     let elem = if c_f32 { 4 } else { 2 };
-    kern.launch_step(name, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, smem, &[
+    kern.launch_step(name, (n.div_ceil(cols) as u32, tiles as u32, 1), 256, smem, &[
         Arg::Ptr(a.need(K, "a", a_total_rows * k * 2)?),
         Arg::Ptr(rows_ptr),
         Arg::I32(div),

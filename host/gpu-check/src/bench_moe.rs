@@ -1,0 +1,100 @@
+//! The bf16 grouped expert GEMM at decode sizes (`mlahost gpu-check --bench-moe`):
+//! `moe_gemm_skinny` (the forward pass's kernel for batches of up to 64 tokens) and
+//! `moe_gemm_stream` side by side on the same dispatches, over routings that change every launch
+//! so that the touched experts' weights come from HBM rather than L2.
+
+use super::{v, Rng};
+use mlahost_cuda::gpu::DeviceBuffer;
+use mlahost_cuda::graph::copy_bandwidth;
+use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped, GroupedKernel};
+use mlahost_cuda::module::Kernels;
+use mlahost_cuda::Result;
+use std::fmt::Write;
+
+/// (name, experts, experts per token, n, k, gathered): the first GEMM gathers token rows, the
+/// second reads the pairs in expert order, as in the forward pass.
+const SHAPES: [(&str, usize, usize, usize, usize, bool); 4] = [
+    ("V2-Lite gate_up", 64, 6, 2816, 2048, true),
+    ("V2-Lite down", 64, 6, 2048, 1408, false),
+    ("V3 gate_up, 32 experts", 32, 8, 4096, 7168, true),
+    ("V3 down, 32 experts", 32, 8, 7168, 2048, false),
+];
+const TOKENS: [usize; 4] = [1, 4, 16, 64];
+/// Routings cycled through by consecutive launches.
+const ROUTINGS: usize = 8;
+
+struct Routed {
+    d: Dispatch,
+    /// Distinct experts the routing touches.
+    touched: usize,
+    _bufs: Vec<DeviceBuffer>,
+}
+
+fn routing(k: &Kernels, rng: &mut Rng, tokens: usize, experts: usize, top_k: usize) -> Result<Routed> {
+    let gpu = k.gpu();
+    let mut ids = Vec::with_capacity(tokens * top_k);
+    for _ in 0..tokens {
+        let mut pick: Vec<i32> = (0..experts as i32).collect();
+        rng.shuffle(&mut pick);
+        ids.extend_from_slice(&pick[..top_k]);
+    }
+    let mut seen = ids.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    let pairs = tokens * top_k;
+    let buf = |n: usize| DeviceBuffer::alloc(gpu, n);
+    let d_ids = DeviceBuffer::from_slice(gpu, &ids)?;
+    let bufs = vec![buf((experts + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, experts, moe::SKINNY_TILE_ROWS) * 12)?, buf(4)?];
+    let d = Dispatch {
+        expert_offsets: v(&bufs[0]),
+        sorted_pairs: v(&bufs[1]),
+        pair_pos: v(&bufs[2]),
+        tiles: v(&bufs[3]),
+        num_tiles: v(&bufs[4]),
+        tile_rows: moe::SKINNY_TILE_ROWS,
+    };
+    moe::moe_align(k, v(&d_ids), pairs, experts, 0..experts, &d)?;
+    gpu.synchronize()?;
+    Ok(Routed { d, touched: seen.len(), _bufs: bufs })
+}
+
+/// Returns a markdown table.
+pub fn run(k: &Kernels, seed: u64) -> Result<String> {
+    let gpu = k.gpu();
+    let mut rng = Rng::new(seed);
+    let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
+    let mut s = format!("{} | copy {copy:.0} GB/s | weights of the touched experts over the time; {ROUTINGS} routings cycled\n", gpu.info.name);
+    s += "| shape | n x k | tokens | experts touched | skinny µs | stream µs | stream / skinny speed | skinny GB/s (% copy) | stream GB/s (% copy) |\n|---|---|---|---|---|---|---|---|---|\n";
+    for (name, experts, top_k, n, kk, gathered) in SHAPES {
+        let w = DeviceBuffer::alloc(gpu, experts * n * kk * 2)?;
+        w.fill_bytes(0x3c)?;
+        let max_pairs = TOKENS.iter().max().unwrap_or(&1) * top_k;
+        let a = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(max_pairs * kk, 1.0)))?;
+        let c = DeviceBuffer::alloc(gpu, max_pairs * n * 4)?;
+        for tokens in TOKENS {
+            let routed: Vec<Routed> = (0..ROUTINGS).map(|_| routing(k, &mut rng, tokens, experts, top_k)).collect::<Result<_>>()?;
+            let pairs = tokens * top_k;
+            let time = |kernel: GroupedKernel| {
+                super::bench_fp8::median_us(gpu, &|i| {
+                    let r = &routed[i % ROUTINGS];
+                    let (a_total_rows, a_rows) = if gathered { (tokens, Some((r.d.sorted_pairs, top_k))) } else { (pairs, None) };
+                    let g = Grouped { a: v(&a), a_total_rows, a_rows, w: v(&w), experts, pairs, c: v(&c), n, k: kk };
+                    moe::moe_gemm_with(k, kernel, &r.d, g, !gathered)
+                })
+            };
+            let (skinny, stream) = (time(GroupedKernel::Skinny)?, time(GroupedKernel::Stream)?);
+            let touched = routed.iter().map(|r| r.touched).sum::<usize>() as f64 / ROUTINGS as f64;
+            let gbs = |us: f64| touched * (n * kk * 2) as f64 / (us * 1e3);
+            let _ = writeln!(
+                s,
+                "| {name} | {n} x {kk} | {tokens} | {touched:.1} | {skinny:.1} | {stream:.1} | {:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
+                skinny / stream,
+                gbs(skinny),
+                100.0 * gbs(skinny) / copy,
+                gbs(stream),
+                100.0 * gbs(stream) / copy
+            );
+        }
+    }
+    Ok(s)
+}

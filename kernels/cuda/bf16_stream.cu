@@ -1,0 +1,149 @@
+// bf16_stream.cu — bf16 GEMMs of a few rows per weight (decode), written to read each weight byte
+// once at HBM speed: weights go from global memory straight into mma.sync fragments (16-byte
+// streaming loads, D k blocks ahead, no shared memory), and only the few activation rows are
+// staged in shared memory, one 128-wide k block at a time.
+//
+//  moe_gemm_stream  moe.cu's grouped expert GEMM, C[p, n] = A[row(p), :k] · W[e(p), n, :k]^T,
+//                   over moe_align's tiles of <= 16 rows; 64 output columns per CTA (8 warps of
+//                   8), so a batch-1 step's six experts still spread over every SM.
+//
+// Why not moe_gemm_skinny (cp.async of 128 weight rows into 4 smem stages): its CTAs of 128
+// columns leave SMs idle at batch 1 (V2-Lite's down projection: 16 column tiles x 6 experts = 96
+// CTAs on 132 SMs), and every weight byte makes a round trip through shared memory.
+//
+// The layout (as fp8_skinny.cu): within a 64-wide k chunk, thread (g = lane / 4, cq = lane % 4)
+// holds elements cq*16 .. cq*16+15 of its weight row (two 16-byte loads); m16n8k16 step s of the
+// chunk takes elements 4s .. 4s+3 of those as the fragment's k pairs (2cq, 2cq+1) and (2cq+8,
+// 2cq+9). The activations are read with the same permutation of k, and a dot product does not
+// care about the order of its terms. k must be a multiple of 8 (the tail of the last block is
+// zero-filled); rows past the tile's and columns past n are neither read nor written.
+#include "util.cuh"
+
+#define STREAM_ROWS 16
+#define STREAM_LDA 136  // bf16 per staged activation row: 272 bytes, so rows g and g + 1 of a
+                        // 16-byte read hit disjoint banks
+
+__device__ __forceinline__ uint4 stream16(const u16* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ void stream_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// One CTA: 16 activation rows of `a` ([rows, k] row-major) against weight rows wcol0 + warp * 8
+// * NJ .. of `wt` ([n, k] row-major), f32 sums in `acc` (the m16n8 accumulator of each of the
+// warp's NJ column tiles). Thread tid stages row tid / 16, whose source row is `asrc` (-1: zeros).
+// D k blocks of weights in flight per thread (16 * D * NJ registers).
+template <int NJ, int D>
+__device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc, const u16* __restrict__ wt, int wcol0, int n, int k,
+                                            float (&acc)[NJ][4]) {
+  __shared__ __align__(16) u16 as[2][STREAM_ROWS][STREAM_LDA];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
+  const int wcol = wcol0 + warp * NJ * 8;
+  const int kbs = (k + 127) / 128;
+  // thread tid stages row tid / 16, elements (tid % 16) * 8 .. + 8 of each k block
+  const int ar = tid >> 4, ac = (tid & 15) * 8;
+  uint4 anext = make_uint4(0u, 0u, 0u, 0u);
+  auto a_fetch = [&](int kb) {
+    const int kc = kb * 128 + ac;
+    anext = (asrc >= 0 && kc < k) ? __ldg(reinterpret_cast<const uint4*>(a + (i64)asrc * k + kc)) : make_uint4(0u, 0u, 0u, 0u);
+  };
+  auto a_store = [&](int buf) { *reinterpret_cast<uint4*>(&as[buf][ar][ac]) = anext; };
+  // q = 2 h + half: chunk h's elements cq*16 + half*8 .. + 8
+  uint4 wb[D][NJ][4];
+  auto w_fetch = [&](uint4 (&dst)[NJ][4], int kb) {
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+      const int col = wcol + j * 8 + g;
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        const int kc = kb * 128 + (q >> 1) * 64 + cq * 16 + (q & 1) * 8;
+        dst[j][q] = (kb < kbs && col < n && kc < k) ? stream16(wt + (i64)col * k + kc) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+  };
+  auto compute = [&](const uint4 (&wv)[NJ][4], int buf) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const u16* lo = &as[buf][g][h * 64 + cq * 16];
+      const u16* hi = &as[buf][g + 8][h * 64 + cq * 16];
+      const uint4 l0 = *reinterpret_cast<const uint4*>(lo), l1 = *reinterpret_cast<const uint4*>(lo + 8);
+      const uint4 h0 = *reinterpret_cast<const uint4*>(hi), h1 = *reinterpret_cast<const uint4*>(hi + 8);
+      const u32 lw[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+      const u32 hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+      for (int j = 0; j < NJ; j++) {
+        const uint4 b0 = wv[j][2 * h], b1 = wv[j][2 * h + 1];
+        const u32 bw[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int s = 0; s < 4; s++) stream_mma(acc[j], lw[2 * s], hw[2 * s], lw[2 * s + 1], hw[2 * s + 1], bw[2 * s], bw[2 * s + 1]);
+      }
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < NJ; j++)
+#pragma unroll
+    for (int q = 0; q < 4; q++) acc[j][q] = 0.f;
+  a_fetch(0);
+  a_store(0);
+  if (kbs > 1) a_fetch(1);
+#pragma unroll
+  for (int d = 0; d < D; d++) w_fetch(wb[d], d);
+  __syncthreads();
+  for (int it = 0; it < kbs; it += D) {
+#pragma unroll
+    for (int d = 0; d < D; d++) {
+      const int i2 = it + d;
+      if (i2 < kbs) {
+        const int buf = i2 & 1;
+        compute(wb[d], buf);
+        w_fetch(wb[d], i2 + D);
+        // the other buffer was last read in step i2 - 1, before the barrier that ended it
+        if (i2 + 1 < kbs) a_store(buf ^ 1);
+        if (i2 + 2 < kbs) a_fetch(i2 + 2);
+        __syncthreads();
+      }
+    }
+  }
+}
+
+// Grid (ceil(n / 64), max tiles); 256 threads. Arguments as moe_gemm's.
+extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* __restrict__ a, const int* __restrict__ a_rows, int a_div,
+                                                                     const u16* __restrict__ w, const int* __restrict__ tiles,
+                                                                     const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
+                                                                     int n, int k) {
+  util::await_prior_kernels();
+  constexpr int NJ = 1, D = 4, COLS = 64 * NJ;
+  __shared__ int arow[STREAM_ROWS];
+  const int tile = blockIdx.y;
+  if (tile >= *num_tiles) return;
+  const int e = tiles[3 * tile], start = tiles[3 * tile + 1], rows = tiles[3 * tile + 2];
+  const int tid = threadIdx.x;
+  if (tid < STREAM_ROWS) arow[tid] = tid < rows ? (a_rows ? a_rows[start + tid] / a_div : start + tid) : -1;
+  __syncthreads();
+  float acc[NJ][4];
+  const int n0 = blockIdx.x * COLS;
+  stream_rows<NJ, D>(a, arow[tid >> 4], w + (i64)e * n * k, n0, n, k, acc);
+  const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
+#pragma unroll
+  for (int j = 0; j < NJ; j++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = g + 8 * half;
+      if (r >= rows) continue;
+      const i64 base = (i64)(start + r) * n;
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int col = n0 + warp * NJ * 8 + j * 8 + 2 * cq + q;
+        if (col >= n) continue;
+        const float v = acc[j][2 * half + q];
+        if (c_f32) ((float*)c)[base + col] = v;
+        else ((u16*)c)[base + col] = util::f32_to_bf16(v);
+      }
+    }
+}
