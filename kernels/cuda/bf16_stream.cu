@@ -6,6 +6,11 @@
 //  moe_gemm_stream  moe.cu's grouped expert GEMM, C[p, n] = A[row(p), :k] · W[e(p), n, :k]^T,
 //                   over moe_align's tiles of <= 16 rows; 64 output columns per CTA (8 warps of
 //                   8), so a batch-1 step's six experts still spread over every SM.
+//  linear_stream    a dense linear of <= 16 rows, C[m, n] (mode) A[m, :k] · W[n, :k]^T, the k
+//                   blocks split over blockIdx.y: splits write f32 partials and the last CTA of
+//                   a column tile to arrive (a counter per tile, reset by that CTA) sums them in
+//                   split order and writes C, so one launch does it all. Modes: 0 bf16, 1 f32,
+//                   2 f32 accumulate (C += result).
 //
 // Why not moe_gemm_skinny (cp.async of 128 weight rows into 4 smem stages): its CTAs of 128
 // columns leave SMs idle at batch 1 (V2-Lite's down projection: 16 column tiles x 6 experts = 96
@@ -36,34 +41,35 @@ __device__ __forceinline__ void stream_mma(float* c, u32 a0, u32 a1, u32 a2, u32
 }
 
 // One CTA: 16 activation rows of `a` ([rows, k] row-major) against weight rows wcol0 + warp * 8
-// * NJ .. of `wt` ([n, k] row-major), f32 sums in `acc` (the m16n8 accumulator of each of the
-// warp's NJ column tiles). Thread tid stages row tid / 16, whose source row is `asrc` (-1: zeros).
-// D k blocks of weights in flight per thread (16 * D * NJ registers).
+// * NJ .. of `wt` ([n, k] row-major), over k blocks kb0 .. kb1 (128 wide), f32 sums in `acc`
+// (the m16n8 accumulator of each of the warp's NJ column tiles). Thread tid stages row tid / 16,
+// whose source row is `asrc` (-1: zeros). D k blocks of weights in flight per thread (16 * D *
+// NJ registers).
 template <int NJ, int D>
 __device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc, const u16* __restrict__ wt, int wcol0, int n, int k,
-                                            float (&acc)[NJ][4]) {
+                                            int kb0, int kb1, float (&acc)[NJ][4]) {
   __shared__ __align__(16) u16 as[2][STREAM_ROWS][STREAM_LDA];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
   const int wcol = wcol0 + warp * NJ * 8;
-  const int kbs = (k + 127) / 128;
+  const int nk = kb1 - kb0;
   // thread tid stages row tid / 16, elements (tid % 16) * 8 .. + 8 of each k block
   const int ar = tid >> 4, ac = (tid & 15) * 8;
   uint4 anext = make_uint4(0u, 0u, 0u, 0u);
-  auto a_fetch = [&](int kb) {
-    const int kc = kb * 128 + ac;
+  auto a_fetch = [&](int i) {
+    const int kc = (kb0 + i) * 128 + ac;
     anext = (asrc >= 0 && kc < k) ? __ldg(reinterpret_cast<const uint4*>(a + (i64)asrc * k + kc)) : make_uint4(0u, 0u, 0u, 0u);
   };
   auto a_store = [&](int buf) { *reinterpret_cast<uint4*>(&as[buf][ar][ac]) = anext; };
   // q = 2 h + half: chunk h's elements cq*16 + half*8 .. + 8
   uint4 wb[D][NJ][4];
-  auto w_fetch = [&](uint4 (&dst)[NJ][4], int kb) {
+  auto w_fetch = [&](uint4 (&dst)[NJ][4], int i) {
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
       const int col = wcol + j * 8 + g;
 #pragma unroll
       for (int q = 0; q < 4; q++) {
-        const int kc = kb * 128 + (q >> 1) * 64 + cq * 16 + (q & 1) * 8;
-        dst[j][q] = (kb < kbs && col < n && kc < k) ? stream16(wt + (i64)col * k + kc) : make_uint4(0u, 0u, 0u, 0u);
+        const int kc = (kb0 + i) * 128 + (q >> 1) * 64 + cq * 16 + (q & 1) * 8;
+        dst[j][q] = (i < nk && col < n && kc < k) ? stream16(wt + (i64)col * k + kc) : make_uint4(0u, 0u, 0u, 0u);
       }
     }
   };
@@ -89,23 +95,24 @@ __device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc,
   for (int j = 0; j < NJ; j++)
 #pragma unroll
     for (int q = 0; q < 4; q++) acc[j][q] = 0.f;
+  if (nk <= 0) return;
   a_fetch(0);
   a_store(0);
-  if (kbs > 1) a_fetch(1);
+  if (nk > 1) a_fetch(1);
 #pragma unroll
   for (int d = 0; d < D; d++) w_fetch(wb[d], d);
   __syncthreads();
-  for (int it = 0; it < kbs; it += D) {
+  for (int it = 0; it < nk; it += D) {
 #pragma unroll
     for (int d = 0; d < D; d++) {
       const int i2 = it + d;
-      if (i2 < kbs) {
+      if (i2 < nk) {
         const int buf = i2 & 1;
         compute(wb[d], buf);
         w_fetch(wb[d], i2 + D);
         // the other buffer was last read in step i2 - 1, before the barrier that ended it
-        if (i2 + 1 < kbs) a_store(buf ^ 1);
-        if (i2 + 2 < kbs) a_fetch(i2 + 2);
+        if (i2 + 1 < nk) a_store(buf ^ 1);
+        if (i2 + 2 < nk) a_fetch(i2 + 2);
         __syncthreads();
       }
     }
@@ -128,7 +135,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* 
   __syncthreads();
   float acc[NJ][4];
   const int n0 = blockIdx.x * COLS;
-  stream_rows<NJ, D>(a, arow[tid >> 4], w + (i64)e * n * k, n0, n, k, acc);
+  stream_rows<NJ, D>(a, arow[tid >> 4], w + (i64)e * n * k, n0, n, k, 0, (k + 127) / 128, acc);
   const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
 #pragma unroll
   for (int j = 0; j < NJ; j++)
@@ -146,4 +153,69 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* 
         else ((u16*)c)[base + col] = util::f32_to_bf16(v);
       }
     }
+}
+
+// Grid (ceil(n / 64), splits); 256 threads; m <= 16, k a multiple of 8, `kb_per_split` k blocks
+// per split. With splits, `part` holds [splits, m, n] f32 and `counters` one zeroed u32 per
+// column tile.
+extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __restrict__ a, const u16* __restrict__ w, void* __restrict__ c,
+                                                                   float* __restrict__ part, u32* __restrict__ counters, int mode, int m,
+                                                                   int n, int k, int kb_per_split) {
+  util::await_prior_kernels();
+  constexpr int NJ = 1, D = 4, COLS = 64 * NJ;
+  __shared__ int last;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
+  const int kbs = (k + 127) / 128, kb0 = blockIdx.y * kb_per_split, kb1 = min(kbs, kb0 + kb_per_split);
+  const int n0 = blockIdx.x * COLS;
+  float acc[NJ][4];
+  stream_rows<NJ, D>(a, (tid >> 4) < m ? tid >> 4 : -1, w, n0, n, k, kb0, kb1, acc);
+  const bool split = gridDim.y > 1;
+  auto emit = [&](i64 idx, float v) {
+    if (mode == 0) ((u16*)c)[idx] = util::f32_to_bf16(v);
+    else if (mode == 1) ((float*)c)[idx] = v;
+    else ((float*)c)[idx] += v;
+  };
+#pragma unroll
+  for (int j = 0; j < NJ; j++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = g + 8 * half;
+      if (r >= m) continue;
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int col = n0 + warp * NJ * 8 + j * 8 + 2 * cq + q;
+        if (col >= n) continue;
+        const float v = acc[j][2 * half + q];
+        if (split) part[((i64)blockIdx.y * m + r) * n + col] = v;
+        else emit((i64)r * n + col, v);
+      }
+    }
+  if (!split) return;
+  // the last split of this column tile to arrive sums the partials (read through L2: written by
+  // other SMs) in split order and resets the tile's counter for the next launch
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(counters + blockIdx.x, 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int splits = gridDim.y;
+  const i64 stride = (i64)m * n;
+  for (int idx = tid; idx < m * COLS; idx += blockDim.x) {
+    const int r = idx / COLS, col = n0 + idx % COLS;
+    if (col >= n) continue;
+    const float* p = part + (i64)r * n + col;
+    float v = 0.f;
+    int s = 0;
+    for (; s + 8 <= splits; s += 8) {
+      float x[8];
+#pragma unroll
+      for (int u = 0; u < 8; u++) x[u] = __ldcg(p + (s + u) * stride);
+#pragma unroll
+      for (int u = 0; u < 8; u++) v += x[u];
+    }
+    for (; s < splits; s++) v += __ldcg(p + s * stride);
+    emit((i64)r * n + col, v);
+  }
+  if (tid == 0) counters[blockIdx.x] = 0u;
 }

@@ -40,9 +40,10 @@ pub struct GpuCheckArgs {
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes.
     #[arg(long)]
     bench_fp8: bool,
-    /// Time the bf16 grouped expert GEMM kernels at decode sizes (V2-Lite's and V3's experts).
+    /// Time the streaming bf16 kernels at decode sizes: the grouped expert GEMM (V2-Lite's and
+    /// V3's experts) against moe_gemm_skinny, the dense linears (V2-Lite's) against cuBLAS.
     #[arg(long)]
-    bench_moe: bool,
+    bench_stream: bool,
     /// Only the end-to-end rows of the --model checkpoints (no kernel checks, no fixtures).
     #[arg(long)]
     models_only: bool,
@@ -74,7 +75,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         sweep: args.sweep,
         bench_batch: args.bench_batch,
         bench_fp8: args.bench_fp8,
-        bench_moe: args.bench_moe,
+        bench_stream: args.bench_stream,
         models_only: args.models_only || args.nccl_only,
         fp8_only: args.fp8_only,
         layouts_only: args.layouts_only || args.nccl_only,

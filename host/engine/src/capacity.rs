@@ -192,13 +192,18 @@ workspace_layout! {
     part_lse,
     /// split-arrival words: 2 per 16-row group, + 2 per token for each sequence's partial group
     sync,
+    /// the streaming dense linear's split-k partials (f32, fixed: splits are limited to it)
+    stream_part,
+    /// its arrival counters, one u32 per column tile (zero at rest)
+    stream_counters,
 }
 
 /// The CUDA backend's activation buffers, in bytes: the f32 residual and its normalized copies,
 /// the query path, the latent and its attention output per head, values, the dense / shared MLP
 /// pair, the router, per routed expert choice its gate/up pair, activation and f32 output, then
 /// per logits row the final norm and f32 logits, the batch metadata (`meta` i32), cache slots,
-/// and the split-KV partials (`partial_rows`). Each buffer is at least 16 bytes. The backend
+/// the split-KV partials (`partial_rows`), and the streaming linear's split-k partials and
+/// counters. Each buffer is at least 16 bytes. The backend
 /// allocates exactly these; `workspace_bytes` sums them.
 pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: usize, partial_rows: usize) -> WorkspaceLayout<u64> {
     let (t, rows, meta, partial_rows) = (tokens as u64, rows as u64, meta as u64, partial_rows as u64);
@@ -241,6 +246,8 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
         part_o: partial_rows * kv_lora * 2,
         part_lse: partial_rows * 4,
         sync: (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8,
+        stream_part: STREAM_SPLIT_PARTIAL_BYTES,
+        stream_counters: STREAM_TILE_COUNTER_BYTES,
     }
     .map(|b| b.max(16))
 }
@@ -256,6 +263,11 @@ pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: u
     let (t, rows) = (max_batched_tokens.max(1), max_seqs.max(1));
     workspace_buffers(cfg, t, rows, workspace_meta(t, rows), 0).named().into_iter().map(|(_, &b)| b).sum()
 }
+
+/// The streaming bf16 linear's split-k partials (f32): 16 rows x 16K columns x 16 splits.
+pub const STREAM_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;
+/// Its arrival counters: one u32 per 64-column tile of a split linear.
+pub const STREAM_TILE_COUNTER_BYTES: u64 = 4096;
 
 /// The FP8 GEMMs' split-k partials (f32): a fixed buffer; splits are limited to what fits.
 pub const FP8_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;

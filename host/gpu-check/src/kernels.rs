@@ -96,6 +96,7 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
             out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims).unwrap_or_else(|e| failed("moe experts", e)));
         }
     }
+    out.extend(crate::kernels_stream::run_all(k, &mut rng));
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     out.extend(super::fp8::run_all(k, &mut rng));
     Ok(out)

@@ -4,7 +4,7 @@
 
 pub mod bench;
 pub mod bench_fp8;
-pub mod bench_moe;
+pub mod bench_stream;
 pub mod e2e;
 pub mod e2e_fp8;
 pub mod e2e_tp;
@@ -12,6 +12,7 @@ pub mod fp8;
 pub mod fp8_lt;
 pub mod kernels;
 mod kernels_moe;
+mod kernels_stream;
 pub mod profile;
 pub mod runner;
 pub mod trace;

@@ -22,8 +22,9 @@ pub struct CheckOptions {
     pub bench_batch: Option<usize>,
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on V3's shapes.
     pub bench_fp8: bool,
-    /// Time the bf16 grouped expert GEMMs at decode sizes (skinny against streaming).
-    pub bench_moe: bool,
+    /// Time the streaming bf16 kernels at decode sizes: the grouped expert GEMM against
+    /// `moe_gemm_skinny`, the dense linears against cuBLAS.
+    pub bench_stream: bool,
     /// Only the end-to-end rows of `models` (no kernel checks, no fixtures).
     pub models_only: bool,
     /// Only what checks FP8 weights: the FP8 kernel checks and the FP8-weight rows (models also
@@ -89,8 +90,8 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
     if o.bench_fp8 {
         println!("## FP8 linears vs cuBLAS bf16 (V3 shapes)\n{}", super::bench_fp8::run(&k, &blas, o.seed)?);
     }
-    if o.bench_moe {
-        println!("## bf16 grouped expert GEMM at decode sizes\n{}", super::bench_moe::run(&k, o.seed)?);
+    if o.bench_stream {
+        println!("## streaming bf16 kernels at decode sizes\n{}", super::bench_stream::run(&k, &blas, o.seed)?);
     }
     if o.bench || o.bench_only {
         let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep, o.bench_batch)?;

@@ -10,6 +10,7 @@ use crate::kernels::fp8::{self, OutMode};
 use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
 use crate::kernels::layers::{self, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
 use crate::kernels::moe::{self, Dispatch, Grouped, RouteParams};
+use crate::kernels::stream;
 use crate::kernels::View;
 use crate::module::Kernels;
 use crate::weights::{GpuAttention, GpuFfn, GpuLayer, GpuMatrix, GpuMlp, GpuMoe, GpuQuery, GpuWeights};
@@ -166,6 +167,11 @@ impl Forward<'_> {
                 }
             }
             (Some(_), None) => Err(crate::CudaError::launch("fp8_gemm", "FP8 weights without the FP8 scratch")),
+            (None, _) if stream::use_for(m) => {
+                let splits = stream::splits_for(m, n, k, self.num_sms, self.ws.stream_part.bytes());
+                let (part, counters) = (v(&self.ws.stream_part), v(&self.ws.stream_counters));
+                stream::linear(self.k, stream::Linear { a: v(a), w: v(&w.buf), c: v(c), mode, part, counters, splits, m, n, k })
+            }
             (None, _) => {
                 let (out, beta) = match mode {
                     OutMode::Bf16 => (bf16(c, n), 0.0),

@@ -62,6 +62,8 @@ impl Workspace {
         let buffers = Self::sizes(cfg, cap).try_map(|bytes| DeviceBuffer::alloc(gpu, bytes as usize))?;
         // The decode kernels' split-arrival words: zeroed here, left zero by every launch.
         buffers.sync.fill_bytes(0)?;
+        // The streaming linear's tile counters: the same rule.
+        buffers.stream_counters.fill_bytes(0)?;
         Ok(Self { cap, buffers })
     }
 

@@ -31,7 +31,7 @@ impl OutMode {
         }
     }
 
-    fn elem(self) -> usize {
+    pub(crate) fn elem(self) -> usize {
         if self == OutMode::Bf16 {
             2
         } else {

@@ -7,6 +7,7 @@ pub mod fp8;
 pub mod layers;
 pub mod moe;
 pub mod sampling;
+pub mod stream;
 
 use crate::error::{CudaError, Result};
 

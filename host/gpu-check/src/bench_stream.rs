@@ -1,9 +1,13 @@
-//! The bf16 grouped expert GEMM at decode sizes (`mlahost gpu-check --bench-moe`):
-//! `moe_gemm_skinny` (the forward pass's kernel for batches of up to 64 tokens) and
-//! `moe_gemm_stream` side by side on the same dispatches, over routings that change every launch
-//! so that the touched experts' weights come from HBM rather than L2.
+//! The streaming bf16 kernels at decode sizes (`mlahost gpu-check --bench-stream`): the grouped
+//! expert GEMM, `moe_gemm_skinny` (the forward pass's kernel for batches of up to 64 tokens)
+//! beside `moe_gemm_stream` on the same dispatches, over routings that change every launch so
+//! that the touched experts' weights come from HBM rather than L2; and the dense linears of up
+//! to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2.
 
 use super::{v, Rng};
+use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
+use mlahost_cuda::kernels::fp8::OutMode;
+use mlahost_cuda::kernels::stream;
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::graph::copy_bandwidth;
 use mlahost_cuda::kernels::moe::{self, max_tiles, Dispatch, Grouped, GroupedKernel};
@@ -58,12 +62,74 @@ fn routing(k: &Kernels, rng: &mut Rng, tokens: usize, experts: usize, top_k: usi
     Ok(Routed { d, touched: seen.len(), _bufs: bufs })
 }
 
-/// Returns a markdown table.
-pub fn run(k: &Kernels, seed: u64) -> Result<String> {
+/// DeepSeek-V2-Lite's dense linears (name, n, k): the query, latent, output and shared-expert
+/// projections of every layer, the first layer's dense down projection and the lm_head.
+const DENSE: [(&str, usize, usize); 7] = [
+    ("q", 3072, 2048),
+    ("kv_a", 576, 2048),
+    ("o", 2048, 2048),
+    ("shared gate_up", 2816, 2048),
+    ("shared down", 2048, 2816),
+    ("dense down", 2048, 10944),
+    ("lm_head", 102_400, 2048),
+];
+const ROWS: [usize; 3] = [1, 4, 16];
+
+/// Returns markdown tables.
+pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let gpu = k.gpu();
     let mut rng = Rng::new(seed);
     let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
-    let mut s = format!("{} | copy {copy:.0} GB/s | weights of the touched experts over the time; {ROUTINGS} routings cycled\n", gpu.info.name);
+    let mut s = grouped(k, &mut rng, copy)?;
+    s += &dense(k, blas, &mut rng, copy)?;
+    Ok(s)
+}
+
+fn dense(k: &Kernels, blas: &Blas, rng: &mut Rng, copy: f64) -> Result<String> {
+    let gpu = k.gpu();
+    let sms = gpu.info.multiprocessors as usize;
+    let mut s = format!("\n{} | copy {copy:.0} GB/s | dense bf16 linears, bf16 out; weight bytes over the time\n", gpu.info.name);
+    s += "| shape | n x k | rows | splits | cuBLAS µs | stream µs | stream / cuBLAS speed | cuBLAS GB/s (% copy) | stream GB/s (% copy) |\n|---|---|---|---|---|---|---|---|---|\n";
+    let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::STREAM_SPLIT_PARTIAL_BYTES as usize)?;
+    let counters = DeviceBuffer::alloc(gpu, stream::COUNTERS * 4)?;
+    counters.fill_bytes(0)?;
+    for (name, n, kk) in DENSE {
+        let copies = (256usize << 20).div_ceil(n * kk * 2).clamp(1, 16);
+        let ws: Vec<DeviceBuffer> = (0..copies).map(|_| {
+            let b = DeviceBuffer::alloc(gpu, n * kk * 2)?;
+            b.fill_bytes(0x3c)?;
+            Ok(b)
+        }).collect::<Result<_>>()?;
+        let a = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(stream::MAX_ROWS * kk, 1.0)))?;
+        let c = DeviceBuffer::alloc(gpu, stream::MAX_ROWS * n * 2)?;
+        for m in ROWS {
+            let splits = stream::splits_for(m, n, kk, sms, part.bytes());
+            let cublas = super::bench_fp8::median_us(gpu, &|i| {
+                let op = |ptr, ld| Operand { ptr, dtype: Dtype::Bf16, ld };
+                blas.linear(Linear { m, n, k: kk, a: op(a.ptr(), kk), w: op(ws[i % copies].ptr(), kk), c: op(c.ptr(), n), beta: 0.0 })
+            })?;
+            let streamed = super::bench_fp8::median_us(gpu, &|i| {
+                let g = stream::Linear { a: v(&a), w: v(&ws[i % copies]), c: v(&c), mode: OutMode::Bf16, part: v(&part), counters: v(&counters), splits, m, n, k: kk };
+                stream::linear(k, g)
+            })?;
+            let gbs = |us: f64| (n * kk * 2) as f64 / (us * 1e3);
+            let _ = writeln!(
+                s,
+                "| {name} | {n} x {kk} | {m} | {splits} | {cublas:.1} | {streamed:.1} | {:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
+                cublas / streamed,
+                gbs(cublas),
+                100.0 * gbs(cublas) / copy,
+                gbs(streamed),
+                100.0 * gbs(streamed) / copy
+            );
+        }
+    }
+    Ok(s)
+}
+
+fn grouped(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
+    let gpu = k.gpu();
+    let mut s = format!("{} | copy {copy:.0} GB/s | grouped expert GEMM; weights of the touched experts over the time; {ROUTINGS} routings cycled\n", gpu.info.name);
     s += "| shape | n x k | tokens | experts touched | skinny µs | stream µs | stream / skinny speed | skinny GB/s (% copy) | stream GB/s (% copy) |\n|---|---|---|---|---|---|---|---|---|\n";
     for (name, experts, top_k, n, kk, gathered) in SHAPES {
         let w = DeviceBuffer::alloc(gpu, experts * n * kk * 2)?;
@@ -72,7 +138,7 @@ pub fn run(k: &Kernels, seed: u64) -> Result<String> {
         let a = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(max_pairs * kk, 1.0)))?;
         let c = DeviceBuffer::alloc(gpu, max_pairs * n * 4)?;
         for tokens in TOKENS {
-            let routed: Vec<Routed> = (0..ROUTINGS).map(|_| routing(k, &mut rng, tokens, experts, top_k)).collect::<Result<_>>()?;
+            let routed: Vec<Routed> = (0..ROUTINGS).map(|_| routing(k, rng, tokens, experts, top_k)).collect::<Result<_>>()?;
             let pairs = tokens * top_k;
             let time = |kernel: GroupedKernel| {
                 super::bench_fp8::median_us(gpu, &|i| {
