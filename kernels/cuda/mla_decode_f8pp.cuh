@@ -4,7 +4,14 @@
 // one producer warpgroup (~4,400 cycles a tile against ~1,150 of FP8 tensor work); here two
 // warpgroups own alternate tiles, each copying its tiles, computing their S, softmax and P' and
 // publishing the softmax state, and both add O^T += V^T P' for their own 256 latent dims of every
-// tile. One warpgroup's softmax and P' run beside the other's MMAs.
+// tile.
+//
+// Order within a warpgroup's iteration u: S(u) first, which three stages allow (S(u) reads only
+// its own stage), then the P V of the other's tile u - 1, so that S(u) runs beside the other's
+// softmax and P' of u - 1 (ptxas: 255 registers, 20 bytes spilled). F8PP_S_FIRST=0 (a
+// development knob, MLAHOST_KERNEL_DEFINES=-DF8PP_S_FIRST=0) is the first order written: the
+// P V of u - 1 before S(u), which then waits for the other's softmax, so per tile the chain is
+// P V + S + softmax + P' (116 bytes spilled). Neither has run yet; the A/B decides which stays.
 //
 // Shared memory as F8Cfg: Q (e4m3 + k_pe), three stages of raw tiles (tile t in stage t % 3), P'
 // of tile t in buffer t & 1 (its owner's). A stage is refilled with tile t + 3, owned by the other
@@ -19,6 +26,10 @@
 // refills next.
 #pragma once
 #include "mla_decode_f8mma.cuh"
+
+#ifndef F8PP_S_FIRST
+#define F8PP_S_FIRST 1
+#endif
 
 namespace mla {
 
@@ -150,15 +161,9 @@ __device__ __forceinline__ void f8pp_tiles(const F8PpCtx& c, float (&o)[128], fl
     issue_pv(t);
   };
 
-  for (int u = WG; u < ntiles; u += 2) {
-    if (u >= 1) follow(u - 1);
-    // this tile's copies (the prologue's second group holds warpgroup 0's tile 2)
-    if (u < 2) cp_async_wait<1>();
-    else cp_async_wait<0>();
-    fence_proxy_async();  // cp.async wrote the stage; wgmma reads it
-    named_bar_sync(LOCAL, 128);
-    // tile u + 2 (own) into the stage of tile u - 1, whose P V are both done: the follower's
-    // above, the owner's (FREE); tiles up to 2 came with the prologue
+  // tile u + 2 (own) into the stage of tile u - 1, whose P V are both done: the follower's
+  // (follow(u - 1) before this), the owner's (FREE); tiles up to 2 came with the prologue
+  auto refill = [&](int u) {
     if (u + 2 < ntiles && u + 2 >= 3) {
       const TilePages pg = tile_pages_of(c.pm, c.w.kv_begin + (u + 2) * 64, c.ld_row);
       named_bar_sync(FREE_MINE, 256);
@@ -166,6 +171,20 @@ __device__ __forceinline__ void f8pp_tiles(const F8PpCtx& c, float (&o)[128], fl
                     c.ld_unit);
     }
     cp_async_commit();  // one group per own tile, possibly empty
+  };
+
+  for (int u = WG; u < ntiles; u += 2) {
+#if !F8PP_S_FIRST
+    if (u >= 1) follow(u - 1);
+#endif
+    // this tile's copies (the prologue's second group holds warpgroup 0's tile 2)
+    if (u < 2) cp_async_wait<1>();
+    else cp_async_wait<0>();
+    fence_proxy_async();  // cp.async wrote the stage; wgmma reads it
+    named_bar_sync(LOCAL, 128);
+#if !F8PP_S_FIRST
+    refill(u);
+#endif
 
     // S: k_pe in bf16, then the 4 code blocks on the FP8 tensor cores, each folded in with the
     // tokens' block scales as it completes
@@ -193,6 +212,14 @@ __device__ __forceinline__ void f8pp_tiles(const F8PpCtx& c, float (&o)[128], fl
       if (blk < 3) wgmma_fence();
     }
 
+#if F8PP_S_FIRST
+    // the other warpgroup's tile u - 1 after this tile's S (three stages: S(u) needs only its
+    // own), so this S runs beside the other's softmax; then every thread of this warpgroup has
+    // read tile u - 1's state before tile u's is written below
+    if (u >= 1) follow(u - 1);
+    named_bar_sync(LOCAL, 128);
+    refill(u);
+#endif
     // softmax (S in units of the row's Q scale, folded into rs), then P' per block into this
     // tile's buffer (free: both P V of tile u - 2 are done) in f8mma's byte order
     const RowStep rstep = softmax_rows64(s, c.w.kv_begin + u * 64, c.lim0, c.lim1, c4, rs0, rs1, m0, m1);

@@ -5,9 +5,15 @@
 // so the tensor cores idle during the softmax and the next tile's S waits for this tile's P V.
 // Here warpgroup w owns the tiles t with t % 2 == w: it loads them (stage w), computes their S and
 // softmax, and publishes P, the row factors alpha and the running maxima; both warpgroups then add
-// P V for their own 256 value columns, as in wgmma_r64. While one warpgroup runs a softmax, the
-// other's S and both P V products keep the tensor cores busy, and each stage is busy only from its
-// tile's S to the end of its P V, so the next copy into it starts as early as the two stages allow.
+// P V for their own 256 value columns, as in wgmma_r64. The aim: while one warpgroup runs a
+// softmax, the other's S and both P V products keep the tensor cores busy.
+//
+// A desk review (not yet measured) says the default order does not get there: a warpgroup adds
+// the other's tile u - 1 (which waits for that softmax) before it issues S(u), so per tile the
+// chain is still P V + S + softmax, as in wgmma_r64; and PP_S_FIRST, which issues S(u) first,
+// frees the other's stage only after its own softmax, so with two 72 KB stages the copy of the
+// next tile lands late. Overlap needs a stage freed earlier (smaller sub-tiles, or TMA). Kept for
+// the measurement that decides.
 //
 // P of tile t is written over the rope chunk (chunk 8) of t's own stage, which only S(t) reads:
 // the kernel needs no more shared memory than wgmma_r64. The softmax state passes between the

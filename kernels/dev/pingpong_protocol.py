@@ -1,7 +1,7 @@
-"""A model of the ping-pong decode kernels' protocol (mla_decode_wgmma_pp.cuh, both orders, and
-mla_decode_f8pp.cuh): each warpgroup as a list of named-barrier operations and reads and writes of
-the stages and P buffers, run in random interleavings for 0-13 tiles. It reports a deadlock, an
-arrival left over at the end, a read of a buffer that holds another tile, and a write over a
+"""A model of the ping-pong decode kernels' protocol (mla_decode_wgmma_pp.cuh and
+mla_decode_f8pp.cuh, both orders of each): each warpgroup as a list of named-barrier operations
+and reads and writes of the stages and P buffers, run in random interleavings for 0-13 tiles. It
+reports a deadlock, an arrival left over at the end, a read of a buffer that holds another tile, and a write over a
 buffer before every read of its previous tile (both warpgroups' P V, the owner's S) was issued
 and had completed (a read completes at its warpgroup's next wgmma wait). Keep it in step with the
 kernels when their schedule changes: python3 kernels/dev/pingpong_protocol.py (no GPU).
@@ -33,7 +33,7 @@ def pp(WG, n, s_first=False):
     ops.append(('wait0',))
     return ops
 
-def f8pp(WG, n):
+def f8pp(WG, n, s_first=False):
     L, PM, PO, FM, FO = 1 + WG, 3 + WG, 3 + (1 - WG), 5 + WG, 5 + (1 - WG)
     ops = []
     # prologue loads by the owner: tile WG, and tile 2 by WG0
@@ -41,13 +41,22 @@ def f8pp(WG, n):
     if WG == 0 and n > 2: ops.append(('write', ('stage', 2), 2))
     def pv(t):  # synchronous: reads stage t%3 and P' buffer t&1
         ops.extend([('read', ('stage', t % 3), t, f'PV{WG}'), ('read', ('P', t & 1), t, f'PV{WG}'), ('wait0',)])
+    def refill(u):
+        if u + 2 < n and u + 2 >= 3:
+            ops.extend([('sync', FM, 256), ('write', ('stage', (u + 2) % 3), u + 2)])
     for u in range(WG, n, 2):
-        if u >= 1:
+        if u >= 1 and not s_first:
             ops.append(('sync', PO, 256)); pv(u - 1)
         ops.append(('sync', L, 128))
-        if u + 2 < n and u + 2 >= 3:
-            ops += [('sync', FM, 256), ('write', ('stage', (u + 2) % 3), u + 2)]
-        ops += [('read', ('stage', u % 3), u, 'S'), ('wait0',), ('write', ('P', u & 1), u), ('sync', L, 128), ('arrive', PM, 256)]
+        if not s_first:
+            refill(u)
+        ops += [('read', ('stage', u % 3), u, 'S'), ('wait0',)]
+        if s_first:
+            if u >= 1:
+                ops.append(('sync', PO, 256)); pv(u - 1)
+            ops.append(('sync', L, 128))
+            refill(u)
+        ops += [('write', ('P', u & 1), u), ('sync', L, 128), ('arrive', PM, 256)]
         pv(u)
         if u + 3 < n: ops.append(('arrive', FO, 256))
     if n > 0 and (n - 1) % 2 != WG:
@@ -106,7 +115,8 @@ def run(progs, seed, n, writes_before):
 bad = 0
 for name, mk, pre in [('pp', lambda w, n: pp(w, n), lambda n: [(('stage', t), t) for t in range(min(n, 2))]),
                       ('pp S_FIRST', lambda w, n: pp(w, n, True), lambda n: [(('stage', t), t) for t in range(min(n, 2))]),
-                      ('f8pp', f8pp, lambda n: [])]:
+                      ('f8pp', f8pp, lambda n: []),
+                      ('f8pp S_FIRST', lambda w, n: f8pp(w, n, True), lambda n: [])]:
     for n in range(0, 14):
         for seed in range(400):
             r = run([mk(0, n), mk(1, n)], seed, n, pre(n))
