@@ -93,7 +93,8 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
     if o.bench_stream {
         println!("## streaming bf16 kernels at decode sizes\n{}", super::bench_stream::run(&k, &blas, o.seed)?);
     }
-    if o.bench || o.bench_only {
+    // --bench-only alone means the decode benchmark; beside another benchmark, only that one
+    if o.bench || (o.bench_only && !o.bench_fp8 && !o.bench_stream) {
         let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep, o.bench_batch)?;
         println!("## decode kernel benchmark\n{table}");
         if let Some(p) = &o.bench_json {
