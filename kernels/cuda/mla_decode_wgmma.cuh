@@ -1,6 +1,7 @@
 // The wgmma decode kernel body (sm_90a), used for 128 heads.
 #pragma once
 #include "mla_decode_common.cuh"
+#include "wgmma_ops.cuh"  // fences, commit / wait, sw128_desc
 #include "mla_decode_mma.cuh"  // named_bar_sync
 #include "mla_decode_combine.cuh"  // split_arrive
 
@@ -16,7 +17,7 @@ namespace mla {
 //   both: O[:, 256*wg .. +255] = alpha*O + P V (4 x m64n256k16), accumulators in registers.
 //   WG1 also issues the tile copies, beside WG0's S and softmax.
 // ------------------------------------------------------------------------------------------------
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef HAS_WGMMA
 #define MLA_HAS_WGMMA 1
 #endif
 
@@ -52,17 +53,6 @@ __device__ __forceinline__ void fence_acc128(float* d) {
 
 // ---- END GENERATED ----
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// shared-memory matrix descriptor, 128-byte swizzle
-__device__ __forceinline__ u64 sw128_desc(u32 saddr, u32 lbo, u32 sbo) {
-  return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | (1ull << 62);
-}
 #endif
 
 struct WgCfg {

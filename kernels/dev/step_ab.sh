@@ -5,8 +5,9 @@
 # variants, in order (each an env assignment list; "-" is the plain binary):
 #   -                       programmatic launch on for the step's kernels (the default)
 #   MLAHOST_STEP_PDL=0      the step before it (only attention's kernels programmatic)
-#   MLAHOST_MOE_STREAM=1    moe_gemm_stream for the 16-row expert tiles
-#   MLAHOST_MOE_STREAM=1 MLAHOST_DENSE_STREAM=1   and linear_stream for the dense linears <= 16 rows
+#   MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1   moe_gemm_stream for the 16-row expert tiles (decode),
+#                           moe_gemm_wgmma for the 64-row ones (prefill: the prefill ms and TTFT)
+#   ... MLAHOST_DENSE_STREAM=1   and linear_stream for the dense linears of <= 16 rows
 # VARIANTS (|-separated) overrides them. Needs BIN and TOKENIZER_DIR (kernels/dev/gpu_env.sh).
 set -u
 BIN=${BIN:-.bin/run/mlahost}
@@ -14,7 +15,7 @@ OUT=${OUT:-/tmp/mlahost-gpu}
 WORK=${WORK:-/tmp/mlahost-work}
 PORT=${PORT:-8013}
 SERVE=${SERVE:-1}
-VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=0|MLAHOST_MOE_STREAM=1|MLAHOST_MOE_STREAM=1 MLAHOST_DENSE_STREAM=1"}
+VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=0|MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1|MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_DENSE_STREAM=1"}
 LITE="$WORK/v2-lite-dummy"
 mkdir -p "$LITE" "$OUT"
 cp tests/fixtures/configs/deepseek-v2-lite.json "$LITE/config.json"

@@ -40,10 +40,11 @@ pub struct GpuCheckArgs {
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on DeepSeek-V3's shapes.
     #[arg(long)]
     bench_fp8: bool,
-    /// Time the streaming bf16 kernels at decode sizes: the grouped expert GEMM (V2-Lite's and
-    /// V3's experts) against moe_gemm_skinny, the dense linears (V2-Lite's) against cuBLAS.
+    /// Time the step's bf16 GEMM kernels beside the ones they would replace: the grouped expert
+    /// GEMM at decode sizes (V2-Lite's and V3's experts, against moe_gemm_skinny) and prefill sizes
+    /// (against moe_gemm), the dense linears of a few rows (V2-Lite's, against cuBLAS).
     #[arg(long)]
-    bench_stream: bool,
+    bench_gemm: bool,
     /// Only the end-to-end rows of the --model checkpoints (no kernel checks, no fixtures).
     #[arg(long)]
     models_only: bool,
@@ -62,6 +63,11 @@ pub struct GpuCheckArgs {
     /// --bench, the benchmark after them.
     #[arg(long)]
     kernels_only: bool,
+    /// Only the end-to-end rows (the fixtures and the --model checkpoints against the CPU engine
+    /// and the split layouts), without the kernel checks: e.g. with the MLAHOST_* kernel switches
+    /// set, to check the forward pass on the kernels they choose.
+    #[arg(long, conflicts_with = "kernels_only")]
+    e2e_only: bool,
 }
 
 pub fn run(args: GpuCheckArgs) -> Result<()> {
@@ -75,12 +81,13 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         sweep: args.sweep,
         bench_batch: args.bench_batch,
         bench_fp8: args.bench_fp8,
-        bench_stream: args.bench_stream,
+        bench_gemm: args.bench_gemm,
         models_only: args.models_only || args.nccl_only,
         fp8_only: args.fp8_only,
         layouts_only: args.layouts_only || args.nccl_only,
         nccl_only: args.nccl_only,
         kernels_only: args.kernels_only,
+        e2e_only: args.e2e_only,
         seed: args.seed.unwrap_or_else(|| mlahost_gpu_check::Rng::fresh().1),
     };
     if !run_checks(&o)? {

@@ -15,6 +15,7 @@ macro_rules! cu {
 /// Every header a family may include, passed to NVRTC by name.
 pub const HEADERS: &[(&str, &str)] = &[
     cu!("util.cuh"),
+    cu!("wgmma_ops.cuh"),
     cu!("mla_decode_common.cuh"),
     cu!("mla_decode_mma.cuh"),
     cu!("mla_decode_wgmma.cuh"),
@@ -41,6 +42,7 @@ pub const SAMPLING: Family = family(cu!("sampling.cu"));
 pub const FP8_GEMM: Family = family(cu!("fp8_gemm.cu"));
 pub const FP8_SKINNY: Family = family(cu!("fp8_skinny.cu"));
 pub const BF16_STREAM: Family = family(cu!("bf16_stream.cu"));
+pub const MOE_WGMMA: Family = family(cu!("moe_wgmma.cu"));
 pub const RANK_BARRIER: Family = family(cu!("rank_barrier.cu"));
 
-pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM, &FP8_SKINNY, &BF16_STREAM, &RANK_BARRIER];
+pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM, &FP8_SKINNY, &BF16_STREAM, &MOE_WGMMA, &RANK_BARRIER];

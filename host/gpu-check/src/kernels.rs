@@ -89,10 +89,26 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         Err(e) => out.push(failed("moe_route", e)),
     }
     {
-        use moe::GroupedKernel::{Skinny, Stream, Tiled};
+        use moe::GroupedKernel::{Skinny, Stream, Tiled, Wgmma};
         let (small, wide) = ((256, 96), (1096, 200));
-        let cases = [(150, Tiled, 1, small), (150, Skinny, 1, small), (5, Skinny, 1, small), (150, Tiled, 3, small), (5, Skinny, 4, small), (150, Stream, 1, small), (5, Stream, 1, small), (1, Stream, 1, wide), (40, Stream, 1, wide), (5, Stream, 4, small)];
-        for (tokens, kernel, ranks, dims) in cases {
+        let cases = [
+            (150, Tiled, 1, small),
+            (150, Skinny, 1, small),
+            (5, Skinny, 1, small),
+            (150, Tiled, 3, small),
+            (5, Skinny, 4, small),
+            (150, Stream, 1, small),
+            (5, Stream, 1, small),
+            (1, Stream, 1, wide),
+            (40, Stream, 1, wide),
+            (5, Stream, 4, small),
+            (150, Wgmma, 1, small),
+            (150, Wgmma, 3, small),
+            (300, Wgmma, 1, wide),
+            (7, Wgmma, 1, wide),
+        ];
+        let major = k.gpu().info.compute_capability.0;
+        for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(major)) {
             out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims).unwrap_or_else(|e| failed("moe experts", e)));
         }
     }

@@ -4,7 +4,7 @@
 
 pub mod bench;
 pub mod bench_fp8;
-pub mod bench_stream;
+pub mod bench_gemm;
 pub mod e2e;
 pub mod e2e_fp8;
 pub mod e2e_tp;

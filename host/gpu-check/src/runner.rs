@@ -22,9 +22,9 @@ pub struct CheckOptions {
     pub bench_batch: Option<usize>,
     /// Time the FP8 block-scaled linears against cuBLAS bf16 on V3's shapes.
     pub bench_fp8: bool,
-    /// Time the streaming bf16 kernels at decode sizes: the grouped expert GEMM against
-    /// `moe_gemm_skinny`, the dense linears against cuBLAS.
-    pub bench_stream: bool,
+    /// Time the step's bf16 GEMM kernels beside the ones they would replace: the grouped expert
+    /// GEMMs at decode and prefill sizes, the dense linears of a few rows against cuBLAS.
+    pub bench_gemm: bool,
     /// Only the end-to-end rows of `models` (no kernel checks, no fixtures).
     pub models_only: bool,
     /// Only what checks FP8 weights: the FP8 kernel checks and the FP8-weight rows (models also
@@ -36,6 +36,8 @@ pub struct CheckOptions {
     pub nccl_only: bool,
     /// Only the kernel checks (no end-to-end rows).
     pub kernels_only: bool,
+    /// Only the end-to-end rows (fixtures and --model checkpoints; no kernel checks).
+    pub e2e_only: bool,
     pub seed: u64,
 }
 
@@ -76,10 +78,12 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
         println!("{table}");
         all_ok &= ok && ok2;
     } else if !o.bench_only {
-        let checks = kernels::run_all(&k, &blas, o.seed)?;
-        let (ok, table) = report("## kernels vs naive references", &checks);
-        println!("{table}");
-        all_ok &= ok;
+        if !o.e2e_only {
+            let checks = kernels::run_all(&k, &blas, o.seed)?;
+            let (ok, table) = report("## kernels vs naive references", &checks);
+            println!("{table}");
+            all_ok &= ok;
+        }
         if !o.kernels_only {
             let e2e_checks = end_to_end(o)?;
             let (ok, table) = report("## end to end", &e2e_checks);
@@ -90,11 +94,11 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
     if o.bench_fp8 {
         println!("## FP8 linears vs cuBLAS bf16 (V3 shapes)\n{}", super::bench_fp8::run(&k, &blas, o.seed)?);
     }
-    if o.bench_stream {
-        println!("## streaming bf16 kernels at decode sizes\n{}", super::bench_stream::run(&k, &blas, o.seed)?);
+    if o.bench_gemm {
+        println!("## the step's bf16 GEMM kernels\n{}", super::bench_gemm::run(&k, &blas, o.seed)?);
     }
     // --bench-only alone means the decode benchmark; beside another benchmark, only that one
-    if o.bench || (o.bench_only && !o.bench_fp8 && !o.bench_stream) {
+    if o.bench || (o.bench_only && !o.bench_fp8 && !o.bench_gemm) {
         let (_, _, table, json) = bench::run(&k, o.seed, true, o.sweep, o.bench_batch)?;
         println!("## decode kernel benchmark\n{table}");
         if let Some(p) = &o.bench_json {

@@ -158,23 +158,37 @@ pub enum GroupedKernel {
     /// `moe_gemm_stream` (bf16_stream.cu): 16-row tiles by 64 columns, weights streamed from
     /// global memory into mma fragments.
     Stream,
+    /// `moe_gemm_wgmma` (moe_wgmma.cu, Hopper): 64-row tiles by 256 columns on warpgroup MMAs,
+    /// four 40 KB cp.async stages.
+    Wgmma,
 }
 
 impl GroupedKernel {
-    /// The forward pass's kernel for `tile_rows`: the streaming kernel for 16-row tiles only with
-    /// `MLAHOST_MOE_STREAM=1` until it has been measured against `moe_gemm_skinny` on a GPU.
-    pub fn for_tiles(tile_rows: usize) -> Self {
+    /// The forward pass's kernel for `tile_rows` on a GPU with (`hopper`) or without warpgroup
+    /// MMAs: the streaming kernel for 16-row tiles only with `MLAHOST_MOE_STREAM=1`, the wgmma
+    /// kernel for 64-row tiles only with `MLAHOST_MOE_WGMMA=1`, until each has been measured
+    /// against the kernel it would replace on a GPU.
+    pub fn for_tiles(tile_rows: usize, hopper: bool) -> Self {
         static STREAM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        static WGMMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = |cell: &'static std::sync::OnceLock<bool>, var: &str| *cell.get_or_init(|| std::env::var(var).is_ok_and(|v| v == "1"));
         match tile_rows {
-            SKINNY_TILE_ROWS if *STREAM.get_or_init(|| std::env::var("MLAHOST_MOE_STREAM").is_ok_and(|v| v == "1")) => Self::Stream,
+            SKINNY_TILE_ROWS if on(&STREAM, "MLAHOST_MOE_STREAM") => Self::Stream,
             SKINNY_TILE_ROWS => Self::Skinny,
+            _ if hopper && on(&WGMMA, "MLAHOST_MOE_WGMMA") => Self::Wgmma,
             _ => Self::Tiled,
         }
     }
 
+    /// Whether the kernel runs on a GPU of compute capability `major` (the wgmma kernel is
+    /// empty below sm_90a).
+    pub fn runs_on(self, major: i32) -> bool {
+        self != Self::Wgmma || major >= 9
+    }
+
     pub fn tile_rows(self) -> usize {
         match self {
-            Self::Tiled => TILE_ROWS,
+            Self::Tiled | Self::Wgmma => TILE_ROWS,
             Self::Skinny | Self::Stream => SKINNY_TILE_ROWS,
         }
     }
@@ -185,17 +199,23 @@ impl GroupedKernel {
             Self::Tiled => ("moe_gemm", TILE_COLS, 0, TILE_K),
             Self::Skinny => ("moe_gemm_skinny", TILE_COLS, SKINNY_SMEM, 8),
             Self::Stream => ("moe_gemm_stream", STREAM_TILE_COLS, 0, 8),
+            Self::Wgmma => ("moe_gemm_wgmma", WGMMA_TILE_COLS, WGMMA_SMEM, 8),
         }
     }
 }
 
 /// Output columns per CTA of `moe_gemm_stream`.
 const STREAM_TILE_COLS: usize = 64;
+/// Output columns per CTA of `moe_gemm_wgmma`, and its dynamic shared memory (moe_wgmma.cu
+/// MW_SMEM: four stages of 64 x 64 and 256 x 64 bf16, + 1 KB of alignment slack).
+const WGMMA_TILE_COLS: usize = 256;
+const WGMMA_SMEM: u32 = 4 * (64 + 256) * 64 * 2 + 1024;
 
 /// `Grouped` with bf16 operands; `c` is f32 when `c_f32`, else bf16; the kernel the forward
 /// pass chooses for the dispatch's tiles (`GroupedKernel::for_tiles`).
 pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: bool) -> Result<()> {
-    moe_gemm_with(kern, GroupedKernel::for_tiles(d.tile_rows), d, g, c_f32)
+    let hopper = kern.gpu().info.compute_capability.0 >= 9;
+    moe_gemm_with(kern, GroupedKernel::for_tiles(d.tile_rows, hopper), d, g, c_f32)
 }
 
 /// `moe_gemm` on a given kernel (checks and benchmarks), which must match the dispatch's tiles.
@@ -203,6 +223,7 @@ pub fn moe_gemm_with(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Gro
     let Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
     const K: &str = "moe_gemm";
     ensure(K, kernel.tile_rows() == d.tile_rows, || format!("{kernel:?} runs {}-row tiles, the dispatch has {}", kernel.tile_rows(), d.tile_rows))?;
+    ensure(K, kernel.runs_on(kern.gpu().info.compute_capability.0), || format!("{kernel:?} needs sm_90a"))?;
     let (name, cols, smem, step) = kernel.launch_shape();
     ensure(K, k % step == 0 && k > 0, || format!("inner dimension {k} must be a multiple of {step}"))?;
     let (rows_ptr, div) = match a_rows {

@@ -1,8 +1,9 @@
-//! The streaming bf16 kernels at decode sizes (`mlahost gpu-check --bench-stream`): the grouped
-//! expert GEMM, `moe_gemm_skinny` (the forward pass's kernel for batches of up to 64 tokens)
-//! beside `moe_gemm_stream` on the same dispatches, over routings that change every launch so
-//! that the touched experts' weights come from HBM rather than L2; and the dense linears of up
-//! to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2.
+//! The step's bf16 GEMM kernels beside the ones they would replace (`mlahost gpu-check
+//! --bench-gemm`): the grouped expert GEMM at decode sizes, `moe_gemm_skinny` (the forward
+//! pass's kernel for batches of up to 64 tokens) beside `moe_gemm_stream` on the same dispatches,
+//! over routings that change every launch so that the touched experts' weights come from HBM
+//! rather than L2; at prefill sizes, `moe_gemm` beside `moe_gemm_wgmma` (Hopper); and the dense
+//! linears of up to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2.
 
 use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
@@ -34,7 +35,7 @@ struct Routed {
     _bufs: Vec<DeviceBuffer>,
 }
 
-fn routing(k: &Kernels, rng: &mut Rng, tokens: usize, experts: usize, top_k: usize) -> Result<Routed> {
+fn routing(k: &Kernels, rng: &mut Rng, tokens: usize, experts: usize, top_k: usize, tile_rows: usize) -> Result<Routed> {
     let gpu = k.gpu();
     let mut ids = Vec::with_capacity(tokens * top_k);
     for _ in 0..tokens {
@@ -48,14 +49,14 @@ fn routing(k: &Kernels, rng: &mut Rng, tokens: usize, experts: usize, top_k: usi
     let pairs = tokens * top_k;
     let buf = |n: usize| DeviceBuffer::alloc(gpu, n);
     let d_ids = DeviceBuffer::from_slice(gpu, &ids)?;
-    let bufs = vec![buf((experts + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, experts, moe::SKINNY_TILE_ROWS) * 12)?, buf(4)?];
+    let bufs = vec![buf((experts + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, experts, tile_rows) * 12)?, buf(4)?];
     let d = Dispatch {
         expert_offsets: v(&bufs[0]),
         sorted_pairs: v(&bufs[1]),
         pair_pos: v(&bufs[2]),
         tiles: v(&bufs[3]),
         num_tiles: v(&bufs[4]),
-        tile_rows: moe::SKINNY_TILE_ROWS,
+        tile_rows,
     };
     moe::moe_align(k, v(&d_ids), pairs, experts, 0..experts, &d)?;
     gpu.synchronize()?;
@@ -81,6 +82,9 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut rng = Rng::new(seed);
     let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
     let mut s = grouped(k, &mut rng, copy)?;
+    if GroupedKernel::Wgmma.runs_on(gpu.info.compute_capability.0) {
+        s += &prefill(k, &mut rng, copy)?;
+    }
     s += &dense(k, blas, &mut rng, copy)?;
     Ok(s)
 }
@@ -127,6 +131,47 @@ fn dense(k: &Kernels, blas: &Blas, rng: &mut Rng, copy: f64) -> Result<String> {
     Ok(s)
 }
 
+/// Prefill-sized batches over V2-Lite's experts (64 of 6 a token): moe_gemm and moe_gemm_wgmma
+/// on the same 64-row tiles, two routings cycled.
+fn prefill(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
+    let gpu = k.gpu();
+    let mut s = format!("\n{} | copy {copy:.0} GB/s | grouped expert GEMM at prefill sizes (64-row tiles): TFLOP/s of the rows' products, and the experts' weight bytes over the time\n", gpu.info.name);
+    s += "| shape | n x k | tokens | moe_gemm µs | wgmma µs | wgmma / moe_gemm speed | moe_gemm TFLOP/s | wgmma TFLOP/s | wgmma weight GB/s (% copy) |\n|---|---|---|---|---|---|---|---|---|\n";
+    const TOKENS: [usize; 2] = [1024, 8192];
+    for (name, experts, top_k, n, kk, gathered) in SHAPES.into_iter().take(2) {
+        let w = DeviceBuffer::alloc(gpu, experts * n * kk * 2)?;
+        w.fill_bytes(0x3c)?;
+        let max_pairs = TOKENS[1] * top_k;
+        let a = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(max_pairs.max(TOKENS[1]) * kk, 1.0)))?;
+        let c = DeviceBuffer::alloc(gpu, max_pairs * n * 4)?;
+        for tokens in TOKENS {
+            let routed: Vec<Routed> = (0..2).map(|_| routing(k, rng, tokens, experts, top_k, moe::TILE_ROWS)).collect::<Result<_>>()?;
+            let pairs = tokens * top_k;
+            let time = |kernel: GroupedKernel| {
+                super::bench_fp8::median_us(gpu, &|i| {
+                    let r = &routed[i % routed.len()];
+                    let (a_total_rows, a_rows) = if gathered { (tokens, Some((r.d.sorted_pairs, top_k))) } else { (pairs, None) };
+                    let g = Grouped { a: v(&a), a_total_rows, a_rows, w: v(&w), experts, pairs, c: v(&c), n, k: kk };
+                    moe::moe_gemm_with(k, kernel, &r.d, g, !gathered)
+                })
+            };
+            let (tiled, wgmma) = (time(GroupedKernel::Tiled)?, time(GroupedKernel::Wgmma)?);
+            let flops = 2.0 * (pairs * n * kk) as f64;
+            let touched = routed.iter().map(|r| r.touched).sum::<usize>() as f64 / routed.len() as f64;
+            let gbs = touched * (n * kk * 2) as f64 / (wgmma * 1e3);
+            let _ = writeln!(
+                s,
+                "| {name} | {n} x {kk} | {tokens} | {tiled:.1} | {wgmma:.1} | {:.2}x | {:.0} | {:.0} | {gbs:.0} ({:.0}%) |",
+                tiled / wgmma,
+                flops / (tiled * 1e6),
+                flops / (wgmma * 1e6),
+                100.0 * gbs / copy
+            );
+        }
+    }
+    Ok(s)
+}
+
 fn grouped(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
     let gpu = k.gpu();
     let mut s = format!("{} | copy {copy:.0} GB/s | grouped expert GEMM; weights of the touched experts over the time; {ROUTINGS} routings cycled\n", gpu.info.name);
@@ -138,7 +183,7 @@ fn grouped(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
         let a = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(max_pairs * kk, 1.0)))?;
         let c = DeviceBuffer::alloc(gpu, max_pairs * n * 4)?;
         for tokens in TOKENS {
-            let routed: Vec<Routed> = (0..ROUTINGS).map(|_| routing(k, rng, tokens, experts, top_k)).collect::<Result<_>>()?;
+            let routed: Vec<Routed> = (0..ROUTINGS).map(|_| routing(k, rng, tokens, experts, top_k, moe::SKINNY_TILE_ROWS)).collect::<Result<_>>()?;
             let pairs = tokens * top_k;
             let time = |kernel: GroupedKernel| {
                 super::bench_fp8::median_us(gpu, &|i| {
