@@ -7,7 +7,7 @@
 #
 # Carry `.bin/carry` (mlahost.xz from `cargo build --release -p mlahost --no-default-features`,
 # tokenizer.tgz). TRACE_S, BATCH1_S, PROFILE_S bound the steps (0 skips one). AB_DEFINES="-DF8_ADEPTH=4"
-# (say; or -DPP_S_FIRST=1 for the ping-pong kernels' other order) adds the batch-64 bench of a variant
+# (say; or "-DPP_S_FIRST=1 -DF8PP_S_FIRST=0" for the ping-pong kernels' other orders) adds the batch-64 bench of a variant
 # build beside a plain one, in the same call (AB_S).
 set -u
 if [ -d .bin/carry ]; then
@@ -23,9 +23,11 @@ if [ "${TRACE_S:-220}" != 0 ]; then
   echo "trace rc=$?"; sed -n '/time goes/,$p' "$OUT/trace.log" | head -20
 fi
 if [ -n "${AB_DEFINES:-}" ]; then
-  for defs in "" "$AB_DEFINES"; do
-    MLAHOST_KERNEL_DEFINES="$defs" timeout "${AB_S:-220}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/ab.log" 2>&1
-    echo "A/B [$defs] rc=$?"; grep -E "^\| (fp8_f8mma|wgmma_r64|fp8_wgmma_r64_ov|wgmma_pp|fp8_wgmma_pp) " "$OUT/ab.log"
+  for variant in plain variant; do
+    defs=""
+    [ $variant = variant ] && defs="$AB_DEFINES"
+    MLAHOST_KERNEL_DEFINES="$defs" timeout "${AB_S:-220}" "$BIN" gpu-check --bench-only --bench --bench-batch 64 --seed "$SEED" > "$OUT/ab_$variant.log" 2>&1
+    echo "A/B [$defs] rc=$?"; grep -E "^\| (fp8_f8mma_r64|fp8_f8mma_pp|wgmma_r64|fp8_wgmma_r64_ov|wgmma_pp|fp8_wgmma_pp) " "$OUT/ab_$variant.log"
   done
 fi
 if [ "${BATCH1_S:-150}" != 0 ]; then
