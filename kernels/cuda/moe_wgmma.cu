@@ -1,19 +1,26 @@
-// moe_wgmma.cu — moe.cu's grouped expert GEMM on Hopper's warpgroup MMAs (sm_90a), for
-// moe_align's 64-row tiles (prefill and large batches): C[p, n] = A[row(p), :k] · W[e(p), n, :k]^T,
-// row(p) = a_rows[p] / a_div (or p), f32 or bf16 out.
+// moe_wgmma.cu — the grouped expert GEMMs on Hopper's warpgroup MMAs (sm_90a), for moe_align's
+// 64-row tiles (prefill and large batches): C[p, n] = A[row(p), :k] · W[e(p), n, :k]^T, row(p) =
+// a_rows[p] / a_div (or p), f32 or bf16 out.
+//
+//  moe_gemm_wgmma      bf16 operands (moe.cu's moe_gemm)
+//  fp8_grouped_wgmma   e4m3 operands with f32 scales per row per 128 k (the activations, as
+//                      fp8_quant_act writes them) and per 128 x 128 block (the weights), as
+//                      fp8_gemm.cu's grouped path: each 128-wide k block's product is summed on
+//                      the tensor cores, then added into f32 with both scales
 //
 // A CTA takes one 64-row tile and 256 output columns. Its two warpgroups own 128 columns each
-// (wgmma m64n128k16, f32 accumulators in registers); all 256 threads copy the stages with
-// cp.async: 4 stages of 64 k (one 128-byte swizzle chunk), the tile's gathered rows (8 KB) and the
-// expert's 256 weight rows (32 KB), in the swizzled layout wgmma reads (row r's 16-byte unit u at
-// r * 128 + ((u ^ (r & 7)) << 4)). Stage t + 2 is requested while stage t is in the tensor cores
-// and t - 1 may still be: one barrier per 64 k, 80 KB of loads in flight per SM.
+// (wgmma m64n128, f32 accumulators in registers); all 256 threads copy the stages with cp.async:
+// 4 stages of 128 bytes of k (one 128-byte swizzle chunk: 64 bf16 or 128 e4m3), the tile's
+// gathered rows (8 KB) and the expert's 256 weight rows (32 KB), in the swizzled layout wgmma
+// reads (row r's 16-byte unit u at r * 128 + ((u ^ (r & 7)) << 4)). Stage t + 2 is requested
+// while stage t is in the tensor cores: one barrier per stage, 80 KB of loads in flight per SM.
 //
 // Why not moe_gemm (mma.sync, 64 x 128 tiles, 32-wide k steps, 12 KB stages): at a 1,024-token
 // prefill of DeepSeek-V2-Lite each expert sees ~96 rows, 96 FLOP per weight byte, a third of the
 // H100's ridge, so the GEMM must stream the experts' weights at HBM speed (deep stages); at 8K
-// tokens it is compute bound, where mma.sync's ceiling is below wgmma's. k must be a multiple of 8
-// (the last stage's tail is zero-filled); rows past the tile's and columns past n are not written.
+// tokens it is compute bound, where mma.sync's ceiling is below wgmma's. k must be a multiple of 16
+// bytes (8 bf16, 16 e4m3; the last stage's tail is zero-filled); rows past the tile's and columns
+// past n are not written.
 #include "util.cuh"
 #include "wgmma_ops.cuh"
 
@@ -34,6 +41,15 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float* d, u64 da, u64 db, in
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+__device__ __forceinline__ void wgmma_m64n128k32_e4m3_ss(float* d, u64 da, u64 db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(da), "l"(db), "r"(scale_d));
 }
@@ -61,6 +77,81 @@ __device__ __forceinline__ void mw_wait() {
 }
 #endif
 
+// The CTA's tile (false: none, past moe_align's count) and its rows' sources in `arow`; the
+// stages' 1,024-aligned base.
+struct MwTile {
+  int e, start, rows;
+};
+__device__ __forceinline__ bool mw_tile(const int* __restrict__ tiles, const int* __restrict__ num_tiles, const int* __restrict__ a_rows, int a_div,
+                                        int* arow, MwTile& t) {
+  const int tile = blockIdx.y;
+  if (tile >= *num_tiles) return false;
+  t.e = tiles[3 * tile];
+  t.start = tiles[3 * tile + 1];
+  t.rows = tiles[3 * tile + 2];
+  if (threadIdx.x < MW_BM) arow[threadIdx.x] = (int)threadIdx.x < t.rows ? (a_rows ? a_rows[t.start + threadIdx.x] / a_div : t.start + threadIdx.x) : -1;
+  return true;
+}
+
+#ifdef HAS_WGMMA
+// Stage kt (bytes kt * 128 .. of every row) into slot kt % MW_STAGES: the gathered A rows, then
+// the 256 weight rows from n0; ES bytes per element. One commit group per call, even empty.
+template <int ES>
+__device__ __forceinline__ void mw_load(u32 sbase, const u8* __restrict__ a, const u8* __restrict__ wexp, const int* arow, int n0, int n, int k,
+                                        int kt, int nk) {
+  constexpr int PER_UNIT = 16 / ES, PER_STAGE = 128 / ES;  // elements per 16-byte unit, per stage
+  const int tid = threadIdx.x;
+  if (kt < nk) {
+    const u32 st = sbase + (kt % MW_STAGES) * MW_STAGE_BYTES;
+    const int k0 = kt * PER_STAGE;
+#pragma unroll
+    for (int i = 0; i < MW_BM * 8 / 256; i++) {
+      const int idx = tid + 256 * i, r = idx >> 3, u = idx & 7, kc = k0 + u * PER_UNIT, src = arow[r];
+      const bool ok = src >= 0 && kc < k;
+      mw_cp16(st + r * 128 + ((u ^ (r & 7)) << 4), a + (ok ? ((i64)src * k + kc) * ES : 0), ok);
+    }
+#pragma unroll
+    for (int i = 0; i < MW_BN * 8 / 256; i++) {
+      const int idx = tid + 256 * i, r = idx >> 3, u = idx & 7, kc = k0 + u * PER_UNIT, col = n0 + r;
+      const bool ok = col < n && kc < k;
+      mw_cp16(st + MW_A_BYTES + r * 128 + ((u ^ (r & 7)) << 4), wexp + (ok ? ((i64)col * k + kc) * ES : 0), ok);
+    }
+  }
+  mw_commit();
+}
+
+// Waits for stage kt's copies and makes them visible to every warpgroup's MMAs; after the
+// barrier every warpgroup has finished the MMAs of stage kt - 2 (each waits them out an
+// iteration before), so its slot may be refilled.
+__device__ __forceinline__ void mw_stage_ready() {
+  mw_wait<1>();  // (stage kt + 1's copies may still be in flight)
+  fence_proxy_async();
+  __syncthreads();
+}
+
+// One warpgroup's m64n128 accumulators into C (f32 or bf16): accumulator 4 j + q is row 16 warp
+// + lane / 4 (+ 8 for q >= 2), column col0 + 8 j + 2 (lane % 4) + q % 2.
+__device__ __forceinline__ void mw_store(void* __restrict__ c, bool f32, const float (&acc)[64], const MwTile& t, int col0, int n) {
+  const int warp = (threadIdx.x & 127) >> 5, lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int r = 16 * warp + g + 8 * half;
+    if (r >= t.rows) continue;
+    const i64 base = (i64)(t.start + r) * n;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const int col = col0 + 8 * j + 2 * c4 + q;
+        if (col >= n) continue;
+        const float v = acc[4 * j + 2 * half + q];
+        if (f32) ((float*)c)[base + col] = v;
+        else ((u16*)c)[base + col] = util::f32_to_bf16(v);
+      }
+  }
+}
+#endif
+
 // Grid (ceil(n / 256), max tiles); 256 threads; MW_SMEM bytes of dynamic shared memory.
 // Arguments as moe_gemm's. Empty below sm_90a (the host chooses it on Hopper only).
 extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* __restrict__ a, const int* __restrict__ a_rows, int a_div,
@@ -71,50 +162,22 @@ extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* _
 #ifdef HAS_WGMMA
   extern __shared__ unsigned char mw_smem_raw[];
   __shared__ int arow[MW_BM];
-  const int tile = blockIdx.y;
-  if (tile >= *num_tiles) return;
-  const int e = tiles[3 * tile], start = tiles[3 * tile + 1], rows = tiles[3 * tile + 2];
-  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid & 127) >> 5, lane = tid & 31;
-  const int n0 = blockIdx.x * MW_BN;
-  if (tid < MW_BM) arow[tid] = tid < rows ? (a_rows ? a_rows[start + tid] / a_div : start + tid) : -1;
-  const u32 raw = mw_smem_u32(mw_smem_raw);
-  const u32 sbase = (raw + 1023u) & ~1023u;
+  MwTile t;
+  if (!mw_tile(tiles, num_tiles, a_rows, a_div, arow, t)) return;
+  const u32 raw = mw_smem_u32(mw_smem_raw), sbase = (raw + 1023u) & ~1023u;
+  const int wg = threadIdx.x >> 7, n0 = blockIdx.x * MW_BN;
   __syncthreads();
-  const u16* wexp = w + (i64)e * n * k;
-  const int nk = (k + MW_BK - 1) / MW_BK;
-  // stage kt into slot kt % MW_STAGES (A first, then B); one commit group per stage, even empty
-  auto load = [&](int kt) {
-    if (kt < nk) {
-      const u32 st = sbase + (kt % MW_STAGES) * MW_STAGE_BYTES;
-      const int k0 = kt * MW_BK;
-#pragma unroll
-      for (int i = 0; i < MW_BM * 8 / 256; i++) {
-        const int idx = tid + 256 * i, r = idx >> 3, u = idx & 7, kc = k0 + u * 8, src = arow[r];
-        const bool ok = src >= 0 && kc < k;
-        mw_cp16(st + r * 128 + ((u ^ (r & 7)) << 4), a + (ok ? (i64)src * k + kc : 0), ok);
-      }
-#pragma unroll
-      for (int i = 0; i < MW_BN * 8 / 256; i++) {
-        const int idx = tid + 256 * i, r = idx >> 3, u = idx & 7, kc = k0 + u * 8, col = n0 + r;
-        const bool ok = col < n && kc < k;
-        mw_cp16(st + MW_A_BYTES + r * 128 + ((u ^ (r & 7)) << 4), wexp + (ok ? (i64)col * k + kc : 0), ok);
-      }
-    }
-    mw_commit();
-  };
+  const u8* wexp = reinterpret_cast<const u8*>(w + (i64)t.e * n * k);
+  const u8* a8 = reinterpret_cast<const u8*>(a);
+  const int nk = (k + 63) / 64;
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; i++) acc[i] = 0.f;
-  load(0);
-  load(1);
+  mw_load<2>(sbase, a8, wexp, arow, n0, n, k, 0, nk);
+  mw_load<2>(sbase, a8, wexp, arow, n0, n, k, 1, nk);
   for (int kt = 0; kt < nk; kt++) {
-    // stage kt's copies (those of kt + 1 may still be in flight), made visible to the async proxy
-    mw_wait<1>();
-    fence_proxy_async();
-    // every thread's copies of stage kt are in; every warpgroup has waited out its MMAs of stage
-    // kt - 2 (wgmma_wait<1> below, an iteration ago), so that slot may be refilled
-    __syncthreads();
-    load(kt + 2);
+    mw_stage_ready();
+    mw_load<2>(sbase, a8, wexp, arow, n0, n, k, kt + 2, nk);
     const u32 st = sbase + (kt % MW_STAGES) * MW_STAGE_BYTES;
     wgmma_fence();
 #pragma unroll
@@ -125,23 +188,63 @@ extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* _
   }
   wgmma_wait<0>();
   fence_acc64(acc);
-  // accumulator j*4 + q: row 16 warp + lane / 4 (+ 8 for q >= 2), column 8 j + 2 (lane % 4) + q % 2
-  const int g = lane >> 2, c4 = lane & 3;
+  mw_store(c, c_f32 != 0, acc, t, n0 + wg * 128, n);
+#endif
+}
+
+// Grid (ceil(n / 256), max tiles); 256 threads; MW_SMEM bytes of dynamic shared memory. a: e4m3
+// codes [rows, k] with scales [rows, ceil(k / 128)] (fp8_quant_act, row-major); w: e4m3 [experts,
+// n, k] with scales [experts, ceil(n / 128), ceil(k / 128)]; mode 0 bf16, 1 f32. A warpgroup's
+// 128 columns are one weight-scale block (the CTA's start at a multiple of 256).
+extern "C" __global__ void __launch_bounds__(256, 1) fp8_grouped_wgmma(const u8* __restrict__ a, const float* __restrict__ a_scale,
+                                                                       const int* __restrict__ a_rows, int a_div, const u8* __restrict__ w,
+                                                                       const float* __restrict__ w_scale, const int* __restrict__ tiles,
+                                                                       const int* __restrict__ num_tiles, void* __restrict__ c, int mode, int n,
+                                                                       int k) {
+  util::await_prior_kernels();
+#ifdef HAS_WGMMA
+  extern __shared__ unsigned char mw_smem_raw[];
+  __shared__ int arow[MW_BM];
+  MwTile t;
+  if (!mw_tile(tiles, num_tiles, a_rows, a_div, arow, t)) return;
+  const u32 raw = mw_smem_u32(mw_smem_raw), sbase = (raw + 1023u) & ~1023u;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x & 127) >> 5, g = (threadIdx.x & 31) >> 2, n0 = blockIdx.x * MW_BN;
+  const int kb_total = (k + 127) / 128, nb_total = (n + 127) / 128, col0 = n0 + wg * 128;
+  __syncthreads();
+  const u8* wexp = w + (i64)t.e * n * k;
+  // this thread's two accumulator rows' scales and this warpgroup's weight-scale block (none
+  // past n: its columns are not written)
+  const int src0 = arow[16 * warp + g], src1 = arow[16 * warp + g + 8];
+  const float* sa0 = src0 >= 0 ? a_scale + (i64)src0 * kb_total : nullptr;
+  const float* sa1 = src1 >= 0 ? a_scale + (i64)src1 * kb_total : nullptr;
+  const float* sw = col0 < n ? w_scale + ((i64)t.e * nb_total + col0 / 128) * kb_total : nullptr;
+  float acc[64], part[64];
 #pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const int r = 16 * warp + g + 8 * half;
-    if (r >= rows) continue;
-    const i64 base = (i64)(start + r) * n;
+  for (int i = 0; i < 64; i++) acc[i] = 0.f;
+  mw_load<1>(sbase, a, wexp, arow, n0, n, k, 0, kb_total);
+  mw_load<1>(sbase, a, wexp, arow, n0, n, k, 1, kb_total);
+  for (int kb = 0; kb < kb_total; kb++) {
+    mw_stage_ready();
+    mw_load<1>(sbase, a, wexp, arow, n0, n, k, kb + 2, kb_total);
+    const u32 st = sbase + (kb % MW_STAGES) * MW_STAGE_BYTES;
+    wgmma_fence();
 #pragma unroll
-    for (int j = 0; j < 16; j++)
+    for (int kk = 0; kk < 4; kk++)
+      wgmma_m64n128k32_e4m3_ss(part, sw128_desc(st + kk * 32, 16, 1024), sw128_desc(st + MW_A_BYTES + wg * 16384 + kk * 32, 16, 1024), kk ? 1 : 0);
+    wgmma_commit();
+    // the block's scales while the MMAs run
+    const float s_w = sw ? __ldg(sw + kb) : 0.f;
+    const float f0 = sa0 ? __ldg(sa0 + kb) * s_w : 0.f, f1 = sa1 ? __ldg(sa1 + kb) * s_w : 0.f;
+    wgmma_wait<0>();
+    fence_acc64(part);
 #pragma unroll
-      for (int q = 0; q < 2; q++) {
-        const int col = n0 + wg * 128 + 8 * j + 2 * c4 + q;
-        if (col >= n) continue;
-        const float v = acc[4 * j + 2 * half + q];
-        if (c_f32) ((float*)c)[base + col] = v;
-        else ((u16*)c)[base + col] = util::f32_to_bf16(v);
-      }
+    for (int j = 0; j < 16; j++) {
+      acc[4 * j] += part[4 * j] * f0;
+      acc[4 * j + 1] += part[4 * j + 1] * f0;
+      acc[4 * j + 2] += part[4 * j + 2] * f1;
+      acc[4 * j + 3] += part[4 * j + 3] * f1;
+    }
   }
+  mw_store(c, mode != 0, acc, t, col0, n);
 #endif
 }

@@ -7,7 +7,7 @@
 
 use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
-use mlahost_cuda::kernels::fp8::OutMode;
+use mlahost_cuda::kernels::fp8::{self, OutMode};
 use mlahost_cuda::kernels::stream;
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::graph::copy_bandwidth;
@@ -84,6 +84,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut s = grouped(k, &mut rng, copy)?;
     if GroupedKernel::Wgmma.runs_on(gpu.info.compute_capability.0) {
         s += &prefill(k, &mut rng, copy)?;
+        s += &prefill_fp8(k, &mut rng)?;
     }
     s += &dense(k, blas, &mut rng, copy)?;
     Ok(s)
@@ -167,6 +168,52 @@ fn prefill(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
                 flops / (wgmma * 1e6),
                 100.0 * gbs / copy
             );
+        }
+    }
+    Ok(s)
+}
+
+/// The FP8 grouped GEMM at prefill sizes: `fp8_gemm_m64` beside `fp8_grouped_wgmma` on the same
+/// 64-row tiles (activations quantized once, outside the timing): V2-Lite's experts, and V3's
+/// experts as one expert-parallel rank of eight holds them (32 experts; one pick of 32 a token is
+/// the density of V3's 8 of 256).
+fn prefill_fp8(k: &Kernels, rng: &mut Rng) -> Result<String> {
+    let gpu = k.gpu();
+    let mut s = format!("\n{} | FP8 grouped expert GEMM at prefill sizes (64-row tiles), bf16 out: TFLOP/s of the rows' products\n", gpu.info.name);
+    s += "| shape | n x k | tokens | fp8_gemm_m64 µs | wgmma µs | wgmma / m64 speed | m64 TFLOP/s | wgmma TFLOP/s |\n|---|---|---|---|---|---|---|---|\n";
+    const SHAPES_FP8: [(&str, usize, usize, usize, usize, bool); 4] = [
+        ("V2-Lite gate_up", 64, 6, 2816, 2048, true),
+        ("V2-Lite down", 64, 6, 2048, 1408, false),
+        ("V3 gate_up, EP rank", 32, 1, 4096, 7168, true),
+        ("V3 down, EP rank", 32, 1, 7168, 2048, false),
+    ];
+    const TOKENS: [usize; 2] = [1024, 8192];
+    for (name, experts, top_k, n, kk, gathered) in SHAPES_FP8 {
+        let (nb, kb) = (n.div_ceil(128), kk.div_ceil(128));
+        let w = DeviceBuffer::alloc(gpu, experts * n * kk)?;
+        w.fill_bytes(0x38)?; // e4m3 1.0
+        let ws = DeviceBuffer::from_slice(gpu, &vec![1e-3f32; experts * nb * kb])?;
+        let rows = TOKENS[1] * top_k.max(1);
+        let x = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(rows * kk, 1.0)))?;
+        let (codes, scales) = (DeviceBuffer::alloc(gpu, rows * kk)?, DeviceBuffer::alloc(gpu, rows * kb * 4)?);
+        let act = fp8::Fp8Act { codes: v(&codes), scales: v(&scales) };
+        fp8::quant_act(k, v(&x), false, act, rows, kk)?;
+        let c = DeviceBuffer::alloc(gpu, rows * n * 2)?;
+        for tokens in TOKENS {
+            let routed: Vec<Routed> = (0..2).map(|_| routing(k, rng, tokens, experts, top_k, moe::TILE_ROWS)).collect::<Result<_>>()?;
+            let pairs = tokens * top_k;
+            let time = |wgmma: bool| {
+                super::bench_fp8::median_us(gpu, &|i| {
+                    let r = &routed[i % routed.len()];
+                    let (a_total_rows, a_rows) = if gathered { (tokens, Some((r.d.sorted_pairs, top_k))) } else { (pairs, None) };
+                    let w = fp8::Fp8Weight { codes: v(&w), scales: v(&ws) };
+                    let g = Grouped { a: act, a_total_rows, a_rows, w, experts, pairs, c: v(&c), n, k: kk };
+                    fp8::grouped_gemm_on(k, wgmma, &r.d, g, OutMode::Bf16)
+                })
+            };
+            let (tiled, wgmma) = (time(false)?, time(true)?);
+            let flops = 2.0 * (pairs * n * kk) as f64;
+            let _ = writeln!(s, "| {name} | {n} x {kk} | {tokens} | {tiled:.1} | {wgmma:.1} | {:.2}x | {:.0} | {:.0} |", tiled / wgmma, flops / (tiled * 1e6), flops / (wgmma * 1e6));
         }
     }
     Ok(s)

@@ -128,7 +128,13 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         one(format!("fp8_skinny {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits, true));
     }
     for &(t, tile_rows) in &[(1usize, 16usize), (7, 16), (64, 16), (300, 64)] {
-        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows));
+        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows, false));
+    }
+    // fp8_grouped_wgmma (Hopper): several tiles an expert, and a few rows
+    if k.gpu().info.compute_capability.0 >= 9 {
+        for t in [300usize, 5] {
+            one(format!("fp8 grouped gemm {t} tokens, 64-row tiles, wgmma"), grouped(k, rng, t, 64, true));
+        }
     }
     out.extend(super::fp8_lt::run_all(k, rng));
     out
@@ -222,8 +228,9 @@ fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: O
     })
 }
 
-/// Dispatch + the FP8 grouped GEMM (gathered token rows) against per-pair dot products.
-fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<Check> {
+/// Dispatch + the FP8 grouped GEMM (gathered token rows) against per-pair dot products; `wgmma`:
+/// on `fp8_grouped_wgmma` (64-row tiles).
+fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: bool) -> Result<Check> {
     let gpu = kern.gpu();
     let (e, top_k, n, kdim) = (9usize, 3usize, 400usize, 656usize);
     let x = round_bf16(&blocky(rng, t, kdim, 1));
@@ -249,7 +256,7 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<
     c.fill_bytes(0xff)?;
     let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
     let g = Grouped { a: act, a_total_rows: t, a_rows: Some((v(&sorted), top_k)), w, experts: e, pairs, c: v(&c), n, k: kdim };
-    fp8::grouped_gemm(kern, &d, g, OutMode::F32)?;
+    fp8::grouped_gemm_on(kern, wgmma, &d, g, OutMode::F32)?;
     let got_sorted = c.to_vec::<f32>(pairs * n)?;
     let pos = ppos.to_vec::<i32>(pairs)?;
     // back to pair order, and each pair's operands: its token's row, its expert's weights
@@ -258,14 +265,14 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<
     let (mut worst, mut rel) = (0f64, 0f64);
     for p in 0..pairs {
         let (tok, ex) = (p / top_k, ids[p] as usize);
-        let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows)) };
+        let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows, wgmma)) };
         let got = &got_sorted[row * n..][..n];
         let (w_, r_, _) = compare(got, &ad[tok * kdim..][..kdim], &wd[ex * n * kdim..][..n * kdim], None, 1, n, kdim);
         worst = worst.max(w_);
         rel = rel.max(r_);
     }
     Ok(Check {
-        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"),
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}", if wgmma { ", wgmma" } else { "" }),
         error: worst,
         tolerance: TOL_F32,
         detail: format!("{e} experts (one unused), top {top_k}, {kdim}->{n}; worst pair rel err {rel:.1e}"),
@@ -273,9 +280,9 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize) -> Result<
     })
 }
 
-fn bad_pos(t: usize, tile_rows: usize) -> Check {
+fn bad_pos(t: usize, tile_rows: usize, wgmma: bool) -> Check {
     Check {
-        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"),
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}", if wgmma { ", wgmma" } else { "" }),
         error: f64::INFINITY,
         tolerance: TOL_F32,
         detail: "moe_align returned a pair position out of range".into(),

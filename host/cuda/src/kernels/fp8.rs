@@ -332,30 +332,63 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
 }
 
 /// `Grouped` over experts with FP8 operands, on `moe_align`'s tile list (16- or 64-row tiles,
-/// `tile_rows`); `c` is written in `mode` (never accumulated).
+/// `tile_rows`); `c` is written in `mode` (never accumulated). 64-row tiles run
+/// `fp8_grouped_wgmma` where `moe::GroupedKernel::for_tiles` picks the wgmma kernel (Hopper, with
+/// `MLAHOST_MOE_WGMMA=1` until measured), else `fp8_gemm_m16` / `_m64`.
 pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Grouped<Fp8Act, Fp8Weight>, mode: OutMode) -> Result<()> {
+    let hopper = kern.gpu().info.compute_capability.0 >= 9;
+    let wgmma = super::moe::GroupedKernel::for_tiles(d.tile_rows, hopper) == super::moe::GroupedKernel::Wgmma;
+    grouped_gemm_on(kern, wgmma, d, g, mode)
+}
+
+/// `grouped_gemm` on the wgmma kernel or not (checks and benchmarks); the wgmma kernel takes
+/// 64-row tiles on sm_90a.
+pub fn grouped_gemm_on(kern: &Kernels, wgmma: bool, d: &super::moe::Dispatch, g: super::moe::Grouped<Fp8Act, Fp8Weight>, mode: OutMode) -> Result<()> {
     const K: &str = "fp8_grouped_gemm";
     let super::moe::Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
     check_gpu(kern, K)?;
     ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
     ensure(K, mode != OutMode::F32Add, || "grouped outputs are written, not accumulated".into())?;
     let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
-    let (name, label) = if d.tile_rows <= SKINNY_ROWS { ("fp8_gemm_m16", "fp8_gemm_m16 (experts)") } else { ("fp8_gemm_m64", "fp8_gemm_m64 (experts)") };
     let (rows_ptr, div) = match a_rows {
         Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
         None => (0, 1),
     };
     let tiles = super::moe::max_tiles(pairs, experts, d.tile_rows);
+    let (a_ptr, a_scales) = (a.codes.need(K, "a", a_total_rows * k)?, a.scales.need(K, "a scales", a_total_rows * kb * 4)?);
+    let (w_ptr, w_scales) = (w.codes.need(K, "w", experts * n * k)?, w.scales.need(K, "w scales", experts * nb * kb * 4)?);
+    let (tile_ptr, count_ptr, c_ptr) = (d.tiles.need(K, "tiles", tiles * 3 * 4)?, d.num_tiles.need(K, "tile count", 4)?, c.need(K, "c", pairs * n * mode.elem())?);
+    if wgmma {
+        ensure(K, d.tile_rows == super::moe::TILE_ROWS && kern.gpu().info.compute_capability.0 >= 9, || {
+            format!("fp8_grouped_wgmma takes {}-row tiles on sm_90a (got {}-row tiles)", super::moe::TILE_ROWS, d.tile_rows)
+        })?;
+        let (cols, smem) = super::moe::wgmma_tile();
+        return kern.launch_step_labeled("fp8_grouped_wgmma", "fp8_grouped_wgmma (experts)", (n.div_ceil(cols) as u32, tiles as u32, 1), 256, smem, &[
+            Arg::Ptr(a_ptr),
+            Arg::Ptr(a_scales),
+            Arg::Ptr(rows_ptr),
+            Arg::I32(div),
+            Arg::Ptr(w_ptr),
+            Arg::Ptr(w_scales),
+            Arg::Ptr(tile_ptr),
+            Arg::Ptr(count_ptr),
+            Arg::Ptr(c_ptr),
+            Arg::I32(mode as i32),
+            Arg::I32(n as i32),
+            Arg::I32(k as i32),
+        ]);
+    }
+    let (name, label) = if d.tile_rows <= SKINNY_ROWS { ("fp8_gemm_m16", "fp8_gemm_m16 (experts)") } else { ("fp8_gemm_m64", "fp8_gemm_m64 (experts)") };
     kern.launch_step_labeled(name, label, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
-        Arg::Ptr(a.codes.need(K, "a", a_total_rows * k)?),
-        Arg::Ptr(a.scales.need(K, "a scales", a_total_rows * kb * 4)?),
+        Arg::Ptr(a_ptr),
+        Arg::Ptr(a_scales),
         Arg::Ptr(rows_ptr),
         Arg::I32(div),
-        Arg::Ptr(w.codes.need(K, "w", experts * n * k)?),
-        Arg::Ptr(w.scales.need(K, "w scales", experts * nb * kb * 4)?),
-        Arg::Ptr(d.tiles.need(K, "tiles", tiles * 3 * 4)?),
-        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
-        Arg::Ptr(c.need(K, "c", pairs * n * mode.elem())?),
+        Arg::Ptr(w_ptr),
+        Arg::Ptr(w_scales),
+        Arg::Ptr(tile_ptr),
+        Arg::Ptr(count_ptr),
+        Arg::Ptr(c_ptr),
         Arg::Ptr(0),
         Arg::I32(mode as i32),
         Arg::I32(pairs as i32),

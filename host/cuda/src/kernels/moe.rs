@@ -206,10 +206,16 @@ impl GroupedKernel {
 
 /// Output columns per CTA of `moe_gemm_stream`.
 const STREAM_TILE_COLS: usize = 64;
-/// Output columns per CTA of `moe_gemm_wgmma`, and its dynamic shared memory (moe_wgmma.cu
-/// MW_SMEM: four stages of 64 x 64 and 256 x 64 bf16, + 1 KB of alignment slack).
+/// Output columns per CTA of the wgmma grouped kernels (bf16 and FP8), and their dynamic shared
+/// memory (moe_wgmma.cu MW_SMEM: four stages of 64 + 256 rows of 128 bytes, + 1 KB of alignment
+/// slack).
 const WGMMA_TILE_COLS: usize = 256;
-const WGMMA_SMEM: u32 = 4 * (64 + 256) * 64 * 2 + 1024;
+const WGMMA_SMEM: u32 = 4 * (64 + 256) * 128 + 1024;
+
+/// The wgmma grouped kernels' columns per CTA and dynamic shared memory.
+pub(crate) fn wgmma_tile() -> (usize, u32) {
+    (WGMMA_TILE_COLS, WGMMA_SMEM)
+}
 
 /// `Grouped` with bf16 operands; `c` is f32 when `c_f32`, else bf16; the kernel the forward
 /// pass chooses for the dispatch's tiles (`GroupedKernel::for_tiles`).
