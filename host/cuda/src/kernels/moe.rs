@@ -264,3 +264,40 @@ pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View,
         Arg::I32(dim as i32),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `#define NAME <integer>` of a kernel source.
+    fn define(source: &str, name: &str) -> usize {
+        source
+            .lines()
+            .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("#define {name} not found"))
+    }
+
+    #[test]
+    fn launch_shapes_match_the_kernel_sources() {
+        let wg = crate::sources::MOE_WGMMA.source;
+        let (bm, bn, bk, stages) = (define(wg, "MW_BM"), define(wg, "MW_BN"), define(wg, "MW_BK"), define(wg, "MW_STAGES"));
+        assert_eq!(GroupedKernel::Wgmma.tile_rows(), bm);
+        assert_eq!(wgmma_tile(), (bn, (stages * (bm + bn) * bk * 2 + 1024) as u32));
+        let moe = crate::sources::MOE.source;
+        let (sbm, sbn, sbk, sst) = (define(moe, "SKINNY_BM"), define(moe, "SKINNY_BN"), define(moe, "SKINNY_BK"), define(moe, "SKINNY_STAGES"));
+        assert_eq!(SKINNY_SMEM as usize, sst * (sbm + sbn) * (sbk + 8) * 2);
+        assert_eq!((GroupedKernel::Skinny.tile_rows(), TILE_COLS), (sbm, sbn));
+        assert_eq!(GroupedKernel::Stream.tile_rows(), define(crate::sources::BF16_STREAM.source, "STREAM_ROWS"));
+    }
+
+    #[test]
+    fn the_wgmma_kernel_is_chosen_only_on_hopper() {
+        assert!(!GroupedKernel::Wgmma.runs_on(8));
+        assert!(GroupedKernel::Wgmma.runs_on(9) && GroupedKernel::Tiled.runs_on(8));
+        // without its switch (the test environment sets none) the forward pass keeps moe_gemm
+        if std::env::var_os("MLAHOST_MOE_WGMMA").is_none() {
+            assert_eq!(GroupedKernel::for_tiles(TILE_ROWS, true), GroupedKernel::Tiled);
+        }
+        assert_eq!(GroupedKernel::for_tiles(TILE_ROWS, false), GroupedKernel::Tiled);
+    }
+}
