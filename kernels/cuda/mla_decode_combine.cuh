@@ -34,7 +34,10 @@ __device__ __forceinline__ void combine(const u16* __restrict__ part_o, const fl
   const int lanes = 128 / gridDim.z, groups = 256 / lanes, grp = tid / lanes, sub = tid % lanes;
   allow_dependent_grids();
   const int s0 = split_offsets[b], ns = split_offsets[b + 1] - s0;
-  if (ns <= 1) return;  // written directly by the decode kernel
+  if (ns <= 1) {  // written directly by the decode kernel; still end after the decode grid (the
+    wait_for_prior_grids();  // kernels after the combine rely on its end for the decode grid's)
+    return;
+  }
   int* words = nullptr;    // this row group's arrivals and merges done
   if (sync != nullptr) {
     words = sync + 2 * ((i64)b * ((rows_total + 15) / 16) + r / 16);

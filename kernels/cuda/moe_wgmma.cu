@@ -153,7 +153,8 @@ __device__ __forceinline__ void mw_store(void* __restrict__ c, bool f32, const f
 #endif
 
 // Grid (ceil(n / 256), max tiles); 256 threads; MW_SMEM bytes of dynamic shared memory.
-// Arguments as moe_gemm's. Empty below sm_90a (the host chooses it on Hopper only).
+// Arguments as moe_gemm's. Traps when built for any target but sm_90a (the host chooses it on
+// sm_90 only).
 extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* __restrict__ a, const int* __restrict__ a_rows, int a_div,
                                                                     const u16* __restrict__ w, const int* __restrict__ tiles,
                                                                     const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
@@ -189,6 +190,8 @@ extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* _
   wgmma_wait<0>();
   fence_acc64(acc);
   mw_store(c, c_f32 != 0, acc, t, n0 + wg * 128, n);
+#else
+  asm volatile("trap;");  // built for a target without wgmma: fail loudly, never leave C unwritten
 #endif
 }
 
@@ -246,5 +249,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) fp8_grouped_wgmma(const u8*
     }
   }
   mw_store(c, mode != 0, acc, t, col0, n);
+#else
+  asm volatile("trap;");  // as above
 #endif
 }

@@ -128,12 +128,13 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         one(format!("fp8_skinny {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits, true));
     }
     for &(t, tile_rows) in &[(1usize, 16usize), (7, 16), (64, 16), (300, 64)] {
-        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows, false));
+        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows, false, true, OutMode::F32));
     }
-    // fp8_grouped_wgmma (Hopper): several tiles an expert, and a few rows
-    if k.gpu().info.compute_capability.0 >= 9 {
-        for t in [300usize, 5] {
-            one(format!("fp8 grouped gemm {t} tokens, 64-row tiles, wgmma"), grouped(k, rng, t, 64, true));
+    // fp8_grouped_wgmma (Hopper): several tiles an expert, and a few rows; gathered rows with f32
+    // out, and rows in pair order with bf16 out (the forward pass's two uses)
+    if k.gpu().is_hopper() {
+        for (t, gathered, mode) in [(300usize, true, OutMode::F32), (5, true, OutMode::F32), (300, false, OutMode::Bf16)] {
+            one(format!("fp8 grouped gemm {t} tokens, 64-row tiles, wgmma"), grouped(k, rng, t, 64, true, gathered, mode));
         }
     }
     out.extend(super::fp8_lt::run_all(k, rng));
@@ -228,9 +229,11 @@ fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: O
     })
 }
 
-/// Dispatch + the FP8 grouped GEMM (gathered token rows) against per-pair dot products; `wgmma`:
-/// on `fp8_grouped_wgmma` (64-row tiles).
-fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: bool) -> Result<Check> {
+/// Dispatch + the FP8 grouped GEMM against per-pair dot products: gathered token rows, or (not
+/// `gathered`) the pairs' rows in expert order, as the down projection reads them; `wgmma`: on
+/// `fp8_grouped_wgmma` (64-row tiles); output in `mode`.
+#[allow(clippy::too_many_arguments)]
+fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: bool, gathered: bool, mode: OutMode) -> Result<Check> {
     let gpu = kern.gpu();
     let (e, top_k, n, kdim) = (9usize, 3usize, 400usize, 656usize);
     let x = round_bf16(&blocky(rng, t, kdim, 1));
@@ -244,20 +247,32 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: boo
     let pairs = t * top_k;
     let buf = |b: usize| DeviceBuffer::alloc(gpu, b);
     let kb = kdim.div_ceil(BLOCK);
-    let (q, s) = (buf(t * kdim)?, buf(t * kb * 4)?);
-    let act = Fp8Act { codes: v(&q), scales: v(&s) };
-    fp8::quant_act(kern, v(&DeviceBuffer::from_slice(gpu, &bf16s(&x))?), false, act, t, kdim)?;
     let d_ids = DeviceBuffer::from_slice(gpu, &ids)?;
     let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
     let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
     moe::moe_align(kern, v(&d_ids), pairs, e, 0..e, &d)?;
+    // the GEMM's rows: the tokens' (gathered through the sorted pairs), or each sorted pair's
+    // token row in place (quantized per row either way, so the codes are the same)
+    let rows: Vec<f32> = if gathered {
+        x.clone()
+    } else {
+        sorted.to_vec::<i32>(pairs)?.iter().flat_map(|&p| x[(p.max(0) as usize / top_k) * kdim..][..kdim].to_vec()).collect()
+    };
+    let a_total_rows = rows.len() / kdim;
+    let (q, s) = (buf(a_total_rows * kdim)?, buf(a_total_rows * kb * 4)?);
+    let act = Fp8Act { codes: v(&q), scales: v(&s) };
+    fp8::quant_act(kern, v(&DeviceBuffer::from_slice(gpu, &bf16s(&rows))?), false, act, a_total_rows, kdim)?;
     let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
     let c = buf(pairs * n * 4)?;
     c.fill_bytes(0xff)?;
     let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
-    let g = Grouped { a: act, a_total_rows: t, a_rows: Some((v(&sorted), top_k)), w, experts: e, pairs, c: v(&c), n, k: kdim };
-    fp8::grouped_gemm_on(kern, wgmma, &d, g, OutMode::F32)?;
-    let got_sorted = c.to_vec::<f32>(pairs * n)?;
+    let a_rows = gathered.then(|| (v(&sorted), top_k));
+    let g = Grouped { a: act, a_total_rows, a_rows, w, experts: e, pairs, c: v(&c), n, k: kdim };
+    fp8::grouped_gemm_on(kern, wgmma, &d, g, mode)?;
+    let got_sorted = match mode {
+        OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(pairs * n)?),
+        _ => c.to_vec::<f32>(pairs * n)?,
+    };
     let pos = ppos.to_vec::<i32>(pairs)?;
     // back to pair order, and each pair's operands: its token's row, its expert's weights
     let (aq, as_) = quant_rows(&x, t, kdim);
@@ -272,9 +287,9 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: boo
         rel = rel.max(r_);
     }
     Ok(Check {
-        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}", if wgmma { ", wgmma" } else { "" }),
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}{}", if wgmma { ", wgmma" } else { "" }, if gathered { "" } else { ", pair rows, bf16 out" }),
         error: worst,
-        tolerance: TOL_F32,
+        tolerance: if mode == OutMode::Bf16 { TOL_BF16 } else { TOL_F32 },
         detail: format!("{e} experts (one unused), top {top_k}, {kdim}->{n}; worst pair rel err {rel:.1e}"),
         informational: false,
     })

@@ -106,9 +106,10 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
             (150, Wgmma, 3, small),
             (300, Wgmma, 1, wide),
             (7, Wgmma, 1, wide),
+            (150, Wgmma, 1, (64, 48)),
         ];
-        let major = k.gpu().info.compute_capability.0;
-        for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(major)) {
+        let cc = k.gpu().info.compute_capability;
+        for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(cc)) {
             out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims).unwrap_or_else(|e| failed("moe experts", e)));
         }
     }

@@ -70,7 +70,7 @@ pub(crate) fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
 /// Dispatch + grouped GEMMs + combine against per-token expert MLPs, on `kernel` and its tiles
 /// (`inter` = 96: k ends in a zero-filled part of a step or block; `hidden` = 1,096 and `inter` =
 /// 200: more k blocks than the streaming kernel keeps in flight, a part-filled last block and a
-/// part-filled column tile). With `ranks` > 1 the experts are spread as expert parallelism
+/// part-filled column tile; 64 and 48: a single k stage). With `ranks` > 1 the experts are spread as expert parallelism
 /// spreads them: each rank's share runs on its own (its weights only, the other pairs skipped)
 /// and adds into the same output.
 pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, ranks: usize, (hidden, inter): (usize, usize)) -> Result<Check> {

@@ -336,8 +336,7 @@ pub fn skinny(kern: &Kernels, g: Skinny) -> Result<()> {
 /// `fp8_grouped_wgmma` where `moe::GroupedKernel::for_tiles` picks the wgmma kernel (Hopper, with
 /// `MLAHOST_MOE_WGMMA=1` until measured), else `fp8_gemm_m16` / `_m64`.
 pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Grouped<Fp8Act, Fp8Weight>, mode: OutMode) -> Result<()> {
-    let hopper = kern.gpu().info.compute_capability.0 >= 9;
-    let wgmma = super::moe::GroupedKernel::for_tiles(d.tile_rows, hopper) == super::moe::GroupedKernel::Wgmma;
+    let wgmma = super::moe::GroupedKernel::for_tiles(d.tile_rows, kern.gpu().is_hopper()) == super::moe::GroupedKernel::Wgmma;
     grouped_gemm_on(kern, wgmma, d, g, mode)
 }
 
@@ -359,7 +358,7 @@ pub fn grouped_gemm_on(kern: &Kernels, wgmma: bool, d: &super::moe::Dispatch, g:
     let (w_ptr, w_scales) = (w.codes.need(K, "w", experts * n * k)?, w.scales.need(K, "w scales", experts * nb * kb * 4)?);
     let (tile_ptr, count_ptr, c_ptr) = (d.tiles.need(K, "tiles", tiles * 3 * 4)?, d.num_tiles.need(K, "tile count", 4)?, c.need(K, "c", pairs * n * mode.elem())?);
     if wgmma {
-        ensure(K, d.tile_rows == super::moe::TILE_ROWS && kern.gpu().info.compute_capability.0 >= 9, || {
+        ensure(K, d.tile_rows == super::moe::TILE_ROWS && kern.gpu().is_hopper(), || {
             format!("fp8_grouped_wgmma takes {}-row tiles on sm_90a (got {}-row tiles)", super::moe::TILE_ROWS, d.tile_rows)
         })?;
         let (cols, smem) = super::moe::wgmma_tile();

@@ -180,10 +180,10 @@ impl GroupedKernel {
         }
     }
 
-    /// Whether the kernel runs on a GPU of compute capability `major` (the wgmma kernel is
-    /// empty below sm_90a).
-    pub fn runs_on(self, major: i32) -> bool {
-        self != Self::Wgmma || major >= 9
+    /// Whether the kernel runs on a GPU of compute capability `cc`: the wgmma kernel only on
+    /// sm_90 (built for sm_90a; empty for any other target, later ones included).
+    pub fn runs_on(self, cc: (i32, i32)) -> bool {
+        self != Self::Wgmma || cc == (9, 0)
     }
 
     pub fn tile_rows(self) -> usize {
@@ -220,8 +220,7 @@ pub(crate) fn wgmma_tile() -> (usize, u32) {
 /// `Grouped` with bf16 operands; `c` is f32 when `c_f32`, else bf16; the kernel the forward
 /// pass chooses for the dispatch's tiles (`GroupedKernel::for_tiles`).
 pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: bool) -> Result<()> {
-    let hopper = kern.gpu().info.compute_capability.0 >= 9;
-    moe_gemm_with(kern, GroupedKernel::for_tiles(d.tile_rows, hopper), d, g, c_f32)
+    moe_gemm_with(kern, GroupedKernel::for_tiles(d.tile_rows, kern.gpu().is_hopper()), d, g, c_f32)
 }
 
 /// `moe_gemm` on a given kernel (checks and benchmarks), which must match the dispatch's tiles.
@@ -229,7 +228,7 @@ pub fn moe_gemm_with(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Gro
     let Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
     const K: &str = "moe_gemm";
     ensure(K, kernel.tile_rows() == d.tile_rows, || format!("{kernel:?} runs {}-row tiles, the dispatch has {}", kernel.tile_rows(), d.tile_rows))?;
-    ensure(K, kernel.runs_on(kern.gpu().info.compute_capability.0), || format!("{kernel:?} needs sm_90a"))?;
+    ensure(K, kernel.runs_on(kern.gpu().info.compute_capability), || format!("{kernel:?} needs sm_90a"))?;
     let (name, cols, smem, step) = kernel.launch_shape();
     ensure(K, k % step == 0 && k > 0, || format!("inner dimension {k} must be a multiple of {step}"))?;
     let (rows_ptr, div) = match a_rows {
@@ -292,8 +291,8 @@ mod tests {
 
     #[test]
     fn the_wgmma_kernel_is_chosen_only_on_hopper() {
-        assert!(!GroupedKernel::Wgmma.runs_on(8));
-        assert!(GroupedKernel::Wgmma.runs_on(9) && GroupedKernel::Tiled.runs_on(8));
+        assert!(!GroupedKernel::Wgmma.runs_on((8, 0)) && !GroupedKernel::Wgmma.runs_on((10, 0)));
+        assert!(GroupedKernel::Wgmma.runs_on((9, 0)) && GroupedKernel::Tiled.runs_on((8, 0)));
         // without its switch (the test environment sets none) the forward pass keeps moe_gemm
         if std::env::var_os("MLAHOST_MOE_WGMMA").is_none() {
             assert_eq!(GroupedKernel::for_tiles(TILE_ROWS, true), GroupedKernel::Tiled);
