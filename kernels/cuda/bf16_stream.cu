@@ -10,7 +10,9 @@
 //                   blocks split over blockIdx.y: splits write f32 partials and the last CTA of
 //                   a column tile to arrive (a counter per tile, reset by that CTA) sums them in
 //                   split order and writes C, so one launch does it all. Modes: 0 bf16, 1 f32,
-//                   2 f32 accumulate (C += result).
+//                   2 f32 accumulate (C += result). Optionally two linears of the same input in
+//                   one launch (a layer's query and latent projections): W2's rows follow W's
+//                   as columns n1 .. n of one product, written to C2 in mode2.
 //
 // Why not moe_gemm_skinny (cp.async of 128 weight rows into 4 smem stages): its CTAs of 128
 // columns leave SMs idle at batch 1 (V2-Lite's down projection: 16 column tiles x 6 experts = 96
@@ -40,14 +42,22 @@ __device__ __forceinline__ void stream_mma(float* c, u32 a0, u32 a1, u32 a2, u32
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// The weight rows of one product: rows 0 .. n1 of w1, then those of w2 (none when n1 = n).
+struct StreamW {
+  const u16* w1;
+  const u16* w2;
+  int n1;
+  __device__ __forceinline__ const u16* row(int col, int k) const { return col < n1 ? w1 + (i64)col * k : w2 + (i64)(col - n1) * k; }
+};
+
 // One CTA: 16 activation rows of `a` ([rows, k] row-major) against weight rows wcol0 + warp * 8
-// * NJ .. of `wt` ([n, k] row-major), over k blocks kb0 .. kb1 (128 wide), f32 sums in `acc`
-// (the m16n8 accumulator of each of the warp's NJ column tiles). Thread tid stages row tid / 16,
-// whose source row is `asrc` (-1: zeros). D k blocks of weights in flight per thread (16 * D *
-// NJ registers).
+// * NJ .. of `wt` (n rows of k), over k blocks kb0 .. kb1 (128 wide), f32 sums in `acc` (the
+// m16n8 accumulator of each of the warp's NJ column tiles). Thread tid stages row tid / 16, whose
+// source row is `asrc` (-1: zeros). D k blocks of weights in flight per thread (16 * D * NJ
+// registers).
 template <int NJ, int D>
-__device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc, const u16* __restrict__ wt, int wcol0, int n, int k,
-                                            int kb0, int kb1, float (&acc)[NJ][4]) {
+__device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc, const StreamW& wt, int wcol0, int n, int k, int kb0, int kb1,
+                                            float (&acc)[NJ][4]) {
   __shared__ __align__(16) u16 as[2][STREAM_ROWS][STREAM_LDA];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
   const int wcol = wcol0 + warp * NJ * 8;
@@ -69,7 +79,7 @@ __device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc,
 #pragma unroll
       for (int q = 0; q < 4; q++) {
         const int kc = (kb0 + i) * 128 + (q >> 1) * 64 + cq * 16 + (q & 1) * 8;
-        dst[j][q] = (i < nk && col < n && kc < k) ? stream16(wt + (i64)col * k + kc) : make_uint4(0u, 0u, 0u, 0u);
+        dst[j][q] = (i < nk && col < n && kc < k) ? stream16(wt.row(col, k) + kc) : make_uint4(0u, 0u, 0u, 0u);
       }
     }
   };
@@ -135,7 +145,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* 
   __syncthreads();
   float acc[NJ][4];
   const int n0 = blockIdx.x * COLS;
-  stream_rows<NJ, D>(a, arow[tid >> 4], w + (i64)e * n * k, n0, n, k, 0, (k + 127) / 128, acc);
+  const StreamW wt{w + (i64)e * n * k, nullptr, n};
+  stream_rows<NJ, D>(a, arow[tid >> 4], wt, n0, n, k, 0, (k + 127) / 128, acc);
   const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
 #pragma unroll
   for (int j = 0; j < NJ; j++)
@@ -156,11 +167,13 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* 
 }
 
 // Grid (ceil(n / 64), splits); 256 threads; m <= 16, k a multiple of 8, `kb_per_split` k blocks
-// per split. With splits, `part` holds [splits, m, n] f32 and `counters` one zeroed u32 per
-// column tile.
+// per split. Columns 0 .. n1 are W's ([n1, k]) into C ([m, n1], mode), n1 .. n W2's ([n - n1, k])
+// into C2 ([m, n - n1], mode2). With splits, `part` holds [splits, m, n] f32 and `counters` one
+// zeroed u32 per column tile.
 extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __restrict__ a, const u16* __restrict__ w, void* __restrict__ c,
-                                                                   float* __restrict__ part, u32* __restrict__ counters, int mode, int m,
-                                                                   int n, int k, int kb_per_split) {
+                                                                   const u16* __restrict__ w2, void* __restrict__ c2, float* __restrict__ part,
+                                                                   u32* __restrict__ counters, int mode, int mode2, int m, int n1, int n, int k,
+                                                                   int kb_per_split) {
   util::await_prior_kernels();
   constexpr int NJ = 1, D = 4, COLS = 64 * NJ;
   __shared__ int last;
@@ -168,12 +181,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
   const int kbs = (k + 127) / 128, kb0 = blockIdx.y * kb_per_split, kb1 = min(kbs, kb0 + kb_per_split);
   const int n0 = blockIdx.x * COLS;
   float acc[NJ][4];
-  stream_rows<NJ, D>(a, (tid >> 4) < m ? tid >> 4 : -1, w, n0, n, k, kb0, kb1, acc);
+  const StreamW wt{w, w2, n1};
+  stream_rows<NJ, D>(a, (tid >> 4) < m ? tid >> 4 : -1, wt, n0, n, k, kb0, kb1, acc);
   const bool split = gridDim.y > 1;
-  auto emit = [&](i64 idx, float v) {
-    if (mode == 0) ((u16*)c)[idx] = util::f32_to_bf16(v);
-    else if (mode == 1) ((float*)c)[idx] = v;
-    else ((float*)c)[idx] += v;
+  // element (r, col) of the product into its output
+  auto emit = [&](int r, int col, float v) {
+    const bool first = col < n1;
+    const int md = first ? mode : mode2;
+    const i64 idx = first ? (i64)r * n1 + col : (i64)r * (n - n1) + (col - n1);
+    void* out = first ? c : c2;
+    if (md == 0) ((u16*)out)[idx] = util::f32_to_bf16(v);
+    else if (md == 1) ((float*)out)[idx] = v;
+    else ((float*)out)[idx] += v;
   };
 #pragma unroll
   for (int j = 0; j < NJ; j++)
@@ -187,7 +206,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
         if (col >= n) continue;
         const float v = acc[j][2 * half + q];
         if (split) part[((i64)blockIdx.y * m + r) * n + col] = v;
-        else emit((i64)r * n + col, v);
+        else emit(r, col, v);
       }
     }
   if (!split) return;
@@ -215,7 +234,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
       for (int u = 0; u < 8; u++) v += x[u];
     }
     for (; s < splits; s++) v += __ldcg(p + s * stride);
-    emit((i64)r * n + col, v);
+    emit(r, col, v);
   }
   if (tid == 0) counters[blockIdx.x] = 0u;
 }

@@ -170,7 +170,7 @@ impl Forward<'_> {
             (None, _) if stream::use_for(m) => {
                 let splits = stream::splits_for(m, n, k, self.num_sms, self.ws.stream_part.bytes());
                 let (part, counters) = (v(&self.ws.stream_part), v(&self.ws.stream_counters));
-                stream::linear(self.k, stream::Linear { a: v(a), w: v(&w.buf), c: v(c), mode, part, counters, splits, m, n, k })
+                stream::linear(self.k, stream::Linear { a: v(a), w: v(&w.buf), c: v(c), mode, second: None, part, counters, splits, m, n, k })
             }
             (None, _) => {
                 let (out, beta) = match mode {
@@ -181,6 +181,22 @@ impl Forward<'_> {
                 self.blas.linear(Linear { m, n, k, a: bf16(a, k), w: weight(w), c: out, beta })
             }
         }
+    }
+
+    /// Two linears of the same bf16 rows `a` in one `linear_stream` launch, where the forward
+    /// pass streams linears of `m` rows and both weights are bf16; false (nothing launched)
+    /// otherwise.
+    fn linear_pair(&self, m: usize, a: &DeviceBuffer, first: (&GpuMatrix, &DeviceBuffer, OutMode), second: (&GpuMatrix, &DeviceBuffer, OutMode)) -> Result<bool> {
+        let ((w1, c1, mode1), (w2, c2, mode2)) = (first, second);
+        if !stream::use_for(m) || w1.fp8().is_some() || w2.fp8().is_some() || w1.cols != w2.cols {
+            return Ok(false);
+        }
+        let k = w1.cols;
+        let s = stream::Second { w: v(&w2.buf), c: v(c2), mode: mode2, n: w2.rows };
+        let mut g = stream::Linear { a: v(a), w: v(&w1.buf), c: v(c1), mode: mode1, second: Some(s), part: v(&self.ws.stream_part), counters: v(&self.ws.stream_counters), splits: 1, m, n: w1.rows, k };
+        g.splits = stream::splits_for(m, g.columns(), k, self.num_sms, self.ws.stream_part.bytes());
+        stream::linear(self.k, g)?;
+        Ok(true)
     }
 
     fn rope(&self) -> RopeArgs {
@@ -196,18 +212,24 @@ impl Forward<'_> {
         let (cfg, ws, t, k) = (self.cfg, self.ws, self.layout.tokens, self.k);
         let (heads, qk, nope, vd) = (cfg.num_attention_heads, cfg.qk_head_dim(), cfg.qk_nope_head_dim, cfg.v_head_dim);
         let (kv_lora, d) = (cfg.kv_lora_rank, cfg.latent_dim());
-        // queries
-        match &a.q {
-            GpuQuery::Direct(wq) => self.linear(t, &ws.h, wq, &ws.q_in, OutMode::Bf16)?,
-            GpuQuery::LowRank { a: wa, norm, b: wb } => {
-                let r = wa.rows;
-                self.linear(t, &ws.h, wa, &ws.qa, OutMode::F32)?;
-                layers::rmsnorm_residual(k, RmsNorm::rows(v(&ws.qa), v(norm), v(&ws.qa_n), t, r, LATENT_NORM_EPS))?;
-                self.linear(t, &ws.qa_n, wb, &ws.q_in, OutMode::Bf16)?;
-            }
+        // queries (or their low-rank half) and the new tokens' latents, both from h: one launch
+        // where both stream
+        let (wq, q_out, q_mode) = match &a.q {
+            GpuQuery::Direct(wq) => (wq, &ws.q_in, OutMode::Bf16),
+            GpuQuery::LowRank { a: wa, .. } => (wa, &ws.qa, OutMode::F32),
+        };
+        let paired = self.linear_pair(t, &ws.h, (wq, q_out, q_mode), (&a.kv_a, &ws.kv, OutMode::F32))?;
+        if !paired {
+            self.linear(t, &ws.h, wq, q_out, q_mode)?;
+        }
+        if let GpuQuery::LowRank { a: wa, norm, b: wb } = &a.q {
+            layers::rmsnorm_residual(k, RmsNorm::rows(v(&ws.qa), v(norm), v(&ws.qa_n), t, wa.rows, LATENT_NORM_EPS))?;
+            self.linear(t, &ws.qa_n, wb, &ws.q_in, OutMode::Bf16)?;
+        }
+        if !paired {
+            self.linear(t, &ws.h, &a.kv_a, &ws.kv, OutMode::F32)?;
         }
         // the new tokens' latents into the cache
-        self.linear(t, &ws.h, &a.kv_a, &ws.kv, OutMode::F32)?;
         let pos = self.ws.meta_at(self.layout.pos_at);
         let cache = v(&self.cache[l]);
         let slots = self.geometry.num_pages * self.geometry.page_size;

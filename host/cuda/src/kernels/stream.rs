@@ -45,13 +45,15 @@ fn even(splits: usize, kb: usize) -> (usize, usize) {
 }
 
 /// A dense bf16 linear of a few rows: `C[m, n] (mode) A[m, :k] · W[n, :k]^T`, `A` and `W`
-/// row-major. `part` and `counters` (zero at rest) serve the k splits.
+/// row-major. `part` and `counters` (zero at rest) serve the k splits. `second`: another linear
+/// of the same `A` in the same launch (its columns follow these in the splits' count).
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
     pub a: View,
     pub w: View,
     pub c: View,
     pub mode: OutMode,
+    pub second: Option<Second>,
     pub part: View,
     pub counters: View,
     pub splits: usize,
@@ -60,30 +62,55 @@ pub struct Linear {
     pub k: usize,
 }
 
+/// The second linear of a `Linear` launch: `C2[m, n] (mode) A · W2[n, :k]^T`.
+#[derive(Debug, Clone, Copy)]
+pub struct Second {
+    pub w: View,
+    pub c: View,
+    pub mode: OutMode,
+    pub n: usize,
+}
+
+impl Linear {
+    /// Columns of the launch: both linears'.
+    pub fn columns(&self) -> usize {
+        self.n + self.second.map_or(0, |s| s.n)
+    }
+}
+
 pub fn linear(kern: &Kernels, g: Linear) -> Result<()> {
     const K: &str = "linear_stream";
-    let Linear { a, w, c, mode, part, counters, splits, m, n, k } = g;
+    let Linear { a, w, c, mode, second, part, counters, splits, m, n, k } = g;
+    let total = g.columns();
     ensure(K, k % 8 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 8, n = {n} positive"))?;
     ensure(K, m <= MAX_ROWS, || format!("{m} rows: at most {MAX_ROWS}"))?;
     if m == 0 {
         return Ok(());
     }
-    let tiles = n.div_ceil(TILE_COLS);
+    let tiles = total.div_ceil(TILE_COLS);
     let (splits, per) = even(if tiles > COUNTERS { 1 } else { splits }, k.div_ceil(BLOCK));
     let (part_ptr, counter_ptr) = if splits > 1 {
-        (part.need(K, "split partials", splits * m * n * 4)?, counters.need(K, "tile counters", tiles * 4)?)
+        (part.need(K, "split partials", splits * m * total * 4)?, counters.need(K, "tile counters", tiles * 4)?)
     } else {
         (0, 0)
+    };
+    let (w2, c2, mode2) = match second {
+        Some(s) => (s.w.need(K, "w2", s.n * k * 2)?, s.c.need(K, "c2", m * s.n * s.mode.elem())?, s.mode),
+        None => (0, 0, mode),
     };
     kern.launch_step(K, (tiles as u32, splits as u32, 1), 256, 0, &[
         Arg::Ptr(a.need(K, "a", m * k * 2)?),
         Arg::Ptr(w.need(K, "w", n * k * 2)?),
         Arg::Ptr(c.need(K, "c", m * n * mode.elem())?),
+        Arg::Ptr(w2),
+        Arg::Ptr(c2),
         Arg::Ptr(part_ptr),
         Arg::Ptr(counter_ptr),
         Arg::I32(mode as i32),
+        Arg::I32(mode2 as i32),
         Arg::I32(m as i32),
         Arg::I32(n as i32),
+        Arg::I32(total as i32),
         Arg::I32(k as i32),
         Arg::I32(per as i32),
     ])
