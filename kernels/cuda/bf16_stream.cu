@@ -14,6 +14,11 @@
 //                   one launch (a layer's query and latent projections): W2's rows follow W's
 //                   as columns n1 .. n of one product, written to C2 in mode2.
 //
+// Both can end in SiLU-and-mul (`glu_inter` > 0, for a stacked [gate | up] weight of 2 x inter
+// rows): each CTA's 64 columns are then 32 gate rows and the 32 up rows that pair with them, and
+// it writes silu(gate) * up (bf16, [rows, inter]), gate and up rounded to bf16 first as the
+// unfused path stores them, so the separate silu_mul launch goes.
+//
 // Why not moe_gemm_skinny (cp.async of 128 weight rows into 4 smem stages): its CTAs of 128
 // columns leave SMs idle at batch 1 (V2-Lite's down projection: 16 column tiles x 6 experts = 96
 // CTAs on 132 SMs), and every weight byte makes a round trip through shared memory.
@@ -42,13 +47,44 @@ __device__ __forceinline__ void stream_mma(float* c, u32 a0, u32 a1, u32 a2, u32
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// The weight rows of one product: rows 0 .. n1 of w1, then those of w2 (none when n1 = n).
+// The weight rows of one product: rows 0 .. n1 of w1, then those of w2 (none when n1 = n); with
+// glu_inter > 0, w1's stacked [gate | up] rows permuted so that each 64 columns are 32 gates and
+// their 32 ups (column 64 b + c: gate (or, c >= 32, up) 32 b + c % 32).
 struct StreamW {
   const u16* w1;
   const u16* w2;
   int n1;
-  __device__ __forceinline__ const u16* row(int col, int k) const { return col < n1 ? w1 + (i64)col * k : w2 + (i64)(col - n1) * k; }
+  int glu_inter;
+  __device__ __forceinline__ const u16* row(int col, int k) const {
+    if (glu_inter > 0) {
+      const int c = col & 63, o = (col >> 6) * 32 + (c & 31);
+      return w1 + (i64)(c < 32 ? o : glu_inter + o) * k;
+    }
+    return col < n1 ? w1 + (i64)col * k : w2 + (i64)(col - n1) * k;
+  }
 };
+
+__device__ __forceinline__ float silu_mul_bf16(float gate, float up) {
+  const float g = util::bf16_to_f32(util::f32_to_bf16(gate)), u = util::bf16_to_f32(util::f32_to_bf16(up));
+  return g / (1.f + __expf(-g)) * u;
+}
+
+// The CTA's 16 x 64 accumulators (NJ = 1; its 32 gates, then their 32 ups) as silu(gate) * up:
+// row r (< rows) to out + out_row(r) * inter + blockIdx.x * 32 .. + 32, bf16.
+template <typename RowOf>
+__device__ __forceinline__ void glu_store(const float (&acc)[1][4], u16* __restrict__ out, int rows, int inter, RowOf out_row) {
+  __shared__ float prod[STREAM_ROWS][65];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
+#pragma unroll
+  for (int half = 0; half < 2; half++)
+#pragma unroll
+    for (int q = 0; q < 2; q++) prod[g + 8 * half][warp * 8 + 2 * cq + q] = acc[0][2 * half + q];
+  __syncthreads();
+  for (int idx = tid; idx < STREAM_ROWS * 32; idx += blockDim.x) {
+    const int r = idx >> 5, o = idx & 31;
+    if (r < rows) out[out_row(r) * inter + blockIdx.x * 32 + o] = util::f32_to_bf16(silu_mul_bf16(prod[r][o], prod[r][o + 32]));
+  }
+}
 
 // One CTA: 16 activation rows of `a` ([rows, k] row-major) against weight rows wcol0 + warp * 8
 // * NJ .. of `wt` (n rows of k), over k blocks kb0 .. kb1 (128 wide), f32 sums in `acc` (the
@@ -129,11 +165,12 @@ __device__ __forceinline__ void stream_rows(const u16* __restrict__ a, int asrc,
   }
 }
 
-// Grid (ceil(n / 64), max tiles); 256 threads. Arguments as moe_gemm's.
+// Grid (ceil(n / 64), max tiles); 256 threads. Arguments as moe_gemm's; with glu_inter > 0 (n =
+// 2 glu_inter, a multiple of 64), c is silu(gate) * up, bf16 [pairs, glu_inter].
 extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* __restrict__ a, const int* __restrict__ a_rows, int a_div,
                                                                      const u16* __restrict__ w, const int* __restrict__ tiles,
                                                                      const int* __restrict__ num_tiles, void* __restrict__ c, int c_f32,
-                                                                     int n, int k) {
+                                                                     int n, int k, int glu_inter) {
   util::await_prior_kernels();
   constexpr int NJ = 1, D = 4, COLS = 64 * NJ;
   __shared__ int arow[STREAM_ROWS];
@@ -145,8 +182,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* 
   __syncthreads();
   float acc[NJ][4];
   const int n0 = blockIdx.x * COLS;
-  const StreamW wt{w + (i64)e * n * k, nullptr, n};
+  const StreamW wt{w + (i64)e * n * k, nullptr, n, glu_inter};
   stream_rows<NJ, D>(a, arow[tid >> 4], wt, n0, n, k, 0, (k + 127) / 128, acc);
+  if (glu_inter > 0) {
+    glu_store(acc, (u16*)c, rows, glu_inter, [&](int r) { return (i64)(start + r); });
+    return;
+  }
   const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
 #pragma unroll
   for (int j = 0; j < NJ; j++)
@@ -168,12 +209,13 @@ extern "C" __global__ void __launch_bounds__(256, 2) moe_gemm_stream(const u16* 
 
 // Grid (ceil(n / 64), splits); 256 threads; m <= 16, k a multiple of 8, `kb_per_split` k blocks
 // per split. Columns 0 .. n1 are W's ([n1, k]) into C ([m, n1], mode), n1 .. n W2's ([n - n1, k])
-// into C2 ([m, n - n1], mode2). With splits, `part` holds [splits, m, n] f32 and `counters` one
-// zeroed u32 per column tile.
+// into C2 ([m, n - n1], mode2). With glu_inter > 0 (n = n1 = 2 glu_inter, a multiple of 64), C is
+// silu(gate) * up, bf16 [m, glu_inter]. With splits, `part` holds [splits, m, n] f32 and
+// `counters` one zeroed u32 per column tile.
 extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __restrict__ a, const u16* __restrict__ w, void* __restrict__ c,
                                                                    const u16* __restrict__ w2, void* __restrict__ c2, float* __restrict__ part,
                                                                    u32* __restrict__ counters, int mode, int mode2, int m, int n1, int n, int k,
-                                                                   int kb_per_split) {
+                                                                   int kb_per_split, int glu_inter) {
   util::await_prior_kernels();
   constexpr int NJ = 1, D = 4, COLS = 64 * NJ;
   __shared__ int last;
@@ -181,9 +223,13 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
   const int kbs = (k + 127) / 128, kb0 = blockIdx.y * kb_per_split, kb1 = min(kbs, kb0 + kb_per_split);
   const int n0 = blockIdx.x * COLS;
   float acc[NJ][4];
-  const StreamW wt{w, w2, n1};
+  const StreamW wt{w, w2, n1, glu_inter};
   stream_rows<NJ, D>(a, (tid >> 4) < m ? tid >> 4 : -1, wt, n0, n, k, kb0, kb1, acc);
   const bool split = gridDim.y > 1;
+  if (glu_inter > 0 && !split) {
+    glu_store(acc, (u16*)c, m, glu_inter, [](int r) { return (i64)r; });
+    return;
+  }
   // element (r, col) of the product into its output
   auto emit = [&](int r, int col, float v) {
     const bool first = col < n1;
@@ -220,6 +266,20 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
   __threadfence();
   const int splits = gridDim.y;
   const i64 stride = (i64)m * n;
+  if (glu_inter > 0) {  // gate (tile column o) and up (o + 32) summed in split order each
+    for (int idx = tid; idx < m * 32; idx += blockDim.x) {
+      const int r = idx >> 5, o = idx & 31;
+      const float* pg = part + (i64)r * n + n0 + o;
+      float gate = 0.f, up = 0.f;
+      for (int s = 0; s < splits; s++) {
+        gate += __ldcg(pg + s * stride);
+        up += __ldcg(pg + 32 + s * stride);
+      }
+      ((u16*)c)[(i64)r * glu_inter + blockIdx.x * 32 + o] = util::f32_to_bf16(silu_mul_bf16(gate, up));
+    }
+    if (tid == 0) counters[blockIdx.x] = 0u;
+    return;
+  }
   for (int idx = tid; idx < m * COLS; idx += blockDim.x) {
     const int r = idx / COLS, col = n0 + idx % COLS;
     if (col >= n) continue;

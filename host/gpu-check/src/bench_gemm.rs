@@ -114,7 +114,7 @@ fn dense(k: &Kernels, blas: &Blas, rng: &mut Rng, copy: f64) -> Result<String> {
                 blas.linear(Linear { m, n, k: kk, a: op(a.ptr(), kk), w: op(ws[i % copies].ptr(), kk), c: op(c.ptr(), n), beta: 0.0 })
             })?;
             let streamed = super::bench_fp8::median_us(gpu, &|i| {
-                let g = stream::Linear { a: v(&a), w: v(&ws[i % copies]), c: v(&c), mode: OutMode::Bf16, second: None, part: v(&part), counters: v(&counters), splits, m, n, k: kk };
+                let g = stream::Linear { a: v(&a), w: v(&ws[i % copies]), c: v(&c), mode: OutMode::Bf16, second: None, glu: false, part: v(&part), counters: v(&counters), splits, m, n, k: kk };
                 stream::linear(k, g)
             })?;
             let gbs = |us: f64| (n * kk * 2) as f64 / (us * 1e3);

@@ -110,7 +110,11 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         ];
         let cc = k.gpu().info.compute_capability;
         for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(cc)) {
-            out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims).unwrap_or_else(|e| failed("moe experts", e)));
+            out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims, false).unwrap_or_else(|e| failed("moe experts", e)));
+        }
+        // the streaming kernel's fused SiLU-and-mul (inter a multiple of 32: 96, 224)
+        for (tokens, ranks, dims) in [(5, 1, small), (40, 1, (1096, 224)), (5, 4, small)] {
+            out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, Stream, ranks, dims, true).unwrap_or_else(|e| failed("moe experts", e)));
         }
     }
     out.extend(crate::kernels_stream::run_all(k, &mut rng));

@@ -73,7 +73,10 @@ pub(crate) fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
 /// part-filled column tile; 64 and 48: a single k stage). With `ranks` > 1 the experts are spread as expert parallelism
 /// spreads them: each rank's share runs on its own (its weights only, the other pairs skipped)
 /// and adds into the same output.
-pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, ranks: usize, (hidden, inter): (usize, usize)) -> Result<Check> {
+/// `glu`: the gate/up GEMM with SiLU-and-mul in its epilogue (`moe_gemm_glu`, the streaming
+/// kernel) instead of the GEMM and `silu_mul`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, ranks: usize, (hidden, inter): (usize, usize), glu: bool) -> Result<Check> {
     let gpu = kern.gpu();
     let tile_rows = kernel.tile_rows();
     let (e, k) = (12usize, 3usize);
@@ -101,9 +104,14 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: Group
         let held = local.len();
         moe::moe_align(kern, v(&d_ids), pairs, e, local.clone(), &d)?;
         let (gu_w, d_w_) = (v(&d_gu).at(local.start * 2 * inter * hidden * 2), v(&d_d).at(local.start * hidden * inter * 2));
-        let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: gu_w, experts: held, pairs, c: v(&y), n: 2 * inter, k: hidden };
-        moe::moe_gemm_with(kern, kernel, &d, gate_up, false)?;
-        layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
+        if glu {
+            let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: gu_w, experts: held, pairs, c: v(&act), n: 2 * inter, k: hidden };
+            moe::moe_gemm_glu(kern, &d, gate_up)?;
+        } else {
+            let gate_up = Grouped { a: v(&d_h), a_total_rows: t, a_rows: Some((v(&sorted), k)), w: gu_w, experts: held, pairs, c: v(&y), n: 2 * inter, k: hidden };
+            moe::moe_gemm_with(kern, kernel, &d, gate_up, false)?;
+            layers::silu_mul(kern, v(&y), v(&act), pairs, inter)?;
+        }
         let down = Grouped { a: v(&act), a_total_rows: pairs, a_rows: None, w: d_w_, experts: held, pairs, c: v(&z), n: hidden, k: inter };
         moe::moe_gemm_with(kern, kernel, &d, down, true)?;
         moe::moe_combine(kern, v(&z), v(&ppos), v(&d_w), v(&d_x), t, k, hidden)?;
@@ -128,7 +136,11 @@ pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: Group
     let delta_got: Vec<f32> = got.iter().zip(&x0).map(|(a, b)| a - b).collect();
     let delta_want: Vec<f32> = want.iter().zip(&x0).map(|(a, b)| a - b).collect();
     Ok(Check {
-        name: format!("moe align + grouped gemm ({kernel:?}, {tile_rows}-row tiles) + combine{}", if ranks > 1 { format!(", experts over {ranks} ranks") } else { String::new() }),
+        name: format!(
+            "moe align + grouped gemm ({kernel:?}, {tile_rows}-row tiles{}) + combine{}",
+            if glu { ", SiLU-and-mul fused" } else { "" },
+            if ranks > 1 { format!(", experts over {ranks} ranks") } else { String::new() }
+        ),
         error: rel_err(&delta_got, &delta_want),
         tolerance: 1e-2,
         detail: format!("{t} tokens, {e} experts (one unused), top {k}, {hidden}->{inter}"), informational: false })

@@ -2,7 +2,7 @@
 //! data: 1, 7 and 16 rows; n and k off the kernel's 64-column tiles and 128-wide k blocks; one,
 //! forced and chosen k splits; every output mode; two launches back to back on the same tile
 //! counters (each accumulating: the second may start while the first finishes); two linears in
-//! one launch; tile counters back at zero after.
+//! one launch; SiLU-and-mul in the epilogue; tile counters back at zero after.
 
 use super::{bf16s, from_bf16, round_bf16, v, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
@@ -34,6 +34,11 @@ pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             one(k, rng, m, n, kdim, mode, splits, launches).unwrap_or_else(|e| failed(name, e))
         })
         .collect();
+    // SiLU-and-mul in the epilogue (stacked [gate | up], inter a multiple of 32), with and
+    // without splits
+    for (m, inter, kdim, splits) in [(1, 1408, 2048, 0), (7, 96, 1096, 3), (16, 224, 2048, 1)] {
+        out.push(glu(k, rng, m, inter, kdim, splits).unwrap_or_else(|e| failed(format!("linear_stream glu {m} rows"), e)));
+    }
     // a layer's query and latent projections in one launch (V2-Lite-like and V3-like widths)
     for (m, first, second, kdim, splits) in [(1, (1000, OutMode::Bf16), (130, OutMode::F32), 1096, 0), (7, (1536, OutMode::F32), (576, OutMode::F32), 2048, 3)] {
         out.push(pair(k, rng, m, first, second, kdim, splits).unwrap_or_else(|e| failed(format!("linear_stream pair {m} rows"), e)));
@@ -64,7 +69,7 @@ fn one(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: Out
     let sms = gpu.info.multiprocessors as usize;
     let splits = if splits == 0 { stream::splits_for(m, n, kdim, sms, part.bytes()) } else { splits };
     for _ in 0..launches {
-        stream::linear(kern, stream::Linear { a: v(&d_a), w: v(&d_w), c: v(&c), mode, second: None, part: v(&part), counters: v(&counters), splits, m, n, k: kdim })?;
+        stream::linear(kern, stream::Linear { a: v(&d_a), w: v(&d_w), c: v(&c), mode, second: None, glu: false, part: v(&part), counters: v(&counters), splits, m, n, k: kdim })?;
     }
     let got = match mode {
         OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(m * n)?),
@@ -101,7 +106,7 @@ fn pair(kern: &Kernels, rng: &mut Rng, m: usize, (n1, mode1): (usize, OutMode), 
     counters.fill_bytes(0)?;
     let splits = if splits == 0 { stream::splits_for(m, n1 + n2, kdim, gpu.info.multiprocessors as usize, part.bytes()) } else { splits };
     let second = Some(stream::Second { w: v(&d_w2), c: v(&c2), mode: mode2, n: n2 });
-    stream::linear(kern, stream::Linear { a: v(&d_a), w: v(&d_w1), c: v(&c1), mode: mode1, second, part: v(&part), counters: v(&counters), splits, m, n: n1, k: kdim })?;
+    stream::linear(kern, stream::Linear { a: v(&d_a), w: v(&d_w1), c: v(&c1), mode: mode1, second, glu: false, part: v(&part), counters: v(&counters), splits, m, n: n1, k: kdim })?;
     let read = |c: &DeviceBuffer, n: usize, mode: OutMode| -> Result<Vec<f32>> {
         Ok(if mode == OutMode::Bf16 { from_bf16(&c.to_vec::<u16>(m * n)?) } else { c.to_vec::<f32>(m * n)? })
     };
@@ -136,4 +141,46 @@ fn worst_error(a: &[f32], w: &[f32], got: &[f32], base: Option<&[f32]>, times: f
         }
     }
     worst
+}
+
+/// The stacked [gate | up] projection with SiLU-and-mul in the epilogue against
+/// silu(bf16(gate)) * bf16(up) of the f64 products, over each row's largest |value|.
+fn glu(kern: &Kernels, rng: &mut Rng, m: usize, inter: usize, kdim: usize, splits: usize) -> Result<Check> {
+    let gpu = kern.gpu();
+    let n = 2 * inter;
+    let a = round_bf16(&rng.vec(m * kdim, 1.0));
+    let w = round_bf16(&rng.vec(n * kdim, 0.05));
+    let (d_a, d_w) = (DeviceBuffer::from_slice(gpu, &bf16s(&a))?, DeviceBuffer::from_slice(gpu, &bf16s(&w))?);
+    let c = DeviceBuffer::alloc(gpu, m * inter * 2)?;
+    c.fill_bytes(0xff)?; // NaN: every element must be written
+    let part = DeviceBuffer::alloc(gpu, mlahost_engine::capacity::STREAM_SPLIT_PARTIAL_BYTES as usize)?;
+    let counters = DeviceBuffer::alloc(gpu, stream::COUNTERS * 4)?;
+    counters.fill_bytes(0)?;
+    let splits = if splits == 0 { stream::splits_for(m, n, kdim, gpu.info.multiprocessors as usize, part.bytes()) } else { splits };
+    let g = stream::Linear { a: v(&d_a), w: v(&d_w), c: v(&c), mode: OutMode::Bf16, second: None, glu: true, part: v(&part), counters: v(&counters), splits, m, n, k: kdim };
+    stream::linear(kern, g)?;
+    let got = from_bf16(&c.to_vec::<u16>(m * inter)?);
+    let stuck = counters.to_vec::<u32>(stream::COUNTERS)?.iter().filter(|&&x| x != 0).count();
+    let dot = |r: usize, row: usize| a[r * kdim..][..kdim].iter().zip(&w[row * kdim..][..kdim]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+    let mut worst = 0f64;
+    for r in 0..m {
+        let want: Vec<f64> = (0..inter)
+            .map(|i| {
+                let (g, u) = (round_bf16(&[dot(r, i) as f32])[0] as f64, round_bf16(&[dot(r, inter + i) as f32])[0] as f64);
+                g / (1.0 + (-g).exp()) * u
+            })
+            .collect();
+        let scale = want.iter().fold(1e-30f64, |s, x| s.max(x.abs()));
+        for (i, x) in want.iter().enumerate() {
+            let err = (got[r * inter + i] as f64 - x).abs() / scale;
+            worst = worst.max(if err.is_nan() { f64::INFINITY } else { err });
+        }
+    }
+    Ok(Check {
+        name: format!("linear_stream glu {m}x{n}x{kdim} (SiLU-and-mul epilogue)"),
+        error: if stuck > 0 { f64::INFINITY } else { worst },
+        tolerance: TOL_BF16,
+        detail: format!("{splits} k splits; max error over the row's largest |value|; {stuck} tile counters left non-zero"),
+        informational: false,
+    })
 }

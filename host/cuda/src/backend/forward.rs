@@ -170,7 +170,7 @@ impl Forward<'_> {
             (None, _) if stream::use_for(m) => {
                 let splits = stream::splits_for(m, n, k, self.num_sms, self.ws.stream_part.bytes());
                 let (part, counters) = (v(&self.ws.stream_part), v(&self.ws.stream_counters));
-                stream::linear(self.k, stream::Linear { a: v(a), w: v(&w.buf), c: v(c), mode, second: None, part, counters, splits, m, n, k })
+                stream::linear(self.k, stream::Linear { a: v(a), w: v(&w.buf), c: v(c), mode, second: None, glu: false, part, counters, splits, m, n, k })
             }
             (None, _) => {
                 let (out, beta) = match mode {
@@ -193,7 +193,7 @@ impl Forward<'_> {
         }
         let k = w1.cols;
         let s = stream::Second { w: v(&w2.buf), c: v(c2), mode: mode2, n: w2.rows };
-        let mut g = stream::Linear { a: v(a), w: v(&w1.buf), c: v(c1), mode: mode1, second: Some(s), part: v(&self.ws.stream_part), counters: v(&self.ws.stream_counters), splits: 1, m, n: w1.rows, k };
+        let mut g = stream::Linear { a: v(a), w: v(&w1.buf), c: v(c1), mode: mode1, second: Some(s), glu: false, part: v(&self.ws.stream_part), counters: v(&self.ws.stream_counters), splits: 1, m, n: w1.rows, k };
         g.splits = stream::splits_for(m, g.columns(), k, self.num_sms, self.ws.stream_part.bytes());
         stream::linear(self.k, g)?;
         Ok(true)
@@ -327,12 +327,21 @@ impl Forward<'_> {
         self.end_partial()
     }
 
-    /// Dense SiLU MLP over the first `t` rows of `h`, added into the residual.
+    /// Dense SiLU MLP over the first `t` rows of `h`, added into the residual. Where the linears
+    /// stream, SiLU-and-mul is the gate/up launch's epilogue.
     pub(super) fn mlp(&self, m: &GpuMlp, t: usize) -> Result<()> {
         let ws = self.ws;
         let inter = m.down.cols;
-        self.linear(t, &ws.h, &m.gate_up, &ws.gate_up, OutMode::Bf16)?;
-        layers::silu_mul(self.k, v(&ws.gate_up), v(&ws.act), t, inter)?;
+        if stream::use_for(t) && m.gate_up.fp8().is_none() && inter % 32 == 0 {
+            let (n, k) = (m.gate_up.rows, m.gate_up.cols);
+            let splits = stream::splits_for(t, n, k, self.num_sms, ws.stream_part.bytes());
+            let (part, counters) = (v(&ws.stream_part), v(&ws.stream_counters));
+            let g = stream::Linear { a: v(&ws.h), w: v(&m.gate_up.buf), c: v(&ws.act), mode: OutMode::Bf16, second: None, glu: true, part, counters, splits, m: t, n, k };
+            stream::linear(self.k, g)?;
+        } else {
+            self.linear(t, &ws.h, &m.gate_up, &ws.gate_up, OutMode::Bf16)?;
+            layers::silu_mul(self.k, v(&ws.gate_up), v(&ws.act), t, inter)?;
+        }
         self.linear(t, &ws.act, &m.down, &ws.x, OutMode::F32Add)
     }
 
@@ -385,9 +394,16 @@ impl Forward<'_> {
             }
             (Some(_), None) => return Err(crate::CudaError::launch("fp8_grouped_gemm", "FP8 experts without the FP8 scratch")),
             (None, _) => {
-                let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: held, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
-                moe::moe_gemm(k, &d, gate_up, false)?;
-                layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
+                let streamed = moe::GroupedKernel::for_tiles(d.tile_rows, self.k.gpu().is_hopper()) == moe::GroupedKernel::Stream;
+                if streamed && inter % 32 == 0 {
+                    // SiLU-and-mul in the streaming kernel's epilogue
+                    let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: held, pairs, c: v(&ws.expert_act), n: 2 * inter, k: hidden };
+                    moe::moe_gemm_glu(k, &d, gate_up)?;
+                } else {
+                    let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: held, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
+                    moe::moe_gemm(k, &d, gate_up, false)?;
+                    layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
+                }
                 let down = Grouped { a: v(&ws.expert_act), a_total_rows: pairs, a_rows: None, w: v(&m.down), experts: held, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
                 moe::moe_gemm(k, &d, down, true)?;
             }

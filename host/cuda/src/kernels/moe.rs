@@ -225,8 +225,20 @@ pub fn moe_gemm(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>, c_f32: boo
 
 /// `moe_gemm` on a given kernel (checks and benchmarks), which must match the dispatch's tiles.
 pub fn moe_gemm_with(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Grouped<View, View>, c_f32: bool) -> Result<()> {
+    grouped_launch(kern, kernel, d, g, c_f32, false)
+}
+
+/// The expert gate/up GEMM with SiLU-and-mul in its epilogue (`moe_gemm_stream` only): `g.w` is
+/// the stacked [gate | up] weights (n = 2 inter, inter a multiple of 32) and `g.c` gets
+/// silu(gate) * up, bf16 `[pairs, n / 2]`, instead of the pair and a separate `silu_mul`.
+pub fn moe_gemm_glu(kern: &Kernels, d: &Dispatch, g: Grouped<View, View>) -> Result<()> {
+    grouped_launch(kern, GroupedKernel::Stream, d, g, false, true)
+}
+
+fn grouped_launch(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Grouped<View, View>, c_f32: bool, glu: bool) -> Result<()> {
     let Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
     const K: &str = "moe_gemm";
+    ensure(K, !glu || (kernel == GroupedKernel::Stream && n % 64 == 0 && !c_f32), || format!("SiLU-and-mul on {kernel:?} over {n} columns: the streaming kernel, a multiple of 64, bf16 out"))?;
     ensure(K, kernel.tile_rows() == d.tile_rows, || format!("{kernel:?} runs {}-row tiles, the dispatch has {}", kernel.tile_rows(), d.tile_rows))?;
     ensure(K, kernel.runs_on(kern.gpu().info.compute_capability), || format!("{kernel:?} needs sm_90a"))?;
     let (name, cols, smem, step) = kernel.launch_shape();
@@ -237,18 +249,23 @@ pub fn moe_gemm_with(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Gro
     };
     let tiles = max_tiles(pairs, experts, d.tile_rows);
     let elem = if c_f32 { 4 } else { 2 };
-    kern.launch_step(name, (n.div_ceil(cols) as u32, tiles as u32, 1), 256, smem, &[
+    let out_cols = if glu { n / 2 } else { n };
+    let mut args = vec![
         Arg::Ptr(a.need(K, "a", a_total_rows * k * 2)?),
         Arg::Ptr(rows_ptr),
         Arg::I32(div),
         Arg::Ptr(w.need(K, "weights", experts * n * k * 2)?),
         Arg::Ptr(d.tiles.need(K, "tiles", tiles * 3 * 4)?),
         Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
-        Arg::Ptr(c.need(K, "c", pairs * n * elem)?),
+        Arg::Ptr(c.need(K, "c", pairs * out_cols * elem)?),
         Arg::I32(c_f32 as i32),
         Arg::I32(n as i32),
         Arg::I32(k as i32),
-    ])
+    ];
+    if kernel == GroupedKernel::Stream {
+        args.push(Arg::I32(if glu { (n / 2) as i32 } else { 0 })); // its glu_inter
+    }
+    kern.launch_step(name, (n.div_ceil(cols) as u32, tiles as u32, 1), 256, smem, &args)
 }
 
 /// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]` over the pairs with a position (this rank's experts).

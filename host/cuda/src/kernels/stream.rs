@@ -46,7 +46,9 @@ fn even(splits: usize, kb: usize) -> (usize, usize) {
 
 /// A dense bf16 linear of a few rows: `C[m, n] (mode) A[m, :k] · W[n, :k]^T`, `A` and `W`
 /// row-major. `part` and `counters` (zero at rest) serve the k splits. `second`: another linear
-/// of the same `A` in the same launch (its columns follow these in the splits' count).
+/// of the same `A` in the same launch (its columns follow these in the splits' count). `glu`:
+/// `W` is a stacked [gate | up] projection (n = 2 inter, inter a multiple of 32) and `C` gets
+/// silu(gate) * up, bf16 `[m, n / 2]` (mode Bf16, no second).
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
     pub a: View,
@@ -54,6 +56,7 @@ pub struct Linear {
     pub c: View,
     pub mode: OutMode,
     pub second: Option<Second>,
+    pub glu: bool,
     pub part: View,
     pub counters: View,
     pub splits: usize,
@@ -80,9 +83,11 @@ impl Linear {
 
 pub fn linear(kern: &Kernels, g: Linear) -> Result<()> {
     const K: &str = "linear_stream";
-    let Linear { a, w, c, mode, second, part, counters, splits, m, n, k } = g;
+    let Linear { a, w, c, mode, second, glu, part, counters, splits, m, n, k } = g;
     let total = g.columns();
     ensure(K, k % 8 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 8, n = {n} positive"))?;
+    ensure(K, !glu || (n % 64 == 0 && mode == OutMode::Bf16 && second.is_none()), || format!("SiLU-and-mul over {n} columns: a multiple of 64, bf16 out, one linear"))?;
+    let out_cols = if glu { n / 2 } else { n };
     ensure(K, m <= MAX_ROWS, || format!("{m} rows: at most {MAX_ROWS}"))?;
     if m == 0 {
         return Ok(());
@@ -101,7 +106,7 @@ pub fn linear(kern: &Kernels, g: Linear) -> Result<()> {
     kern.launch_step(K, (tiles as u32, splits as u32, 1), 256, 0, &[
         Arg::Ptr(a.need(K, "a", m * k * 2)?),
         Arg::Ptr(w.need(K, "w", n * k * 2)?),
-        Arg::Ptr(c.need(K, "c", m * n * mode.elem())?),
+        Arg::Ptr(c.need(K, "c", m * out_cols * mode.elem())?),
         Arg::Ptr(w2),
         Arg::Ptr(c2),
         Arg::Ptr(part_ptr),
@@ -113,6 +118,7 @@ pub fn linear(kern: &Kernels, g: Linear) -> Result<()> {
         Arg::I32(total as i32),
         Arg::I32(k as i32),
         Arg::I32(per as i32),
+        Arg::I32(if glu { (n / 2) as i32 } else { 0 }),
     ])
 }
 
