@@ -3,10 +3,10 @@
 # weights: for each variant, `generate` (1,024-token prompt, batch-1 decode tok/s) and, unless
 # SERVE=0, `serve` + `bench` at concurrency 16 and 64 (1,024-token prompts, 128 outputs). The
 # variants, in order (each an env assignment list; "-" is the plain binary):
-#   -                       programmatic launch on for the step's kernels (the default)
-#   MLAHOST_STEP_PDL=0      the step before it (only attention's kernels programmatic)
-#   MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1   moe_gemm_stream for the 16-row expert tiles (decode),
-#                           moe_gemm_wgmma for the 64-row ones (prefill: the prefill ms and TTFT)
+#   -                       the defaults (only attention's kernels launched programmatically)
+#   MLAHOST_STEP_PDL=1      programmatic launch for all the step's kernels of ours
+#   ... MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1   moe_gemm_stream for the 16-row expert tiles
+#                           (decode), moe_gemm_wgmma for the 64-row ones (prefill: the prefill ms)
 #   ... MLAHOST_DENSE_STREAM=1   and linear_stream for the dense linears of <= 16 rows
 # VARIANTS (|-separated) overrides them. Needs BIN and TOKENIZER_DIR (kernels/dev/gpu_env.sh).
 set -u
@@ -15,7 +15,8 @@ OUT=${OUT:-/tmp/mlahost-gpu}
 WORK=${WORK:-/tmp/mlahost-work}
 PORT=${PORT:-8013}
 SERVE=${SERVE:-1}
-VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=0|MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1|MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_DENSE_STREAM=1"}
+ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1"
+VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=1|$ALL|$ALL MLAHOST_DENSE_STREAM=1"}
 LITE="$WORK/v2-lite-dummy"
 mkdir -p "$LITE" "$OUT"
 cp tests/fixtures/configs/deepseek-v2-lite.json "$LITE/config.json"

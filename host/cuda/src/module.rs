@@ -33,8 +33,8 @@ pub struct Kernels {
     /// Whether `launch_programmatic` asks for programmatic dependent launch (Hopper; the
     /// benchmark turns it off to measure what it gains).
     programmatic: AtomicBool,
-    /// Whether `launch_step` does too (on unless `MLAHOST_STEP_PDL=0`, the A/B of the step's
-    /// small kernels overlapping their launch with the kernel ahead).
+    /// Whether `launch_step` does too: only with `MLAHOST_STEP_PDL=1` until the step's kernels
+    /// overlapping their launch with the kernel ahead have been checked and measured on a GPU.
     step_programmatic: AtomicBool,
 }
 
@@ -50,7 +50,7 @@ impl Kernels {
         gpu.bind()?;
         let arch = gpu.arch();
         let programmatic = AtomicBool::new(gpu.info.compute_capability.0 >= 9);
-        let step_programmatic = AtomicBool::new(programmatic.load(Ordering::Relaxed) && std::env::var("MLAHOST_STEP_PDL").map_or(true, |v| v != "0"));
+        let step_programmatic = AtomicBool::new(programmatic.load(Ordering::Relaxed) && std::env::var("MLAHOST_STEP_PDL").is_ok_and(|v| v == "1"));
         let mut k = Kernels { gpu: gpu.clone(), modules: Vec::new(), functions: HashMap::new(), programmatic, step_programmatic };
         for family in ALL {
             k.load_family(family, &arch)?;
