@@ -3,6 +3,9 @@
 //
 //  fp8_skinny_m16  C[r, c] (mode) sum_kb s_a[r, kb] * s_w[c/128, kb] * sum_{k in kb} q_a[r, k] * q_w[c, k]
 //  fp8_skinny_q32/_q64  the same from rows already quantized (32 / 64 rows; not chosen yet)
+//  fp8_grouped_stream  fp8_skinny_m16 over moe_align's tiles of <= 16 rows (the FP8 expert
+//               GEMMs at decode sizes): each CTA one tile's gathered rows against 128 columns of
+//               its expert's weights, no k split (the tiles fill the SMs)
 //
 // Why not fp8_gemm_m16 (quantize kernel + smem-tiled GEMM + split-k reduce): at m <= 16 the work
 // is reading the weights, and three launches, a smem round trip and __syncthreads per k block
@@ -40,10 +43,13 @@ __device__ __forceinline__ u32 sk_pack4(float a, float b, float c, float d) {
 // e4m3 codes [m, k] and `x_scale` their scales [m, ceil(k/128)] (fp8_quant_act's output) instead
 // of bf16 rows: each CTA only copies them, which is what makes 32 and 64 rows pay (quantizing in
 // every CTA cost more than the weights' reads there).
-template <int MT, int NJ, int D, bool QUANTIZED>
+// GATHER: row r of the tile is x's row arow[r] (shared, -1: none) and goes to C's row out_row0 +
+// r; one k split (blockIdx.y is the tile).
+template <int MT, int NJ, int D, bool QUANTIZED, bool GATHER = false>
 __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, const float* __restrict__ x_scale, const u8* __restrict__ w,
                                                 const float* __restrict__ w_scale, void* __restrict__ c, float* __restrict__ part,
-                                                u32* __restrict__ counters, int mode, int m, int n, int k, int kb_per_split) {
+                                                u32* __restrict__ counters, int mode, int m, int n, int k, int kb_per_split,
+                                                const int* arow = nullptr, i64 out_row0 = 0) {
   util::await_prior_kernels();
   constexpr int ROWS = 16 * MT, COLS = 64 * NJ, RPW = ROWS / 8;  // activation rows each warp stages
   __shared__ __align__(16) u8 as[2][ROWS][SK_LDA];
@@ -51,7 +57,7 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
   __shared__ int last;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
   const int kb_total = (k + 127) / 128;
-  const int kb0 = blockIdx.y * kb_per_split, kb1 = min(kb_total, kb0 + kb_per_split), nk = kb1 - kb0;
+  const int kb0 = GATHER ? 0 : blockIdx.y * kb_per_split, kb1 = min(kb_total, kb0 + kb_per_split), nk = kb1 - kb0;
   const int n0 = blockIdx.x * COLS, wcol = n0 + warp * NJ * 8, nb = n0 / 128;
   const float* sw = w_scale + (i64)nb * kb_total;
 
@@ -62,12 +68,22 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
   auto a_fetch = [&](int kb) {
     if constexpr (QUANTIZED) {
       const int r = warp + 8 * lane;
-      ar_s = (lane < RPW && r < m) ? __ldg(x_scale + (i64)r * kb_total + kb) : 0.f;
+      if constexpr (GATHER) {
+        const int src = lane < RPW ? arow[r] : -1;
+        ar_s = (r < m && src >= 0) ? __ldg(x_scale + (i64)src * kb_total + kb) : 0.f;
+      } else {
+        ar_s = (lane < RPW && r < m) ? __ldg(x_scale + (i64)r * kb_total + kb) : 0.f;
+      }
     }
 #pragma unroll
     for (int i = 0; i < RPW; i++) {
-      const int r = warp + 8 * i, col = kb * 128 + lane * 4;
-      const bool ok = r < m && col < k;
+      int r = warp + 8 * i;
+      const int col = kb * 128 + lane * 4;
+      bool ok = r < m && col < k;
+      if constexpr (GATHER) {
+        r = arow[r];  // the source row (rows past the tile's hold -1)
+        ok = ok && r >= 0;
+      }
       if constexpr (QUANTIZED) {
         ar[i].x = ok ? __ldg(reinterpret_cast<const u32*>(reinterpret_cast<const u8*>(x) + (i64)r * k + col)) : 0u;
       } else {
@@ -173,7 +189,7 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
     }
   }
 
-  const bool split = gridDim.y > 1;
+  const bool split = !GATHER && gridDim.y > 1;
   auto emit = [&](i64 idx, float v) {
     if (mode == 0) ((u16*)c)[idx] = util::f32_to_bf16(v);
     else if (mode == 1) ((float*)c)[idx] = v;
@@ -192,7 +208,8 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
           const int col = wcol + j * 8 + 2 * cq + q;
           if (col >= n) continue;
           const float v = acc[i][j][2 * h + q];
-          if (split) part[((i64)blockIdx.y * m + r) * n + col] = v;
+          if constexpr (GATHER) emit((out_row0 + r) * n + col, v);
+          else if (split) part[((i64)blockIdx.y * m + r) * n + col] = v;
           else emit((i64)r * n + col, v);
         }
     }
@@ -242,3 +259,22 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
 extern "C" __global__ void __launch_bounds__(256) fp8_skinny_m16(SKINNY_ARGS) { fp8_skinny_body<1, 2, 2, false>(SKINNY_PASS); }
 extern "C" __global__ void __launch_bounds__(256, 2) fp8_skinny_q32(SKINNY_ARGS) { fp8_skinny_body<2, 1, 4, true>(SKINNY_PASS); }
 extern "C" __global__ void __launch_bounds__(256, 1) fp8_skinny_q64(SKINNY_ARGS) { fp8_skinny_body<4, 2, 4, true>(SKINNY_PASS); }
+
+// Grid (ceil(n / 128), max tiles); 256 threads. x: bf16 rows, gathered as moe_gemm's (row(p) =
+// a_rows[p] / a_div, or p); w: e4m3 [experts, n, k] with scales [experts, ceil(n / 128),
+// ceil(k / 128)]; C: [pairs, n], mode 0 bf16 or 1 f32.
+extern "C" __global__ void __launch_bounds__(256) fp8_grouped_stream(const u16* __restrict__ x, const int* __restrict__ a_rows, int a_div,
+                                                                     const u8* __restrict__ w, const float* __restrict__ w_scale,
+                                                                     const int* __restrict__ tiles, const int* __restrict__ num_tiles,
+                                                                     void* __restrict__ c, int mode, int n, int k) {
+  util::await_prior_kernels();  // the tile list and rows come from the kernels ahead
+  __shared__ int arow[16];
+  const int tile = blockIdx.y;
+  if (tile >= *num_tiles) return;
+  const int e = tiles[3 * tile], start = tiles[3 * tile + 1], rows = tiles[3 * tile + 2];
+  if (threadIdx.x < 16) arow[threadIdx.x] = (int)threadIdx.x < rows ? (a_rows ? a_rows[start + threadIdx.x] / a_div : start + threadIdx.x) : -1;
+  __syncthreads();
+  const int kb_total = (k + 127) / 128, nb_total = (n + 127) / 128;
+  fp8_skinny_body<1, 2, 2, false, true>(x, nullptr, w + (i64)e * n * k, w_scale + (i64)e * nb_total * kb_total, c, nullptr, nullptr, mode, rows, n,
+                                         k, kb_total, arow, start);
+}

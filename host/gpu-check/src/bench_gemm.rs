@@ -1,6 +1,7 @@
-//! The step's bf16 GEMM kernels beside the ones they would replace (`mlahost gpu-check
-//! --bench-gemm`): the grouped expert GEMM at decode sizes, `moe_gemm_skinny` (the forward
-//! pass's kernel for batches of up to 64 tokens) beside `moe_gemm_stream` on the same dispatches,
+//! The step's GEMM kernels beside the ones they would replace (`mlahost gpu-check --bench-gemm`):
+//! the grouped expert GEMM at decode sizes, `moe_gemm_skinny` (the forward pass's kernel for
+//! batches of up to 64 tokens) beside `moe_gemm_stream` on the same dispatches (and for FP8
+//! experts, `fp8_gemm_m16` beside `fp8_grouped_stream`),
 //! over routings that change every launch so that the touched experts' weights come from HBM
 //! rather than L2; at prefill sizes, `moe_gemm` beside `moe_gemm_wgmma` (Hopper); and the dense
 //! linears of up to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2.
@@ -82,6 +83,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut rng = Rng::new(seed);
     let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
     let mut s = grouped(k, &mut rng, copy)?;
+    s += &decode_fp8(k, &mut rng, copy)?;
     if GroupedKernel::Wgmma.runs_on(gpu.info.compute_capability) {
         s += &prefill(k, &mut rng, copy)?;
         s += &prefill_fp8(k, &mut rng)?;
@@ -214,6 +216,62 @@ fn prefill_fp8(k: &Kernels, rng: &mut Rng) -> Result<String> {
             let (tiled, wgmma) = (time(false)?, time(true)?);
             let flops = 2.0 * (pairs * n * kk) as f64;
             let _ = writeln!(s, "| {name} | {n} x {kk} | {tokens} | {tiled:.1} | {wgmma:.1} | {:.2}x | {:.0} | {:.0} |", tiled / wgmma, flops / (tiled * 1e6), flops / (wgmma * 1e6));
+        }
+    }
+    Ok(s)
+}
+
+/// The FP8 grouped expert GEMM at decode sizes (16-row tiles): quantization + `fp8_gemm_m16` (as
+/// the forward pass runs it) beside `fp8_grouped_stream` (bf16 rows quantized inside), over
+/// routings cycled so the touched experts' weights come from HBM.
+fn decode_fp8(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
+    let gpu = k.gpu();
+    let mut s = format!("\n{} | FP8 grouped expert GEMM at decode sizes (16-row tiles); weights of the touched experts over the time; {ROUTINGS} routings cycled\n", gpu.info.name);
+    s += "| shape | n x k | tokens | experts touched | quant + m16 µs | stream µs | stream / m16 speed | m16 GB/s (% copy) | stream GB/s (% copy) |\n|---|---|---|---|---|---|---|---|---|\n";
+    const SHAPES_FP8: [(&str, usize, usize, usize, usize, bool); 4] = [
+        ("V2-Lite gate_up", 64, 6, 2816, 2048, true),
+        ("V2-Lite down", 64, 6, 2048, 1408, false),
+        ("V3 gate_up, EP rank", 32, 1, 4096, 7168, true),
+        ("V3 down, EP rank", 32, 1, 7168, 2048, false),
+    ];
+    for (name, experts, top_k, n, kk, gathered) in SHAPES_FP8 {
+        let (nb, kb) = (n.div_ceil(128), kk.div_ceil(128));
+        let w = DeviceBuffer::alloc(gpu, experts * n * kk)?;
+        w.fill_bytes(0x38)?;
+        let ws = DeviceBuffer::from_slice(gpu, &vec![1e-3f32; experts * nb * kb])?;
+        let max_pairs = TOKENS.iter().max().unwrap_or(&1) * top_k;
+        let x = DeviceBuffer::from_slice(gpu, &super::bf16s(&rng.vec(max_pairs * kk, 1.0)))?;
+        let (codes, scales) = (DeviceBuffer::alloc(gpu, max_pairs * kk)?, DeviceBuffer::alloc(gpu, max_pairs * kb * 4)?);
+        let act = fp8::Fp8Act { codes: v(&codes), scales: v(&scales) };
+        let c = DeviceBuffer::alloc(gpu, max_pairs * n * 4)?;
+        let mode = if gathered { OutMode::Bf16 } else { OutMode::F32 };
+        for tokens in TOKENS {
+            let routed: Vec<Routed> = (0..ROUTINGS).map(|_| routing(k, rng, tokens, experts, top_k, moe::SKINNY_TILE_ROWS)).collect::<Result<_>>()?;
+            let pairs = tokens * top_k;
+            let a_total_rows = if gathered { tokens } else { pairs };
+            let wt = fp8::Fp8Weight { codes: v(&w), scales: v(&ws) };
+            let tiled = super::bench_fp8::median_us(gpu, &|i| {
+                let r = &routed[i % ROUTINGS];
+                fp8::quant_act(k, v(&x), false, act, a_total_rows, kk)?;
+                let g = Grouped { a: act, a_total_rows, a_rows: gathered.then(|| (r.d.sorted_pairs, top_k)), w: wt, experts, pairs, c: v(&c), n, k: kk };
+                fp8::grouped_gemm_on(k, false, &r.d, g, mode)
+            })?;
+            let streamed = super::bench_fp8::median_us(gpu, &|i| {
+                let r = &routed[i % ROUTINGS];
+                let g = Grouped { a: v(&x), a_total_rows, a_rows: gathered.then(|| (r.d.sorted_pairs, top_k)), w: wt, experts, pairs, c: v(&c), n, k: kk };
+                fp8::grouped_stream(k, &r.d, g, mode)
+            })?;
+            let touched = routed.iter().map(|r| r.touched).sum::<usize>() as f64 / ROUTINGS as f64;
+            let gbs = |us: f64| touched * (n * kk) as f64 / (us * 1e3);
+            let _ = writeln!(
+                s,
+                "| {name} | {n} x {kk} | {tokens} | {touched:.1} | {tiled:.1} | {streamed:.1} | {:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
+                tiled / streamed,
+                gbs(tiled),
+                100.0 * gbs(tiled) / copy,
+                gbs(streamed),
+                100.0 * gbs(streamed) / copy
+            );
         }
     }
     Ok(s)

@@ -128,14 +128,18 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         one(format!("fp8_skinny {m}x{n}x{kdim} {mode:?} splits {splits}"), dense(k, rng, m, n, kdim, mode, splits, true));
     }
     for &(t, tile_rows) in &[(1usize, 16usize), (7, 16), (64, 16), (300, 64)] {
-        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows, false, true, OutMode::F32));
+        one(format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles"), grouped(k, rng, t, tile_rows, Kernel::Tiled, true, OutMode::F32));
     }
     // fp8_grouped_wgmma (Hopper): several tiles an expert, and a few rows; gathered rows with f32
     // out, and rows in pair order with bf16 out (the forward pass's two uses)
     if k.gpu().is_hopper() {
         for (t, gathered, mode) in [(300usize, true, OutMode::F32), (5, true, OutMode::F32), (300, false, OutMode::Bf16)] {
-            one(format!("fp8 grouped gemm {t} tokens, 64-row tiles, wgmma"), grouped(k, rng, t, 64, true, gathered, mode));
+            one(format!("fp8 grouped gemm {t} tokens, 64-row tiles, wgmma"), grouped(k, rng, t, 64, Kernel::Wgmma, gathered, mode));
         }
+    }
+    // fp8_grouped_stream: 16-row tiles from bf16 rows, both uses
+    for (t, gathered, mode) in [(1usize, true, OutMode::Bf16), (7, true, OutMode::F32), (40, false, OutMode::F32)] {
+        one(format!("fp8 grouped gemm {t} tokens, 16-row tiles, stream"), grouped(k, rng, t, 16, Kernel::Stream, gathered, mode));
     }
     out.extend(super::fp8_lt::run_all(k, rng));
     out
@@ -229,11 +233,20 @@ fn dense(kern: &Kernels, rng: &mut Rng, m: usize, n: usize, kdim: usize, mode: O
     })
 }
 
+/// The FP8 grouped kernels: `fp8_gemm_m16` / `_m64` by the tile height, `fp8_grouped_wgmma`
+/// (64-row tiles), `fp8_grouped_stream` (16-row tiles, bf16 rows quantized inside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Tiled,
+    Wgmma,
+    Stream,
+}
+
 /// Dispatch + the FP8 grouped GEMM against per-pair dot products: gathered token rows, or (not
-/// `gathered`) the pairs' rows in expert order, as the down projection reads them; `wgmma`: on
-/// `fp8_grouped_wgmma` (64-row tiles); output in `mode`.
+/// `gathered`) the pairs' rows in expert order, as the down projection reads them; on `kernel`;
+/// output in `mode`.
 #[allow(clippy::too_many_arguments)]
-fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: bool, gathered: bool, mode: OutMode) -> Result<Check> {
+fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Kernel, gathered: bool, mode: OutMode) -> Result<Check> {
     let gpu = kern.gpu();
     let (e, top_k, n, kdim) = (9usize, 3usize, 400usize, 656usize);
     let x = round_bf16(&blocky(rng, t, kdim, 1));
@@ -261,14 +274,20 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: boo
     let a_total_rows = rows.len() / kdim;
     let (q, s) = (buf(a_total_rows * kdim)?, buf(a_total_rows * kb * 4)?);
     let act = Fp8Act { codes: v(&q), scales: v(&s) };
-    fp8::quant_act(kern, v(&DeviceBuffer::from_slice(gpu, &bf16s(&rows))?), false, act, a_total_rows, kdim)?;
+    let rows16 = DeviceBuffer::from_slice(gpu, &bf16s(&rows))?;
+    fp8::quant_act(kern, v(&rows16), false, act, a_total_rows, kdim)?;
     let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
     let c = buf(pairs * n * 4)?;
     c.fill_bytes(0xff)?;
     let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
     let a_rows = gathered.then(|| (v(&sorted), top_k));
-    let g = Grouped { a: act, a_total_rows, a_rows, w, experts: e, pairs, c: v(&c), n, k: kdim };
-    fp8::grouped_gemm_on(kern, wgmma, &d, g, mode)?;
+    if kernel == Kernel::Stream {
+        let g = Grouped { a: v(&rows16), a_total_rows, a_rows, w, experts: e, pairs, c: v(&c), n, k: kdim };
+        fp8::grouped_stream(kern, &d, g, mode)?;
+    } else {
+        let g = Grouped { a: act, a_total_rows, a_rows, w, experts: e, pairs, c: v(&c), n, k: kdim };
+        fp8::grouped_gemm_on(kern, kernel == Kernel::Wgmma, &d, g, mode)?;
+    }
     let got_sorted = match mode {
         OutMode::Bf16 => from_bf16(&c.to_vec::<u16>(pairs * n)?),
         _ => c.to_vec::<f32>(pairs * n)?,
@@ -280,14 +299,14 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: boo
     let (mut worst, mut rel) = (0f64, 0f64);
     for p in 0..pairs {
         let (tok, ex) = (p / top_k, ids[p] as usize);
-        let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows, wgmma)) };
+        let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows, kernel)) };
         let got = &got_sorted[row * n..][..n];
         let (w_, r_, _) = compare(got, &ad[tok * kdim..][..kdim], &wd[ex * n * kdim..][..n * kdim], None, 1, n, kdim);
         worst = worst.max(w_);
         rel = rel.max(r_);
     }
     Ok(Check {
-        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}{}", if wgmma { ", wgmma" } else { "" }, if gathered { "" } else { ", pair rows, bf16 out" }),
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}, {}{mode:?} out", kernel_suffix(kernel), if gathered { "" } else { "pair rows, " }),
         error: worst,
         tolerance: if mode == OutMode::Bf16 { TOL_BF16 } else { TOL_F32 },
         detail: format!("{e} experts (one unused), top {top_k}, {kdim}->{n}; worst pair rel err {rel:.1e}"),
@@ -295,9 +314,17 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, wgmma: boo
     })
 }
 
-fn bad_pos(t: usize, tile_rows: usize, wgmma: bool) -> Check {
+fn kernel_suffix(kernel: Kernel) -> &'static str {
+    match kernel {
+        Kernel::Tiled => "",
+        Kernel::Wgmma => ", wgmma",
+        Kernel::Stream => ", stream",
+    }
+}
+
+fn bad_pos(t: usize, tile_rows: usize, kernel: Kernel) -> Check {
     Check {
-        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}", if wgmma { ", wgmma" } else { "" }),
+        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}", kernel_suffix(kernel)),
         error: f64::INFINITY,
         tolerance: TOL_F32,
         detail: "moe_align returned a pair position out of range".into(),

@@ -382,6 +382,15 @@ impl Forward<'_> {
         // The first GEMM gathers each pair's token row; the second reads pairs in sorted order.
         let gathered = Some((v(&ws.sorted_pairs), top_k));
         match (&m.scales, self.quant) {
+            (Some((gu_s, down_s)), Some(_)) if moe::GroupedKernel::for_tiles(d.tile_rows, self.k.gpu().is_hopper()) == moe::GroupedKernel::Stream => {
+                // decode sizes: bf16 rows quantized inside the streaming kernel
+                let w = |codes: &DeviceBuffer, scales: &DeviceBuffer| fp8::Fp8Weight { codes: v(codes), scales: v(scales) };
+                let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: w(&m.gate_up, gu_s), experts: held, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
+                fp8::grouped_stream(k, &d, gate_up, OutMode::Bf16)?;
+                layers::silu_mul(k, v(&ws.expert_gate_up), v(&ws.expert_act), pairs, inter)?;
+                let down = Grouped { a: v(&ws.expert_act), a_total_rows: pairs, a_rows: None, w: w(&m.down, down_s), experts: held, pairs, c: v(&ws.expert_out), n: hidden, k: inter };
+                fp8::grouped_stream(k, &d, down, OutMode::F32)?;
+            }
             (Some((gu_s, down_s)), Some(q)) => {
                 let w = |codes: &DeviceBuffer, scales: &DeviceBuffer| fp8::Fp8Weight { codes: v(codes), scales: v(scales) };
                 fp8::quant_act(k, v(&ws.h), false, q.act(), t, hidden)?;

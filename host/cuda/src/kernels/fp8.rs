@@ -340,6 +340,38 @@ pub fn grouped_gemm(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Gro
     grouped_gemm_on(kern, wgmma, d, g, mode)
 }
 
+/// The FP8 expert GEMM over 16-row tiles from bf16 rows (`fp8_grouped_stream`: quantized per
+/// 128 channels inside the CTA as `quant_act` would, weights streamed into mma fragments), the
+/// decode-sized path where `moe::GroupedKernel::for_tiles` picks the streaming kernel;
+/// `g.a` holds bf16 rows. `c` is written in `mode` (bf16 or f32).
+pub fn grouped_stream(kern: &Kernels, d: &super::moe::Dispatch, g: super::moe::Grouped<View, Fp8Weight>, mode: OutMode) -> Result<()> {
+    const K: &str = "fp8_grouped_stream";
+    let super::moe::Grouped { a, a_total_rows, a_rows, w, experts, pairs, c, n, k } = g;
+    check_gpu(kern, K)?;
+    ensure(K, k % 16 == 0 && k > 0 && n > 0, || format!("k = {k} must be a positive multiple of 16, n = {n} positive"))?;
+    ensure(K, mode != OutMode::F32Add, || "grouped outputs are written, not accumulated".into())?;
+    ensure(K, d.tile_rows == super::moe::SKINNY_TILE_ROWS, || format!("{}-row tiles: the kernel takes {}", d.tile_rows, super::moe::SKINNY_TILE_ROWS))?;
+    let (kb, nb) = (k.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let (rows_ptr, div) = match a_rows {
+        Some((r, div)) => (r.need(K, "row index", pairs * 4)?, div as i32),
+        None => (0, 1),
+    };
+    let tiles = super::moe::max_tiles(pairs, experts, d.tile_rows);
+    kern.launch_step_labeled(K, "fp8_grouped_stream (experts)", (n.div_ceil(BLOCK) as u32, tiles as u32, 1), 256, 0, &[
+        Arg::Ptr(a.need(K, "a", a_total_rows * k * 2)?),
+        Arg::Ptr(rows_ptr),
+        Arg::I32(div),
+        Arg::Ptr(w.codes.need(K, "w", experts * n * k)?),
+        Arg::Ptr(w.scales.need(K, "w scales", experts * nb * kb * 4)?),
+        Arg::Ptr(d.tiles.need(K, "tiles", tiles * 3 * 4)?),
+        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
+        Arg::Ptr(c.need(K, "c", pairs * n * mode.elem())?),
+        Arg::I32(mode as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ])
+}
+
 /// `grouped_gemm` on the wgmma kernel or not (checks and benchmarks); the wgmma kernel takes
 /// 64-row tiles on sm_90a.
 pub fn grouped_gemm_on(kern: &Kernels, wgmma: bool, d: &super::moe::Dispatch, g: super::moe::Grouped<Fp8Act, Fp8Weight>, mode: OutMode) -> Result<()> {

@@ -165,9 +165,10 @@ pub enum GroupedKernel {
 
 impl GroupedKernel {
     /// The forward pass's kernel for `tile_rows` on a GPU with (`hopper`) or without warpgroup
-    /// MMAs: the streaming kernel for 16-row tiles only with `MLAHOST_MOE_STREAM=1`, the wgmma
-    /// kernel for 64-row tiles only with `MLAHOST_MOE_WGMMA=1`, until each has been measured
-    /// against the kernel it would replace on a GPU.
+    /// MMAs: the streaming kernels for 16-row tiles (`moe_gemm_stream`, and for FP8 experts
+    /// `fp8_grouped_stream`) only with `MLAHOST_MOE_STREAM=1`, the wgmma kernels for 64-row
+    /// tiles (`moe_gemm_wgmma`, `fp8_grouped_wgmma`) only with `MLAHOST_MOE_WGMMA=1`, until each
+    /// has been measured against the kernel it would replace on a GPU.
     pub fn for_tiles(tile_rows: usize, hopper: bool) -> Self {
         static STREAM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         static WGMMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
