@@ -73,7 +73,7 @@ __device__ __forceinline__ float silu_mul_bf16(float gate, float up) {
 // row r (< rows) to out + out_row(r) * inter + blockIdx.x * 32 .. + 32, bf16.
 template <typename RowOf>
 __device__ __forceinline__ void glu_store(const float (&acc)[1][4], u16* __restrict__ out, int rows, int inter, RowOf out_row) {
-  __shared__ float prod[STREAM_ROWS][65];
+  __shared__ float prod[STREAM_ROWS][72];  // (a stride of 72: 2-way bank conflicts on the stores)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, cq = lane & 3;
 #pragma unroll
   for (int half = 0; half < 2; half++)

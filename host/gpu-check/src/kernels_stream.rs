@@ -36,11 +36,17 @@ pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         .collect();
     // SiLU-and-mul in the epilogue (stacked [gate | up], inter a multiple of 32), with and
     // without splits
-    for (m, inter, kdim, splits) in [(1, 1408, 2048, 0), (7, 96, 1096, 3), (16, 224, 2048, 1)] {
+    for (m, inter, kdim, splits) in [(1, 1408, 2048, 0), (7, 96, 1096, 3), (16, 224, 2048, 1), (1, 1408, 2048, 1), (3, 96, 256, 1)] {
         out.push(glu(k, rng, m, inter, kdim, splits).unwrap_or_else(|e| failed(format!("linear_stream glu {m} rows"), e)));
     }
     // a layer's query and latent projections in one launch (V2-Lite-like and V3-like widths)
-    for (m, first, second, kdim, splits) in [(1, (1000, OutMode::Bf16), (130, OutMode::F32), 1096, 0), (7, (1536, OutMode::F32), (576, OutMode::F32), 2048, 3)] {
+    // (the last: no splits, and a tile across the first linear's end)
+    let pairs = [
+        (1, (1000, OutMode::Bf16), (130, OutMode::F32), 1096, 0),
+        (7, (1536, OutMode::F32), (576, OutMode::F32), 2048, 3),
+        (3, (200, OutMode::F32), (70, OutMode::Bf16), 256, 1),
+    ];
+    for (m, first, second, kdim, splits) in pairs {
         out.push(pair(k, rng, m, first, second, kdim, splits).unwrap_or_else(|e| failed(format!("linear_stream pair {m} rows"), e)));
     }
     out

@@ -332,7 +332,7 @@ impl Forward<'_> {
     pub(super) fn mlp(&self, m: &GpuMlp, t: usize) -> Result<()> {
         let ws = self.ws;
         let inter = m.down.cols;
-        if stream::use_for(t) && m.gate_up.fp8().is_none() && inter % 32 == 0 {
+        if stream::use_for(t) && m.gate_up.fp8().is_none() && inter % 32 == 0 && m.gate_up.rows == 2 * inter {
             let (n, k) = (m.gate_up.rows, m.gate_up.cols);
             let splits = stream::splits_for(t, n, k, self.num_sms, ws.stream_part.bytes());
             let (part, counters) = (v(&ws.stream_part), v(&ws.stream_counters));
@@ -382,7 +382,7 @@ impl Forward<'_> {
         // The first GEMM gathers each pair's token row; the second reads pairs in sorted order.
         let gathered = Some((v(&ws.sorted_pairs), top_k));
         match (&m.scales, self.quant) {
-            (Some((gu_s, down_s)), Some(_)) if moe::GroupedKernel::for_tiles(d.tile_rows, self.k.gpu().is_hopper()) == moe::GroupedKernel::Stream => {
+            (Some((gu_s, down_s)), Some(_)) if moe::streams(k, &d) => {
                 // decode sizes: bf16 rows quantized inside the streaming kernel
                 let w = |codes: &DeviceBuffer, scales: &DeviceBuffer| fp8::Fp8Weight { codes: v(codes), scales: v(scales) };
                 let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: w(&m.gate_up, gu_s), experts: held, pairs, c: v(&ws.expert_gate_up), n: 2 * inter, k: hidden };
@@ -403,8 +403,7 @@ impl Forward<'_> {
             }
             (Some(_), None) => return Err(crate::CudaError::launch("fp8_grouped_gemm", "FP8 experts without the FP8 scratch")),
             (None, _) => {
-                let streamed = moe::GroupedKernel::for_tiles(d.tile_rows, self.k.gpu().is_hopper()) == moe::GroupedKernel::Stream;
-                if streamed && inter % 32 == 0 {
+                if moe::streams(k, &d) && inter % 32 == 0 {
                     // SiLU-and-mul in the streaming kernel's epilogue
                     let gate_up = Grouped { a: v(&ws.h), a_total_rows: t, a_rows: gathered, w: v(&m.gate_up), experts: held, pairs, c: v(&ws.expert_act), n: 2 * inter, k: hidden };
                     moe::moe_gemm_glu(k, &d, gate_up)?;

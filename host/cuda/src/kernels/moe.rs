@@ -205,6 +205,13 @@ impl GroupedKernel {
     }
 }
 
+/// Whether the forward pass runs the dispatch's tiles on the streaming kernels
+/// (`GroupedKernel::for_tiles`): the bf16 one may then fuse SiLU-and-mul (`moe_gemm_glu`), the
+/// FP8 one (`fp8::grouped_stream`) takes bf16 rows.
+pub fn streams(kern: &Kernels, d: &Dispatch) -> bool {
+    GroupedKernel::for_tiles(d.tile_rows, kern.gpu().is_hopper()) == GroupedKernel::Stream
+}
+
 /// Output columns per CTA of `moe_gemm_stream`.
 const STREAM_TILE_COLS: usize = 64;
 /// Output columns per CTA of the wgmma grouped kernels (bf16 and FP8), and their dynamic shared

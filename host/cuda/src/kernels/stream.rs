@@ -1,5 +1,6 @@
 //! Launcher of bf16_stream.cu's dense `linear_stream` (the grouped `moe_gemm_stream` launches
-//! through `moe::moe_gemm_with`): bf16 linears of up to 16 rows that read each weight byte once.
+//! from `moe.rs`: `moe_gemm_with`, `moe_gemm_glu`): bf16 linears of up to 16 rows that read each
+//! weight byte once.
 
 use super::fp8::OutMode;
 use super::{ensure, View};
