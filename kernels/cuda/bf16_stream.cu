@@ -256,45 +256,23 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
       }
     }
   if (!split) return;
-  // the last split of this column tile to arrive sums the partials (read through L2: written by
-  // other SMs) in split order and resets the tile's counter for the next launch
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) last = atomicAdd(counters + blockIdx.x, 1u) == gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  // the last split of this column tile to arrive sums the partials in split order and resets
+  // the tile's counter for the next launch
+  if (!util::last_split_arrived(counters + blockIdx.x, gridDim.y, &last)) return;
   const int splits = gridDim.y;
   const i64 stride = (i64)m * n;
-  if (glu_inter > 0) {  // gate (tile column o) and up (o + 32) summed in split order each
+  if (glu_inter > 0) {  // gate (tile column o) and up (o + 32)
     for (int idx = tid; idx < m * 32; idx += blockDim.x) {
       const int r = idx >> 5, o = idx & 31;
       const float* pg = part + (i64)r * n + n0 + o;
-      float gate = 0.f, up = 0.f;
-      for (int s = 0; s < splits; s++) {
-        gate += __ldcg(pg + s * stride);
-        up += __ldcg(pg + 32 + s * stride);
-      }
+      const float gate = util::split_sum(pg, splits, stride), up = util::split_sum(pg + 32, splits, stride);
       ((u16*)c)[(i64)r * glu_inter + blockIdx.x * 32 + o] = util::f32_to_bf16(silu_mul_bf16(gate, up));
     }
-    if (tid == 0) counters[blockIdx.x] = 0u;
-    return;
-  }
-  for (int idx = tid; idx < m * COLS; idx += blockDim.x) {
-    const int r = idx / COLS, col = n0 + idx % COLS;
-    if (col >= n) continue;
-    const float* p = part + (i64)r * n + col;
-    float v = 0.f;
-    int s = 0;
-    for (; s + 8 <= splits; s += 8) {
-      float x[8];
-#pragma unroll
-      for (int u = 0; u < 8; u++) x[u] = __ldcg(p + (s + u) * stride);
-#pragma unroll
-      for (int u = 0; u < 8; u++) v += x[u];
+  } else {
+    for (int idx = tid; idx < m * COLS; idx += blockDim.x) {
+      const int r = idx / COLS, col = n0 + idx % COLS;
+      if (col < n) emit(r, col, util::split_sum(part + (i64)r * n + col, splits, stride));
     }
-    for (; s < splits; s++) v += __ldcg(p + s * stride);
-    emit(r, col, v);
   }
   if (tid == 0) counters[blockIdx.x] = 0u;
 }

@@ -214,33 +214,15 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
         }
     }
   if (!split) return;
-  // the last split of this column tile to arrive sums the partials (read through L2: written
-  // by other SMs) and resets the tile's counter for the next launch
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) last = atomicAdd(counters + blockIdx.x, 1u) == gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // eight loads in flight per thread: a dependent chain of L2 round trips per split was most of
-  // a small layer's time at 28-56 splits (summed in split order either way)
+  // the last split of this column tile to arrive sums the partials and resets the tile's
+  // counter for the next launch
+  if (!util::last_split_arrived(counters + blockIdx.x, gridDim.y, &last)) return;
   const int splits = gridDim.y;
   const i64 stride = (i64)m * n;
   for (int idx = tid; idx < m * COLS; idx += blockDim.x) {
     const int r = idx / COLS, col = n0 + idx % COLS;
     if (col >= n) continue;
-    const float* p = part + (i64)r * n + col;
-    float v = 0.f;
-    int s = 0;
-    for (; s + 8 <= splits; s += 8) {
-      float x[8];
-#pragma unroll
-      for (int u = 0; u < 8; u++) x[u] = __ldcg(p + (s + u) * stride);
-#pragma unroll
-      for (int u = 0; u < 8; u++) v += x[u];
-    }
-    for (; s < splits; s++) v += __ldcg(p + s * stride);
-    emit((i64)r * n + col, v);
+    emit((i64)r * n + col, util::split_sum(part + (i64)r * n + col, splits, stride));
   }
   if (tid == 0) counters[blockIdx.x] = 0u;
 }

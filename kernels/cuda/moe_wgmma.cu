@@ -129,6 +129,21 @@ __device__ __forceinline__ void mw_stage_ready() {
   __syncthreads();
 }
 
+// The stages' pipeline over nk stages: stages 0 and 1 requested up front, then for each stage kt:
+// wait for it, request kt + 2 into the slot of kt - 2, and run `step(kt, slot address)`, which
+// issues the stage's MMAs and must wait out those of stage kt - 1 before it returns.
+template <int ES, typename Step>
+__device__ __forceinline__ void mw_pipeline(u32 sbase, const u8* __restrict__ a, const u8* __restrict__ wexp, const int* arow, int n0, int n, int k,
+                                            int nk, Step step) {
+  mw_load<ES>(sbase, a, wexp, arow, n0, n, k, 0, nk);
+  mw_load<ES>(sbase, a, wexp, arow, n0, n, k, 1, nk);
+  for (int kt = 0; kt < nk; kt++) {
+    mw_stage_ready();
+    mw_load<ES>(sbase, a, wexp, arow, n0, n, k, kt + 2, nk);
+    step(kt, sbase + (kt % MW_STAGES) * MW_STAGE_BYTES);
+  }
+}
+
 // One warpgroup's m64n128 accumulators into C (f32 or bf16): accumulator 4 j + q is row 16 warp
 // + lane / 4 (+ 8 for q >= 2), column col0 + 8 j + 2 (lane % 4) + q % 2.
 __device__ __forceinline__ void mw_store(void* __restrict__ c, bool f32, const float (&acc)[64], const MwTile& t, int col0, int n) {
@@ -174,19 +189,14 @@ extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* _
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; i++) acc[i] = 0.f;
-  mw_load<2>(sbase, a8, wexp, arow, n0, n, k, 0, nk);
-  mw_load<2>(sbase, a8, wexp, arow, n0, n, k, 1, nk);
-  for (int kt = 0; kt < nk; kt++) {
-    mw_stage_ready();
-    mw_load<2>(sbase, a8, wexp, arow, n0, n, k, kt + 2, nk);
-    const u32 st = sbase + (kt % MW_STAGES) * MW_STAGE_BYTES;
+  mw_pipeline<2>(sbase, a8, wexp, arow, n0, n, k, nk, [&](int, u32 st) {
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++)
       wgmma_m64n128k16_ss(acc, sw128_desc(st + kk * 32, 16, 1024), sw128_desc(st + MW_A_BYTES + wg * 16384 + kk * 32, 16, 1024), 1);
     wgmma_commit();
     wgmma_wait<1>();  // stage kt - 1's MMAs are done
-  }
+  });
   wgmma_wait<0>();
   fence_acc64(acc);
   mw_store(c, c_f32 != 0, acc, t, n0 + wg * 128, n);
@@ -224,12 +234,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) fp8_grouped_wgmma(const u8*
   float acc[64], part[64];
 #pragma unroll
   for (int i = 0; i < 64; i++) acc[i] = 0.f;
-  mw_load<1>(sbase, a, wexp, arow, n0, n, k, 0, kb_total);
-  mw_load<1>(sbase, a, wexp, arow, n0, n, k, 1, kb_total);
-  for (int kb = 0; kb < kb_total; kb++) {
-    mw_stage_ready();
-    mw_load<1>(sbase, a, wexp, arow, n0, n, k, kb + 2, kb_total);
-    const u32 st = sbase + (kb % MW_STAGES) * MW_STAGE_BYTES;
+  mw_pipeline<1>(sbase, a, wexp, arow, n0, n, k, kb_total, [&](int kb, u32 st) {
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++)
@@ -247,7 +252,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) fp8_grouped_wgmma(const u8*
       acc[4 * j + 2] += part[4 * j + 2] * f1;
       acc[4 * j + 3] += part[4 * j + 3] * f1;
     }
-  }
+  });
   mw_store(c, mode != 0, acc, t, col0, n);
 #else
   asm volatile("trap;");  // as above

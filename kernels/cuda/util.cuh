@@ -60,6 +60,36 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+// Split-k linears whose last CTA per column tile sums the splits' f32 partials (fp8_skinny.cu,
+// bf16_stream.cu). After the CTA wrote its partials: whether it is the last of the tile's
+// `splits` to arrive at `counter` (then every split's partials are visible to it); `flag` is a
+// shared int. Every thread of the CTA calls it.
+__device__ __forceinline__ bool last_split_arrived(unsigned int* counter, unsigned int splits, int* flag) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) *flag = atomicAdd(counter, 1u) == splits - 1;
+  __syncthreads();
+  if (!*flag) return false;
+  __threadfence();
+  return true;
+}
+// The sum over splits, in split order, of p[s * stride] (read through L2: written by other SMs),
+// eight loads in flight: a dependent chain of L2 round trips per split was most of a small
+// layer's time at 28-56 splits.
+__device__ __forceinline__ float split_sum(const float* p, int splits, i64 stride) {
+  float v = 0.f;
+  int s = 0;
+  for (; s + 8 <= splits; s += 8) {
+    float x[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) x[u] = __ldcg(p + (s + u) * stride);
+#pragma unroll
+    for (int u = 0; u < 8; u++) v += x[u];
+  }
+  for (; s < splits; s++) v += __ldcg(p + s * stride);
+  return v;
+}
+
 // fp8 e4m3 (OCP, finite max 448): decode one byte.
 __device__ __forceinline__ float e4m3_to_f32(u8 b) {
   u32 sign = (b >> 7) & 1, exp = (b >> 3) & 15, man = b & 7;

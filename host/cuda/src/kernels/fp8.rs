@@ -389,28 +389,8 @@ pub fn grouped_gemm_on(kern: &Kernels, wgmma: bool, d: &super::moe::Dispatch, g:
     let (a_ptr, a_scales) = (a.codes.need(K, "a", a_total_rows * k)?, a.scales.need(K, "a scales", a_total_rows * kb * 4)?);
     let (w_ptr, w_scales) = (w.codes.need(K, "w", experts * n * k)?, w.scales.need(K, "w scales", experts * nb * kb * 4)?);
     let (tile_ptr, count_ptr, c_ptr) = (d.tiles.need(K, "tiles", tiles * 3 * 4)?, d.num_tiles.need(K, "tile count", 4)?, c.need(K, "c", pairs * n * mode.elem())?);
-    if wgmma {
-        ensure(K, d.tile_rows == super::moe::TILE_ROWS && kern.gpu().is_hopper(), || {
-            format!("fp8_grouped_wgmma takes {}-row tiles on sm_90a (got {}-row tiles)", super::moe::TILE_ROWS, d.tile_rows)
-        })?;
-        let (cols, smem) = super::moe::wgmma_tile();
-        return kern.launch_step_labeled("fp8_grouped_wgmma", "fp8_grouped_wgmma (experts)", (n.div_ceil(cols) as u32, tiles as u32, 1), 256, smem, &[
-            Arg::Ptr(a_ptr),
-            Arg::Ptr(a_scales),
-            Arg::Ptr(rows_ptr),
-            Arg::I32(div),
-            Arg::Ptr(w_ptr),
-            Arg::Ptr(w_scales),
-            Arg::Ptr(tile_ptr),
-            Arg::Ptr(count_ptr),
-            Arg::Ptr(c_ptr),
-            Arg::I32(mode as i32),
-            Arg::I32(n as i32),
-            Arg::I32(k as i32),
-        ]);
-    }
-    let (name, label) = if d.tile_rows <= SKINNY_ROWS { ("fp8_gemm_m16", "fp8_gemm_m16 (experts)") } else { ("fp8_gemm_m64", "fp8_gemm_m64 (experts)") };
-    kern.launch_step_labeled(name, label, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &[
+    // both kernels start with the operands, the tile list and C
+    let mut args = vec![
         Arg::Ptr(a_ptr),
         Arg::Ptr(a_scales),
         Arg::Ptr(rows_ptr),
@@ -420,13 +400,19 @@ pub fn grouped_gemm_on(kern: &Kernels, wgmma: bool, d: &super::moe::Dispatch, g:
         Arg::Ptr(tile_ptr),
         Arg::Ptr(count_ptr),
         Arg::Ptr(c_ptr),
-        Arg::Ptr(0),
-        Arg::I32(mode as i32),
-        Arg::I32(pairs as i32),
-        Arg::I32(n as i32),
-        Arg::I32(k as i32),
-        Arg::I32(kb as i32),
-    ])
+    ];
+    if wgmma {
+        ensure(K, d.tile_rows == super::moe::TILE_ROWS && kern.gpu().is_hopper(), || {
+            format!("fp8_grouped_wgmma takes {}-row tiles on sm_90a (got {}-row tiles)", super::moe::TILE_ROWS, d.tile_rows)
+        })?;
+        let (cols, smem) = super::moe::wgmma_tile();
+        args.extend([Arg::I32(mode as i32), Arg::I32(n as i32), Arg::I32(k as i32)]);
+        return kern.launch_step_labeled("fp8_grouped_wgmma", "fp8_grouped_wgmma (experts)", (n.div_ceil(cols) as u32, tiles as u32, 1), 256, smem, &args);
+    }
+    let (name, label) = if d.tile_rows <= SKINNY_ROWS { ("fp8_gemm_m16", "fp8_gemm_m16 (experts)") } else { ("fp8_gemm_m64", "fp8_gemm_m64 (experts)") };
+    // no partials (the tiles fill the GPU), then fp8_gemm's sizes
+    args.extend([Arg::Ptr(0), Arg::I32(mode as i32), Arg::I32(pairs as i32), Arg::I32(n as i32), Arg::I32(k as i32), Arg::I32(kb as i32)]);
+    kern.launch_step_labeled(name, label, (n.div_ceil(TILE_COLS) as u32, tiles as u32, 1), 256, SMEM, &args)
 }
 
 #[cfg(test)]
