@@ -61,10 +61,10 @@ fn check_gpu(k: &Kernels, name: &'static str) -> Result<()> {
 }
 
 /// `want` k splits over `kb` k blocks made even: (splits, k blocks per split), every split
-/// non-empty (what the kernels' `kb_per_split` argument takes).
-fn even_splits(want: usize, kb: usize) -> (usize, usize) {
-    let per = kb.div_ceil(want.clamp(1, kb.max(1)));
-    (kb.div_ceil(per), per)
+/// non-empty (what the kernels' `kb_per_split` argument takes; at least one of each).
+pub(crate) fn even_splits(want: usize, kb: usize) -> (usize, usize) {
+    let per = kb.div_ceil(want.clamp(1, kb.max(1))).max(1);
+    (kb.div_ceil(per).max(1), per)
 }
 
 /// `x [m, k]` (bf16, or f32 when `x_f32`) -> `out` (scales `[m][k/128]`).

@@ -2,7 +2,7 @@
 //! from `moe.rs`: `moe_gemm_with`, `moe_gemm_glu`): bf16 linears of up to 16 rows that read each
 //! weight byte once.
 
-use super::fp8::OutMode;
+use super::fp8::{even_splits, OutMode};
 use super::{ensure, View};
 use crate::module::{Arg, Kernels};
 use crate::Result;
@@ -36,13 +36,7 @@ pub fn splits_for(m: usize, n: usize, k: usize, num_sms: usize, part_bytes: usiz
     let want = (PER_SM * num_sms.max(1)).div_ceil(tiles);
     let fits = part_bytes / (m * n * 4).max(1);
     let s = want.min(kb).min(fits).max(1);
-    even(s, kb).0
-}
-
-/// `splits` k splits of `kb` blocks as (splits, blocks per split) with none empty.
-fn even(splits: usize, kb: usize) -> (usize, usize) {
-    let per = kb.div_ceil(splits.clamp(1, kb.max(1)));
-    (kb.div_ceil(per.max(1)).max(1), per.max(1))
+    even_splits(s, kb).0
 }
 
 /// A dense bf16 linear of a few rows: `C[m, n] (mode) A[m, :k] · W[n, :k]^T`, `A` and `W`
@@ -94,7 +88,7 @@ pub fn linear(kern: &Kernels, g: Linear) -> Result<()> {
         return Ok(());
     }
     let tiles = total.div_ceil(TILE_COLS);
-    let (splits, per) = even(if tiles > COUNTERS { 1 } else { splits }, k.div_ceil(BLOCK));
+    let (splits, per) = even_splits(if tiles > COUNTERS { 1 } else { splits }, k.div_ceil(BLOCK));
     let (part_ptr, counter_ptr) = if splits > 1 {
         (part.need(K, "split partials", splits * m * total * 4)?, counters.need(K, "tile counters", tiles * 4)?)
     } else {
