@@ -50,6 +50,7 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
                                                 const float* __restrict__ w_scale, void* __restrict__ c, float* __restrict__ part,
                                                 u32* __restrict__ counters, int mode, int m, int n, int k, int kb_per_split,
                                                 const int* arow = nullptr, i64 out_row0 = 0) {
+  static_assert(!GATHER || MT == 1, "a gathered tile is 16 rows (the callers' arow)");
   util::await_prior_kernels();
   constexpr int ROWS = 16 * MT, COLS = 64 * NJ, RPW = ROWS / 8;  // activation rows each warp stages
   __shared__ __align__(16) u8 as[2][ROWS][SK_LDA];

@@ -83,7 +83,9 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let mut rng = Rng::new(seed);
     let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
     let mut s = grouped(k, &mut rng, copy)?;
-    s += &decode_fp8(k, &mut rng, copy)?;
+    if gpu.info.compute_capability >= (8, 9) {
+        s += &decode_fp8(k, &mut rng, copy)?; // FP8 tensor cores
+    }
     if GroupedKernel::Wgmma.runs_on(gpu.info.compute_capability) {
         s += &prefill(k, &mut rng, copy)?;
         s += &prefill_fp8(k, &mut rng)?;

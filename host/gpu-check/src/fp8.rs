@@ -137,9 +137,11 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
             one(format!("fp8 grouped gemm {t} tokens, 64-row tiles, wgmma"), grouped(k, rng, t, 64, Kernel::Wgmma, gathered, mode));
         }
     }
-    // fp8_grouped_stream: 16-row tiles from bf16 rows, both uses
-    for (t, gathered, mode) in [(1usize, true, OutMode::Bf16), (7, true, OutMode::F32), (40, false, OutMode::F32)] {
-        one(format!("fp8 grouped gemm {t} tokens, 16-row tiles, stream"), grouped(k, rng, t, 16, Kernel::Stream, gathered, mode));
+    // fp8_grouped_stream: 16-row tiles from bf16 rows, both uses (40 tokens: full tiles, an
+    // expert over two tiles), and a rank's experts 3.. of 9 under expert parallelism
+    for (t, gathered, mode, local_from) in [(1usize, true, OutMode::Bf16, 0), (7, true, OutMode::F32, 0), (40, true, OutMode::Bf16, 0), (40, false, OutMode::F32, 0), (40, true, OutMode::Bf16, 3)] {
+        let name = format!("fp8 grouped gemm {t} tokens, 16-row tiles, stream");
+        one(name, grouped_on(k, rng, t, 16, Kernel::Stream, gathered, mode, local_from));
     }
     out.extend(super::fp8_lt::run_all(k, rng));
     out
@@ -247,6 +249,13 @@ enum Kernel {
 /// output in `mode`.
 #[allow(clippy::too_many_arguments)]
 fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Kernel, gathered: bool, mode: OutMode) -> Result<Check> {
+    grouped_on(kern, rng, t, tile_rows, kernel, gathered, mode, 0)
+}
+
+/// `grouped` on the experts from `local_from` on only, as an expert-parallel rank holds them
+/// (their weights alone, tile expert indices local, the other pairs skipped).
+#[allow(clippy::too_many_arguments)]
+fn grouped_on(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Kernel, gathered: bool, mode: OutMode, local_from: usize) -> Result<Check> {
     let gpu = kern.gpu();
     let (e, top_k, n, kdim) = (9usize, 3usize, 400usize, 656usize);
     let x = round_bf16(&blocky(rng, t, kdim, 1));
@@ -263,7 +272,7 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Ke
     let d_ids = DeviceBuffer::from_slice(gpu, &ids)?;
     let (off, sorted, ppos, tiles, nt) = (buf((e + 1) * 4)?, buf(pairs * 4)?, buf(pairs * 4)?, buf(max_tiles(pairs, e, tile_rows) * 12)?, buf(4)?);
     let d = Dispatch { expert_offsets: v(&off), sorted_pairs: v(&sorted), pair_pos: v(&ppos), tiles: v(&tiles), num_tiles: v(&nt), tile_rows };
-    moe::moe_align(kern, v(&d_ids), pairs, e, 0..e, &d)?;
+    moe::moe_align(kern, v(&d_ids), pairs, e, local_from..e, &d)?;
     // the GEMM's rows: the tokens' (gathered through the sorted pairs), or each sorted pair's
     // token row in place (quantized per row either way, so the codes are the same)
     let rows: Vec<f32> = if gathered {
@@ -279,13 +288,15 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Ke
     let (d_wc, d_ws) = (DeviceBuffer::from_slice(gpu, &wc)?, DeviceBuffer::from_slice(gpu, &ws)?);
     let c = buf(pairs * n * 4)?;
     c.fill_bytes(0xff)?;
-    let w = Fp8Weight { codes: v(&d_wc), scales: v(&d_ws) };
+    // this rank's experts: their codes and block scales from expert local_from on
+    let held = e - local_from;
+    let w = Fp8Weight { codes: v(&d_wc).at(local_from * n * kdim), scales: v(&d_ws).at(local_from * n.div_ceil(BLOCK) * kb * 4) };
     let a_rows = gathered.then(|| (v(&sorted), top_k));
     if kernel == Kernel::Stream {
-        let g = Grouped { a: v(&rows16), a_total_rows, a_rows, w, experts: e, pairs, c: v(&c), n, k: kdim };
+        let g = Grouped { a: v(&rows16), a_total_rows, a_rows, w, experts: held, pairs, c: v(&c), n, k: kdim };
         fp8::grouped_stream(kern, &d, g, mode)?;
     } else {
-        let g = Grouped { a: act, a_total_rows, a_rows, w, experts: e, pairs, c: v(&c), n, k: kdim };
+        let g = Grouped { a: act, a_total_rows, a_rows, w, experts: held, pairs, c: v(&c), n, k: kdim };
         fp8::grouped_gemm_on(kern, kernel == Kernel::Wgmma, &d, g, mode)?;
     }
     let got_sorted = match mode {
@@ -297,8 +308,16 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Ke
     let (aq, as_) = quant_rows(&x, t, kdim);
     let ad = deq(&aq, &as_, t, kdim, 1);
     let (mut worst, mut rel) = (0f64, 0f64);
+    let mut checked = 0;
     for p in 0..pairs {
         let (tok, ex) = (p / top_k, ids[p] as usize);
+        if ex < local_from {
+            if pos[p] != -1 {
+                return Ok(bad_pos(t, tile_rows, kernel)); // another rank's pair must have no position
+            }
+            continue;
+        }
+        checked += 1;
         let Some(row) = usize::try_from(pos[p]).ok().filter(|&r| r < pairs) else { return Ok(bad_pos(t, tile_rows, kernel)) };
         let got = &got_sorted[row * n..][..n];
         let (w_, r_, _) = compare(got, &ad[tok * kdim..][..kdim], &wd[ex * n * kdim..][..n * kdim], None, 1, n, kdim);
@@ -306,10 +325,15 @@ fn grouped(kern: &Kernels, rng: &mut Rng, t: usize, tile_rows: usize, kernel: Ke
         rel = rel.max(r_);
     }
     Ok(Check {
-        name: format!("fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}, {}{mode:?} out", kernel_suffix(kernel), if gathered { "" } else { "pair rows, " }),
-        error: worst,
+        name: format!(
+            "fp8 grouped gemm {t} tokens, {tile_rows}-row tiles{}, {}{mode:?} out{}",
+            kernel_suffix(kernel),
+            if gathered { "" } else { "pair rows, " },
+            if local_from > 0 { format!(", experts {local_from}..{e} held") } else { String::new() }
+        ),
+        error: if checked == 0 { f64::INFINITY } else { worst },
         tolerance: if mode == OutMode::Bf16 { TOL_BF16 } else { TOL_F32 },
-        detail: format!("{e} experts (one unused), top {top_k}, {kdim}->{n}; worst pair rel err {rel:.1e}"),
+        detail: format!("{e} experts (one unused), top {top_k}, {kdim}->{n}; {checked} pairs checked; worst pair rel err {rel:.1e}"),
         informational: false,
     })
 }

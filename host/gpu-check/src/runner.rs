@@ -95,7 +95,7 @@ pub fn run(o: &CheckOptions) -> Result<bool> {
         println!("## FP8 linears vs cuBLAS bf16 (V3 shapes)\n{}", super::bench_fp8::run(&k, &blas, o.seed)?);
     }
     if o.bench_gemm {
-        println!("## the step's bf16 GEMM kernels\n{}", super::bench_gemm::run(&k, &blas, o.seed)?);
+        println!("## the step's GEMM kernels beside the ones they would replace\n{}", super::bench_gemm::run(&k, &blas, o.seed)?);
     }
     // --bench-only alone means the decode benchmark; beside another benchmark, only that one
     if o.bench || (o.bench_only && !o.bench_fp8 && !o.bench_gemm) {
