@@ -7,7 +7,6 @@ use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
 use mlahost_cuda::kernels::layers::{self, cache_entry_bytes, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
-use mlahost_cuda::kernels::moe;
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
 use mlahost_engine::kv_cache_dtype::{decode_latent, encode_latent};
@@ -84,39 +83,7 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
         Ok(v) => out.extend(v),
         Err(e) => out.push(failed("norm/rope/act", e)),
     }
-    match crate::kernels_moe::moe_route(k, &mut rng) {
-        Ok(v) => out.extend(v),
-        Err(e) => out.push(failed("moe_route", e)),
-    }
-    {
-        use moe::GroupedKernel::{Skinny, Stream, Tiled, Wgmma};
-        let (small, wide) = ((256, 96), (1096, 200));
-        let cases = [
-            (150, Tiled, 1, small),
-            (150, Skinny, 1, small),
-            (5, Skinny, 1, small),
-            (150, Tiled, 3, small),
-            (5, Skinny, 4, small),
-            (150, Stream, 1, small),
-            (5, Stream, 1, small),
-            (1, Stream, 1, wide),
-            (40, Stream, 1, wide),
-            (5, Stream, 4, small),
-            (150, Wgmma, 1, small),
-            (150, Wgmma, 3, small),
-            (300, Wgmma, 1, wide),
-            (7, Wgmma, 1, wide),
-            (150, Wgmma, 1, (64, 48)),
-        ];
-        let cc = k.gpu().info.compute_capability;
-        for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(cc)) {
-            out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, kernel, ranks, dims, false).unwrap_or_else(|e| failed("moe experts", e)));
-        }
-        // the streaming kernel's fused SiLU-and-mul (inter a multiple of 32: 96, 224)
-        for (tokens, ranks, dims) in [(5, 1, small), (40, 1, (1096, 224)), (5, 4, small)] {
-            out.push(crate::kernels_moe::moe_experts(k, &mut rng, tokens, Stream, ranks, dims, true).unwrap_or_else(|e| failed("moe experts", e)));
-        }
-    }
+    out.extend(crate::kernels_moe::run_all(k, &mut rng));
     out.extend(crate::kernels_stream::run_all(k, &mut rng));
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     out.extend(super::fp8::run_all(k, &mut rng));

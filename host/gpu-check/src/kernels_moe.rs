@@ -27,7 +27,43 @@ fn moe_cfg(method: TopkMethod, experts: usize, k: usize, n_group: usize, topk_gr
     }
 }
 
-pub(crate) fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
+/// Every MoE check: routing, then dispatch + grouped GEMMs + combine on each grouped kernel the
+/// GPU runs (tile heights, part-filled tiles and k blocks, expert parallelism, the streaming
+/// kernel's fused SiLU-and-mul).
+pub(crate) fn run_all(kern: &Kernels, rng: &mut Rng) -> Vec<Check> {
+    use crate::kernels::failed;
+    let mut out = moe_route(kern, rng).unwrap_or_else(|e| vec![failed("moe_route", e)]);
+    use GroupedKernel::{Skinny, Stream, Tiled, Wgmma};
+    let (small, wide) = ((256, 96), (1096, 200));
+    let cases = [
+        (150, Tiled, 1, small),
+        (150, Skinny, 1, small),
+        (5, Skinny, 1, small),
+        (150, Tiled, 3, small),
+        (5, Skinny, 4, small),
+        (150, Stream, 1, small),
+        (5, Stream, 1, small),
+        (1, Stream, 1, wide),
+        (40, Stream, 1, wide),
+        (5, Stream, 4, small),
+        (150, Wgmma, 1, small),
+        (150, Wgmma, 3, small),
+        (300, Wgmma, 1, wide),
+        (7, Wgmma, 1, wide),
+        (150, Wgmma, 1, (64, 48)),
+    ];
+    let cc = kern.gpu().info.compute_capability;
+    for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(cc)) {
+        out.push(moe_experts(kern, rng, tokens, kernel, ranks, dims, false).unwrap_or_else(|e| failed("moe experts", e)));
+    }
+    // the streaming kernel's fused SiLU-and-mul (inter a multiple of 32: 96, 224)
+    for (tokens, ranks, dims) in [(5, 1, small), (40, 1, (1096, 224)), (5, 4, small)] {
+        out.push(moe_experts(kern, rng, tokens, Stream, ranks, dims, true).unwrap_or_else(|e| failed("moe experts", e)));
+    }
+    out
+}
+
+fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
     let gpu = kern.gpu();
     let mut out = Vec::new();
     let cases = [
@@ -76,7 +112,7 @@ pub(crate) fn moe_route(kern: &Kernels, rng: &mut Rng) -> Result<Vec<Check>> {
 /// `glu`: the gate/up GEMM with SiLU-and-mul in its epilogue (`moe_gemm_glu`, the streaming
 /// kernel) instead of the GEMM and `silu_mul`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, ranks: usize, (hidden, inter): (usize, usize), glu: bool) -> Result<Check> {
+fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, ranks: usize, (hidden, inter): (usize, usize), glu: bool) -> Result<Check> {
     let gpu = kern.gpu();
     let tile_rows = kernel.tile_rows();
     let (e, k) = (12usize, 3usize);
