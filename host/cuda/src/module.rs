@@ -97,6 +97,24 @@ impl Kernels {
         self.functions.get(name).copied().ok_or_else(|| CudaError::launch(name, "no such kernel in the loaded modules"))
     }
 
+    /// A kernel's registers per thread and the CTAs of `block` threads with `smem` bytes of
+    /// dynamic shared memory an SM holds, as this GPU's compiler and driver report them (the
+    /// occupancy the launchers' heuristics assume, checked on the machine that runs them).
+    pub fn occupancy(&self, name: &'static str, block: u32, smem: u32) -> Result<(i32, i32)> {
+        let f = self.function(name)?;
+        self.gpu.bind()?;
+        // SAFETY: a valid function handle of a loaded module and a documented attribute.
+        let regs = unsafe { result::function::get_function_attribute(f, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS) }.ctx(name)?;
+        if smem > 48 * 1024 {
+            // SAFETY: as above; the same opt-in a launch makes.
+            unsafe { result::function::set_function_attribute(f, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32) }.ctx(name)?;
+        }
+        let mut blocks = 0i32;
+        // SAFETY: `blocks` is a live i32 the call writes; the handle is valid.
+        unsafe { sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut blocks, f, block as i32, smem as usize) }.result().ctx(name)?;
+        Ok((regs, blocks))
+    }
+
     /// Launches `name` on the backend's stream. Shared memory above 48 KB is enabled per launch.
     pub fn launch(&self, name: &'static str, grid: (u32, u32, u32), block: u32, smem: u32, args: &[Arg]) -> Result<()> {
         self.launch_with(name, name, grid, block, smem, args, false)

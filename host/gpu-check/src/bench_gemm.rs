@@ -64,6 +64,29 @@ fn routing(k: &Kernels, rng: &mut Rng, tokens: usize, experts: usize, top_k: usi
     Ok(Routed { d, touched: seen.len(), _bufs: bufs })
 }
 
+/// The GEMM kernels' registers and CTAs an SM as this GPU's compiler builds them (the skinny and
+/// streaming split heuristics assume `fp8_skinny_m16` at three, the streaming kernels at two).
+fn occupancy(k: &Kernels) -> String {
+    let smem = |g: GroupedKernel| g.launch_shape().2;
+    let kernels = [
+        ("fp8_skinny_m16", 0),
+        ("fp8_grouped_stream", 0),
+        ("moe_gemm_skinny", smem(GroupedKernel::Skinny)),
+        ("moe_gemm_stream", 0),
+        ("linear_stream", 0),
+        ("moe_gemm_wgmma", smem(GroupedKernel::Wgmma)),
+        ("fp8_grouped_wgmma", smem(GroupedKernel::Wgmma)),
+    ];
+    let mut s = String::from("| kernel (256 threads) | registers | CTAs an SM |\n|---|---|---|\n");
+    for (name, smem) in kernels {
+        let _ = match k.occupancy(name, 256, smem) {
+            Ok((regs, ctas)) => writeln!(s, "| {name} | {regs} | {ctas} |"),
+            Err(e) => writeln!(s, "| {name} | {e} | |"),
+        };
+    }
+    s
+}
+
 /// DeepSeek-V2-Lite's dense linears (name, n, k): the query, latent, output and shared-expert
 /// projections of every layer, the first layer's dense down projection and the lm_head.
 const DENSE: [(&str, usize, usize); 7] = [
@@ -82,7 +105,8 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     let gpu = k.gpu();
     let mut rng = Rng::new(seed);
     let copy = copy_bandwidth(gpu, 1 << 30)? / 1e9;
-    let mut s = grouped(k, &mut rng, copy)?;
+    let mut s = occupancy(k);
+    s += &grouped(k, &mut rng, copy)?;
     if gpu.info.compute_capability >= (8, 9) {
         s += &decode_fp8(k, &mut rng, copy)?; // FP8 tensor cores
     }

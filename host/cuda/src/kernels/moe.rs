@@ -195,7 +195,7 @@ impl GroupedKernel {
     }
 
     /// Name, columns per CTA, dynamic shared memory and the inner width's required multiple.
-    fn launch_shape(self) -> (&'static str, usize, u32, usize) {
+    pub fn launch_shape(self) -> (&'static str, usize, u32, usize) {
         match self {
             Self::Tiled => ("moe_gemm", TILE_COLS, 0, TILE_K),
             Self::Skinny => ("moe_gemm_skinny", TILE_COLS, SKINNY_SMEM, 8),
