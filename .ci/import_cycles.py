@@ -2,7 +2,7 @@
 """Fails when the modules of a crate import each other in a circle.
 
 For every crate under host/, each .rs file is a module; `use crate::a::b` (and `crate::a::b::`
-paths in code) from module m is an edge m -> the longest module prefix of a::b that exists.
+paths in code, and `super::` paths resolved against m's parent) from module m is an edge m -> the longest module prefix of a::b that exists.
 A module never depends on its own parent or children through this check (a parent declares
 its children; children may use their parent's items), so only edges between modules where
 neither contains the other count. Prints each cycle and exits 1 if any.
@@ -12,7 +12,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-USE = re.compile(r"\bcrate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)")
+USE = re.compile(r"\b(crate|super)::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)")
 
 
 def modules(src: pathlib.Path) -> dict:
@@ -33,8 +33,13 @@ def edges(mods: dict) -> dict:
     for m, f in mods.items():
         text = re.sub(r"//.*", "", f.read_text())
         text = re.sub(r"#\[cfg\(test\)\]\s*mod tests\s*\{.*", "", text, flags=re.S)
-        for path in USE.findall(text):
+        for root, path in USE.findall(text):
             parts = path.split("::")
+            if root == "super":
+                # `super::` from a file module is its parent module (a mod.rs is its own directory)
+                own = m.split("::") if m else []
+                parent = own if mods[m].stem == "mod" else own[:-1]
+                parts = parent[:-1] + parts if mods[m].stem == "mod" else parent + parts
             target = None
             for n in range(len(parts), 0, -1):
                 cand = "::".join(parts[:n])

@@ -87,7 +87,7 @@ pub fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
     if k.gpu().info.compute_capability < (8, 9) {
         return out; // no fp8 tensor cores: the backend refuses FP8 weights here
     }
-    let mut one = |name: String, r: Result<Check>| out.push(r.unwrap_or_else(|e| super::kernels::failed(&name, e)));
+    let mut one = |name: String, r: Result<Check>| out.push(r.unwrap_or_else(|e| super::failed(&name, e)));
     for &(m, kdim) in &[(1usize, 7168usize), (7, 400), (300, 1040)] {
         one(format!("fp8_quant_act {m}x{kdim}"), quant(k, rng, m, kdim));
     }

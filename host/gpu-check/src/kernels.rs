@@ -2,7 +2,7 @@
 //! inputs) on fresh random data: ragged lengths including 1 and page boundaries, page sizes 16
 //! and 64, shuffled physical pages.
 
-use super::{bf16s, v, from_bf16, max_abs, rel_err, round_bf16, Check, Rng};
+use super::{bf16s, failed, v, from_bf16, max_abs, rel_err, round_bf16, Check, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::decode::{self, plan_splits, DecodeIo, DecodeKernel, DecodeShape, DecodeTarget, GenericIo, GenericShape, SplitPlan};
@@ -12,11 +12,6 @@ use mlahost_cuda::Result;
 use mlahost_engine::kv_cache_dtype::{decode_latent, encode_latent};
 use mlahost_engine::KvCacheDtype;
 
-
-/// A check that could not run (a launch error) is a failed check carrying the error.
-pub(super) fn failed(name: &str, e: mlahost_cuda::CudaError) -> Check {
-    Check { name: name.into(), error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }
-}
 
 /// All kernel checks; `seed` makes the run reproducible.
 pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {

@@ -31,7 +31,7 @@ fn moe_cfg(method: TopkMethod, experts: usize, k: usize, n_group: usize, topk_gr
 /// GPU runs (tile heights, part-filled tiles and k blocks, expert parallelism, the streaming
 /// kernel's fused SiLU-and-mul).
 pub(crate) fn run_all(kern: &Kernels, rng: &mut Rng) -> Vec<Check> {
-    use crate::kernels::failed;
+    use crate::failed;
     let mut out = moe_route(kern, rng).unwrap_or_else(|e| vec![failed("moe_route", e)]);
     use GroupedKernel::{Skinny, Stream, Tiled, Wgmma};
     let (small, wide) = ((256, 96), (1096, 200));

@@ -26,7 +26,7 @@ pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         (3, 130, 2056, OutMode::F32, 17, 1),
         (5, 700, 2048, OutMode::F32Add, 0, 2),
     ];
-    let failed = |name: String, e| crate::kernels::failed(&name, e);
+    let failed = |name: String, e| crate::failed(&name, e);
     let mut out: Vec<Check> = cases
         .into_iter()
         .map(|(m, n, kdim, mode, splits, launches)| {

@@ -49,6 +49,11 @@ impl Check {
     }
 }
 
+/// A check that could not run (a launch error) is a failed check carrying the error.
+pub fn failed(name: &str, e: mlahost_cuda::CudaError) -> Check {
+    Check { name: name.into(), error: f64::INFINITY, tolerance: 0.0, detail: format!("error: {e}"), informational: false }
+}
+
 /// Prints checks as a table; returns whether all passed.
 pub fn report(title: &str, checks: &[Check]) -> (bool, String) {
     let mut s = String::new();

@@ -41,7 +41,7 @@ pub struct Forward<'a> {
     pub tp: Option<TpRank<'a>>,
     /// Set under data-parallel attention with expert parallelism: the MoE layers exchange rows
     /// with the other attention groups (`forward_dp`).
-    pub dp: Option<super::forward_dp::DpMoe<'a>>,
+    pub dp: Option<super::dp_moe::DpMoe<'a>>,
 }
 
 /// A rank's collectives and the GPU its stream belongs to.

@@ -2,6 +2,7 @@
 //! Weights live in bf16; the residual stream stays f32; GEMMs go through cuBLAS (bf16 in, f32
 //! accumulate); attention reads the paged latent cache with the kernels of kernels/cuda.
 
+mod dp_moe;
 mod forward;
 mod forward_dp;
 mod fp8_scratch;
@@ -415,7 +416,7 @@ impl CudaBackend {
             num_sms: self.decode_target.num_sms,
             tp: self.collective.as_deref().map(|coll| forward::TpRank { coll, gpu: &self.gpu }),
             dp: match (dp, self.expert_exchange.as_deref()) {
-                (Some(d), Some(world)) => Some(forward_dp::DpMoe { world, gpu: &self.gpu, total: d.total, offset: d.offset, leader: d.leader, slots: d.slots }),
+                (Some(d), Some(world)) => Some(dp_moe::DpMoe { world, gpu: &self.gpu, total: d.total, offset: d.offset, leader: d.leader, slots: d.slots }),
                 (Some(_), None) => return Err(CudaError::launch("forward", "a data-parallel step on a rank without the expert exchange")),
                 (None, _) => None,
             },

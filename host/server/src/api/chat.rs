@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: messages rendered with the checkpoint's chat template.
 
-use super::completions::{choices, usage};
+use super::choice_json::usage;
+use super::completions::choices;
 use super::error::ApiError;
 use super::fields::{check_fields, Endpoint};
 use super::logits_fields::read_logits_fields;

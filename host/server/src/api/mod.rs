@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admission;
 pub mod chat;
+pub mod choice_json;
 pub mod completions;
 pub mod error;
 pub mod fields;
@@ -12,6 +13,8 @@ pub mod params;
 pub mod run;
 pub mod stream;
 pub mod structured;
+pub mod submitted;
+pub mod tenant_load;
 pub mod tool_calls;
 pub mod tools;
 pub mod utility;

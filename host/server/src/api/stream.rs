@@ -1,10 +1,10 @@
 //! Server-sent events for streaming responses, ending with `data: [DONE]`.
 
 use super::admission::Ticket;
-use super::completions::{prompt_part, usage};
+use super::choice_json::{prompt_part, usage};
 use super::logprobs::{chat_logprobs, completion_logprobs, vllm_prompt_logprobs};
 use super::params::Common;
-use super::run::{ChoiceResult, Submitted};
+use super::submitted::{ChoiceResult, Submitted};
 use super::AppState;
 use super::Reply;
 use crate::metrics::TenantStats;

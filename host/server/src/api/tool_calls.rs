@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::params::Common;
-use super::run::ChoiceResult;
+use super::submitted::ChoiceResult;
 use super::structured::{attach, Constraint};
 use super::tools::{tool_calls_json, ToolChoice, ToolFormat, Tools};
 use super::AppState;
