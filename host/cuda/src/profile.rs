@@ -108,7 +108,7 @@ impl Category {
             Category::Moe
         } else if starts(&["mla_", "latent_cache_write", "rope_query"]) {
             Category::Attention
-        } else if starts(&["cuBLAS", "fp8_gemm", "fp8_skinny", "fp8_quant_act", "fp8_splitk_reduce"]) {
+        } else if starts(&["cuBLAS", "fp8_gemm", "fp8_skinny", "fp8_quant_act", "fp8_splitk_reduce", "linear_stream", "absorb_"]) {
             Category::Gemm
         } else {
             Category::Other

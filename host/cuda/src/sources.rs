@@ -43,6 +43,7 @@ pub const FP8_GEMM: Family = family(cu!("fp8_gemm.cu"));
 pub const FP8_SKINNY: Family = family(cu!("fp8_skinny.cu"));
 pub const BF16_STREAM: Family = family(cu!("bf16_stream.cu"));
 pub const MOE_WGMMA: Family = family(cu!("moe_wgmma.cu"));
+pub const ABSORB: Family = family(cu!("absorb.cu"));
 pub const RANK_BARRIER: Family = family(cu!("rank_barrier.cu"));
 
-pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM, &FP8_SKINNY, &BF16_STREAM, &MOE_WGMMA, &RANK_BARRIER];
+pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM, &FP8_SKINNY, &BF16_STREAM, &MOE_WGMMA, &ABSORB, &RANK_BARRIER];

@@ -4,7 +4,8 @@
 //! experts, `fp8_gemm_m16` beside `fp8_grouped_stream`),
 //! over routings that change every launch so that the touched experts' weights come from HBM
 //! rather than L2; at prefill sizes, `moe_gemm` beside `moe_gemm_wgmma` (Hopper); and the dense
-//! linears of up to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2.
+//! linears of up to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2;
+//! the absorbed attention's per-head projections, cuBLAS beside absorb.cu (`bench_absorb`).
 
 use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
@@ -115,6 +116,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
         s += &prefill_fp8(k, &mut rng)?;
     }
     s += &dense(k, blas, &mut rng, copy)?;
+    s += &super::bench_absorb::run(k, blas, copy)?;
     Ok(s)
 }
 

@@ -3,6 +3,7 @@
 //! `mlahost gpu-check` on a GPU machine that has no Rust toolchain.
 
 pub mod bench;
+mod bench_absorb;
 pub mod bench_fp8;
 pub mod bench_gemm;
 pub mod e2e;
@@ -11,6 +12,7 @@ pub mod e2e_tp;
 pub mod fp8;
 pub mod fp8_lt;
 pub mod kernels;
+mod kernels_absorb;
 mod kernels_moe;
 mod kernels_stream;
 pub mod profile;

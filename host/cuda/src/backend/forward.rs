@@ -7,6 +7,7 @@ use crate::blas::{Batch, Blas, Dtype, Linear, Operand};
 use crate::collective::DeviceCollective;
 use crate::gpu::{DeviceBuffer, Gpu};
 use crate::kernels::fp8::{self, OutMode};
+use crate::kernels::absorb;
 use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
 use crate::kernels::layers::{self, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
 use crate::kernels::moe::{self, Dispatch, Grouped, RouteParams};
@@ -246,24 +247,31 @@ impl Forward<'_> {
             eps: LATENT_NORM_EPS,
             fp8: self.fp8,
         })?;
-        // absorbed query: q_lat[t, h] = q_nope[t, h] · W_UK[h]  (W_UK[h] = kv_b rows h*(nope+v) .. +nope)
+        // absorbed query: q_lat[t, h] = q_nope[t, h] · W_UK[h]  (W_UK[h] = kv_b rows h*(nope+vd) .. +nope),
+        // and its rope part; one launch (absorb.cu) where a few tokens stream
         let per_head = (nope + vd) * kv_lora;
-        self.blas.batched(
-            Linear { m: t, n: kv_lora, k: nope, a: bf16(&ws.q_in, heads * qk), w: weight(&a.kv_b), c: bf16(&ws.q_full, heads * d), beta: 0.0 },
-            Batch { stride_a: qk, stride_w: per_head, stride_c: d, count: heads, w_kn: true },
-        )?;
-        layers::rope_query(k, RopeQuery {
-            q: v(&ws.q_in),
-            out: v(&ws.q_full),
-            pos,
-            rope: self.rope(),
-            tokens: t,
-            heads,
-            q_stride: qk,
-            rope_offset: nope,
-            out_stride: d,
-            out_offset: kv_lora,
-        })?;
+        let absorbed = absorb::Heads { tokens: t, heads, nope, vd, kv_lora };
+        let absorb_here = stream::use_for(t) && absorbed.fits();
+        if absorb_here {
+            absorb::query(k, absorbed, v(&ws.q_in), v(&a.kv_b.buf), v(&ws.q_full), pos, self.rope())?;
+        } else {
+            self.blas.batched(
+                Linear { m: t, n: kv_lora, k: nope, a: bf16(&ws.q_in, heads * qk), w: weight(&a.kv_b), c: bf16(&ws.q_full, heads * d), beta: 0.0 },
+                Batch { stride_a: qk, stride_w: per_head, stride_c: d, count: heads, w_kn: true },
+            )?;
+            layers::rope_query(k, RopeQuery {
+                q: v(&ws.q_in),
+                out: v(&ws.q_full),
+                pos,
+                rope: self.rope(),
+                tokens: t,
+                heads,
+                q_stride: qk,
+                rope_offset: nope,
+                out_stride: d,
+                out_offset: kv_lora,
+            })?;
+        }
         // attention over the latent cache
         let scale = cfg.softmax_scale();
         if self.layout.fast.is_empty() {
@@ -317,11 +325,15 @@ impl Forward<'_> {
             decode::mla_decode(k, &io, &shape, &launch.plan)?;
         }
         // values: ov[t, h] = W_UV[h] · o_lat[t, h], then o_proj added into the residual
-        let w_uv = Operand { ptr: a.kv_b.buf.ptr() + (nope * kv_lora * 2) as u64, dtype: Dtype::Bf16, ld: kv_lora };
-        self.blas.batched(
-            Linear { m: t, n: vd, k: kv_lora, a: bf16(&ws.att, heads * kv_lora), w: w_uv, c: bf16(&ws.ov, heads * vd), beta: 0.0 },
-            Batch { stride_a: kv_lora, stride_w: per_head, stride_c: vd, count: heads, w_kn: false },
-        )?;
+        if absorb_here {
+            absorb::value(k, absorbed, v(&ws.att), v(&a.kv_b.buf), v(&ws.ov))?;
+        } else {
+            let w_uv = Operand { ptr: a.kv_b.buf.ptr() + (nope * kv_lora * 2) as u64, dtype: Dtype::Bf16, ld: kv_lora };
+            self.blas.batched(
+                Linear { m: t, n: vd, k: kv_lora, a: bf16(&ws.att, heads * kv_lora), w: w_uv, c: bf16(&ws.ov, heads * vd), beta: 0.0 },
+                Batch { stride_a: kv_lora, stride_w: per_head, stride_c: vd, count: heads, w_kn: false },
+            )?;
+        }
         self.begin_partial()?;
         self.linear(t, &ws.ov, &a.o, &ws.x, OutMode::F32Add)?;
         self.end_partial()

@@ -1,6 +1,7 @@
 //! One launcher per kernel: each checks shapes and sizes against the buffers it is given and
 //! returns an error instead of launching out of bounds.
 
+pub mod absorb;
 pub mod decode;
 mod decode_kernel;
 pub mod fp8;
