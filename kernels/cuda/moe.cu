@@ -7,6 +7,7 @@
 //  moe_align     one block: pairs p = t*k + j sorted by expert (positions within an expert are in
 //                arrival order; each row is computed independently, so results do not depend on it),
 //                expert offsets, and the GEMM's tile list (expert, first row, rows) of <= 64 rows.
+//  moe_route_small  the router GEMM, moe_route and moe_align of a batch of <= 16 tokens in one launch.
 //  moe_gemm      C[p, n] = sum_k A[row(p), k] * W[e(p), n, k]; row(p) = a_rows[p] / a_div, or p when
 //                a_rows is null. mma.sync m16n8k16 bf16 -> f32, 64x128 tiles, 3-stage cp.async.
 //  moe_gemm_skinny  the same over tiles of <= 16 rows (decode: a few tokens per expert), where
@@ -14,29 +15,11 @@
 //                (48 KB of weights in flight per CTA instead of 16).
 //  moe_combine   x[t] += sum_j w[t, j] * Z[pos(t, j)]  (f32 residual stream; pairs of experts
 //                another rank holds are skipped)
-#include "util.cuh"
+#include "moe_routing.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // routing
 // ------------------------------------------------------------------------------------------------
-#define ROUTE_MAX_E 1024
-
-// Best (value desc, index asc) among entries not yet taken; all lanes get the answer.
-__device__ __forceinline__ int warp_argmax(const float* v, const bool* taken, int n) {
-  float best = 0.f;
-  int bi = -1;
-  for (int i = threadIdx.x & 31; i < n; i += 32) {
-    if (taken[i]) continue;
-    if (bi < 0 || v[i] > best) { best = v[i]; bi = i; }
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    float ob = __shfl_xor_sync(0xffffffffu, best, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (oi >= 0 && (bi < 0 || ob > best || (ob == best && oi < bi))) { best = ob; bi = oi; }
-  }
-  return bi;
-}
-
 extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restrict__ logits, const float* __restrict__ bias,
                                                            int* __restrict__ topk_ids, float* __restrict__ topk_w, int n_exp,
                                                            int k, int n_group, int topk_group, int method, int norm_topk,
@@ -45,78 +28,9 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restri
   __shared__ float scores[ROUTE_MAX_E], choice[ROUTE_MAX_E], gscore[64];
   __shared__ bool taken[ROUTE_MAX_E], gtaken[64], gkeep[64];
   __shared__ int chosen[64];
-  int t = blockIdx.x, lane = threadIdx.x;
-  const float* l = logits + (i64)t * n_exp;
-  if (method == 2) {
-    for (int i = lane; i < n_exp; i += 32) {
-      float s = 1.f / (1.f + expf(-l[i]));
-      scores[i] = s;
-      choice[i] = bias ? s + bias[i] : s;
-    }
-  } else {
-    float m = util::neg_inf();
-    for (int i = lane; i < n_exp; i += 32) m = fmaxf(m, l[i]);
-    m = util::warp_max(m);
-    float sum = 0.f;
-    for (int i = lane; i < n_exp; i += 32) sum += expf(l[i] - m);
-    sum = util::warp_sum(sum);
-    for (int i = lane; i < n_exp; i += 32) {
-      float s = expf(l[i] - m) / sum;
-      scores[i] = s;
-      choice[i] = s;
-    }
-  }
-  for (int i = lane; i < n_exp; i += 32) taken[i] = false;
-  __syncwarp();
-  int per_group = n_exp / n_group;
-  if (method == 1 || method == 2) {
-    // group scores: best single (1) or sum of the best two (2)
-    for (int g = lane; g < n_group; g += 32) {
-      float b1 = util::neg_inf(), b2 = util::neg_inf();
-      for (int i = g * per_group; i < (g + 1) * per_group; i++) {
-        float v = choice[i];
-        if (v > b1) { b2 = b1; b1 = v; } else if (v > b2) { b2 = v; }
-      }
-      gscore[g] = method == 1 ? b1 : (per_group >= 2 ? b1 + b2 : b1);
-      gtaken[g] = false;
-      gkeep[g] = false;
-    }
-    __syncwarp();
-    for (int r = 0; r < topk_group; r++) {
-      int g = warp_argmax(gscore, gtaken, n_group);
-      if (lane == 0) { gtaken[g] = true; gkeep[g] = true; }
-      __syncwarp();
-    }
-    float fill = method == 1 ? 0.f : util::neg_inf();
-    for (int i = lane; i < n_exp; i += 32)
-      if (!gkeep[i / per_group]) choice[i] = fill;
-    __syncwarp();
-  }
-  for (int r = 0; r < k; r++) {
-    int e = warp_argmax(choice, taken, n_exp);
-    if (lane == 0) { taken[e] = true; chosen[r] = e; }
-    __syncwarp();
-  }
-  if (lane == 0) {
-    float w[64], sum = 0.f;
-    for (int r = 0; r < k; r++) {
-      w[r] = method == 2 ? scores[chosen[r]] : choice[chosen[r]];
-      sum += w[r];
-    }
-    for (int r = 0; r < k; r++) {
-      float v = w[r];
-      if (method == 2) {
-        if (norm_topk) v /= sum + 1e-20f;
-        v *= scaling;
-      } else if (k > 1 && norm_topk) {
-        v /= sum + 1e-20f;
-      } else {
-        v *= scaling;
-      }
-      topk_ids[(i64)t * k + r] = chosen[r];
-      topk_w[(i64)t * k + r] = v;
-    }
-  }
+  const RouteArgs p{bias, n_exp, k, n_group, topk_group, method, norm_topk, scaling};
+  const int t = blockIdx.x;
+  route_token(logits + (i64)t * n_exp, t, p, RouteScratch{scores, choice, taken, gscore, gtaken, gkeep, chosen}, topk_ids, topk_w);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -128,9 +42,6 @@ extern "C" __global__ void __launch_bounds__(32) moe_route(const float* __restri
 #define MOE_STAGES 3
 #define MOE_LDS (MOE_BK + 8)
 
-// Under expert parallelism a rank holds experts [e_first, e_first + e_local) only: tiles are made
-// for those (their expert index local, as the weights are stacked) and the other pairs get
-// pair_pos -1, which moe_combine skips (the ranks' partial sums are added afterwards).
 extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restrict__ topk_ids, int pairs, int n_exp,
                                                              int* __restrict__ expert_offsets, int* __restrict__ sorted_pairs,
                                                              int* __restrict__ pair_pos, int* __restrict__ tiles,
@@ -138,34 +49,84 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
                                                              int e_local) {
   util::await_prior_kernels();
   __shared__ int counts[ROUTE_MAX_E], cursor[ROUTE_MAX_E];
-  for (int e = threadIdx.x; e < n_exp; e += blockDim.x) counts[e] = 0;
+  align_pairs(topk_ids, pairs, n_exp, expert_offsets, sorted_pairs, pair_pos, tiles, num_tiles, tile_rows, e_first, e_local, counts, cursor);
+}
+
+// The router, routing and dispatch of a small batch in one launch (decode): logits[t, e] =
+// h[t, :] · W[e, :] (f32), each CTA 8 experts (a warp each) over RS_K columns of h, partials summed
+// in split order by each expert group's last CTA to arrive, and the last group to finish routes
+// every token (route_token, a warp per token) and builds the dispatch (align_pairs). Grid
+// (ceil(n_exp / 8), ceil(hidden / RS_K)), 256 threads, RS_SMEM bytes of dynamic shared memory;
+// at most RS_TOKENS tokens and RS_MAX_E experts, hidden a multiple of 4. `part`: [splits, tokens,
+// n_exp] f32; `counters`: gridDim.x + 1 zeroed u32 (left zeroed).
+#define RS_TOKENS 16
+#define RS_EXPERTS 8
+#define RS_K 512
+#define RS_MAX_E 256
+#define RS_WARP_FLOATS 1024                       // one warp's routing scratch (below)
+#define RS_SMEM ((8 * RS_WARP_FLOATS + 2 * RS_MAX_E) * 4)
+extern "C" __global__ void __launch_bounds__(256) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
+                                                                  float* __restrict__ part, unsigned int* __restrict__ counters, const float* __restrict__ bias,
+                                                                  int* __restrict__ topk_ids, float* __restrict__ topk_w, int tokens, int hidden, int n_exp,
+                                                                  int k, int n_group, int topk_group, int method, int norm_topk, float scaling,
+                                                                  int* __restrict__ expert_offsets, int* __restrict__ sorted_pairs, int* __restrict__ pair_pos,
+                                                                  int* __restrict__ tiles, int* __restrict__ num_tiles, int tile_rows, int e_first, int e_local) {
+  util::await_prior_kernels();
+  extern __shared__ __align__(16) float rs_smem[];  // the tokens' k slice [tokens][RS_K], then the routing scratch
+  __shared__ int last;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int e = blockIdx.x * RS_EXPERTS + warp, k0 = blockIdx.y * RS_K, kn = min(RS_K, hidden - k0);
+  // this warp's expert row over the slice: lane's float4s at (lane + 32 i) * 4, all in flight
+  float4 wv[RS_K / 128];
+#pragma unroll
+  for (int i = 0; i < RS_K / 128; i++) {
+    const int c = (lane + 32 * i) * 4;
+    wv[i] = (e < n_exp && c < kn) ? __ldg(reinterpret_cast<const float4*>(w + (i64)e * hidden + k0 + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int i = tid; i < tokens * (RS_K / 4); i += blockDim.x) {
+    const int t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
+    const float4 x = c < kn ? *reinterpret_cast<const float4*>(h + (i64)t * hidden + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+    *reinterpret_cast<float4*>(rs_smem + t * RS_K + c) = x;
+  }
   __syncthreads();
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) atomicAdd(&counts[topk_ids[p]], 1);
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int off = 0, nt = 0;
-    for (int e = 0; e < n_exp; e++) {
-      expert_offsets[e] = off;
-      cursor[e] = off;
-      bool local = e >= e_first && e < e_first + e_local;
-      for (int s = 0; local && s < counts[e]; s += tile_rows) {
-        tiles[3 * nt] = e - e_first;
-        tiles[3 * nt + 1] = off + s;
-        tiles[3 * nt + 2] = min(tile_rows, counts[e] - s);
-        nt++;
-      }
-      off += counts[e];
+  float mine = 0.f;  // lane t: token t's partial logit
+  for (int t = 0; t < tokens; t++) {
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < RS_K / 128; i++) {
+      const float4 x = *reinterpret_cast<const float4*>(rs_smem + t * RS_K + (lane + 32 * i) * 4);
+      acc += x.x * wv[i].x + x.y * wv[i].y + x.z * wv[i].z + x.w * wv[i].w;
     }
-    expert_offsets[n_exp] = off;
-    *num_tiles = nt;
+    acc = util::warp_sum(acc);
+    if (lane == t) mine = acc;
+  }
+  if (e < n_exp && lane < tokens) part[((i64)blockIdx.y * tokens + lane) * n_exp + e] = mine;
+  // the group's last split sums its experts' logits in split order
+  if (!util::last_split_arrived(counters + blockIdx.x, gridDim.y, &last)) return;
+  const i64 stride = (i64)tokens * n_exp;
+  for (int i = tid; i < tokens * RS_EXPERTS; i += blockDim.x) {
+    const int t = i / RS_EXPERTS, ee = blockIdx.x * RS_EXPERTS + i % RS_EXPERTS;
+    if (ee < n_exp) logits[(i64)t * n_exp + ee] = util::split_sum(part + (i64)t * n_exp + ee, gridDim.y, stride);
+  }
+  if (tid == 0) counters[blockIdx.x] = 0u;
+  // the last group routes every token and builds the dispatch
+  if (!util::last_split_arrived(counters + gridDim.x, gridDim.x, &last)) return;
+  // a warp's scratch (floats): logits row 0, scores 256, choice 512, group scores 768, chosen 832
+  // (ints), taken 896 (bytes), group flags 960 and 976 (bytes)
+  float* mine_s = rs_smem + warp * RS_WARP_FLOATS;
+  const RouteScratch scratch{mine_s + 256, mine_s + 512, reinterpret_cast<bool*>(mine_s + 896), mine_s + 768,
+                             reinterpret_cast<bool*>(mine_s + 960), reinterpret_cast<bool*>(mine_s + 976), reinterpret_cast<int*>(mine_s + 832)};
+  const RouteArgs p{bias, n_exp, k, n_group, topk_group, method, norm_topk, scaling};
+  for (int t = warp; t < tokens; t += blockDim.x / 32) {
+    for (int i = lane; i < n_exp; i += 32) mine_s[i] = __ldcg(logits + (i64)t * n_exp + i);  // written by other SMs
+    __syncwarp();
+    route_token(mine_s, t, p, scratch, topk_ids, topk_w);
   }
   __syncthreads();
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    int e = topk_ids[p];
-    int pos = atomicAdd(&cursor[e], 1);
-    sorted_pairs[pos] = p;
-    pair_pos[p] = (e >= e_first && e < e_first + e_local) ? pos : -1;
-  }
+  int* counts = reinterpret_cast<int*>(rs_smem + 8 * RS_WARP_FLOATS);
+  align_pairs(topk_ids, tokens * k, n_exp, expert_offsets, sorted_pairs, pair_pos, tiles, num_tiles, tile_rows, e_first, e_local, counts,
+              counts + RS_MAX_E);
+  if (tid == 0) counters[gridDim.x] = 0u;
 }
 
 // ------------------------------------------------------------------------------------------------

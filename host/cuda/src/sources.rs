@@ -15,6 +15,7 @@ macro_rules! cu {
 /// Every header a family may include, passed to NVRTC by name.
 pub const HEADERS: &[(&str, &str)] = &[
     cu!("util.cuh"),
+    cu!("moe_routing.cuh"),
     cu!("wgmma_ops.cuh"),
     cu!("mla_decode_common.cuh"),
     cu!("mla_decode_mma.cuh"),

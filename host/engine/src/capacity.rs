@@ -247,7 +247,7 @@ pub fn workspace_buffers(cfg: &ModelConfig, tokens: usize, rows: usize, meta: us
         part_lse: partial_rows * 4,
         sync: (t * heads).div_ceil(16).max(1) * 2 * 4 + t * 8,
         stream_part: STREAM_SPLIT_PARTIAL_BYTES,
-        stream_counters: STREAM_TILE_COUNTER_BYTES,
+        stream_counters: STREAM_TILE_COUNTER_BYTES + ROUTER_COUNTER_BYTES,
     }
     .map(|b| b.max(16))
 }
@@ -268,6 +268,9 @@ pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: u
 pub const STREAM_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;
 /// Its arrival counters: one u32 per 64-column tile of a split linear.
 pub const STREAM_TILE_COUNTER_BYTES: u64 = 4096;
+/// The fused small-batch router's arrival counters (one per group of 8 experts, and one for the
+/// groups), after the streaming linear's in the same buffer; it borrows the linear's partials.
+pub const ROUTER_COUNTER_BYTES: u64 = 256;
 
 /// The FP8 GEMMs' split-k partials (f32): a fixed buffer; splits are limited to what fits.
 pub const FP8_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;

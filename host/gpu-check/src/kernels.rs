@@ -81,6 +81,7 @@ pub fn run_all(k: &Kernels, blas: &Blas, seed: u64) -> Result<Vec<Check>> {
     out.extend(crate::kernels_moe::run_all(k, &mut rng));
     out.extend(crate::kernels_stream::run_all(k, &mut rng));
     out.extend(crate::kernels_absorb::run_all(k, &mut rng));
+    out.extend(crate::kernels_router::run_all(k, &mut rng));
     out.push(gemm(blas, k, &mut rng).unwrap_or_else(|e| failed("gemm", e)));
     out.extend(super::fp8::run_all(k, &mut rng));
     Ok(out)

@@ -14,6 +14,7 @@ pub mod fp8_lt;
 pub mod kernels;
 mod kernels_absorb;
 mod kernels_moe;
+mod kernels_router;
 mod kernels_stream;
 pub mod profile;
 pub mod runner;

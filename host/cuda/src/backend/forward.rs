@@ -11,6 +11,7 @@ use crate::kernels::absorb;
 use crate::kernels::decode::{self, DecodeIo, DecodeShape, GenericIo, GenericShape};
 use crate::kernels::layers::{self, CacheWrite, RmsNorm, RopeArgs, RopeQuery};
 use crate::kernels::moe::{self, Dispatch, Grouped, RouteParams};
+use crate::kernels::moe_router;
 use crate::kernels::stream;
 use crate::kernels::View;
 use crate::module::Kernels;
@@ -374,13 +375,7 @@ impl Forward<'_> {
         let mc = cfg.moe.as_ref().ok_or_else(|| crate::CudaError::launch("moe", "MoE weights without MoE config"))?;
         let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
         let pairs = t * top_k;
-        let router = Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden };
-        self.blas.linear(Linear { m: t, n: e, k: hidden, a: f32op(&ws.h32, hidden), w: router, c: f32op(&ws.router, e), beta: 0.0 })?;
         let params = RouteParams::from_config(mc);
-        moe::moe_route(k, v(&ws.router), m.bias.as_ref().map(v), v(&ws.topk_ids), v(&ws.topk_w), t, &params)?;
-        if let Some(log) = self.route_log {
-            log.buf.copy_from_device(l * log.tokens * top_k * 4, ws.topk_ids.ptr(), pairs * 4)?;
-        }
         let d = Dispatch {
             expert_offsets: v(&ws.expert_offsets),
             sorted_pairs: v(&ws.sorted_pairs),
@@ -389,7 +384,20 @@ impl Forward<'_> {
             num_tiles: v(&ws.num_tiles),
             tile_rows: moe::tile_rows_for(t),
         };
-        moe::moe_align(k, v(&ws.topk_ids), pairs, e, m.local.clone(), &d)?;
+        if stream::use_for(t) && moe_router::fits(t, hidden, &params) {
+            // router GEMM, routing and dispatch in one launch (the streaming linears' scratch)
+            let counters = v(&ws.stream_counters).at(stream::COUNTERS * 4);
+            let r = moe_router::Router { h: v(&ws.h32), w: v(&m.router), bias: m.bias.as_ref().map(v), logits: v(&ws.router), ids: v(&ws.topk_ids), weights: v(&ws.topk_w), part: v(&ws.stream_part), counters, tokens: t, hidden };
+            moe_router::route(k, r, &params, m.local.clone(), &d)?;
+        } else {
+            let router = Operand { ptr: m.router.ptr(), dtype: Dtype::F32, ld: hidden };
+            self.blas.linear(Linear { m: t, n: e, k: hidden, a: f32op(&ws.h32, hidden), w: router, c: f32op(&ws.router, e), beta: 0.0 })?;
+            moe::moe_route(k, v(&ws.router), m.bias.as_ref().map(v), v(&ws.topk_ids), v(&ws.topk_w), t, &params)?;
+            moe::moe_align(k, v(&ws.topk_ids), pairs, e, m.local.clone(), &d)?;
+        }
+        if let Some(log) = self.route_log {
+            log.buf.copy_from_device(l * log.tokens * top_k * 4, ws.topk_ids.ptr(), pairs * 4)?;
+        }
         let held = m.local.len();
         // The first GEMM gathers each pair's token row; the second reads pairs in sorted order.
         let gathered = Some((v(&ws.sorted_pairs), top_k));

@@ -7,6 +7,7 @@ mod decode_kernel;
 pub mod fp8;
 pub mod layers;
 pub mod moe;
+pub mod moe_router;
 pub mod sampling;
 pub mod stream;
 
