@@ -33,27 +33,8 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
   __shared__ float red[AQ_KGROUPS][8][AQ_COLS];
   const int h = blockIdx.x, n0 = blockIdx.y * AQ_COLS, tid = threadIdx.x;
   const int qk = nope + rope, d = kv_lora + rope;
-  for (int i = tid; i < tokens * nope; i += blockDim.x) {
-    const int t = i / nope, kk = i % nope;
-    qs[t][kk] = util::bf16_to_f32(q[((i64)t * heads + h) * qk + kk]);
-  }
-  // the rope part, once per head
-  if (blockIdx.y == 0) {
-    const int half = rope / 2;
-    for (int i = tid; i < tokens * half; i += blockDim.x) {
-      const int t = i / half, j = i % half;
-      const float angle = (float)pos[t] * inv_freq[j];
-      const float c = (float)cos((double)angle) * attn_factor, s = (float)sin((double)angle) * attn_factor;
-      const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
-      const u16* src = q + ((i64)t * heads + h) * qk + nope;
-      const float x0 = util::bf16_to_f32(src[a]), x1 = util::bf16_to_f32(src[b]);
-      u16* dst = out + ((i64)t * heads + h) * d + kv_lora;
-      dst[a] = util::f32_to_bf16(x0 * c - x1 * s);
-      dst[b] = util::f32_to_bf16(x1 * c + x0 * s);
-    }
-  }
   // thread (kg, cq): columns n0 + 4 cq .. + 4 of W_UK's rows kg, kg + 8, ... (8-byte loads; a
-  // half-warp reads one row's 128 bytes); every row of the slice requested before any is used
+  // half-warp reads one row's 128 bytes): the whole slice requested first, in one round trip
   const int cq = tid & 15, kg = tid >> 4;
   const u16* w = kv_b + (i64)h * (nope + vd) * kv_lora + n0 + cq * 4;
   constexpr int ROWS = AQ_MAX_NOPE / AQ_KGROUPS;
@@ -62,6 +43,32 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
   for (int r = 0; r < ROWS; r++) {
     const int kk = kg + r * AQ_KGROUPS;
     wv[r] = kk < nope ? __ldg(reinterpret_cast<const uint2*>(w + (i64)kk * kv_lora)) : make_uint2(0u, 0u);
+  }
+  // the tokens' q_nope, every load in flight before the first store
+  constexpr int QV = ABSORB_TOKENS * AQ_MAX_NOPE / 128;
+  u16 qv[QV];
+#pragma unroll
+  for (int u = 0; u < QV; u++) {
+    const int i = tid + u * 128, t = i / nope, kk = i - t * nope;
+    qv[u] = t < tokens ? q[((i64)t * heads + h) * qk + kk] : (u16)0;
+  }
+#pragma unroll
+  for (int u = 0; u < QV; u++) {
+    const int i = tid + u * 128, t = i / nope, kk = i - t * nope;
+    if (t < tokens) qs[t][kk] = util::bf16_to_f32(qv[u]);
+  }
+  // the rope part, spread over the head's CTAs
+  const int half = rope / 2;
+  for (int i = blockIdx.y * blockDim.x + tid; i < tokens * half; i += blockDim.x * gridDim.y) {
+    const int t = i / half, j = i % half;
+    const float angle = (float)pos[t] * inv_freq[j];
+    const float c = (float)cos((double)angle) * attn_factor, s = (float)sin((double)angle) * attn_factor;
+    const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+    const u16* src = q + ((i64)t * heads + h) * qk + nope;
+    const float x0 = util::bf16_to_f32(src[a]), x1 = util::bf16_to_f32(src[b]);
+    u16* dst = out + ((i64)t * heads + h) * d + kv_lora;
+    dst[a] = util::f32_to_bf16(x0 * c - x1 * s);
+    dst[b] = util::f32_to_bf16(x1 * c + x0 * s);
   }
   __syncthreads();
   for (int t0 = 0; t0 < tokens; t0 += 8) {
@@ -104,7 +111,7 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
 
 // Grid (heads, ceil(vd / AV_COLS)). Warp wp owns columns c0 + 4 wp .. + 4; lane l reads
 // elements 8 l .. 8 l + 7 and 256 + 8 l .. of each column's row (16-byte loads).
-extern "C" __global__ void __launch_bounds__(128) absorb_value(const u16* __restrict__ o, const u16* __restrict__ kv_b, u16* __restrict__ out,
+extern "C" __global__ void __launch_bounds__(128, 3) absorb_value(const u16* __restrict__ o, const u16* __restrict__ kv_b, u16* __restrict__ out,
                                                                 int tokens, int heads, int nope, int vd, int kv_lora) {
   util::await_prior_kernels();
   __shared__ __align__(16) float os[ABSORB_TOKENS][AV_MAX_K];
@@ -121,11 +128,26 @@ extern "C" __global__ void __launch_bounds__(128) absorb_value(const u16* __rest
       wv[c][half] = live ? __ldg(reinterpret_cast<const uint4*>(kv_b + ((i64)h * (nope + vd) + nope + c0 + c) * kv_lora + kk))
                          : make_uint4(0u, 0u, 0u, 0u);
     }
-  for (int i = tid; i < tokens * (kv_lora / 2); i += blockDim.x) {
-    const int t = i / (kv_lora / 2), kk = 2 * (i % (kv_lora / 2));
-    const u32 pair = *reinterpret_cast<const u32*>(o + ((i64)t * heads + h) * kv_lora + kk);
-    os[t][kk] = util::bf16_to_f32(pair & 0xffffu);
-    os[t][kk + 1] = util::bf16_to_f32(pair >> 16);
+  // the tokens' o rows as f32 (16-byte loads, all in flight before the first store; rows are
+  // 128-byte multiples as kv_lora % 64 == 0), zero past kv_lora
+  constexpr int OV = ABSORB_TOKENS * AV_MAX_K / 8 / 128;
+  const int row8 = kv_lora / 8;
+  uint4 ov[OV];
+#pragma unroll
+  for (int u = 0; u < OV; u++) {
+    const int i = tid + u * 128, t = i / row8, c = i - t * row8;
+    ov[u] = t < tokens ? __ldg(reinterpret_cast<const uint4*>(o + ((i64)t * heads + h) * kv_lora) + c) : make_uint4(0u, 0u, 0u, 0u);
+  }
+#pragma unroll
+  for (int u = 0; u < OV; u++) {
+    const int i = tid + u * 128, t = i / row8, c = i - t * row8;
+    if (t < tokens) {
+      float4* dst = reinterpret_cast<float4*>(&os[t][8 * c]);
+      dst[0] = make_float4(util::bf16_to_f32(ov[u].x & 0xffffu), util::bf16_to_f32(ov[u].x >> 16), util::bf16_to_f32(ov[u].y & 0xffffu),
+                           util::bf16_to_f32(ov[u].y >> 16));
+      dst[1] = make_float4(util::bf16_to_f32(ov[u].z & 0xffffu), util::bf16_to_f32(ov[u].z >> 16), util::bf16_to_f32(ov[u].w & 0xffffu),
+                           util::bf16_to_f32(ov[u].w >> 16));
+    }
   }
   for (int i = tid; i < tokens * (AV_MAX_K - kv_lora); i += blockDim.x) os[i / (AV_MAX_K - kv_lora)][kv_lora + i % (AV_MAX_K - kv_lora)] = 0.f;
   __syncthreads();
@@ -159,8 +181,9 @@ extern "C" __global__ void __launch_bounds__(128) absorb_value(const u16* __rest
     for (int c = 0; c < 4; c++)
 #pragma unroll
       for (int j = 0; j < 8; j++) {
+        if (t0 + j >= tokens) continue;  // uniform over the warp
         const float v = util::warp_sum(acc[c][j]);
-        if (lane == c * 8 + j && c0 + c < vd && t0 + j < tokens) out[((i64)(t0 + j) * heads + h) * vd + c0 + c] = util::f32_to_bf16(v);
+        if (lane == c * 8 + j && c0 + c < vd) out[((i64)(t0 + j) * heads + h) * vd + c0 + c] = util::f32_to_bf16(v);
       }
   }
 }

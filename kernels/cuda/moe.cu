@@ -62,8 +62,8 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
 #define RS_TOKENS 16
 #define RS_EXPERTS 8
 #define RS_K 512
-#define RS_MAX_E 256
-#define RS_WARP_FLOATS 1024                       // one warp's routing scratch (below)
+#define RS_MAX_E 384                              // Kimi-K2's 384 experts
+#define RS_WARP_FLOATS 1536                       // one warp's routing scratch (below)
 #define RS_SMEM ((8 * RS_WARP_FLOATS + 2 * RS_MAX_E) * 4)
 extern "C" __global__ void __launch_bounds__(256) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
                                                                   float* __restrict__ part, unsigned int* __restrict__ counters, const float* __restrict__ bias,
@@ -83,10 +83,18 @@ extern "C" __global__ void __launch_bounds__(256) moe_route_small(const float* _
     const int c = (lane + 32 * i) * 4;
     wv[i] = (e < n_exp && c < kn) ? __ldg(reinterpret_cast<const float4*>(w + (i64)e * hidden + k0 + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  for (int i = tid; i < tokens * (RS_K / 4); i += blockDim.x) {
-    const int t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
-    const float4 x = c < kn ? *reinterpret_cast<const float4*>(h + (i64)t * hidden + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-    *reinterpret_cast<float4*>(rs_smem + t * RS_K + c) = x;
+  // the tokens' slice of h, every load in flight before the first store
+  constexpr int HV = RS_TOKENS * RS_K / 4 / 256;
+  float4 hv[HV];
+#pragma unroll
+  for (int u = 0; u < HV; u++) {
+    const int i = tid + u * 256, t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
+    hv[u] = (t < tokens && c < kn) ? *reinterpret_cast<const float4*>(h + (i64)t * hidden + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+#pragma unroll
+  for (int u = 0; u < HV; u++) {
+    const int i = tid + u * 256, t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
+    if (t < tokens) *reinterpret_cast<float4*>(rs_smem + t * RS_K + c) = hv[u];
   }
   __syncthreads();
   float mine = 0.f;  // lane t: token t's partial logit
@@ -111,17 +119,23 @@ extern "C" __global__ void __launch_bounds__(256) moe_route_small(const float* _
   if (tid == 0) counters[blockIdx.x] = 0u;
   // the last group routes every token and builds the dispatch
   if (!util::last_split_arrived(counters + gridDim.x, gridDim.x, &last)) return;
-  // a warp's scratch (floats): logits row 0, scores 256, choice 512, group scores 768, chosen 832
-  // (ints), taken 896 (bytes), group flags 960 and 976 (bytes)
+  // a warp's scratch (floats, E = RS_MAX_E): logits row 0, scores E, choice 2E, group scores 3E
+  // (64), chosen 3E + 64 (64 ints), taken 3E + 128 (E bytes), group flags 3E + 128 + E/4 and
+  // + 16 (64 bytes each): 3E + 160 + E/4 <= RS_WARP_FLOATS
+  constexpr int E = RS_MAX_E, TAKEN = 3 * E + 128;
+  static_assert(TAKEN + E / 4 + 32 <= RS_WARP_FLOATS && 8 * RS_WARP_FLOATS >= RS_TOKENS * RS_K, "routing scratch");
   float* mine_s = rs_smem + warp * RS_WARP_FLOATS;
-  const RouteScratch scratch{mine_s + 256, mine_s + 512, reinterpret_cast<bool*>(mine_s + 896), mine_s + 768,
-                             reinterpret_cast<bool*>(mine_s + 960), reinterpret_cast<bool*>(mine_s + 976), reinterpret_cast<int*>(mine_s + 832)};
+  const RouteScratch scratch{mine_s + E, mine_s + 2 * E, reinterpret_cast<bool*>(mine_s + TAKEN), mine_s + 3 * E,
+                             reinterpret_cast<bool*>(mine_s + TAKEN + E / 4), reinterpret_cast<bool*>(mine_s + TAKEN + E / 4 + 16),
+                             reinterpret_cast<int*>(mine_s + 3 * E + 64)};
   const RouteArgs p{bias, n_exp, k, n_group, topk_group, method, norm_topk, scaling};
   for (int t = warp; t < tokens; t += blockDim.x / 32) {
     for (int i = lane; i < n_exp; i += 32) mine_s[i] = __ldcg(logits + (i64)t * n_exp + i);  // written by other SMs
     __syncwarp();
     route_token(mine_s, t, p, scratch, topk_ids, topk_w);
   }
+  // topk_ids is read back below after the barrier: it must stay a plain (coherent) pointer, not
+  // const __restrict__, which would let the compiler read it through the non-coherent path
   __syncthreads();
   int* counts = reinterpret_cast<int*>(rs_smem + 8 * RS_WARP_FLOATS);
   align_pairs(topk_ids, tokens * k, n_exp, expert_offsets, sorted_pairs, pair_pos, tiles, num_tiles, tile_rows, e_first, e_local, counts,

@@ -5,7 +5,8 @@
 //! over routings that change every launch so that the touched experts' weights come from HBM
 //! rather than L2; at prefill sizes, `moe_gemm` beside `moe_gemm_wgmma` (Hopper); and the dense
 //! linears of up to 16 rows, cuBLAS beside `linear_stream`, over weight copies that rotate past L2;
-//! the absorbed attention's per-head projections, cuBLAS beside absorb.cu (`bench_absorb`).
+//! the absorbed attention's per-head projections, cuBLAS beside absorb.cu (`bench_absorb`); the
+//! MoE router, cuBLAS + routing + dispatch beside the fused `moe_route_small` (`bench_router`).
 
 use super::{v, Rng};
 use mlahost_cuda::blas::{Blas, Dtype, Linear, Operand};
@@ -117,6 +118,7 @@ pub fn run(k: &Kernels, blas: &Blas, seed: u64) -> Result<String> {
     }
     s += &dense(k, blas, &mut rng, copy)?;
     s += &super::bench_absorb::run(k, blas, copy)?;
+    s += &super::bench_router::run(k, blas, &mut rng)?;
     Ok(s)
 }
 

@@ -1,14 +1,15 @@
 //! The absorbed attention's per-head projections (absorb.cu) against f64 references on fresh
 //! random data: `absorb_query` (q_nope · W_UK per head, and the rope part rotated as the CPU
 //! engine does) and `absorb_value` (o · W_UV^T per head), at 1, 7 and 16 tokens, V2-Lite's and
-//! V3's widths, a latent narrower than W_UV's two loads a lane, and value widths off the
-//! kernel's 16-column tiles; both rope layouts. Outputs start as NaN, so every element must be
+//! V3's widths, a latent narrower than W_UV's two loads a lane, value widths off the kernel's
+//! 16-column tiles, a nope width off the k groups, a part-filled second pass of 8 tokens; both
+//! rope layouts, the rope part bit for bit as `rope_query` writes it. Outputs start as NaN, so every element must be
 //! written.
 
 use super::{bf16s, from_bf16, round_bf16, v, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::absorb::{self, Heads};
-use mlahost_cuda::kernels::layers::RopeArgs;
+use mlahost_cuda::kernels::layers::{self, RopeArgs, RopeQuery};
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
 
@@ -25,6 +26,8 @@ pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         (3, 128, 128, 128, 512, 64, true),
         (5, 3, 96, 100, 256, 32, false),
         (16, 2, 128, 40, 64, 16, true),
+        (12, 4, 100, 128, 512, 64, false),
+        (9, 16, 128, 128, 512, 64, true),
     ];
     cases
         .into_iter()
@@ -55,7 +58,14 @@ fn one(kern: &Kernels, rng: &mut Rng, s: Heads, rope: usize, interleaved: bool) 
     let rope_args = RopeArgs { inv_freq: v(&d_freq), attention_factor: factor, rope_dim: rope, interleaved };
     absorb::query(kern, s, v(&d_q), v(&d_kv_b), v(&q_out), v(&d_pos), rope_args)?;
     absorb::value(kern, s, v(&d_o), v(&d_kv_b), v(&v_out))?;
-    let got_q = from_bf16(&q_out.to_vec::<u16>(t * heads * d)?);
+    // the rope part must be rope_query's, bit for bit (the unfused path's kernel)
+    let roped = DeviceBuffer::alloc(gpu, t * heads * d * 2)?;
+    roped.fill_bytes(0xff)?;
+    let rq = RopeQuery { q: v(&d_q), out: v(&roped), pos: v(&d_pos), rope: rope_args, tokens: t, heads, q_stride: qk, rope_offset: nope, out_stride: d, out_offset: kv_lora };
+    layers::rope_query(kern, rq)?;
+    let (bits_q, bits_rope) = (q_out.to_vec::<u16>(t * heads * d)?, roped.to_vec::<u16>(t * heads * d)?);
+    let rope_bits_differ = (0..t * heads).filter(|r| bits_q[r * d + kv_lora..(r + 1) * d] != bits_rope[r * d + kv_lora..(r + 1) * d]).count();
+    let got_q = from_bf16(&bits_q);
     let got_v = from_bf16(&v_out.to_vec::<u16>(t * heads * vd)?);
     let (mut worst_q, mut worst_rope, mut worst_v) = (0f64, 0f64, 0f64);
     for tok in 0..t {
@@ -84,12 +94,12 @@ fn one(kern: &Kernels, rng: &mut Rng, s: Heads, rope: usize, interleaved: bool) 
             worst_v = worst_v.max(row_error(&val, &got_v[(tok * heads + h) * vd..][..vd]));
         }
     }
-    let worst = worst_q.max(worst_rope).max(worst_v);
+    let worst = if rope_bits_differ > 0 { f64::INFINITY } else { worst_q.max(worst_rope).max(worst_v) };
     Ok(Check {
         name: format!("absorb_query/value {t} tokens x {heads} heads, nope {nope}, v {vd}, latent {kv_lora}+{rope}{}", if interleaved { "" } else { " (rope halves)" }),
         error: worst,
         tolerance: TOL,
-        detail: format!("max error over the head's largest |value|: W_UK {worst_q:.1e}, rope {worst_rope:.1e}, W_UV {worst_v:.1e}"),
+        detail: format!("max error over the head's largest |value|: W_UK {worst_q:.1e}, rope {worst_rope:.1e}, W_UV {worst_v:.1e}; {rope_bits_differ} rope rows differ from rope_query's bits"),
         informational: false,
     })
 }

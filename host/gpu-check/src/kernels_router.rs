@@ -3,7 +3,8 @@
 //! against the engine's router run on those logits (so near-ties cannot flip the comparison),
 //! and its dispatch (expert offsets, sorted pairs, pair positions, tile list) against one built
 //! here from its choices; two launches back to back on the same counters, which must be zero
-//! after. V2-Lite's and V3's routers at 1 to 16 tokens, and a rank's share of the experts.
+//! after. V2-Lite's, V3's and Kimi-K2's routers at 1 to 16 tokens, a rank's share of the experts,
+//! an expert count off the kernel's groups of 8, and a single split.
 
 use super::{v, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
@@ -40,6 +41,9 @@ pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         ("group_limited_greedy 16e 4g top4", 7, 1100, cfg(TopkMethod::GroupLimitedGreedy, 16, 4, 4, 2), Some(4..8)),
         ("noaux_tc 256e 8g top8", 16, 7168, cfg(TopkMethod::NoauxTc, 256, 8, 8, 4), None),
         ("noaux_tc 256e 8g top8", 3, 7168, cfg(TopkMethod::NoauxTc, 256, 8, 8, 4), Some(96..128)),
+        ("noaux_tc 384e top8 (Kimi-K2)", 16, 7168, cfg(TopkMethod::NoauxTc, 384, 8, 1, 1), None),
+        ("greedy 20e top3, one split", 5, 512, cfg(TopkMethod::Greedy, 20, 3, 1, 1), Some(0..13)),
+        ("greedy 20e top3", 16, 300, cfg(TopkMethod::Greedy, 20, 3, 1, 1), None),
     ];
     cases
         .into_iter()

@@ -4,6 +4,7 @@
 
 pub mod bench;
 mod bench_absorb;
+mod bench_router;
 pub mod bench_fp8;
 pub mod bench_gemm;
 pub mod e2e;

@@ -28,7 +28,7 @@ impl Heads {
     /// Whether the kernels take these widths (else the forward pass keeps cuBLAS): at most 16
     /// tokens, the latent width a multiple of 64 up to 512, the nope width up to 128 (every DeepSeek model's).
     pub fn fits(&self) -> bool {
-        self.tokens > 0 && self.tokens <= MAX_TOKENS && self.kv_lora % QUERY_COLS == 0 && self.kv_lora <= MAX_LATENT && self.nope <= MAX_NOPE && self.nope > 0 && self.vd > 0
+        self.tokens > 0 && self.tokens <= MAX_TOKENS && self.kv_lora > 0 && self.kv_lora % QUERY_COLS == 0 && self.kv_lora <= MAX_LATENT && self.nope <= MAX_NOPE && self.nope > 0 && self.vd > 0
     }
 
     fn kv_b_bytes(&self) -> usize {
@@ -47,6 +47,7 @@ pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, r
     const K: &str = "absorb_query";
     s.check(K)?;
     ensure(K, rope.rope_dim % 2 == 0, || format!("rope width {}", rope.rope_dim))?;
+    ensure(K, kv_b.ptr % 8 == 0, || "kv_b must be 8-byte aligned".into())?;
     let (qk, d) = (s.nope + rope.rope_dim, s.kv_lora + rope.rope_dim);
     k.launch_step(K, (s.heads as u32, (s.kv_lora / QUERY_COLS) as u32, 1), 128, 0, &[
         Arg::Ptr(q.need(K, "q", s.tokens * s.heads * qk * 2)?),
@@ -70,6 +71,7 @@ pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, r
 pub fn value(k: &Kernels, s: Heads, o: View, kv_b: View, out: View) -> Result<()> {
     const K: &str = "absorb_value";
     s.check(K)?;
+    ensure(K, kv_b.ptr % 16 == 0 && o.ptr % 16 == 0, || "kv_b and o must be 16-byte aligned".into())?;
     k.launch_step(K, (s.heads as u32, s.vd.div_ceil(VALUE_COLS) as u32, 1), 128, 0, &[
         Arg::Ptr(o.need(K, "o", s.tokens * s.heads * s.kv_lora * 2)?),
         Arg::Ptr(kv_b.need(K, "kv_b", s.kv_b_bytes())?),

@@ -13,10 +13,10 @@ pub const MAX_TOKENS: usize = 16;
 /// RS_MAX_E).
 const EXPERTS_PER_CTA: usize = 8;
 const COLS_PER_CTA: usize = 512;
-const MAX_EXPERTS: usize = 256;
-/// Its dynamic shared memory (RS_SMEM): eight warps' routing scratch of 1,024 floats, then the
+const MAX_EXPERTS: usize = 384;
+/// Its dynamic shared memory (RS_SMEM): eight warps' routing scratch of 1,536 floats, then the
 /// dispatch's counts and cursors.
-const SMEM: u32 = ((8 * 1024 + 2 * MAX_EXPERTS) * 4) as u32;
+const SMEM: u32 = ((8 * 1536 + 2 * MAX_EXPERTS) * 4) as u32;
 /// Arrival counters it needs: one per expert group, and one for the groups.
 pub const COUNTERS: usize = MAX_EXPERTS / EXPERTS_PER_CTA + 1;
 
@@ -61,6 +61,8 @@ pub fn route(k: &Kernels, r: Router, p: &RouteParams, local: std::ops::Range<usi
         format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
     })?;
     ensure(K, local.end <= p.experts && !local.is_empty(), || format!("local experts {local:?} of {}", p.experts))?;
+    ensure(K, d.tile_rows == super::moe::TILE_ROWS || d.tile_rows == super::moe::SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
+    ensure(K, h.ptr % 16 == 0 && w.ptr % 16 == 0, || "h and the router weights must be 16-byte aligned (float4 loads)".into())?;
     let pairs = tokens * p.top_k;
     let groups = p.experts.div_ceil(EXPERTS_PER_CTA);
     let bias = bias.map(|b| b.need(K, "bias", p.experts * 4)).transpose()?.unwrap_or(0);
@@ -116,10 +118,10 @@ mod tests {
     }
 
     #[test]
-    fn v3_and_v2_lite_fit_up_to_16_tokens() {
+    fn v3_kimi_and_v2_lite_fit_up_to_16_tokens() {
         let p = |experts, top_k, n_group| RouteParams { experts, top_k, n_group, topk_group: 1, method: 2, norm_topk: true, scaling: 1.0 };
-        assert!(fits(16, 7168, &p(256, 8, 8)) && fits(1, 2048, &p(64, 6, 1)));
-        assert!(!fits(17, 2048, &p(64, 6, 1)) && !fits(1, 2048, &p(384, 8, 1)) && !fits(1, 2050, &p(64, 6, 1)));
+        assert!(fits(16, 7168, &p(256, 8, 8)) && fits(1, 2048, &p(64, 6, 1)) && fits(16, 7168, &p(384, 8, 1)));
+        assert!(!fits(17, 2048, &p(64, 6, 1)) && !fits(1, 2048, &p(512, 8, 1)) && !fits(1, 2050, &p(64, 6, 1)));
         assert_eq!(part_bytes(16, 7168, 256), 14 * 16 * 256 * 4);
     }
 }
