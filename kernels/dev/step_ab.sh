@@ -7,7 +7,9 @@
 #   MLAHOST_STEP_PDL=1      programmatic launch for all the step's kernels of ours
 #   ... MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1   moe_gemm_stream for the 16-row expert tiles
 #                           (decode), moe_gemm_wgmma for the 64-row ones (prefill: the prefill ms)
-#   ... MLAHOST_DENSE_STREAM=1   and linear_stream for the dense linears of <= 16 rows
+#   ... MLAHOST_DENSE_STREAM=1   and the small-batch path at <= 16 tokens: linear_stream for the
+#                           dense linears, absorb.cu for W_UK + rope and W_UV, moe_route_small
+#                           for the router, routing and dispatch
 # VARIANTS (|-separated) overrides them. Needs BIN and TOKENIZER_DIR (kernels/dev/gpu_env.sh).
 set -u
 BIN=${BIN:-.bin/run/mlahost}
@@ -22,8 +24,8 @@ mkdir -p "$LITE" "$OUT"
 cp tests/fixtures/configs/deepseek-v2-lite.json "$LITE/config.json"
 cp "$TOKENIZER_DIR"/tokenizer.json "$TOKENIZER_DIR"/tokenizer_config.json "$LITE/"
 PROMPT=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(16, 1000)) for _ in range(1024)))")
-echo "| variant | generate decode tok/s | prefill ms | c=16 tok/s | c=16 TPOT ms | c=64 tok/s | c=64 TPOT ms |"
-echo "|---|---|---|---|---|---|---|"
+echo "| variant | generate decode tok/s | prefill ms | c=16 tok/s | c=16 TPOT ms | c=64 tok/s | c=64 TPOT ms | c=64 TTFT p99 ms |"
+echo "|---|---|---|---|---|---|---|---|"
 IFS='|' read -ra LIST <<< "$VARIANTS"
 for i in "${!LIST[@]}"; do
   var="${LIST[$i]}"
@@ -32,7 +34,7 @@ for i in "${!LIST[@]}"; do
   env "${envs[@]}" timeout "${GEN_S:-90}" "$BIN" generate --device cuda:0 --model "$LITE" --load-format dummy --prompt-ids "$PROMPT" \
     --max-tokens 128 --ignore-eos --json > "$OUT/ab_gen_$i.json" 2> "$OUT/ab_gen_$i.err"
   gen=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['stats']; print(f\"{r['decode_tokens_per_s']:.1f} | {r['prefill_s']*1e3:.1f}\")" "$OUT/ab_gen_$i.json" 2> /dev/null || echo "failed | -")
-  served="- | - | - | -"
+  served="- | - | - | - | -"
   if [ "$SERVE" = 1 ]; then
     env "${envs[@]}" "$BIN" serve --device cuda:0 --model "$LITE" --load-format dummy --port $PORT --max-model-len 2048 > "$OUT/ab_serve_$i.log" 2>&1 &
     server=$!
@@ -49,8 +51,9 @@ for i in "${!LIST[@]}"; do
 import json, sys
 r = json.load(open(sys.argv[1]))
 r = r[0] if isinstance(r, list) else r.get('runs', [r])[0]
-tpot = r.get('tpot_ms', {})
-print(f\"{r.get('output_throughput', 0):.1f} | {tpot.get('median', float('nan')):.2f} | \", end='')" "$OUT/ab_c${c}_$i.json" 2> /dev/null || echo -n "failed | - | ")
+tpot, ttft = r.get('tpot_ms', {}), r.get('ttft_ms', {})
+p99 = f\" | {ttft.get('p99', float('nan')):.1f}\" if sys.argv[2] == '64' else ''
+print(f\"{r.get('output_throughput', 0):.1f} | {tpot.get('median', float('nan')):.2f}{p99} | \", end='')" "$OUT/ab_c${c}_$i.json" $c 2> /dev/null || echo -n "failed | - | $([ $c = 64 ] && echo "- | ")")
     done
     served=${served% | }
     kill $server; wait $server 2> /dev/null
