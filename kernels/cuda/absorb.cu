@@ -28,6 +28,8 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
                                                                 const int* __restrict__ pos, const float* __restrict__ inv_freq,
                                                                 float attn_factor, int tokens, int heads, int nope, int vd, int kv_lora,
                                                                 int rope, int interleaved) {
+  if ((int)threadIdx.x < nope)  // this CTA's 64 columns of W_UK's rows (util::prefetch_weights_l2)
+    util::prefetch_weights_l2(kv_b + ((i64)blockIdx.x * (nope + vd) + threadIdx.x) * kv_lora + blockIdx.y * AQ_COLS, AQ_COLS * 2);
   util::await_prior_kernels();
   __shared__ float qs[ABSORB_TOKENS][AQ_MAX_NOPE];
   __shared__ float red[AQ_KGROUPS][8][AQ_COLS];
@@ -113,6 +115,8 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
 // elements 8 l .. 8 l + 7 and 256 + 8 l .. of each column's row (16-byte loads).
 extern "C" __global__ void __launch_bounds__(128, 3) absorb_value(const u16* __restrict__ o, const u16* __restrict__ kv_b, u16* __restrict__ out,
                                                                 int tokens, int heads, int nope, int vd, int kv_lora) {
+  if (threadIdx.x < AV_COLS && blockIdx.y * AV_COLS + threadIdx.x < vd)  // this CTA's W_UV rows
+    util::prefetch_weights_l2(kv_b + ((i64)blockIdx.x * (nope + vd) + nope + blockIdx.y * AV_COLS + threadIdx.x) * kv_lora, kv_lora * 2);
   util::await_prior_kernels();
   __shared__ __align__(16) float os[ABSORB_TOKENS][AV_MAX_K];
   const int h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, wp = tid >> 5;

@@ -51,6 +51,10 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
                                                 u32* __restrict__ counters, int mode, int m, int n, int k, int kb_per_split,
                                                 const int* arow = nullptr, i64 out_row0 = 0) {
   static_assert(!GATHER || MT == 1, "a gathered tile is 16 rows (the callers' arow)");
+  if (!GATHER && MT == 1 && (k & 15) == 0 && (int)threadIdx.x < 64 * NJ) {  // this CTA's weight rows (util::prefetch_weights_l2)
+    const int col = blockIdx.x * 64 * NJ + threadIdx.x, e0 = blockIdx.y * kb_per_split * 128, e1 = min(e0 + kb_per_split * 128, k);
+    if (col < n && e1 > e0) util::prefetch_weights_l2(w + (i64)col * k + e0, (unsigned)(e1 - e0));
+  }
   util::await_prior_kernels();
   constexpr int ROWS = 16 * MT, COLS = 64 * NJ, RPW = ROWS / 8;  // activation rows each warp stages
   __shared__ __align__(16) u8 as[2][ROWS][SK_LDA];

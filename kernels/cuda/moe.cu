@@ -65,12 +65,16 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
 #define RS_MAX_E 384                              // Kimi-K2's 384 experts
 #define RS_WARP_FLOATS 1536                       // one warp's routing scratch (below)
 #define RS_SMEM ((8 * RS_WARP_FLOATS + 2 * RS_MAX_E) * 4)
-extern "C" __global__ void __launch_bounds__(256) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(256, 2) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
                                                                   float* __restrict__ part, unsigned int* __restrict__ counters, const float* __restrict__ bias,
                                                                   int* __restrict__ topk_ids, float* __restrict__ topk_w, int tokens, int hidden, int n_exp,
                                                                   int k, int n_group, int topk_group, int method, int norm_topk, float scaling,
                                                                   int* __restrict__ expert_offsets, int* __restrict__ sorted_pairs, int* __restrict__ pair_pos,
                                                                   int* __restrict__ tiles, int* __restrict__ num_tiles, int tile_rows, int e_first, int e_local) {
+  if (threadIdx.x < RS_EXPERTS) {  // this CTA's router rows over its columns (util::prefetch_weights_l2)
+    const int pe = blockIdx.x * RS_EXPERTS + threadIdx.x, pk = blockIdx.y * RS_K;
+    if (pe < n_exp) util::prefetch_weights_l2(w + (i64)pe * hidden + pk, (unsigned)min(RS_K, hidden - pk) * 4);
+  }
   util::await_prior_kernels();
   extern __shared__ __align__(16) float rs_smem[];  // the tokens' k slice [tokens][RS_K], then the routing scratch
   __shared__ int last;

@@ -23,6 +23,19 @@ __device__ __forceinline__ void await_prior_kernels() {
 #endif
 }
 
+// The one exception to "nothing global before the wait": immutable weights. With WEIGHT_PREFETCH
+// (a -D define, off by default until measured), a step kernel asks L2 for its weight bytes before
+// await_prior_kernels(), so that their DRAM round trip overlaps the kernel ahead of it. Nothing in a
+// step writes weights, so this cannot race. `p` 16-byte aligned; the size is rounded down to 16.
+#ifndef WEIGHT_PREFETCH
+#define WEIGHT_PREFETCH 0
+#endif
+__device__ __forceinline__ void prefetch_weights_l2(const void* p, unsigned bytes) {
+#if WEIGHT_PREFETCH && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (bytes >= 16) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes & ~15u) : "memory");
+#endif
+}
+
 __device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
 __device__ __forceinline__ u16 f32_to_bf16(float x) {
   u16 r;

@@ -10,6 +10,8 @@
 #   ... MLAHOST_DENSE_STREAM=1   and the small-batch path at <= 16 tokens: linear_stream for the
 #                           dense linears, absorb.cu for W_UK + rope and W_UV, moe_route_small
 #                           for the router, routing and dispatch
+#   ... MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1   and each streaming kernel asks L2 for its
+#                           weights before it waits for the kernel ahead (util::prefetch_weights_l2)
 # VARIANTS (|-separated) overrides them. Needs BIN and TOKENIZER_DIR (kernels/dev/gpu_env.sh).
 set -u
 BIN=${BIN:-.bin/run/mlahost}
@@ -18,7 +20,7 @@ WORK=${WORK:-/tmp/mlahost-work}
 PORT=${PORT:-8013}
 SERVE=${SERVE:-1}
 ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1"
-VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=1|$ALL|$ALL MLAHOST_DENSE_STREAM=1"}
+VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=1|$ALL|$ALL MLAHOST_DENSE_STREAM=1|$ALL MLAHOST_DENSE_STREAM=1 MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1"}
 LITE="$WORK/v2-lite-dummy"
 mkdir -p "$LITE" "$OUT"
 cp tests/fixtures/configs/deepseek-v2-lite.json "$LITE/config.json"

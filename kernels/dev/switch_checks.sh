@@ -2,13 +2,14 @@
 # The kernel switches under test (kernels/README.md), checked and timed in one device call: the
 # kernel checks with the step's programmatic launches on (every new kernel's rows, whatever its
 # switch); the fixtures end to end with the defaults and with every switch on (the forward pass on
-# the kernels they choose); `--bench-gemm` (each new GEMM beside the one it would replace). Their
-# end-to-end speed is dev/step_ab.sh. Needs BIN (kernels/dev/gpu_env.sh sets OUT).
+# the kernels they choose, weights prefetched into L2 before each step kernel's wait);
+# `--bench-gemm` (each new GEMM beside the one it would replace). Their end-to-end speed is
+# dev/step_ab.sh. Needs BIN (kernels/dev/gpu_env.sh sets OUT).
 set -u
 BIN=${BIN:-.bin/run/mlahost}
 OUT=${OUT:-/tmp/mlahost-gpu}
 SEED=${SEED:-$(date +%s)}
-ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_DENSE_STREAM=1"
+ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_DENSE_STREAM=1 MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1"
 mkdir -p "$OUT"
 rows() { grep -E "^\|" "$1" | grep -v "^|---"; }
 MLAHOST_STEP_PDL=1 timeout "${KERNELS_S:-200}" "$BIN" gpu-check --kernels-only --seed "$SEED" > "$OUT/kernels.log" 2>&1
