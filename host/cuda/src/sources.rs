@@ -48,3 +48,15 @@ pub const ABSORB: Family = family(cu!("absorb.cu"));
 pub const RANK_BARRIER: Family = family(cu!("rank_barrier.cu"));
 
 pub const ALL: &[&Family] = &[&MLA_DECODE, &MLA_PREFILL, &NORM, &ROPE, &CACHE_WRITE, &ACTIVATION, &MOE, &SAMPLING, &FP8_GEMM, &FP8_SKINNY, &BF16_STREAM, &MOE_WGMMA, &ABSORB, &RANK_BARRIER];
+
+impl Family {
+    /// The integer value of `#define NAME <integer>` in the family's source (tests check the
+    /// launchers' constants against the kernels').
+    #[cfg(test)]
+    pub(crate) fn define(&self, name: &str) -> usize {
+        self.source
+            .lines()
+            .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("#define {name} not found in {}", self.file))
+    }
+}

@@ -10,7 +10,8 @@ use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
 use mlahost_engine::config::{MoeConfig, ScoringFunc, TopkMethod};
 
-fn moe_cfg(method: TopkMethod, experts: usize, k: usize, n_group: usize, topk_group: usize) -> MoeConfig {
+/// A MoE config for the routing checks (the fields the kernels read).
+pub(crate) fn moe_cfg(method: TopkMethod, experts: usize, k: usize, n_group: usize, topk_group: usize) -> MoeConfig {
     MoeConfig {
         n_routed_experts: experts,
         n_shared_experts: 0,

@@ -12,27 +12,11 @@ use mlahost_cuda::kernels::moe::{max_tiles, Dispatch, RouteParams, SKINNY_TILE_R
 use mlahost_cuda::kernels::moe_router::{self, Router};
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
-use mlahost_engine::config::{MoeConfig, ScoringFunc, TopkMethod};
+use crate::kernels_moe::moe_cfg as cfg;
+use mlahost_engine::config::{MoeConfig, TopkMethod};
 
 /// Logits: f32 sums over up to 7,168 terms against f64, over the row's largest |logit|.
 const TOL_LOGITS: f64 = 1e-5;
-
-fn cfg(method: TopkMethod, experts: usize, k: usize, n_group: usize, topk_group: usize) -> MoeConfig {
-    MoeConfig {
-        n_routed_experts: experts,
-        n_shared_experts: 0,
-        num_experts_per_tok: k,
-        moe_intermediate_size: 32,
-        first_k_dense_replace: 0,
-        moe_layer_freq: 1,
-        topk_method: method,
-        scoring_func: if method == TopkMethod::NoauxTc { ScoringFunc::Sigmoid } else { ScoringFunc::Softmax },
-        norm_topk_prob: method != TopkMethod::Greedy,
-        routed_scaling_factor: 2.5,
-        n_group,
-        topk_group,
-    }
-}
 
 pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
     let cases = [

@@ -89,11 +89,7 @@ mod tests {
     use super::*;
 
     fn define(name: &str) -> usize {
-        crate::sources::ABSORB
-            .source
-            .lines()
-            .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("#define {name} not found"))
+        crate::sources::ABSORB.define(name)
     }
 
     #[test]

@@ -51,13 +51,22 @@ impl RouteParams {
     }
 }
 
+impl RouteParams {
+    /// What every routing kernel needs (moe_routing.cuh): at most 1,024 experts, 64 chosen and
+    /// 64 groups, the experts split evenly into groups.
+    pub(crate) fn check(&self, kernel: &'static str) -> Result<()> {
+        let p = self;
+        ensure(kernel, p.experts <= 1024 && p.top_k <= 64 && p.n_group <= 64 && p.n_group >= 1, || "experts <= 1024, top_k <= 64, groups 1..=64".into())?;
+        ensure(kernel, p.experts % p.n_group == 0 && p.topk_group <= p.n_group && p.top_k <= p.experts, || {
+            format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
+        })
+    }
+}
+
 /// `logits [T, E]` f32 → `ids [T, k]` i32, `weights [T, k]` f32.
 pub fn moe_route(k: &Kernels, logits: View, bias: Option<View>, ids: View, weights: View, tokens: usize, p: &RouteParams) -> Result<()> {
     const K: &str = "moe_route";
-    ensure(K, p.experts <= 1024 && p.top_k <= 64 && p.n_group <= 64 && p.n_group >= 1, || "experts <= 1024, top_k <= 64, groups 1..=64".into())?;
-    ensure(K, p.experts % p.n_group == 0 && p.topk_group <= p.n_group && p.top_k <= p.experts, || {
-        format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
-    })?;
+    p.check(K)?;
     let bias = bias.map(|b| b.need(K, "bias", p.experts * 4)).transpose()?.unwrap_or(0);
     k.launch_step(K, (tokens as u32, 1, 1), 32, 0, &[
         Arg::Ptr(logits.need(K, "logits", tokens * p.experts * 4)?),
@@ -293,25 +302,17 @@ pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View,
 mod tests {
     use super::*;
 
-    /// A `#define NAME <integer>` of a kernel source.
-    fn define(source: &str, name: &str) -> usize {
-        source
-            .lines()
-            .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("#define {name} not found"))
-    }
-
     #[test]
     fn launch_shapes_match_the_kernel_sources() {
-        let wg = crate::sources::MOE_WGMMA.source;
-        let (bm, bn, bk, stages) = (define(wg, "MW_BM"), define(wg, "MW_BN"), define(wg, "MW_BK"), define(wg, "MW_STAGES"));
+        let wg = &crate::sources::MOE_WGMMA;
+        let (bm, bn, bk, stages) = (wg.define("MW_BM"), wg.define("MW_BN"), wg.define("MW_BK"), wg.define("MW_STAGES"));
         assert_eq!(GroupedKernel::Wgmma.tile_rows(), bm);
         assert_eq!(wgmma_tile(), (bn, (stages * (bm + bn) * bk * 2 + 1024) as u32));
-        let moe = crate::sources::MOE.source;
-        let (sbm, sbn, sbk, sst) = (define(moe, "SKINNY_BM"), define(moe, "SKINNY_BN"), define(moe, "SKINNY_BK"), define(moe, "SKINNY_STAGES"));
+        let moe = &crate::sources::MOE;
+        let (sbm, sbn, sbk, sst) = (moe.define("SKINNY_BM"), moe.define("SKINNY_BN"), moe.define("SKINNY_BK"), moe.define("SKINNY_STAGES"));
         assert_eq!(SKINNY_SMEM as usize, sst * (sbm + sbn) * (sbk + 8) * 2);
         assert_eq!((GroupedKernel::Skinny.tile_rows(), TILE_COLS), (sbm, sbn));
-        assert_eq!(GroupedKernel::Stream.tile_rows(), define(crate::sources::BF16_STREAM.source, "STREAM_ROWS"));
+        assert_eq!(GroupedKernel::Stream.tile_rows(), crate::sources::BF16_STREAM.define("STREAM_ROWS"));
     }
 
     #[test]

@@ -57,9 +57,7 @@ pub fn route(k: &Kernels, r: Router, p: &RouteParams, local: std::ops::Range<usi
     const K: &str = "moe_route_small";
     let Router { h, w, bias, logits, ids, weights, part, counters, tokens, hidden } = r;
     ensure(K, fits(tokens, hidden, p), || format!("{tokens} tokens, hidden {hidden}, {} experts: at most {MAX_TOKENS} tokens and {MAX_EXPERTS} experts, hidden a multiple of 4", p.experts))?;
-    ensure(K, p.n_group >= 1 && p.experts % p.n_group == 0 && p.topk_group <= p.n_group && p.top_k <= p.experts, || {
-        format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
-    })?;
+    p.check(K)?;
     ensure(K, local.end <= p.experts && !local.is_empty(), || format!("local experts {local:?} of {}", p.experts))?;
     ensure(K, d.tile_rows == super::moe::TILE_ROWS || d.tile_rows == super::moe::SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
     ensure(K, h.ptr % 16 == 0 && w.ptr % 16 == 0, || "h and the router weights must be 16-byte aligned (float4 loads)".into())?;
@@ -100,20 +98,16 @@ mod tests {
     use super::*;
 
     fn define(name: &str) -> usize {
-        crate::sources::MOE
-            .source
-            .lines()
-            .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("#define {name} not found"))
+        crate::sources::MOE.define(name)
     }
 
     #[test]
     fn limits_match_the_kernel_source() {
-        assert_eq!(MAX_TOKENS, define("RS_TOKENS "));
-        assert_eq!(EXPERTS_PER_CTA, define("RS_EXPERTS "));
-        assert_eq!(COLS_PER_CTA, define("RS_K "));
-        assert_eq!(MAX_EXPERTS, define("RS_MAX_E "));
-        assert_eq!(SMEM as usize, (8 * define("RS_WARP_FLOATS ") + 2 * MAX_EXPERTS) * 4);
+        assert_eq!(MAX_TOKENS, define("RS_TOKENS"));
+        assert_eq!(EXPERTS_PER_CTA, define("RS_EXPERTS"));
+        assert_eq!(COLS_PER_CTA, define("RS_K"));
+        assert_eq!(MAX_EXPERTS, define("RS_MAX_E"));
+        assert_eq!(SMEM as usize, (8 * define("RS_WARP_FLOATS") + 2 * MAX_EXPERTS) * 4);
         assert!(COUNTERS * 4 <= mlahost_engine::capacity::ROUTER_COUNTER_BYTES as usize);
     }
 
