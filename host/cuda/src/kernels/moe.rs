@@ -61,6 +61,12 @@ impl RouteParams {
             format!("{} experts in {} groups, top {} of groups, top {}", p.experts, p.n_group, p.topk_group, p.top_k)
         })
     }
+
+    /// The routing kernels' parameter arguments, in their order (moe_routing.cuh RouteArgs).
+    pub(crate) fn args(&self) -> [Arg; 7] {
+        let p = self;
+        [Arg::I32(p.experts as i32), Arg::I32(p.top_k as i32), Arg::I32(p.n_group as i32), Arg::I32(p.topk_group as i32), Arg::I32(p.method), Arg::I32(p.norm_topk as i32), Arg::F32(p.scaling)]
+    }
 }
 
 /// `logits [T, E]` f32 → `ids [T, k]` i32, `weights [T, k]` f32.
@@ -68,19 +74,14 @@ pub fn moe_route(k: &Kernels, logits: View, bias: Option<View>, ids: View, weigh
     const K: &str = "moe_route";
     p.check(K)?;
     let bias = bias.map(|b| b.need(K, "bias", p.experts * 4)).transpose()?.unwrap_or(0);
-    k.launch_step(K, (tokens as u32, 1, 1), 32, 0, &[
+    let mut args = vec![
         Arg::Ptr(logits.need(K, "logits", tokens * p.experts * 4)?),
         Arg::Ptr(bias),
         Arg::Ptr(ids.need(K, "ids", tokens * p.top_k * 4)?),
         Arg::Ptr(weights.need(K, "weights", tokens * p.top_k * 4)?),
-        Arg::I32(p.experts as i32),
-        Arg::I32(p.top_k as i32),
-        Arg::I32(p.n_group as i32),
-        Arg::I32(p.topk_group as i32),
-        Arg::I32(p.method),
-        Arg::I32(p.norm_topk as i32),
-        Arg::F32(p.scaling),
-    ])
+    ];
+    args.extend(p.args());
+    k.launch_step(K, (tokens as u32, 1, 1), 32, 0, &args)
 }
 
 /// Upper bound on the GEMM tiles of `pairs` rows over `experts` experts, `tile_rows` per tile.
@@ -117,26 +118,34 @@ pub struct Dispatch {
     pub tile_rows: usize,
 }
 
+impl Dispatch {
+    /// The dispatch kernels' output and tiling arguments, in their order (moe_routing.cuh
+    /// align_pairs), after checking the experts in `local` and the tile height.
+    pub(crate) fn args(&self, kernel: &'static str, pairs: usize, experts: usize, local: std::ops::Range<usize>) -> Result<[Arg; 8]> {
+        let d = self;
+        ensure(kernel, local.end <= experts && !local.is_empty(), || format!("local experts {local:?} of {experts}"))?;
+        ensure(kernel, d.tile_rows == TILE_ROWS || d.tile_rows == SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
+        Ok([
+            Arg::Ptr(d.expert_offsets.need(kernel, "expert offsets", (experts + 1) * 4)?),
+            Arg::Ptr(d.sorted_pairs.need(kernel, "sorted pairs", pairs * 4)?),
+            Arg::Ptr(d.pair_pos.need(kernel, "pair positions", pairs * 4)?),
+            Arg::Ptr(d.tiles.need(kernel, "tiles", max_tiles(pairs, experts, d.tile_rows) * 3 * 4)?),
+            Arg::Ptr(d.num_tiles.need(kernel, "tile count", 4)?),
+            Arg::I32(d.tile_rows as i32),
+            Arg::I32(local.start as i32),
+            Arg::I32(local.len() as i32),
+        ])
+    }
+}
+
 /// Sorts the pairs by expert and lists the GEMM tiles of the experts in `local` (all of them
 /// without expert parallelism; tile expert indices relative to `local.start`).
 pub fn moe_align(k: &Kernels, ids: View, pairs: usize, experts: usize, local: std::ops::Range<usize>, d: &Dispatch) -> Result<()> {
     const K: &str = "moe_align";
     ensure(K, experts <= 1024, || "at most 1024 experts".into())?;
-    ensure(K, local.end <= experts && !local.is_empty(), || format!("local experts {local:?} of {experts}"))?;
-    ensure(K, d.tile_rows == TILE_ROWS || d.tile_rows == SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
-    k.launch_step(K, (1, 1, 1), 1024, 0, &[
-        Arg::Ptr(ids.need(K, "ids", pairs * 4)?),
-        Arg::I32(pairs as i32),
-        Arg::I32(experts as i32),
-        Arg::Ptr(d.expert_offsets.need(K, "expert offsets", (experts + 1) * 4)?),
-        Arg::Ptr(d.sorted_pairs.need(K, "sorted pairs", pairs * 4)?),
-        Arg::Ptr(d.pair_pos.need(K, "pair positions", pairs * 4)?),
-        Arg::Ptr(d.tiles.need(K, "tiles", max_tiles(pairs, experts, d.tile_rows) * 3 * 4)?),
-        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
-        Arg::I32(d.tile_rows as i32),
-        Arg::I32(local.start as i32),
-        Arg::I32(local.len() as i32),
-    ])
+    let mut args = vec![Arg::Ptr(ids.need(K, "ids", pairs * 4)?), Arg::I32(pairs as i32), Arg::I32(experts as i32)];
+    args.extend(d.args(K, pairs, experts, local)?);
+    k.launch_step(K, (1, 1, 1), 1024, 0, &args)
 }
 
 /// A grouped GEMM over `moe_align`'s dispatched pairs: `C[p, :n] = A[row(p), :k] · W[e(p)]^T`.

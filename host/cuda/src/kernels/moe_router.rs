@@ -2,7 +2,7 @@
 //! dispatch in one launch of the step's programmatic chain, in place of cuBLAS, `moe_route` and
 //! `moe_align` (three launches a MoE layer).
 
-use super::moe::{max_tiles, Dispatch, RouteParams};
+use super::moe::{Dispatch, RouteParams};
 use super::{ensure, View};
 use crate::module::{Arg, Kernels};
 use crate::Result;
@@ -58,13 +58,11 @@ pub fn route(k: &Kernels, r: Router, p: &RouteParams, local: std::ops::Range<usi
     let Router { h, w, bias, logits, ids, weights, part, counters, tokens, hidden } = r;
     ensure(K, fits(tokens, hidden, p), || format!("{tokens} tokens, hidden {hidden}, {} experts: at most {MAX_TOKENS} tokens and {MAX_EXPERTS} experts, hidden a multiple of 4", p.experts))?;
     p.check(K)?;
-    ensure(K, local.end <= p.experts && !local.is_empty(), || format!("local experts {local:?} of {}", p.experts))?;
-    ensure(K, d.tile_rows == super::moe::TILE_ROWS || d.tile_rows == super::moe::SKINNY_TILE_ROWS, || format!("tiles of {} rows", d.tile_rows))?;
     ensure(K, h.ptr % 16 == 0 && w.ptr % 16 == 0, || "h and the router weights must be 16-byte aligned (float4 loads)".into())?;
     let pairs = tokens * p.top_k;
     let groups = p.experts.div_ceil(EXPERTS_PER_CTA);
     let bias = bias.map(|b| b.need(K, "bias", p.experts * 4)).transpose()?.unwrap_or(0);
-    k.launch_step(K, (groups as u32, splits(hidden) as u32, 1), 256, SMEM, &[
+    let mut args = vec![
         Arg::Ptr(h.need(K, "h", tokens * hidden * 4)?),
         Arg::Ptr(w.need(K, "router", p.experts * hidden * 4)?),
         Arg::Ptr(logits.need(K, "logits", tokens * p.experts * 4)?),
@@ -75,22 +73,10 @@ pub fn route(k: &Kernels, r: Router, p: &RouteParams, local: std::ops::Range<usi
         Arg::Ptr(weights.need(K, "weights", pairs * 4)?),
         Arg::I32(tokens as i32),
         Arg::I32(hidden as i32),
-        Arg::I32(p.experts as i32),
-        Arg::I32(p.top_k as i32),
-        Arg::I32(p.n_group as i32),
-        Arg::I32(p.topk_group as i32),
-        Arg::I32(p.method),
-        Arg::I32(p.norm_topk as i32),
-        Arg::F32(p.scaling),
-        Arg::Ptr(d.expert_offsets.need(K, "expert offsets", (p.experts + 1) * 4)?),
-        Arg::Ptr(d.sorted_pairs.need(K, "sorted pairs", pairs * 4)?),
-        Arg::Ptr(d.pair_pos.need(K, "pair positions", pairs * 4)?),
-        Arg::Ptr(d.tiles.need(K, "tiles", max_tiles(pairs, p.experts, d.tile_rows) * 3 * 4)?),
-        Arg::Ptr(d.num_tiles.need(K, "tile count", 4)?),
-        Arg::I32(d.tile_rows as i32),
-        Arg::I32(local.start as i32),
-        Arg::I32(local.len() as i32),
-    ])
+    ];
+    args.extend(p.args());
+    args.extend(d.args(K, pairs, p.experts, local)?);
+    k.launch_step(K, (groups as u32, splits(hidden) as u32, 1), 256, SMEM, &args)
 }
 
 #[cfg(test)]
