@@ -71,12 +71,8 @@ import json, sys
 out, cfg = sys.argv[1], json.load(open(sys.argv[2]))
 copy = float(sys.argv[3]) * 1e9  # device-to-device copy bandwidth (bytes read + written)
 print(f"copy bandwidth {copy / 1e9:.0f} GB/s")
-h, L, E = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["n_routed_experts"]
-inter, mi, k, heads = cfg["intermediate_size"], cfg["moe_intermediate_size"], cfg["num_experts_per_tok"], cfg["num_attention_heads"]
-attn = h * heads * 192 + h * 576 + 512 * heads * 256 + heads * 128 * h
-dense = 3 * h * inter
-expert = 3 * h * mi
-shared = expert * cfg["n_shared_experts"]
+sys.path.insert(0, "kernels/dev")
+from step_roofline import step_bytes
 print("| concurrency | output tok/s | TPOT ms (median) | TTFT ms (median) | TTFT ms (p99) | weights+KV per step GB | roofline share | plan's step GB | its share |")
 print("|---|---|---|---|---|---|---|---|---|")
 for c in (1, 16, 64):
@@ -86,17 +82,14 @@ for c in (1, 16, 64):
     except Exception as e:
         print(f"| {c} | failed ({e}) |"); continue
     tput, tpot, ttft, ttft99 = r["output_throughput"], r["tpot_ms"]["median"], r["ttft_ms"]["median"], r["ttft_ms"]["p99"]
-    touched = min(E, c * k)  # routed experts read per MoE layer per step (upper bound E)
-    w = L * attn + dense + (L - 1) * (touched * expert + shared + h * E) + 2 * cfg["vocab_size"] * h
-    kv = c * (1024 + 128) * 1152 * L
-    step_bytes = 2 * w + kv
-    share = (step_bytes / copy) / (tpot * 1e-3) if copy and tpot == tpot else float("nan")
+    step = step_bytes(cfg, c)
+    share = (step / copy) / (tpot * 1e-3) if copy and tpot == tpot else float("nan")
     try:
         st = json.load(open(f"{out}/step_c{c}.json"))["decode_step"]
         plan_bytes = st["weight_bytes_per_gpu"] + st["kv_bytes_per_gpu"]
         plan_share = f"{100 * (plan_bytes / copy) / (tpot * 1e-3):.0f}%"
     except Exception:
         plan_bytes, plan_share = float("nan"), "?"
-    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {ttft99:.1f} | {step_bytes / 1e9:.2f} | {100 * share:.0f}% | {plan_bytes / 1e9:.2f} | {plan_share} |")
+    print(f"| {c} | {tput:.1f} | {tpot:.2f} | {ttft:.1f} | {ttft99:.1f} | {step / 1e9:.2f} | {100 * share:.0f}% | {plan_bytes / 1e9:.2f} | {plan_share} |")
 PY
 exit $status

@@ -62,3 +62,5 @@ print(f\"{r.get('output_throughput', 0):.1f} | {tpot.get('median', float('nan'))
   fi
   echo "| $var | $gen | $served |"
 done
+# each variant's roofline shares (kernels/dev/step_roofline.py: the formula kernels/gpu_e2e.sh reports)
+python3 kernels/dev/step_roofline.py "$LITE/config.json" "$(python3 kernels/dev/copy_gbps.py)" "$OUT" "$VARIANTS" 2> /dev/null || echo "roofline shares: failed"
