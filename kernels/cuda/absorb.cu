@@ -4,7 +4,9 @@
 //
 //  absorb_query  out[t, h, :kv_lora] = q[t, h, :nope] · W_UK[h]   (W_UK[h] = kv_b rows
 //                h*(nope+vd) .. +nope, each kv_lora wide: a K x N matrix), and the query's rope
-//                part rotated into out[t, h, kv_lora ..] as rope.cu's rope_query does it.
+//                part rotated into out[t, h, kv_lora ..] as rope.cu's rope_query does it. With
+//                `cache` set, an extra row of CTAs writes the tokens' latents into the cache as
+//                latent_cache_write does (cache_write.cuh): one launch fewer a layer.
 //  absorb_value  out[t, h, :vd] = o[t, h, :kv_lora] · W_UV[h]^T   (W_UV[h] = kv_b rows
 //                h*(nope+vd) + nope .. +vd: an N x K matrix).
 //
@@ -14,7 +16,7 @@
 // dot products). f32 accumulation, bf16 out, as cuBLAS's bf16 GEMM with f32 compute.
 //
 // Both: at most ABSORB_TOKENS tokens, 128 threads; bf16 in and out.
-#include "util.cuh"
+#include "cache_write.cuh"
 
 #define ABSORB_TOKENS 16
 #define AQ_COLS 64      // absorb_query: output columns per CTA (16 threads x 4 columns)
@@ -23,14 +25,23 @@
 #define AV_COLS 16      // absorb_value: output columns per CTA (4 warps x 4)
 #define AV_MAX_K 512    // W_UV's inner width (kv_lora): two 16-byte loads a lane per row
 
-// Grid (heads, kv_lora / AQ_COLS); rope and its pair layout as rope_query's.
+// Grid (heads, kv_lora / AQ_COLS, + 1 when writing the cache); rope and its pair layout as
+// rope_query's; the cache write's arguments as latent_cache_write's.
 extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __restrict__ q, const u16* __restrict__ kv_b, u16* __restrict__ out,
                                                                 const int* __restrict__ pos, const float* __restrict__ inv_freq,
                                                                 float attn_factor, int tokens, int heads, int nope, int vd, int kv_lora,
-                                                                int rope, int interleaved) {
-  if ((int)threadIdx.x < nope)  // this CTA's 64 columns of W_UK's rows (util::prefetch_weights_l2)
+                                                                int rope, int interleaved, const float* __restrict__ kv,
+                                                                const float* __restrict__ norm_w, const i64* __restrict__ slots,
+                                                                unsigned char* __restrict__ cache, float eps, int fp8) {
+  const int col_tiles = kv_lora / AQ_COLS;
+  if (blockIdx.y < col_tiles && (int)threadIdx.x < nope)  // this CTA's 64 columns of W_UK's rows (util::prefetch_weights_l2)
     util::prefetch_weights_l2(kv_b + ((i64)blockIdx.x * (nope + vd) + threadIdx.x) * kv_lora + blockIdx.y * AQ_COLS, AQ_COLS * 2);
   util::await_prior_kernels();
+  if (blockIdx.y >= col_tiles) {  // the extra row of CTAs: the tokens' latent cache writes
+    for (int t = blockIdx.x; t < tokens; t += gridDim.x)
+      write_latent(t, kv, norm_w, pos, slots, inv_freq, attn_factor, cache, kv_lora, rope, interleaved, eps, fp8);
+    return;
+  }
   __shared__ float qs[ABSORB_TOKENS][AQ_MAX_NOPE];
   __shared__ float red[AQ_KGROUPS][8][AQ_COLS];
   const int h = blockIdx.x, n0 = blockIdx.y * AQ_COLS, tid = threadIdx.x;
@@ -61,7 +72,7 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
   }
   // the rope part, spread over the head's CTAs
   const int half = rope / 2;
-  for (int i = blockIdx.y * blockDim.x + tid; i < tokens * half; i += blockDim.x * gridDim.y) {
+  for (int i = blockIdx.y * blockDim.x + tid; i < tokens * half; i += blockDim.x * col_tiles) {
     const int t = i / half, j = i % half;
     const float angle = (float)pos[t] * inv_freq[j];
     const float c = (float)cos((double)angle) * attn_factor, s = (float)sin((double)angle) * attn_factor;

@@ -8,7 +8,7 @@
 #   ... MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1   moe_gemm_stream for the 16-row expert tiles
 #                           (decode), moe_gemm_wgmma for the 64-row ones (prefill: the prefill ms)
 #   ... MLAHOST_DENSE_STREAM=1   and the small-batch path at <= 16 tokens: linear_stream for the
-#                           dense linears, absorb.cu for W_UK + rope and W_UV, moe_route_small
+#                           dense linears, absorb.cu for W_UK + rope + cache write and W_UV, moe_route_small
 #                           for the router, routing and dispatch
 #   ... MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1   and each streaming kernel asks L2 for its
 #                           weights before it waits for the kernel ahead (util::prefetch_weights_l2)

@@ -16,6 +16,7 @@ macro_rules! cu {
 pub const HEADERS: &[(&str, &str)] = &[
     cu!("util.cuh"),
     cu!("moe_routing.cuh"),
+    cu!("cache_write.cuh"),
     cu!("wgmma_ops.cuh"),
     cu!("mla_decode_common.cuh"),
     cu!("mla_decode_mma.cuh"),

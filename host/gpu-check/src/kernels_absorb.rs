@@ -3,13 +3,14 @@
 //! engine does) and `absorb_value` (o · W_UV^T per head), at 1, 7 and 16 tokens, V2-Lite's and
 //! V3's widths, a latent narrower than W_UV's two loads a lane, value widths off the kernel's
 //! 16-column tiles, a nope width off the k groups, a part-filled second pass of 8 tokens; both
-//! rope layouts, the rope part bit for bit as `rope_query` writes it. Outputs start as NaN, so every element must be
+//! rope layouts, the rope part bit for bit as `rope_query` writes it, and the latent cache write
+//! in the same launch byte for byte as `latent_cache_write` writes it (bf16 and fp8 caches). Outputs start as NaN, so every element must be
 //! written.
 
 use super::{bf16s, from_bf16, round_bf16, v, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;
 use mlahost_cuda::kernels::absorb::{self, Heads};
-use mlahost_cuda::kernels::layers::{self, RopeArgs, RopeQuery};
+use mlahost_cuda::kernels::layers::{self, CacheWrite, RopeArgs, RopeQuery};
 use mlahost_cuda::module::Kernels;
 use mlahost_cuda::Result;
 
@@ -56,7 +57,35 @@ fn one(kern: &Kernels, rng: &mut Rng, s: Heads, rope: usize, interleaved: bool) 
     q_out.fill_bytes(0xff)?;
     v_out.fill_bytes(0xff)?;
     let rope_args = RopeArgs { inv_freq: v(&d_freq), attention_factor: factor, rope_dim: rope, interleaved };
-    absorb::query(kern, s, v(&d_q), v(&d_kv_b), v(&q_out), v(&d_pos), rope_args)?;
+    // the latent cache write in the same launch, against latent_cache_write's bytes (bf16 or fp8
+    // cache by the case's token count)
+    let (fp8, slots_total, eps) = (t % 2 == 1, 97usize, 1e-6f32);
+    let kv = rng.vec(t * d, 1.0);
+    let norm_w: Vec<f32> = (0..kv_lora).map(|_| 0.5 + rng.sym().abs()).collect();
+    let mut slot_ids: Vec<i64> = (0..slots_total as i64).collect();
+    rng.shuffle(&mut slot_ids);
+    slot_ids.truncate(t);
+    let (d_kv, d_norm, d_slots) = (DeviceBuffer::from_slice(gpu, &kv)?, DeviceBuffer::from_slice(gpu, &norm_w)?, DeviceBuffer::from_slice(gpu, &slot_ids)?);
+    let entry = layers::cache_entry_bytes(kv_lora, rope, fp8);
+    let (cache_fused, cache_alone) = (DeviceBuffer::alloc(gpu, slots_total * entry)?, DeviceBuffer::alloc(gpu, slots_total * entry)?);
+    cache_fused.fill_bytes(0)?;
+    cache_alone.fill_bytes(0)?;
+    let write = |cache: &DeviceBuffer| CacheWrite {
+        kv: v(&d_kv),
+        norm_weight: v(&d_norm),
+        pos: v(&d_pos),
+        slots: v(&d_slots),
+        rope: rope_args,
+        cache: v(cache),
+        cache_slots: slots_total,
+        tokens: t,
+        kv_lora,
+        eps,
+        fp8,
+    };
+    absorb::query(kern, s, v(&d_q), v(&d_kv_b), v(&q_out), v(&d_pos), rope_args, Some(write(&cache_fused)))?;
+    layers::latent_cache_write(kern, write(&cache_alone))?;
+    let cache_bytes_differ = cache_fused.to_vec::<u8>(slots_total * entry)?.iter().zip(cache_alone.to_vec::<u8>(slots_total * entry)?).filter(|(a, b)| **a != *b).count();
     absorb::value(kern, s, v(&d_o), v(&d_kv_b), v(&v_out))?;
     // the rope part must be rope_query's, bit for bit (the unfused path's kernel)
     let roped = DeviceBuffer::alloc(gpu, t * heads * d * 2)?;
@@ -94,12 +123,12 @@ fn one(kern: &Kernels, rng: &mut Rng, s: Heads, rope: usize, interleaved: bool) 
             worst_v = worst_v.max(row_error(&val, &got_v[(tok * heads + h) * vd..][..vd]));
         }
     }
-    let worst = if rope_bits_differ > 0 { f64::INFINITY } else { worst_q.max(worst_rope).max(worst_v) };
+    let worst = if rope_bits_differ + cache_bytes_differ > 0 { f64::INFINITY } else { worst_q.max(worst_rope).max(worst_v) };
     Ok(Check {
         name: format!("absorb_query/value {t} tokens x {heads} heads, nope {nope}, v {vd}, latent {kv_lora}+{rope}{}", if interleaved { "" } else { " (rope halves)" }),
         error: worst,
         tolerance: TOL,
-        detail: format!("max error over the head's largest |value|: W_UK {worst_q:.1e}, rope {worst_rope:.1e}, W_UV {worst_v:.1e}; {rope_bits_differ} rope rows differ from rope_query's bits"),
+        detail: format!("max error over the head's largest |value|: W_UK {worst_q:.1e}, rope {worst_rope:.1e}, W_UV {worst_v:.1e}; {rope_bits_differ} rope rows differ from rope_query's bits; {cache_bytes_differ} {} cache bytes differ from latent_cache_write's", if fp8 { "fp8" } else { "bf16" }),
         informational: false,
     })
 }

@@ -235,7 +235,7 @@ impl Forward<'_> {
         let pos = self.ws.meta_at(self.layout.pos_at);
         let cache = v(&self.cache[l]);
         let slots = self.geometry.num_pages * self.geometry.page_size;
-        layers::latent_cache_write(k, CacheWrite {
+        let cache_write = CacheWrite {
             kv: v(&ws.kv),
             norm_weight: v(&a.kv_a_norm),
             pos,
@@ -247,15 +247,17 @@ impl Forward<'_> {
             kv_lora,
             eps: LATENT_NORM_EPS,
             fp8: self.fp8,
-        })?;
+        };
         // absorbed query: q_lat[t, h] = q_nope[t, h] · W_UK[h]  (W_UK[h] = kv_b rows h*(nope+vd) .. +nope),
-        // and its rope part; one launch (absorb.cu) where a few tokens stream
+        // and its rope part; where a few tokens stream, one launch (absorb.cu) that also writes
+        // the new tokens' latents into the cache
         let per_head = (nope + vd) * kv_lora;
         let absorbed = absorb::Heads { tokens: t, heads, nope, vd, kv_lora };
         let absorb_here = stream::use_for(t) && absorbed.fits();
         if absorb_here {
-            absorb::query(k, absorbed, v(&ws.q_in), v(&a.kv_b.buf), v(&ws.q_full), pos, self.rope())?;
+            absorb::query(k, absorbed, v(&ws.q_in), v(&a.kv_b.buf), v(&ws.q_full), pos, self.rope(), Some(cache_write))?;
         } else {
+            layers::latent_cache_write(k, cache_write)?;
             self.blas.batched(
                 Linear { m: t, n: kv_lora, k: nope, a: bf16(&ws.q_in, heads * qk), w: weight(&a.kv_b), c: bf16(&ws.q_full, heads * d), beta: 0.0 },
                 Batch { stride_a: qk, stride_w: per_head, stride_c: d, count: heads, w_kn: true },

@@ -2,7 +2,7 @@
 //! (`W_UK` with the query's rope, and `W_UV`), each one launch in the step's programmatic chain
 //! instead of a cuBLAS batched GEMM.
 
-use super::layers::RopeArgs;
+use super::layers::{CacheWrite, RopeArgs};
 use super::{ensure, View};
 use crate::module::{Arg, Kernels};
 use crate::Result;
@@ -42,14 +42,27 @@ impl Heads {
 
 /// `out[t, h, :kv_lora] = q[t, h, :nope] · W_UK[h]` and `out[t, h, kv_lora ..]` the rotated rope
 /// part of `q[t, h, nope ..]`: `q` is `[tokens, heads, nope + rope]`, `out` `[tokens, heads,
-/// kv_lora + rope]`, both bf16; `pos` each token's position (i32).
-pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, rope: RopeArgs) -> Result<()> {
+/// kv_lora + rope]`, both bf16; `pos` each token's position (i32). With `cache`, the same launch
+/// also writes the tokens' latents into the layer's cache, as `layers::latent_cache_write` does
+/// (same tokens, positions, rope and latent width).
+pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, rope: RopeArgs, cache: Option<CacheWrite>) -> Result<()> {
     const K: &str = "absorb_query";
     s.check(K)?;
     ensure(K, rope.rope_dim % 2 == 0, || format!("rope width {}", rope.rope_dim))?;
     ensure(K, kv_b.ptr % 8 == 0, || "kv_b must be 8-byte aligned".into())?;
     let (qk, d) = (s.nope + rope.rope_dim, s.kv_lora + rope.rope_dim);
-    k.launch_step(K, (s.heads as u32, (s.kv_lora / QUERY_COLS) as u32, 1), 128, 0, &[
+    let write = match cache {
+        Some(cw) => {
+            let same = cw.tokens == s.tokens && cw.kv_lora == s.kv_lora && cw.pos.ptr == pos.ptr && cw.rope.rope_dim == rope.rope_dim
+                && cw.rope.inv_freq.ptr == rope.inv_freq.ptr && cw.rope.interleaved == rope.interleaved && cw.rope.attention_factor == rope.attention_factor;
+            ensure(K, same, || "the cache write must share the query's tokens, positions, rope and latent width".into())?;
+            let [kv, norm_w, _, slots, _, cache_ptr] = cw.pointers(K)?;
+            [Arg::Ptr(kv), Arg::Ptr(norm_w), Arg::Ptr(slots), Arg::Ptr(cache_ptr), Arg::F32(cw.eps), Arg::I32(cw.fp8 as i32)]
+        }
+        None => [Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(0), Arg::F32(0.0), Arg::I32(0)],
+    };
+    let rows = (s.kv_lora / QUERY_COLS + usize::from(cache.is_some())) as u32;
+    let mut args = vec![
         Arg::Ptr(q.need(K, "q", s.tokens * s.heads * qk * 2)?),
         Arg::Ptr(kv_b.need(K, "kv_b", s.kv_b_bytes())?),
         Arg::Ptr(out.need(K, "out", s.tokens * s.heads * d * 2)?),
@@ -63,7 +76,9 @@ pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, r
         Arg::I32(s.kv_lora as i32),
         Arg::I32(rope.rope_dim as i32),
         Arg::I32(rope.interleaved as i32),
-    ])
+    ];
+    args.extend(write);
+    k.launch_step(K, (s.heads as u32, rows, 1), 128, 0, &args)
 }
 
 /// `out[t, h, :vd] = o[t, h, :kv_lora] · W_UV[h]^T`: `o` is `[tokens, heads, kv_lora]`, `out`

@@ -130,26 +130,42 @@ pub struct CacheWrite {
     pub fp8: bool,
 }
 
+impl CacheWrite {
+    /// The operands checked against the kernel's limits and the buffers' sizes: the device
+    /// pointers of kv, the norm weight, positions, slots, inv_freq and the cache, in that order.
+    pub(crate) fn pointers(&self, kernel: &'static str) -> Result<[u64; 6]> {
+        let CacheWrite { kv, norm_weight, pos, slots, rope, cache, cache_slots, tokens, kv_lora, fp8, .. } = *self;
+        let d = kv_lora + rope.rope_dim;
+        ensure(kernel, d <= 1024 && kv_lora <= 2048, || format!("latent width {d} is over the kernel's 1024"))?;
+        Ok([
+            kv.need(kernel, "kv", tokens * d * 4)?,
+            norm_weight.need(kernel, "norm weight", kv_lora * 4)?,
+            pos.need(kernel, "positions", tokens * 4)?,
+            slots.need(kernel, "slots", tokens * 8)?,
+            rope.inv_freq.need(kernel, "inv_freq", rope.rope_dim / 2 * 4)?,
+            cache.need(kernel, "cache", cache_slots * cache_entry_bytes(kv_lora, rope.rope_dim, fp8))?,
+        ])
+    }
+}
+
 pub fn latent_cache_write(k: &Kernels, p: CacheWrite) -> Result<()> {
     const K: &str = "latent_cache_write";
-    let CacheWrite { kv, norm_weight: norm_w, pos, slots, rope, cache, cache_slots, tokens, kv_lora, eps, fp8 } = p;
-    let d = kv_lora + rope.rope_dim;
-    ensure(K, d <= 1024 && kv_lora <= 2048, || format!("latent width {d} is over the kernel's 1024"))?;
+    let [kv, norm_w, pos, slots, inv_freq, cache] = p.pointers(K)?;
     let args = [
-        Arg::Ptr(kv.need(K, "kv", tokens * d * 4)?),
-        Arg::Ptr(norm_w.need(K, "norm weight", kv_lora * 4)?),
-        Arg::Ptr(pos.need(K, "positions", tokens * 4)?),
-        Arg::Ptr(slots.need(K, "slots", tokens * 8)?),
-        Arg::Ptr(rope.inv_freq.need(K, "inv_freq", rope.rope_dim / 2 * 4)?),
-        Arg::F32(rope.attention_factor),
-        Arg::Ptr(cache.need(K, "cache", cache_slots * cache_entry_bytes(kv_lora, rope.rope_dim, fp8))?),
-        Arg::I32(kv_lora as i32),
-        Arg::I32(rope.rope_dim as i32),
-        Arg::I32(rope.interleaved as i32),
-        Arg::F32(eps),
-        Arg::I32(fp8 as i32),
+        Arg::Ptr(kv),
+        Arg::Ptr(norm_w),
+        Arg::Ptr(pos),
+        Arg::Ptr(slots),
+        Arg::Ptr(inv_freq),
+        Arg::F32(p.rope.attention_factor),
+        Arg::Ptr(cache),
+        Arg::I32(p.kv_lora as i32),
+        Arg::I32(p.rope.rope_dim as i32),
+        Arg::I32(p.rope.interleaved as i32),
+        Arg::F32(p.eps),
+        Arg::I32(p.fp8 as i32),
     ];
-    k.launch_step(K, (tokens as u32, 1, 1), 128, 0, &args)
+    k.launch_step(K, (p.tokens as u32, 1, 1), 128, 0, &args)
 }
 
 /// `out[r] = silu(gate_up[r, :inter]) * gate_up[r, inter:]`, bf16.
