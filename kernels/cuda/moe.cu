@@ -14,7 +14,8 @@
 //                streaming the weights is all the work: 16x128 tiles, 64-wide k steps, 4 stages
 //                (48 KB of weights in flight per CTA instead of 16).
 //  moe_combine   x[t] += sum_j w[t, j] * Z[pos(t, j)]  (f32 residual stream; pairs of experts
-//                another rank holds are skipped)
+//                another rank holds are skipped); moe_combine_norm also writes the next layer's
+//                input RMSNorm of the updated rows.
 #include "moe_routing.cuh"
 
 // ------------------------------------------------------------------------------------------------
@@ -372,4 +373,30 @@ extern "C" __global__ void moe_combine(const float* __restrict__ z, const int* _
     }
     x[(i64)t * dim + i] += acc;
   }
+}
+
+// moe_combine, then the next layer's input RMSNorm of the updated rows, with norm.cu's arithmetic
+// and thread mapping (256 threads), so `out` holds what rmsnorm_residual would write: one launch
+// fewer per MoE layer (the forward pass runs the shared experts first so that this is the
+// layer's last write to x).
+extern "C" __global__ void __launch_bounds__(256) moe_combine_norm(const float* __restrict__ z, const int* __restrict__ pair_pos,
+                                                                   const float* __restrict__ topk_w, float* __restrict__ x, int k, int dim,
+                                                                   const float* __restrict__ weight, u16* __restrict__ out, float eps) {
+  util::await_prior_kernels();
+  __shared__ float scratch[32];
+  const int t = blockIdx.x;
+  float* xr = x + (i64)t * dim;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < k; j++) {
+      int pos = pair_pos[t * k + j];
+      if (pos >= 0) acc += topk_w[(i64)t * k + j] * z[(i64)pos * dim + i];
+    }
+    const float v = xr[i] + acc;
+    xr[i] = v;
+    ss += v * v;
+  }
+  const float inv = rsqrtf(util::block_sum(ss, scratch) / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) out[(i64)t * dim + i] = util::f32_to_bf16(xr[i] * inv * weight[i]);
 }

@@ -5,8 +5,9 @@
 # variants, in order (each an env assignment list; "-" is the plain binary):
 #   -                       the defaults (only attention's kernels launched programmatically)
 #   MLAHOST_STEP_PDL=1      programmatic launch for all the step's kernels of ours
-#   ... MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1   moe_gemm_stream for the 16-row expert tiles
-#                           (decode), moe_gemm_wgmma for the 64-row ones (prefill: the prefill ms)
+#   ... MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_COMBINE_NORM=1   moe_gemm_stream for
+#                           the 16-row expert tiles (decode), moe_gemm_wgmma for the 64-row ones
+#                           (prefill: the prefill ms), the combine with the next input norm
 #   ... MLAHOST_DENSE_STREAM=1   and the small-batch path at <= 16 tokens: linear_stream for the
 #                           dense linears, absorb.cu for W_UK + rope + cache write and W_UV, moe_route_small
 #                           for the router, routing and dispatch
@@ -19,7 +20,7 @@ OUT=${OUT:-/tmp/mlahost-gpu}
 WORK=${WORK:-/tmp/mlahost-work}
 PORT=${PORT:-8013}
 SERVE=${SERVE:-1}
-ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1"
+ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_COMBINE_NORM=1"
 VARIANTS=${VARIANTS:-"-|MLAHOST_STEP_PDL=1|$ALL|$ALL MLAHOST_DENSE_STREAM=1|$ALL MLAHOST_DENSE_STREAM=1 MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1"}
 LITE="$WORK/v2-lite-dummy"
 mkdir -p "$LITE" "$OUT"

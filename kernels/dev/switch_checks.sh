@@ -9,13 +9,13 @@ set -u
 BIN=${BIN:-.bin/run/mlahost}
 OUT=${OUT:-/tmp/mlahost-gpu}
 SEED=${SEED:-$(date +%s)}
-ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_DENSE_STREAM=1 MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1"
+ALL="MLAHOST_STEP_PDL=1 MLAHOST_MOE_STREAM=1 MLAHOST_MOE_WGMMA=1 MLAHOST_DENSE_STREAM=1 MLAHOST_COMBINE_NORM=1 MLAHOST_KERNEL_DEFINES=-DWEIGHT_PREFETCH=1"
 mkdir -p "$OUT"
 rows() { grep -E "^\|" "$1" | grep -v "^|---"; }
 MLAHOST_STEP_PDL=1 timeout "${KERNELS_S:-200}" "$BIN" gpu-check --kernels-only --seed "$SEED" > "$OUT/kernels.log" 2>&1
 echo "kernels rc=$? (seed $SEED): $(grep -c '| ok' "$OUT/kernels.log") ok; failed:"
 rows "$OUT/kernels.log" | grep -E "FAIL" | cut -c1-220 | head -20
-rows "$OUT/kernels.log" | grep -E "_pp|Stream|Wgmma|linear_stream|absorb|, wgmma|, stream" | cut -c1-200 | head -50
+rows "$OUT/kernels.log" | grep -E "_pp|Stream|Wgmma|linear_stream|absorb|route_small|combine_norm|, wgmma|, stream" | cut -c1-200 | head -50
 timeout "${E2E_S:-100}" "$BIN" gpu-check --e2e-only --seed "$SEED" > "$OUT/e2e.log" 2>&1
 echo "e2e, defaults: rc=$?"; rows "$OUT/e2e.log" | cut -c1-160 | sort -u | head -30
 env $ALL timeout "${E2E_S:-100}" "$BIN" gpu-check --e2e-only --seed "$SEED" > "$OUT/e2e_switched.log" 2>&1

@@ -57,6 +57,10 @@ pub(crate) fn run_all(kern: &Kernels, rng: &mut Rng) -> Vec<Check> {
     for (tokens, kernel, ranks, dims) in cases.into_iter().filter(|c| c.1.runs_on(cc)) {
         out.push(moe_experts(kern, rng, tokens, kernel, ranks, dims, false).unwrap_or_else(|e| failed("moe experts", e)));
     }
+    // the combine with the next layer's input norm, bit for bit against the two launches
+    for (tokens, dim) in [(1, 2048), (7, 1000), (130, 7168)] {
+        out.push(combine_norm(kern, rng, tokens, dim).unwrap_or_else(|e| failed("moe_combine_norm", e)));
+    }
     // the streaming kernel's fused SiLU-and-mul (inter a multiple of 32: 96, 224)
     for (tokens, ranks, dims) in [(5, 1, small), (40, 1, (1096, 224)), (5, 4, small)] {
         out.push(moe_experts(kern, rng, tokens, Stream, ranks, dims, true).unwrap_or_else(|e| failed("moe experts", e)));
@@ -181,4 +185,39 @@ fn moe_experts(kern: &Kernels, rng: &mut Rng, t: usize, kernel: GroupedKernel, r
         error: rel_err(&delta_got, &delta_want),
         tolerance: 1e-2,
         detail: format!("{t} tokens, {e} experts (one unused), top {k}, {hidden}->{inter}"), informational: false })
+}
+
+/// `moe_combine_norm` against `moe_combine` then `rmsnorm_residual` on the same inputs: the
+/// residual rows and the bf16 norm must be the same bits (pairs held elsewhere, -1, skipped).
+fn combine_norm(kern: &Kernels, rng: &mut Rng, t: usize, dim: usize) -> Result<Check> {
+    let gpu = kern.gpu();
+    let k = 6;
+    let pairs = t * k;
+    let z = rng.vec(pairs * dim, 1.0);
+    let mut pos: Vec<i32> = (0..pairs as i32).collect();
+    rng.shuffle(&mut pos);
+    for p in pos.iter_mut().step_by(5) {
+        *p = -1;
+    }
+    let w: Vec<f32> = (0..pairs).map(|_| rng.sym().abs()).collect();
+    let x0 = rng.vec(t * dim, 3.0);
+    let norm: Vec<f32> = (0..dim).map(|_| 0.5 + rng.sym().abs()).collect();
+    let up = |x: &[f32]| DeviceBuffer::from_slice(gpu, x);
+    let (d_z, d_w, d_norm, d_pos) = (up(&z)?, up(&w)?, up(&norm)?, DeviceBuffer::from_slice(gpu, &pos)?);
+    let (x_two, x_one) = (up(&x0)?, up(&x0)?);
+    let (h_two, h_one) = (DeviceBuffer::alloc(gpu, t * dim * 2)?, DeviceBuffer::alloc(gpu, t * dim * 2)?);
+    h_one.fill_bytes(0xff)?;
+    let eps = 1e-6;
+    moe::moe_combine(kern, v(&d_z), v(&d_pos), v(&d_w), v(&x_two), t, k, dim)?;
+    layers::rmsnorm_residual(kern, layers::RmsNorm::rows(v(&x_two), v(&d_norm), v(&h_two), t, dim, eps))?;
+    moe::moe_combine_norm(kern, v(&d_z), v(&d_pos), v(&d_w), v(&x_one), t, k, dim, v(&d_norm), v(&h_one), eps)?;
+    let x_differ = x_two.to_vec::<u32>(t * dim)?.iter().zip(x_one.to_vec::<u32>(t * dim)?).filter(|(a, b)| **a != *b).count();
+    let h_differ = h_two.to_vec::<u16>(t * dim)?.iter().zip(h_one.to_vec::<u16>(t * dim)?).filter(|(a, b)| **a != *b).count();
+    Ok(Check {
+        name: format!("moe_combine_norm {t} tokens x {dim} vs moe_combine + rmsnorm_residual"),
+        error: (x_differ + h_differ) as f64,
+        tolerance: 0.0,
+        detail: format!("{x_differ} residual values and {h_differ} normed values differ in their bits"),
+        informational: false,
+    })
 }

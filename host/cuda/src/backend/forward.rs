@@ -78,8 +78,11 @@ impl Forward<'_> {
         let (cfg, ws, t) = (self.cfg, self.ws, self.layout.tokens);
         let hidden = cfg.hidden_size;
         layers::embedding(self.k, ws.meta_at(self.layout.ids_at), v(&self.w.embed.buf), cfg.vocab_size, v(&ws.x), t, hidden)?;
+        // whether ws.h already holds the layer's input norm (written by the layer before's combine)
+        let mut normed = false;
         for (l, layer) in self.w.layers.iter().enumerate() {
-            self.layer(l, layer)?;
+            let next_norm = self.w.layers.get(l + 1).map(|n| &n.input_norm);
+            normed = self.layer(l, layer, normed, next_norm)?;
         }
         let rows = self.layout.logit_rows;
         if rows == 0 {
@@ -107,24 +110,29 @@ impl Forward<'_> {
         }
     }
 
-    fn layer(&self, l: usize, layer: &GpuLayer) -> Result<()> {
+    /// One layer; `normed`: ws.h already holds its input norm. Returns whether it wrote the next
+    /// layer's (`next_norm`) into ws.h.
+    fn layer(&self, l: usize, layer: &GpuLayer, normed: bool, next_norm: Option<&DeviceBuffer>) -> Result<bool> {
         let (cfg, ws, t) = (self.cfg, self.ws, self.layout.tokens);
         let hidden = cfg.hidden_size;
         let moe = matches!(layer.ffn, GpuFfn::Moe(_));
-        layers::rmsnorm_residual(self.k, RmsNorm::rows(v(&ws.x), v(&layer.input_norm), v(&ws.h), t, hidden, cfg.rms_norm_eps))?;
+        if !normed {
+            layers::rmsnorm_residual(self.k, RmsNorm::rows(v(&ws.x), v(&layer.input_norm), v(&ws.h), t, hidden, cfg.rms_norm_eps))?;
+        }
         self.attention(l, &layer.attn)?;
         let h32 = moe.then(|| v(&ws.h32));
         let norm = RmsNorm::rows(v(&ws.x), v(&layer.post_attention_norm), v(&ws.h), t, hidden, cfg.rms_norm_eps);
         layers::rmsnorm_residual(self.k, RmsNorm { out_f32: h32, ..norm })?;
         self.begin_partial()?;
-        match &layer.ffn {
-            GpuFfn::Dense(m) => self.mlp(m, t)?,
+        let next_normed = match &layer.ffn {
+            GpuFfn::Dense(m) => self.mlp(m, t).map(|_| false)?,
             GpuFfn::Moe(m) => match self.dp {
-                Some(dp) => self.moe_dp(l, m, dp)?,
-                None => self.moe(l, m)?,
+                Some(dp) => self.moe_dp(l, m, dp).map(|_| false)?,
+                None => self.moe(l, m, next_norm)?,
             },
-        }
-        self.end_partial()
+        };
+        self.end_partial()?;
+        Ok(next_normed)
     }
 
     /// Before a rank adds its partial output into the residual: every rank but 0 starts from
@@ -360,19 +368,31 @@ impl Forward<'_> {
         self.linear(t, &ws.act, &m.down, &ws.x, OutMode::F32Add)
     }
 
-    fn moe(&self, l: usize, m: &GpuMoe) -> Result<()> {
-        self.routed(l, m, self.layout.tokens, &self.ws.x, None)?;
-        if let Some(shared) = &m.shared {
-            self.mlp(shared, self.layout.tokens)?;
+    /// The MoE layer on one GPU or under tensor parallelism. Returns whether it also wrote the
+    /// next layer's input norm (`next_norm`) into ws.h: with `MLAHOST_COMBINE_NORM=1` and no
+    /// ranks to sum over first, the shared experts run first and the routed experts' combine
+    /// ends the layer with that norm (`moe_combine_norm`), one launch fewer.
+    fn moe(&self, l: usize, m: &GpuMoe, next_norm: Option<&DeviceBuffer>) -> Result<bool> {
+        let t = self.layout.tokens;
+        if let (Some(norm), true, None) = (next_norm, moe::combine_norm_on(), self.tp) {
+            if let Some(shared) = &m.shared {
+                self.mlp(shared, t)?;
+            }
+            self.routed(l, m, t, &self.ws.x, None, Some(norm))?;
+            return Ok(true);
         }
-        Ok(())
+        self.routed(l, m, t, &self.ws.x, None, None)?;
+        if let Some(shared) = &m.shared {
+            self.mlp(shared, t)?;
+        }
+        Ok(false)
     }
 
     /// The routed experts this GPU holds over `t` rows of `ws.h32` (f32, for the router) and
     /// `ws.h` (bf16, for the experts), their weighted outputs added into `out` (`[t, hidden]`
     /// f32), which `zero_first` (its GPU) clears just before (it may be `ws.h32` itself: the
     /// router has read it by then).
-    pub(super) fn routed(&self, l: usize, m: &GpuMoe, t: usize, out: &DeviceBuffer, zero_first: Option<&std::sync::Arc<Gpu>>) -> Result<()> {
+    pub(super) fn routed(&self, l: usize, m: &GpuMoe, t: usize, out: &DeviceBuffer, zero_first: Option<&std::sync::Arc<Gpu>>, next_norm: Option<&DeviceBuffer>) -> Result<()> {
         let (cfg, ws, k) = (self.cfg, self.ws, self.k);
         let mc = cfg.moe.as_ref().ok_or_else(|| crate::CudaError::launch("moe", "MoE weights without MoE config"))?;
         let (hidden, e, top_k, inter) = (cfg.hidden_size, mc.n_routed_experts, mc.num_experts_per_tok, m.inter);
@@ -441,6 +461,9 @@ impl Forward<'_> {
         if let Some(gpu) = zero_first {
             gpu.zero(out.ptr(), t * hidden * 4)?;
         }
-        moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(out), t, top_k, hidden)
+        match next_norm {
+            Some(w) => moe::moe_combine_norm(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(out), t, top_k, hidden, v(w), v(&ws.h), cfg.rms_norm_eps),
+            None => moe::moe_combine(k, v(&ws.expert_out), v(&ws.pair_pos), v(&ws.topk_w), v(out), t, top_k, hidden),
+        }
     }
 }

@@ -71,7 +71,7 @@ impl Forward<'_> {
         dp.gpu.copy_device(ws.h32.ptr(), stage.ptr(), n * 4)?;
         self.k.launch_step("f32_to_bf16_rows", (blocks(n), 1, 1), 256, 0, &[Arg::Ptr(ws.h32.ptr()), Arg::Ptr(ws.h.ptr()), Arg::I32(n as i32)])?;
         // this rank's experts over all of them, into h32 (the router has read it by then)
-        self.routed(l, m, dp.total, &ws.h32, Some(dp.gpu))?;
+        self.routed(l, m, dp.total, &ws.h32, Some(dp.gpu), None)?;
         if dp.slots {
             dp.world.reduce_scatter_sum(self.k, dp.gpu, View::of(&ws.h32), dp.total / dp.world.world() * hidden)?;
         } else {

@@ -307,6 +307,31 @@ pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View,
     ])
 }
 
+/// Whether the forward pass ends a MoE layer with `moe_combine_norm` where it can: only with
+/// `MLAHOST_COMBINE_NORM=1` until measured on a GPU.
+pub fn combine_norm_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MLAHOST_COMBINE_NORM").is_ok_and(|v| v == "1"))
+}
+
+/// `moe_combine`, then `out[t] = rmsnorm(x[t]) * norm_weight` (bf16, as `layers::rmsnorm_residual`
+/// writes it, bit for bit) for the next layer's attention: one launch instead of two.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_combine_norm(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize, norm_weight: View, out: View, eps: f32) -> Result<()> {
+    const K: &str = "moe_combine_norm";
+    k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &[
+        Arg::Ptr(z.need(K, "z", tokens * top_k * dim * 4)?),
+        Arg::Ptr(pair_pos.need(K, "pair positions", tokens * top_k * 4)?),
+        Arg::Ptr(weights.need(K, "weights", tokens * top_k * 4)?),
+        Arg::Ptr(x.need(K, "x", tokens * dim * 4)?),
+        Arg::I32(top_k as i32),
+        Arg::I32(dim as i32),
+        Arg::Ptr(norm_weight.need(K, "norm weight", dim * 4)?),
+        Arg::Ptr(out.need(K, "out", tokens * dim * 2)?),
+        Arg::F32(eps),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
