@@ -25,26 +25,28 @@
 #define AV_COLS 16      // absorb_value: output columns per CTA (4 warps x 4)
 #define AV_MAX_K 512    // W_UV's inner width (kv_lora): two 16-byte loads a lane per row
 
-// Grid (heads, kv_lora / AQ_COLS, + 1 when writing the cache); rope and its pair layout as
-// rope_query's; the cache write's arguments as latent_cache_write's.
+// Grid (heads, kv_lora / AQ_COLS, + 1 when writing the cache: `cache` not null); rope and its pair
+// layout as rope_query's; the cache write's arguments as latent_cache_write's.
 extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __restrict__ q, const u16* __restrict__ kv_b, u16* __restrict__ out,
                                                                 const int* __restrict__ pos, const float* __restrict__ inv_freq,
                                                                 float attn_factor, int tokens, int heads, int nope, int vd, int kv_lora,
                                                                 int rope, int interleaved, const float* __restrict__ kv,
                                                                 const float* __restrict__ norm_w, const i64* __restrict__ slots,
                                                                 unsigned char* __restrict__ cache, float eps, int fp8) {
-  const int col_tiles = kv_lora / AQ_COLS;
-  if (blockIdx.y < col_tiles && (int)threadIdx.x < nope)  // this CTA's 64 columns of W_UK's rows (util::prefetch_weights_l2)
-    util::prefetch_weights_l2(kv_b + ((i64)blockIdx.x * (nope + vd) + threadIdx.x) * kv_lora + blockIdx.y * AQ_COLS, AQ_COLS * 2);
+  // with a cache to write, row 0 of the grid writes it (dispatched first, so that it overlaps
+  // the projection's CTAs) and the column tiles are rows 1 ..
+  const int col_tiles = kv_lora / AQ_COLS, tile = (int)blockIdx.y - (cache != nullptr ? 1 : 0);
+  if (tile >= 0 && (int)threadIdx.x < nope)  // this CTA's 64 columns of W_UK's rows (util::prefetch_weights_l2)
+    util::prefetch_weights_l2(kv_b + ((i64)blockIdx.x * (nope + vd) + threadIdx.x) * kv_lora + tile * AQ_COLS, AQ_COLS * 2);
   util::await_prior_kernels();
-  if (blockIdx.y >= col_tiles) {  // the extra row of CTAs: the tokens' latent cache writes
+  if (tile < 0) {  // the tokens' latent cache writes
     for (int t = blockIdx.x; t < tokens; t += gridDim.x)
       write_latent(t, kv, norm_w, pos, slots, inv_freq, attn_factor, cache, kv_lora, rope, interleaved, eps, fp8);
     return;
   }
   __shared__ float qs[ABSORB_TOKENS][AQ_MAX_NOPE];
   __shared__ float red[AQ_KGROUPS][8][AQ_COLS];
-  const int h = blockIdx.x, n0 = blockIdx.y * AQ_COLS, tid = threadIdx.x;
+  const int h = blockIdx.x, n0 = tile * AQ_COLS, tid = threadIdx.x;
   const int qk = nope + rope, d = kv_lora + rope;
   // thread (kg, cq): columns n0 + 4 cq .. + 4 of W_UK's rows kg, kg + 8, ... (8-byte loads; a
   // half-warp reads one row's 128 bytes): the whole slice requested first, in one round trip
@@ -72,7 +74,7 @@ extern "C" __global__ void __launch_bounds__(128) absorb_query(const u16* __rest
   }
   // the rope part, spread over the head's CTAs
   const int half = rope / 2;
-  for (int i = blockIdx.y * blockDim.x + tid; i < tokens * half; i += blockDim.x * col_tiles) {
+  for (int i = tile * blockDim.x + tid; i < tokens * half; i += blockDim.x * col_tiles) {
     const int t = i / half, j = i % half;
     const float angle = (float)pos[t] * inv_freq[j];
     const float c = (float)cos((double)angle) * attn_factor, s = (float)sin((double)angle) * attn_factor;

@@ -66,7 +66,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
 #define RS_MAX_E 384                              // Kimi-K2's 384 experts
 #define RS_WARP_FLOATS 1536                       // one warp's routing scratch (below)
 #define RS_SMEM ((8 * RS_WARP_FLOATS + 2 * RS_MAX_E) * 4)
-extern "C" __global__ void __launch_bounds__(256, 2) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(256, 4) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
                                                                   float* __restrict__ part, unsigned int* __restrict__ counters, const float* __restrict__ bias,
                                                                   int* __restrict__ topk_ids, float* __restrict__ topk_w, int tokens, int hidden, int n_exp,
                                                                   int k, int n_group, int topk_group, int method, int norm_topk, float scaling,

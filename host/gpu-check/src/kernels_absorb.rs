@@ -29,6 +29,7 @@ pub(crate) fn run_all(k: &Kernels, rng: &mut Rng) -> Vec<Check> {
         (16, 2, 128, 40, 64, 16, true),
         (12, 4, 100, 128, 512, 64, false),
         (9, 16, 128, 128, 512, 64, true),
+        (16, 2, 128, 40, 64, 32, true),
     ];
     cases
         .into_iter()

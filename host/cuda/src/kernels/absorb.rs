@@ -49,7 +49,7 @@ pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, r
     const K: &str = "absorb_query";
     s.check(K)?;
     ensure(K, rope.rope_dim % 2 == 0, || format!("rope width {}", rope.rope_dim))?;
-    ensure(K, kv_b.ptr % 8 == 0, || "kv_b must be 8-byte aligned".into())?;
+    ensure(K, kv_b.ptr % 16 == 0, || "kv_b must be 16-byte aligned".into())?;
     let (qk, d) = (s.nope + rope.rope_dim, s.kv_lora + rope.rope_dim);
     let write = match cache {
         Some(cw) => {
