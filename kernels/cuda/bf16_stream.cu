@@ -216,8 +216,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
                                                                    const u16* __restrict__ w2, void* __restrict__ c2, float* __restrict__ part,
                                                                    u32* __restrict__ counters, int mode, int mode2, int m, int n1, int n, int k,
                                                                    int kb_per_split, int glu_inter) {
-  if (threadIdx.x < 64) {  // this CTA's weight rows over its k blocks (util::prefetch_weights_l2)
-    const int col = blockIdx.x * 64 + threadIdx.x, e0 = blockIdx.y * kb_per_split * 128, e1 = min(e0 + kb_per_split * 128, k);
+  if (threadIdx.x < 64) {  // this CTA's weight rows, first two k blocks (util::prefetch_weights_l2;
+    // the ramp is what it hides: a whole large layer would overflow L2 and evict the kernel ahead's)
+    const int col = blockIdx.x * 64 + threadIdx.x, e0 = blockIdx.y * kb_per_split * 128, e1 = min(e0 + min(kb_per_split, 2) * 128, k);
     if (col < n && e1 > e0) util::prefetch_weights_l2(StreamW{w, w2, n1, glu_inter}.row(col, k) + e0, (unsigned)(e1 - e0) * 2);
   }
   util::await_prior_kernels();

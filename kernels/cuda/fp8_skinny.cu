@@ -52,7 +52,8 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
                                                 const int* arow = nullptr, i64 out_row0 = 0) {
   static_assert(!GATHER || MT == 1, "a gathered tile is 16 rows (the callers' arow)");
   if (!GATHER && MT == 1 && (k & 15) == 0 && (int)threadIdx.x < 64 * NJ) {  // this CTA's weight rows (util::prefetch_weights_l2)
-    const int col = blockIdx.x * 64 * NJ + threadIdx.x, e0 = blockIdx.y * kb_per_split * 128, e1 = min(e0 + kb_per_split * 128, k);
+    // (the first two k blocks: the ramp is what it hides; a whole large layer would overflow L2)
+    const int col = blockIdx.x * 64 * NJ + threadIdx.x, e0 = blockIdx.y * kb_per_split * 128, e1 = min(e0 + min(kb_per_split, 2) * 128, k);
     if (col < n && e1 > e0) util::prefetch_weights_l2(w + (i64)col * k + e0, (unsigned)(e1 - e0));
   }
   util::await_prior_kernels();
