@@ -36,8 +36,8 @@ def main() -> None:
     cfg, copy, ab = json.load(open(sys.argv[1])), float(sys.argv[2]) * 1e9, sys.argv[3]
     names = sys.argv[4].split("|") if len(sys.argv) > 4 else []
     print(f"copy bandwidth {copy / 1e9:.0f} GB/s; roofline shares (weights + KV per step over copy, as kernels/gpu_e2e.sh)")
-    print("| variant | batch 1 (generate) | c=16 | c=64 |")
-    print("|---|---|---|---|")
+    print("| variant | batch 1 (generate) | GPU busy at batch 1 (device time of the decode steps / their wall time) | c=16 | c=64 |")
+    print("|---|---|---|---|---|")
     i = 0
     while True:
         try:
@@ -51,6 +51,8 @@ def main() -> None:
             shares.append(f"{100 * step_bytes(cfg, 1) / copy * gen['decode_tokens_per_s']:.0f}%")
         else:
             shares.append("-")
+        busy = gen.get("device_busy_share") if gen else None
+        shares.append(f"{100 * busy:.0f}%" if busy else "-")
         for c in (16, 64):
             r = run(f"{ab}/ab_c{c}_{i}.json")
             tpot = r.get("tpot_ms", {}).get("median") if r else None

@@ -27,6 +27,10 @@ pub struct DeviceBackends {
     pub profile: bool,
     /// With `profile`: the GPU of each rank of the last backend built, in rank order.
     pub profiled: Mutex<Vec<Arc<Gpu>>>,
+    /// CUDA, one GPU: time each forward pass on the device (`Gpu::step_device_time`); the GPU
+    /// of the last backend built is kept in `clocked`.
+    pub step_clock: bool,
+    pub clocked: Mutex<Option<Arc<Gpu>>>,
     /// CUDA: this host's place when one instance spans several (`--nnodes`).
     pub nodes: Option<NodeGroup>,
 }
@@ -42,6 +46,8 @@ impl DeviceBackends {
             quantization: WeightQuant::Auto,
             profile: false,
             profiled: Mutex::new(Vec::new()),
+            step_clock: false,
+            clocked: Mutex::new(None),
             nodes: None,
         }
     }
@@ -90,6 +96,11 @@ impl BackendFactory for DeviceBackends {
                     let gpu = backend.gpu();
                     gpu.set_profiling(true);
                     self.profiled.lock().unwrap_or_else(|p| p.into_inner()).push(gpu);
+                }
+                if self.step_clock {
+                    let gpu = backend.gpu();
+                    gpu.set_step_clock(true).map_err(mlahost_engine::EngineError::from)?;
+                    *self.clocked.lock().unwrap_or_else(|p| p.into_inner()) = Some(gpu);
                 }
                 Ok(Box::new(backend))
             }

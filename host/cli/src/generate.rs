@@ -136,6 +136,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         cuda_graphs: !args.enforce_eager,
         quantization: args.quantization,
         profile: args.profile_kernels,
+        step_clock: true,
         ..DeviceBackends::new(args.device)
     };
     let options = BackendOptions {
@@ -160,7 +161,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         top_logprobs: args.top_logprobs,
         ignore_eos: args.ignore_eos,
     };
+    let clocked = factory.clocked.lock().unwrap_or_else(|p| p.into_inner()).take();
     let out = generate(&model, backend.as_mut(), &request)?;
+    // the decode steps' device time (one GPU): the rest of their wall time is the host's
+    let device_decode = clocked.map(|g| g.step_device_time(Phase::Decode)).transpose()?.flatten();
     // one report per rank (rank 0 first); a single GPU is rank 0
     let rank_reports: Vec<ProfileReport> = profiled_gpus.iter().map(|g| g.profile_report()).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
     let profile = rank_reports.first().cloned();
@@ -198,6 +202,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "prefill_s": out.prefill_seconds,
             "decode_s": out.decode_seconds,
             "decode_tokens_per_s": if out.decode_seconds > 0.0 { decoded_steps as f64 / out.decode_seconds } else { 0.0 },
+            // device time of the decode forward passes (events around each), and their share of
+            // the decode wall time: the rest is host work between and around them
+            "device_decode_s": device_decode.map(|(_, s)| s),
+            "device_decode_steps": device_decode.map(|(n, _)| n),
+            "device_busy_share": device_decode.filter(|_| out.decode_seconds > 0.0).map(|(_, s)| s / out.decode_seconds),
         },
         "kernel_profile": profile.map(|p| {
             let rows = |phase| {

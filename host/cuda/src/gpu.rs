@@ -4,6 +4,7 @@
 
 use crate::error::{CudaError, DriverContext, Result};
 use crate::profile::{KernelProfile, Phase, ProfileReport};
+use crate::step_clock::StepClock;
 use cudarc::driver::{result, sys};
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,6 +26,8 @@ pub struct Gpu {
     pub(crate) stream: sys::CUstream,
     /// Per-kernel timing of eager forward passes, when switched on (`set_profiling`).
     profile: Mutex<Option<KernelProfile>>,
+    /// Device time of each forward pass, when switched on (`set_step_clock`).
+    clock: Mutex<Option<StepClock>>,
 }
 
 // SAFETY: a CUDA context and stream may be used from any thread once the context is made
@@ -79,11 +82,38 @@ impl Gpu {
             // SAFETY: valid device handle.
             total_memory: unsafe { result::device::total_mem(device) }.ctx("cuDeviceTotalMem")? as u64,
         };
-        Ok(Arc::new(Self { info, ctx, device, stream, profile: Mutex::new(None) }))
+        Ok(Arc::new(Self { info, ctx, device, stream, profile: Mutex::new(None), clock: Mutex::new(None) }))
     }
 
     fn profile(&self) -> MutexGuard<'_, Option<KernelProfile>> {
         self.profile.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn clock(&self) -> MutexGuard<'_, Option<StepClock>> {
+        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts (with empty totals) or stops timing each forward pass on the device.
+    pub fn set_step_clock(&self, on: bool) -> Result<()> {
+        self.bind()?;
+        *self.clock() = if on { Some(StepClock::new()?) } else { None };
+        Ok(())
+    }
+
+    /// Before a forward pass's first launch (a no-op unless `set_step_clock`).
+    pub(crate) fn step_begin(&self) -> Result<()> {
+        self.clock().as_mut().map_or(Ok(()), |c| c.begin(self.stream))
+    }
+
+    /// After a forward pass's last launch.
+    pub(crate) fn step_end(&self, phase: Phase) -> Result<()> {
+        self.clock().as_mut().map_or(Ok(()), |c| c.end(self.stream, phase))
+    }
+
+    /// Forward passes of `phase` timed so far and their device seconds (None without the clock).
+    pub fn step_device_time(&self, phase: Phase) -> Result<Option<(u64, f64)>> {
+        self.bind()?;
+        self.clock().as_mut().map(|c| c.totals(phase)).transpose()
     }
 
     /// Starts (with empty totals) or stops timing every kernel launch and cuBLAS call.
@@ -189,6 +219,7 @@ impl Drop for Gpu {
         unsafe {
             let _ = result::ctx::set_current(self.ctx);
             drop(self.profile.get_mut().unwrap_or_else(PoisonError::into_inner).take()); // its events, while the context is current
+            drop(self.clock.get_mut().unwrap_or_else(PoisonError::into_inner).take());
             let _ = result::stream::synchronize(self.stream);
             let _ = result::stream::destroy(self.stream);
             let _ = result::primary_ctx::release(self.device);

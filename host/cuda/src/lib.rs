@@ -19,6 +19,7 @@ pub mod nccl;
 pub mod profile;
 pub mod quant;
 pub mod sources;
+mod step_clock;
 
 pub use error::{CudaError, Result};
 pub use gpu::{DeviceBuffer, DeviceInfo, Gpu};

@@ -421,7 +421,8 @@ impl CudaBackend {
                 (None, _) => None,
             },
         };
-        self.gpu.profile_forward(if decode_only(batch) { Phase::Decode } else { Phase::Prefill });
+        let phase = if decode_only(batch) { Phase::Decode } else { Phase::Prefill };
+        self.gpu.profile_forward(phase);
         match bucket {
             Some(b) => {
                 let key = (batch.len(), b, dp.map_or(0, |d| d.total));
@@ -430,14 +431,23 @@ impl CudaBackend {
                     tracing::debug!(batch = key.0, bucket = key.1, moe_rows = key.2, "captured a decode graph");
                     self.graphs.insert(key, graph);
                 }
+                // (the clock starts after a capture: it times the device, not the host)
+                self.gpu.step_begin()?;
                 self.graphs.get(&key).ok_or_else(|| CudaError::launch("graph", "missing"))?.launch()?;
             }
-            None if batch.is_empty() => match f.dp {
-                Some(dp) => f.exchange_only(dp)?,
-                None => return Err(CudaError::launch("forward", "an empty batch outside a data-parallel step")),
-            },
-            None => f.run()?,
+            None if batch.is_empty() => {
+                self.gpu.step_begin()?;
+                match f.dp {
+                    Some(dp) => f.exchange_only(dp)?,
+                    None => return Err(CudaError::launch("forward", "an empty batch outside a data-parallel step")),
+                }
+            }
+            None => {
+                self.gpu.step_begin()?;
+                f.run()?
+            }
         }
+        self.gpu.step_end(phase)?;
         self.gpu.profile_collect()?;
         Ok(layout)
     }
