@@ -297,11 +297,17 @@ fn grouped_launch(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Groupe
 /// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]` over the pairs with a position (this rank's experts).
 pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize) -> Result<()> {
     const K: &str = "moe_combine";
-    k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &[
-        Arg::Ptr(z.need(K, "z", tokens * top_k * dim * 4)?),
-        Arg::Ptr(pair_pos.need(K, "pair positions", tokens * top_k * 4)?),
-        Arg::Ptr(weights.need(K, "weights", tokens * top_k * 4)?),
-        Arg::Ptr(x.need(K, "x", tokens * dim * 4)?),
+    k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &combine_args(K, z, pair_pos, weights, x, tokens, top_k, dim)?)
+}
+
+/// The combine kernels' common arguments, checked.
+#[allow(clippy::too_many_arguments)]
+fn combine_args(kernel: &'static str, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize) -> Result<Vec<Arg>> {
+    Ok(vec![
+        Arg::Ptr(z.need(kernel, "z", tokens * top_k * dim * 4)?),
+        Arg::Ptr(pair_pos.need(kernel, "pair positions", tokens * top_k * 4)?),
+        Arg::Ptr(weights.need(kernel, "weights", tokens * top_k * 4)?),
+        Arg::Ptr(x.need(kernel, "x", tokens * dim * 4)?),
         Arg::I32(top_k as i32),
         Arg::I32(dim as i32),
     ])
@@ -319,17 +325,9 @@ pub fn combine_norm_on() -> bool {
 #[allow(clippy::too_many_arguments)]
 pub fn moe_combine_norm(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize, norm_weight: View, out: View, eps: f32) -> Result<()> {
     const K: &str = "moe_combine_norm";
-    k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &[
-        Arg::Ptr(z.need(K, "z", tokens * top_k * dim * 4)?),
-        Arg::Ptr(pair_pos.need(K, "pair positions", tokens * top_k * 4)?),
-        Arg::Ptr(weights.need(K, "weights", tokens * top_k * 4)?),
-        Arg::Ptr(x.need(K, "x", tokens * dim * 4)?),
-        Arg::I32(top_k as i32),
-        Arg::I32(dim as i32),
-        Arg::Ptr(norm_weight.need(K, "norm weight", dim * 4)?),
-        Arg::Ptr(out.need(K, "out", tokens * dim * 2)?),
-        Arg::F32(eps),
-    ])
+    let mut args = combine_args(K, z, pair_pos, weights, x, tokens, top_k, dim)?;
+    args.extend([Arg::Ptr(norm_weight.need(K, "norm weight", dim * 4)?), Arg::Ptr(out.need(K, "out", tokens * dim * 2)?), Arg::F32(eps)]);
+    k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &args)
 }
 
 #[cfg(test)]
