@@ -54,19 +54,20 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const int* __restri
 }
 
 // The router, routing and dispatch of a small batch in one launch (decode): logits[t, e] =
-// h[t, :] · W[e, :] (f32), each CTA 8 experts (a warp each) over RS_K columns of h, partials summed
+// h[t, :] · W[e, :] (f32), each CTA 16 experts (a warp each) over RS_K columns of h, partials summed
 // in split order by each expert group's last CTA to arrive, and the last group to finish routes
 // every token (route_token, a warp per token) and builds the dispatch (align_pairs). Grid
-// (ceil(n_exp / 8), ceil(hidden / RS_K)), 256 threads, RS_SMEM bytes of dynamic shared memory;
+// (ceil(n_exp / 16), ceil(hidden / RS_K)), 512 threads (the last CTA routes 16 tokens at once),
+// RS_SMEM bytes of dynamic shared memory;
 // at most RS_TOKENS tokens and RS_MAX_E experts, hidden a multiple of 4. `part`: [splits, tokens,
 // n_exp] f32; `counters`: gridDim.x + 1 zeroed u32 (left zeroed).
 #define RS_TOKENS 16
-#define RS_EXPERTS 8
+#define RS_EXPERTS 16                             // warps a CTA
 #define RS_K 512
 #define RS_MAX_E 384                              // Kimi-K2's 384 experts
 #define RS_WARP_FLOATS 1536                       // one warp's routing scratch (below)
-#define RS_SMEM ((8 * RS_WARP_FLOATS + 2 * RS_MAX_E) * 4)
-extern "C" __global__ void __launch_bounds__(256, 4) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
+#define RS_SMEM ((RS_EXPERTS * RS_WARP_FLOATS + 2 * RS_MAX_E) * 4)
+extern "C" __global__ void __launch_bounds__(512, 2) moe_route_small(const float* __restrict__ h, const float* __restrict__ w, float* __restrict__ logits,
                                                                   float* __restrict__ part, unsigned int* __restrict__ counters, const float* __restrict__ bias,
                                                                   int* __restrict__ topk_ids, float* __restrict__ topk_w, int tokens, int hidden, int n_exp,
                                                                   int k, int n_group, int topk_group, int method, int norm_topk, float scaling,
@@ -89,16 +90,16 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_route_small(const float
     wv[i] = (e < n_exp && c < kn) ? __ldg(reinterpret_cast<const float4*>(w + (i64)e * hidden + k0 + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   // the tokens' slice of h, every load in flight before the first store
-  constexpr int HV = RS_TOKENS * RS_K / 4 / 256;
+  constexpr int HV = RS_TOKENS * RS_K / 4 / (RS_EXPERTS * 32);
   float4 hv[HV];
 #pragma unroll
   for (int u = 0; u < HV; u++) {
-    const int i = tid + u * 256, t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
+    const int i = tid + u * RS_EXPERTS * 32, t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
     hv[u] = (t < tokens && c < kn) ? *reinterpret_cast<const float4*>(h + (i64)t * hidden + k0 + c) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 #pragma unroll
   for (int u = 0; u < HV; u++) {
-    const int i = tid + u * 256, t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
+    const int i = tid + u * RS_EXPERTS * 32, t = i / (RS_K / 4), c = (i % (RS_K / 4)) * 4;
     if (t < tokens) *reinterpret_cast<float4*>(rs_smem + t * RS_K + c) = hv[u];
   }
   __syncthreads();
@@ -128,7 +129,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_route_small(const float
   // (64), chosen 3E + 64 (64 ints), taken 3E + 128 (E bytes), group flags 3E + 128 + E/4 and
   // + 16 (64 bytes each): 3E + 160 + E/4 <= RS_WARP_FLOATS
   constexpr int E = RS_MAX_E, TAKEN = 3 * E + 128;
-  static_assert(TAKEN + E / 4 + 32 <= RS_WARP_FLOATS && 8 * RS_WARP_FLOATS >= RS_TOKENS * RS_K, "routing scratch");
+  static_assert(TAKEN + E / 4 + 32 <= RS_WARP_FLOATS && RS_EXPERTS * RS_WARP_FLOATS >= RS_TOKENS * RS_K, "routing scratch");
   float* mine_s = rs_smem + warp * RS_WARP_FLOATS;
   const RouteScratch scratch{mine_s + E, mine_s + 2 * E, reinterpret_cast<bool*>(mine_s + TAKEN), mine_s + 3 * E,
                              reinterpret_cast<bool*>(mine_s + TAKEN + E / 4), reinterpret_cast<bool*>(mine_s + TAKEN + E / 4 + 16),
@@ -142,7 +143,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_route_small(const float
   // topk_ids is read back below after the barrier: it must stay a plain (coherent) pointer, not
   // const __restrict__, which would let the compiler read it through the non-coherent path
   __syncthreads();
-  int* counts = reinterpret_cast<int*>(rs_smem + 8 * RS_WARP_FLOATS);
+  int* counts = reinterpret_cast<int*>(rs_smem + RS_EXPERTS * RS_WARP_FLOATS);
   align_pairs(topk_ids, tokens * k, n_exp, expert_offsets, sorted_pairs, pair_pos, tiles, num_tiles, tile_rows, e_first, e_local, counts,
               counts + RS_MAX_E);
   if (tid == 0) counters[gridDim.x] = 0u;

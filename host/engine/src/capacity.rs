@@ -268,7 +268,7 @@ pub fn workspace_bytes(cfg: &ModelConfig, max_batched_tokens: usize, max_seqs: u
 pub const STREAM_SPLIT_PARTIAL_BYTES: u64 = 16 << 20;
 /// Its arrival counters: one u32 per 64-column tile of a split linear.
 pub const STREAM_TILE_COUNTER_BYTES: u64 = 4096;
-/// The fused small-batch router's arrival counters (one per group of 8 experts, and one for the
+/// The fused small-batch router's arrival counters (one per group of 16 experts, and one for the
 /// groups), after the streaming linear's in the same buffer; it borrows the linear's partials.
 pub const ROUTER_COUNTER_BYTES: u64 = 256;
 

@@ -4,7 +4,7 @@
 //! and its dispatch (expert offsets, sorted pairs, pair positions, tile list) against one built
 //! here from its choices; two launches back to back on the same counters, which must be zero
 //! after. V2-Lite's, V3's and Kimi-K2's routers at 1 to 16 tokens, a rank's share of the experts,
-//! an expert count off the kernel's groups of 8, and a single split.
+//! an expert count off the kernel's groups of 16, and a single split.
 
 use super::{v, Check, Rng};
 use mlahost_cuda::gpu::DeviceBuffer;

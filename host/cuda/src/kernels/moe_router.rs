@@ -11,12 +11,14 @@ use crate::Result;
 pub const MAX_TOKENS: usize = 16;
 /// Experts per CTA, columns of h per CTA, and the most experts it routes (RS_EXPERTS, RS_K,
 /// RS_MAX_E).
-const EXPERTS_PER_CTA: usize = 8;
+const EXPERTS_PER_CTA: usize = 16;
 const COLS_PER_CTA: usize = 512;
 const MAX_EXPERTS: usize = 384;
-/// Its dynamic shared memory (RS_SMEM): eight warps' routing scratch of 1,536 floats, then the
+/// Threads a CTA: a warp per expert (the last CTA's warps route a token each).
+const THREADS: u32 = (EXPERTS_PER_CTA * 32) as u32;
+/// Its dynamic shared memory (RS_SMEM): each warp's routing scratch of 1,536 floats, then the
 /// dispatch's counts and cursors.
-const SMEM: u32 = ((8 * 1536 + 2 * MAX_EXPERTS) * 4) as u32;
+const SMEM: u32 = ((EXPERTS_PER_CTA * 1536 + 2 * MAX_EXPERTS) * 4) as u32;
 /// Arrival counters it needs: one per expert group, and one for the groups.
 pub const COUNTERS: usize = MAX_EXPERTS / EXPERTS_PER_CTA + 1;
 
@@ -76,7 +78,7 @@ pub fn route(k: &Kernels, r: Router, p: &RouteParams, local: std::ops::Range<usi
     ];
     args.extend(p.args());
     args.extend(d.args(K, pairs, p.experts, local)?);
-    k.launch_step(K, (groups as u32, splits(hidden) as u32, 1), 256, SMEM, &args)
+    k.launch_step(K, (groups as u32, splits(hidden) as u32, 1), THREADS, SMEM, &args)
 }
 
 #[cfg(test)]
@@ -93,7 +95,7 @@ mod tests {
         assert_eq!(EXPERTS_PER_CTA, define("RS_EXPERTS"));
         assert_eq!(COLS_PER_CTA, define("RS_K"));
         assert_eq!(MAX_EXPERTS, define("RS_MAX_E"));
-        assert_eq!(SMEM as usize, (8 * define("RS_WARP_FLOATS") + 2 * MAX_EXPERTS) * 4);
+        assert_eq!(SMEM as usize, (EXPERTS_PER_CTA * define("RS_WARP_FLOATS") + 2 * MAX_EXPERTS) * 4);
         assert!(COUNTERS * 4 <= mlahost_engine::capacity::ROUTER_COUNTER_BYTES as usize);
     }
 
