@@ -45,6 +45,7 @@ impl Heads {
 /// kv_lora + rope]`, both bf16; `pos` each token's position (i32). With `cache`, the same launch
 /// also writes the tokens' latents into the layer's cache, as `layers::latent_cache_write` does
 /// (same tokens, positions, rope and latent width).
+#[allow(clippy::too_many_arguments)]
 pub fn query(k: &Kernels, s: Heads, q: View, kv_b: View, out: View, pos: View, rope: RopeArgs, cache: Option<CacheWrite>) -> Result<()> {
     const K: &str = "absorb_query";
     s.check(K)?;

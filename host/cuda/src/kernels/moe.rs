@@ -295,6 +295,7 @@ fn grouped_launch(kern: &Kernels, kernel: GroupedKernel, d: &Dispatch, g: Groupe
 }
 
 /// `x[t] += Σ_j weights[t, j] · z[pair_pos[t·k + j]]` over the pairs with a position (this rank's experts).
+#[allow(clippy::too_many_arguments)]
 pub fn moe_combine(k: &Kernels, z: View, pair_pos: View, weights: View, x: View, tokens: usize, top_k: usize, dim: usize) -> Result<()> {
     const K: &str = "moe_combine";
     k.launch_step(K, (tokens as u32, 1, 1), 256, 0, &combine_args(K, z, pair_pos, weights, x, tokens, top_k, dim)?)
