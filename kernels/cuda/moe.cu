@@ -152,14 +152,6 @@ extern "C" __global__ void __launch_bounds__(512, 2) moe_route_small(const float
 // ------------------------------------------------------------------------------------------------
 // grouped GEMM
 // ------------------------------------------------------------------------------------------------
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-__device__ __forceinline__ void cp16(u32 dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
 __device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
@@ -196,7 +188,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
       int r = tid >> 2, ch = tid & 3;
       int src = arow[r];
       const u16* g = a + (i64)(src < 0 ? 0 : src) * k + k0 + ch * 8;
-      cp16(smem_addr(&as[stage][r][ch * 8]), g, src >= 0);
+      util::cp_async_16(util::smem_u32(&as[stage][r][ch * 8]), g, src >= 0);
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {  // B: 128 rows x 4 chunks
@@ -204,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
       int r = idx >> 2, ch = idx & 3;
       int col = n0 + r;
       const u16* g = wexp + (i64)(col < n ? col : 0) * k + k0 + ch * 8;
-      cp16(smem_addr(&bs[stage][r][ch * 8]), g, col < n);
+      util::cp_async_16(util::smem_u32(&bs[stage][r][ch * 8]), g, col < n);
     }
   };
   float acc[2][4][4];
@@ -218,14 +210,14 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
 #pragma unroll
   for (int s = 0; s < MOE_STAGES - 1; s++) {
     if (s < ktiles) load(s, s);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    util::cp_async_commit();
   }
   for (int kt = 0; kt < ktiles; kt++) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(MOE_STAGES - 2) : "memory");
+    util::cp_async_wait<MOE_STAGES - 2>();
     __syncthreads();
     int nxt = kt + MOE_STAGES - 1;
     if (nxt < ktiles) load(nxt % MOE_STAGES, nxt);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    util::cp_async_commit();
     int st = kt % MOE_STAGES;
 #pragma unroll
     for (int kk = 0; kk < MOE_BK; kk += 16) {
@@ -234,13 +226,13 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
       for (int i = 0; i < 2; i++) {
         int row = wm * 32 + i * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
         int col = kk + 8 * (lane >> 4);
-        ldsm_x4(smem_addr(&as[st][row][col]), af[i][0], af[i][1], af[i][2], af[i][3]);
+        ldsm_x4(util::smem_u32(&as[st][row][col]), af[i][0], af[i][1], af[i][2], af[i][3]);
       }
 #pragma unroll
       for (int j = 0; j < 2; j++) {
         int row = wn * 32 + j * 16 + (lane & 7) + 8 * (lane >> 4);
         int col = kk + 8 * ((lane >> 3) & 1);
-        ldsm_x4(smem_addr(&bs[st][row][col]), bf[2 * j][0], bf[2 * j][1], bf[2 * j + 1][0], bf[2 * j + 1][1]);
+        ldsm_x4(util::smem_u32(&bs[st][row][col]), bf[2 * j][0], bf[2 * j][1], bf[2 * j + 1][0], bf[2 * j + 1][1]);
       }
 #pragma unroll
       for (int i = 0; i < 2; i++)
@@ -248,7 +240,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm(const u16* __restrict
         for (int j = 0; j < 4; j++) mma16816(acc[i][j], af[i][0], af[i][1], af[i][2], af[i][3], bf[j][0], bf[j][1]);
     }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  util::cp_async_wait<0>();
   int g = lane >> 2, cq = lane & 3;
 #pragma unroll
   for (int i = 0; i < 2; i++)
@@ -304,13 +296,13 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm_skinny(const u16* __r
     if (tid < SKINNY_BM * 8) {  // A: 16 rows x 8 chunks of 8
       const int r = tid >> 3, ch = tid & 7, src = arow[r], kc = k0 + ch * 8;
       const bool ok = src >= 0 && kc < k;
-      cp16(smem_addr(&as[stage][r][ch * 8]), a + (ok ? (i64)src * k + kc : 0), ok);
+      util::cp_async_16(util::smem_u32(&as[stage][r][ch * 8]), a + (ok ? (i64)src * k + kc : 0), ok);
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) {  // B: 128 rows x 8 chunks
       const int idx = tid + i * 256, r = idx >> 3, ch = idx & 7, col = n0 + r, kc = k0 + ch * 8;
       const bool ok = col < n && kc < k;
-      cp16(smem_addr(&bs[stage][r][ch * 8]), wexp + (ok ? (i64)col * k + kc : 0), ok);
+      util::cp_async_16(util::smem_u32(&bs[stage][r][ch * 8]), wexp + (ok ? (i64)col * k + kc : 0), ok);
     }
   };
   float acc[2][4];
@@ -322,25 +314,25 @@ extern "C" __global__ void __launch_bounds__(256) moe_gemm_skinny(const u16* __r
 #pragma unroll
   for (int s = 0; s < SKINNY_STAGES - 1; s++) {
     if (s < ktiles) load(s, s);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    util::cp_async_commit();
   }
   for (int kt = 0; kt < ktiles; kt++) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(SKINNY_STAGES - 2) : "memory");
+    util::cp_async_wait<SKINNY_STAGES - 2>();
     __syncthreads();
     const int nxt = kt + SKINNY_STAGES - 1;
     if (nxt < ktiles) load(nxt % SKINNY_STAGES, nxt);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    util::cp_async_commit();
     const int st = kt % SKINNY_STAGES;
 #pragma unroll
     for (int kk = 0; kk < SKINNY_BK; kk += 16) {
       u32 af[4], bf[2][2];
-      ldsm_x4(smem_addr(&as[st][(lane & 7) + 8 * ((lane >> 3) & 1)][kk + 8 * (lane >> 4)]), af[0], af[1], af[2], af[3]);
-      ldsm_x4(smem_addr(&bs[st][warp * 16 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]), bf[0][0], bf[0][1], bf[1][0], bf[1][1]);
+      ldsm_x4(util::smem_u32(&as[st][(lane & 7) + 8 * ((lane >> 3) & 1)][kk + 8 * (lane >> 4)]), af[0], af[1], af[2], af[3]);
+      ldsm_x4(util::smem_u32(&bs[st][warp * 16 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]), bf[0][0], bf[0][1], bf[1][0], bf[1][1]);
 #pragma unroll
       for (int j = 0; j < 2; j++) mma16816(acc[j], af[0], af[1], af[2], af[3], bf[j][0], bf[j][1]);
     }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  util::cp_async_wait<0>();
   const int g = lane >> 2, cq = lane & 3;
 #pragma unroll
   for (int j = 0; j < 2; j++)

@@ -61,20 +61,6 @@ __device__ __forceinline__ void fence_acc64(float* d) {
 
 // ---- END GENERATED ----
 
-__device__ __forceinline__ u32 mw_smem_u32(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16 bytes global -> shared, zero-filled when !valid (nothing read)
-__device__ __forceinline__ void mw_cp16(u32 dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void mw_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void mw_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 #endif
 
 // The CTA's tile (false: none, past moe_align's count) and its rows' sources in `arow`; the
@@ -108,23 +94,23 @@ __device__ __forceinline__ void mw_load(u32 sbase, const u8* __restrict__ a, con
     for (int i = 0; i < MW_BM * 8 / 256; i++) {
       const int idx = tid + 256 * i, r = idx >> 3, u = idx & 7, kc = k0 + u * PER_UNIT, src = arow[r];
       const bool ok = src >= 0 && kc < k;
-      mw_cp16(st + r * 128 + ((u ^ (r & 7)) << 4), a + (ok ? ((i64)src * k + kc) * ES : 0), ok);
+      util::cp_async_16(st + r * 128 + ((u ^ (r & 7)) << 4), a + (ok ? ((i64)src * k + kc) * ES : 0), ok);
     }
 #pragma unroll
     for (int i = 0; i < MW_BN * 8 / 256; i++) {
       const int idx = tid + 256 * i, r = idx >> 3, u = idx & 7, kc = k0 + u * PER_UNIT, col = n0 + r;
       const bool ok = col < n && kc < k;
-      mw_cp16(st + MW_A_BYTES + r * 128 + ((u ^ (r & 7)) << 4), wexp + (ok ? ((i64)col * k + kc) * ES : 0), ok);
+      util::cp_async_16(st + MW_A_BYTES + r * 128 + ((u ^ (r & 7)) << 4), wexp + (ok ? ((i64)col * k + kc) * ES : 0), ok);
     }
   }
-  mw_commit();
+  util::cp_async_commit();
 }
 
 // Waits for stage kt's copies and makes them visible to every warpgroup's MMAs; after the
 // barrier every warpgroup has finished the MMAs of stage kt - 2 (each waits them out an
 // iteration before), so its slot may be refilled.
 __device__ __forceinline__ void mw_stage_ready() {
-  mw_wait<1>();  // (stage kt + 1's copies may still be in flight)
+  util::cp_async_wait<1>();  // (stage kt + 1's copies may still be in flight)
   fence_proxy_async();
   __syncthreads();
 }
@@ -180,7 +166,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) moe_gemm_wgmma(const u16* _
   __shared__ int arow[MW_BM];
   MwTile t;
   if (!mw_tile(tiles, num_tiles, a_rows, a_div, arow, t)) return;
-  const u32 raw = mw_smem_u32(mw_smem_raw), sbase = (raw + 1023u) & ~1023u;
+  const u32 raw = util::smem_u32(mw_smem_raw), sbase = (raw + 1023u) & ~1023u;
   const int wg = threadIdx.x >> 7, n0 = blockIdx.x * MW_BN;
   __syncthreads();
   const u8* wexp = reinterpret_cast<const u8*>(w + (i64)t.e * n * k);
@@ -220,7 +206,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) fp8_grouped_wgmma(const u8*
   __shared__ int arow[MW_BM];
   MwTile t;
   if (!mw_tile(tiles, num_tiles, a_rows, a_div, arow, t)) return;
-  const u32 raw = mw_smem_u32(mw_smem_raw), sbase = (raw + 1023u) & ~1023u;
+  const u32 raw = util::smem_u32(mw_smem_raw), sbase = (raw + 1023u) & ~1023u;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x & 127) >> 5, g = (threadIdx.x & 31) >> 2, n0 = blockIdx.x * MW_BN;
   const int kb_total = (k + 127) / 128, nb_total = (n + 127) / 128, col0 = n0 + wg * 128;
   __syncthreads();

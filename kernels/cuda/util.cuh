@@ -103,6 +103,23 @@ __device__ __forceinline__ float split_sum(const float* p, int splits, i64 strid
   return v;
 }
 
+// cp.async staging (moe.cu, moe_wgmma.cu; mla_decode_common.cuh keeps its own copy in namespace
+// mla): a shared-memory address, a 16-byte copy that zero-fills and reads nothing when !valid,
+// and the group commit / wait.
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ void cp_async_16(u32 dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // fp8 e4m3 (OCP, finite max 448): decode one byte.
 __device__ __forceinline__ float e4m3_to_f32(u8 b) {
   u32 sign = (b >> 7) & 1, exp = (b >> 3) & 15, man = b & 7;
