@@ -240,10 +240,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) linear_stream(const u16* __
     const bool first = col < n1;
     const int md = first ? mode : mode2;
     const i64 idx = first ? (i64)r * n1 + col : (i64)r * (n - n1) + (col - n1);
-    void* out = first ? c : c2;
-    if (md == 0) ((u16*)out)[idx] = util::f32_to_bf16(v);
-    else if (md == 1) ((float*)out)[idx] = v;
-    else ((float*)out)[idx] += v;
+    util::store_out(first ? c : c2, idx, md, v);
   };
 #pragma unroll
   for (int j = 0; j < NJ; j++)

@@ -196,11 +196,7 @@ __device__ __forceinline__ void fp8_skinny_body(const void* __restrict__ x, cons
   }
 
   const bool split = !GATHER && gridDim.y > 1;
-  auto emit = [&](i64 idx, float v) {
-    if (mode == 0) ((u16*)c)[idx] = util::f32_to_bf16(v);
-    else if (mode == 1) ((float*)c)[idx] = v;
-    else ((float*)c)[idx] += v;
-  };
+  auto emit = [&](i64 idx, float v) { util::store_out(c, idx, mode, v); };
 #pragma unroll
   for (int i = 0; i < MT; i++)
 #pragma unroll

@@ -73,6 +73,15 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+// A GEMM's output element in its mode (the host's OutMode): 0 bf16, 1 f32, 2 f32 accumulate
+// (bf16_stream.cu, fp8_skinny.cu; fp8_gemm.cu keeps its own: written in place there, its
+// measured SASS changes).
+__device__ __forceinline__ void store_out(void* out, i64 idx, int mode, float v) {
+  if (mode == 0) ((u16*)out)[idx] = f32_to_bf16(v);
+  else if (mode == 1) ((float*)out)[idx] = v;
+  else ((float*)out)[idx] += v;
+}
+
 // Split-k linears whose last CTA per column tile sums the splits' f32 partials (fp8_skinny.cu,
 // bf16_stream.cu). After the CTA wrote its partials: whether it is the last of the tile's
 // `splits` to arrive at `counter` (then every split's partials are visible to it); `flag` is a
