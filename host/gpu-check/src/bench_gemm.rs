@@ -149,16 +149,7 @@ fn dense(k: &Kernels, blas: &Blas, rng: &mut Rng, copy: f64) -> Result<String> {
                 let g = stream::Linear { a: v(&a), w: v(&ws[i % copies]), c: v(&c), mode: OutMode::Bf16, second: None, glu: false, part: v(&part), counters: v(&counters), splits, m, n, k: kk };
                 stream::linear(k, g)
             })?;
-            let gbs = |us: f64| (n * kk * 2) as f64 / (us * 1e3);
-            let _ = writeln!(
-                s,
-                "| {name} | {n} x {kk} | {m} | {splits} | {cublas:.1} | {streamed:.1} | {:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
-                cublas / streamed,
-                gbs(cublas),
-                100.0 * gbs(cublas) / copy,
-                gbs(streamed),
-                100.0 * gbs(streamed) / copy
-            );
+            let _ = writeln!(s, "| {name} | {n} x {kk} | {m} | {splits} | {cublas:.1} | {streamed:.1} | {} |", versus(cublas, streamed, (n * kk * 2) as f64, copy));
         }
     }
     Ok(s)
@@ -292,16 +283,7 @@ fn decode_fp8(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
                 fp8::grouped_stream(k, &r.d, g, mode)
             })?;
             let touched = routed.iter().map(|r| r.touched).sum::<usize>() as f64 / ROUTINGS as f64;
-            let gbs = |us: f64| touched * (n * kk) as f64 / (us * 1e3);
-            let _ = writeln!(
-                s,
-                "| {name} | {n} x {kk} | {tokens} | {touched:.1} | {tiled:.1} | {streamed:.1} | {:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
-                tiled / streamed,
-                gbs(tiled),
-                100.0 * gbs(tiled) / copy,
-                gbs(streamed),
-                100.0 * gbs(streamed) / copy
-            );
+            let _ = writeln!(s, "| {name} | {n} x {kk} | {tokens} | {touched:.1} | {tiled:.1} | {streamed:.1} | {} |", versus(tiled, streamed, touched * (n * kk) as f64, copy));
         }
     }
     Ok(s)
@@ -330,17 +312,15 @@ fn grouped(k: &Kernels, rng: &mut Rng, copy: f64) -> Result<String> {
             };
             let (skinny, stream) = (time(GroupedKernel::Skinny)?, time(GroupedKernel::Stream)?);
             let touched = routed.iter().map(|r| r.touched).sum::<usize>() as f64 / ROUTINGS as f64;
-            let gbs = |us: f64| touched * (n * kk * 2) as f64 / (us * 1e3);
-            let _ = writeln!(
-                s,
-                "| {name} | {n} x {kk} | {tokens} | {touched:.1} | {skinny:.1} | {stream:.1} | {:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
-                skinny / stream,
-                gbs(skinny),
-                100.0 * gbs(skinny) / copy,
-                gbs(stream),
-                100.0 * gbs(stream) / copy
-            );
+            let _ = writeln!(s, "| {name} | {n} x {kk} | {tokens} | {touched:.1} | {skinny:.1} | {stream:.1} | {} |", versus(skinny, stream, touched * (n * kk * 2) as f64, copy));
         }
     }
     Ok(s)
+}
+
+/// A timed row's tail: the speed of `ours` over `base` and each one's rate over `bytes` (GB/s and
+/// its share of the copy bandwidth).
+fn versus(base: f64, ours: f64, bytes: f64, copy: f64) -> String {
+    let gbs = |us: f64| bytes / (us * 1e3);
+    format!("{:.2}x | {:.0} ({:.0}%) | {:.0} ({:.0}%)", base / ours, gbs(base), 100.0 * gbs(base) / copy, gbs(ours), 100.0 * gbs(ours) / copy)
 }
